@@ -1,0 +1,229 @@
+"""The only module that knows where tables live and how they are read and written.
+
+Tables are addressed by logical name (design.md §3). With `tables.backend: path` each is a
+Delta folder `<tables.root>/<name>`; with `catalog` it is the managed table
+`<catalog>.<schema>.<name>`. Reads check the contract schema; writes are idempotent:
+a full overwrite, an overwrite of the partitions a run owns, or an insert-only MERGE on a key.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from r2led_model.config import TablesConfig
+
+log = logging.getLogger(__name__)
+
+
+class SchemaMismatchError(ValueError):
+    """A table or DataFrame does not carry the columns its contract promises."""
+
+
+class TableNotFoundError(LookupError):
+    """A job asked for a table that no earlier job has written."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType  # required columns; more are allowed
+    partition_by: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+    doc: str = ""
+
+
+def _fields(*pairs: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(n, t, True) for n, t in pairs])
+
+
+_LONG, _INT, _STR, _DOUBLE = T.LongType(), T.IntegerType(), T.StringType(), T.DoubleType()
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "events",
+            _fields(("user_id", _LONG), ("item_id", _LONG), ("ts", _LONG), ("behavior", _STR),
+                    ("label", _INT), ("value", _DOUBLE), ("source", _STR),
+                    ("ingest_run_id", _STR), ("event_date", T.DateType())),
+            partition_by=("event_date",),
+            key=("user_id", "item_id", "ts", "behavior", "label", "value"),
+            doc="one behaviour; label is null for positive-only sources; ts is epoch seconds UTC",
+        ),
+        TableSpec(
+            "events_rejected",
+            _fields(("raw", _STR), ("reason", _STR), ("source_file", _STR),
+                    ("ingest_run_id", _STR)),
+            key=("source_file", "raw", "reason"),
+            doc="one bad input row, verbatim, with why it was refused",
+        ),
+        TableSpec(
+            "items",
+            _fields(("item_id", _LONG), ("category_id", _LONG), ("text", _STR), ("source", _STR)),
+            key=("item_id",),
+            doc="one item; category_id and text are nullable",
+        ),
+        TableSpec(
+            "user_sequences",
+            _fields(("user_id", _LONG), ("item_ids", T.ArrayType(_LONG)), ("ts", T.ArrayType(_LONG)),
+                    ("category_ids", T.ArrayType(_LONG)), ("behaviors", T.ArrayType(_STR)),
+                    ("length", _INT), ("dropped", _LONG)),
+            key=("user_id",),
+            doc="one user; ascending ts; the newest `max_stored` behaviours; `dropped` older ones not "
+                "stored, so a sample's history is item_ids[: hist_len - dropped]",
+        ),
+        TableSpec(
+            "samples",
+            _fields(("sample_id", _LONG), ("user_id", _LONG), ("item_id", _LONG), ("ts", _LONG),
+                    ("label", _INT), ("split", _STR), ("hist_len", _LONG), ("is_sampled_negative", T.BooleanType())),
+            partition_by=("split",),
+            key=("sample_id",),
+            doc="one labelled impression; hist_len counts the user's behaviours strictly before ts",
+        ),
+    )
+}
+
+
+def spec_for(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise TableNotFoundError(f"no table contract named {name!r} (known: {', '.join(sorted(TABLES))})") from None
+
+
+def check_schema(actual: T.StructType, spec: TableSpec, what: str) -> None:
+    """Raise SchemaMismatchError listing missing, wrongly typed and extra columns."""
+    have = {f.name: f.dataType for f in actual.fields}
+    missing = [f.name for f in spec.schema.fields if f.name not in have]
+    wrong = [f"{f.name} ({have[f.name].simpleString()}, expected {f.dataType.simpleString()})"
+             for f in spec.schema.fields if f.name in have and have[f.name] != f.dataType]
+    if missing or wrong:
+        extra = sorted(set(have) - {f.name for f in spec.schema.fields})
+        raise SchemaMismatchError(
+            f"{what} does not match the '{spec.name}' contract: missing columns {missing or 'none'}; "
+            f"wrong types {wrong or 'none'}; extra columns {extra or 'none'}"
+        )
+
+
+class TableStore:
+    """Reads and writes the contract tables under one configured root."""
+
+    def __init__(self, spark: SparkSession, config: TablesConfig):
+        self.spark = spark
+        self.config = config
+
+    # ---- addressing -------------------------------------------------------------------
+
+    def location(self, name: str) -> str:
+        spec_for(name)
+        if self.config.backend == "catalog":
+            return f"{self.config.catalog}.{self.config.schema}.{name}"
+        return str(Path(self.config.root).resolve() / name)
+
+    def exists(self, name: str) -> bool:
+        where = self.location(name)
+        if self.config.backend == "catalog":
+            return self.spark.catalog.tableExists(where)
+        return DeltaTable.isDeltaTable(self.spark, where)
+
+    def delta(self, name: str) -> DeltaTable:
+        where = self.location(name)
+        if self.config.backend == "catalog":
+            return DeltaTable.forName(self.spark, where)
+        return DeltaTable.forPath(self.spark, where)
+
+    def version(self, name: str) -> int | None:
+        """The table's current Delta version, or None if it does not exist yet."""
+        if not self.exists(name):
+            return None
+        return int(self.delta(name).history(1).select("version").first()[0])
+
+    # ---- reading ----------------------------------------------------------------------
+
+    def read(self, name: str) -> DataFrame:
+        spec = spec_for(name)
+        if not self.exists(name):
+            raise TableNotFoundError(f"table {name!r} does not exist at {self.location(name)}; run the job that writes it first")
+        where = self.location(name)
+        df = (self.spark.read.table(where) if self.config.backend == "catalog"
+              else self.spark.read.format("delta").load(where))
+        check_schema(df.schema, spec, f"table {where}")
+        return df
+
+    # ---- writing ----------------------------------------------------------------------
+
+    def overwrite(self, name: str, df: DataFrame) -> None:
+        """Replace the whole table in one Delta commit (readers see old or new, never half)."""
+        spec = self._conform(name, df)
+        self._write(spec, df, mode="overwrite", options={"overwriteSchema": "true"})
+
+    def overwrite_partitions(self, name: str, df: DataFrame, where: str) -> None:
+        """Atomically replace the rows matching the SQL predicate `where` with `df`."""
+        spec = self._conform(name, df)
+        if not self.exists(name):
+            self._write(spec, df, mode="overwrite", options={})
+            return
+        self._write(spec, df, mode="overwrite", options={"replaceWhere": where})
+
+    def insert_new(self, name: str, df: DataFrame, key: Sequence[str] | None = None) -> int:
+        """MERGE rows whose key is not yet in the table; returns rows inserted.
+
+        Re-running with the same input inserts nothing, which is what makes ingest idempotent.
+        Null-safe key equality, so a null label matches a null label.
+        """
+        spec = self._conform(name, df)
+        key = tuple(key or spec.key)
+        df = df.select(*self._columns(spec, df)).dropDuplicates(list(key))
+        if not self.exists(name):
+            self._write(spec, df, mode="overwrite", options={})
+            return int(self.read(name).count())
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+        if spec.partition_by:
+            # Restrict the target scan to the partitions present in the source (partition pruning).
+            parts = [r[0] for r in df.select(spec.partition_by[0]).distinct().collect()]
+            if parts:
+                values = ", ".join(f"'{v}'" for v in parts)
+                condition = f"t.`{spec.partition_by[0]}` IN ({values}) AND " + condition
+        (self.delta(name).alias("t").merge(df.alias("s"), condition)
+         .whenNotMatchedInsertAll().execute())
+        metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
+        return int(metrics.get("numTargetRowsInserted", 0))
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _conform(self, name: str, df: DataFrame) -> TableSpec:
+        spec = spec_for(name)
+        check_schema(df.schema, spec, f"data written to '{name}'")
+        return spec
+
+    @staticmethod
+    def _columns(spec: TableSpec, df: DataFrame) -> list[str]:
+        """Contract columns first, in contract order, then any extra columns."""
+        required = [f.name for f in spec.schema.fields]
+        return required + [c for c in df.columns if c not in required]
+
+    def _write(self, spec: TableSpec, df: DataFrame, mode: str, options: dict[str, str]) -> None:
+        writer = df.select(*self._columns(spec, df)).write.format("delta").mode(mode)
+        for key, value in options.items():
+            writer = writer.option(key, value)
+        if spec.partition_by:
+            writer = writer.partitionBy(*spec.partition_by)
+        where = self.location(spec.name)
+        if self.config.backend == "catalog":
+            writer.saveAsTable(where)
+        else:
+            writer.save(where)
+        log.info("wrote %s (%s)", where, mode if not options else ", ".join(f"{k}={v}" for k, v in options.items()))
+
+
+def table_counts(store: TableStore, names: Sequence[str]) -> dict[str, int]:
+    return {name: int(store.read(name).count()) for name in names}
+
+

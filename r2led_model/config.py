@@ -1,0 +1,435 @@
+"""Typed, frozen configuration for every R2LED job, and the one loader that builds it.
+
+YAML files in ``conf/`` hold values only; this module holds the schema. A config is
+``conf/base.yaml`` deep-merged with ``conf/<env>.yaml`` and then with ``--set a.b=c``
+overrides, in that order. Unknown keys and wrong types are errors that name the key path.
+
+String values may reference ``${workspace.root}`` (resolved after merging), so that every
+local path can live under one workspace folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+CONF_DIR_ENV = "R2LED_CONF_DIR"
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names the key path."""
+
+
+# --------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    # Every local artefact (tables, MLflow, Ivy cache, Spark temp, benchmarks) lives here.
+    root: str = "./workspace"
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    # "databricks" reuses the active session; "local" builds one with Delta enabled.
+    mode: Literal["local", "databricks", "submit"] = "local"
+    master: str = "local[*]"
+    app_name: str = "r2led"
+    driver_memory: str = "4g"
+    # Few partitions: a 2-core machine pays per-task overhead on the default 200.
+    shuffle_partitions: int = 8
+    ui_enabled: bool = False
+    ivy_dir: str = "${workspace.root}/ivy2"
+    local_dir: str = "${workspace.root}/tmp"
+    warehouse_dir: str = "${workspace.root}/spark-warehouse"
+    extra_conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TablesConfig:
+    # "path": Delta folders under `root`; "catalog": managed tables `catalog.schema.<name>`.
+    backend: Literal["path", "catalog"] = "path"
+    root: str = "${workspace.root}/tables"
+    catalog: str | None = None
+    schema: str | None = None
+
+
+@dataclass(frozen=True)
+class MovieLensSourceConfig:
+    # None reads the copy inside the installed `recbole` wheel.
+    path: str | None = None
+    # A rating at or above this is a click (label 1).
+    click_threshold: float = 4.0
+
+
+@dataclass(frozen=True)
+class TaobaoSourceConfig:
+    # UserBehavior.csv: user_id,item_id,category_id,behavior_type,timestamp (no header).
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TmallSourceConfig:
+    # user_log_format1.csv: user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type.
+    paths: tuple[str, ...] = ()
+    # time_stamp is "mmdd" without a year; the log covers one year.
+    year: int = 2015
+
+
+@dataclass(frozen=True)
+class AmazonSourceConfig:
+    # Review JSON lines (2018: reviewerID/asin/overall/unixReviewTime; 2023: user_id/parent_asin/rating/timestamp ms).
+    reviews_paths: tuple[str, ...] = ()
+    # Metadata JSON lines (asin or parent_asin, title, category/categories, main_category).
+    metadata_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SyntheticSourceConfig:
+    # Folder written by `r2led generate`; None means `${workspace.root}/raw/synthetic`.
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: Literal["movielens100k", "taobao", "tmall", "amazon", "synthetic"] = "movielens100k"
+    movielens100k: MovieLensSourceConfig = field(default_factory=MovieLensSourceConfig)
+    taobao: TaobaoSourceConfig = field(default_factory=TaobaoSourceConfig)
+    tmall: TmallSourceConfig = field(default_factory=TmallSourceConfig)
+    amazon: AmazonSourceConfig = field(default_factory=AmazonSourceConfig)
+    synthetic: SyntheticSourceConfig = field(default_factory=SyntheticSourceConfig)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    # Behaviour types accepted into `events`; anything else is rejected as unknown_behavior.
+    behaviors: tuple[str, ...] = ("pv", "click", "cart", "fav", "buy", "rating", "review")
+    # Timestamps outside [min_date, max_date) are impossible for these logs and rejected.
+    min_date: str = "1990-01-01"
+    max_date: str = "2100-01-01"
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Planted structure of `r2led generate` (see jobs/generate.py for the process)."""
+
+    seed: int = 7
+    num_users: int = 1000
+    # Mean events per user; per-user counts are log-normal around it (lifelong heavy users).
+    events_per_user: int = 200
+    num_items: int = 20000
+    # Branching of the 3-level item taxonomy: top topics, children per top, leaves per child.
+    taxonomy: tuple[int, int, int] = (8, 6, 5)
+    zipf_exponent: float = 1.1
+    interests_per_user: int = 6
+    # Items per interest session; sessions switch interest, so an interest returns after a gap.
+    session_length: float = 6.0
+    # Share of behaviours that are popularity-driven noise outside every interest.
+    noise_share: float = 0.15
+    start_date: str = "2024-01-01"
+    days: int = 60
+    # Spark partitions for generation; 0 picks from the event count.
+    partitions: int = 0
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    # "time": global cut-offs (no leakage); "last_n": each user's last n samples.
+    mode: Literal["time", "last_n"] = "time"
+    # UTC dates or datetimes: samples at or after valid_from are valid, at or after test_from are test.
+    valid_from: str | None = None
+    test_from: str | None = None
+    last_n_valid: int = 1
+    last_n_test: int = 1
+
+
+@dataclass(frozen=True)
+class NegativeSamplingConfig:
+    # "auto": sample negatives only when the source has no labels (positive-only logs).
+    enabled: Literal["auto", "always", "never"] = "auto"
+    ratio: int = 1
+    seed: int = 17
+    # Candidates drawn per wanted negative before excluding items the user touched.
+    oversample: int = 4
+
+
+@dataclass(frozen=True)
+class SequencesConfig:
+    # Newest behaviours kept per user in `user_sequences`.
+    max_stored: int = 2000
+    # Behaviours that enter the history; empty means all.
+    history_behaviors: tuple[str, ...] = ()
+    # Behaviours whose events become labelled samples; empty means all.
+    sample_behaviors: tuple[str, ...] = ()
+    # Samples with fewer preceding behaviours are dropped (0 keeps every sample).
+    min_hist_len: int = 0
+    split: SplitConfig = field(default_factory=SplitConfig)
+    negatives: NegativeSamplingConfig = field(default_factory=NegativeSamplingConfig)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    output_dir: str = "${workspace.root}/bench"
+    # Event counts for `r2led benchmark sequences`.
+    sequence_sizes: tuple[int, ...] = (1_000_000, 10_000_000)
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str = "local"
+    workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    sequences: SequencesConfig = field(default_factory=SequencesConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def default_conf_dir() -> Path:
+    """`conf/` beside the package in a checkout, or the copy installed with the package."""
+    import os
+
+    if os.environ.get(CONF_DIR_ENV):
+        return Path(os.environ[CONF_DIR_ENV])
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "conf", here / "conf"):
+        if (candidate / "base.yaml").is_file():
+            return candidate
+    raise ConfigError(f"no conf/ folder found beside {here}; set {CONF_DIR_ENV}")
+
+
+def load_config(
+    env: str = "local",
+    overrides: Sequence[str] = (),
+    conf_dir: str | Path | None = None,
+) -> Config:
+    """base.yaml ← <env>.yaml ← `key.path=value` overrides → a validated, frozen Config."""
+    conf_dir = Path(conf_dir) if conf_dir else default_conf_dir()
+    env_file = conf_dir / f"{env}.yaml"
+    if not env_file.is_file():
+        known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
+        raise ConfigError(f"unknown env {env!r}: no {env_file} (known: {', '.join(known)})")
+    merged: dict[str, Any] = {}
+    for path in (conf_dir / "base.yaml", env_file):
+        merged = _deep_merge(merged, _read_yaml(path), where=path.name)
+    merged["env"] = env
+    for override in overrides:
+        merged = _apply_override(merged, override)
+    merged = _resolve_placeholders(merged, merged)
+    return build_config(merged)
+
+
+def build_config(values: Mapping[str, Any]) -> Config:
+    """Build a Config from plain values; unknown keys and wrong types raise ConfigError."""
+    config = _build(Config, values, path="")
+    _check_semantics(config)
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value, where)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply_override(values: dict[str, Any], override: str) -> dict[str, Any]:
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected key.path=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {override!r}: empty key segment")
+    # YAML parsing gives `3` → int, `true` → bool, `[1, 2]` → list; strings stay strings.
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    return _deep_merge(values, nested, where="--set")
+
+
+_PLACEHOLDER = re.compile(r"\$\{([a-z_][a-z0-9_.]*)\}")
+
+
+def _resolve_placeholders(node: Any, root: Mapping[str, Any]) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _resolve_placeholders(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_placeholders(v, root) for v in node]
+    if isinstance(node, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            target: Any = root
+            for part in match.group(1).split("."):
+                if not isinstance(target, Mapping) or part not in target:
+                    raise ConfigError(f"placeholder ${{{match.group(1)}}} names no config key")
+                target = target[part]
+            return str(target)
+
+        return _PLACEHOLDER.sub(lookup, node)
+    return node
+
+
+def _build(cls: type, values: Any, path: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = ", ".join(f"{path}.{k}" if path else k for k in unknown)
+        raise ConfigError(f"unknown config key(s): {where} (allowed here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name in names & set(values):
+        key_path = f"{path}.{name}" if path else name
+        kwargs[name] = _coerce(hints[name], values[name], key_path)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        # YAML reads an unquoted 2024-01-01 as a date; keep it as the string the user wrote.
+        if isinstance(value, (dt.date, dt.datetime)):
+            return value.isoformat()
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported schema type {tp}")  # schema bug, not user error
+
+
+def _check_semantics(config: Config) -> None:
+    """Constraints a type cannot express, each naming its key."""
+    seq = config.sequences
+    checks = [
+        (seq.max_stored > 0, "sequences.max_stored", "must be positive"),
+        (seq.min_hist_len >= 0, "sequences.min_hist_len", "must be >= 0"),
+        (seq.negatives.ratio >= 1, "sequences.negatives.ratio", "must be >= 1"),
+        (seq.negatives.oversample >= 1, "sequences.negatives.oversample", "must be >= 1"),
+        (seq.split.last_n_valid >= 0, "sequences.split.last_n_valid", "must be >= 0"),
+        (seq.split.last_n_test >= 0, "sequences.split.last_n_test", "must be >= 0"),
+        (config.spark.shuffle_partitions > 0, "spark.shuffle_partitions", "must be positive"),
+        (config.synthetic.num_users > 0, "synthetic.num_users", "must be positive"),
+        (config.synthetic.num_items > 0, "synthetic.num_items", "must be positive"),
+        (config.synthetic.events_per_user > 0, "synthetic.events_per_user", "must be positive"),
+        (all(b > 0 for b in config.synthetic.taxonomy), "synthetic.taxonomy", "branching must be positive"),
+        (0.0 <= config.synthetic.noise_share < 1.0, "synthetic.noise_share", "must be in [0, 1)"),
+        (config.synthetic.session_length >= 1.0, "synthetic.session_length", "must be >= 1"),
+        (config.synthetic.interests_per_user >= 1, "synthetic.interests_per_user", "must be >= 1"),
+        (config.synthetic.days >= 1, "synthetic.days", "must be >= 1"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {message}")
+    for key, text in (
+        ("ingest.min_date", config.ingest.min_date),
+        ("ingest.max_date", config.ingest.max_date),
+        ("synthetic.start_date", config.synthetic.start_date),
+        ("sequences.split.valid_from", seq.split.valid_from),
+        ("sequences.split.test_from", seq.split.test_from),
+    ):
+        if text is not None:
+            parse_utc_timestamp(text, key=key)
+    if seq.split.mode == "time":
+        if seq.split.valid_from is None or seq.split.test_from is None:
+            raise ConfigError("sequences.split: mode 'time' needs valid_from and test_from")
+        if parse_utc_timestamp(seq.split.valid_from) > parse_utc_timestamp(seq.split.test_from):
+            raise ConfigError("sequences.split.valid_from: must not be after test_from")
+    if config.tables.backend == "catalog" and not (config.tables.catalog and config.tables.schema):
+        raise ConfigError("tables: backend 'catalog' needs tables.catalog and tables.schema")
+
+
+def parse_utc_timestamp(text: str, key: str = "timestamp") -> int:
+    """'YYYY-MM-DD' or an ISO datetime, read as UTC → epoch seconds."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {text!r} is not an ISO date or datetime") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp())
+
+
+def _to_plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _to_plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_to_plain(v) for v in node]
+    return node
