@@ -232,7 +232,8 @@ def load_config(
     if not env_file.is_file():
         known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
         raise ConfigError(f"unknown env {env!r}: no {env_file} (known: {', '.join(known)})")
-    merged: dict[str, Any] = {}
+    # Start from the schema's defaults so that defaults may use ${...} placeholders too.
+    merged: dict[str, Any] = Config().to_dict()
     for path in (conf_dir / "base.yaml", env_file):
         merged = _deep_merge(merged, _read_yaml(path), where=path.name)
     merged["env"] = env

@@ -1,0 +1,36 @@
+"""Source loaders: one module per raw log format, chosen by `source.kind`."""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+from jobs.sources.common import ParsedSource, SourceError
+from r2led_model.config import Config
+
+
+def load_source(spark: SparkSession, config: Config) -> ParsedSource:
+    kind = config.source.kind
+    if kind == "movielens100k":
+        from jobs.sources.movielens import load_movielens
+
+        return load_movielens(spark, config.source.movielens100k)
+    if kind == "taobao":
+        from jobs.sources.taobao import load_taobao
+
+        return load_taobao(spark, config.source.taobao)
+    if kind == "tmall":
+        from jobs.sources.tmall import load_tmall
+
+        return load_tmall(spark, config.source.tmall)
+    if kind == "amazon":
+        from jobs.sources.amazon import load_amazon
+
+        return load_amazon(spark, config.source.amazon)
+    if kind == "synthetic":
+        from jobs.sources.synthetic import load_synthetic
+
+        return load_synthetic(spark, config)
+    raise SourceError(f"source.kind: no loader for {kind!r}")
+
+
+__all__ = ["ParsedSource", "SourceError", "load_source"]

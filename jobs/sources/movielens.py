@@ -40,9 +40,9 @@ def embedded_dataset_dir() -> Path:
 
 def load_movielens(spark: SparkSession, config: MovieLensSourceConfig) -> ParsedSource:
     folder = Path(config.path) if config.path else embedded_dataset_dir()
-    inter, item = require_files([folder / "ml-100k.inter", folder / "ml-100k.item"], "MovieLens-100K")
+    inter_file, item_file = require_files([folder / "ml-100k.inter", folder / "ml-100k.item"], "MovieLens-100K")
 
-    lines = read_lines(spark, [inter], header=INTER_HEADER)
+    lines = read_lines(spark, [inter_file], header=INTER_HEADER)
     parts = F.split("raw", "\t", -1)
     user_t, item_t, rating_t, ts_t = (field(parts, i) for i in range(4))
     user, item, rating = to_long(user_t), to_long(item_t), to_double(rating_t)
@@ -63,7 +63,7 @@ def load_movielens(spark: SparkSession, config: MovieLensSourceConfig) -> Parsed
         reason.alias("reason"),
     ))
 
-    item_lines = read_lines(spark, [item], header=ITEM_HEADER)
+    item_lines = read_lines(spark, [item_file], header=ITEM_HEADER)
     iparts = F.split("raw", "\t", -1)
     id_t, title, year, genres = (field(iparts, i) for i in range(4))
     item_id = to_long(id_t)
@@ -91,5 +91,5 @@ def load_movielens(spark: SparkSession, config: MovieLensSourceConfig) -> Parsed
         events=events,
         items=parsed_items.where(F.col("reason").isNull()).select("item_id", "category_id", "text"),
         items_rejected=parsed_items.where(F.col("reason").isNotNull()).select("raw", "reason", "source_file"),
-        files=(inter, item),
+        files=(inter_file, item_file),
     )

@@ -1,0 +1,53 @@
+"""`r2led <command>`: one subcommand per job; each forwards to that job module's `main(argv)`.
+
+Modules are imported only when their command runs, so `r2led --help` starts instantly and a
+job's heavy imports (pyspark, torch) load only when needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Sequence
+
+# command → (module with main(argv), one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("jobs.ingest", "raw logs → events, items, events_rejected"),
+    "sequences": ("jobs.sequences", "events → user_sequences, samples"),
+    "generate": ("jobs.generate", "write a synthetic world's raw logs (Spark, parallel)"),
+    "pipeline": ("jobs.pipeline", "the end-to-end run: ingest → sequences (grows with later stages)"),
+}
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "sequences": ("jobs.benchmarks.sequences", "ingest + sequences throughput vs a single-process reference"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: r2led <command> [--env ENV] [--set key=value ...] [options]", "", "commands:"]
+    lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  benchmark {name:<12} {text}" for name, (_, text) in BENCHMARKS.items()]
+    lines += ["", "Every command takes --env (default local) and repeated --set key=value; -h for its options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    table = COMMANDS
+    if command == "benchmark":
+        if not rest or rest[0] not in BENCHMARKS:
+            print(f"r2led benchmark: choose one of {', '.join(BENCHMARKS)}", file=sys.stderr)
+            return 2
+        table, command, rest = BENCHMARKS, rest[0], rest[1:]
+    if command not in table:
+        print(f"r2led: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(table[command][0])
+    return int(module.main(rest))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""A synthetic shopping world with planted structure, the ground truth for R2LED benchmarks.
+
+The world (taxonomy, items, text, popularity) depends only on the config. Each user's events
+depend only on ``(seed, user_id)`` and the world, so any batching of user ids (e.g. Spark
+``mapInPandas``) produces the same rows. What is planted:
+
+* a 3-level taxonomy ``l1 -> l2 -> leaf`` with item text built from one real word per level,
+  so a sentence encoder (and semantic IDs) can recover it;
+* Zipf item popularity over a seeded permutation of items;
+* users with a few long-lived level-2 interests; sessions of geometric length each follow one
+  interest and never the previous session's, so an interest returns only after a gap: it is
+  missing from the recent window but present in the lifelong history.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from r2led_model.config import SyntheticConfig, parse_utc_timestamp
+
+log = logging.getLogger(__name__)
+
+# Vocabulary. The pools are disjoint so a word identifies its level (tests check this).
+L1_WORDS = (
+    "kitchen garden camping fitness office bathroom bedroom automotive pets baby music photography "
+    "cycling fishing gaming travel crafts beauty tools laundry audio school party winter"
+).split()
+L2_WORDS = (
+    "lantern kettle blender toaster skillet spatula ladle colander grater whisk teapot mug tumbler "
+    "thermos cooler tent hammock backpack compass stove shovel rake hose sprinkler planter trowel "
+    "pruner wheelbarrow dumbbell kettlebell treadmill mat stapler binder notebook pen pencil marker "
+    "folder calendar desk chair lamp pillow blanket mattress curtain towel mirror faucet shower soap "
+    "razor brush comb dryer helmet glove jacket boot sandal sneaker sock scarf umbrella suitcase "
+    "wallet camera lens tripod speaker headphone microphone keyboard mouse monitor router charger "
+    "cable battery drone guitar violin drum piano ukulele harmonica leash collar aquarium feeder "
+    "stroller crib bottle rattle bicycle pump saddle chain reel rod bait hook kayak paddle canoe "
+    "puzzle controller console candle vase basket hamper iron detergent hanger ladder drill hammer "
+    "wrench screwdriver saw clamp toolbox sander grill thermometer scale clock radio projector "
+    "printer scanner heater fan humidifier purifier vacuum mop broom bucket sponge"
+).split()
+L3_WORDS = (
+    "rechargeable cordless stainless bamboo ceramic wooden leather cotton wool silicone titanium "
+    "aluminum copper brass glass plastic carbon insulated waterproof foldable portable adjustable "
+    "wireless digital analog electric manual magnetic inflatable collapsible ergonomic ventilated "
+    "padded reversible heated solar ultralight rugged telescopic stackable nonstick enamel granite "
+    "marble linen velvet denim canvas nylon polyester mesh fleece suede rubber foam hybrid folding "
+    "rolling hanging tabletop handheld countertop freestanding tactical marine alpine arctic "
+    "tropical desert urban rustic nautical retro industrial minimalist professional beginner junior "
+    "toddler outdoor indoor overhead underwater smart programmable automatic dual triple single "
+    "double modular convertible expandable detachable universal compostable organic recycled "
+    "biodegradable antibacterial hypoallergenic scented unscented quiet silent turbo steam infrared "
+    "ultrasonic bluetooth mechanical hydraulic pneumatic spring clamping locking sliding rotating "
+    "swivel tilting reclining weighted cushioned quilted woven knitted embroidered printed engraved "
+    "polished brushed matte glossy frosted tinted"
+).split()
+STYLE_WORDS = (
+    "compact classic modern vintage premium deluxe basic elegant sleek sturdy lightweight durable "
+    "slim large small mini"
+).split()
+COLOUR_WORDS = "red blue green black white grey silver gold pink purple orange yellow navy beige brown teal".split()
+
+_WORLD_STREAM, _USER_STREAM = 0, 1  # keep world and user random streams apart
+_SECONDS_PER_DAY = 86_400
+_COUNT_SIGMA = 0.6  # log-normal spread of events per user
+_INTEREST_ALPHA = 1.0  # Dirichlet concentration of a user's interest weights
+_LEAF_ALPHA = 0.5  # < 1: each interest prefers a few leaves of its topic
+_GAP_MEDIAN_S, _GAP_SIGMA = 30.0, 1.0  # in-session gaps: seconds to minutes
+
+
+@dataclass(frozen=True, eq=False)
+class SyntheticWorld:
+    """Items, taxonomy and sampling tables; everything a user's events are drawn from."""
+
+    item_leaf: np.ndarray  # (num_items,) int64 global leaf id per item (item_id == index)
+    leaf_path: np.ndarray  # (num_leaves, 3) int64 (l1, l2, l3) per leaf
+    item_popularity: np.ndarray  # (num_items,) float64, sums to 1
+    item_text: tuple[str, ...]
+    l1_names: tuple[str, ...]  # word(s) of each level-1 node
+    l2_names: tuple[str, ...]  # word(s) of each level-2 node (global l2 id)
+    l3_names: tuple[str, ...]  # word(s) of each leaf (global leaf id)
+    leaves_per_l2: int
+    topic_popularity: np.ndarray  # (num_l2,) summed item popularity per level-2 topic
+    leaf_popularity: np.ndarray  # (num_leaves,) summed item popularity per leaf
+    leaf_items: np.ndarray  # (num_items,) item ids grouped by leaf
+    leaf_item_cdf: np.ndarray  # (num_items,) leaf id + within-leaf popularity CDF, aligned to leaf_items
+    item_cdf: np.ndarray  # (num_items,) catalogue popularity CDF, for noise
+
+
+def _node_names(pool: list[str], count: int, rng: np.random.Generator) -> tuple[str, ...]:
+    """A distinct word per node from a shuffled pool; a numeric suffix once the pool runs out."""
+    words = [pool[i] for i in rng.permutation(len(pool))]
+    return tuple(words[i % len(words)] + (f" {i // len(words) + 1}" if i >= len(words) else "")
+                 for i in range(count))
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def build_world(config: SyntheticConfig) -> SyntheticWorld:
+    """Taxonomy, item-to-leaf assignment, Zipf popularity and item text, all from the seed."""
+    rng = np.random.default_rng([config.seed, _WORLD_STREAM])
+    n1, n2, n3 = config.taxonomy
+    num_leaves, num_items = n1 * n2 * n3, config.num_items
+    leaf = np.arange(num_leaves, dtype=np.int64)
+    leaf_path = np.stack([leaf // (n2 * n3), leaf // n3, leaf], axis=1)
+
+    # One item per leaf first (so none is empty), the rest uniformly; shuffled so ids carry no order.
+    if num_items >= num_leaves:
+        assigned = np.concatenate([leaf, rng.integers(0, num_leaves, num_items - num_leaves)])
+    else:
+        assigned = np.arange(num_items, dtype=np.int64) % num_leaves
+    item_leaf = rng.permutation(assigned).astype(np.int64)
+
+    rank = np.empty(num_items, dtype=np.float64)
+    rank[rng.permutation(num_items)] = np.arange(1, num_items + 1)
+    popularity = rank ** -config.zipf_exponent
+    popularity /= popularity.sum()
+
+    l1_names = _node_names(L1_WORDS, n1, rng)
+    l2_names = _node_names(L2_WORDS, n1 * n2, rng)
+    l3_names = _node_names(L3_WORDS, num_leaves, rng)
+    styles = rng.integers(0, len(STYLE_WORDS), num_items)
+    colours = rng.integers(0, len(COLOUR_WORDS), num_items)
+    path = leaf_path[item_leaf]
+    text = tuple(
+        f"{l1_names[a]} {l2_names[b]} {l3_names[c]}, {STYLE_WORDS[s]} {COLOUR_WORDS[k]}"
+        for a, b, c, s, k in zip(path[:, 0].tolist(), path[:, 1].tolist(), path[:, 2].tolist(),
+                                 styles.tolist(), colours.tolist())
+    )
+
+    # Two-stage sampling tables: pick a leaf, then an item inside it by popularity. Each leaf's
+    # CDF is offset by its id, so one searchsorted over all items serves every leaf at once.
+    leaf_popularity = np.bincount(item_leaf, weights=popularity, minlength=num_leaves)
+    leaf_items = np.argsort(item_leaf, kind="stable").astype(np.int64)
+    sorted_leaf, sorted_pop = item_leaf[leaf_items], popularity[leaf_items]
+    within = np.cumsum(sorted_pop) - np.repeat(np.cumsum(leaf_popularity) - leaf_popularity,
+                                               np.bincount(item_leaf, minlength=num_leaves))
+    within /= leaf_popularity[sorted_leaf]
+    within[np.r_[sorted_leaf[1:] != sorted_leaf[:-1], True]] = 1.0  # exact end of each leaf
+    item_cdf = np.cumsum(popularity)
+    item_cdf[-1] = 1.0
+    log.debug("synthetic world: %d items, %d leaves", num_items, num_leaves)
+    return SyntheticWorld(
+        item_leaf=_frozen(item_leaf), leaf_path=_frozen(leaf_path), item_popularity=_frozen(popularity),
+        item_text=text, l1_names=l1_names, l2_names=l2_names, l3_names=l3_names, leaves_per_l2=n3,
+        topic_popularity=_frozen(np.bincount(leaf_path[:, 1], weights=leaf_popularity, minlength=n1 * n2)),
+        leaf_popularity=_frozen(leaf_popularity), leaf_items=_frozen(leaf_items),
+        leaf_item_cdf=_frozen(within + sorted_leaf), item_cdf=_frozen(item_cdf),
+    )
+
+
+def item_frame(world: SyntheticWorld) -> pd.DataFrame:
+    """One row per item: id, leaf (category), text, taxonomy path and popularity."""
+    path = world.leaf_path[world.item_leaf]
+    return pd.DataFrame({
+        "item_id": np.arange(world.item_leaf.size, dtype=np.int64),
+        "category_id": world.item_leaf.astype(np.int64),
+        "text": pd.Series(world.item_text, dtype=object),
+        "topic_l1": path[:, 0], "topic_l2": path[:, 1], "topic_l3": path[:, 2],
+        "popularity": world.item_popularity.astype(np.float64),
+    })
+
+
+def _user_rng(config: SyntheticConfig, user_id: int) -> np.random.Generator:
+    if user_id < 0:
+        raise ValueError(f"user ids must be non-negative, got {user_id}")
+    return np.random.default_rng([config.seed, _USER_STREAM, int(user_id)])
+
+
+def _user_profile(world: SyntheticWorld, config: SyntheticConfig,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interests (l2 topics, weight-descending), their weights, and per-interest leaf CDFs.
+
+    Drawn first from the user's stream, so the truth frame and the events agree.
+    """
+    pop = world.topic_popularity
+    k = int(min(config.interests_per_user, np.count_nonzero(pop)))
+    # Gumbel top-k: k distinct topics, drawn in proportion to popularity; empty topics never.
+    keys = np.log(pop, out=np.full(pop.size, -np.inf), where=pop > 0) + rng.gumbel(size=pop.size)
+    topics = np.argsort(-keys, kind="stable")[:k].astype(np.int64)
+    weights = rng.dirichlet(np.full(k, _INTEREST_ALPHA))
+    order = np.argsort(-weights, kind="stable")
+    topics, weights = topics[order], weights[order]
+
+    m = world.leaves_per_l2
+    preference = rng.dirichlet(np.full(m, _LEAF_ALPHA), size=k) + 1e-9  # never all-zero
+    prob = preference * world.leaf_popularity[topics[:, None] * m + np.arange(m)]
+    cdf = np.cumsum(prob, axis=1) / prob.sum(axis=1, keepdims=True)
+    last = m - 1 - np.argmax(prob[:, ::-1] > 0, axis=1)  # past the last non-empty leaf: exactly 1
+    cdf[np.arange(m)[None, :] >= last[:, None]] = 1.0
+    return topics, weights, cdf
+
+
+def user_interest_frame(world: SyntheticWorld, config: SyntheticConfig, user_ids: np.ndarray) -> pd.DataFrame:
+    """The planted truth: each user's interests (level-2 topics) with their weights, heaviest first."""
+    parts = []
+    for user_id in np.unique(np.asarray(user_ids, dtype=np.int64)).tolist():
+        topics, weights, _ = _user_profile(world, config, _user_rng(config, user_id))
+        parts.append(pd.DataFrame({"user_id": np.full(topics.size, user_id, dtype=np.int64),
+                                   "interest_rank": np.arange(topics.size, dtype=np.int64),
+                                   "topic_l2": topics, "weight": weights}))
+    if not parts:
+        return pd.DataFrame({"user_id": np.empty(0, np.int64), "interest_rank": np.empty(0, np.int64),
+                             "topic_l2": np.empty(0, np.int64), "weight": np.empty(0, np.float64)})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _session_lengths(rng: np.random.Generator, total: int, mean: float) -> np.ndarray:
+    """Geometric lengths (mean `mean`, >= 1) summing exactly to `total`; the last is truncated."""
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    chunks, drawn = [], 0
+    while drawn < total:
+        chunk = rng.geometric(1.0 / mean, size=int(total / mean * 1.25) + 4)
+        chunks.append(chunk)
+        drawn += int(chunk.sum())
+    lengths = np.concatenate(chunks)
+    cum = np.cumsum(lengths)
+    count = int(np.searchsorted(cum, total)) + 1
+    lengths = lengths[:count]
+    lengths[-1] -= cum[count - 1] - total
+    return lengths
+
+
+def _session_interests(rng: np.random.Generator, weights: np.ndarray, count: int) -> np.ndarray:
+    """Interest index per session, never equal to the previous session's.
+
+    Dropping repeats from an i.i.d. sequence gives exactly the chain P(j | i) = w_j / (1 - w_i),
+    without a Python loop per session.
+    """
+    if weights.size == 1 or count == 0:
+        return np.zeros(count, dtype=np.int64)
+    cdf = np.cumsum(weights)
+    batch = int(count / max(1.0 - float(np.sum(weights**2)), 0.05) * 1.2) + 8
+    kept, have, previous = [], 0, -1
+    while have < count:
+        draws = np.minimum(np.searchsorted(cdf, rng.random(batch), side="right"), weights.size - 1)
+        new = np.empty(batch, dtype=bool)
+        new[0], new[1:] = draws[0] != previous, draws[1:] != draws[:-1]
+        kept.append(draws[new])
+        have += int(new.sum())
+        previous = int(draws[-1])
+    return np.concatenate(kept)[:count].astype(np.int64)
+
+
+def _one_user(world: SyntheticWorld, config: SyntheticConfig, user_id: int,
+              t0: int, t1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item_id, interest, ts) for one user, in time order."""
+    rng = _user_rng(config, user_id)
+    topics, weights, leaf_cdf = _user_profile(world, config, rng)
+    mu = np.log(config.events_per_user) - _COUNT_SIGMA**2 / 2  # so that E[count] = events_per_user
+    n = max(2, int(round(float(np.exp(mu + _COUNT_SIGMA * rng.standard_normal())))))
+    noise = rng.random(n) < config.noise_share
+    on_topic = ~noise
+    n_topic = int(on_topic.sum())
+
+    # Sessions partition the on-topic events; a noise event joins the session it falls in.
+    ends = np.cumsum(_session_lengths(rng, n_topic, config.session_length))
+    session = np.searchsorted(ends, np.maximum(np.cumsum(on_topic) - 1, 0), side="right")
+    chosen = _session_interests(rng, weights, ends.size)[session[on_topic]]  # index into topics
+    # Leaf from the interest's preferred mix (rows offset by index, one searchsorted for all),
+    # then an item inside the leaf by popularity.
+    m = world.leaves_per_l2
+    local = np.searchsorted(leaf_cdf.ravel(), chosen + rng.random(n_topic), side="right") - chosen * m
+    leaf = topics[chosen] * m + np.minimum(local, m - 1)
+    slot = np.searchsorted(world.leaf_item_cdf, leaf + rng.random(n_topic), side="right")
+    items = np.empty(n, dtype=np.int64)
+    items[on_topic] = world.leaf_items[np.minimum(slot, world.leaf_items.size - 1)]
+    items[noise] = np.minimum(np.searchsorted(world.item_cdf, rng.random(n - n_topic), side="right"),
+                              world.item_cdf.size - 1)
+    interest = np.full(n, -1, dtype=np.int64)
+    interest[on_topic] = topics[chosen]
+
+    # Sessions start at sorted random times; events follow seconds to minutes apart.
+    num_sessions = int(session[-1]) + 1
+    starts = np.sort(rng.integers(t0, t1, size=num_sessions))
+    gaps = np.maximum(np.rint(rng.lognormal(np.log(_GAP_MEDIAN_S), _GAP_SIGMA, size=n)), 1).astype(np.int64)
+    first = np.empty(n, dtype=bool)
+    first[0], first[1:] = True, session[1:] != session[:-1]
+    gaps[first] = 0
+    elapsed = np.cumsum(gaps)
+    ts = starts[session] + elapsed - elapsed[np.flatnonzero(first)][session]
+    np.maximum.accumulate(ts, out=ts)  # a long session may run into the next one's start
+    np.minimum(ts, t1 - 1, out=ts)
+    return items, interest, ts
+
+
+def generate_user_events(world: SyntheticWorld, config: SyntheticConfig, user_ids: np.ndarray) -> pd.DataFrame:
+    """Page views of the given users, sorted by (user_id, ts); `interest` is -1 for noise."""
+    users = np.unique(np.asarray(user_ids, dtype=np.int64))
+    t0 = parse_utc_timestamp(config.start_date, key="synthetic.start_date")
+    t1 = t0 + config.days * _SECONDS_PER_DAY
+    parts = [_one_user(world, config, user_id, t0, t1) for user_id in users.tolist()]
+    counts = np.array([p[0].size for p in parts], dtype=np.int64)
+    total = int(counts.sum())
+    item_id = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+    return pd.DataFrame({
+        "user_id": np.repeat(users, counts),
+        "item_id": item_id,
+        "category_id": world.item_leaf[item_id],
+        "behavior": np.array(["pv"], dtype=object).repeat(total),
+        "ts": np.concatenate([p[2] for p in parts]) if parts else np.empty(0, np.int64),
+        "interest": np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64),
+    }, copy=False)  # no block consolidation: a full extra copy of every column otherwise

@@ -1,0 +1,35 @@
+"""R2LED on Spark: lifelong user modelling with Semantic IDs for CTR prediction."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="r2led",
+    version="0.1.0",
+    description="R2LED (arXiv 2602.06622) as a distributed batch pipeline on Spark, Delta, Petastorm, Torch and MLflow",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.12",
+    packages=find_packages(include=["r2led_model", "r2led_model.*", "jobs", "jobs.*"]) + ["r2led_model.conf"],
+    # conf/ ships inside the wheel as r2led_model/conf, so an installed package finds its YAML.
+    package_dir={"r2led_model.conf": "conf"},
+    package_data={"r2led_model.conf": ["*.yaml"]},
+    # Ranges here; the exact verified versions are in requirements/constraints.txt.
+    install_requires=[
+        "pyspark>=4.0,<4.1",
+        "delta-spark>=4.0,<5",
+        "pyarrow>=14,<15",
+        "numpy>=1.26,<2",
+        "pandas>=2.2,<3",
+        "pyyaml>=6",
+        "torch>=2.4",
+        "petastorm>=0.12.1,<0.13",
+        "mlflow>=3.17,<3.18",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["r2led=jobs.cli:main"]},
+)
