@@ -41,13 +41,13 @@ _UNIT_BITS = 53  # a double holds 53 bits exactly: hash → uniform in [0, 1)
 class SequencesResult:
     users: int
     samples_by_split: dict[str, int]
-    positives: int
+    clicks: int
     sampled_negatives: int
 
     def summary(self) -> str:
         splits = ", ".join(f"{k}={v:,}" for k, v in sorted(self.samples_by_split.items()))
         return (f"user_sequences: {self.users:,} users; samples: {splits}; "
-                f"positives {self.positives:,}, sampled negatives {self.sampled_negatives:,}")
+                f"label=1 {self.clicks:,}, sampled negatives {self.sampled_negatives:,}")
 
 
 def _in(column: str, values: Sequence[str]) -> Column:
@@ -185,12 +185,13 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
 
     written = store.read("samples")
     by_split = {r["split"]: int(r["count"]) for r in written.groupBy("split").count().collect()}
-    negatives = written.where("is_sampled_negative").count()
+    flags = written.agg(F.sum("label").alias("clicks"),
+                        F.sum(F.col("is_sampled_negative").cast("long")).alias("negatives")).first()
     result = SequencesResult(
         users=store.read("user_sequences").count(),
         samples_by_split=by_split,
-        positives=sum(by_split.values()) - negatives,
-        sampled_negatives=negatives,
+        clicks=int(flags["clicks"] or 0),
+        sampled_negatives=int(flags["negatives"] or 0),
     )
     log.info(result.summary())
     return result

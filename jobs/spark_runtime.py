@@ -67,8 +67,10 @@ def _local_session(config: Config) -> SparkSession:
         .config("spark.driver.extraJavaOptions", java_tmp)
         .config("spark.executor.extraJavaOptions", java_tmp)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        # Delta's own retention check would refuse VACUUM in tests; keep the default (safe) here.
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # Delta rebuilds table state with 50 partitions by default: pure overhead on small tables
+        # and on a few cores. Match it to the shuffle width instead.
+        .config("spark.databricks.delta.snapshotPartitions", str(sc.shuffle_partitions))
     )
     for key, value in _DELTA_CONF.items():
         builder = builder.config(key, value)

@@ -160,7 +160,7 @@ class NegativeSamplingConfig:
     ratio: int = 1
     seed: int = 17
     # Candidates drawn per wanted negative before excluding items the user touched.
-    oversample: int = 4
+    oversample: int = 8
 
 
 @dataclass(frozen=True)

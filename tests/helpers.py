@@ -1,0 +1,16 @@
+"""Small helpers shared by tests (never imported by production code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_lines(path: Path, lines: list[str]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+def rows(df, *order_by: str) -> list[tuple]:
+    """A DataFrame's rows as sorted plain tuples, for exact comparisons."""
+    return [tuple(r) for r in df.orderBy(*(order_by or df.columns)).collect()]
