@@ -27,11 +27,16 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+def config_in(root: Path, *overrides: str, env: str = "tiny") -> Config:
+    """A Config whose workspace is `root` (Delta jars still come from the shared Ivy cache)."""
+    return load_config(env, [f"workspace.root={root}", f"spark.ivy_dir={IVY_DIR}", *overrides])
+
+
 @pytest.fixture
 def make_config(tmp_path):
     """`make_config("key=value", ..., env="tiny")` → a Config whose workspace is this test's tmp_path."""
 
     def make(*overrides: str, env: str = "tiny") -> Config:
-        return load_config(env, [f"workspace.root={tmp_path}", f"spark.ivy_dir={IVY_DIR}", *overrides])
+        return config_in(tmp_path, *overrides, env=env)
 
     return make
