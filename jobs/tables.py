@@ -37,6 +37,10 @@ class TableSpec:
     partition_by: tuple[str, ...] = ()
     key: tuple[str, ...] = ()
     doc: str = ""
+    # Shuffle rows by partition value before writing: one file per partition value and task
+    # instead of one per value in every task. Right for many small date partitions, wrong for a
+    # handful of huge ones (it would serialise the write).
+    cluster_by_partition: bool = False
 
 
 def _fields(*pairs: tuple[str, T.DataType]) -> T.StructType:
@@ -55,6 +59,7 @@ TABLES: dict[str, TableSpec] = {
                     ("ingest_run_id", _STR), ("event_date", T.DateType())),
             partition_by=("event_date",),
             key=("user_id", "item_id", "ts", "behavior", "label", "value"),
+            cluster_by_partition=True,
             doc="one behaviour; label is null for positive-only sources; ts is epoch seconds UTC",
         ),
         TableSpec(
@@ -210,7 +215,10 @@ class TableStore:
         return required + [c for c in df.columns if c not in required]
 
     def _write(self, spec: TableSpec, df: DataFrame, mode: str, options: dict[str, str]) -> None:
-        writer = df.select(*self._columns(spec, df)).write.format("delta").mode(mode)
+        df = df.select(*self._columns(spec, df))
+        if spec.cluster_by_partition:
+            df = df.repartition(*spec.partition_by)
+        writer = df.write.format("delta").mode(mode)
         for key, value in options.items():
             writer = writer.option(key, value)
         if spec.partition_by:
