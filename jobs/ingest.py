@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from jobs.entrypoint import spark_job_main
 from jobs.sources import load_source
 from jobs.sources.common import ParsedSource
-from jobs.tables import TableStore
+from jobs.tables import TableStore, spec_for
 from r2led_model.config import Config, IngestConfig, parse_utc_timestamp
 
 log = logging.getLogger(__name__)
@@ -105,12 +105,15 @@ def _write(store: TableStore, parsed: ParsedSource, checked: DataFrame, run_id: 
 
     counts = {r["reason"]: int(r["count"]) for r in checked.groupBy("reason").count().collect()}
     rows_accepted = counts.pop(None, 0)
-    distinct_accepted = events.dropDuplicates(["user_id", "item_id", "ts", "behavior", "label", "value"]).count()
-
-    # Rejects first: if a later write fails, the re-run finds them already recorded and adds nothing.
-    store.insert_new("events_rejected", rejected)
-    items_inserted = store.insert_new("items", _items(parsed, accepted))
-    events_inserted = store.insert_new("events", events)
+    distinct = events.dropDuplicates(list(spec_for("events").key)).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        distinct_accepted = distinct.count()
+        # Rejects first: if a later write fails, the re-run finds them already recorded and adds nothing.
+        store.insert_new("events_rejected", rejected)
+        items_inserted = store.insert_new("items", _items(parsed, accepted))
+        events_inserted = store.insert_new("events", distinct, already_distinct=True)
+    finally:
+        distinct.unpersist()
     result = IngestResult(
         run_id=run_id,
         rows_read=rows_accepted + sum(counts.values()),
@@ -122,7 +125,8 @@ def _write(store: TableStore, parsed: ParsedSource, checked: DataFrame, run_id: 
     )
     if parsed.items_rejected is not None:
         for row in parsed.items_rejected.groupBy("reason").count().collect():
-            result.rejected_by_reason[row["reason"]] = int(row["count"])
+            reason = row["reason"]
+            result.rejected_by_reason[reason] = result.rejected_by_reason.get(reason, 0) + int(row["count"])
     log.info("\n%s", result.summary())
     return result
 

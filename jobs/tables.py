@@ -177,15 +177,19 @@ class TableStore:
             return
         self._write(spec, df, mode="overwrite", options={"replaceWhere": where})
 
-    def insert_new(self, name: str, df: DataFrame, key: Sequence[str] | None = None) -> int:
+    def insert_new(self, name: str, df: DataFrame, key: Sequence[str] | None = None,
+                   already_distinct: bool = False) -> int:
         """MERGE rows whose key is not yet in the table; returns rows inserted.
 
         Re-running with the same input inserts nothing, which is what makes ingest idempotent.
-        Null-safe key equality, so a null label matches a null label.
+        Null-safe key equality, so a null label matches a null label. `already_distinct` skips the
+        de-duplication shuffle for input the caller has de-duplicated on the key.
         """
         spec = self._conform(name, df)
         key = tuple(key or spec.key)
-        df = df.select(*self._columns(spec, df)).dropDuplicates(list(key))
+        df = df.select(*self._columns(spec, df))
+        if not already_distinct:
+            df = df.dropDuplicates(list(key))
         if not self.exists(name):
             self._write(spec, df, mode="overwrite", options={})
             return int(self.read(name).count())

@@ -1,10 +1,10 @@
 """Single-process reference of ingest + sequences on UserBehavior-layout CSV (pyarrow + pandas).
 
-The same transform as the Spark jobs, vectorised in one process, so the benchmark can put
-Spark's throughput beside it on the same data: parse and validate, drop exact duplicates, write
-events; build ascending per-user sequences truncated to `max_stored`; compute hist_len
-(behaviours strictly before ts), the split and popularity-proportional negatives excluding
-touched items; write sequences and samples as Parquet. Its counts are compared with Spark's.
+The same transform as the Spark jobs, in one process, so the benchmark can put Spark's
+throughput beside it on the same data: parse and validate, drop exact duplicates, write events;
+build ascending per-user sequences truncated to `max_stored`; run the same sample kernel
+(hist_len, split, negatives) over all users at once; write sequences and samples as Parquet.
+Its counts are compared with Spark's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from r2led_model.config import Config, parse_utc_timestamp
+from r2led_model.config import Config, NegativeSamplingConfig, parse_utc_timestamp
+from r2led_model.sample_kernel import NegativeRule, SplitRule, build_samples_sorted, group_starts
 
 COLUMNS = ["user_id", "item_id", "category_id", "behavior", "ts"]
 
@@ -62,50 +63,32 @@ def run_reference(config: Config, raw_events: Path, out: Path) -> ReferenceCount
     seq_cfg = config.sequences
     events = events.sort_values(["user_id", "ts", "item_id", "behavior"], kind="stable", ignore_index=True)
     users = events["user_id"].to_numpy()
-    stamps = events["ts"].to_numpy()
-    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
-    user_start = np.repeat(starts, np.diff(np.r_[starts, len(users)]))
-    # hist_len: rows of the same user with a strictly smaller ts = first index of (user, ts) − user start.
-    new_stamp = np.r_[True, (users[1:] != users[:-1]) | (stamps[1:] != stamps[:-1])]
-    stamp_start = np.maximum.accumulate(np.where(new_stamp, np.arange(len(users)), 0))
-    hist_len = stamp_start - user_start
-
+    user_start = group_starts(users)
     position = np.arange(len(users)) - user_start
-    length = np.diff(np.r_[starts, len(users)])
-    kept = position >= np.repeat(length, length) - seq_cfg.max_stored
-    newest = events[kept]
+    length = np.bincount(user_start, minlength=len(users))[user_start]  # the user's row count, per row
+    newest = events[position >= length - seq_cfg.max_stored]
     sequences = newest.groupby("user_id", sort=False).agg(item_ids=("item_id", list), ts=("ts", list))
     pq.write_table(pa.Table.from_pandas(sequences.reset_index(), preserve_index=False), out / "user_sequences.parquet")
 
-    split_cfg = seq_cfg.split
-    valid_from, test_from = parse_utc_timestamp(split_cfg.valid_from), parse_utc_timestamp(split_cfg.test_from)
-    split = np.where(stamps >= test_from, "test", np.where(stamps >= valid_from, "valid", "train"))
-    samples = pd.DataFrame({"user_id": users, "item_id": events["item_id"].to_numpy(), "ts": stamps,
-                            "label": 1, "hist_len": hist_len, "split": split, "is_sampled_negative": False})
-    negatives = _negatives(events, samples, seq_cfg.negatives.ratio, seq_cfg.negatives.oversample,
-                           seq_cfg.negatives.seed, valid_from)
-    all_samples = pd.concat([samples, negatives], ignore_index=True)
-    pq.write_to_dataset(pa.Table.from_pandas(all_samples, preserve_index=False), out / "samples",
+    # Sample ids only seed the negative draws here; any stable per-row hash will do.
+    events["sample_id"] = (pd.util.hash_pandas_object(events[["user_id", "item_id", "ts", "behavior"]], index=False)
+                           .to_numpy().astype(np.int64) & np.int64(0x7FFFFFFFFFFFFFFF))
+    events["label"] = None
+    valid_from = parse_utc_timestamp(seq_cfg.split.valid_from)
+    samples = build_samples_sorted(
+        events, in_history=np.ones(len(events), bool), is_sample=np.ones(len(events), bool),
+        min_hist_len=seq_cfg.min_hist_len,
+        split=SplitRule(mode="time", valid_from=valid_from, test_from=parse_utc_timestamp(seq_cfg.split.test_from)),
+        negatives=_negative_rule(events, seq_cfg.negatives, valid_from),
+    )
+    pq.write_to_dataset(pa.Table.from_pandas(samples, preserve_index=False), out / "samples",
                         partition_cols=["split"], existing_data_behavior="delete_matching")
-    return ReferenceCounts(rows_read=len(raw), events=len(events), users=len(starts),
-                           samples=len(all_samples), sampled_negatives=len(negatives))
+    return ReferenceCounts(rows_read=len(raw), events=len(events), users=int((position == 0).sum()),
+                           samples=len(samples), sampled_negatives=int(samples["is_sampled_negative"].sum()))
 
 
-def _negatives(events: pd.DataFrame, samples: pd.DataFrame, ratio: int, oversample: int, seed: int,
-               popularity_until: int) -> pd.DataFrame:
-    window = events[events["ts"] < popularity_until]
-    counts = window["item_id"].value_counts().sort_index()
-    ids, cdf = counts.index.to_numpy(np.int64), np.cumsum(counts.to_numpy(np.float64))
-    cdf /= cdf[-1]
-    draws = ratio * oversample
-    rng = np.random.default_rng(seed)
-    picks = ids[np.minimum(np.searchsorted(cdf, rng.random((len(samples), draws)), side="right"), len(ids) - 1)]
-    # (n, draws) → long format, then drop touched items and repeats, keep the first `ratio` per positive.
-    candidates = pd.DataFrame({"row": np.repeat(np.arange(len(samples)), draws), "draw": np.tile(np.arange(draws), len(samples)),
-                               "user_id": np.repeat(samples["user_id"].to_numpy(), draws), "item_id": picks.ravel()})
-    touched = events[["user_id", "item_id"]].drop_duplicates().assign(touched=True)
-    candidates = candidates.merge(touched, on=["user_id", "item_id"], how="left")
-    candidates = candidates[candidates["touched"].isna()].drop_duplicates(["row", "item_id"])
-    candidates = candidates[candidates.groupby("row").cumcount() < ratio]
-    base = samples.iloc[candidates["row"].to_numpy()].reset_index(drop=True)
-    return base.assign(item_id=candidates["item_id"].to_numpy(), label=0, is_sampled_negative=True)
+def _negative_rule(events: pd.DataFrame, config: NegativeSamplingConfig, popularity_until: int) -> NegativeRule:
+    counts = events.loc[events["ts"] < popularity_until, "item_id"].value_counts().sort_index()
+    cdf = np.cumsum(counts.to_numpy(np.float64))
+    return NegativeRule(ratio=config.ratio, oversample=config.oversample, seed=config.seed,
+                        item_ids=counts.index.to_numpy(np.int64), cdf=cdf / cdf[-1])

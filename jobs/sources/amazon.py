@@ -38,7 +38,9 @@ def load_amazon(spark: SparkSession, config: AmazonSourceConfig) -> ParsedSource
     lines = read_lines(spark, review_files)
     valid_json = _json("$").isNotNull() & F.trim("raw").startswith("{")
     user_t = _text(F.coalesce(_json("$.reviewerID"), _json("$.user_id")))
-    item_t = _text(F.coalesce(_json("$.asin"), _json("$.parent_asin")))
+    # 2023 reviews name both the variant (asin) and the product (parent_asin); metadata is keyed
+    # by parent_asin, so prefer it on both sides.
+    item_t = _text(F.coalesce(_json("$.parent_asin"), _json("$.asin")))
     seconds_t = _text(_json("$.unixReviewTime"))
     millis_t = _text(_json("$.timestamp"))
     ts = F.coalesce(to_long(seconds_t), (to_long(millis_t) / 1000).cast("bigint"))
@@ -63,7 +65,8 @@ def load_amazon(spark: SparkSession, config: AmazonSourceConfig) -> ParsedSource
     title = _text(_json("$.title"))
     categories = F.from_json(F.coalesce(_json("$.category"), _json("$.categories")), "array<string>")
     main_category = _text(_json("$.main_category"))
-    leaf = F.coalesce(F.element_at(categories, -1), main_category)
+    # try_element_at: an empty category list is common and must not stop the job.
+    leaf = F.coalesce(F.try_element_at(categories, F.lit(-1)), main_category)
     path = F.array_join(F.filter(categories, lambda c: F.trim(c) != ""), " > ")
     text = F.concat_ws(" ", title, F.when(F.length(path) > 0, F.concat(F.lit("Category: "), path, F.lit("."))))
     meta_reason = first_reason(

@@ -46,8 +46,10 @@ def load_movielens(spark: SparkSession, config: MovieLensSourceConfig) -> Parsed
     parts = F.split("raw", "\t", -1)
     user_t, item_t, rating_t, ts_t = (field(parts, i) for i in range(4))
     user, item, rating = to_long(user_t), to_long(item_t), to_double(rating_t)
-    # Timestamps are typed float in the header but written as integers.
-    ts = to_double(ts_t).cast("bigint")
+    # Timestamps are typed float in the header but written as integers; a float that does not fit
+    # a long (NaN, 1e30) must become a reject, not a cast overflow that stops the job.
+    ts_float = to_double(ts_t)
+    ts = F.coalesce(to_long(ts_t), F.when(F.abs(ts_float) < 1e15, ts_float.cast("bigint")))
     reason = first_reason(
         F.when(F.size(parts) != 4, F.lit("wrong_field_count")),
         id_reason(user_t, user, "user_id"),
@@ -70,10 +72,12 @@ def load_movielens(spark: SparkSession, config: MovieLensSourceConfig) -> Parsed
     genre_list = F.split(F.coalesce(genres, F.lit("")), " ")
     first_genre = F.get(genre_list, 0)
     genre_index = F.array_position(F.array(*[F.lit(g) for g in GENRES]), first_genre)
+    # "Toy Story (1995). Genres: Animation, Children's, Comedy."
+    title_part = F.concat(title, F.when(year.isNotNull(), F.concat(F.lit(" ("), year, F.lit(")"))).otherwise(F.lit("")),
+                          F.lit("."))
     text = F.concat_ws(
         " ",
-        title,
-        F.when(year.isNotNull(), F.concat(F.lit("("), year, F.lit(")."))).otherwise(F.lit(".")),
+        title_part,
         F.when(genres.isNotNull(), F.concat(F.lit("Genres: "), F.array_join(genre_list, ", "), F.lit("."))),
     )
     item_reason = first_reason(

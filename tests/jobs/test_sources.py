@@ -3,9 +3,7 @@ valid rows land in `events`/`items` with hand-computed values, every bad row lan
 `events_rejected` with its reason, and a missing input fails before anything is written.
 
 Spark work is kept small (2-core machines): one ingest per source, shared by that source's tests
-through a module-scoped fixture. Tests marked `xfail(strict=True)` pin known production bugs:
-they assert the correct behaviour and will start failing (XPASS) once the bug is fixed, so the
-marker can be removed.
+through a module-scoped fixture.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from pyspark.errors import ArithmeticException, ArrayIndexOutOfBoundsException
 from pyspark.sql import functions as F
 
 from jobs import ingest
@@ -64,6 +61,7 @@ ML_ITEM = [
     "11\tGoldenEye\t1995\tAction Adventure Thriller",
     "12\tOdd One\t1996\tNoir-ish Drama",  # first genre is not one of the 19
     "13\tunknown\tunknown\tunknown",  # the shape of the real item 267: genre 'unknown' is index 0
+    "16\tNo Year\t\tDrama",  # empty year: no "()" and no stray space before the dot
     "x14\tBroken\t1990\tDrama",
     "15\tNo Genres",
 ]
@@ -77,6 +75,7 @@ ML_ITEMS = [
     (11, 1, "GoldenEye (1995). Genres: Action, Adventure, Thriller."),
     (12, None, "Odd One (1996). Genres: Noir-ish, Drama."),
     (13, 0, "unknown (unknown). Genres: unknown."),
+    (16, 8, "No Year. Genres: Drama."),
 ]
 
 
@@ -118,7 +117,7 @@ def test_movielens_rows_become_rating_events_with_threshold_labels(spark, moviel
 
     data_lines = len(ML_INTER) - 1  # the header is not a row
     assert result.rows_read == data_lines and result.rows_accepted == 4 and result.events_inserted == 4
-    assert result.items_inserted == 4 and result.duplicates_dropped == 0
+    assert result.items_inserted == 5 and result.duplicates_dropped == 0
     assert result.rejected_by_reason == {"bad_value": 2, "missing_user_id": 1, "wrong_field_count": 1,
                                          "bad_item_id": 1, "item_wrong_field_count": 1}
 
@@ -132,8 +131,6 @@ def test_movielens_click_threshold_is_configurable(spark, make_config, tmp_path)
     assert labels == {5.0: 1, 4.0: 0, 3.5: 0, 1.0: 0}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG jobs/ingest.py _write: item reject counts overwrite (=) event "
-                                       "reject counts of the same reason instead of adding (+=)")
 def test_movielens_reject_counts_add_up_when_events_and_items_share_a_reason(spark, make_config, tmp_path):
     # One event line and one item line, both with a non-numeric item id: both are 'bad_item_id'.
     folder = _movielens_folder(tmp_path / "raw",
@@ -144,9 +141,6 @@ def test_movielens_reject_counts_add_up_when_events_and_items_share_a_reason(spa
     assert result.rejected_by_reason == {"bad_item_id": 2}
 
 
-@pytest.mark.xfail(strict=True, raises=ArithmeticException,
-                   reason="BUG jobs/sources/movielens.py: to_double(ts).cast('bigint') overflows under ANSI "
-                          "mode for NaN/huge timestamps and fails the whole job instead of rejecting the row")
 def test_movielens_non_finite_timestamp_is_rejected_not_fatal(spark, make_config, tmp_path):
     folder = _movielens_folder(tmp_path / "raw", inter=[ML_INTER[0], "1\t10\t5\t881250949", "1\t11\t4\tNaN"])
     config = make_config("source.kind=movielens100k", f"source.movielens100k.path={folder}")
@@ -308,9 +302,6 @@ def test_amazon_reviews_and_metadata_of_both_layouts(spark, amazon):
                                          "item_unparseable_json": 1, "item_missing_item_id": 1}
 
 
-@pytest.mark.xfail(strict=True, raises=ArrayIndexOutOfBoundsException,
-                   reason="BUG jobs/sources/amazon.py: F.element_at(categories, -1) raises under ANSI mode "
-                          "(Spark 4 default) when the category list is empty; use try_element_at")
 def test_amazon_metadata_with_an_empty_category_list(spark, tmp_path):
     meta = ['{"parent_asin": "B002", "title": "Tent", "main_category": "Outdoors", "categories": []}',
             '{"asin": "B001", "title": "Lantern", "category": []}']
@@ -320,8 +311,6 @@ def test_amazon_metadata_with_an_empty_category_list(spark, tmp_path):
     assert sorted(tuple(r) for r in items) == [("B001", None, "Lantern"), ("B002", ids["Outdoors"], "Tent")]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG jobs/sources/amazon.py: reviews prefer asin over parent_asin, "
-                                       "metadata prefers parent_asin, so 2023 variant reviews miss their item")
 def test_amazon_2023_review_of_a_variant_joins_its_parent_metadata(spark, tmp_path):
     # 2023 reviews carry both the variant's asin and the parent_asin that keys the metadata.
     review = ('{"rating": 4.0, "asin": "B002-RED", "parent_asin": "B002", "user_id": "U9", '
