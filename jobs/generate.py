@@ -51,20 +51,13 @@ def _world(config: SyntheticConfig) -> SyntheticWorld:
     return build_world(config)
 
 
-def _events_of(config: SyntheticConfig):
-    def generate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _per_user_batch(frame_of, config: SyntheticConfig):
+    """A mapInPandas function: `frame_of(world, config, user_ids)` for each batch of user ids."""
+    def apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         world = _world(config)
         for batch in batches:
-            yield generate_user_events(world, config, batch["id"].to_numpy())
-    return generate
-
-
-def _interests_of(config: SyntheticConfig):
-    def interests(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        world = _world(config)
-        for batch in batches:
-            yield user_interest_frame(world, config, batch["id"].to_numpy())
-    return interests
+            yield frame_of(world, config, batch["id"].to_numpy())
+    return apply
 
 
 def effective_config(config: SyntheticConfig, total_events: int | None) -> SyntheticConfig:
@@ -85,10 +78,10 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     items = spark.createDataFrame(item_frame(world))
     items.select("item_id", "category_id", "text").coalesce(1).write.mode("overwrite").json(str(root / "items"))
     items.write.mode("overwrite").parquet(str(root / "truth" / "items"))
-    (users.mapInPandas(_interests_of(synth), INTEREST_SCHEMA)
+    (users.mapInPandas(_per_user_batch(user_interest_frame, synth), INTEREST_SCHEMA)
      .write.mode("overwrite").parquet(str(root / "truth" / "user_interests")))
 
-    events = users.mapInPandas(_events_of(synth), EVENT_SCHEMA).withColumn(
+    events = users.mapInPandas(_per_user_batch(generate_user_events, synth), EVENT_SCHEMA).withColumn(
         "event_date", F.to_date(F.timestamp_seconds("ts")))
     (events.select("user_id", "item_id", "category_id", "behavior", "ts", "event_date")
      .write.mode("overwrite").partitionBy("event_date").csv(str(root / "events")))
