@@ -14,6 +14,7 @@ from typing import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("jobs.ingest", "raw logs → events, items, events_rejected"),
     "sequences": ("jobs.sequences", "events → user_sequences, samples"),
+    "embed-items": ("jobs.embed_items", "items → item_embeddings (sentence encoder; ALS for items without text)"),
     "generate": ("jobs.generate", "write a synthetic world's raw logs (Spark, parallel)"),
     "pipeline": ("jobs.pipeline", "the end-to-end run: ingest → sequences (grows with later stages)"),
 }

@@ -92,6 +92,20 @@ TABLES: dict[str, TableSpec] = {
             key=("sample_id",),
             doc="one labelled impression; hist_len counts the user's behaviours strictly before ts",
         ),
+        TableSpec(
+            "item_embeddings",
+            _fields(("item_id", _LONG), ("vector", T.ArrayType(T.FloatType())), ("encoder", _STR),
+                    ("encoder_version", _STR)),
+            key=("item_id",),
+            doc="one item's content vector; encoder names the text encoder, or the ALS imputation for "
+                "items without text",
+        ),
+        TableSpec(
+            "items_rejected",
+            _fields(("item_id", _LONG), ("stage", _STR), ("reason", _STR)),
+            key=("item_id", "stage"),
+            doc="an item a stage could not process (e.g. no text and no training interactions)",
+        ),
     )
 }
 
