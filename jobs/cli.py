@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("jobs.ingest", "raw logs → events, items, events_rejected"),
     "sequences": ("jobs.sequences", "events → user_sequences, samples"),
     "embed-items": ("jobs.embed_items", "items → item_embeddings (sentence encoder; ALS for items without text)"),
+    "train-codebook": ("jobs.train_codebook", "item_embeddings → RQ-VAE codebook (MLflow run + versioned file)"),
+    "assign-sids": ("jobs.assign_sids", "item_embeddings + current codebook → item_sids"),
     "generate": ("jobs.generate", "write a synthetic world's raw logs (Spark, parallel)"),
     "pipeline": ("jobs.pipeline", "the end-to-end run: ingest → sequences (grows with later stages)"),
 }

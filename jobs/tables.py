@@ -101,6 +101,13 @@ TABLES: dict[str, TableSpec] = {
                 "items without text",
         ),
         TableSpec(
+            "item_sids",
+            _fields(("item_id", _LONG), ("codes", T.ArrayType(_INT)), ("semantic_codes", T.ArrayType(_INT)),
+                    ("dedup_digit", _INT), ("codebook_version", _STR)),
+            key=("item_id",),
+            doc="one item's SID: codes = the L semantic codes (+ the dedup digit when enabled)",
+        ),
+        TableSpec(
             "items_rejected",
             _fields(("item_id", _LONG), ("stage", _STR), ("reason", _STR)),
             key=("item_id", "stage"),

@@ -178,6 +178,17 @@ class SequencesConfig:
 
 
 @dataclass(frozen=True)
+class MlflowConfig:
+    # A SQLite file locally; "databricks" on Databricks.
+    tracking_uri: str = "sqlite:///${workspace.root}/mlflow.db"
+    registry_uri: str | None = None
+    # Where new experiments keep artifacts (a SQLite backend would otherwise use ./mlruns).
+    artifact_root: str = "${workspace.root}/mlartifacts"
+    # Experiments are named "<prefix>/<dataset>", one per dataset.
+    experiment_prefix: str = "r2led"
+
+
+@dataclass(frozen=True)
 class EmbeddingConfig:
     """`r2led embed-items`: item text → vectors with a frozen sentence encoder."""
 
@@ -211,6 +222,10 @@ class CodebookConfig:
     dead_code_min_uses: int = 1
     # Append a digit that separates items whose L codes collide (ordered by item_id).
     dedup_digit: bool = True
+    # The RQ-VAE trains on the driver: at most this many items (a seeded sample), all get codes.
+    max_train_items: int = 200_000
+    # Codebook files (<version>.npz) and `current.json`, the pointer assign-sids follows.
+    store_dir: str = "${workspace.root}/codebooks"
 
 
 @dataclass(frozen=True)
@@ -230,6 +245,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     sequences: SequencesConfig = field(default_factory=SequencesConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -16,12 +17,13 @@ LEVEL2 = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
 
 def identity_codebook() -> Codebook:
     """Identity encoder (one layer, W = I, b = 0), L = 2 levels of K = 3 codes in d = 2."""
-    return Codebook(encoder_weights=((np.eye(2), np.zeros(2)),), codebooks=np.array([LEVEL1, LEVEL2]), input_dim=2)
+    return Codebook(encoder_weights=((np.eye(2), np.zeros(2)),), codebooks=np.array([LEVEL1, LEVEL2]),
+                    input_dim=2)
 
 
 def test_assign_codes_matches_hand_computed_codes():
     vectors = np.array([
-        [10.9, 0.2],  # l1: ||·-(10,0)||² = .85 (others ~119) → 1; r = (.9,.2): to (1,0) .05, (0,0) .85, (0,1) 1.45 → 1
+        [10.9, 0.2],  # l1: to (10,0) .85, others ~119 → 1; r = (.9,.2): to (1,0) .05, (0,0) .85, (0,1) 1.45 → 1
         [0.1, 9.2],   # l1: (0,10) → 2; r = (.1,-.8): to (0,0) .65, (1,0) 1.45, (0,1) 3.25 → 0
         [-1.0, -1.0],  # l1: (0,0) 2 vs 122 → 0; r = (-1,-1): to (0,0) 2, (1,0) 5, (0,1) 5 → 0
         [10.0, 1.0],  # exactly (10,0) + (0,1) → (1, 2)
@@ -80,8 +82,8 @@ def test_codes_out_of_range_are_rejected_by_decode():
 
 def test_save_load_round_trip_keeps_content_and_version(tmp_path):
     rng = np.random.default_rng(1)
-    book = Codebook(encoder_weights=((rng.normal(size=(4, 3)), rng.normal(size=4)), (rng.normal(size=(2, 4)), np.zeros(2))),
-                    codebooks=rng.normal(size=(3, 5, 2)), input_dim=3)
+    layers = ((rng.normal(size=(4, 3)), rng.normal(size=4)), (rng.normal(size=(2, 4)), np.zeros(2)))
+    book = Codebook(encoder_weights=layers, codebooks=rng.normal(size=(3, 5, 2)), input_dim=3)
     for name in ("codebook.npz", "no_suffix.bin"):
         loaded = Codebook.load(book.save(tmp_path / name))
         assert (tmp_path / name).is_file()
@@ -101,6 +103,13 @@ def test_version_is_a_content_hash():
     weight[0, 1] = 1e-12
     other = Codebook(encoder_weights=((weight, np.zeros(2)),), codebooks=book.codebooks, input_dim=2)
     assert other.version != book.version and other != book
+
+
+def test_pickled_copy_is_equal_and_still_read_only():
+    book = identity_codebook()
+    copy = pickle.loads(pickle.dumps(book))  # what a Spark broadcast does
+    assert copy == book and copy.version == book.version
+    assert not copy.codebooks.flags.writeable and not copy.encoder_weights[0][0].flags.writeable
 
 
 def test_load_rejects_another_format_version(tmp_path):

@@ -50,7 +50,8 @@ def test_forward_shapes_and_layers():
     assert out.codebook_loss.shape == () and out.commitment_loss.shape == ()
     # Linear → ReLU → Linear on both sides: no activation at either end.
     assert [type(m).__name__ for m in model.encoder] == ["Linear", "ReLU", "Linear"]
-    assert [(m.in_features, m.out_features) for m in model.decoder if isinstance(m, torch.nn.Linear)] == [(4, 32), (32, 16)]
+    decoder_shapes = [(m.in_features, m.out_features) for m in model.decoder if isinstance(m, torch.nn.Linear)]
+    assert decoder_shapes == [(4, 32), (32, 16)]
     # The straight-through z_q has the value of the chosen codes' sum.
     torch.testing.assert_close(out.z_q, model.quantizer.decode_codes(out.codes))
 
