@@ -1,7 +1,7 @@
 """`r2led pipeline`: the end-to-end run on one session, stage by stage.
 
-Today: ingest → sequences. Each stage is its job's `run`, so the pipeline adds no logic of its
-own beyond ordering and the run summary.
+Today: ingest → sequences → embed-items → train-codebook → assign-sids. Each stage is its job's
+`run`, so the pipeline adds no logic of its own beyond ordering and the run summary.
 """
 
 from __future__ import annotations
@@ -14,15 +14,22 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs import ingest, sequences
+from jobs import assign_sids, embed_items, ingest, sequences, train_codebook
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from r2led_model.config import Config
 
 log = logging.getLogger(__name__)
 
-STAGES = (("ingest", ingest.run), ("sequences", sequences.run))
-REPORTED_TABLES = ("events", "events_rejected", "items", "user_sequences", "samples")
+STAGES = (
+    ("ingest", ingest.run),
+    ("sequences", sequences.run),
+    ("embed-items", embed_items.run),
+    ("train-codebook", train_codebook.run),
+    ("assign-sids", assign_sids.run),
+)
+REPORTED_TABLES = ("events", "events_rejected", "items", "user_sequences", "samples", "item_embeddings",
+                   "items_rejected", "item_sids")
 
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> dict[str, object]:
