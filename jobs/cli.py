@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("jobs.generate", "write a synthetic world's raw logs (Spark, parallel)"),
     "pipeline": ("jobs.pipeline", "the end-to-end run: ingest → sequences (grows with later stages)"),
 }
+REPORTS: dict[str, tuple[str, str]] = {
+    "sids": ("jobs.report_sids", "SID usage, collisions, prefixes with example texts, plots (MLflow)"),
+}
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "sequences": ("jobs.benchmarks.sequences", "ingest + sequences throughput vs a single-process reference"),
 }
@@ -28,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     lines = ["usage: r2led <command> [--env ENV] [--set key=value ...] [options]", "", "commands:"]
     lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  report {name:<15} {text}" for name, (_, text) in REPORTS.items()]
     lines += [f"  benchmark {name:<12} {text}" for name, (_, text) in BENCHMARKS.items()]
     lines += ["", "Every command takes --env (default local) and repeated --set key=value; -h for its options."]
     return "\n".join(lines)
@@ -40,11 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     table = COMMANDS
-    if command == "benchmark":
-        if not rest or rest[0] not in BENCHMARKS:
-            print(f"r2led benchmark: choose one of {', '.join(BENCHMARKS)}", file=sys.stderr)
+    groups = {"benchmark": BENCHMARKS, "report": REPORTS}
+    if command in groups:
+        group = groups[command]
+        if not rest or rest[0] not in group:
+            print(f"r2led {command}: choose one of {', '.join(group)}", file=sys.stderr)
             return 2
-        table, command, rest = BENCHMARKS, rest[0], rest[1:]
+        table, command, rest = group, rest[0], rest[1:]
     if command not in table:
         print(f"r2led: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
