@@ -25,6 +25,7 @@ REPORTS: dict[str, tuple[str, str]] = {
 }
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "sequences": ("jobs.benchmarks.sequences", "ingest + sequences throughput vs a single-process reference"),
+    "sids": ("jobs.benchmarks.sids", "SID assignment throughput vs numpy; SID quality on MovieLens and synthetic"),
 }
 
 
