@@ -1,7 +1,8 @@
 """`r2led assign-sids`: `item_embeddings` + the current codebook → `item_sids`.
 
-The codebook travels to the workers as one broadcast of plain numpy arrays; each Arrow batch is
-assigned in one vectorised call (`Codebook.assign_codes`, float64, the same arithmetic as the
+The codebook travels to the workers as one broadcast of plain numpy arrays; each Arrow batch
+(mapInArrow: the vectors reach numpy as one flat buffer, no per-row objects) is assigned in one
+vectorised call (`Codebook.assign_codes`, float64, the same arithmetic as the
 torch model's `assign_codes`). The optional dedup digit separates items whose L codes collide:
 0, 1, 2, ... by item_id inside each full-code group, a global operation (a window over the codes).
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -44,18 +45,31 @@ class AssignResult:
     full_rebuild: bool
 
 
+def vectors_of(batch: pa.RecordBatch, width: int) -> np.ndarray:
+    """The `vector` list column of an Arrow batch as one (n, width) array, without a per-row copy."""
+    column = batch.column("vector")
+    if column.null_count:
+        raise ValueError(f"item_embeddings: {column.null_count} null vectors in a batch")
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    if len(flat) != len(batch) * width:
+        raise ValueError(f"item_embeddings: vectors are not all {width}-d")
+    return flat.reshape(len(batch), width)  # (n, width)
+
+
 def semantic_codes(spark: SparkSession, embeddings: DataFrame, codebook: Codebook) -> DataFrame:
     """(item_id, semantic_codes array<int> of length L) for every row of `embeddings`."""
     shared = spark.sparkContext.broadcast(codebook)
 
-    def assign(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def assign(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         book = shared.value
         for batch in batches:
-            vectors = np.stack(batch["vector"].to_numpy()) if len(batch) else np.zeros((0, book.input_dim))
-            codes = book.assign_codes(vectors).astype(np.int32)  # (n, L)
-            yield pd.DataFrame({"item_id": batch["item_id"].to_numpy(), "semantic_codes": list(codes)})
+            codes = book.assign_codes(vectors_of(batch, book.input_dim)).astype(np.int32)  # (n, L)
+            offsets = np.arange(0, codes.size + 1, book.levels, dtype=np.int32)
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("item_id"), pa.ListArray.from_arrays(pa.array(offsets), pa.array(codes.ravel()))],
+                names=["item_id", "semantic_codes"])
 
-    return embeddings.select("item_id", "vector").mapInPandas(assign, CODES_SCHEMA)
+    return embeddings.select("item_id", "vector").mapInArrow(assign, CODES_SCHEMA)
 
 
 def with_dedup_digits(codes: DataFrame, first_free: DataFrame | None = None) -> DataFrame:

@@ -65,7 +65,8 @@ def benchmark_throughput(spark: SparkSession, config: Config, count: int, folder
 
     started = time.perf_counter()
     table = pq.read_table(path)
-    vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)  # (N, dim)
+    flat = table.column("vector").combine_chunks().flatten().to_numpy()
+    vectors = flat.reshape(table.num_rows, codebook.input_dim)  # (N, dim)
     reference = codebook.assign_codes(vectors)
     reference_s = time.perf_counter() - started
 
