@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -123,7 +122,3 @@ def run_data(config: MlflowConfig, run_id: str) -> tuple[dict, dict, list[str]]:
         return found
 
     return dict(run.data.params), dict(run.data.metrics), walk()
-
-
-def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="r2led-"))
