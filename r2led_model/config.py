@@ -229,6 +229,28 @@ class CodebookConfig:
 
 
 @dataclass(frozen=True)
+class RetrievalConfig:
+    """Multi-route mixed retrieval (design.md §4, "Routes")."""
+
+    # "sid<l>" is the semantic route at SID prefix length l (1..codebook.levels); "collab" ranks the
+    # whole history by collaborative similarity.
+    routes: tuple[str, ...] = ("sid1", "sid2", "sid3", "collab")
+    # Candidates kept per route, unless k_per_route names the route.
+    k: int = 20
+    k_per_route: dict[str, int] = field(default_factory=dict)
+    # mixed: SID-prefix filter, then collaborative ranking; semantic_only: SID filter, recency
+    # ranking; collaborative_only: no SID filter; lambda: score = λ·shared-prefix share + (1−λ)·collab.
+    mode: Literal["mixed", "semantic_only", "collaborative_only", "lambda"] = "mixed"
+    mix_lambda: float = 0.5
+    similarity: Literal["hamming", "cosine"] = "hamming"
+    simhash_bits: int = 64
+    simhash_seed: int = 13
+    # Too few survivors: "pad" masks the empty slots; "recent" fills them with the most recent
+    # remaining behaviours (marked as fill in the mask's companion).
+    fill: Literal["pad", "recent"] = "pad"
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     output_dir: str = "${workspace.root}/bench"
     # Event counts for `r2led benchmark sequences`.
@@ -248,6 +270,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -455,6 +478,10 @@ def _check_semantics(config: Config) -> None:
         (config.codebook.latent_dim >= 1, "codebook.latent_dim", "must be >= 1"),
         (config.codebook.epochs >= 1, "codebook.epochs", "must be >= 1"),
         (config.codebook.beta >= 0, "codebook.beta", "must be >= 0"),
+        (config.retrieval.k >= 1, "retrieval.k", "must be >= 1"),
+        (all(v >= 1 for v in config.retrieval.k_per_route.values()), "retrieval.k_per_route", "values must be >= 1"),
+        (0.0 <= config.retrieval.mix_lambda <= 1.0, "retrieval.mix_lambda", "must be in [0, 1]"),
+        (config.retrieval.simhash_bits >= 1, "retrieval.simhash_bits", "must be >= 1"),
     ]
     for ok, key, message in checks:
         if not ok:
@@ -473,6 +500,14 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError("sequences.split: mode 'time' needs valid_from and test_from")
         if parse_utc_timestamp(seq.split.valid_from) > parse_utc_timestamp(seq.split.test_from):
             raise ConfigError("sequences.split.valid_from: must not be after test_from")
+    for route in config.retrieval.routes:
+        level = route[3:] if route.startswith("sid") else ""
+        if route != "collab" and not (level.isdigit() and 1 <= int(level) <= config.codebook.levels):
+            raise ConfigError(f"retrieval.routes: {route!r} is not 'collab' or 'sid<l>' with 1 <= l <= "
+                              f"codebook.levels ({config.codebook.levels})")
+    unknown_k = set(config.retrieval.k_per_route) - set(config.retrieval.routes)
+    if unknown_k:
+        raise ConfigError(f"retrieval.k_per_route: {sorted(unknown_k)} not in retrieval.routes")
     if config.tables.backend == "catalog" and not (config.tables.catalog and config.tables.schema):
         raise ConfigError("tables: backend 'catalog' needs tables.catalog and tables.schema")
 
