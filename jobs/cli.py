@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed-items": ("jobs.embed_items", "items → item_embeddings (sentence encoder; ALS for items without text)"),
     "train-codebook": ("jobs.train_codebook", "item_embeddings → RQ-VAE codebook (MLflow run + versioned file)"),
     "assign-sids": ("jobs.assign_sids", "item_embeddings + current codebook → item_sids"),
+    "collab-vectors": ("jobs.collab_vectors", "events (training window) → item_collab_vectors (ALS + SimHash)"),
+    "retrieve": ("jobs.retrieve", "samples ⋈ user_sequences ⋈ SIDs/signatures → route_candidates"),
     "generate": ("jobs.generate", "write a synthetic world's raw logs (Spark, parallel)"),
     "pipeline": ("jobs.pipeline", "the end-to-end run: ingest → sequences (grows with later stages)"),
 }

@@ -108,6 +108,21 @@ TABLES: dict[str, TableSpec] = {
             doc="one item's SID: codes = the L semantic codes (+ the dedup digit when enabled)",
         ),
         TableSpec(
+            "item_collab_vectors",
+            _fields(("item_id", _LONG), ("vector", T.ArrayType(T.FloatType())), ("signature", T.ArrayType(_LONG)),
+                    ("source", _STR), ("version", _STR)),
+            key=("item_id",),
+            doc="one item's collaborative vector and its SimHash signature (uint64 words stored as longs)",
+        ),
+        TableSpec(
+            "route_candidates",
+            _fields(("sample_id", _LONG), ("user_id", _LONG), ("ts", _LONG), ("hist_len", _LONG), ("split", _STR),
+                    ("codebook_version", _STR), ("collab_version", _STR)),
+            partition_by=("split",),
+            key=("sample_id",),
+            doc="one sample's candidates per route: cand_<route>_pos/_item/_mask (fixed length k) and _pool",
+        ),
+        TableSpec(
             "items_rejected",
             _fields(("item_id", _LONG), ("stage", _STR), ("reason", _STR)),
             key=("item_id", "stage"),

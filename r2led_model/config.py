@@ -229,6 +229,17 @@ class CodebookConfig:
 
 
 @dataclass(frozen=True)
+class CollabConfig:
+    """`r2led collab-vectors`: implicit ALS item vectors, fitted on the training window only."""
+
+    rank: int = 32
+    iterations: int = 10
+    reg: float = 0.1
+    alpha: float = 10.0
+    seed: int = 5
+
+
+@dataclass(frozen=True)
 class RetrievalConfig:
     """Multi-route mixed retrieval (design.md §4, "Routes")."""
 
@@ -270,6 +281,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    collab: CollabConfig = field(default_factory=CollabConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
@@ -478,6 +490,8 @@ def _check_semantics(config: Config) -> None:
         (config.codebook.latent_dim >= 1, "codebook.latent_dim", "must be >= 1"),
         (config.codebook.epochs >= 1, "codebook.epochs", "must be >= 1"),
         (config.codebook.beta >= 0, "codebook.beta", "must be >= 0"),
+        (config.collab.rank >= 1, "collab.rank", "must be >= 1"),
+        (config.collab.iterations >= 1, "collab.iterations", "must be >= 1"),
         (config.retrieval.k >= 1, "retrieval.k", "must be >= 1"),
         (all(v >= 1 for v in config.retrieval.k_per_route.values()), "retrieval.k_per_route", "values must be >= 1"),
         (0.0 <= config.retrieval.mix_lambda <= 1.0, "retrieval.mix_lambda", "must be in [0, 1]"),

@@ -1,0 +1,86 @@
+"""`r2led collab-vectors`: `events` → `item_collab_vectors` (the collaborative view of retrieval).
+
+Implicit ALS item vectors fitted on the training window only (events before
+`sequences.split.valid_from`), so nothing from the validation or test period shapes them, plus a
+SimHash signature per item (`retrieval.simhash_bits` random hyperplanes, seeded) for Hamming
+ranking. The version names the fit (rank, iterations, window end, seed) and the events table
+version it read; retrieval and training record it, and scoring refuses a mismatch. Items with no
+training-window behaviour have no row: retrieval treats them as unknown (an all-zero signature).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.als import fit_item_vectors
+from jobs.entrypoint import spark_job_main
+from jobs.sequences import training_window_end
+from jobs.tables import TableStore
+from r2led_model.config import Config
+from r2led_model.simhash import simhash_signatures
+
+log = logging.getLogger(__name__)
+
+SOURCE = "als-implicit"
+SIGNATURE_SCHEMA = "item_id BIGINT, vector ARRAY<FLOAT>, signature ARRAY<BIGINT>"
+
+
+@dataclass
+class CollabResult:
+    version: str
+    items: int
+
+
+def with_signatures(vectors: DataFrame, bits: int, seed: int) -> DataFrame:
+    """Add `signature` (W = ceil(bits/64) SimHash words, stored as signed longs) per vector."""
+    def sign(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            column = batch.column("vector")
+            width = len(column.flatten()) // max(len(batch), 1)
+            vectors_np = column.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), width)  # (n, rank)
+            words = simhash_signatures(vectors_np, bits, seed).view(np.int64)  # (n, W)
+            offsets = np.arange(0, words.size + 1, words.shape[1], dtype=np.int32)
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("item_id"), column, pa.ListArray.from_arrays(pa.array(offsets), pa.array(words.ravel()))],
+                names=["item_id", "vector", "signature"])
+    return vectors.select("item_id", "vector").mapInArrow(sign, SIGNATURE_SCHEMA)
+
+
+def collab_version(config: Config, until_ts: int | None, events_version: int | None) -> str:
+    c = config.collab
+    spec = (f"{SOURCE}:rank={c.rank}:iter={c.iterations}:reg={c.reg}:alpha={c.alpha}:seed={c.seed}:until={until_ts}"
+            f":events_v={events_version}:simhash={config.retrieval.simhash_bits}/{config.retrieval.simhash_seed}")
+    return "cv-" + hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> CollabResult:
+    store = TableStore(spark, config.tables)
+    until = training_window_end(config.sequences.split)
+    c = config.collab
+    vectors = fit_item_vectors(spark, store.read("events"), rank=c.rank, iterations=c.iterations, reg=c.reg,
+                               alpha=c.alpha, seed=c.seed, until_ts=until)
+    version = collab_version(config, until, store.version("events"))
+    rows = with_signatures(vectors, config.retrieval.simhash_bits, config.retrieval.simhash_seed).select(
+        "item_id", "vector", "signature", F.lit(SOURCE).alias("source"), F.lit(version).alias("version"))
+    store.overwrite("item_collab_vectors", rows)
+    result = CollabResult(version=version, items=store.read("item_collab_vectors").count())
+    log.info("item_collab_vectors: %d items, version %s (training window until %s)", result.items, version, until)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return spark_job_main(argv, "collab-vectors", "Fit implicit ALS item vectors and SimHash signatures.", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""`r2led retrieve`: `samples` ⋈ `user_sequences` ⋈ SIDs and signatures → `route_candidates`.
+
+Samples and the per-position view of each user's stored sequence are co-grouped by user, so a
+user's sequence is read once for all of that user's samples; inside a group the numpy kernel
+(`r2led_model.retrieval`) computes every route for all samples at once. A sample only ever sees
+positions [0, hist_len − dropped) of the stored sequence: its behaviours strictly before ts.
+
+Output: one row per sample with, per configured route r, `cand_<r>_pos` (positions into the
+user's stored sequence, −1 = empty slot), `cand_<r>_item`, `cand_<r>_mask`, `cand_<r>_pool`
+(pool size before truncation to k); partitioned by split; the codebook and collaborative-vector
+versions it used are columns too. Re-running overwrites with identical rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.assign_sids import require_codebook_version
+from jobs.entrypoint import spark_job_main
+from jobs.tables import TableStore
+from r2led_model.config import Config
+from r2led_model.retrieval import RoutePlan, Targets, UserHistory, retrieve_routes
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_CATEGORY = -1
+
+
+@dataclass
+class RetrieveResult:
+    samples: int
+    codebook_version: str
+    collab_version: str
+    non_empty_share: dict[str, float]
+
+
+def _single(df: DataFrame, column: str, table: str) -> str:
+    values = sorted(r[0] for r in df.select(column).distinct().collect())
+    if len(values) != 1:
+        raise ValueError(f"{table}.{column}: expected one version, found {values}")
+    return values[0]
+
+
+def item_features(store: TableStore, levels: int, words: int) -> DataFrame:
+    """item_id → semantic codes (L), SimHash words (W, zeros when unknown), category (−1 when unknown)."""
+    sids = store.read("item_sids").select("item_id", "semantic_codes")
+    collab = store.read("item_collab_vectors").select("item_id", "signature")
+    items = store.read("items").select("item_id", "category_id")
+    zeros = F.array(*[F.lit(0).cast("bigint") for _ in range(words)])
+    return (sids.join(collab, "item_id", "left").join(items, "item_id", "left").select(
+        "item_id", "semantic_codes", F.coalesce("signature", zeros).alias("signature"),
+        F.coalesce("category_id", F.lit(UNKNOWN_CATEGORY).cast("bigint")).alias("category_id")))
+
+
+def route_columns(plan: RoutePlan) -> list[tuple[str, str]]:
+    columns = []
+    for route in plan.route_names:
+        columns += [(f"cand_{route}_pos", "ARRAY<INT>"), (f"cand_{route}_item", "ARRAY<BIGINT>"),
+                    (f"cand_{route}_mask", "ARRAY<BOOLEAN>"), (f"cand_{route}_pool", "INT")]
+    return columns
+
+
+def _stack(series: pd.Series, width: int, dtype) -> np.ndarray:
+    return np.stack(series.to_numpy()).astype(dtype) if len(series) else np.zeros((0, width), dtype=dtype)
+
+
+def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame, features: DataFrame,
+                           plan: RoutePlan, levels: int, words: int) -> DataFrame:
+    positions = (sequences.select("user_id", "dropped", F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b"))
+                 .select("user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
+                 .join(features, "item_id", "left"))
+    targets = samples.select("sample_id", "user_id", "item_id", "ts", "hist_len", "split").join(
+        features, "item_id", "left")
+    out_columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("hist_len", "BIGINT"),
+                   ("split", "STRING")] + route_columns(plan)
+    schema = ", ".join(f"{name} {kind}" for name, kind in out_columns)
+    missing_codes = [-1] * levels
+    zero_words = [0] * words
+
+    def per_user(history: pd.DataFrame, wanted: pd.DataFrame) -> pd.DataFrame:
+        if wanted.empty:
+            return pd.DataFrame(columns=[name for name, _ in out_columns])
+        history = history.sort_values("position")
+        # Items without SIDs (not in item_sids) match no prefix: codes of −1.
+        fill = lambda s, v: s.apply(lambda x: v if x is None or (isinstance(x, float) and np.isnan(x)) else x)  # noqa: E731
+        user_history = UserHistory(
+            item_ids=history["item_id"].to_numpy(np.int64),
+            ts=history["ts"].to_numpy(np.int64),
+            sid_codes=_stack(fill(history["semantic_codes"], missing_codes), levels, np.int64),
+            signatures=_stack(fill(history["signature"], zero_words), words, np.int64).view(np.uint64),
+            categories=history["category_id"].fillna(UNKNOWN_CATEGORY).to_numpy(np.int64),
+            dropped=int(history["dropped"].iloc[0]) if len(history) else 0,
+        )
+        user_targets = Targets(
+            item_ids=wanted["item_id"].to_numpy(np.int64),
+            hist_len=wanted["hist_len"].to_numpy(np.int64),
+            sid_codes=_stack(fill(wanted["semantic_codes"], missing_codes), levels, np.int64),
+            signatures=_stack(fill(wanted["signature"], zero_words), words, np.int64).view(np.uint64),
+            categories=wanted["category_id"].fillna(UNKNOWN_CATEGORY).to_numpy(np.int64),
+        )
+        routes = retrieve_routes(user_history, user_targets, plan)
+        out = wanted[["sample_id", "user_id", "ts", "hist_len", "split"]].reset_index(drop=True)
+        for name, found in routes.items():
+            safe = np.where(found.mask, found.positions, 0)
+            out[f"cand_{name}_pos"] = list(found.positions.astype(np.int32))
+            out[f"cand_{name}_item"] = list(np.where(found.mask, user_history.item_ids[safe], -1))
+            out[f"cand_{name}_mask"] = list(found.mask)
+            out[f"cand_{name}_pool"] = found.pool_size.astype(np.int32)
+        return out
+
+    return positions.groupBy("user_id").cogroup(targets.groupBy("user_id")).applyInPandas(per_user, schema)
+
+
+def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> RetrieveResult:
+    store = TableStore(spark, config.tables)
+    sids = store.read("item_sids")
+    collab = store.read("item_collab_vectors")
+    codebook_version = _single(sids, "codebook_version", "item_sids")
+    collab_version = _single(collab, "version", "item_collab_vectors")
+    require_codebook_version(sids, codebook_version)
+    levels = len(sids.select("semantic_codes").first()[0])
+    words = (config.retrieval.simhash_bits + 63) // 64
+    plan = RoutePlan.from_config(config.retrieval, levels)
+    candidates = build_route_candidates(spark, store.read("samples"), store.read("user_sequences"),
+                                        item_features(store, levels, words), plan, levels, words)
+    store.overwrite("route_candidates", candidates.withColumn("codebook_version", F.lit(codebook_version))
+                    .withColumn("collab_version", F.lit(collab_version)))
+    written = store.read("route_candidates")
+    shares = written.agg(*[F.avg(F.col(f"cand_{r}_pool") > 0).alias(r) for r in plan.route_names]).first()
+    result = RetrieveResult(samples=written.count(), codebook_version=codebook_version, collab_version=collab_version,
+                            non_empty_share={r: float(shares[r]) for r in plan.route_names})
+    log.info("route_candidates: %d samples; share with a non-empty pool: %s", result.samples,
+             ", ".join(f"{r}={v:.1%}" for r, v in result.non_empty_share.items()))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return spark_job_main(argv, "retrieve", "Precompute per-route retrieval candidates for every sample.", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
