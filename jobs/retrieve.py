@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -73,13 +73,16 @@ def _stack(series: pd.Series, width: int, dtype) -> np.ndarray:
     return np.stack(series.to_numpy()).astype(dtype) if len(series) else np.zeros((0, width), dtype=dtype)
 
 
-def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame, features: DataFrame,
-                           plan: RoutePlan, levels: int, words: int) -> DataFrame:
-    positions = (sequences.select("user_id", "dropped", F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b"))
+def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame,
+                           features: Callable[[], DataFrame], plan: RoutePlan, levels: int, words: int) -> DataFrame:
+    """`features()` builds the item feature frame; it is called once per side of the co-group, since
+    one DataFrame joined into both sides makes Spark's column references ambiguous."""
+    behaviours = F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b")
+    positions = (sequences.select("user_id", "dropped", behaviours)
                  .select("user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
-                 .join(features, "item_id", "left"))
+                 .join(features(), "item_id", "left"))
     targets = samples.select("sample_id", "user_id", "item_id", "ts", "hist_len", "split").join(
-        features, "item_id", "left")
+        features(), "item_id", "left")
     out_columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("hist_len", "BIGINT"),
                    ("split", "STRING")] + route_columns(plan)
     schema = ", ".join(f"{name} {kind}" for name, kind in out_columns)
@@ -131,11 +134,12 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     words = (config.retrieval.simhash_bits + 63) // 64
     plan = RoutePlan.from_config(config.retrieval, levels)
     candidates = build_route_candidates(spark, store.read("samples"), store.read("user_sequences"),
-                                        item_features(store, levels, words), plan, levels, words)
+                                        lambda: item_features(store, levels, words), plan, levels, words)
     store.overwrite("route_candidates", candidates.withColumn("codebook_version", F.lit(codebook_version))
                     .withColumn("collab_version", F.lit(collab_version)))
     written = store.read("route_candidates")
-    shares = written.agg(*[F.avg(F.col(f"cand_{r}_pool") > 0).alias(r) for r in plan.route_names]).first()
+    non_empty = [F.avg((F.col(f"cand_{r}_pool") > 0).cast("double")).alias(r) for r in plan.route_names]
+    shares = written.agg(*non_empty).first()
     result = RetrieveResult(samples=written.count(), codebook_version=codebook_version, collab_version=collab_version,
                             non_empty_share={r: float(shares[r]) for r in plan.route_names})
     log.info("route_candidates: %d samples; share with a non-empty pool: %s", result.samples,

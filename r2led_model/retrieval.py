@@ -1,0 +1,483 @@
+"""Multi-route mixed retrieval over one user's lifelong sequence (numpy only; design.md §4, "Routes").
+
+The kernel is vectorised per user: one user's stored sequence (T behaviours, ascending ts) and
+all S of that user's labelled samples are handled at once as (S, T) arrays. The Spark job
+(`jobs/retrieve.py`) calls it once per user group; a Python loop over users is the only loop.
+
+Point in time: a sample's history is positions [0, end) of the stored sequence with
+end = hist_len − dropped, where hist_len counts the user's behaviours strictly before the
+sample's ts and `dropped` is how many of the user's oldest behaviours were cut from storage
+(`sequences.max_stored`). end <= 0 means an empty history; end > T is a data error and raises.
+
+Routes (one per entry of `RetrievalConfig.routes`, each keeping its own k):
+  * "sid<l>": the pool is the history behaviours whose SID prefix of length l equals the
+    target's (semantic view), ranked by collaborative similarity to the target (collaborative
+    view): SimHash Hamming distance ascending, or cosine descending.
+  * "collab": the whole history, ranked the same way.
+Ties are broken by recency (the later position first). Modes:
+  * mixed: as above.
+  * semantic_only: the same SID filters, every route ranked by recency only (no collaborative
+    view anywhere, so "collab" becomes the most recent k).
+  * collaborative_only: no SID filter, every route ranks the whole history by similarity; the
+    routes then differ only in k.
+  * lambda: no hard filter; every route ranks the whole history by
+    λ · lcp / L + (1 − λ) · sim01, where lcp is the length of the SID prefix shared with the
+    target (0..L), and sim01 is 1 − d / bits (Hamming) or (cos + 1) / 2 (cosine).
+SID codes < 0 mean "unknown" and match nothing (not even another unknown code).
+
+Too few survivors: fill="pad" leaves the slots empty (position −1, mask False); fill="recent"
+fills them with the most recent history positions that are not already in the route's list,
+marked in `filled` (their mask is True: they are real behaviours).
+
+Baselines' offline retrieval uses the same output: SIM-hard (same category as the target, most
+recent first; category −1 = unknown matches nothing) and last-k recency.
+
+Ranking is one stable argsort per route over an (S, T) key: entries that passed the filter
+first, by score; then (fill="recent") the other valid positions; then positions at or beyond the
+cut. Columns are sorted in reversed position order so that the stable sort puts the later of
+two equal keys first. `jobs/benchmarks/naive_retrieval.py` is an independent per-row
+pure-Python implementation of the same rules, used as the tests' oracle and the benchmark's
+baseline.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from r2led_model.simhash import hamming, words_for
+
+MODES = ("mixed", "semantic_only", "collaborative_only", "lambda")
+SIMILARITIES = ("hamming", "cosine")
+FILLS = ("pad", "recent")
+COLLAB_ROUTE = "collab"
+# Upper bound on (samples × history positions) handled at once; bounds memory at a few dozen
+# bytes per cell (S·T·L for the prefix test, a few S·T arrays for keys and orders).
+MAX_CELLS = 1 << 21
+
+_ROUTE_NAME = re.compile(r"^sid([0-9]+)$")
+# Sort keys of the two classes that follow the ranked pool: fill candidates, then invalid.
+_FLOAT_FILL_KEY = np.finfo(np.float64).max
+_FLOAT_INVALID_KEY = np.inf
+
+
+# --------------------------------------------------------------------------------------
+# Plan and data
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One route: its name, the SID prefix length it filters on (0 for "collab") and its k."""
+
+    name: str
+    level: int
+    k: int
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """What `retrieve_routes` computes: ordered routes plus the options they share."""
+
+    routes: tuple[RouteSpec, ...]
+    levels: int
+    mode: str = "mixed"
+    mix_lambda: float = 0.5
+    similarity: str = "hamming"
+    simhash_bits: int = 64
+    fill: str = "pad"
+
+    def __post_init__(self) -> None:
+        if self.levels < 1:
+            raise ValueError(f"levels must be >= 1, got {self.levels}")
+        if not self.routes:
+            raise ValueError("a route plan needs at least one route")
+        names = [r.name for r in self.routes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate routes in {names}")
+        for route in self.routes:
+            if route.k < 1:
+                raise ValueError(f"route {route.name!r}: k must be >= 1, got {route.k}")
+            expected = 0 if route.name == COLLAB_ROUTE else _route_level(route.name, self.levels)
+            if route.level != expected:
+                raise ValueError(f"route {route.name!r}: level {route.level} != {expected}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity {self.similarity!r} is not one of {SIMILARITIES}")
+        if self.fill not in FILLS:
+            raise ValueError(f"fill {self.fill!r} is not one of {FILLS}")
+        if not 0.0 <= self.mix_lambda <= 1.0:
+            raise ValueError(f"mix_lambda must be in [0, 1], got {self.mix_lambda}")
+        words_for(self.simhash_bits)
+
+    @classmethod
+    def from_config(cls, config, levels: int) -> "RoutePlan":
+        """From a `RetrievalConfig` and the number of SID levels L of the codebook in use."""
+        routes = tuple(
+            RouteSpec(name=name, level=0 if name == COLLAB_ROUTE else _route_level(name, levels),
+                      k=int(config.k_per_route.get(name, config.k)))
+            for name in config.routes)
+        unknown = set(config.k_per_route) - set(config.routes)
+        if unknown:
+            raise ValueError(f"k_per_route names routes not in routes: {sorted(unknown)}")
+        return cls(routes=routes, levels=int(levels), mode=config.mode, mix_lambda=float(config.mix_lambda),
+                   similarity=config.similarity, simhash_bits=int(config.simhash_bits), fill=config.fill)
+
+    @property
+    def route_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.routes)
+
+    @property
+    def max_level(self) -> int:
+        return max(r.level for r in self.routes)
+
+    def route(self, name: str) -> RouteSpec:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+def _route_level(name: str, levels: int) -> int:
+    match = _ROUTE_NAME.match(name)
+    if not match or not 1 <= int(match.group(1)) <= levels:
+        raise ValueError(f"route {name!r} is not {COLLAB_ROUTE!r} or 'sid<l>' with 1 <= l <= {levels}")
+    return int(match.group(1))
+
+
+@dataclass
+class UserHistory:
+    """One user's stored sequence, oldest first (T behaviours).
+
+    signatures: (T, W) uint64 SimHash words (similarity "hamming"); vectors: (T, d) float
+    collaborative vectors (similarity "cosine"); categories: (T,) with −1 for unknown (None:
+    all unknown); dropped: the user's oldest behaviours cut from storage before position 0.
+    """
+
+    item_ids: np.ndarray  # (T,)
+    ts: np.ndarray  # (T,) ascending
+    sid_codes: np.ndarray  # (T, L') with L' >= L; codes < 0 are unknown
+    signatures: np.ndarray | None = None  # (T, W) uint64
+    vectors: np.ndarray | None = None  # (T, d) float
+    categories: np.ndarray | None = None  # (T,) int, −1 unknown
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass
+class Targets:
+    """S labelled samples of the same user: the target items and where each one's history ends.
+
+    hist_len counts the user's behaviours strictly before the sample's ts (the `samples` column).
+    ts is optional: only `assert_point_in_time` reads it.
+    """
+
+    item_ids: np.ndarray  # (S,)
+    hist_len: np.ndarray  # (S,)
+    sid_codes: np.ndarray  # (S, L')
+    signatures: np.ndarray | None = None  # (S, W) uint64
+    vectors: np.ndarray | None = None  # (S, d) float
+    categories: np.ndarray | None = None  # (S,) int, −1 unknown
+    ts: np.ndarray | None = None  # (S,)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass
+class RouteCandidates:
+    """A route's top-k per sample, best first. Empty slots hold position −1 and mask False."""
+
+    positions: np.ndarray  # (S, k) int32, indices into the user's stored sequence
+    mask: np.ndarray  # (S, k) bool, True where the slot holds a behaviour
+    filled: np.ndarray  # (S, k) bool, True where fill="recent" supplied the behaviour
+    pool_size: np.ndarray  # (S,) int32, behaviours that passed the filter before truncation to k
+
+    @property
+    def k(self) -> int:
+        return self.positions.shape[1]
+
+
+def _empty_candidates(samples: int, k: int) -> RouteCandidates:
+    return RouteCandidates(positions=np.full((samples, k), -1, dtype=np.int32),
+                           mask=np.zeros((samples, k), dtype=bool), filled=np.zeros((samples, k), dtype=bool),
+                           pool_size=np.zeros(samples, dtype=np.int32))
+
+
+# --------------------------------------------------------------------------------------
+# Point in time
+# --------------------------------------------------------------------------------------
+
+
+def history_end(history: UserHistory, targets: Targets) -> np.ndarray:
+    """(S,) int64 end of each sample's history in the stored sequence, clipped at 0; raises if > T."""
+    hist_len = np.asarray(targets.hist_len, dtype=np.int64)
+    end = hist_len - int(history.dropped)  # (S,)
+    stored = len(history)
+    if len(end) and end.max() > stored:
+        row = int(np.argmax(end))
+        raise ValueError(f"sample row {row}: hist_len {int(hist_len[row])} - dropped {history.dropped} = "
+                         f"{int(end[row])} exceeds the {stored} stored behaviours (sequences and samples disagree)")
+    return np.maximum(end, 0)
+
+
+def assert_point_in_time(history: UserHistory, targets: Targets,
+                         candidates: RouteCandidates | Mapping[str, RouteCandidates]) -> None:
+    """Raise AssertionError unless every candidate lies in its sample's history.
+
+    Checks: masked-in slots hold a position in [0, end); empty slots hold −1; no position twice in
+    a row; and, where `targets.ts` is given, every candidate's ts is strictly before the sample's.
+    """
+    if isinstance(candidates, Mapping):
+        for name, found in candidates.items():
+            try:
+                assert_point_in_time(history, targets, found)
+            except AssertionError as exc:
+                raise AssertionError(f"route {name!r}: {exc}") from None
+        return
+    end = history_end(history, targets)  # (S,)
+    pos = candidates.positions.astype(np.int64)  # (S, k)
+    mask = candidates.mask  # (S, k)
+    S = len(targets)
+    if pos.shape != mask.shape or pos.shape[0] != S or candidates.filled.shape != pos.shape:
+        raise AssertionError(f"shapes disagree: positions {pos.shape}, mask {mask.shape}, "
+                             f"filled {candidates.filled.shape}, {S} samples")
+    bad = mask & ((pos < 0) | (pos >= end[:, None]))  # (S, k)
+    if bad.any():
+        s, j = map(int, np.argwhere(bad)[0])
+        raise AssertionError(f"sample row {s}: slot {j} holds position {pos[s, j]}, outside its history [0, {end[s]})")
+    if (pos[~mask] != -1).any():
+        raise AssertionError("an empty slot holds a position other than -1")
+    if (candidates.filled & ~mask).any():
+        raise AssertionError("a slot is marked filled but masked out")
+    ranked = np.sort(np.where(mask, pos, -1 - np.arange(pos.shape[1])[None, :]), axis=1)  # (S, k), empties distinct
+    if (ranked[:, 1:] == ranked[:, :-1]).any():
+        raise AssertionError("a position appears twice in one sample's candidates")
+    if targets.ts is not None and mask.any():
+        when = np.asarray(history.ts)[np.where(mask, pos, 0)]  # (S, k)
+        late = mask & (when >= np.asarray(targets.ts)[:, None])  # (S, k)
+        if late.any():
+            s, j = map(int, np.argwhere(late)[0])
+            raise AssertionError(f"sample row {s}: slot {j} holds a behaviour at ts {when[s, j]} >= the sample's ts "
+                                 f"{targets.ts[s]}")
+
+
+# --------------------------------------------------------------------------------------
+# Similarity and prefixes
+# --------------------------------------------------------------------------------------
+
+
+def shared_prefix_length(history_codes: np.ndarray, target_codes: np.ndarray) -> np.ndarray:
+    """(T, L) and (S, L) SID codes → (S, T) number of leading levels on which they agree (0..L).
+
+    A code < 0 is unknown and agrees with nothing.
+    """
+    h = np.asarray(history_codes)  # (T, L)
+    t = np.asarray(target_codes)  # (S, L)
+    if h.shape[1] != t.shape[1]:
+        raise ValueError(f"SID codes differ in levels: {h.shape} vs {t.shape}")
+    shared = np.zeros((len(t), len(h)), dtype=np.int8)  # (S, T)
+    still = np.ones((len(t), len(h)), dtype=bool)  # (S, T): agreed on every level so far
+    for level in range(h.shape[1]):  # L is small (3-4): one (S, T) comparison per level
+        still &= (t[:, level, None] == h[None, :, level]) & (t[:, level, None] >= 0)  # (S, 1) vs (1, T) → (S, T)
+        shared += still
+    return shared
+
+
+def cosine_matrix(history_vectors: np.ndarray, target_vectors: np.ndarray) -> np.ndarray:
+    """(T, d), (S, d) → (S, T) float64 cosine dot / (|t| · |h|); 0 where either vector is zero."""
+    hv = np.asarray(history_vectors, dtype=np.float64)
+    tv = np.asarray(target_vectors, dtype=np.float64)
+    dots = tv @ hv.T  # (S, T)
+    norms = np.sqrt((tv * tv).sum(axis=1))[:, None] * np.sqrt((hv * hv).sum(axis=1))[None, :]  # (S, T)
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)  # (S, T)
+
+
+def _check_inputs(history: UserHistory, targets: Targets, plan: RoutePlan) -> None:
+    T, S = len(history), len(targets)
+    for name, arr, n in (("history.ts", history.ts, T), ("history.sid_codes", history.sid_codes, T),
+                         ("targets.hist_len", targets.hist_len, S), ("targets.sid_codes", targets.sid_codes, S)):
+        if len(arr) != n:
+            raise ValueError(f"{name}: {len(arr)} rows, expected {n}")
+    needs_codes = plan.levels if plan.mode == "lambda" else plan.max_level
+    if plan.mode != "collaborative_only":
+        for name, codes in (("history.sid_codes", history.sid_codes), ("targets.sid_codes", targets.sid_codes)):
+            if np.ndim(codes) != 2 or np.shape(codes)[1] < needs_codes:
+                raise ValueError(f"{name}: expected (n, >= {needs_codes}) SID codes, got shape {np.shape(codes)}")
+    if plan.mode == "semantic_only":
+        return
+    if plan.similarity == "hamming":
+        width = words_for(plan.simhash_bits)
+        for name, sig, n in (("history.signatures", history.signatures, T),
+                             ("targets.signatures", targets.signatures, S)):
+            if sig is None:
+                raise ValueError(f"{name}: similarity 'hamming' needs SimHash signatures")
+            if np.shape(sig) != (n, width) or np.asarray(sig).dtype != np.uint64:
+                raise ValueError(f"{name}: expected ({n}, {width}) uint64 for {plan.simhash_bits} bits, got "
+                                 f"{np.shape(sig)} {np.asarray(sig).dtype}")
+    else:
+        for name, vec, n in (("history.vectors", history.vectors, T), ("targets.vectors", targets.vectors, S)):
+            if vec is None:
+                raise ValueError(f"{name}: similarity 'cosine' needs collaborative vectors")
+            if np.ndim(vec) != 2 or len(vec) != n:
+                raise ValueError(f"{name}: expected ({n}, d) vectors, got {np.shape(vec)}")
+        if np.shape(history.vectors)[1] != np.shape(targets.vectors)[1]:
+            raise ValueError("history.vectors and targets.vectors differ in dimension")
+
+
+# --------------------------------------------------------------------------------------
+# Ranking
+# --------------------------------------------------------------------------------------
+
+
+def _rank(key: np.ndarray | None, key_top: int | None, passes: np.ndarray, valid: np.ndarray, k: int,
+          fill: str) -> RouteCandidates:
+    """Top-k of one route over an (S, T') block (T' = the columns kept, positions 0..T'−1).
+
+    key: (S, T'), smaller is better among `passes`; None ranks by recency only. An integer key
+    must lie in [0, key_top]; a float key must be finite. passes ⊆ valid.
+    """
+    S, width = passes.shape
+    # Class 0: in the pool; 1: fill candidate (fill="recent" only); 2: never chosen.
+    if fill == "recent":
+        klass = (~passes).view(np.int8) + (~valid).view(np.int8)  # (S, T'); passes ⊆ valid
+    else:
+        klass = (~passes).view(np.int8) * np.int8(2)  # (S, T')
+    if key is None:
+        sort_key = klass
+    elif key_top is not None:
+        dtype = np.int16 if key_top + 2 < (1 << 15) else np.int64  # 16-bit keys get numpy's radix sort
+        sort_key = np.where(passes, key, key_top + klass.astype(dtype)).astype(dtype, copy=False)  # (S, T')
+    else:
+        sort_key = np.where(passes, key, np.where(klass == 1, _FLOAT_FILL_KEY, _FLOAT_INVALID_KEY))  # (S, T')
+    taken = min(k, width)
+    # Reversed columns + stable sort: of two equal keys, the later position comes first.
+    order = np.argsort(sort_key[:, ::-1], axis=1, kind="stable")[:, :taken]  # (S, taken)
+    positions = width - 1 - order  # (S, taken)
+    chosen = np.take_along_axis(klass, positions, axis=1)  # (S, taken)
+    mask = chosen < 2  # (S, taken)
+    out = _empty_candidates(S, k)
+    out.positions[:, :taken] = np.where(mask, positions, -1)
+    out.mask[:, :taken] = mask
+    out.filled[:, :taken] = chosen == 1
+    out.pool_size[:] = np.count_nonzero(passes, axis=1)
+    return out
+
+
+def _place(out: RouteCandidates, rows: slice, part: RouteCandidates) -> None:
+    out.positions[rows] = part.positions
+    out.mask[rows] = part.mask
+    out.filled[rows] = part.filled
+    out.pool_size[rows] = part.pool_size
+
+
+def _blocks(end: np.ndarray, max_cells: int) -> tuple[int, list[slice]]:
+    """Columns that any sample can see (max end) and row blocks of at most ~max_cells cells."""
+    width = int(end.max(initial=0))
+    if width == 0:
+        return 0, []
+    rows = max(1, max_cells // width)
+    return width, [slice(start, start + rows) for start in range(0, len(end), rows)]
+
+
+# --------------------------------------------------------------------------------------
+# Public kernels
+# --------------------------------------------------------------------------------------
+
+
+def retrieve_routes(history: UserHistory, targets: Targets, plan: RoutePlan, *,
+                    max_cells: int = MAX_CELLS) -> dict[str, RouteCandidates]:
+    """Every route of `plan` for all of one user's samples → {route name: RouteCandidates}, in plan order."""
+    _check_inputs(history, targets, plan)
+    end = history_end(history, targets)  # (S,)
+    S = len(targets)
+    out = {r.name: _empty_candidates(S, r.k) for r in plan.routes}
+    width, blocks = _blocks(end, max_cells)
+    if not blocks:
+        return out
+    filtered = plan.mode in ("mixed", "semantic_only")
+    need_prefix = plan.mode == "lambda" or (filtered and plan.max_level > 0)
+    levels = plan.levels if plan.mode == "lambda" else plan.max_level
+    h_codes = np.asarray(history.sid_codes)[:width, :levels] if need_prefix else None  # (T', L)
+    position = np.arange(width)  # (T',)
+    for rows in blocks:
+        block_end = end[rows]  # (S_b,)
+        valid = position[None, :] < block_end[:, None]  # (S_b, T')
+        lcp = (shared_prefix_length(h_codes, np.asarray(targets.sid_codes)[rows, :levels])
+               if need_prefix else None)  # (S_b, T')
+        key, key_top = (None, None) if plan.mode == "semantic_only" else _similarity_key(
+            history, targets, plan, rows, width, lcp)
+        for route in plan.routes:
+            passes = valid & (lcp >= route.level) if filtered and route.level > 0 else valid  # (S_b, T')
+            _place(out[route.name], rows, _rank(key, key_top, passes, valid, route.k, plan.fill))
+    return out
+
+
+def _similarity_key(history: UserHistory, targets: Targets, plan: RoutePlan, rows: slice, width: int,
+                    lcp: np.ndarray | None) -> tuple[np.ndarray, int | None]:
+    """(S_b, T') sort key, smaller = more similar: Hamming distance, −cosine, or −λ-score.
+
+    Also the largest value an integer key can take (None for float keys).
+    """
+    if plan.similarity == "hamming":
+        h_sig = np.asarray(history.signatures)[:width]  # (T', W)
+        t_sig = np.asarray(targets.signatures)[rows]  # (S_b, W)
+        distance = hamming(t_sig[:, None, :], h_sig[None, :, :])  # (S_b, T')
+        if plan.mode != "lambda":
+            return distance, plan.simhash_bits
+        similarity = 1 - distance / plan.simhash_bits  # (S_b, T') in [0, 1]
+    else:
+        cosine = cosine_matrix(np.asarray(history.vectors)[:width], np.asarray(targets.vectors)[rows])  # (S_b, T')
+        if plan.mode != "lambda":
+            return -cosine, None
+        similarity = (cosine + 1) / 2  # (S_b, T') in [0, 1]
+    lam = plan.mix_lambda
+    score = lam * (lcp / plan.levels) + (1 - lam) * similarity  # (S_b, T')
+    return -score, None
+
+
+def retrieve_sim_hard(history: UserHistory, targets: Targets, k: int, *, fill: str = "pad",
+                      max_cells: int = MAX_CELLS) -> RouteCandidates:
+    """SIM-hard: history behaviours of the target's category, most recent first (−1 matches nothing)."""
+    if history.categories is None or targets.categories is None:
+        raise ValueError("SIM-hard retrieval needs categories for the history and the targets")
+    return _recency_route(history, targets, k, fill, max_cells, by_category=True)
+
+
+def retrieve_recent(history: UserHistory, targets: Targets, k: int, *, max_cells: int = MAX_CELLS) -> RouteCandidates:
+    """Last-k: the k most recent behaviours of each sample's history."""
+    return _recency_route(history, targets, k, "pad", max_cells, by_category=False)
+
+
+def _recency_route(history: UserHistory, targets: Targets, k: int, fill: str, max_cells: int,
+                   by_category: bool) -> RouteCandidates:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if fill not in FILLS:
+        raise ValueError(f"fill {fill!r} is not one of {FILLS}")
+    end = history_end(history, targets)  # (S,)
+    out = _empty_candidates(len(targets), k)
+    width, blocks = _blocks(end, max_cells)
+    position = np.arange(width)  # (T',)
+    for rows in blocks:
+        valid = position[None, :] < end[rows][:, None]  # (S_b, T')
+        passes = valid
+        if by_category:
+            h_cat = np.asarray(history.categories)[:width]  # (T',)
+            t_cat = np.asarray(targets.categories)[rows]  # (S_b,)
+            passes = valid & (h_cat[None, :] == t_cat[:, None]) & (t_cat[:, None] >= 0)  # (S_b, T')
+        _place(out, rows, _rank(None, None, passes, valid, k, fill))
+    return out
+
+
+__all__ = [
+    "COLLAB_ROUTE", "MAX_CELLS", "MODES", "RouteCandidates", "RoutePlan", "RouteSpec", "Targets", "UserHistory",
+    "assert_point_in_time", "cosine_matrix", "history_end", "retrieve_recent", "retrieve_routes",
+    "retrieve_sim_hard", "shared_prefix_length",
+]
