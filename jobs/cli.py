@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "assign-sids": ("jobs.assign_sids", "item_embeddings + current codebook → item_sids"),
     "collab-vectors": ("jobs.collab_vectors", "events (training window) → item_collab_vectors (ALS + SimHash)"),
     "retrieve": ("jobs.retrieve", "samples ⋈ user_sequences ⋈ SIDs/signatures → route_candidates"),
+    "build-training-set": ("jobs.build_training_set", "route_candidates + sequences → training_examples"),
     "generate": ("jobs.generate", "write a synthetic world's raw logs (Spark, parallel)"),
     "pipeline": ("jobs.pipeline", "the end-to-end run: ingest → sequences (grows with later stages)"),
 }

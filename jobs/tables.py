@@ -123,6 +123,24 @@ TABLES: dict[str, TableSpec] = {
             doc="one sample's candidates per route: cand_<route>_pos/_item/_mask (fixed length k) and _pool",
         ),
         TableSpec(
+            "item_index",
+            _fields(("item_id", _LONG), ("item_idx", _LONG), ("category_id", _LONG), ("category_idx", _INT),
+                    ("sid", T.ArrayType(_INT))),
+            key=("item_id",),
+            doc="dense model indices: item_idx from 1, category_idx 1 = unknown, sid = codes + 1 (0 = padding)",
+        ),
+        TableSpec(
+            "training_examples",
+            _fields(("sample_id", _LONG), ("user_id", _LONG), ("ts", _LONG), ("label", _INT), ("split", _STR),
+                    ("hist_len", _LONG), ("target_item", _LONG), ("target_cat", _LONG),
+                    ("target_sid", T.ArrayType(_LONG)), ("short_item", T.ArrayType(_LONG)),
+                    ("long_item", T.ArrayType(_LONG)), ("codebook_version", _STR), ("collab_version", _STR)),
+            partition_by=("split",),
+            key=("sample_id",),
+            doc="one sample, fixed-length arrays: target_*, r_<route>_*, short_*, long_* (item, cat, sid, "
+                "recency, mask); padding rules in r2led_model/features.py",
+        ),
+        TableSpec(
             "items_rejected",
             _fields(("item_id", _LONG), ("stage", _STR), ("reason", _STR)),
             key=("item_id", "stage"),

@@ -262,6 +262,18 @@ class RetrievalConfig:
 
 
 @dataclass(frozen=True)
+class TrainingSetConfig:
+    """`r2led build-training-set`: fixed-length model inputs (padding rules: r2led_model/features.py)."""
+
+    # Most recent behaviours for the short-term (DIN-style) module.
+    short_window: int = 20
+    # Truncated long history, for baselines that retrieve inside the model (SIM-soft, ETA, SDIM, TWIN).
+    long_history: int = 200
+    # Recency buckets: 1 + floor(log2(1 + hours since the behaviour)), capped; 0 is padding.
+    recency_buckets: int = 16
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     output_dir: str = "${workspace.root}/bench"
     # Event counts for `r2led benchmark sequences`.
@@ -283,6 +295,7 @@ class Config:
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
     collab: CollabConfig = field(default_factory=CollabConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    training_set: TrainingSetConfig = field(default_factory=TrainingSetConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -493,6 +506,9 @@ def _check_semantics(config: Config) -> None:
         (config.collab.rank >= 1, "collab.rank", "must be >= 1"),
         (config.collab.iterations >= 1, "collab.iterations", "must be >= 1"),
         (config.retrieval.k >= 1, "retrieval.k", "must be >= 1"),
+        (config.training_set.short_window >= 1, "training_set.short_window", "must be >= 1"),
+        (config.training_set.long_history >= 1, "training_set.long_history", "must be >= 1"),
+        (config.training_set.recency_buckets >= 2, "training_set.recency_buckets", "must be >= 2"),
         (all(v >= 1 for v in config.retrieval.k_per_route.values()), "retrieval.k_per_route", "values must be >= 1"),
         (0.0 <= config.retrieval.mix_lambda <= 1.0, "retrieval.mix_lambda", "must be in [0, 1]"),
         (config.retrieval.simhash_bits >= 1, "retrieval.simhash_bits", "must be >= 1"),

@@ -4,6 +4,7 @@ property for every sample, and an idempotent re-run."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from pyspark.sql import functions as F
@@ -98,3 +99,28 @@ def test_rerun_is_identical_and_partitioned_by_split(spark, world):
     assert rows(store.read("route_candidates"), "sample_id") == before
     assert {r[0] for r in store.read("route_candidates").select("split").distinct().collect()} == {
         "train", "valid", "test"}
+
+
+def test_training_examples_carry_hand_computed_arrays(spark, world):
+    from jobs import build_training_set
+
+    config, store, _ = world
+    small = replace(config, training_set=replace(config.training_set, short_window=3, long_history=5))
+    result = build_training_set.run(spark, small)
+    assert sum(result.examples_by_split.values()) == len(EVENTS)
+    index = {r["item_id"]: r for r in store.read("item_index").collect()}
+    assert sorted(r["item_idx"] for r in index.values()) == [1, 2, 3, 4, 5]  # dense, 0 kept for padding
+    assert sorted({r["category_idx"] for r in index.values()}) == [2, 3]  # categories 1, 2 → 2, 3
+    row = store.read("training_examples").where((F.col("user_id") == 1) & (F.col("ts") == BASE + 5 * DAY)).first()
+    idx = {i: index[i]["item_idx"] for i in ITEMS}
+    assert row["target_item"] == idx[14] and row["target_sid"] == [2, 2]  # codes [1, 1] + 1
+    # sid1 route: [12, pad]; SIDs flattened per slot, padding 0.
+    assert row["r_sid1_item"] == [idx[12], 0] and row["r_sid1_mask"] == [1, 0]
+    assert row["r_sid1_sid"] == [2, 1, 0, 0]
+    assert row["r_collab_item"] == [idx[13], idx[12]]
+    # Short window (3): most recent first among 10, 11, 12, 13 → 13, 12, 11; long (5): 13, 12, 11, 10, pad.
+    assert row["short_item"] == [idx[13], idx[12], idx[11]]
+    assert row["long_item"] == [idx[13], idx[12], idx[11], idx[10], 0] and row["long_mask"] == [1, 1, 1, 1, 0]
+    # Recency: 13 is one day old → 1 + floor(log2(25)) = 5; item 10 four days → 1 + floor(log2(97)) = 7.
+    assert row["long_recency"] == [5, 6, 7, 7, 0]
+    assert row["codebook_version"] == "cb-test" and row["collab_version"] == "cv-test"

@@ -1,0 +1,142 @@
+"""`r2led build-training-set`: `route_candidates` + `samples` + sequences → `training_examples`.
+
+Everything the trainer reads, as fixed-length integer arrays (padding rules in
+`r2led_model/features.py`): the target (item, category, SID codes), each route's candidates
+(item, category, SID codes, recency bucket, mask), the short-term window (last
+`training_set.short_window` behaviours), the truncated long history (last
+`training_set.long_history`, for baselines that retrieve inside the model), hist_len, label, split.
+Items and categories get dense indices (`item_index`, 0 = padding), so the trainer's embedding
+tables are sized by `item_index`. Like retrieve, samples and positions are co-grouped by user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.als import dense_index
+from jobs.entrypoint import spark_job_main
+from jobs.tables import TableStore
+from r2led_model.config import Config, TrainingSetConfig
+from r2led_model.features import HistoryFeatures, gather, most_recent_positions
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_CATEGORY_IDX = 1  # category index 0 is padding, 1 is "unknown"
+
+
+@dataclass
+class TrainingSetResult:
+    examples_by_split: dict[str, int]
+    items: int
+    categories: int
+
+
+def build_item_index(spark: SparkSession, items: DataFrame, sids: DataFrame, levels: int) -> DataFrame:
+    """item_id → item_idx (1..I), category_idx (1 unknown, 2..), sid (codes + 1; zeros without SIDs)."""
+    item_idx = dense_index(spark, items, "item_id").withColumn("item_idx", (F.col("item_id_idx") + 1).cast("bigint"))
+    categories = dense_index(spark, items.where(F.col("category_id").isNotNull()), "category_id").withColumn(
+        "category_idx", F.col("category_id_idx") + 2)
+    shifted = F.transform("semantic_codes", lambda c: c + 1)
+    no_sid = F.array(*[F.lit(0) for _ in range(levels)])
+    return (items.select("item_id", "category_id").join(item_idx.select("item_id", "item_idx"), "item_id")
+            .join(categories.select("category_id", "category_idx"), "category_id", "left")
+            .join(sids.select("item_id", "semantic_codes"), "item_id", "left")
+            .select("item_id", "item_idx", "category_id",
+                    F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).cast("int").alias("category_idx"),
+                    F.coalesce(shifted, no_sid).alias("sid")))
+
+
+def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
+    array = "ARRAY<BIGINT>"
+    columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("label", "INT"), ("split", "STRING"),
+               ("hist_len", "BIGINT"), ("target_item", "BIGINT"), ("target_cat", "BIGINT"), ("target_sid", array)]
+    for group in [f"r_{route}" for route in routes] + ["short", "long"]:
+        columns += [(f"{group}_{part}", array) for part in ("item", "cat", "sid", "recency", "mask")]
+    return columns
+
+
+def _stack(series: pd.Series, width: int) -> np.ndarray:
+    return np.stack(series.to_numpy()).astype(np.int64) if len(series) else np.zeros((0, width), np.int64)
+
+
+def build_examples(samples: DataFrame, sequences: DataFrame, index: Callable[[], DataFrame], routes: Sequence[str],
+                   levels: int, config: TrainingSetConfig) -> DataFrame:
+    behaviours = F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b")
+    positions = (sequences.select("user_id", "dropped", behaviours)
+                 .select("user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
+                 .join(index().select("item_id", "item_idx", "category_idx", "sid"), "item_id", "left"))
+    targets = samples.join(index().select("item_id", F.col("item_idx").alias("t_item"),
+                                          F.col("category_idx").alias("t_cat"), F.col("sid").alias("t_sid")),
+                           "item_id", "left")
+    columns = output_columns(routes)
+    schema = ", ".join(f"{name} {kind}" for name, kind in columns)
+
+    def per_user(history: pd.DataFrame, wanted: pd.DataFrame) -> pd.DataFrame:
+        if wanted.empty:
+            return pd.DataFrame(columns=[name for name, _ in columns])
+        history = history.sort_values("position")
+        features = HistoryFeatures(
+            item_idx=history["item_idx"].fillna(0).to_numpy(np.int64),
+            category_idx=history["category_idx"].fillna(UNKNOWN_CATEGORY_IDX).to_numpy(np.int64),
+            sid=_stack(history["sid"].apply(lambda v: v if v is not None else [0] * levels), levels),
+            ts=history["ts"].to_numpy(np.int64),
+        )
+        dropped = int(history["dropped"].iloc[0]) if len(history) else 0
+        ends = np.clip(wanted["hist_len"].to_numpy(np.int64) - dropped, 0, len(history))  # (S,)
+        sample_ts = wanted["ts"].to_numpy(np.int64)
+        out = pd.DataFrame({
+            "sample_id": wanted["sample_id"].to_numpy(), "user_id": wanted["user_id"].to_numpy(),
+            "ts": sample_ts, "label": wanted["label"].to_numpy(), "split": wanted["split"].to_numpy(),
+            "hist_len": wanted["hist_len"].to_numpy(),
+            "target_item": wanted["t_item"].fillna(0).to_numpy(np.int64),
+            "target_cat": wanted["t_cat"].fillna(UNKNOWN_CATEGORY_IDX).to_numpy(np.int64),
+            "target_sid": list(_stack(wanted["t_sid"].apply(lambda v: v if v is not None else [0] * levels), levels)),
+        })
+        groups = {f"r_{route}": (_stack(wanted[f"cand_{route}_pos"], 0),
+                                 _stack(wanted[f"cand_{route}_mask"], 0).astype(bool)) for route in routes}
+        groups["short"] = most_recent_positions(ends, config.short_window)
+        groups["long"] = most_recent_positions(ends, config.long_history)
+        for group, (where, valid) in groups.items():
+            for part, values in gather(features, where, valid, sample_ts, config.recency_buckets).items():
+                out[f"{group}_{part}"] = list(values)
+        return out
+
+    return positions.groupBy("user_id").cogroup(targets.groupBy("user_id")).applyInPandas(per_user, schema)
+
+
+def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> TrainingSetResult:
+    store = TableStore(spark, config.tables)
+    candidates = store.read("route_candidates")
+    routes = [c[len("cand_"):-len("_pos")] for c in candidates.columns if c.startswith("cand_") and c.endswith("_pos")]
+    sids = store.read("item_sids")
+    levels = len(sids.select("semantic_codes").first()[0])
+    store.overwrite("item_index", build_item_index(spark, store.read("items"), sids, levels))
+    samples = candidates.join(store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
+    examples = build_examples(samples, store.read("user_sequences"), lambda: store.read("item_index"), routes, levels,
+                              config.training_set)
+    versions = candidates.select("codebook_version", "collab_version").distinct()
+    store.overwrite("training_examples", examples.crossJoin(versions))
+    counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
+    index = store.read("item_index")
+    result = TrainingSetResult(examples_by_split=counts, items=index.count(),
+                               categories=index.select("category_idx").distinct().count())
+    log.info("training_examples: %s; routes %s; %d items, %d categories",
+             ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items())), routes, result.items, result.categories)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return spark_job_main(argv, "build-training-set", "Assemble fixed-length training examples.", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
