@@ -28,6 +28,7 @@ REPORTS: dict[str, tuple[str, str]] = {
 }
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "sequences": ("jobs.benchmarks.sequences", "ingest + sequences throughput vs a single-process reference"),
+    "retrieval": ("jobs.benchmarks.retrieval", "retrieval samples/s vs history length: Spark, numpy kernel, naive"),
     "sids": ("jobs.benchmarks.sids", "SID assignment throughput vs numpy; SID quality on MovieLens and synthetic"),
 }
 
