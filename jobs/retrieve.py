@@ -50,15 +50,12 @@ def _single(df: DataFrame, column: str, table: str) -> str:
     return values[0]
 
 
-def item_features(store: TableStore, levels: int, words: int) -> DataFrame:
-    """item_id → semantic codes (L), SimHash words (W, zeros when unknown), category (−1 when unknown)."""
+def item_features(store: TableStore) -> DataFrame:
+    """item_id → semantic codes (L), SimHash words (W), category; gaps are filled after the joins."""
     sids = store.read("item_sids").select("item_id", "semantic_codes")
     collab = store.read("item_collab_vectors").select("item_id", "signature")
     items = store.read("items").select("item_id", "category_id")
-    zeros = F.array(*[F.lit(0).cast("bigint") for _ in range(words)])
-    return (sids.join(collab, "item_id", "left").join(items, "item_id", "left").select(
-        "item_id", "semantic_codes", F.coalesce("signature", zeros).alias("signature"),
-        F.coalesce("category_id", F.lit(UNKNOWN_CATEGORY).cast("bigint")).alias("category_id")))
+    return sids.join(collab, "item_id", "left").join(items, "item_id", "left")
 
 
 def route_columns(plan: RoutePlan) -> list[tuple[str, str]]:
@@ -69,8 +66,46 @@ def route_columns(plan: RoutePlan) -> list[tuple[str, str]]:
     return columns
 
 
-def _stack(series: pd.Series, width: int, dtype) -> np.ndarray:
+def _with_defaults(df: DataFrame, levels: int, words: int) -> DataFrame:
+    """Behaviours or targets whose item has no features: codes −1 (match no prefix), zero words."""
+    return (df.withColumn("semantic_codes", F.coalesce("semantic_codes", F.array(*[F.lit(-1)] * levels)))
+            .withColumn("signature", F.coalesce("signature", F.array(*[F.lit(0).cast("bigint")] * words)))
+            .withColumn("category_id", F.coalesce("category_id", F.lit(UNKNOWN_CATEGORY).cast("bigint"))))
+
+
+def _matrix(series: pd.Series, width: int, dtype) -> np.ndarray:
+    """An object Series of equal-length arrays → one (n, width) array."""
     return np.stack(series.to_numpy()).astype(dtype) if len(series) else np.zeros((0, width), dtype=dtype)
+
+
+def retrieve_for_user(history: pd.DataFrame, wanted: pd.DataFrame, plan: RoutePlan, levels: int,
+                      words: int) -> pd.DataFrame:
+    """One user's route candidates: `history` = the stored sequence's positions with item features,
+    `wanted` = that user's samples with target features (both as produced by build_route_candidates)."""
+    history = history.sort_values("position")
+    user_history = UserHistory(
+        item_ids=history["item_id"].to_numpy(np.int64),
+        ts=history["ts"].to_numpy(np.int64),
+        sid_codes=_matrix(history["semantic_codes"], levels, np.int64),
+        signatures=_matrix(history["signature"], words, np.int64).view(np.uint64),
+        categories=history["category_id"].to_numpy(np.int64),
+        dropped=int(history["dropped"].iloc[0]) if len(history) else 0,
+    )
+    user_targets = Targets(
+        item_ids=wanted["item_id"].to_numpy(np.int64),
+        hist_len=wanted["hist_len"].to_numpy(np.int64),
+        sid_codes=_matrix(wanted["semantic_codes"], levels, np.int64),
+        signatures=_matrix(wanted["signature"], words, np.int64).view(np.uint64),
+        categories=wanted["category_id"].to_numpy(np.int64),
+    )
+    out = wanted[["sample_id", "user_id", "ts", "hist_len", "split"]].reset_index(drop=True)
+    for name, found in retrieve_routes(user_history, user_targets, plan).items():
+        safe = np.where(found.mask, found.positions, 0)
+        out[f"cand_{name}_pos"] = list(found.positions.astype(np.int32))
+        out[f"cand_{name}_item"] = list(np.where(found.mask, user_history.item_ids[safe], -1))
+        out[f"cand_{name}_mask"] = list(found.mask)
+        out[f"cand_{name}_pool"] = found.pool_size.astype(np.int32)
+    return out
 
 
 def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame,
@@ -78,47 +113,20 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
     """`features()` builds the item feature frame; it is called once per side of the co-group, since
     one DataFrame joined into both sides makes Spark's column references ambiguous."""
     behaviours = F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b")
-    positions = (sequences.select("user_id", "dropped", behaviours)
-                 .select("user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
-                 .join(features(), "item_id", "left"))
-    targets = samples.select("sample_id", "user_id", "item_id", "ts", "hist_len", "split").join(
-        features(), "item_id", "left")
+    positions = _with_defaults(
+        sequences.select("user_id", "dropped", behaviours)
+        .select("user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
+        .join(features(), "item_id", "left"), levels, words)
+    targets = _with_defaults(samples.select("sample_id", "user_id", "item_id", "ts", "hist_len", "split").join(
+        features(), "item_id", "left"), levels, words)
     out_columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("hist_len", "BIGINT"),
                    ("split", "STRING")] + route_columns(plan)
     schema = ", ".join(f"{name} {kind}" for name, kind in out_columns)
-    missing_codes = [-1] * levels
-    zero_words = [0] * words
 
     def per_user(history: pd.DataFrame, wanted: pd.DataFrame) -> pd.DataFrame:
         if wanted.empty:
             return pd.DataFrame(columns=[name for name, _ in out_columns])
-        history = history.sort_values("position")
-        # Items without SIDs (not in item_sids) match no prefix: codes of −1.
-        fill = lambda s, v: s.apply(lambda x: v if x is None or (isinstance(x, float) and np.isnan(x)) else x)  # noqa: E731
-        user_history = UserHistory(
-            item_ids=history["item_id"].to_numpy(np.int64),
-            ts=history["ts"].to_numpy(np.int64),
-            sid_codes=_stack(fill(history["semantic_codes"], missing_codes), levels, np.int64),
-            signatures=_stack(fill(history["signature"], zero_words), words, np.int64).view(np.uint64),
-            categories=history["category_id"].fillna(UNKNOWN_CATEGORY).to_numpy(np.int64),
-            dropped=int(history["dropped"].iloc[0]) if len(history) else 0,
-        )
-        user_targets = Targets(
-            item_ids=wanted["item_id"].to_numpy(np.int64),
-            hist_len=wanted["hist_len"].to_numpy(np.int64),
-            sid_codes=_stack(fill(wanted["semantic_codes"], missing_codes), levels, np.int64),
-            signatures=_stack(fill(wanted["signature"], zero_words), words, np.int64).view(np.uint64),
-            categories=wanted["category_id"].fillna(UNKNOWN_CATEGORY).to_numpy(np.int64),
-        )
-        routes = retrieve_routes(user_history, user_targets, plan)
-        out = wanted[["sample_id", "user_id", "ts", "hist_len", "split"]].reset_index(drop=True)
-        for name, found in routes.items():
-            safe = np.where(found.mask, found.positions, 0)
-            out[f"cand_{name}_pos"] = list(found.positions.astype(np.int32))
-            out[f"cand_{name}_item"] = list(np.where(found.mask, user_history.item_ids[safe], -1))
-            out[f"cand_{name}_mask"] = list(found.mask)
-            out[f"cand_{name}_pool"] = found.pool_size.astype(np.int32)
-        return out
+        return retrieve_for_user(history, wanted, plan, levels, words)
 
     return positions.groupBy("user_id").cogroup(targets.groupBy("user_id")).applyInPandas(per_user, schema)
 
@@ -134,7 +142,7 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     words = (config.retrieval.simhash_bits + 63) // 64
     plan = RoutePlan.from_config(config.retrieval, levels)
     candidates = build_route_candidates(spark, store.read("samples"), store.read("user_sequences"),
-                                        lambda: item_features(store, levels, words), plan, levels, words)
+                                        lambda: item_features(store), plan, levels, words)
     store.overwrite("route_candidates", candidates.withColumn("codebook_version", F.lit(codebook_version))
                     .withColumn("collab_version", F.lit(collab_version)))
     written = store.read("route_candidates")

@@ -250,7 +250,8 @@ class RetrievalConfig:
     k: int = 20
     k_per_route: dict[str, int] = field(default_factory=dict)
     # mixed: SID-prefix filter, then collaborative ranking; semantic_only: SID filter, recency
-    # ranking; collaborative_only: no SID filter; lambda: score = λ·shared-prefix share + (1−λ)·collab.
+    # ranking; collaborative_only: no SID filter; lambda: no filter, score = λ·min(shared prefix, l)/l
+    # + (1−λ)·collab for route sid<l> (shared/L for collab).
     mode: Literal["mixed", "semantic_only", "collaborative_only", "lambda"] = "mixed"
     mix_lambda: float = 0.5
     similarity: Literal["hamming", "cosine"] = "hamming"

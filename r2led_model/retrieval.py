@@ -21,8 +21,11 @@ Ties are broken by recency (the later position first). Modes:
   * collaborative_only: no SID filter, every route ranks the whole history by similarity; the
     routes then differ only in k.
   * lambda: no hard filter; every route ranks the whole history by
-    λ · lcp / L + (1 − λ) · sim01, where lcp is the length of the SID prefix shared with the
-    target (0..L), and sim01 is 1 − d / bits (Hamming) or (cos + 1) / 2 (cosine).
+    λ · sem + (1 − λ) · sim01, where lcp is the length of the SID prefix shared with the
+    target (0..L), sim01 is 1 − d / bits (Hamming) or (cos + 1) / 2 (cosine), and the semantic
+    term depends on the route: sem = min(lcp, l) / l for "sid<l>" (sid1 only cares about the
+    first code, sid2 about the first two, ...; sid<L> equals collab) and sem = lcp / L for
+    "collab". The routes thus differ in ranking as well as in k.
 SID codes < 0 mean "unknown" and match nothing (not even another unknown code).
 
 Too few survivors: fill="pad" leaves the slots empty (position −1, mask False); fill="recent"
@@ -412,18 +415,26 @@ def retrieve_routes(history: UserHistory, targets: Targets, plan: RoutePlan, *,
         lcp = (shared_prefix_length(h_codes, np.asarray(targets.sid_codes)[rows, :levels])
                if need_prefix else None)  # (S_b, T')
         key, key_top = (None, None) if plan.mode == "semantic_only" else _similarity_key(
-            history, targets, plan, rows, width, lcp)
+            history, targets, plan, rows, width)
+        # lambda: key is sim01; its (1 − λ) share is the same for every route.
+        collab_part = (1 - plan.mix_lambda) * key if plan.mode == "lambda" else None  # (S_b, T')
         for route in plan.routes:
             passes = valid & (lcp >= route.level) if filtered and route.level > 0 else valid  # (S_b, T')
-            _place(out[route.name], rows, _rank(key, key_top, passes, valid, route.k, plan.fill))
+            if plan.mode == "lambda":
+                route_key = -_lambda_score(lcp, collab_part, route.level, plan)  # (S_b, T'), per route
+                _place(out[route.name], rows, _rank(route_key, None, passes, valid, route.k, plan.fill))
+            else:
+                _place(out[route.name], rows, _rank(key, key_top, passes, valid, route.k, plan.fill))
     return out
 
 
-def _similarity_key(history: UserHistory, targets: Targets, plan: RoutePlan, rows: slice, width: int,
-                    lcp: np.ndarray | None) -> tuple[np.ndarray, int | None]:
-    """(S_b, T') sort key, smaller = more similar: Hamming distance, −cosine, or −λ-score.
+def _similarity_key(history: UserHistory, targets: Targets, plan: RoutePlan, rows: slice,
+                    width: int) -> tuple[np.ndarray, int | None]:
+    """(S_b, T') collaborative view of the target vs the history.
 
-    Also the largest value an integer key can take (None for float keys).
+    mixed / collaborative_only: a sort key, smaller = more similar (Hamming distance or −cosine),
+    and the largest value an integer key can take (None for float keys). lambda: sim01 in [0, 1],
+    larger = more similar (1 − d / bits or (cos + 1) / 2), and None; `_lambda_score` mixes it per route.
     """
     if plan.similarity == "hamming":
         h_sig = np.asarray(history.signatures)[:width]  # (T', W)
@@ -431,15 +442,21 @@ def _similarity_key(history: UserHistory, targets: Targets, plan: RoutePlan, row
         distance = hamming(t_sig[:, None, :], h_sig[None, :, :])  # (S_b, T')
         if plan.mode != "lambda":
             return distance, plan.simhash_bits
-        similarity = 1 - distance / plan.simhash_bits  # (S_b, T') in [0, 1]
-    else:
-        cosine = cosine_matrix(np.asarray(history.vectors)[:width], np.asarray(targets.vectors)[rows])  # (S_b, T')
-        if plan.mode != "lambda":
-            return -cosine, None
-        similarity = (cosine + 1) / 2  # (S_b, T') in [0, 1]
-    lam = plan.mix_lambda
-    score = lam * (lcp / plan.levels) + (1 - lam) * similarity  # (S_b, T')
-    return -score, None
+        return 1 - distance / plan.simhash_bits, None  # (S_b, T') in [0, 1]
+    cosine = cosine_matrix(np.asarray(history.vectors)[:width], np.asarray(targets.vectors)[rows])  # (S_b, T')
+    if plan.mode != "lambda":
+        return -cosine, None
+    return (cosine + 1) / 2, None  # (S_b, T') in [0, 1]
+
+
+def _lambda_score(lcp: np.ndarray, collab_part: np.ndarray, level: int, plan: RoutePlan) -> np.ndarray:
+    """(S_b, T') λ-score of one route: λ · sem + collab_part, collab_part = (1 − λ) · sim01.
+
+    sem = min(lcp, l) / l for route "sid<l>" (level l > 0), lcp / L for "collab" (level 0).
+    """
+    depth = level if level > 0 else plan.levels
+    semantic = (np.minimum(lcp, depth) if level > 0 else lcp) / depth  # (S_b, T') in [0, 1]
+    return plan.mix_lambda * semantic + collab_part
 
 
 def retrieve_sim_hard(history: UserHistory, targets: Targets, k: int, *, fill: str = "pad",

@@ -6,6 +6,10 @@ score it with plain Python ints and floats (Hamming distance by ``bin(x).count("
 the survivors by (score, later position first). No numpy inside the loops: numpy arrays are
 turned into lists first and the results back into arrays at the end.
 
+In `lambda` mode the semantic term is per route, computed here by stopping the prefix walk at
+the route's depth: _lcp(…, l) / l for "sid<l>" (the same number as the kernel's min(lcp, l) / l)
+and _lcp(…, L) / L for "collab".
+
 Two uses: the tests' independent oracle for the vectorised kernel, and the baseline that the
 retrieval benchmark puts the kernel beside. `random_user_case` builds seeded random inputs with
 many ties (small code alphabets, few signature bits, integer-valued vectors) for both.
@@ -106,6 +110,7 @@ def naive_retrieve_routes(history: UserHistory, targets: Targets, plan: RoutePla
     bits, levels, lam = plan.simhash_bits, plan.levels, plan.mix_lambda
     out = {}
     for route in plan.routes:
+        depth = route.level if route.level > 0 else levels  # lambda: SID levels the semantic term looks at
         rows = []
         for s in range(len(hist_len)):
             end = _end(hist_len[s], dropped, stored, s)
@@ -124,14 +129,14 @@ def naive_retrieve_routes(history: UserHistory, targets: Targets, plan: RoutePla
                     distance = _hamming(h_sig[p], t_sig[s])
                     if plan.mode == "lambda":
                         similarity = 1 - distance / bits
-                        key = -(lam * (_lcp(h_codes[p], t_codes[s], levels) / levels) + (1 - lam) * similarity)
+                        key = -(lam * (_lcp(h_codes[p], t_codes[s], depth) / depth) + (1 - lam) * similarity)
                     else:
                         key = distance
                 else:
                     cosine = _cosine(t_vec[s], h_vec[p])
                     if plan.mode == "lambda":
                         similarity = (cosine + 1) / 2
-                        key = -(lam * (_lcp(h_codes[p], t_codes[s], levels) / levels) + (1 - lam) * similarity)
+                        key = -(lam * (_lcp(h_codes[p], t_codes[s], depth) / depth) + (1 - lam) * similarity)
                     else:
                         key = -cosine
                 pool.append((key, -p, p))

@@ -5,7 +5,8 @@ and `--samples-per-user` samples each (seeded random worlds with SIDs, 64-bit Si
 ties, from `naive_retrieval.random_user_case`). In one run, on the same data:
   * Spark: `retrieve.build_route_candidates` over Parquet inputs (co-group by user, numpy kernel
     per user), results discarded through the noop sink;
-  * numpy: the same kernel in one process, a loop over users;
+  * numpy: the same work in one process: read the same Parquet, attach features, group by user,
+    run the same per-user function (`kernel_only_s` also times the bare kernel on in-memory arrays);
   * naive: the per-row pure-Python implementation, on the first user's samples (it is slow).
 Prints JSON lines and a table; appends to `<benchmark.output_dir>/retrieval.jsonl`.
 """
@@ -23,11 +24,12 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from jobs.benchmarks.naive_retrieval import naive_retrieve_routes, random_user_case
 from jobs.entrypoint import spark_job_main
-from jobs.retrieve import build_route_candidates
+from jobs.retrieve import build_route_candidates, retrieve_for_user
 from r2led_model.config import Config
 from r2led_model.retrieval import RoutePlan, Targets, retrieve_routes
 
@@ -75,9 +77,13 @@ def benchmark_length(spark: SparkSession, config: Config, length: int, users: in
     spark_s = time.perf_counter() - started
 
     started = time.perf_counter()
+    single_process(folder, plan, words)
+    numpy_s = time.perf_counter() - started
+
+    started = time.perf_counter()
     for history, targets in cases:
         retrieve_routes(history, targets, plan)
-    numpy_s = time.perf_counter() - started
+    kernel_s = time.perf_counter() - started
 
     # The naive path on part of the first user's samples: enough for a stable rate.
     history, targets = cases[0]
@@ -92,11 +98,34 @@ def benchmark_length(spark: SparkSession, config: Config, length: int, users: in
     rates = {"spark": total / spark_s, "numpy": total / numpy_s, "naive": count / naive_s}
     return {"bench": "retrieval", "history_length": length, "users": users, "samples": total,
             "routes": list(plan.route_names), "k": config.retrieval.k,
-            "spark_s": round(spark_s, 2), "numpy_s": round(numpy_s, 3), "naive_s": round(naive_s, 2),
+            "spark_s": round(spark_s, 2), "numpy_s": round(numpy_s, 3), "kernel_only_s": round(kernel_s, 3),
+            "naive_s": round(naive_s, 2),
             "naive_samples": count, **{f"{k}_samples_per_s": round(v) for k, v in rates.items()},
             "spark_over_numpy": round(numpy_s and spark_s / numpy_s, 2),
             "numpy_over_naive_speed": round(rates["numpy"] / rates["naive"], 1),
             "spark_over_naive_speed": round(rates["spark"] / rates["naive"], 1), "cores": os.cpu_count()}
+
+
+def single_process(folder: Path, plan: RoutePlan, words: int) -> int:
+    """The Spark job's work in one process: read the same Parquet inputs, attach item features,
+    group by user and run the same per-user function (`retrieve.retrieve_for_user`)."""
+    features = pq.read_table(folder / "features").to_pandas()
+    sequences = pq.read_table(folder / "sequences").to_pandas()
+    samples = pq.read_table(folder / "samples").to_pandas()
+    lengths = sequences["item_ids"].map(len).to_numpy()
+    positions = pd.DataFrame({
+        "user_id": np.repeat(sequences["user_id"].to_numpy(), lengths),
+        "dropped": np.repeat(sequences["dropped"].to_numpy(), lengths),
+        "position": np.concatenate([np.arange(n) for n in lengths]),
+        "item_id": np.concatenate(sequences["item_ids"].to_numpy()),
+        "ts": np.concatenate(sequences["ts"].to_numpy()),
+    }).merge(features, on="item_id", how="left")
+    targets = samples.merge(features, on="item_id", how="left")
+    wanted_by_user = dict(tuple(targets.groupby("user_id")))
+    done = 0
+    for user, history in positions.groupby("user_id"):
+        done += len(retrieve_for_user(history, wanted_by_user[user], plan, LEVELS, words))
+    return done
 
 
 def format_table(results: Sequence[dict]) -> str:

@@ -114,23 +114,45 @@ def test_collaborative_only_routes_differ_only_in_k():
     check(got["sid3"], [[6, 4, 2, 1], [1, 3, 2, 0], EMPTY4], pool=[8, 4, 0])
 
 
-def test_lambda_mixes_prefix_share_and_hamming_similarity():
-    # score = 0.5 · lcp/3 + 0.5 · (1 − d/4)
-    # A: pos 0: .5·3/3 + .5·3/4 = .875   1: .5/3 + .375 = .542   2: 0 + .5 = .5     3: .5·2/3 + .25 = .583
-    #    pos 4: .5 + .5 = 1.0            5: 0 + .125 = .125      6: .5/3 + .5 = .667  7: .5 + .25 = .75
-    #    → 4, 0, 7, 6, 3, 1, 2, 5
-    # B: pos 0: .5/3 + .25 = .417   1: .5·2/3 + .5 = .833   2: 0 + .375 = .375   3: .5/3 + .375 = .542
-    #    → 1, 3, 0, 2
+def test_lambda_mixes_per_route_prefix_share_and_hamming_similarity():
+    # score = λ · sem + (1 − λ) · (1 − d/4), sem = min(lcp, l)/l for sid<l>, lcp/3 for collab.
+    # sim01 = 1 − d/4:  A: [.75, .75, 1, .5, 1, .25, 1, .5]   B: [.5, 1, .75, .75]
+    # λ = .5 (all values below are exact binary fractions, so the ties are exact):
+    # sid1, sem = min(lcp, 1): A [1, 1, 0, 1, 1, 0, 1, 1]   B [1, 1, 0, 1]
+    #    A: pos 0: .5 + .375 = .875   1: .875   2: 0 + .5 = .5   3: .5 + .25 = .75
+    #       pos 4: .5 + .5 = 1.0      5: .125   6: 1.0           7: .75
+    #       → 6, 4 (1.0, later first), 1, 0 (.875), 7, 3 (.75), 2, 5
+    #    B: 0: .5 + .25 = .75   1: .5 + .5 = 1.0   2: 0 + .375 = .375   3: .5 + .375 = .875   → 1, 3, 0, 2
+    # sid2, sem = min(lcp, 2)/2: A [1, .5, 0, 1, 1, 0, .5, 1]   B [.5, 1, 0, .5]
+    #    A: 0: .5 + .375 = .875   1: .25 + .375 = .625   2: .5   3: .5 + .25 = .75
+    #       4: 1.0                5: .125                6: .25 + .5 = .75   7: .5 + .25 = .75
+    #       → 4, 0, 7, 6, 3 (three-way tie at .75), 1, 2, 5
+    #    B: 0: .25 + .25 = .5   1: .5 + .5 = 1.0   2: .375   3: .25 + .375 = .625   → 1, 3, 0, 2
+    # sid3 and collab, sem = lcp/3: A [1, 1/3, 0, 2/3, 1, 0, 1/3, 1]   B [1/3, 2/3, 0, 1/3]
+    #    A: 0: .5 + .375 = .875   1: 1/6 + .375 = .542   2: .5     3: 1/3 + .25 = .583
+    #       4: .5 + .5 = 1.0      5: .125                6: 1/6 + .5 = .667   7: .5 + .25 = .75
+    #       → 4, 0, 7, 6, 3, 1, 2, 5
+    #    B: 0: 1/6 + .25 = .417   1: 1/3 + .5 = .833   2: .375   3: 1/6 + .375 = .542   → 1, 3, 0, 2
     got = retrieve_routes(HISTORY, TARGETS, plan(mode="lambda", mix_lambda=0.5))
-    for route in ("sid1", "sid2", "collab"):
-        check(got[route], [[4, 0, 7], [1, 3, 0], EMPTY3], pool=[8, 4, 0])
+    check(got["sid1"], [[6, 4, 1], [1, 3, 0], EMPTY3], pool=[8, 4, 0])
+    check(got["sid2"], [[4, 0, 7], [1, 3, 0], EMPTY3], pool=[8, 4, 0])
     check(got["sid3"], [[4, 0, 7, 6], [1, 3, 0, 2], EMPTY4], pool=[8, 4, 0])
-    # λ = 1: prefix share only, then recency: A lcp 3 at 7, 4, 0, then lcp 2 at 3.
-    check(retrieve_routes(HISTORY, TARGETS, plan(mode="lambda", mix_lambda=1.0))["sid3"],
-          [[7, 4, 0, 3], [1, 3, 0, 2], EMPTY4], pool=[8, 4, 0])
-    # λ = 0: collaborative similarity only, the same as collaborative_only.
-    check(retrieve_routes(HISTORY, TARGETS, plan(mode="lambda", mix_lambda=0.0))["sid3"],
-          [[6, 4, 2, 1], [1, 3, 2, 0], EMPTY4], pool=[8, 4, 0])
+    check(got["collab"], [[4, 0, 7], [1, 3, 0], EMPTY3], pool=[8, 4, 0])
+    # λ = 1: the route's prefix share only, then recency.
+    #   sid1: A sem 1 at 7, 6, 4, 3, 1, 0 → 7, 6, 4.   B sem 1 at 3, 1, 0 → 3, 1, 0.
+    #   sid2: A sem 1 at 7, 4, 3, 0 → 7, 4, 3.         B: 1 (sem 1), then 3, 0 (.5) → 1, 3, 0.
+    #   sid3: A lcp 3 at 7, 4, 0, then lcp 2 at 3.      B: 1 (lcp 2), then 3, 0 (lcp 1), then 2.
+    #   collab: the same scores as sid3 → 7, 4, 0 and 1, 3, 0.
+    got = retrieve_routes(HISTORY, TARGETS, plan(mode="lambda", mix_lambda=1.0))
+    check(got["sid1"], [[7, 6, 4], [3, 1, 0], EMPTY3], pool=[8, 4, 0])
+    check(got["sid2"], [[7, 4, 3], [1, 3, 0], EMPTY3], pool=[8, 4, 0])
+    check(got["sid3"], [[7, 4, 0, 3], [1, 3, 0, 2], EMPTY4], pool=[8, 4, 0])
+    check(got["collab"], [[7, 4, 0], [1, 3, 0], EMPTY3], pool=[8, 4, 0])
+    # λ = 0: collaborative similarity only, the same as collaborative_only for every route.
+    got = retrieve_routes(HISTORY, TARGETS, plan(mode="lambda", mix_lambda=0.0))
+    for route in ("sid1", "sid2", "collab"):
+        check(got[route], [[6, 4, 2], [1, 3, 2], EMPTY3], pool=[8, 4, 0])
+    check(got["sid3"], [[6, 4, 2, 1], [1, 3, 2, 0], EMPTY4], pool=[8, 4, 0])
 
 
 def test_fill_recent_tops_up_with_the_most_recent_other_behaviours():
