@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 REPORTS: dict[str, tuple[str, str]] = {
     "sids": ("jobs.report_sids", "SID usage, collisions, prefixes with example texts, plots (MLflow)"),
+    "retrieval": ("jobs.report_retrieval", "per-route pool sizes; precision vs planted interests on synthetic data"),
 }
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "sequences": ("jobs.benchmarks.sequences", "ingest + sequences throughput vs a single-process reference"),

@@ -124,3 +124,15 @@ def test_training_examples_carry_hand_computed_arrays(spark, world):
     # Recency: 13 is one day old → 1 + floor(log2(25)) = 5; item 10 four days → 1 + floor(log2(97)) = 7.
     assert row["long_recency"] == [5, 6, 7, 7, 0]
     assert row["codebook_version"] == "cb-test" and row["collab_version"] == "cv-test"
+
+
+def test_retrieval_report_counts_pools(spark, world):
+    from jobs.report_retrieval import build_retrieval_report
+
+    config, _, _ = world
+    report = build_retrieval_report(spark, config)
+    collab = next(r for r in report.routes if r.name == "collab")
+    # The collab pool is the whole history: user 1 has 0..4 behaviours before its samples, user 2 has 0, 1.
+    assert report.samples == 7
+    assert collab.non_empty_share == pytest.approx(5 / 7) and collab.mean_pool == pytest.approx(11 / 7)
+    assert report.precision_samples == 0  # no planted truth outside synthetic data
