@@ -140,7 +140,10 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     require_codebook_version(sids, codebook_version)
     levels = len(sids.select("semantic_codes").first()[0])
     words = (config.retrieval.simhash_bits + 63) // 64
-    plan = RoutePlan.from_config(config.retrieval, levels)
+    try:
+        plan = RoutePlan.from_config(config.retrieval, levels)
+    except ValueError as exc:
+        raise ValueError(f"retrieval.routes: {exc} (item_sids holds {levels}-level SIDs)") from exc
     candidates = build_route_candidates(spark, store.read("samples"), store.read("user_sequences"),
                                         lambda: item_features(store), plan, levels, words)
     store.overwrite("route_candidates", candidates.withColumn("codebook_version", F.lit(codebook_version))
