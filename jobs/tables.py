@@ -287,9 +287,3 @@ class TableStore:
         else:
             writer.save(where)
         log.info("wrote %s (%s)", where, mode if not options else ", ".join(f"{k}={v}" for k, v in options.items()))
-
-
-def table_counts(store: TableStore, names: Sequence[str]) -> dict[str, int]:
-    return {name: int(store.read(name).count()) for name in names}
-
-
