@@ -1,7 +1,7 @@
 """`r2led retrieve`: `samples` ⋈ `user_sequences` ⋈ SIDs and signatures → `route_candidates`.
 
-Samples and the per-position view of each user's stored sequence are co-grouped by user, so a
-user's sequence is read once for all of that user's samples; inside a group the numpy kernel
+Samples and the per-position view of each user's stored sequence meet in one user-partitioned,
+sorted frame, so a user's sequence is read once for all of that user's samples; inside a group the numpy kernel
 (`r2led_model.retrieval`) computes every route for all samples at once. A sample only ever sees
 positions [0, hist_len − dropped) of the stored sequence: its behaviours strictly before ts.
 
@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -110,8 +110,8 @@ def retrieve_for_user(history: pd.DataFrame, wanted: pd.DataFrame, plan: RoutePl
 
 def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame,
                            features: Callable[[], DataFrame], plan: RoutePlan, levels: int, words: int) -> DataFrame:
-    """`features()` builds the item feature frame; it is called once per side of the co-group, since
-    one DataFrame joined into both sides makes Spark's column references ambiguous."""
+    """`features()` builds the item feature frame; it is called once per side, since one DataFrame
+    joined into both sides makes Spark's column references ambiguous."""
     behaviours = F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b")
     positions = _with_defaults(
         sequences.select("user_id", "dropped", behaviours)
@@ -122,13 +122,30 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
     out_columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("hist_len", "BIGINT"),
                    ("split", "STRING")] + route_columns(plan)
     schema = ", ".join(f"{name} {kind}" for name, kind in out_columns)
+    # Behaviours and samples travel as one frame (is_sample tells them apart), partitioned by user
+    # and sorted, so each task walks its users in one pandas frame: no per-group Arrow round trip.
+    # No nulls in the union: pandas would turn a BIGINT column with nulls into float64, and 63-bit
+    # sample ids do not survive that.
+    common = ["user_id", "item_id", "ts", "semantic_codes", "signature", "category_id"]
+    history_rows = positions.select(*common, "dropped", "position", F.lit(0).cast("bigint").alias("sample_id"),
+                                    F.lit(0).cast("bigint").alias("hist_len"), F.lit("").alias("split"),
+                                    F.lit(False).alias("is_sample"))
+    sample_rows = targets.select(*common, F.lit(0).cast("bigint").alias("dropped"),
+                                 F.lit(-1).cast("int").alias("position"), "sample_id", "hist_len", "split",
+                                 F.lit(True).alias("is_sample"))
+    rows = (history_rows.unionByName(sample_rows)
+            .repartition("user_id").sortWithinPartitions("user_id", "is_sample", "position", "sample_id"))
 
-    def per_user(history: pd.DataFrame, wanted: pd.DataFrame) -> pd.DataFrame:
-        if wanted.empty:
-            return pd.DataFrame(columns=[name for name, _ in out_columns])
-        return retrieve_for_user(history, wanted, plan, levels, words)
+    def per_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        frame = pd.concat(list(batches), ignore_index=True)  # the whole partition: users may straddle batches
+        if frame.empty:
+            return
+        for _, rows_of_user in frame.groupby("user_id", sort=False):
+            wanted = rows_of_user[rows_of_user["is_sample"]]
+            if len(wanted):
+                yield retrieve_for_user(rows_of_user[~rows_of_user["is_sample"]], wanted, plan, levels, words)
 
-    return positions.groupBy("user_id").cogroup(targets.groupBy("user_id")).applyInPandas(per_user, schema)
+    return rows.mapInPandas(per_partition, schema)
 
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> RetrieveResult:
