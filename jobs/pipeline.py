@@ -49,8 +49,9 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     for table in REPORTED_TABLES:
         df = store.read(table)
         rows.append((table, df.count(), store.version(table), store.location(table)))
-    print("\n".join([f"{'table':<16} {'rows':>10} {'version':>8}  location"]
-                    + [f"{t:<16} {n:>10,} {v:>8}  {loc}" for t, n, v, loc in rows]), flush=True)
+    width = max(len(t) for t, *_ in rows)
+    print("\n".join([f"{'table':<{width}} {'rows':>10} {'version':>8}  location"]
+                    + [f"{t:<{width}} {n:>10,} {v:>8}  {loc}" for t, n, v, loc in rows]), flush=True)
     results["tables"] = {t: n for t, n, _, _ in rows}
     return results
 
