@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from jobs.als import dense_index
 from jobs.entrypoint import spark_job_main
+from jobs.retrieve import sequence_positions, stack_rows
 from jobs.tables import TableStore
 from r2led_model.config import Config, TrainingSetConfig
 from r2led_model.features import HistoryFeatures, gather, most_recent_positions
@@ -64,19 +65,19 @@ def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
     return columns
 
 
-def _stack(series: pd.Series, width: int) -> np.ndarray:
-    return np.stack(series.to_numpy()).astype(np.int64) if len(series) else np.zeros((0, width), np.int64)
-
-
 def build_examples(samples: DataFrame, sequences: DataFrame, index: Callable[[], DataFrame], routes: Sequence[str],
                    levels: int, config: TrainingSetConfig) -> DataFrame:
-    behaviours = F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b")
-    positions = (sequences.select("user_id", "dropped", behaviours)
-                 .select("user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
-                 .join(index().select("item_id", "item_idx", "category_idx", "sid"), "item_id", "left"))
-    targets = samples.join(index().select("item_id", F.col("item_idx").alias("t_item"),
-                                          F.col("category_idx").alias("t_cat"), F.col("sid").alias("t_sid")),
-                           "item_id", "left")
+    # Behaviours or targets missing from item_index: padding item, unknown category, padding SID.
+    no_sid = F.array(*[F.lit(0)] * levels)
+    positions = sequence_positions(sequences).join(index().select("item_id", "item_idx", "category_idx", "sid"),
+                                                   "item_id", "left").select(
+        "user_id", "dropped", "position", "ts", F.coalesce("item_idx", F.lit(0)).alias("item_idx"),
+        F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).alias("category_idx"),
+        F.coalesce("sid", no_sid).alias("sid"))
+    targets = samples.join(index().select("item_id", "item_idx", "category_idx", "sid"), "item_id", "left").select(
+        "*", F.coalesce("item_idx", F.lit(0)).alias("t_item"),
+        F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).alias("t_cat"),
+        F.coalesce("sid", no_sid).alias("t_sid"))
     columns = output_columns(routes)
     schema = ", ".join(f"{name} {kind}" for name, kind in columns)
 
@@ -85,9 +86,9 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: Callable[[],
             return pd.DataFrame(columns=[name for name, _ in columns])
         history = history.sort_values("position")
         features = HistoryFeatures(
-            item_idx=history["item_idx"].fillna(0).to_numpy(np.int64),
-            category_idx=history["category_idx"].fillna(UNKNOWN_CATEGORY_IDX).to_numpy(np.int64),
-            sid=_stack(history["sid"].apply(lambda v: v if v is not None else [0] * levels), levels),
+            item_idx=history["item_idx"].to_numpy(np.int64),
+            category_idx=history["category_idx"].to_numpy(np.int64),
+            sid=stack_rows(history["sid"], levels),
             ts=history["ts"].to_numpy(np.int64),
         )
         dropped = int(history["dropped"].iloc[0]) if len(history) else 0
@@ -97,12 +98,12 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: Callable[[],
             "sample_id": wanted["sample_id"].to_numpy(), "user_id": wanted["user_id"].to_numpy(),
             "ts": sample_ts, "label": wanted["label"].to_numpy(), "split": wanted["split"].to_numpy(),
             "hist_len": wanted["hist_len"].to_numpy(),
-            "target_item": wanted["t_item"].fillna(0).to_numpy(np.int64),
-            "target_cat": wanted["t_cat"].fillna(UNKNOWN_CATEGORY_IDX).to_numpy(np.int64),
-            "target_sid": list(_stack(wanted["t_sid"].apply(lambda v: v if v is not None else [0] * levels), levels)),
+            "target_item": wanted["t_item"].to_numpy(np.int64),
+            "target_cat": wanted["t_cat"].to_numpy(np.int64),
+            "target_sid": list(stack_rows(wanted["t_sid"], levels)),
         })
-        groups = {f"r_{route}": (_stack(wanted[f"cand_{route}_pos"], 0),
-                                 _stack(wanted[f"cand_{route}_mask"], 0).astype(bool)) for route in routes}
+        groups = {f"r_{route}": (stack_rows(wanted[f"cand_{route}_pos"], 0),
+                                 stack_rows(wanted[f"cand_{route}_mask"], 0, bool)) for route in routes}
         groups["short"] = most_recent_positions(ends, config.short_window)
         groups["long"] = most_recent_positions(ends, config.long_history)
         for group, (where, valid) in groups.items():

@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.als import fit_item_vectors
+from jobs.assign_sids import vectors_of
 from jobs.entrypoint import spark_job_main
 from jobs.sequences import training_window_end
 from jobs.tables import TableStore
@@ -41,14 +42,12 @@ class CollabResult:
     items: int
 
 
-def with_signatures(vectors: DataFrame, bits: int, seed: int) -> DataFrame:
-    """Add `signature` (W = ceil(bits/64) SimHash words, stored as signed longs) per vector."""
+def with_signatures(vectors: DataFrame, width: int, bits: int, seed: int) -> DataFrame:
+    """Add `signature` (W = ceil(bits/64) SimHash words, stored as signed longs) per `width`-d vector."""
     def sign(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             column = batch.column("vector")
-            width = len(column.flatten()) // max(len(batch), 1)
-            vectors_np = column.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), width)  # (n, rank)
-            words = simhash_signatures(vectors_np, bits, seed).view(np.int64)  # (n, W)
+            words = simhash_signatures(vectors_of(batch, width), bits, seed).view(np.int64)  # (n, W)
             offsets = np.arange(0, words.size + 1, words.shape[1], dtype=np.int32)
             yield pa.RecordBatch.from_arrays(
                 [batch.column("item_id"), column, pa.ListArray.from_arrays(pa.array(offsets), pa.array(words.ravel()))],
@@ -70,7 +69,7 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     vectors = fit_item_vectors(spark, store.read("events"), rank=c.rank, iterations=c.iterations, reg=c.reg,
                                alpha=c.alpha, seed=c.seed, until_ts=until)
     version = collab_version(config, until, store.version("events"))
-    rows = with_signatures(vectors, config.retrieval.simhash_bits, config.retrieval.simhash_seed).select(
+    rows = with_signatures(vectors, c.rank, config.retrieval.simhash_bits, config.retrieval.simhash_seed).select(
         "item_id", "vector", "signature", F.lit(SOURCE).alias("source"), F.lit(version).alias("version"))
     store.overwrite("item_collab_vectors", rows)
     result = CollabResult(version=version, items=store.read("item_collab_vectors").count())

@@ -73,9 +73,16 @@ def _with_defaults(df: DataFrame, levels: int, words: int) -> DataFrame:
             .withColumn("category_id", F.coalesce("category_id", F.lit(UNKNOWN_CATEGORY).cast("bigint"))))
 
 
-def _matrix(series: pd.Series, width: int, dtype) -> np.ndarray:
+def stack_rows(series: pd.Series, width: int, dtype=np.int64) -> np.ndarray:
     """An object Series of equal-length arrays → one (n, width) array."""
     return np.stack(series.to_numpy()).astype(dtype) if len(series) else np.zeros((0, width), dtype=dtype)
+
+
+def sequence_positions(sequences: DataFrame) -> DataFrame:
+    """user_sequences → one row per stored behaviour: user_id, dropped, position, item_id, ts."""
+    behaviours = F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b")
+    return sequences.select("user_id", "dropped", behaviours).select(
+        "user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
 
 
 def retrieve_for_user(history: pd.DataFrame, wanted: pd.DataFrame, plan: RoutePlan, levels: int,
@@ -86,16 +93,16 @@ def retrieve_for_user(history: pd.DataFrame, wanted: pd.DataFrame, plan: RoutePl
     user_history = UserHistory(
         item_ids=history["item_id"].to_numpy(np.int64),
         ts=history["ts"].to_numpy(np.int64),
-        sid_codes=_matrix(history["semantic_codes"], levels, np.int64),
-        signatures=_matrix(history["signature"], words, np.int64).view(np.uint64),
+        sid_codes=stack_rows(history["semantic_codes"], levels, np.int64),
+        signatures=stack_rows(history["signature"], words, np.int64).view(np.uint64),
         categories=history["category_id"].to_numpy(np.int64),
         dropped=int(history["dropped"].iloc[0]) if len(history) else 0,
     )
     user_targets = Targets(
         item_ids=wanted["item_id"].to_numpy(np.int64),
         hist_len=wanted["hist_len"].to_numpy(np.int64),
-        sid_codes=_matrix(wanted["semantic_codes"], levels, np.int64),
-        signatures=_matrix(wanted["signature"], words, np.int64).view(np.uint64),
+        sid_codes=stack_rows(wanted["semantic_codes"], levels, np.int64),
+        signatures=stack_rows(wanted["signature"], words, np.int64).view(np.uint64),
         categories=wanted["category_id"].to_numpy(np.int64),
     )
     out = wanted[["sample_id", "user_id", "ts", "hist_len", "split"]].reset_index(drop=True)
@@ -112,11 +119,7 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
                            features: Callable[[], DataFrame], plan: RoutePlan, levels: int, words: int) -> DataFrame:
     """`features()` builds the item feature frame; it is called once per side, since one DataFrame
     joined into both sides makes Spark's column references ambiguous."""
-    behaviours = F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b")
-    positions = _with_defaults(
-        sequences.select("user_id", "dropped", behaviours)
-        .select("user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
-        .join(features(), "item_id", "left"), levels, words)
+    positions = _with_defaults(sequence_positions(sequences).join(features(), "item_id", "left"), levels, words)
     targets = _with_defaults(samples.select("sample_id", "user_id", "item_id", "ts", "hist_len", "split").join(
         features(), "item_id", "left"), levels, words)
     out_columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("hist_len", "BIGINT"),
