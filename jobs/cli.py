@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collab-vectors": ("jobs.collab_vectors", "events (training window) → item_collab_vectors (ALS + SimHash)"),
     "retrieve": ("jobs.retrieve", "samples ⋈ user_sequences ⋈ SIDs/signatures → route_candidates"),
     "build-training-set": ("jobs.build_training_set", "route_candidates + sequences → training_examples"),
+    "train": ("jobs.train", "training_examples → trained CTR model (Petastorm, MLflow run, registered version)"),
+    "promote": ("jobs.promote", "challenger → champion if it beats the champion on the same test data"),
+    "score": ("jobs.score", "champion model → predictions for a day's samples"),
     "generate": ("jobs.generate", "write a synthetic world's raw logs (Spark, parallel)"),
     "pipeline": ("jobs.pipeline", "the end-to-end run: ingest → sequences (grows with later stages)"),
 }
@@ -31,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "sequences": ("jobs.benchmarks.sequences", "ingest + sequences throughput vs a single-process reference"),
     "retrieval": ("jobs.benchmarks.retrieval", "retrieval samples/s vs history length: Spark, numpy kernel, naive"),
     "sids": ("jobs.benchmarks.sids", "SID assignment throughput vs numpy; SID quality on MovieLens and synthetic"),
+    "models": ("jobs.benchmarks.models", "R2LED vs baselines and ablations: AUC/GAUC/LogLoss over seeds, latency"),
 }
 
 

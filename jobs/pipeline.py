@@ -1,7 +1,7 @@
 """`r2led pipeline`: the end-to-end run on one session, stage by stage.
 
-Today: ingest → sequences → embed-items → train-codebook → assign-sids → collab-vectors →
-retrieve → build-training-set. Each stage is its job's
+ingest → sequences → embed-items → train-codebook → assign-sids → collab-vectors → retrieve →
+build-training-set → train → promote → score. Each stage is its job's
 `run`, so the pipeline adds no logic of its own beyond ordering and the run summary.
 """
 
@@ -15,8 +15,8 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs import (assign_sids, build_training_set, collab_vectors, embed_items, ingest, retrieve, sequences,
-                  train_codebook)
+from jobs import (assign_sids, build_training_set, collab_vectors, embed_items, ingest, promote, retrieve, score,
+                  sequences, train, train_codebook)
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from r2led_model.config import Config
@@ -32,10 +32,13 @@ STAGES = (
     ("collab-vectors", collab_vectors.run),
     ("retrieve", retrieve.run),
     ("build-training-set", build_training_set.run),
+    ("train", train.run),
+    ("promote", promote.run),
+    ("score", score.run),
 )
 REPORTED_TABLES = ("events", "events_rejected", "items", "user_sequences", "samples", "item_embeddings",
                    "items_rejected", "item_sids", "item_collab_vectors", "route_candidates", "item_index",
-                   "training_examples")
+                   "training_examples", "predictions")
 
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> dict[str, object]:

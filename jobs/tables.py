@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -141,6 +141,14 @@ TABLES: dict[str, TableSpec] = {
                 "recency, mask); padding rules in r2led_model/features.py",
         ),
         TableSpec(
+            "predictions",
+            _fields(("sample_id", _LONG), ("user_id", _LONG), ("item_id", _LONG), ("ts", _LONG), ("score", T.DoubleType()),
+                    ("model_name", _STR), ("model_version", _STR), ("score_date", _STR)),
+            partition_by=("score_date",),
+            key=("sample_id", "model_name", "model_version"),
+            doc="one scored sample: click probability from a registered model version, per scored date",
+        ),
+        TableSpec(
             "items_rejected",
             _fields(("item_id", _LONG), ("stage", _STR), ("reason", _STR)),
             key=("item_id", "stage"),
@@ -215,6 +223,16 @@ class TableStore:
               else self.spark.read.format("delta").load(where))
         check_schema(df.schema, spec, f"table {where}")
         return df
+
+    def active_files(self, name: str, partition: Mapping[str, str] | None = None) -> list[str]:
+        """The data files of the table's current snapshot (optionally one partition), as URIs.
+
+        Reading a Delta folder as plain Parquet would also return files that later commits removed;
+        this asks Delta for the live files instead.
+        """
+        files = self.delta(name).toDF().inputFiles()
+        wanted = [f"/{key}={value}/" for key, value in (partition or {}).items()]
+        return sorted(f for f in files if all(w in f for w in wanted))
 
     # ---- writing ----------------------------------------------------------------------
 

@@ -275,6 +275,68 @@ class TrainingSetConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """Which CTR model `r2led train` fits, and its shape (design.md §4, "Refinement", "Baselines")."""
+
+    # A name from r2led_model.models.MODELS: r2led, din, din_long, sim_hard, sim_soft, eta, sdim, twin.
+    name: str = "r2led"
+    embedding_dim: int = 16
+    attention_heads: int = 2
+    mlp_dims: tuple[int, ...] = (128, 64)
+    dropout: float = 0.0
+    # SID-level fusion of the ID and SID embeddings: gate (σ(W[e_id; e_sid])), target_gate (the gate
+    # also sees the target), sum, id_only, sid_only.
+    gate: Literal["gate", "target_gate", "sum", "id_only", "sid_only"] = "gate"
+    # Route-level fusion of the per-route interests.
+    route_fusion: Literal["attention", "mean", "concat"] = "attention"
+    # Routes the model reads (a subset of retrieval.routes); empty = every route in the table.
+    routes: tuple[str, ...] = ()
+    # In-model retrieval for the long-history baselines (SIM-soft, ETA, TWIN): behaviours kept.
+    retrieve_k: int = 20
+    # ETA: SimHash bits over the item embedding; SDIM: hash functions and bits per hash.
+    eta_hash_bits: int = 32
+    sdim_hashes: int = 4
+    sdim_hash_bits: int = 3
+    seed_hash: int = 11
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """`r2led train`: optimisation, early stopping, devices and distribution."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    # Stop when validation AUC has not improved for this many epochs; the best epoch is kept.
+    patience: int = 2
+    seed: int = 42
+    device: str = "cpu"
+    # > 1: train under Spark's TorchDistributor with this many processes (gloo on CPU).
+    num_processes: int = 1
+    # Petastorm reader threads per process.
+    reader_workers: int = 2
+    # Rows kept in the in-memory shuffle buffer between Petastorm and the batcher.
+    shuffle_buffer: int = 20_000
+    checkpoint_dir: str = "${workspace.root}/checkpoints"
+    # Show a progress bar: auto = only on a terminal.
+    progress: Literal["auto", "always", "never"] = "auto"
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """MLflow model registry: the registered name and the promotion rule of `r2led promote`."""
+
+    model_name: str = "r2led_ctr"
+    # The challenger becomes champion only if metric(challenger) ≥ metric(champion) + min_improvement
+    # on the same test data (same training_examples version).
+    metric: Literal["test_auc", "test_gauc"] = "test_auc"
+    min_improvement: float = 0.0
+    # Score table and default model alias for `r2led score`.
+    score_alias: str = "champion"
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     output_dir: str = "${workspace.root}/bench"
     # Event counts for `r2led benchmark sequences`.
@@ -297,6 +359,9 @@ class Config:
     collab: CollabConfig = field(default_factory=CollabConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     training_set: TrainingSetConfig = field(default_factory=TrainingSetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -410,6 +475,11 @@ def _resolve_placeholders(node: Any, root: Mapping[str, Any]) -> Any:
     return node
 
 
+def build_section(cls: type, values: Mapping[str, Any], path: str) -> Any:
+    """One config section from plain values (e.g. a model's config read back from its MLflow artifact)."""
+    return _build(cls, dict(values), path)
+
+
 def _build(cls: type, values: Any, path: str) -> Any:
     if not isinstance(values, Mapping):
         raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(values).__name__}")
@@ -513,6 +583,23 @@ def _check_semantics(config: Config) -> None:
         (all(v >= 1 for v in config.retrieval.k_per_route.values()), "retrieval.k_per_route", "values must be >= 1"),
         (0.0 <= config.retrieval.mix_lambda <= 1.0, "retrieval.mix_lambda", "must be in [0, 1]"),
         (config.retrieval.simhash_bits >= 1, "retrieval.simhash_bits", "must be >= 1"),
+        (config.model.embedding_dim >= 1, "model.embedding_dim", "must be >= 1"),
+        (config.model.attention_heads >= 1, "model.attention_heads", "must be >= 1"),
+        (config.model.embedding_dim % config.model.attention_heads == 0, "model.attention_heads",
+         "must divide model.embedding_dim"),
+        (0.0 <= config.model.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
+        (config.model.retrieve_k >= 1, "model.retrieve_k", "must be >= 1"),
+        (1 <= config.model.eta_hash_bits <= 62, "model.eta_hash_bits", "must be in [1, 62]"),
+        (config.model.sdim_hashes >= 1, "model.sdim_hashes", "must be >= 1"),
+        (1 <= config.model.sdim_hash_bits <= 16, "model.sdim_hash_bits", "must be in [1, 16]"),
+        (config.training.epochs >= 1, "training.epochs", "must be >= 1"),
+        (config.training.batch_size >= 1, "training.batch_size", "must be >= 1"),
+        (config.training.learning_rate > 0, "training.learning_rate", "must be positive"),
+        (config.training.patience >= 1, "training.patience", "must be >= 1"),
+        (config.training.num_processes >= 1, "training.num_processes", "must be >= 1"),
+        (config.training.reader_workers >= 1, "training.reader_workers", "must be >= 1"),
+        (config.training.shuffle_buffer >= 1, "training.shuffle_buffer", "must be >= 1"),
+        (config.registry.min_improvement >= 0, "registry.min_improvement", "must be >= 0"),
     ]
     for ok, key, message in checks:
         if not ok:

@@ -1,0 +1,268 @@
+"""`r2led benchmark models`: R2LED, every baseline and the main ablations on the same data and seeds.
+
+For each dataset env (default: `local` = MovieLens-100K and `synthetic`), the pipeline stages up to
+build-training-set run once into `<benchmark.output_dir>/models/<env>/` (reused on later runs
+unless `--rebuild`). Then every variant trains with the same trainer, feed and seeds, and is
+evaluated on the test split: AUC, GAUC, LogLoss (mean ± std over seeds), training time and
+training samples/s.
+
+Inference latency per 1,000 samples is measured separately on random valid inputs for T_max in
+`--lengths` (default 200 and 1000): models that retrieve inside the network read the whole long
+history, while R2LED reads its precomputed per-route candidates, whose width does not depend on
+T_max. Results: JSON lines on stdout and in `models.jsonl`, a table, `models.png`, one MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from pyspark.sql import SparkSession
+
+from jobs import (assign_sids, build_training_set, collab_vectors, embed_items, generate, ingest, retrieve, sequences,
+                  train_codebook)
+from jobs.entrypoint import spark_job_main
+from jobs.tables import TableStore
+from jobs.train import TrainJob, evaluate_split, train_worker
+from jobs.training_data import TrainingData, training_data
+from r2led_model.bundle import ModelBundle
+from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, load_config
+from r2led_model.models import MODELS, CTRTask, build_model
+from r2led_model.models.inputs import FeatureSpec, random_batch
+
+log = logging.getLogger(__name__)
+
+TABLE_STAGES = (ingest.run, sequences.run, embed_items.run, train_codebook.run, assign_sids.run, collab_vectors.run,
+                retrieve.run, build_training_set.run)
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    model: str
+    overrides: tuple[tuple[str, object], ...] = ()
+
+
+BASELINES = tuple(Variant(name, name) for name in MODELS if name != "r2led")
+ABLATIONS = (
+    Variant("r2led gate=id_only", "r2led", (("gate", "id_only"),)),
+    Variant("r2led gate=sid_only", "r2led", (("gate", "sid_only"),)),
+    Variant("r2led gate=sum", "r2led", (("gate", "sum"),)),
+    Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)),
+    Variant("r2led fusion=concat", "r2led", (("route_fusion", "concat"),)),
+    Variant("r2led routes=collab", "r2led", (("routes", ("collab",)),)),
+)
+
+
+def variants(names: Sequence[str] | None, ablations: bool) -> list[Variant]:
+    chosen = [Variant("r2led", "r2led"), *BASELINES]
+    if names:
+        unknown = sorted(set(names) - set(MODELS))
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+        chosen = [v for v in chosen if v.model in names]
+    return chosen + (list(ABLATIONS) if ablations else [])
+
+
+def dataset_config(env: str, folder: Path, overrides: Sequence[str]) -> Config:
+    config = load_config(env, [f"workspace.root={folder}", *overrides])
+    config = replace(config, tables=TablesConfig(backend="path", root=str(folder / "tables")))
+    if config.source.kind == "synthetic":
+        config = replace(config, source=replace(config.source, synthetic=SyntheticSourceConfig(
+            path=str(folder / "raw"))))
+    return config
+
+
+def build_tables(spark: SparkSession, config: Config, rebuild: bool) -> TrainingData:
+    store = TableStore(spark, config.tables)
+    if rebuild or not store.exists("training_examples"):
+        if config.source.kind == "synthetic":
+            generate.run(spark, config)
+        for stage in TABLE_STAGES:
+            stage(spark, config, None)
+    return training_data(store, config)
+
+
+def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequence[int]) -> dict:
+    per_seed = []
+    for seed in seeds:
+        model_config = replace(config.model, name=variant.model, **dict(variant.overrides))
+        training = replace(config.training, seed=seed, num_processes=1, progress="never")
+        job = TrainJob(model=model_config, training=training, data=data, checkpoint_dir="")
+        started = time.perf_counter()
+        worker = train_worker(job)
+        seconds = time.perf_counter() - started
+        bundle = ModelBundle(model_config=model_config, spec=data.spec, versions=data.versions,
+                             state_dict=worker.state_dict)
+        test, _, _ = evaluate_split(job, bundle.build(), "test")
+        per_seed.append({**test, "train_s": seconds, "train_samples_per_s": worker.samples_seen / max(seconds, 1e-9),
+                         "best_epoch": worker.best_epoch})
+        log.info("%s seed %d: test AUC %.4f GAUC %.4f LogLoss %.4f (%.1fs)", variant.label, seed, test["auc"],
+                 test["gauc"], test["logloss"], seconds)
+
+    def mean_std(key: str) -> tuple[float, float]:
+        values = [r[key] for r in per_seed]
+        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+    summary = {}
+    for key in ("auc", "gauc", "logloss", "train_s", "train_samples_per_s"):
+        summary[key], summary[f"{key}_std"] = mean_std(key)
+    return {**{k: round(v, 5) for k, v in summary.items()}, "seeds": list(seeds),
+            "per_seed_auc": [round(r["auc"], 5) for r in per_seed], "best_epochs": [r["best_epoch"] for r in per_seed]}
+
+
+def latency_ms_per_1000(spec: FeatureSpec, config: Config, variant: Variant, length: int, device: str,
+                        repeats: int = 5) -> float:
+    """Median wall time of scoring 1,000 random samples with history width `length` (weights untrained)."""
+    spec = replace(spec, long_history=length)
+    model_config = replace(config.model, name=variant.model, **dict(variant.overrides))
+    torch.manual_seed(0)
+    task = CTRTask(build_model(variant.model, spec=spec, config=model_config)).to(device).eval()
+    batch = {k: v.to(device) for k, v in random_batch(spec, 1000, fill=1.0).items()}
+    times = []
+    with torch.no_grad():
+        task.predict_proba(batch)  # warm-up
+        for _ in range(repeats):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            task.predict_proba(batch)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(times)
+
+
+def format_table(results: Sequence[dict]) -> str:
+    lines = []
+    for env in dict.fromkeys(r["env"] for r in results if r["bench"] == "models_quality"):
+        rows = [r for r in results if r["bench"] == "models_quality" and r["env"] == env]
+        lines.append(f"{env} ({rows[0]['train_rows']:,} train / {rows[0]['test_rows']:,} test rows, "
+                     f"seeds {rows[0]['seeds']}, device {rows[0]['device']})")
+        lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15} {'train s':>8} {'train/s':>8}")
+        for r in rows:
+            lines.append(f"  {r['variant']:<22} {r['auc']:.4f}±{r['auc_std']:.4f} {r['gauc']:.4f}±{r['gauc_std']:.4f} "
+                         f"{r['logloss']:.4f}±{r['logloss_std']:.4f} {r['train_s']:>8.1f} "
+                         f"{r['train_samples_per_s']:>8,.0f}")
+    latency = [r for r in results if r["bench"] == "models_latency"]
+    if latency:
+        lengths = sorted({r["t_max"] for r in latency})
+        lines.append("inference ms per 1,000 samples (random inputs, " + latency[0]["device"] + ")")
+        lines.append(f"  {'model':<22} " + " ".join(f"{'T=' + str(t):>10}" for t in lengths))
+        for label in dict.fromkeys(r["variant"] for r in latency):
+            cells = {r["t_max"]: r["ms_per_1000"] for r in latency if r["variant"] == label}
+            lines.append(f"  {label:<22} " + " ".join(f"{cells[t]:>10.2f}" for t in lengths))
+        for t in lengths:
+            cells = {r["variant"]: r["ms_per_1000"] for r in latency if r["t_max"] == t}
+            if "r2led" in cells and "din_long" in cells:
+                lines.append(f"  din_long / r2led at T={t}: {cells['din_long'] / cells['r2led']:.2f}x")
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    quality_rows = [r for r in results if r["bench"] == "models_quality"]
+    envs = list(dict.fromkeys(r["env"] for r in quality_rows))
+    figure, axes = plt.subplots(1, len(envs) + 1, figsize=(6 * (len(envs) + 1), 4.5))
+    axes = list(axes) if len(envs) else [axes]
+    for axis, env in zip(axes, envs):
+        rows = [r for r in quality_rows if r["env"] == env]
+        axis.barh([r["variant"] for r in rows], [r["auc"] for r in rows], xerr=[r["auc_std"] for r in rows])
+        low = min(r["auc"] - r["auc_std"] for r in rows)
+        axis.set(xlim=(max(0.0, low - 0.02), min(1.0, max(r["auc"] + r["auc_std"] for r in rows) + 0.01)),
+                 title=f"test AUC, {env}", xlabel="AUC (mean ± std over seeds)")
+        axis.invert_yaxis()
+    latency = [r for r in results if r["bench"] == "models_latency"]
+    for label in dict.fromkeys(r["variant"] for r in latency):
+        points = sorted((r["t_max"], r["ms_per_1000"]) for r in latency if r["variant"] == label)
+        axes[-1].plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    axes[-1].set(xlabel="T_max", ylabel="ms per 1,000 samples", title="inference latency", yscale="log")
+    axes[-1].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> list[dict]:
+    from r2led_model.tracking import tracked_run
+
+    out = Path(config.benchmark.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = variants(getattr(args, "models", None), not getattr(args, "no_ablations", False))
+    seeds = list(range(getattr(args, "seeds", 3)))
+    extra = [f"training.epochs={getattr(args, 'epochs', 4)}", *getattr(args, "dataset_set", [])]
+    device = config.training.device
+    results: list[dict] = []
+    spec_for_latency = None
+    for env in getattr(args, "envs", ["local", "synthetic"]):
+        dataset = dataset_config(env, out / "models" / env, [*extra, f"training.device={device}"])
+        data = build_tables(spark, dataset, getattr(args, "rebuild", False))
+        spec_for_latency = spec_for_latency or data.spec
+        for variant in chosen:
+            summary = quality(dataset, data, variant, seeds)
+            results.append({"bench": "models_quality", "env": env, "source": dataset.source.kind,
+                            "variant": variant.label, "model": variant.model, "device": device,
+                            "train_rows": data.rows["train"], "test_rows": data.rows["test"],
+                            "epochs": dataset.training.epochs, **summary})
+            print(json.dumps(results[-1]), flush=True)
+    if spec_for_latency is not None:
+        for variant in chosen:
+            for length in getattr(args, "lengths", [200, 1000]):
+                ms = latency_ms_per_1000(spec_for_latency, config, variant, length, device)
+                results.append({"bench": "models_latency", "variant": variant.label, "t_max": length,
+                                "ms_per_1000": round(ms, 3), "samples_per_s": round(1e6 / ms), "device": device,
+                                "threads": torch.get_num_threads(), "cores": os.cpu_count()})
+                print(json.dumps(results[-1]), flush=True)
+    with open(out / "models.jsonl", "a", encoding="utf-8") as sink:
+        for result in results:
+            sink.write(json.dumps(result) + "\n")
+    table = format_table(results)
+    print(table, flush=True)
+    plot(results, out / "models.png")
+    with tracked_run(config, run_name="benchmark-models", tags={"stage": "benchmark"}) as tracked:
+        tracked.log_params({"envs": getattr(args, "envs", []), "seeds": seeds, "device": device,
+                            "variants": [v.label for v in chosen]})
+        for r in results:
+            key = r["variant"].replace(" ", "_").replace("=", "-")
+            if r["bench"] == "models_quality":
+                tracked.log_metrics({f"{r['env']}.{key}.test_auc": r["auc"], f"{r['env']}.{key}.test_gauc": r["gauc"],
+                                     f"{r['env']}.{key}.test_logloss": r["logloss"]})
+            else:
+                tracked.log_metrics({f"latency.{key}.t{r['t_max']}_ms_per_1000": r["ms_per_1000"]})
+        tracked.log_text(table, "models_table.txt")
+        tracked.log_artifact(out / "models.png")
+    return results
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--envs", nargs="*", default=["local", "synthetic"], help="dataset envs (default: local synthetic)")
+    parser.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(MODELS)} (default: all)")
+    parser.add_argument("--no-ablations", action="store_true", help="skip the R2LED ablation variants")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (0..n-1)")
+    parser.add_argument("--epochs", type=int, default=4, help="maximum epochs per run (early stopping still applies)")
+    parser.add_argument("--lengths", type=int, nargs="*", default=[200, 1000], help="T_max values for the latency part")
+    parser.add_argument("--dataset-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override applied to every dataset env (repeatable)")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the benchmark's tables even if present")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return spark_job_main(argv, "benchmark models", "Every model on the same data and seeds: quality and latency.", run,
+                          _add_arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

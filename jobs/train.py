@@ -1,0 +1,198 @@
+"""`r2led train`: fit the configured CTR model on `training_examples`, evaluate, log and register it.
+
+Petastorm reads the live Parquet files of each split (the Delta snapshot's active files, never a
+folder listing), only the columns the model reads, shuffled and sharded by rank. With
+`training.num_processes > 1` the same worker runs under Spark's TorchDistributor (gloo; local
+processes on a `local[...]` master, barrier tasks on executors otherwise); rank 0 returns the
+weights and the epoch history, and the driver alone evaluates, logs and registers.
+
+The MLflow run holds the resolved config, the Delta versions of the inputs, the codebook and
+collaborative-vector versions, per-epoch metrics, test metrics, ROC / calibration / loss plots, and
+the model (pyfunc with signature and pinned requirements), registered under `registry.model_name`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from pyspark.sql import SparkSession
+
+from jobs.entrypoint import spark_job_main
+from jobs.tables import TableStore
+from jobs.training_data import TrainingData, training_data
+from r2led_model.bundle import ModelBundle
+from r2led_model.config import Config, ModelConfig, TrainingConfig
+from r2led_model.feed import PetastormFeed
+from r2led_model.metrics import evaluate
+from r2led_model.models import CTRTask, build_model
+from r2led_model.models.inputs import columns_for
+from r2led_model.trainer import fit, predict, set_seed
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ("sample_id", "user_id", "label")
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a training process needs, as plain picklable values (it may run in another process)."""
+
+    model: ModelConfig
+    training: TrainingConfig
+    data: TrainingData
+    checkpoint_dir: str
+
+
+@dataclass
+class WorkerResult:
+    state_dict: dict
+    history: list[dict]
+    best_epoch: int
+    seconds: float
+    samples_seen: int
+
+
+@dataclass
+class TrainResult:
+    model_name: str
+    version: str
+    run_id: str
+    best_epoch: int
+    valid: dict
+    test: dict
+
+
+def model_columns(job: TrainJob) -> list[str]:
+    model = build_model(job.model.name, spec=job.data.spec, config=job.model)
+    return columns_for(model.input_groups) + list(ID_COLUMNS)
+
+
+def make_feed(job: TrainJob, split: str, *, shuffle: bool, rank: int = 0, world_size: int = 1) -> PetastormFeed:
+    return PetastormFeed(files=job.data.files[split], columns=model_columns(job), batch_size=job.training.batch_size,
+                         shuffle=shuffle, seed=job.training.seed, rank=rank, world_size=world_size,
+                         workers=job.training.reader_workers, shuffle_buffer=job.training.shuffle_buffer)
+
+
+def train_worker(job: TrainJob, on_epoch=None) -> WorkerResult | None:
+    """One training process: single-process, or one rank of a TorchDistributor run (env RANK/WORLD_SIZE)."""
+    import torch.distributed as dist
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    try:
+        set_seed(job.training.seed)
+        task = CTRTask(build_model(job.model.name, spec=job.data.spec, config=job.model))
+        train_feed = make_feed(job, "train", shuffle=True, rank=rank, world_size=world_size)
+        valid_feed = make_feed(job, "valid", shuffle=False, rank=rank, world_size=world_size)
+        result = fit(task, train_batches=train_feed.batches, valid_batches=lambda: valid_feed.batches(0),
+                     config=job.training, on_epoch=on_epoch, checkpoint_dir=job.checkpoint_dir)
+        if rank != 0:
+            return None
+        state = {k: v.detach().cpu().clone() for k, v in task.model.state_dict().items()}
+        return WorkerResult(state_dict=state, history=list(result.history), best_epoch=result.best_epoch,
+                            seconds=result.seconds, samples_seen=result.samples_seen)
+    finally:
+        if world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_distributed(spark: SparkSession, job: TrainJob) -> WorkerResult:
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    master = spark.sparkContext.master
+    distributor = TorchDistributor(num_processes=job.training.num_processes, local_mode=master.startswith("local"),
+                                   use_gpu=job.training.device.startswith("cuda"))
+    log.info("training under TorchDistributor: %d processes (%s)", job.training.num_processes,
+             "local processes" if master.startswith("local") else "executor barrier tasks")
+    result = distributor.run(train_worker, job)
+    if result is None:
+        raise RuntimeError("TorchDistributor returned nothing from rank 0")
+    return result
+
+
+def evaluate_split(job: TrainJob, task: CTRTask, split: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    users, labels, probs = predict(task, make_feed(job, split, shuffle=False).batches(0), job.training.device)
+    return evaluate(users, labels, probs), labels, probs
+
+
+def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResult, valid: dict, test: dict,
+                     test_labels: np.ndarray, test_probs: np.ndarray) -> None:
+    from r2led_model.plots import calibration_figure, loss_curves_figure, roc_figure
+
+    run.log_params({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()})
+    run.log_params({f"training.{k}": v for k, v in dataclasses.asdict(config.training).items()})
+    run.log_params({f"spec.{k}": v for k, v in data.spec.to_dict().items()})
+    run.log_params({f"input.{k}": v for k, v in dataclasses.asdict(data.versions).items()})
+    run.log_params({f"rows.{k}": v for k, v in data.rows.items()})
+    for entry in worker.history:
+        run.log_metrics({k: v for k, v in entry.items() if k != "epoch" and v is not None}, step=entry["epoch"])
+    run.log_metrics({"best_epoch": worker.best_epoch, "train_seconds": worker.seconds,
+                     **{f"valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()}})
+    run.log_dict({"history": worker.history}, "history.json")
+    run.log_figure(roc_figure(test_labels, test_probs, f"{config.model.name}: test ROC"), "plots/roc.png")
+    run.log_figure(calibration_figure(test_labels, test_probs, f"{config.model.name}: calibration"),
+                   "plots/calibration.png")
+    run.log_figure(loss_curves_figure(worker.history), "plots/loss_curves.png")
+
+
+def train(spark: SparkSession, config: Config) -> TrainResult:
+    from r2led_model.mlflow_model import log_ctr_model
+    from r2led_model.tracking import tracked_run
+
+    store = TableStore(spark, config.tables)
+    data = training_data(store, config)
+    log.info("training %s on %s rows (valid %s, test %s); spec %s", config.model.name, f"{data.rows['train']:,}",
+             f"{data.rows['valid']:,}", f"{data.rows['test']:,}", data.spec)
+    tags = {"stage": "train", "model": config.model.name}
+    with tracked_run(config, run_name=f"train-{config.model.name}", tags=tags) as run:
+        job = TrainJob(model=config.model, training=config.training, data=data,
+                       checkpoint_dir=str(Path(config.training.checkpoint_dir) / run.run_id))
+        started = time.perf_counter()
+        if config.training.num_processes > 1:
+            worker = run_distributed(spark, job)
+        else:
+            worker = train_worker(job, on_epoch=lambda epoch, metrics: run.log_metrics(
+                {k: v for k, v in metrics.items() if k != "epoch" and v is not None}, step=epoch))
+        log.info("trained in %.1fs, best epoch %d", time.perf_counter() - started, worker.best_epoch)
+        bundle = ModelBundle(model_config=config.model, spec=data.spec, versions=data.versions,
+                             state_dict=worker.state_dict)
+        task = bundle.build()
+        valid, _, _ = evaluate_split(job, task, "valid")
+        test, test_labels, test_probs = evaluate_split(job, task, "test")
+        log_training_run(run, config, data, worker, valid, test, test_labels, test_probs)
+        example = next(iter(make_feed(job, "test", shuffle=False).batches(0)))
+        registered = log_ctr_model(
+            bundle, {k: v[:5].numpy() for k, v in example.items()}, config.registry.model_name,
+            tags={**dataclasses.asdict(data.versions), "architecture": config.model.name,
+                  **{f"test_{k}": f"{v:.6f}" for k, v in test.items() if k != "n"}})
+    log.info("%s version %s: valid AUC %.4f, test AUC %.4f GAUC %.4f LogLoss %.4f", registered.name,
+             registered.version, valid["auc"], test["auc"], test["gauc"], test["logloss"])
+    return TrainResult(model_name=registered.name, version=registered.version, run_id=registered.run_id,
+                       best_epoch=worker.best_epoch, valid=valid, test=test)
+
+
+def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> TrainResult:
+    result = train(spark, config)
+    print(f"registered {result.model_name} version {result.version} (run {result.run_id}): "
+          f"test AUC {result.test['auc']:.4f}, GAUC {result.test['gauc']:.4f}, LogLoss {result.test['logloss']:.4f}",
+          flush=True)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return spark_job_main(argv, "train", "Train, evaluate, log and register the configured CTR model.", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

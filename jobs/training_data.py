@@ -1,0 +1,70 @@
+"""What the trainer needs from the tables: the live Parquet files of each split of
+`training_examples`, row counts, the feature spec (vocabulary sizes, array widths) and the
+versions of everything the examples were built from. Only this module looks at the tables for
+training, so the torch side receives plain paths and numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import functions as F
+
+from jobs.tables import TableStore
+from r2led_model.bundle import DataVersions
+from r2led_model.config import Config
+from r2led_model.models import FeatureSpec
+
+SPLITS = ("train", "valid", "test")
+
+
+class TrainingDataError(RuntimeError):
+    """The training tables cannot feed a model (missing split, mixed versions, stale files)."""
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    files: dict[str, list[str]]  # split → live Parquet file URIs of training_examples
+    rows: dict[str, int]
+    spec: FeatureSpec
+    versions: DataVersions
+
+
+def feature_spec(store: TableStore, config: Config) -> FeatureSpec:
+    examples = store.read("training_examples")
+    routes = tuple(c[len("r_"):-len("_item")] for c in examples.columns if c.startswith("r_") and c.endswith("_item"))
+    widths = examples.select(*[F.size(f"r_{r}_item").alias(r) for r in routes], F.size("short_item").alias("short"),
+                             F.size("long_item").alias("long"), F.size("target_sid").alias("levels")).first()
+    if widths is None:
+        raise TrainingDataError("training_examples is empty; run build-training-set first")
+    index = store.read("item_index").agg(
+        F.max("item_idx").alias("items"), F.max("category_idx").alias("categories"),
+        F.max(F.array_max("sid")).alias("code")).first()
+    return FeatureSpec(
+        num_items=int(index["items"]) + 1, num_categories=int(index["categories"]) + 1,
+        sid_levels=int(widths["levels"]),
+        # SID codes are stored +1; the table is sized by the codebook so tomorrow's new items fit too.
+        sid_vocab=max(int(index["code"] or 0), config.codebook.codebook_size) + 1,
+        routes=routes, route_k=tuple(int(widths[r]) for r in routes), short_window=int(widths["short"]),
+        long_history=int(widths["long"]), recency_buckets=config.training_set.recency_buckets)
+
+
+def data_versions(store: TableStore) -> DataVersions:
+    versions = store.read("training_examples").select("codebook_version", "collab_version").distinct().collect()
+    if len(versions) != 1:
+        raise TrainingDataError(f"training_examples mixes feature versions {[tuple(v) for v in versions]}; "
+                                "re-run build-training-set")
+    return DataVersions(codebook_version=versions[0]["codebook_version"],
+                        collab_version=versions[0]["collab_version"],
+                        training_examples_version=store.version("training_examples"),
+                        item_index_version=store.version("item_index"))
+
+
+def training_data(store: TableStore, config: Config) -> TrainingData:
+    counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
+    missing = [s for s in SPLITS if not counts.get(s)]
+    if missing:
+        raise TrainingDataError(f"training_examples has no rows for split(s) {missing}; check sequences.split")
+    files = {split: store.active_files("training_examples", {"split": split}) for split in SPLITS}
+    return TrainingData(files=files, rows={s: counts[s] for s in SPLITS}, spec=feature_spec(store, config),
+                        versions=data_versions(store))

@@ -1,0 +1,84 @@
+"""A trained CTR model as one portable value: which model, its config, its feature spec, its weights,
+and the versions of the data it was trained on.
+
+The MLflow pyfunc, the Spark scorer and promotion all rebuild the model from a bundle, so there is
+one way to turn stored weights back into a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from r2led_model.config import ModelConfig, build_section
+from r2led_model.models import CTRTask, FeatureSpec, build_model
+from r2led_model.models.inputs import columns_for
+
+
+@dataclass(frozen=True)
+class DataVersions:
+    """What a model's inputs were built from; scoring and promotion refuse a mismatch."""
+
+    codebook_version: str
+    collab_version: str
+    training_examples_version: int = -1
+    item_index_version: int = -1
+
+    def compatible_with(self, other: "DataVersions") -> list[str]:
+        """The feature versions that differ (empty when the two can share inputs)."""
+        return [f"{name}: {getattr(self, name)} != {getattr(other, name)}"
+                for name in ("codebook_version", "collab_version") if getattr(self, name) != getattr(other, name)]
+
+
+@dataclass
+class ModelBundle:
+    model_config: ModelConfig
+    spec: FeatureSpec
+    versions: DataVersions
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+
+    def build(self) -> CTRTask:
+        """The task wrapper around a freshly built model with these weights, in eval mode, on CPU."""
+        model = build_model(self.model_config.name, spec=self.spec, config=self.model_config)
+        model.load_state_dict(self.state_dict)
+        return CTRTask(model).eval()
+
+    @property
+    def input_columns(self) -> list[str]:
+        model = build_model(self.model_config.name, spec=self.spec, config=self.model_config)
+        return columns_for(model.input_groups)
+
+    def meta(self) -> dict:
+        return {"model": dataclasses.asdict(self.model_config), "spec": self.spec.to_dict(),
+                "versions": dataclasses.asdict(self.versions)}
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save({"meta": json.dumps(self.meta()), "state_dict": self.state_dict}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ModelBundle":
+        stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        meta = json.loads(stored["meta"])
+        return cls(model_config=build_section(ModelConfig, meta["model"], "model"),
+                   spec=FeatureSpec.from_dict(meta["spec"]), versions=DataVersions(**meta["versions"]),
+                   state_dict=stored["state_dict"])
+
+
+def predict_arrays(task: CTRTask, inputs: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    """Click probabilities (N,) for column arrays (N,) / (N, n), in chunks."""
+    n = len(next(iter(inputs.values())))
+    out = np.empty(n, dtype=np.float64)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            batch = {k: torch.as_tensor(np.asarray(v[start:start + batch_size], dtype=np.int64))
+                     for k, v in inputs.items()}
+            out[start:start + batch_size] = task.predict_proba(batch).double().numpy()
+    return out

@@ -1,0 +1,125 @@
+"""The MLflow side of a trained model: a pyfunc flavour, logging with signature and pinned
+requirements, and the registry calls promotion and scoring need (aliases, version tags).
+
+Together with `tracking.py` this is the only place that imports mlflow. The pyfunc rebuilds the
+torch model from a `ModelBundle`, and ships the `r2led_model` package as code, so a registered
+model loads anywhere with the pinned requirements and no install of this project.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from r2led_model.bundle import ModelBundle, predict_arrays
+from r2led_model.config import MlflowConfig
+from r2led_model.tracking import configure
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
+    """Input: a dict of int64 arrays named like the training_examples columns the model reads
+    (or a DataFrame of them, array cells as lists). Output: click probabilities (N,)."""
+
+    def load_context(self, context) -> None:
+        self.bundle = ModelBundle.from_bytes(Path(context.artifacts["bundle"]).read_bytes())
+        self.task = self.bundle.build()
+
+    def predict(self, context, model_input, params=None) -> np.ndarray:
+        if isinstance(model_input, pd.DataFrame):
+            model_input = {c: np.stack(model_input[c].to_numpy()) if model_input[c].dtype == object
+                           else model_input[c].to_numpy() for c in model_input.columns}
+        return predict_arrays(self.task, {c: model_input[c] for c in self.bundle.input_columns})
+
+
+def pip_requirements() -> list[str]:
+    """Exact versions of what the pyfunc imports (a `+cpu` local tag dropped, so any build matches)."""
+    import yaml
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
+            f"mlflow=={mlflow.__version__}", f"pyyaml=={yaml.__version__}"]
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+
+
+def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], registered_name: str,
+                  tags: Mapping[str, str]) -> RegisteredVersion:
+    """Log the model in the active run, register it under `registered_name`, tag the new version."""
+    task = bundle.build()
+    example = {c: np.asarray(input_example[c], dtype=np.int64) for c in bundle.input_columns}
+    signature = infer_signature(example, predict_arrays(task, example))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bundle.pt"
+        path.write_bytes(bundle.to_bytes())
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=CtrPyfuncModel(), artifacts={"bundle": str(path)},
+            code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
+            pip_requirements=pip_requirements(), registered_model_name=registered_name)
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, version, key, str(value))
+    run_id = mlflow.active_run().info.run_id
+    log.info("registered %s version %s (run %s)", registered_name, version, run_id)
+    return RegisteredVersion(registered_name, version, run_id, dict(tags))
+
+
+def model_version(config: MlflowConfig, name: str, *, version: str | None = None,
+                  alias: str | None = None) -> RegisteredVersion | None:
+    """A registered version by number or alias (None when the alias is unset); latest when neither is given."""
+    configure(config)
+    client = MlflowClient()
+    try:
+        if alias is not None:
+            found = client.get_model_version_by_alias(name, alias)
+        elif version is not None:
+            found = client.get_model_version(name, version)
+        else:
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                return None
+            found = max(versions, key=lambda v: int(v.version))
+    except mlflow.exceptions.MlflowException as exc:
+        if alias is not None and ("alias" in str(exc).lower() or "not found" in str(exc).lower()
+                                  or "RESOURCE_DOES_NOT_EXIST" in str(exc)):
+            return None
+        raise
+    return RegisteredVersion(name, str(found.version), found.run_id, dict(found.tags))
+
+
+def set_alias(config: MlflowConfig, name: str, alias: str, version: str) -> None:
+    configure(config)
+    MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def tag_version(config: MlflowConfig, name: str, version: str, tags: Mapping[str, str]) -> None:
+    configure(config)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def load_bundle(config: MlflowConfig, uri: str) -> ModelBundle:
+    """The bundle behind a `models:/NAME@alias` or `models:/NAME/version` URI."""
+    configure(config)
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().bundle

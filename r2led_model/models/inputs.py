@@ -1,0 +1,101 @@
+"""What a CTR model reads: the feature spec (vocabulary sizes, array widths) and the batch contract.
+
+A batch is a dict of tensors named like the `training_examples` columns (padding rules in
+`r2led_model/features.py`; index 0 is padding everywhere):
+
+  target_item (B,)        target_cat (B,)        target_sid (B, L)
+  <group>_item (B, n)     <group>_cat (B, n)     <group>_sid (B, n·L)
+  <group>_recency (B, n)  <group>_mask (B, n)
+  label (B,) float        (the task wrapper's, never the model's)
+
+with <group> one of r_<route> (n = that route's k), short (n = short_window) and long
+(n = long_history). Integer tensors are int64; masks are 0/1 int64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import torch
+
+GROUP_PARTS = ("item", "cat", "sid", "recency", "mask")
+TARGET_COLUMNS = ("target_item", "target_cat", "target_sid")
+
+Batch = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Sizes the model's tables and checks the batches it is given."""
+
+    num_items: int  # item embedding rows, including padding row 0
+    num_categories: int  # category rows, including padding 0 and "unknown" 1
+    sid_levels: int  # L
+    sid_vocab: int  # rows per SID level's code table, including padding 0
+    routes: tuple[str, ...]  # the r_<route> groups present in the data
+    route_k: tuple[int, ...]  # candidates per route, aligned with routes
+    short_window: int
+    long_history: int
+    recency_buckets: int
+
+    def width(self, group: str) -> int:
+        if group == "short":
+            return self.short_window
+        if group == "long":
+            return self.long_history
+        return self.route_k[self.routes.index(group[len("r_"):])]
+
+    def to_dict(self) -> dict:
+        return {"num_items": self.num_items, "num_categories": self.num_categories, "sid_levels": self.sid_levels,
+                "sid_vocab": self.sid_vocab, "routes": list(self.routes), "route_k": list(self.route_k),
+                "short_window": self.short_window, "long_history": self.long_history,
+                "recency_buckets": self.recency_buckets}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "FeatureSpec":
+        return cls(**{**data, "routes": tuple(data["routes"]), "route_k": tuple(data["route_k"])})
+
+
+def group_columns(group: str) -> list[str]:
+    return [f"{group}_{part}" for part in GROUP_PARTS]
+
+
+def columns_for(groups: Iterable[str]) -> list[str]:
+    """The training_examples columns a model reading `groups` needs (targets always)."""
+    columns = list(TARGET_COLUMNS)
+    for group in groups:
+        columns += group_columns(group)
+    return columns
+
+
+def random_batch(spec: FeatureSpec, batch_size: int, generator: torch.Generator | None = None,
+                 fill: float = 0.7) -> dict[str, torch.Tensor]:
+    """A batch of valid random inputs (for shape checks, tests and latency benchmarks).
+
+    Each group keeps a random prefix of real slots (share ≈ fill); padded slots follow the padding rules.
+    """
+    g = generator or torch.Generator().manual_seed(0)
+    levels = spec.sid_levels
+
+    def ints(high: int, *shape: int) -> torch.Tensor:
+        return torch.randint(1, max(high, 2), shape, generator=g)
+
+    batch: dict[str, torch.Tensor] = {
+        "target_item": ints(spec.num_items, batch_size),
+        "target_cat": ints(spec.num_categories, batch_size),
+        "target_sid": ints(spec.sid_vocab, batch_size, levels),
+        "label": torch.randint(0, 2, (batch_size,), generator=g).float(),
+    }
+    groups = [f"r_{r}" for r in spec.routes] + ["short", "long"]
+    for group in groups:
+        n = spec.width(group)
+        lengths = (torch.rand(batch_size, generator=g) * (n + 1) * fill / 0.7).long().clamp(0, n)  # (B,)
+        mask = (torch.arange(n)[None, :] < lengths[:, None]).long()  # (B, n)
+        batch[f"{group}_item"] = ints(spec.num_items, batch_size, n) * mask
+        batch[f"{group}_cat"] = ints(spec.num_categories, batch_size, n) * mask
+        batch[f"{group}_sid"] = (ints(spec.sid_vocab, batch_size, n, levels) * mask[:, :, None]).reshape(
+            batch_size, n * levels)  # (B, n, L) → (B, n·L)
+        batch[f"{group}_recency"] = ints(spec.recency_buckets, batch_size, n) * mask
+        batch[f"{group}_mask"] = mask
+    return batch

@@ -1,0 +1,56 @@
+"""Evaluation plots logged with every training run: ROC, calibration, loss curves."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a scheduler
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str):
+    order = np.argsort(-probs, kind="stable")
+    hits = labels[order] > 0
+    tpr = np.concatenate([[0.0], np.cumsum(hits) / max(hits.sum(), 1)])
+    fpr = np.concatenate([[0.0], np.cumsum(~hits) / max((~hits).sum(), 1)])
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    axes.plot(fpr, tpr, label="model")
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def calibration_figure(labels: np.ndarray, probs: np.ndarray, title: str, bins: int = 10):
+    """Mean predicted probability against the observed click rate, in equal-width bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(probs, edges) - 1, 0, bins - 1)
+    filled = [b for b in range(bins) if np.any(which == b)]
+    predicted = [probs[which == b].mean() for b in filled]
+    observed = [labels[which == b].mean() for b in filled]
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
+    axes.plot(predicted, observed, marker="o", label="model")
+    axes.set(xlabel="mean predicted probability", ylabel="observed click rate", title=title, xlim=(0, 1), ylim=(0, 1))
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+def loss_curves_figure(history: Sequence[dict]):
+    epochs = [h["epoch"] for h in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    left.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    left.plot(epochs, [h["valid_logloss"] for h in history], marker="o", label="valid logloss")
+    left.set(xlabel="epoch", title="loss")
+    left.legend()
+    right.plot(epochs, [h["valid_auc"] for h in history], marker="o", label="valid AUC")
+    right.plot(epochs, [h["valid_gauc"] for h in history], marker="o", label="valid GAUC")
+    right.set(xlabel="epoch", title="validation")
+    right.legend()
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,149 @@
+"""train → MLflow run and registered version → promote (champion/challenger) → score, on a tiny
+synthetic world built by the real pipeline; plus a 2-process TorchDistributor run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from pyspark.sql import functions as F
+
+from jobs import generate, pipeline, promote, score, train
+from jobs.tables import TableStore
+from jobs.training_data import training_data
+from r2led_model.bundle import DataVersions, ModelBundle
+from r2led_model.mlflow_model import load_bundle, log_ctr_model, model_version
+from r2led_model.tracking import configure, run_data, tracked_run
+from tests.conftest import config_in
+from tests.helpers import rows
+
+FAST = ("training.epochs=3", "training.batch_size=128", "training.reader_workers=1", "model.embedding_dim=8",
+        "model.mlp_dims=[16]")
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    config = config_in(root, *FAST)
+    generate.run(spark, config)
+    pipeline.run(spark, config, None)
+    return root
+
+
+def configured(root, *overrides):
+    return config_in(root, *FAST, *overrides)
+
+
+def aliases(config) -> dict[str, str]:
+    configure(config.mlflow)
+    return dict(MlflowClient().get_registered_model(config.registry.model_name).aliases)
+
+
+def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spark, world):
+    config = configured(world, "registry.model_name=run_check")
+    result = train.run(spark, config)
+    params, metrics, artifacts = run_data(config.mlflow, result.run_id)
+    store = TableStore(spark, config.tables)
+    assert params["model.name"] == "r2led"
+    assert params["input.training_examples_version"] == str(store.version("training_examples"))
+    assert params["input.codebook_version"].startswith("cb-")
+    assert params["input.collab_version"].startswith("cv-")
+    assert {"test_auc", "test_gauc", "test_logloss", "valid_auc", "best_epoch"} <= set(metrics)
+    assert 0.0 <= metrics["test_auc"] <= 1.0 and metrics["test_logloss"] > 0
+    history = MlflowClient().get_metric_history(result.run_id, "valid_auc")
+    assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) >= 2
+    assert {"config.yaml", "history.json", "plots/roc.png", "plots/calibration.png",
+            "plots/loss_curves.png"} <= set(artifacts)
+    # The registered version: tagged with its inputs, with a signature and pinned requirements.
+    version = MlflowClient().get_model_version(config.registry.model_name, result.version)
+    assert version.tags["codebook_version"] == params["input.codebook_version"]
+    assert version.tags["architecture"] == "r2led"
+    info = mlflow.models.get_model_info(f"models:/{config.registry.model_name}/{result.version}")
+    assert "target_item" in info.signature.inputs.input_names()
+    requirements = mlflow.pyfunc.get_model_dependencies(f"models:/{config.registry.model_name}/{result.version}")
+    with open(requirements) as handle:
+        pinned = handle.read()
+    assert "torch==" in pinned and "+cpu" not in pinned
+    # The pyfunc loads and reproduces the run's test metric from the table rows.
+    assert result.test["n"] == training_data(store, config).rows["test"]
+
+
+def test_promotion_accepts_better_refuses_worse_and_refuses_a_version_mismatch(spark, world):
+    base = ("registry.model_name=promo",)
+    # An untrained-looking first model (tiny learning rate, one epoch) becomes champion: there is none yet.
+    weak = train.run(spark, configured(world, *base, "training.epochs=1", "training.learning_rate=1e-7"))
+    first = promote.run(spark, configured(world, *base))
+    assert first.promoted and first.reason == "no champion yet"
+    config = configured(world, *base)
+    assert aliases(config) == {"champion": weak.version, "challenger": weak.version}
+
+    strong = train.run(spark, configured(world, *base, "training.epochs=6", "training.learning_rate=1e-2"))
+    second = promote.run(spark, configured(world, *base))
+    assert second.promoted, second.reason
+    assert second.metrics["challenger_test_auc"] > second.metrics["champion_test_auc"]
+    assert aliases(config)["champion"] == strong.version
+    assert aliases(config)["previous_champion"] == weak.version
+
+    worse = train.run(spark, configured(world, *base, "training.epochs=1", "training.learning_rate=1e-7"))
+    third = promote.run(spark, configured(world, *base))
+    assert not third.promoted and "strictly better" in third.reason
+    assert aliases(config)["champion"] == strong.version and aliases(config)["challenger"] == worse.version
+    tags = MlflowClient().get_model_version("promo", worse.version).tags
+    assert tags["promotion"] == "refused"
+
+    # A better-trained model, but built on another codebook: refused, whatever its numbers.
+    good = load_bundle(config.mlflow, f"models:/promo/{strong.version}")
+    alien = dataclasses.replace(good, versions=dataclasses.replace(good.versions, codebook_version="cb-other"))
+    example = next(iter(train.make_feed(train.TrainJob(good.model_config, config.training,
+                                                       training_data(TableStore(spark, config.tables), config), ""),
+                                        "test", shuffle=False).batches(0)))
+    with tracked_run(config, "alien"):
+        registered = log_ctr_model(alien, {k: v[:4].numpy() for k, v in example.items()}, "promo", tags={})
+    fourth = promote.run(spark, configured(world, *base))
+    assert not fourth.promoted and "codebook_version" in fourth.reason
+    assert fourth.challenger_version == registered.version
+    assert aliases(config)["champion"] == strong.version
+
+
+def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(spark, world):
+    base = ("registry.model_name=scored",)
+    trained = train.run(spark, configured(world, *base))
+    promote.run(spark, configured(world, *base))
+    config = configured(world, *base)
+    store = TableStore(spark, config.tables)
+    result = score.run(spark, config)
+    day = result.score_date
+    expected = store.read("training_examples").where(F.to_date(F.from_unixtime("ts")) == F.lit(day).cast("date"))
+    predictions = store.read("predictions").where(F.col("score_date") == day)
+    assert result.rows == predictions.count() == expected.count() > 0
+    assert predictions.where((F.col("score") <= 0) | (F.col("score") >= 1)).count() == 0
+    assert {r["model_version"] for r in predictions.select("model_version").distinct().collect()} == {trained.version}
+    # Scores agree with the pyfunc's own predictions on the same rows.
+    joined = predictions.join(expected, "sample_id").limit(50).toPandas()
+    pyfunc = mlflow.pyfunc.load_model(f"models:/scored/{trained.version}")
+    columns = pyfunc.unwrap_python_model().bundle.input_columns
+    assert pyfunc.predict(joined[columns]) == pytest.approx(joined["score"].to_numpy(), abs=1e-6)
+    before = rows(predictions)
+    score.run(spark, config)
+    assert rows(store.read("predictions").where(F.col("score_date") == day)) == before
+
+    # A model trained on other SIDs is refused before anything is written.
+    bundle = load_bundle(config.mlflow, f"models:/scored/{trained.version}")
+    alien = ModelBundle(bundle.model_config, bundle.spec, DataVersions("cb-other", bundle.versions.collab_version),
+                        bundle.state_dict)
+    with tracked_run(config, "alien"):
+        registered = log_ctr_model(alien, {c: joined[c].to_list()[:2] for c in columns}, "scored", tags={})
+    with pytest.raises(score.ScoreVersionError, match="codebook_version"):
+        score.score(spark, config, model_uri=f"models:/scored/{registered.version}")
+    assert rows(store.read("predictions").where(F.col("score_date") == day)) == before
+
+
+def test_two_process_torch_distributor_training(spark, world):
+    config = configured(world, "registry.model_name=distributed", "training.num_processes=2", "training.epochs=2")
+    result = train.run(spark, config)
+    params, metrics, _ = run_data(config.mlflow, result.run_id)
+    assert params["training.num_processes"] == "2"
+    assert 0.0 <= metrics["test_auc"] <= 1.0 and metrics["valid_auc"] == pytest.approx(result.valid["auc"])
+    assert model_version(config.mlflow, "distributed", version=result.version) is not None
