@@ -60,11 +60,18 @@ def data_versions(store: TableStore) -> DataVersions:
                         item_index_version=store.version("item_index"))
 
 
+def _uri(path: str) -> str:
+    """Hadoop's `file:/a/b` → `file:///a/b`, the form pyarrow and Petastorm accept."""
+    if path.startswith("file:/") and not path.startswith("file:///"):
+        return "file:///" + path[len("file:/"):].lstrip("/")
+    return path
+
+
 def training_data(store: TableStore, config: Config) -> TrainingData:
     counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
     missing = [s for s in SPLITS if not counts.get(s)]
     if missing:
         raise TrainingDataError(f"training_examples has no rows for split(s) {missing}; check sequences.split")
-    files = {split: store.active_files("training_examples", {"split": split}) for split in SPLITS}
+    files = {split: [_uri(f) for f in store.active_files("training_examples", {"split": split})] for split in SPLITS}
     return TrainingData(files=files, rows={s: counts[s] for s in SPLITS}, spec=feature_spec(store, config),
                         versions=data_versions(store))

@@ -1,0 +1,418 @@
+"""Shared building blocks of every CTR model: embeddings, attention units, retrieval, head, and the model shell.
+
+Shapes follow the glossary in `r2led_model/models/__init__.py`. Every model here is an `InterestCTR`: it embeds
+the target and the behaviour groups it reads, pools a long-term interest (the part that differs between R2LED
+and the baselines), a short-term interest with the same DIN unit everywhere, and scores
+MLP([h_t, u_long, u_short, h_t ⊙ u_long]) → one logit (design.md §4, "Refinement").
+
+Padding (index 0, mask 0) never changes an output: attention uses `masked_softmax` (an all-masked row gives
+a zero vector, not NaN), pooling multiplies by the mask, and retrieval never selects a padded slot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from r2led_model.config import ModelConfig
+from r2led_model.models.inputs import Batch, FeatureSpec
+
+GateMode = Literal["gate", "target_gate", "sum", "id_only", "sid_only"]
+GATE_MODES: tuple[str, ...] = ("gate", "target_gate", "sum", "id_only", "sid_only")
+
+# Small init keeps the first attention logits near uniform and the first logits near 0 (loss ≈ log 2).
+EMBEDDING_INIT_STD = 0.1
+
+
+# --------------------------------------------------------------------------------------
+# What the interest modules see
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The candidate item: representation h (B, d) and category index cat (B,)."""
+
+    h: Tensor  # (B, d)
+    cat: Tensor  # (B,)
+
+
+@dataclass(frozen=True)
+class Behaviours:
+    """One behaviour group (a route, the short window or the long history), embedded.
+
+    h (B, n, d); mask (B, n) bool, True for a real behaviour; recency (B, n) bucket, 0 for padding;
+    cat (B, n) category index, 0 for padding. Slot order is the group's order (best or most recent first).
+    """
+
+    h: Tensor  # (B, n, d)
+    mask: Tensor  # (B, n) bool
+    recency: Tensor  # (B, n)
+    cat: Tensor  # (B, n)
+
+    def take(self, idx: Tensor, selected: Tensor) -> Behaviours:
+        """The slots at idx (B, k), with mask `selected` (B, k) (a gathered padded slot stays masked)."""
+        d = self.h.shape[-1]
+        h = self.h.gather(1, idx[:, :, None].expand(-1, -1, d))  # (B, k, d)
+        return Behaviours(h=h, mask=selected, recency=self.recency.gather(1, idx) * selected,
+                          cat=self.cat.gather(1, idx) * selected)
+
+
+class LongInterest(Protocol):
+    """A long-term interest module: reads the groups named in `groups`, returns u_long (B, d)."""
+
+    groups: tuple[str, ...]
+
+    def __call__(self, target: Target, behaviours: Mapping[str, Behaviours]) -> Tensor: ...
+
+
+# --------------------------------------------------------------------------------------
+# Masked primitives
+# --------------------------------------------------------------------------------------
+
+
+def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over `dim` restricted to mask True; a row with no True entry gives all zeros (not NaN)."""
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    # An all-masked row is uniform here and zeroed by the mask below; elsewhere masked entries underflow to 0.
+    return torch.softmax(scores, dim=dim) * mask
+
+
+def top_k_slots(scores: Tensor, eligible: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k best eligible slots per row, ties broken by slot order (most recent / best first).
+
+    scores (B, n) float, eligible (B, n) bool → idx (B, min(k, n)) int64 and selected (B, min(k, n)) bool.
+    Ineligible slots (padding included) are never selected: when a row has fewer than k eligible slots,
+    the tail of idx points at arbitrary slots and `selected` is False there.
+    """
+    k = min(k, scores.shape[1])
+    ranked = scores.masked_fill(~eligible, float("-inf"))  # (B, n)
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices  # (B, n); stable: earlier slot wins ties
+    idx = order[:, :k]  # (B, k)
+    return idx, eligible.gather(1, idx)
+
+
+# --------------------------------------------------------------------------------------
+# Item representation (design.md §4, "Refinement": SID-level fusion)
+# --------------------------------------------------------------------------------------
+
+
+class SidGate(nn.Module):
+    """SID-level fusion of an item's ID and SID embeddings (design.md §4, "Refinement").
+
+    gate:        h = g ⊙ e_id + (1 − g) ⊙ P·e_sid,  g = σ(W[e_id; e_sid])
+    target_gate: as gate with g = σ(W[e_id; e_sid; e_id(t); e_sid(t)]) (the gate also sees the target)
+    sum:         h = e_id + P·e_sid
+    id_only:     h = e_id          (what the baselines use: they have no SIDs)
+    sid_only:    h = P·e_sid
+
+    e_id, e_sid: (..., d); context (B, 2d) for target_gate, broadcast over the middle dims → h (..., d).
+    P has no bias, so an all-padding item (e_id = e_sid = 0) maps to h = 0.
+    """
+
+    def __init__(self, *, dim: int, mode: GateMode) -> None:
+        super().__init__()
+        if mode not in GATE_MODES:
+            raise ValueError(f"unknown gate {mode!r}; expected one of {', '.join(GATE_MODES)}")
+        self.mode = mode
+        self.dim = dim
+        self.project = nn.Linear(dim, dim, bias=False) if self.uses_sid else None  # P
+        gate_inputs = {"gate": 2 * dim, "target_gate": 4 * dim}.get(mode)
+        self.gate = nn.Linear(gate_inputs, dim) if gate_inputs else None  # W
+
+    @property
+    def uses_id(self) -> bool:
+        return self.mode != "sid_only"
+
+    @property
+    def uses_sid(self) -> bool:
+        return self.mode != "id_only"
+
+    def context(self, e_id: Tensor | None, e_sid: Tensor | None) -> Tensor | None:
+        """The target context the target-aware gate reads: [e_id(t); e_sid(t)] (B, 2d), else None."""
+        if self.mode != "target_gate":
+            return None
+        return torch.cat([e_id, e_sid], dim=-1)  # (B, 2d)
+
+    def forward(self, e_id: Tensor | None, e_sid: Tensor | None, context: Tensor | None = None) -> Tensor:
+        if self.mode == "id_only":
+            return e_id
+        p_sid = self.project(e_sid)  # (..., d)
+        if self.mode == "sid_only":
+            return p_sid
+        if self.mode == "sum":
+            return e_id + p_sid
+        gate_in = [e_id, e_sid]
+        if self.mode == "target_gate":
+            # (B, 2d) → (B, 1, …, 1, 2d) → (..., 2d): the same target context for every slot of the row
+            ctx = context.reshape(context.shape[0], *([1] * (e_id.dim() - 2)), context.shape[-1])
+            gate_in.append(ctx.expand(*e_id.shape[:-1], ctx.shape[-1]))
+        g = torch.sigmoid(self.gate(torch.cat(gate_in, dim=-1)))  # (..., d)
+        return g * e_id + (1 - g) * p_sid
+
+
+class ItemEmbedding(nn.Module):
+    """h(v) = fusion(e_id(v), e_sid(v)) + e_cat(v), for targets (B,) and behaviour slots (B, n).
+
+    e_id: num_items × d; e_sid: the sum over the L levels of that level's code embedding (sid_vocab × d each);
+    e_cat: num_categories × d. Every table has padding row 0 (a zero vector). The category embedding is
+    *added* after fusion (one more field of the item, kept out of the ID/SID gate so the gate only weighs
+    ID against SID). Tables the fusion does not read (SID tables for id_only, the ID table for sid_only)
+    are not created.
+    """
+
+    def __init__(self, *, num_items: int, num_categories: int, sid_levels: int, sid_vocab: int, dim: int,
+                 fusion: SidGate) -> None:
+        super().__init__()
+        self.dim = dim
+        self.sid_levels = sid_levels
+        self.fusion = fusion
+        self.item = nn.Embedding(num_items, dim, padding_idx=0) if fusion.uses_id else None
+        self.category = nn.Embedding(num_categories, dim, padding_idx=0)
+        self.sid = (nn.ModuleList(nn.Embedding(sid_vocab, dim, padding_idx=0) for _ in range(sid_levels))
+                    if fusion.uses_sid else None)
+        for table in self.tables():
+            nn.init.normal_(table.weight, std=EMBEDDING_INIT_STD)
+            with torch.no_grad():
+                table.weight[0].zero_()
+
+    def tables(self) -> list[nn.Embedding]:
+        return [t for t in [self.item, self.category, *(self.sid or [])] if t is not None]
+
+    def lookup(self, item: Tensor, sid: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """item (B, *n), sid (B, *n, L) → e_id (B, *n, d) or None, e_sid (B, *n, d) or None."""
+        e_id = self.item(item) if self.item is not None else None
+        e_sid = None
+        if self.sid is not None:
+            e_sid = sum(table(sid[..., level]) for level, table in enumerate(self.sid))  # (B, *n, d)
+        return e_id, e_sid
+
+    def embed_target(self, item: Tensor, cat: Tensor, sid: Tensor) -> tuple[Tensor, Tensor | None]:
+        """item (B,), cat (B,), sid (B, L) → h_t (B, d) and the gate context (B, 2d) or None."""
+        e_id, e_sid = self.lookup(item, sid)
+        context = self.fusion.context(e_id, e_sid)
+        return self.fusion(e_id, e_sid, context) + self.category(cat), context
+
+    def forward(self, item: Tensor, cat: Tensor, sid: Tensor, context: Tensor | None = None) -> Tensor:
+        """item (B, n), cat (B, n), sid (B, n, L), context (B, 2d) or None → h (B, n, d)."""
+        e_id, e_sid = self.lookup(item, sid)
+        return self.fusion(e_id, e_sid, context) + self.category(cat)
+
+
+def item_embedding(*, spec: FeatureSpec, dim: int, gate: GateMode) -> ItemEmbedding:
+    """The ItemEmbedding of a FeatureSpec with the given SID fusion (baselines: gate="id_only")."""
+    return ItemEmbedding(num_items=spec.num_items, num_categories=spec.num_categories, sid_levels=spec.sid_levels,
+                         sid_vocab=spec.sid_vocab, dim=dim, fusion=SidGate(dim=dim, mode=gate))
+
+
+# --------------------------------------------------------------------------------------
+# Attention units
+# --------------------------------------------------------------------------------------
+
+
+class TargetAttention(nn.Module):
+    """Multi-head target attention: the target queries n behaviours (Vaswani et al. 2017 scaled dot product).
+
+    keys = values = h_j + e_rec(recency_j) (recency embedding, padding row 0, when recency_buckets is given).
+    forward(target (B, d), behaviours) → (B, d); a row with no real behaviour gives 0.
+    `scores` exposes the pre-softmax logits averaged over heads (B, n), which TWIN's GSU ranks by.
+    """
+
+    def __init__(self, *, dim: int, heads: int, recency_buckets: int | None = None) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention heads ({heads}) must divide the embedding dim ({dim})")
+        self.heads = heads
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.recency = None
+        if recency_buckets is not None:
+            self.recency = nn.Embedding(recency_buckets, dim, padding_idx=0)
+            nn.init.normal_(self.recency.weight, std=EMBEDDING_INIT_STD)
+            with torch.no_grad():
+                self.recency.weight[0].zero_()
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        return x.reshape(b, n, self.heads, d // self.heads).transpose(1, 2)  # (B, n, d) → (B, H, n, d/H)
+
+    def _keys(self, behaviours: Behaviours) -> Tensor:
+        h = behaviours.h
+        if self.recency is not None:
+            h = h + self.recency(behaviours.recency)  # (B, n, d)
+        return h
+
+    def _logits(self, target: Tensor, keys: Tensor) -> Tensor:
+        b, d = target.shape
+        q = self.query(target).reshape(b, self.heads, 1, d // self.heads)  # (B, d) → (B, H, 1, d/H)
+        k = self._heads(self.key(keys))  # (B, H, n, d/H)
+        return (q @ k.transpose(-1, -2)).squeeze(2) / math.sqrt(d // self.heads)  # (B, H, n)
+
+    def scores(self, target: Tensor, behaviours: Behaviours) -> Tensor:
+        """Pre-softmax attention logits, mean over heads: (B, n)."""
+        return self._logits(target, self._keys(behaviours)).mean(dim=1)
+
+    def forward(self, target: Tensor, behaviours: Behaviours) -> Tensor:
+        keys = self._keys(behaviours)  # (B, n, d)
+        b, _, d = keys.shape
+        weights = masked_softmax(self._logits(target, keys), behaviours.mask[:, None, :])  # (B, H, n)
+        v = self._heads(self.value(keys))  # (B, H, n, d/H)
+        pooled = (weights[:, :, None, :] @ v).reshape(b, d)  # (B, H, 1, d/H) → (B, d)
+        return self.out(pooled)
+
+
+class DinAttention(nn.Module):
+    """DIN's local activation unit (Zhou et al., KDD 2018, §4.3): weighted sum pooling.
+
+    w_j = MLP([q, k_j, q − k_j, q ⊙ k_j]) (PReLU hidden layers, one linear output), u = Σ_j mask_j · w_j · k_j.
+    As in the paper the weights are *not* softmax-normalised, so the pooled vector keeps the intensity of
+    the user's interest; padded slots get weight 0 and an empty group gives u = 0.
+    forward(target (B, d), behaviours) → (B, d).
+    """
+
+    def __init__(self, *, dim: int, hidden: Sequence[int] = (36,)) -> None:
+        # (36,) is DIN's activation-unit width in the paper's experiments.
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = 4 * dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.PReLU()]  # one shared slope: PReLU channels are dim 1
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.unit = nn.Sequential(*layers)
+
+    def forward(self, target: Tensor, behaviours: Behaviours) -> Tensor:
+        keys = behaviours.h  # (B, n, d)
+        q = target[:, None, :].expand_as(keys)  # (B, d) → (B, n, d)
+        weights = self.unit(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)  # (B, n)
+        weights = weights * behaviours.mask
+        return (weights[:, :, None] * keys).sum(dim=1)  # (B, d)
+
+
+class RetrieveThenAttend(nn.Module):
+    """Two-stage long-term interest: a retriever (GSU) scores the group's behaviours, the top k eligible ones
+    go to target attention (ESU). Used by SIM (hard, soft), ETA and TWIN; each supplies its retriever.
+
+    A retriever is a module `retriever(target, behaviours) → (scores (B, n), eligible (B, n) bool)`.
+    """
+
+    def __init__(self, *, retriever: nn.Module, attention: TargetAttention, k: int, group: str = "long") -> None:
+        super().__init__()
+        self.retriever = retriever
+        self.attention = attention
+        self.k = k
+        self.groups = (group,)
+
+    def select(self, target: Target, behaviours: Behaviours) -> tuple[Tensor, Tensor]:
+        """The retrieved slots: idx (B, k') and selected (B, k') bool, k' = min(k, n); padding never selected."""
+        with torch.no_grad():  # selection is a hard choice: no gradient flows through the ranking
+            scores, eligible = self.retriever(target, behaviours)
+        return top_k_slots(scores, eligible & behaviours.mask, self.k)
+
+    def forward(self, target: Target, behaviours: Mapping[str, Behaviours]) -> Tensor:
+        group = behaviours[self.groups[0]]
+        idx, selected = self.select(target, group)
+        return self.attention(target.h, group.take(idx, selected))  # (B, d)
+
+
+# --------------------------------------------------------------------------------------
+# Head and model shell
+# --------------------------------------------------------------------------------------
+
+
+class MLPHead(nn.Module):
+    """MLP(dims, PReLU, dropout) → one logit: x (B, in_dim) → (B,).
+
+    PReLU as in DIN's MLP (Zhou et al., KDD 2018, §4.3): a plain ReLU head can collapse (every hidden unit
+    dead for a whole class of rows), which stalls training at a high learning rate.
+    """
+
+    def __init__(self, *, in_dim: int, dims: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for size in dims:
+            layers += [nn.Linear(width, size), nn.PReLU(size), nn.Dropout(dropout)]  # (B, size)
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x).squeeze(-1)  # (B, 1) → (B,)
+
+
+class InterestCTR(nn.Module):
+    """The shell every model shares: embed, pool long- and short-term interest, score.
+
+    logit = head([h_t, u_long, u_short, h_t ⊙ u_long]); without a long-term module (DIN) the head reads
+    [h_t, u_short]. The short-term module is a DinAttention over `short` in every model, so models differ
+    only in `long_interest`. forward(batch) → logits (B,); the batch's `label` is never read.
+    """
+
+    def __init__(self, *, embedding: ItemEmbedding, long_interest: nn.Module | None, short_interest: DinAttention,
+                 head: MLPHead) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.long_interest = long_interest
+        self.short_interest = short_interest
+        self.head = head
+
+    @property
+    def input_groups(self) -> tuple[str, ...]:
+        """The behaviour groups this model reads (r_<route>, short, long)."""
+        long_groups = tuple(self.long_interest.groups) if self.long_interest is not None else ()
+        return (*long_groups, "short")
+
+    @staticmethod
+    def head_inputs(dim: int, *, with_long: bool) -> int:
+        return 4 * dim if with_long else 2 * dim
+
+    def encode(self, batch: Batch) -> tuple[Target, dict[str, Behaviours]]:
+        """Embed the target and every group in input_groups."""
+        levels = self.embedding.sid_levels
+        h_t, context = self.embedding.embed_target(batch["target_item"], batch["target_cat"], batch["target_sid"])
+        groups = {}
+        for group in self.input_groups:
+            item = batch[f"{group}_item"]  # (B, n)
+            b, n = item.shape
+            sid = batch[f"{group}_sid"].reshape(b, n, levels)  # (B, n·L) → (B, n, L)
+            cat = batch[f"{group}_cat"]
+            groups[group] = Behaviours(h=self.embedding(item, cat, sid, context), mask=batch[f"{group}_mask"].bool(),
+                                       recency=batch[f"{group}_recency"], cat=cat)
+        return Target(h=h_t, cat=batch["target_cat"]), groups
+
+    def forward(self, batch: Batch) -> Tensor:
+        target, groups = self.encode(batch)
+        u_short = self.short_interest(target.h, groups["short"])  # (B, d)
+        if self.long_interest is None:
+            return self.head(torch.cat([target.h, u_short], dim=-1))  # (B, 2d) → (B,)
+        u_long = self.long_interest(target, groups)  # (B, d)
+        features = torch.cat([target.h, u_long, u_short, target.h * u_long], dim=-1)  # (B, 4d)
+        return self.head(features)  # (B,)
+
+
+def shell_parts(*, spec: FeatureSpec, config: ModelConfig, gate: GateMode = "id_only",
+                with_long: bool = True) -> dict[str, nn.Module]:
+    """The embedding, short-term module and head of a model built from (spec, config).
+
+    Baselines call this with the default gate="id_only" (they never read SIDs); R2LED passes config.gate.
+    """
+    dim = config.embedding_dim
+    return {
+        "embedding": item_embedding(spec=spec, dim=dim, gate=gate),
+        "short_interest": DinAttention(dim=dim),
+        "head": MLPHead(in_dim=InterestCTR.head_inputs(dim, with_long=with_long), dims=config.mlp_dims,
+                        dropout=config.dropout),
+    }
+
+
+def random_hyperplanes(*, dim: int, count: int, seed: int) -> Tensor:
+    """(dim, count) standard-normal projection columns, a pure function of (dim, count, seed)."""
+    return torch.randn(dim, count, generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,63 @@
+"""SIM (Pi et al., "Search-based User Interest Modeling with Lifelong Sequential Behavior Data for
+Click-Through Rate Prediction", CIKM 2020): a General Search Unit picks behaviours of the long history,
+an Exact Search Unit (target attention with a time embedding) reads them. Hard search: same category
+as the target (§4.1, "hard-search"); soft search: inner product of embeddings (§4.1, "soft-search")."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from r2led_model.config import ModelConfig
+from r2led_model.models.inputs import FeatureSpec
+from r2led_model.models.layers import Behaviours, InterestCTR, RetrieveThenAttend, Target, TargetAttention, shell_parts
+
+UNKNOWN_CATEGORY = 1  # category index 1 is "unknown" (features.py): never a match
+
+
+class CategoryRetriever(nn.Module):
+    """SIM hard search: eligible = same category as the target (and a known one); ranked by recency only.
+
+    All scores are 0, so top_k's stable tie-break keeps the most recent matches (`long` is most recent first).
+    """
+
+    def forward(self, target: Target, behaviours: Behaviours) -> tuple[Tensor, Tensor]:
+        eligible = (behaviours.cat == target.cat[:, None]) & (target.cat[:, None] > UNKNOWN_CATEGORY)  # (B, n)
+        return torch.zeros_like(behaviours.h[..., 0]), eligible  # (B, n), (B, n)
+
+
+class InnerProductRetriever(nn.Module):
+    """SIM soft search: score_j = h_j · h_t with the model's own (jointly trained) item embeddings."""
+
+    def forward(self, target: Target, behaviours: Behaviours) -> tuple[Tensor, Tensor]:
+        scores = (behaviours.h * target.h[:, None, :]).sum(-1)  # (B, n, d) · (B, 1, d) → (B, n)
+        return scores, torch.ones_like(behaviours.mask)
+
+
+class _SIM(InterestCTR):
+    retriever_class: type[nn.Module]
+
+    def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
+        attention = TargetAttention(dim=config.embedding_dim, heads=config.attention_heads,
+                                    recency_buckets=spec.recency_buckets)
+        long_interest = RetrieveThenAttend(retriever=self.retriever_class(), attention=attention,
+                                           k=config.retrieve_k)
+        super().__init__(long_interest=long_interest, **shell_parts(spec=spec, config=config))
+
+
+class SIMHard(_SIM):
+    """SIM hard search (Pi et al., CIKM 2020): retrieves the retrieve_k most recent `long` behaviours whose
+    category equals the target's (an unknown category, index 1, matches nothing), then target attention with
+    a recency embedding. forward(batch) → logits (B,).
+    """
+
+    retriever_class = CategoryRetriever
+
+
+class SIMSoft(_SIM):
+    """SIM soft search (Pi et al., CIKM 2020): retrieves the retrieve_k `long` behaviours with the largest
+    inner product h_j · h_t (embeddings trained jointly; the ranking itself passes no gradient), then target
+    attention with a recency embedding. forward(batch) → logits (B,).
+    """
+
+    retriever_class = InnerProductRetriever

@@ -1,0 +1,395 @@
+"""The model-agnostic training loop: Adam, early stopping on validation AUC, checkpoints, DDP.
+
+What the loop needs from a model is a *task wrapper* (torchrec style: the model returns logits, the
+task owns the loss): an ``nn.Module`` with
+
+  task.loss(batch) -> () scalar tensor        (training objective, e.g. BCE with logits on batch["label"])
+  task.predict_proba(batch) -> (B,) tensor    (click probabilities)
+  task.model                                  (the wrapped model, whose forward gives (B,) logits)
+
+Batches are dicts of tensors (``r2led_model.models.inputs``) that also carry ``label`` and ``user_id``
+(GAUC groups by user). They come from callables, so the loop does not care whether they are read by
+Petastorm (``r2led_model.feed``) or built in memory: ``train_batches(epoch)`` gives one epoch of this
+process's training batches, ``valid_batches()`` this process's validation batches.
+
+Distributed mode (``torch.distributed`` initialised, e.g. under Spark's TorchDistributor with gloo):
+  * The loop wraps ``_LossForward(task)`` in DistributedDataParallel. Its ``forward(batch)`` returns
+    ``task.loss(batch)``, so every training step goes through DDP's forward (which prepares the
+    gradient all-reduce) whatever the task's own ``forward`` does, and the task's parameters are the
+    DDP module's parameters. DDP's constructor broadcasts rank 0's weights, so ranks start equal.
+  * Shards may hold different numbers of batches (Petastorm shards by row group): the epoch runs
+    inside DDP's ``join()``, which shadows the collectives of ranks that ran out of data. A rank that
+    ran out stops stepping its optimizer, so after such an epoch the weights and optimizer state of a
+    rank that took every step are broadcast to all (else Adam's moments would differ between ranks and
+    the ranks would compute gradients at different weights in the next epoch).
+  * Validation predictions of every rank are gathered (``all_gather_object``) and every rank computes
+    the same metrics on the union, so all ranks take the same early-stopping decision and keep the same
+    best weights. ``on_epoch``, logging and checkpoint files are rank 0's.
+
+Epochs are numbered from 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import random
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from r2led_model.config import TrainingConfig
+from r2led_model.metrics import evaluate
+
+log = logging.getLogger(__name__)
+
+Batch = Mapping[str, torch.Tensor]
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+# Columns that identify a row but feed no model: left on the CPU.
+ID_COLUMNS = ("user_id", "sample_id")
+CHECKPOINT_PATTERN = re.compile(r"^epoch-(\d+)\.pt$")
+# Without tqdm, an enabled progress display logs a line every this many batches.
+PROGRESS_LOG_EVERY = 200
+# Models written elsewhere may hold parameters that some batches leave unused (an optional module);
+# DDP then needs to search the graph for them, which costs little on CTR-sized models.
+DDP_FIND_UNUSED_PARAMETERS = True
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` did; ``history`` holds one dict per epoch run (the ``on_epoch`` metrics)."""
+
+    best_epoch: int
+    best_metrics: dict[str, float]  # valid_auc, valid_gauc, valid_logloss, valid_n of the best epoch
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    samples_seen: int = 0  # training samples over all ranks, this call only
+    stopped_early: bool = False
+    resumed_from: int | None = None  # the epoch of the checkpoint resumed from
+
+
+# --------------------------------------------------------------------------------------
+# Seeds, devices, batches
+# --------------------------------------------------------------------------------------
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch, and ask torch for deterministic kernels.
+
+    ``warn_only=True``: an op without a deterministic kernel warns instead of failing the run.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def _to_device(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: value if name in ID_COLUMNS else value.to(device, non_blocking=True)
+            for name, value in batch.items()}
+
+
+def _batch_size(batch: Batch) -> int:
+    return int(batch["label"].shape[0])
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _show_progress(mode: str) -> bool:
+    return mode == "always" or (mode == "auto" and sys.stderr.isatty())
+
+
+class _Progress:
+    """A tqdm bar when tqdm is installed, else a log line every PROGRESS_LOG_EVERY batches; or nothing."""
+
+    def __init__(self, *, enabled: bool, desc: str) -> None:
+        self.enabled, self.desc, self.count, self.bar = enabled, desc, 0, None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(desc=desc, unit="batch", leave=False, file=sys.stderr)
+
+    def update(self, loss: float) -> None:
+        self.count += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        elif self.enabled and self.count % PROGRESS_LOG_EVERY == 0:
+            log.info("%s: %d batches, loss %.4f", self.desc, self.count, loss)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _LossForward(nn.Module):
+    """Makes ``task.loss`` the forward pass, so that DDP's forward is what every training step runs."""
+
+    def __init__(self, task: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.task.loss(batch)
+
+
+# --------------------------------------------------------------------------------------
+# Prediction
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(task: nn.Module, batches: Iterable[Batch],
+            device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user_ids, labels, probs), each (N,), of ``task.predict_proba`` over the batches, in eval mode.
+
+    The task's train/eval mode is restored afterwards.
+    """
+    device = torch.device(device)
+    was_training = task.training
+    task.eval()
+    users, labels, probs = [], [], []
+    try:
+        for batch in batches:
+            missing = [c for c in ("user_id", "label") if c not in batch]
+            if missing:
+                raise KeyError(f"predict: batch lacks {missing} (it has: {', '.join(batch)})")
+            prob = task.predict_proba(_to_device(batch, device))  # (B,)
+            users.append(batch["user_id"].cpu().numpy().reshape(-1))
+            labels.append(batch["label"].cpu().numpy().reshape(-1))
+            probs.append(prob.detach().float().cpu().numpy().reshape(-1))
+    finally:
+        task.train(was_training)
+    if not probs:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return np.concatenate(users), np.concatenate(labels), np.concatenate(probs)
+
+
+def _gather_predictions(parts: tuple[np.ndarray, np.ndarray, np.ndarray]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every rank's predictions, concatenated in rank order (identical on every rank)."""
+    if not _distributed():
+        return parts
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, parts)
+    return tuple(np.concatenate([g[i] for g in gathered]) for i in range(3))  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def checkpoint_path(checkpoint_dir: str | Path, epoch: int) -> Path:
+    return Path(checkpoint_dir) / f"epoch-{epoch:04d}.pt"
+
+
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The checkpoint of the highest epoch in the folder, or None."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    # Our own files: they hold python lists/dicts (history) and RNG states besides tensors.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)  # a crash mid-write never leaves a truncated epoch-N.pt behind
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------
+
+
+def _selection_value(auc: float) -> float:
+    """Validation AUC for early stopping; an undefined AUC (one class) never counts as better."""
+    return auc if not math.isnan(auc) else -math.inf
+
+
+def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
+        valid_batches: Callable[[], Iterable[Batch]], config: TrainingConfig,
+        on_epoch: EpochCallback | None = None, checkpoint_dir: str | Path | None = None,
+        resume: bool = False) -> FitResult:
+    """Train ``task`` for up to ``config.epochs`` epochs, stop early on validation AUC, keep the best weights.
+
+    After each epoch: validation metrics (over all ranks), ``on_epoch(epoch, metrics)`` on rank 0, and a
+    checkpoint ``<checkpoint_dir>/epoch-NNNN.pt`` (weights, optimizer, epoch, metrics, early-stopping
+    state, RNG states) when a folder is given. Training stops once ``config.patience`` epochs in a row
+    have not improved the best validation AUC; the best epoch's weights are loaded into ``task`` before
+    returning. ``resume=True`` continues after the latest checkpoint in ``checkpoint_dir`` (if any).
+
+    The model's initial weights are the caller's: seed (``set_seed``) before building the model for
+    reproducible runs. The task is moved to ``config.device``.
+    """
+    started = time.perf_counter()
+    device = torch.device(config.device)
+    distributed = _distributed()
+    rank = dist.get_rank() if distributed else 0
+    is_main = rank == 0
+    set_seed(config.seed)
+    task.to(device)
+    optimizer = torch.optim.Adam(task.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    history: list[dict[str, float]] = []
+    best_epoch, best_value, best_metrics, best_state = -1, -math.inf, {}, None
+    bad_epochs, start_epoch, resumed_from = 0, 0, None
+    if resume and checkpoint_dir is not None and (path := latest_checkpoint(checkpoint_dir)) is not None:
+        state = load_checkpoint(path)
+        task.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        history = list(state["history"])
+        best_epoch, best_value, best_metrics = state["best_epoch"], state["best_value"], dict(state["best_metrics"])
+        bad_epochs, start_epoch, resumed_from = state["bad_epochs"], state["epoch"] + 1, state["epoch"]
+        best_state = load_checkpoint(checkpoint_path(checkpoint_dir, best_epoch))["model"]
+        if is_main:
+            log.info("resuming after epoch %d from %s (best epoch %d)", state["epoch"], path, best_epoch)
+
+    step_module: nn.Module = _LossForward(task)
+    if distributed:
+        ddp_device = [device] if device.type == "cuda" else None
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=ddp_device, find_unused_parameters=DDP_FIND_UNUSED_PARAMETERS)
+
+    samples_seen = 0
+    stopped_early = bad_epochs >= config.patience
+    for epoch in range(start_epoch, config.epochs):
+        if stopped_early:
+            break
+        epoch_start = time.perf_counter()
+        loss_sum, samples, steps = _train_epoch(step_module, optimizer, train_batches(epoch), device,
+                                         progress=_Progress(enabled=is_main and _show_progress(config.progress),
+                                                            desc=f"epoch {epoch}"))
+        train_seconds = time.perf_counter() - epoch_start
+        if distributed:
+            _sync_after_uneven_epoch(task, optimizer, steps)
+            totals = torch.tensor([loss_sum, float(samples)], dtype=torch.float64)
+            dist.all_reduce(totals)
+            loss_sum, samples = float(totals[0]), int(totals[1])
+        samples_seen += samples
+
+        valid = evaluate(*_gather_predictions(predict(task, valid_batches(), device)))
+        metrics = {"train_loss": loss_sum / max(samples, 1), "train_samples": float(samples),
+                   "valid_auc": valid["auc"], "valid_gauc": valid["gauc"], "valid_logloss": valid["logloss"],
+                   "valid_n": float(valid["n"]), "epoch_seconds": time.perf_counter() - epoch_start,
+                   "train_samples_per_s": samples / train_seconds if train_seconds > 0 else 0.0}
+        history.append({"epoch": float(epoch), **metrics})
+
+        value = _selection_value(valid["auc"])
+        if best_state is None or value > best_value:
+            best_epoch, best_value, bad_epochs = epoch, value, 0
+            best_metrics = {k: metrics[k] for k in ("valid_auc", "valid_gauc", "valid_logloss", "valid_n")}
+            best_state = copy.deepcopy(task.state_dict())
+        else:
+            bad_epochs += 1
+        stopped_early = bad_epochs >= config.patience and epoch + 1 < config.epochs
+
+        if is_main:
+            log.info("epoch %d: train loss %.4f, valid auc %.4f gauc %.4f logloss %.4f (%.1f s, %.0f samples/s)%s",
+                     epoch, metrics["train_loss"], metrics["valid_auc"], metrics["valid_gauc"],
+                     metrics["valid_logloss"], metrics["epoch_seconds"], metrics["train_samples_per_s"],
+                     "" if bad_epochs else " *best*")
+            if checkpoint_dir is not None:
+                _save_checkpoint(checkpoint_path(checkpoint_dir, epoch), {
+                    "epoch": epoch, "model": task.state_dict(), "optimizer": optimizer.state_dict(),
+                    "metrics": metrics, "history": history, "best_epoch": best_epoch, "best_value": best_value,
+                    "best_metrics": best_metrics, "bad_epochs": bad_epochs, "rng": _rng_state()})
+            if on_epoch is not None:
+                on_epoch(epoch, dict(metrics))
+        if distributed and checkpoint_dir is not None:
+            dist.barrier()  # the checkpoint is complete before any rank goes on (or fails over to it)
+
+    if best_state is None:
+        raise RuntimeError(f"fit: no epoch ran (start epoch {start_epoch}, config.epochs {config.epochs})")
+    task.load_state_dict(best_state)
+    if is_main:
+        log.info("best epoch %d: valid auc %.4f%s", best_epoch, best_metrics["valid_auc"],
+                 " (stopped early)" if stopped_early else "")
+    return FitResult(best_epoch=best_epoch, best_metrics=best_metrics, history=history,
+                     seconds=time.perf_counter() - started, samples_seen=samples_seen,
+                     stopped_early=stopped_early, resumed_from=resumed_from)
+
+
+def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
+                 device: torch.device, *, progress: _Progress) -> tuple[float, int, int]:
+    """One pass over this rank's batches → (Σ loss × batch size, samples, steps) of this rank."""
+    step_module.train()
+    loss_sum, samples, steps = 0.0, 0, 0
+    ddp = isinstance(step_module, nn.parallel.DistributedDataParallel)
+    join = step_module.join() if ddp else contextlib.nullcontext()
+    try:
+        with join:
+            for batch in batches:
+                batch = _to_device(batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = step_module(batch)  # () mean loss of the batch
+                loss.backward()
+                optimizer.step()
+                size = _batch_size(batch)
+                loss_value = float(loss.detach())
+                loss_sum += loss_value * size
+                samples += size
+                steps += 1
+                progress.update(loss_value)
+    finally:
+        progress.close()
+    return loss_sum, samples, steps
+
+
+def _sync_after_uneven_epoch(task: nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> None:
+    """After an epoch with uneven shards, make every rank's weights and optimizer state the same.
+
+    Under ``join()`` a rank that ran out of batches stops stepping its optimizer, so its Adam moments fall
+    behind, and DDP only re-syncs the weights. Every rank that took the most steps applied the same
+    averaged gradients at every step, so the lowest such rank's state is the common one.
+    """
+    counts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(counts, steps)
+    if len(set(counts)) == 1:
+        return
+    source = counts.index(max(counts))
+    with torch.no_grad():
+        for tensor in [*task.parameters(), *task.buffers()]:
+            dist.broadcast(tensor.data, src=source)
+    holder = [optimizer.state_dict() if dist.get_rank() == source else None]
+    dist.broadcast_object_list(holder, src=source)
+    if dist.get_rank() != source:
+        optimizer.load_state_dict(holder[0])

@@ -1,0 +1,255 @@
+"""Training loop: learning, early stopping with best-weight restore, determinism, resume, 2-process DDP.
+
+The model here is a tiny logistic model on an embedding of target_item, wrapped in a tiny task; the
+real models live in r2led_model.models and are tested there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from r2led_model.config import TrainingConfig
+from r2led_model.metrics import evaluate
+from r2led_model.trainer import checkpoint_path, fit, latest_checkpoint, load_checkpoint, predict, set_seed
+
+NUM_ITEMS = 40
+CONFIG = TrainingConfig(epochs=6, batch_size=64, learning_rate=0.05, patience=2, seed=11, progress="never")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class ItemLogit(nn.Module):
+    """logit = w · embedding(target_item) + b."""
+
+    def __init__(self, num_items: int = NUM_ITEMS, dim: int = 4) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_items, dim)
+        self.out = nn.Linear(dim, 1)
+
+    def forward(self, batch):
+        return self.out(self.embedding(batch["target_item"])).squeeze(-1)  # (B,)
+
+
+class ClickTask(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def loss(self, batch):
+        return F.binary_cross_entropy_with_logits(self.model(batch), batch["label"])
+
+    def predict_proba(self, batch):
+        return torch.sigmoid(self.model(batch))
+
+
+def make_task(seed: int = 0) -> ClickTask:
+    set_seed(seed)
+    return ClickTask(ItemLogit())
+
+
+def make_rows(n: int, seed: int) -> dict[str, torch.Tensor]:
+    """Learnable clicks: even items are clicked 90% of the time, odd items 10%."""
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, NUM_ITEMS, (n,), generator=g)
+    p = torch.where(items % 2 == 0, 0.9, 0.1)
+    return {"target_item": items, "user_id": torch.randint(0, 20, (n,), generator=g),
+            "label": (torch.rand(n, generator=g) < p).float()}
+
+
+def batches_of(rows: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor | None = None):
+    n = len(rows["label"])
+    order = torch.arange(n) if order is None else order
+    return [{k: v[order[i:i + batch_size]] for k, v in rows.items()} for i in range(0, n, batch_size)]
+
+
+TRAIN = make_rows(1024, seed=1)
+VALID = make_rows(512, seed=2)
+
+
+def train_batches(epoch: int):
+    return batches_of(TRAIN, CONFIG.batch_size, torch.randperm(1024, generator=torch.Generator().manual_seed(epoch)))
+
+
+def valid_batches():
+    return batches_of(VALID, 128)
+
+
+def params(task: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in task.state_dict().items()}
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k, value in a.items():
+        assert torch.equal(value, b[k]), k
+
+
+def test_predict_returns_users_labels_probs_in_order():
+    task = make_task()
+    users, labels, probs = predict(task, valid_batches())
+    assert users.shape == labels.shape == probs.shape == (512,)
+    assert np.array_equal(users, VALID["user_id"].numpy()) and np.array_equal(labels, VALID["label"].numpy())
+    assert ((probs > 0) & (probs < 1)).all()
+    assert task.training  # mode restored
+
+
+def test_fit_learns_a_learnable_problem():
+    task = make_task()
+    before = evaluate(*predict(task, valid_batches()))["auc"]
+    calls = []
+    result = fit(task, train_batches=train_batches, valid_batches=valid_batches, config=CONFIG,
+                 on_epoch=lambda epoch, m: calls.append((epoch, m)))
+    history = result.history
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    assert result.best_metrics["valid_auc"] > 0.85 > before + 0.2
+    assert history[-1]["valid_auc"] > history[0]["valid_auc"] or result.best_epoch == 0
+    assert [e for e, _ in calls] == list(range(len(history)))
+    assert {"train_loss", "valid_auc", "valid_gauc", "valid_logloss", "epoch_seconds",
+            "train_samples_per_s"} <= set(calls[0][1])
+    assert result.samples_seen == 1024 * len(history)
+    # The restored weights are the best epoch's: predicting again reproduces its AUC.
+    assert evaluate(*predict(task, valid_batches()))["auc"] == pytest.approx(result.best_metrics["valid_auc"])
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path):
+    # Validation labels are inverted from the 3rd evaluation on: AUC collapses below every earlier epoch.
+    evaluations = []
+
+    def drifting_valid():
+        evaluations.append(1)
+        flip = len(evaluations) > 2
+        rows = {**VALID, "label": 1.0 - VALID["label"]} if flip else VALID
+        return batches_of(rows, 128)
+
+    task = make_task()
+    config = replace(CONFIG, epochs=10, patience=2)
+    result = fit(task, train_batches=train_batches, valid_batches=drifting_valid, config=config,
+                 checkpoint_dir=tmp_path)
+    aucs = [h["valid_auc"] for h in result.history]
+    assert len(aucs) == 4 and result.stopped_early  # epochs 2 and 3 did not improve: stop after epoch 3
+    assert result.best_epoch == int(np.argmax(aucs)) and result.best_epoch in (0, 1)
+    assert_same(params(task), load_checkpoint(checkpoint_path(tmp_path, result.best_epoch))["model"])
+    last = load_checkpoint(checkpoint_path(tmp_path, 3))["model"]
+    assert not torch.equal(params(task)["model.out.weight"], last["model.out.weight"])
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 3)
+
+
+def test_same_seed_gives_identical_parameters():
+    runs = []
+    for _ in range(2):
+        task = make_task(seed=5)
+        fit(task, train_batches=train_batches, valid_batches=valid_batches, config=replace(CONFIG, epochs=3))
+        runs.append(params(task))
+    assert_same(*runs)
+    other = make_task(seed=6)
+    assert not torch.equal(other.state_dict()["model.embedding.weight"], runs[0]["model.embedding.weight"])
+
+
+def test_resume_continues_after_the_latest_checkpoint(tmp_path):
+    config = replace(CONFIG, epochs=4, patience=10)
+    straight = make_task(seed=3)
+    full = fit(straight, train_batches=train_batches, valid_batches=valid_batches, config=config)
+
+    first = make_task(seed=3)
+    fit(first, train_batches=train_batches, valid_batches=valid_batches, config=replace(config, epochs=2),
+        checkpoint_dir=tmp_path)
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 1)
+
+    seen = []
+    resumed_task = make_task(seed=99)  # different initial weights: the checkpoint must replace them
+    resumed = fit(resumed_task, train_batches=lambda e: (seen.append(e), train_batches(e))[1],
+                  valid_batches=valid_batches, config=config, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.resumed_from == 1 and seen == [2, 3]
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    assert resumed.best_epoch == full.best_epoch
+    assert [h["valid_auc"] for h in resumed.history] == [h["valid_auc"] for h in full.history]
+    assert_same(params(resumed_task), params(straight))
+
+
+def test_without_resume_a_checkpoint_folder_is_not_read(tmp_path):
+    fit(make_task(), train_batches=train_batches, valid_batches=valid_batches,
+        config=replace(CONFIG, epochs=1), checkpoint_dir=tmp_path)
+    result = fit(make_task(), train_batches=train_batches, valid_batches=valid_batches,
+                 config=replace(CONFIG, epochs=1), checkpoint_dir=tmp_path)
+    assert result.resumed_from is None and len(result.history) == 1
+
+
+@pytest.mark.parametrize("mode, shown", [("always", True), ("never", False)])
+def test_progress_bar_follows_config(capsys, mode, shown):
+    fit(make_task(), train_batches=train_batches, valid_batches=valid_batches,
+        config=replace(CONFIG, epochs=1, progress=mode))
+    assert ("epoch 0" in capsys.readouterr().err) == shown
+
+
+# --------------------------------------------------------------------------------------
+# Two processes, gloo
+# --------------------------------------------------------------------------------------
+
+
+class WeightLoggingTask(ClickTask):
+    """Records the weights every training step starts from (as one exact checksum)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.step_weights: list[float] = []
+
+    def loss(self, batch):
+        self.step_weights.append(float(sum(p.detach().double().sum() for p in self.parameters())))
+        return super().loss(batch)
+
+
+def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        set_seed(100 + rank)  # different initial weights: DDP must broadcast rank 0's
+        task = WeightLoggingTask(ItemLogit())
+        # Uneven shards: rank 0 holds 640 training rows (10 batches), rank 1 holds 384 (6 batches).
+        cut = 640
+        shard = {k: (v[:cut] if rank == 0 else v[cut:]) for k, v in TRAIN.items()}
+        n = len(shard["label"])
+        valid_shard = {k: v[rank::world_size] for k, v in VALID.items()}
+        calls = []
+        result = fit(task,
+                     train_batches=lambda e: batches_of(shard, 64,
+                                                        torch.randperm(n, generator=torch.Generator().manual_seed(e))),
+                     valid_batches=lambda: batches_of(valid_shard, 100),
+                     config=replace(CONFIG, epochs=3, patience=3),
+                     on_epoch=lambda epoch, m: calls.append(epoch))
+        torch.save({"params": params(task), "best_epoch": result.best_epoch, "history": result.history,
+                    "calls": calls, "samples_seen": result.samples_seen, "step_weights": task.step_weights}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_ddp_ends_with_identical_weights(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert_same(ranks[0]["params"], ranks[1]["params"])
+    assert ranks[0]["best_epoch"] == ranks[1]["best_epoch"]
+    assert ranks[0]["history"][-1]["valid_auc"] == ranks[1]["history"][-1]["valid_auc"]
+    assert all(h["valid_n"] == 512 for h in ranks[0]["history"])  # metrics over both ranks' predictions
+    assert ranks[0]["samples_seen"] == 3 * 1024
+    assert ranks[0]["calls"] == [0, 1, 2] and ranks[1]["calls"] == []  # on_epoch on rank 0 only
+    assert ranks[0]["history"][-1]["valid_auc"] > 0.85
+    # Every step both ranks take starts from the same weights, in later epochs too: after an uneven epoch
+    # the rank with fewer batches gets the optimizer state of the other (else its Adam moments lag).
+    steps0, steps1 = ranks[0]["step_weights"], ranks[1]["step_weights"]
+    assert len(steps0) == 3 * 10 and len(steps1) == 3 * 6
+    for epoch in range(3):
+        assert steps0[epoch * 10:epoch * 10 + 6] == steps1[epoch * 6:epoch * 6 + 6], epoch
