@@ -15,10 +15,12 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
+from functools import reduce
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -114,6 +116,17 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: Callable[[],
     return positions.groupBy("user_id").cogroup(targets.groupBy("user_id")).applyInPandas(per_user, schema)
 
 
+def spread_over_files(examples: DataFrame, files_per_split: int) -> DataFrame:
+    """Each split hashed by sample_id into `files_per_split` partitions, hence as many files.
+
+    Petastorm hands whole row groups to each training process, so a split written as one file
+    could feed only one of them. Splits go through one union, so the table is still one commit.
+    """
+    splits = sorted(r[0] for r in examples.select("split").distinct().collect())
+    parts = [examples.where(F.col("split") == split).repartition(files_per_split, "sample_id") for split in splits]
+    return reduce(DataFrame.unionByName, parts) if parts else examples
+
+
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> TrainingSetResult:
     store = TableStore(spark, config.tables)
     candidates = store.read("route_candidates")
@@ -125,7 +138,11 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     examples = build_examples(samples, store.read("user_sequences"), lambda: store.read("item_index"), routes, levels,
                               config.training_set)
     versions = candidates.select("codebook_version", "collab_version").distinct()
-    store.overwrite("training_examples", examples.crossJoin(versions))
+    examples = examples.crossJoin(versions).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        store.overwrite("training_examples", spread_over_files(examples, config.training_set.files_per_split))
+    finally:
+        examples.unpersist()
     counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
     index = store.read("item_index")
     result = TrainingSetResult(examples_by_split=counts, items=index.count(),

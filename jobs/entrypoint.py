@@ -31,7 +31,7 @@ def configure_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("py4j", "urllib3", "matplotlib"):
+    for noisy in ("py4j", "urllib3", "matplotlib", "petastorm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

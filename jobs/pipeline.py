@@ -15,8 +15,19 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs import (assign_sids, build_training_set, collab_vectors, embed_items, ingest, promote, retrieve, score,
-                  sequences, train, train_codebook)
+from jobs import (
+    assign_sids,
+    build_training_set,
+    collab_vectors,
+    embed_items,
+    ingest,
+    promote,
+    retrieve,
+    score,
+    sequences,
+    train,
+    train_codebook,
+)
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from r2led_model.config import Config

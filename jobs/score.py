@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from jobs.entrypoint import spark_job_main
 from jobs.promote import feature_problems
 from jobs.tables import TableStore
-from jobs.training_data import feature_spec, data_versions, TrainingData
+from jobs.training_data import TrainingData, data_versions, feature_spec
 from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config
 

@@ -127,7 +127,7 @@ def evaluate_split(job: TrainJob, task: CTRTask, split: str) -> tuple[dict, np.n
 
 
 def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResult, valid: dict, test: dict,
-                     test_labels: np.ndarray, test_probs: np.ndarray) -> None:
+                     test_labels: np.ndarray, test_probs: np.ndarray, history_logged: bool) -> None:
     from r2led_model.plots import calibration_figure, loss_curves_figure, roc_figure
 
     run.log_params({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()})
@@ -135,10 +135,10 @@ def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResu
     run.log_params({f"spec.{k}": v for k, v in data.spec.to_dict().items()})
     run.log_params({f"input.{k}": v for k, v in dataclasses.asdict(data.versions).items()})
     run.log_params({f"rows.{k}": v for k, v in data.rows.items()})
-    for entry in worker.history:
+    for entry in [] if history_logged else worker.history:  # distributed runs log rank 0's history afterwards
         run.log_metrics({k: v for k, v in entry.items() if k != "epoch" and v is not None}, step=entry["epoch"])
     run.log_metrics({"best_epoch": worker.best_epoch, "train_seconds": worker.seconds,
-                     **{f"valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()}})
+                     **{f"best_valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()}})
     run.log_dict({"history": worker.history}, "history.json")
     run.log_figure(roc_figure(test_labels, test_probs, f"{config.model.name}: test ROC"), "plots/roc.png")
     run.log_figure(calibration_figure(test_labels, test_probs, f"{config.model.name}: calibration"),
@@ -170,7 +170,8 @@ def train(spark: SparkSession, config: Config) -> TrainResult:
         task = bundle.build()
         valid, _, _ = evaluate_split(job, task, "valid")
         test, test_labels, test_probs = evaluate_split(job, task, "test")
-        log_training_run(run, config, data, worker, valid, test, test_labels, test_probs)
+        log_training_run(run, config, data, worker, valid, test, test_labels, test_probs,
+                         history_logged=config.training.num_processes == 1)
         example = next(iter(make_feed(job, "test", shuffle=False).batches(0)))
         registered = log_ctr_model(
             bundle, {k: v[:5].numpy() for k, v in example.items()}, config.registry.model_name,

@@ -272,6 +272,9 @@ class TrainingSetConfig:
     long_history: int = 200
     # Recency buckets: 1 + floor(log2(1 + hours since the behaviour)), capped; 0 is padding.
     recency_buckets: int = 16
+    # Parquet files written per split. Petastorm shards by row group, so each process of a
+    # distributed training needs its own files: keep this >= training.num_processes.
+    files_per_split: int = 8
 
 
 @dataclass(frozen=True)
@@ -536,6 +539,12 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-7 (no dot) as a string; accept what a user obviously meant.
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
@@ -580,6 +589,7 @@ def _check_semantics(config: Config) -> None:
         (config.training_set.short_window >= 1, "training_set.short_window", "must be >= 1"),
         (config.training_set.long_history >= 1, "training_set.long_history", "must be >= 1"),
         (config.training_set.recency_buckets >= 2, "training_set.recency_buckets", "must be >= 2"),
+        (config.training_set.files_per_split >= 1, "training_set.files_per_split", "must be >= 1"),
         (all(v >= 1 for v in config.retrieval.k_per_route.values()), "retrieval.k_per_route", "values must be >= 1"),
         (0.0 <= config.retrieval.mix_lambda <= 1.0, "retrieval.mix_lambda", "must be in [0, 1]"),
         (config.retrieval.simhash_bits >= 1, "retrieval.simhash_bits", "must be >= 1"),

@@ -49,12 +49,14 @@ def _as_url(path: str) -> str:
     """Petastorm wants URLs with one scheme for every file: local paths become file:/// URLs.
 
     Accepts plain paths, ``file:///x`` and Spark's ``file:/x``; other schemes pass through unchanged.
+    The path is not percent-encoded: petastorm hands it to pyarrow as is, so a Hive partition
+    folder like ``split=train`` must stay literal.
     """
     parsed = urlparse(path)
     if parsed.scheme == "file":
-        return Path(unquote(parsed.path)).resolve().as_uri()
+        return "file://" + str(Path(unquote(parsed.path)).resolve())
     if parsed.scheme == "" or len(parsed.scheme) == 1:  # no scheme (or a Windows drive letter)
-        return Path(path).resolve().as_uri()
+        return "file://" + str(Path(path).resolve())
     return path
 
 

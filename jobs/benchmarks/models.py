@@ -28,8 +28,17 @@ from typing import Sequence
 import torch
 from pyspark.sql import SparkSession
 
-from jobs import (assign_sids, build_training_set, collab_vectors, embed_items, generate, ingest, retrieve, sequences,
-                  train_codebook)
+from jobs import (
+    assign_sids,
+    build_training_set,
+    collab_vectors,
+    embed_items,
+    generate,
+    ingest,
+    retrieve,
+    sequences,
+    train_codebook,
+)
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from jobs.train import TrainJob, evaluate_split, train_worker

@@ -12,8 +12,15 @@ from __future__ import annotations
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.sources.common import (ParsedSource, first_reason, raw_event_frame, read_lines, require_files,
-                                 to_double, to_long)
+from jobs.sources.common import (
+    ParsedSource,
+    first_reason,
+    raw_event_frame,
+    read_lines,
+    require_files,
+    to_double,
+    to_long,
+)
 from r2led_model.config import AmazonSourceConfig
 
 

@@ -14,8 +14,18 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.sources.common import (ParsedSource, SourceError, field, first_reason, id_reason, raw_event_frame,
-                                 read_lines, require_files, to_double, to_long)
+from jobs.sources.common import (
+    ParsedSource,
+    SourceError,
+    field,
+    first_reason,
+    id_reason,
+    raw_event_frame,
+    read_lines,
+    require_files,
+    to_double,
+    to_long,
+)
 from r2led_model.config import MovieLensSourceConfig
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"

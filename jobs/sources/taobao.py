@@ -12,8 +12,16 @@ from typing import Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.sources.common import (ParsedSource, field, first_reason, id_reason, raw_event_frame, read_lines,
-                                 require_files, to_long)
+from jobs.sources.common import (
+    ParsedSource,
+    field,
+    first_reason,
+    id_reason,
+    raw_event_frame,
+    read_lines,
+    require_files,
+    to_long,
+)
 from r2led_model.config import TaobaoSourceConfig
 
 

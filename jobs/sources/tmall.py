@@ -10,8 +10,16 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.sources.common import (ParsedSource, field, first_reason, id_reason, raw_event_frame, read_lines,
-                                 require_files, to_long)
+from jobs.sources.common import (
+    ParsedSource,
+    field,
+    first_reason,
+    id_reason,
+    raw_event_frame,
+    read_lines,
+    require_files,
+    to_long,
+)
 from r2led_model.config import TmallSourceConfig
 
 HEADER = "user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type"

@@ -38,7 +38,7 @@ def configured(root, *overrides):
 
 def aliases(config) -> dict[str, str]:
     configure(config.mlflow)
-    return dict(MlflowClient().get_registered_model(config.registry.model_name).aliases)
+    return {k: str(v) for k, v in MlflowClient().get_registered_model(config.registry.model_name).aliases.items()}
 
 
 def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spark, world):
@@ -50,7 +50,7 @@ def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spar
     assert params["input.training_examples_version"] == str(store.version("training_examples"))
     assert params["input.codebook_version"].startswith("cb-")
     assert params["input.collab_version"].startswith("cv-")
-    assert {"test_auc", "test_gauc", "test_logloss", "valid_auc", "best_epoch"} <= set(metrics)
+    assert {"test_auc", "test_gauc", "test_logloss", "valid_auc", "best_valid_auc", "best_epoch"} <= set(metrics)
     assert 0.0 <= metrics["test_auc"] <= 1.0 and metrics["test_logloss"] > 0
     history = MlflowClient().get_metric_history(result.run_id, "valid_auc")
     assert [m.step for m in history] == list(range(len(history))) and len(history) >= 2
@@ -145,5 +145,5 @@ def test_two_process_torch_distributor_training(spark, world):
     result = train.run(spark, config)
     params, metrics, _ = run_data(config.mlflow, result.run_id)
     assert params["training.num_processes"] == "2"
-    assert 0.0 <= metrics["test_auc"] <= 1.0 and metrics["valid_auc"] == pytest.approx(result.valid["auc"])
+    assert 0.0 <= metrics["test_auc"] <= 1.0 and metrics["best_valid_auc"] == pytest.approx(result.valid["auc"])
     assert model_version(config.mlflow, "distributed", version=result.version) is not None

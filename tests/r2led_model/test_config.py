@@ -78,3 +78,9 @@ def test_config_round_trips_through_its_dict():
 def test_timestamps_are_utc():
     assert parse_utc_timestamp("1970-01-02") == 86400
     assert parse_utc_timestamp("2024-01-01T01:00:00") == 1704070800
+
+
+def test_float_accepts_exponent_notation_and_names_the_key_of_a_non_number():
+    assert load_config("tiny", ["training.learning_rate=1e-7"]).training.learning_rate == 1e-7
+    with pytest.raises(ConfigError, match="training.learning_rate: expected a number"):
+        load_config("tiny", ["training.learning_rate=fast"])

@@ -11,9 +11,18 @@ import pytest
 
 from jobs.benchmarks.naive_retrieval import naive_recent, naive_retrieve_routes, naive_sim_hard, random_user_case
 from r2led_model.config import RetrievalConfig
-from r2led_model.retrieval import (RouteCandidates, RoutePlan, Targets, UserHistory, assert_point_in_time,
-                                   history_end, retrieve_recent, retrieve_routes, retrieve_sim_hard,
-                                   shared_prefix_length)
+from r2led_model.retrieval import (
+    RouteCandidates,
+    RoutePlan,
+    Targets,
+    UserHistory,
+    assert_point_in_time,
+    history_end,
+    retrieve_recent,
+    retrieve_routes,
+    retrieve_sim_hard,
+    shared_prefix_length,
+)
 
 # --------------------------------------------------------------------------------------
 # Hand-made user
