@@ -36,3 +36,9 @@ bench-sequences: $(STAMP)
 
 clean-workspace:
 	rm -rf workspace/tables workspace/tmp workspace/spark-warehouse
+
+# `make wheel`: dist/r2led-<version>-py3-none-any.whl, the --py-files of deploy/submit.sh.
+# --no-build-isolation builds with the venv's pinned setuptools/wheel (no download at build time).
+.PHONY: wheel
+wheel: $(STAMP)
+	$(BIN)/pip wheel --no-deps --no-build-isolation -w dist .

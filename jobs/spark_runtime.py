@@ -33,8 +33,29 @@ def get_spark(config: Config) -> SparkSession:
         # spark-submit and Databricks own the session's resources; we only add our settings.
         spark = SparkSession.builder.appName(config.spark.app_name).getOrCreate()
         spark.conf.set("spark.sql.session.timeZone", "UTC")
+        if config.spark.mode == "submit":
+            _adopt_submitted_session(spark, config)
         return spark
     return _local_session(config)
+
+
+def _adopt_submitted_session(spark: SparkSession, config: Config) -> None:
+    """Check that spark-submit enabled Delta; apply the session-scoped settings the config owns.
+
+    Delta's extension and catalog are static: only the submit command line can set them.
+    Master, memory and jars stay spark-submit's; `extra_conf` is not applied (mostly static keys).
+    """
+    missing = [f"--conf {key}={value}" for key, value in _DELTA_CONF.items()
+               if value not in (spark.conf.get(key, None) or "")]
+    if missing:
+        raise RuntimeError("spark.mode=submit needs Delta enabled on the spark-submit command line; add "
+                           + " ".join(missing) + " (deploy/submit.sh does)")
+    sc = config.spark
+    spark.conf.set("spark.sql.shuffle.partitions", str(sc.shuffle_partitions))
+    spark.conf.set("spark.databricks.delta.snapshotPartitions", str(sc.shuffle_partitions))
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("spark %s (spark-submit) adopted: master=%s, delta enabled", spark.version, spark.sparkContext.master)
 
 
 def _local_session(config: Config) -> SparkSession:

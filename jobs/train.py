@@ -83,7 +83,10 @@ def make_feed(job: TrainJob, split: str, *, shuffle: bool, rank: int = 0, world_
 
 
 def train_worker(job: TrainJob, on_epoch=None) -> WorkerResult | None:
-    """One training process: single-process, or one rank of a TorchDistributor run (env RANK/WORLD_SIZE)."""
+    """One training process: single-process, or one rank of a TorchDistributor run (env RANK/WORLD_SIZE).
+
+    Returns rank 0's weights and history on every rank.
+    """
     import torch.distributed as dist
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -96,12 +99,19 @@ def train_worker(job: TrainJob, on_epoch=None) -> WorkerResult | None:
         train_feed = make_feed(job, "train", shuffle=True, rank=rank, world_size=world_size)
         valid_feed = make_feed(job, "valid", shuffle=False, rank=rank, world_size=world_size)
         result = fit(task, train_batches=train_feed.batches, valid_batches=lambda: valid_feed.batches(0),
-                     config=job.training, on_epoch=on_epoch, checkpoint_dir=job.checkpoint_dir)
-        if rank != 0:
-            return None
-        state = {k: v.detach().cpu().clone() for k, v in task.model.state_dict().items()}
-        return WorkerResult(state_dict=state, history=list(result.history), best_epoch=result.best_epoch,
-                            seconds=result.seconds, samples_seen=result.samples_seen)
+                     config=job.training, on_epoch=on_epoch, checkpoint_dir=job.checkpoint_dir or None)
+        outcome = None
+        if rank == 0:
+            state = {k: v.detach().cpu().clone() for k, v in task.model.state_dict().items()}
+            outcome = WorkerResult(state_dict=state, history=list(result.history), best_epoch=result.best_epoch,
+                                   seconds=result.seconds, samples_seen=result.samples_seen)
+        if world_size > 1:
+            # Every rank returns rank 0's result: in local mode TorchDistributor keeps whichever
+            # process writes its return value last, which need not be rank 0.
+            shared = [outcome]
+            dist.broadcast_object_list(shared, src=0)
+            outcome = shared[0]
+        return outcome
     finally:
         if world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -389,7 +389,29 @@ def default_conf_dir() -> Path:
     for candidate in (here.parent / "conf", here / "conf"):
         if (candidate / "base.yaml").is_file():
             return candidate
+    packaged = _extract_packaged_conf()
+    if packaged is not None:
+        return packaged
     raise ConfigError(f"no conf/ folder found beside {here}; set {CONF_DIR_ENV}")
+
+
+def _extract_packaged_conf() -> Path | None:
+    """The YAML shipped inside the package when it is imported from a zip (a wheel on spark-submit's
+    --py-files): copied once to a temp folder, since a zipped file has no filesystem path."""
+    import importlib.resources
+    import tempfile
+
+    try:
+        source = importlib.resources.files("r2led_model").joinpath("conf")
+        names = [entry.name for entry in source.iterdir() if entry.name.endswith(".yaml")]
+    except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError):
+        return None
+    if "base.yaml" not in names:
+        return None
+    target = Path(tempfile.mkdtemp(prefix="r2led-conf-"))
+    for name in names:
+        (target / name).write_bytes(source.joinpath(name).read_bytes())
+    return target
 
 
 def load_config(

@@ -1,6 +1,6 @@
 """`r2led benchmark models`: R2LED, every baseline and the main ablations on the same data and seeds.
 
-For each dataset env (default: `local` = MovieLens-100K and `synthetic`), the pipeline stages up to
+For each dataset env (default: `local` = MovieLens-100K and `synthetic_long`), the pipeline stages up to
 build-training-set run once into `<benchmark.output_dir>/models/<env>/` (reused on later runs
 unless `--rebuild`). Then every variant trains with the same trainer, feed and seeds, and is
 evaluated on the test split: AUC, GAUC, LogLoss (mean ± std over seeds), training time and
@@ -151,6 +151,16 @@ def latency_ms_per_1000(spec: FeatureSpec, config: Config, variant: Variant, len
     return 1000.0 * statistics.median(times)
 
 
+def catalogue_spec(config: Config, items: int = 20_000, categories: int = 240) -> FeatureSpec:
+    """A feature spec from the config alone (routes, k, windows), for latency runs without tables."""
+    routes = tuple(config.retrieval.routes)
+    return FeatureSpec(num_items=items + 1, num_categories=categories + 2, sid_levels=config.codebook.levels,
+                       sid_vocab=config.codebook.codebook_size + 1, routes=routes,
+                       route_k=tuple(config.retrieval.k_per_route.get(r, config.retrieval.k) for r in routes),
+                       short_window=config.training_set.short_window, long_history=config.training_set.long_history,
+                       recency_buckets=config.training_set.recency_buckets)
+
+
 def format_table(results: Sequence[dict]) -> str:
     lines = []
     for env in dict.fromkeys(r["env"] for r in results if r["bench"] == "models_quality"):
@@ -216,7 +226,7 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     device = config.training.device
     results: list[dict] = []
     spec_for_latency = None
-    for env in getattr(args, "envs", ["local", "synthetic"]):
+    for env in getattr(args, "envs", ["local", "synthetic_long"]):
         dataset = dataset_config(env, out / "models" / env, [*extra, f"training.device={device}"])
         data = build_tables(spark, dataset, getattr(args, "rebuild", False))
         spec_for_latency = spec_for_latency or data.spec
@@ -227,7 +237,9 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
                             "train_rows": data.rows["train"], "test_rows": data.rows["test"],
                             "epochs": dataset.training.epochs, **summary})
             print(json.dumps(results[-1]), flush=True)
-    if spec_for_latency is not None:
+    if spec_for_latency is None:
+        spec_for_latency = catalogue_spec(config)
+    if getattr(args, "lengths", [200, 1000]):
         for variant in chosen:
             for length in getattr(args, "lengths", [200, 1000]):
                 ms = latency_ms_per_1000(spec_for_latency, config, variant, length, device)
@@ -257,7 +269,8 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--envs", nargs="*", default=["local", "synthetic"], help="dataset envs (default: local synthetic)")
+    parser.add_argument("--envs", nargs="*", default=["local", "synthetic_long"],
+                        help="dataset envs for the quality part (default: local synthetic_long; none: latency only)")
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(MODELS)} (default: all)")
     parser.add_argument("--no-ablations", action="store_true", help="skip the R2LED ablation variants")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (0..n-1)")

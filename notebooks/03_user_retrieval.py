@@ -1,0 +1,57 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 03 · One user's retrieval
+# MAGIC
+# MAGIC For one user (widget `user_id`; empty: the first user with samples) and one of their samples
+# MAGIC (widget `sample_id`; empty: the one with the most candidates), the behaviours each route
+# MAGIC retrieved from `route_candidates`, with their SIDs beside the target's and the length of the
+# MAGIC SID prefix they share with it, then the sample's row of `training_examples`.
+
+# COMMAND ----------
+
+from pyspark.sql import functions as F
+
+from jobs.notebook_context import (STANDARD_WIDGETS, notebook_config, notebook_spark, optional_id,
+                                   resolve_user_id, user_retrieval, widget_values)
+from jobs.tables import TableStore
+
+widgets = widget_values(dbutils, {**STANDARD_WIDGETS, "user_id": "", "sample_id": ""})
+
+# COMMAND ----------
+
+config = notebook_config(widgets["env"], widgets["overrides"], widgets["date"])
+spark = notebook_spark(config)
+store = TableStore(spark, config.tables)
+user_id = resolve_user_id(spark, config, widgets["user_id"])
+print(f"user {user_id}")
+
+# COMMAND ----------
+
+# MAGIC %md ## The user's samples and stored sequence
+
+# COMMAND ----------
+
+user_samples = store.read("samples").where(F.col("user_id") == user_id).orderBy("ts", "sample_id")
+display(user_samples)
+display(store.read("user_sequences").where(F.col("user_id") == user_id).select("user_id", "length", "dropped"))
+
+# COMMAND ----------
+
+# MAGIC %md ## Route candidates of one sample
+
+# COMMAND ----------
+
+candidates = user_retrieval(spark, config, user_id, optional_id(widgets["sample_id"], "sample_id"))
+display(candidates)
+per_route = candidates.groupBy("route").agg(F.count("*").alias("retrieved"),
+                                            F.avg("shared_prefix").alias("mean_shared_prefix"))
+display(per_route.orderBy("route"))
+
+# COMMAND ----------
+
+# MAGIC %md ## The same sample in `training_examples`
+
+# COMMAND ----------
+
+example = store.read("training_examples").join(candidates.select("sample_id").distinct(), "sample_id")
+display(example)
