@@ -17,8 +17,8 @@
 #   R2LED_WHEEL         wheel for --py-files (default: the newest dist/r2led-*.whl; build it with `make wheel`)
 #   R2LED_MAIN          main script (default: jobs/cli.py here; local:///app/jobs/cli.py for k8s cluster mode)
 #   R2LED_IVY_DIR       Ivy cache for the Delta jars (default: workspace/ivy2)
-#   R2LED_CONF_DIR      conf/ folder (default: conf/ here). The copy inside the wheel cannot be read
-#                       while the wheel is a zip on --py-files, so the config loader needs a real folder.
+#   R2LED_CONF_DIR      conf/ folder (default: conf/ here, so edits to conf/ apply without a rebuild;
+#                       unset, the loader extracts the YAML packaged inside the wheel)
 #   R2LED_DELTA_PACKAGE Maven coordinate of Delta (default below: matches pyspark 4.0 and delta-spark 4.4.0)
 #   R2LED_SUBMIT_OPTS   extra spark-submit options, split on spaces,
 #                       e.g. "--master k8s://https://host:443 --deploy-mode cluster"

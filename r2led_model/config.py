@@ -183,6 +183,7 @@ class MlflowConfig:
     tracking_uri: str = "sqlite:///${workspace.root}/mlflow.db"
     registry_uri: str | None = None
     # Where new experiments keep artifacts (a SQLite backend would otherwise use ./mlruns).
+    # "" = the tracking server's own artifact store (e.g. Databricks).
     artifact_root: str = "${workspace.root}/mlartifacts"
     # Experiments are named "<prefix>/<dataset>", one per dataset.
     experiment_prefix: str = "r2led"

@@ -46,6 +46,8 @@ def ensure_experiment(config: MlflowConfig, name: str) -> str:
     if existing is not None:
         return existing.experiment_id
     location = config.artifact_root
+    if not location:  # the tracking server's default store (Databricks manages its own)
+        return mlflow.create_experiment(name)
     if "://" not in location:
         Path(location).mkdir(parents=True, exist_ok=True)
         location = Path(location).resolve().as_uri()
