@@ -123,7 +123,10 @@ def spread_over_files(examples: DataFrame, files_per_split: int) -> DataFrame:
     could feed only one of them. Splits go through one union, so the table is still one commit.
     """
     splits = sorted(r[0] for r in examples.select("split").distinct().collect())
-    parts = [examples.where(F.col("split") == split).repartition(files_per_split, "sample_id") for split in splits]
+    # Sorted inside each file: row order after a shuffle is arbitrary, and the trainer's shuffle is
+    # only reproducible from a reproducible input order.
+    parts = [examples.where(F.col("split") == split).repartition(files_per_split, "sample_id")
+             .sortWithinPartitions("sample_id") for split in splits]
     return reduce(DataFrame.unionByName, parts) if parts else examples
 
 

@@ -215,6 +215,27 @@ def plot(results: Sequence[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def emit(result: dict, sink: Path) -> None:
+    """Print one JSON line and append it to the sink at once, so an interrupted run keeps its results."""
+    print(json.dumps(result), flush=True)
+    with open(sink, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(result) + "\n")
+
+
+def summarize(sink: Path, figure: Path) -> list[dict]:
+    """The newest result per (env, variant) and per (variant, T_max) in the sink: table and plot."""
+    latest: dict[tuple, dict] = {}
+    for line in sink.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        key = (r["bench"], r.get("env"), r["variant"], r.get("t_max"))
+        latest.pop(key, None)
+        latest[key] = r  # re-inserted: order follows the newest run
+    results = sorted(latest.values(), key=lambda r: r["bench"] != "models_quality")
+    print(format_table(results), flush=True)
+    plot(results, figure)
+    return results
+
+
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> list[dict]:
     from r2led_model.tracking import tracked_run
 
@@ -224,6 +245,9 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     seeds = list(range(getattr(args, "seeds", 3)))
     extra = [f"training.epochs={getattr(args, 'epochs', 4)}", *getattr(args, "dataset_set", [])]
     device = config.training.device
+    sink = out / "models.jsonl"
+    if getattr(args, "summarize", False):
+        return summarize(sink, out / "models.png")
     results: list[dict] = []
     spec_for_latency = None
     for env in getattr(args, "envs", ["local", "synthetic_long"]):
@@ -236,7 +260,7 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
                             "variant": variant.label, "model": variant.model, "device": device,
                             "train_rows": data.rows["train"], "test_rows": data.rows["test"],
                             "epochs": dataset.training.epochs, **summary})
-            print(json.dumps(results[-1]), flush=True)
+            emit(results[-1], sink)
     if spec_for_latency is None:
         spec_for_latency = catalogue_spec(config)
     if getattr(args, "lengths", [200, 1000]):
@@ -246,10 +270,7 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
                 results.append({"bench": "models_latency", "variant": variant.label, "t_max": length,
                                 "ms_per_1000": round(ms, 3), "samples_per_s": round(1e6 / ms), "device": device,
                                 "threads": torch.get_num_threads(), "cores": os.cpu_count()})
-                print(json.dumps(results[-1]), flush=True)
-    with open(out / "models.jsonl", "a", encoding="utf-8") as sink:
-        for result in results:
-            sink.write(json.dumps(result) + "\n")
+                emit(results[-1], sink)
     table = format_table(results)
     print(table, flush=True)
     plot(results, out / "models.png")
@@ -279,6 +300,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override applied to every dataset env (repeatable)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the benchmark's tables even if present")
+    parser.add_argument("--summarize", action="store_true",
+                        help="no runs: print the table and plot of the newest results in models.jsonl")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
