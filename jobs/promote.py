@@ -42,12 +42,7 @@ class PromotionDecision:
 
 def feature_problems(bundle: ModelBundle, data: TrainingData, whose: str) -> list[str]:
     """Why `bundle` cannot score the current tables (empty list: it can)."""
-    problems = [f"{whose} {p}" for p in bundle.versions.compatible_with(data.versions)]
-    for name in ("num_items", "num_categories", "sid_levels", "routes", "route_k", "short_window", "long_history"):
-        mine, current = getattr(bundle.spec, name), getattr(data.spec, name)
-        if mine != current:
-            problems.append(f"{whose} feature spec {name}: {mine} != current {current}")
-    return problems
+    return [f"{whose} {problem}" for problem in bundle.incompatibilities(data.spec, data.versions)]
 
 
 def score_on_test(config: Config, data: TrainingData, bundle: ModelBundle) -> dict:
@@ -110,8 +105,8 @@ def promote(spark: SparkSession, config: Config, version: str | None = None, for
                         "forced": force, "reason": decision.reason[:500],
                         "test_examples_version": data.versions.training_examples_version})
         run.log_metrics(decision.metrics)
-    tag_version(config.mlflow, name, candidate.version,
-                {"promotion": "promoted" if decision.promoted else "refused", "promotion_reason": decision.reason[:500]})
+    verdict = {"promotion": "promoted" if decision.promoted else "refused", "promotion_reason": decision.reason[:500]}
+    tag_version(config.mlflow, name, candidate.version, verdict)
     if decision.promoted:
         if current is not None and current.version != candidate.version:
             set_alias(config.mlflow, name, "previous_champion", current.version)

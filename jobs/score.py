@@ -20,10 +20,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.entrypoint import spark_job_main
-from jobs.promote import feature_problems
 from jobs.tables import TableStore
-from jobs.training_data import TrainingData, data_versions, feature_spec
-from r2led_model.bundle import ModelBundle
+from jobs.training_data import data_versions, feature_spec
+from r2led_model.bundle import ModelBundle, frame_arrays, predict_arrays
 from r2led_model.config import Config
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,6 @@ class ScoreResult:
 def score_frame(spark: SparkSession, rows: DataFrame, bundle: ModelBundle, model_name: str,
                 model_version: str, score_date: str) -> DataFrame:
     """(sample_id, user_id, item_id, ts, features…) → predictions rows."""
-    from r2led_model.bundle import predict_arrays
 
     payload = spark.sparkContext.broadcast(bundle.to_bytes())
     columns = bundle.input_columns
@@ -60,8 +58,7 @@ def score_frame(spark: SparkSession, rows: DataFrame, bundle: ModelBundle, model
             _WORKER_MODELS[key] = ModelBundle.from_bytes(payload.value).build()
         task = _WORKER_MODELS[key]
         for frame in batches:
-            inputs = {c: np.stack(frame[c].to_numpy()) if frame[c].dtype == object else frame[c].to_numpy()
-                      for c in columns}
+            inputs = frame_arrays(frame, columns)
             yield pd.DataFrame({
                 "sample_id": frame["sample_id"], "user_id": frame["user_id"], "item_id": frame["item_id"],
                 "ts": frame["ts"], "score": predict_arrays(task, inputs) if len(frame) else np.empty(0),
@@ -94,8 +91,7 @@ def score(spark: SparkSession, config: Config, date: str | None = None, model_ur
     else:
         version = model_uri.rstrip("/").split("/")[-1]
     bundle = load_bundle(config.mlflow, model_uri)
-    current = TrainingData(files={}, rows={}, spec=feature_spec(store, config), versions=data_versions(store))
-    problems = feature_problems(bundle, current, "model")
+    problems = bundle.incompatibilities(feature_spec(store, config), data_versions(store))
     if problems:
         raise ScoreVersionError(f"refusing to score with {model_uri}: " + "; ".join(problems))
     examples = store.read("training_examples")

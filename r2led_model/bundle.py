@@ -8,12 +8,14 @@ one way to turn stored weights back into a model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from r2led_model.config import ModelConfig, build_section
@@ -49,10 +51,19 @@ class ModelBundle:
         model.load_state_dict(self.state_dict)
         return CTRTask(model).eval()
 
-    @property
+    @functools.cached_property
     def input_columns(self) -> list[str]:
         model = build_model(self.model_config.name, spec=self.spec, config=self.model_config)
         return columns_for(model.input_groups)
+
+    def incompatibilities(self, spec: FeatureSpec, versions: DataVersions) -> list[str]:
+        """Why this model cannot score inputs built with `spec` and `versions` (empty: it can)."""
+        problems = self.versions.compatible_with(versions)
+        for name in ("num_items", "num_categories", "sid_levels", "routes", "route_k", "short_window", "long_history"):
+            mine, theirs = getattr(self.spec, name), getattr(spec, name)
+            if mine != theirs:
+                problems.append(f"feature spec {name}: {mine} != current {theirs}")
+        return problems
 
     def meta(self) -> dict:
         return {"model": dataclasses.asdict(self.model_config), "spec": self.spec.to_dict(),
@@ -70,6 +81,11 @@ class ModelBundle:
         return cls(model_config=build_section(ModelConfig, meta["model"], "model"),
                    spec=FeatureSpec.from_dict(meta["spec"]), versions=DataVersions(**meta["versions"]),
                    state_dict=stored["state_dict"])
+
+
+def frame_arrays(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """DataFrame columns as arrays: list cells stacked to (N, n), scalars as (N,)."""
+    return {c: np.stack(frame[c].to_numpy()) if frame[c].dtype == object else frame[c].to_numpy() for c in columns}
 
 
 def predict_arrays(task: CTRTask, inputs: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:

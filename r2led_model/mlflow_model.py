@@ -22,7 +22,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
-from r2led_model.bundle import ModelBundle, predict_arrays
+from r2led_model.bundle import ModelBundle, frame_arrays, predict_arrays
 from r2led_model.config import MlflowConfig
 from r2led_model.tracking import configure
 
@@ -41,8 +41,7 @@ class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None) -> np.ndarray:
         if isinstance(model_input, pd.DataFrame):
-            model_input = {c: np.stack(model_input[c].to_numpy()) if model_input[c].dtype == object
-                           else model_input[c].to_numpy() for c in model_input.columns}
+            model_input = frame_arrays(model_input, self.bundle.input_columns)
         return predict_arrays(self.task, {c: model_input[c] for c in self.bundle.input_columns})
 
 
