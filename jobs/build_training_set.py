@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.als import dense_index
@@ -130,13 +130,102 @@ def spread_over_files(examples: DataFrame, files_per_split: int) -> DataFrame:
     return reduce(DataFrame.unionByName, parts) if parts else examples
 
 
+def extend_item_index(store: TableStore, levels: int) -> int:
+    """Append items that have no index yet, after the current maximum (ordered by item_id), and new
+    categories likewise; stored indices never change, so a trained model's embeddings stay aligned.
+    Returns the items appended."""
+    index = store.read("item_index")
+    fresh = store.read("items").select("item_id", "category_id").join(index.select("item_id"), "item_id", "left_anti")
+    top = index.agg(F.max("item_idx").alias("item"), F.max("category_idx").alias("category")).first()
+    known_categories = index.where(F.col("category_id").isNotNull()).select("category_id", "category_idx").distinct()
+    new_categories = (fresh.where(F.col("category_id").isNotNull()).select("category_id").distinct()
+                      .join(known_categories, "category_id", "left_anti")
+                      .withColumn("category_idx", (F.row_number().over(Window.orderBy("category_id"))
+                                                   + F.lit(int(top["category"] or UNKNOWN_CATEGORY_IDX))).cast("int")))
+    categories = known_categories.unionByName(new_categories)
+    shifted = F.transform("semantic_codes", lambda c: c + 1)
+    no_sid = F.array(*[F.lit(0) for _ in range(levels)])
+    rows = (fresh.withColumn("item_idx", (F.row_number().over(Window.orderBy("item_id"))
+                                          + F.lit(int(top["item"] or 0))).cast("bigint"))
+            .join(categories, "category_id", "left")
+            .join(store.read("item_sids").select("item_id", "semantic_codes"), "item_id", "left")
+            .select("item_id", "item_idx", "category_id",
+                    F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).cast("int").alias("category_idx"),
+                    F.coalesce(shifted, no_sid).alias("sid")))
+    return store.insert_new("item_index", rows, already_distinct=True)
+
+
+@dataclass
+class NewExamples:
+    new_items: int
+    new_samples: int
+    inserted: int
+    moved: int
+    full_rebuild: bool
+
+
+def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
+    """Examples for candidates that have none yet (a nightly run), and index rows for new items.
+
+    A full rebuild instead when there is no training set yet or the candidates' feature versions
+    differ from the stored examples' (after a retrain of the codebook or collaborative vectors).
+    """
+    from jobs.sequences import resplit
+
+    store = TableStore(spark, config.tables)
+    candidates = store.read("route_candidates")
+    if store.exists("training_examples") and store.exists("item_index"):
+        versions = candidates.select("codebook_version", "collab_version").distinct()
+        stored = {tuple(r) for r in store.read("training_examples").select(
+            "codebook_version", "collab_version").distinct().collect()}
+        if stored <= {tuple(r) for r in versions.collect()}:
+            routes = _routes(candidates)
+            levels = len(store.read("item_sids").select("semantic_codes").first()[0])
+            new_items = extend_item_index(store, levels)
+            new = candidates.join(store.read("training_examples").select("sample_id"), "sample_id", "left_anti").join(
+                store.read("samples").select("sample_id", "item_id", "label"), "sample_id").persist()
+            try:
+                count = new.count()
+                sequences = store.read("user_sequences").join(new.select("user_id").distinct(), "user_id", "left_semi")
+                examples = build_examples(new, sequences, lambda: store.read("item_index"), routes, levels,
+                                          config.training_set).crossJoin(versions)
+                inserted = store.insert_new("training_examples", examples, already_distinct=True)
+            finally:
+                new.unpersist()
+            moved = resplit(store, "training_examples", config.sequences.split)
+            log.info("training_examples: %d new samples, %d inserted, %d moved to a new split; %d new items indexed",
+                     count, inserted, moved, new_items)
+            return NewExamples(new_items=new_items, new_samples=count, inserted=inserted, moved=moved,
+                               full_rebuild=False)
+    result = run(spark, config)
+    return NewExamples(new_items=result.items, new_samples=sum(result.examples_by_split.values()),
+                       inserted=sum(result.examples_by_split.values()), moved=0, full_rebuild=True)
+
+
+def _routes(candidates: DataFrame) -> list[str]:
+    return [c[len("cand_"):-len("_pos")] for c in candidates.columns if c.startswith("cand_") and c.endswith("_pos")]
+
+
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> TrainingSetResult:
     store = TableStore(spark, config.tables)
     candidates = store.read("route_candidates")
-    routes = [c[len("cand_"):-len("_pos")] for c in candidates.columns if c.startswith("cand_") and c.endswith("_pos")]
+    routes = _routes(candidates)
     sids = store.read("item_sids")
     levels = len(sids.select("semantic_codes").first()[0])
-    store.overwrite("item_index", build_item_index(spark, store.read("items"), sids, levels))
+    if store.exists("item_index"):
+        # Indices are never reassigned (a registered model's embedding rows stay aligned); only new
+        # items are appended and every SID is refreshed from the current item_sids.
+        extend_item_index(store, levels)
+        shifted = F.transform("semantic_codes", lambda c: c + 1)
+        refreshed = store.read("item_index").drop("sid").join(sids.select("item_id", "semantic_codes"), "item_id",
+                                                                "left").select(
+            "item_id", "item_idx", "category_id", "category_idx",
+            F.coalesce(shifted, F.array(*[F.lit(0)] * levels)).alias("sid")).persist()
+        refreshed.count()  # materialised before the table it was read from is replaced
+        store.overwrite("item_index", refreshed)
+        refreshed.unpersist()
+    else:
+        store.overwrite("item_index", build_item_index(spark, store.read("items"), sids, levels))
     samples = candidates.join(store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
     examples = build_examples(samples, store.read("user_sequences"), lambda: store.read("item_index"), routes, levels,
                               config.training_set)

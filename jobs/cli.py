@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("jobs.promote", "challenger → champion if it beats the champion on the same test data"),
     "score": ("jobs.score", "champion model → predictions for a day's samples"),
     "generate": ("jobs.generate", "write a synthetic world's raw logs (Spark, parallel)"),
-    "pipeline": ("jobs.pipeline", "the end-to-end run: ingest → sequences (grows with later stages)"),
+    "pipeline": ("jobs.pipeline", "every stage end to end; --date D: the nightly incremental run"),
 }
 REPORTS: dict[str, tuple[str, str]] = {
     "sids": ("jobs.report_sids", "SID usage, collisions, prefixes with example texts, plots (MLflow)"),

@@ -157,6 +157,45 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     return result
 
 
+@dataclass
+class NewItemsResult:
+    new_items: int
+    embedded: int
+    deferred: int
+
+
+def embed_new_items(spark: SparkSession, config: Config) -> NewItemsResult:
+    """Embed only items not yet in `item_embeddings` (a nightly run), leaving every stored vector as is.
+
+    New items with text go through the encoder. A new item without text cannot have an ALS vector
+    before the next refit (its interactions are newer than the training window), so it is recorded
+    in `items_rejected` with reason `no_text_until_refit` and skipped until then.
+    """
+    store = TableStore(spark, config.tables)
+    if not store.exists("item_embeddings"):
+        first = run(spark, config)
+        return NewItemsResult(new_items=first.items, embedded=first.from_text + first.from_als, deferred=first.rejected)
+    fresh = store.read("items").join(store.read("item_embeddings").select("item_id"), "item_id", "left_anti")
+    fresh = fresh.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        new_items = fresh.count()  # materialised before item_embeddings changes under its anti-join
+        has_text = F.col("text").isNotNull() & (F.length(F.trim("text")) > 0)
+        vectors = (fresh.where(has_text).select("item_id", "text")
+                   .mapInPandas(_encode_batches(config.embedding.encoder, config.embedding.batch_size), VECTOR_SCHEMA)
+                   .select("item_id", "vector", F.lit(config.embedding.encoder).alias("encoder"),
+                           F.lit(encoder_version(config.embedding.encoder)).alias("encoder_version")))
+        deferred = fresh.where(~has_text).select("item_id", F.lit(STAGE).alias("stage"),
+                                                 F.lit("no_text_until_refit").alias("reason"))
+        store.insert_new("items_rejected", deferred)
+        embedded = store.insert_new("item_embeddings", vectors)
+        result = NewItemsResult(new_items=new_items, embedded=embedded, deferred=deferred.count())
+    finally:
+        fresh.unpersist()
+    log.info("item_embeddings: %d new items, %d embedded, %d without text deferred to the next refit",
+             result.new_items, result.embedded, result.deferred)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return spark_job_main(argv, "embed-items", "Embed item text (or ALS for items without text).", run)
 

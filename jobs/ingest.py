@@ -66,6 +66,12 @@ def ingest_run_id(source: str, files: Sequence[str]) -> str:
     return f"ingest-{digest.hexdigest()[:12]}"
 
 
+def dated_run_id(source: str, day: str) -> str:
+    """A dated run's id: its day's events carry it, so later stages find exactly that day's batch,
+    however many times the day is re-run and whether or not it was a catch-up."""
+    return f"ingest-{hashlib.sha1(f'{source}:{day}'.encode()).hexdigest()[:12]}-{day}"
+
+
 def validate(raw_events: DataFrame, config: IngestConfig) -> DataFrame:
     """Add the checks every source shares to the loader's own `reason`."""
     low, high = parse_utc_timestamp(config.min_date), parse_utc_timestamp(config.max_date)
@@ -79,11 +85,31 @@ def validate(raw_events: DataFrame, config: IngestConfig) -> DataFrame:
 
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> IngestResult:
+    day = getattr(args, "date", None)
+    if day:
+        return ingest_day(spark, config, day, catch_up=getattr(args, "catch_up", False))
     parsed: ParsedSource = load_source(spark, config)
-    run_id = ingest_run_id(parsed.name, parsed.files)
-    store = TableStore(spark, config.tables)
+    return _ingest(spark, config, parsed, parsed.events, ingest_run_id(parsed.name, parsed.files))
 
-    checked = validate(parsed.events, config.ingest).persist(StorageLevel.MEMORY_AND_DISK)
+
+def ingest_day(spark: SparkSession, config: Config, day: str, *, catch_up: bool = False) -> IngestResult:
+    """One day's events (or, with `catch_up`, every day up to and including it), plus every rejected row.
+
+    A date-partitioned source reads only the day's folder, late events included; any other source is
+    read whole and keeps the events dated `day`. Events dated after `day` are always left for their
+    own run, so a run never sees the future. Rejected rows are recorded whatever their date: the
+    insert-only MERGE keeps that idempotent.
+    """
+    parsed = load_source(spark, config, day=None if catch_up else day)
+    event_date, cutoff = F.to_date(F.timestamp_seconds("ts")), F.lit(day).cast("date")
+    in_scope = (event_date <= cutoff) if (catch_up or parsed.read_by_day) else (event_date == cutoff)
+    events = parsed.events.where(F.col("reason").isNotNull() | F.col("ts").isNull() | in_scope)
+    return _ingest(spark, config, parsed, events, dated_run_id(parsed.name, day))
+
+
+def _ingest(spark: SparkSession, config: Config, parsed: ParsedSource, events: DataFrame, run_id: str) -> IngestResult:
+    store = TableStore(spark, config.tables)
+    checked = validate(events, config.ingest).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return _write(store, parsed, checked, run_id)
     finally:
@@ -146,8 +172,15 @@ def _items(parsed: ParsedSource, accepted: DataFrame) -> DataFrame:
     return items.withColumn("source", F.lit(parsed.name))
 
 
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--date", default=None, help="ingest only this day's events, YYYY-MM-DD (default: all)")
+    parser.add_argument("--catch-up", action="store_true",
+                        help="with --date: every day up to and including it (a first run's history)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return spark_job_main(argv, "ingest", "Parse, validate and load raw logs into events/items/events_rejected.", run)
+    return spark_job_main(argv, "ingest", "Parse, validate and load raw logs into events/items/events_rejected.", run,
+                          _add_arguments)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`r2led pipeline`: the end-to-end run on one session, stage by stage.
+"""`r2led pipeline`: the end-to-end run on one session, stage by stage; `--date D` is the nightly run
+(`jobs.nightly`).
 
 ingest → sequences → embed-items → train-codebook → assign-sids → collab-vectors → retrieve →
 build-training-set → train → promote → score. Each stage is its job's
@@ -52,7 +53,20 @@ REPORTED_TABLES = ("events", "events_rejected", "items", "user_sequences", "samp
                    "training_examples", "predictions")
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> dict[str, object]:
+def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> object:
+    if getattr(args, "date", None):
+        from jobs.nightly import run_date
+
+        failure = args.inject_failure
+        return run_date(spark, config, args.date, force=args.force, force_stages=tuple(args.force_stage),
+                        retrain=args.retrain, until=args.until,
+                        inject_failure=(failure.split(":")[0], int(failure.split(":")[1]) if ":" in failure else 1)
+                        if failure else None)
+    return run_full(spark, config, args)
+
+
+def run_full(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> dict[str, object]:
+    """Every stage over all the data (the embedded default's `make run`)."""
     results: dict[str, object] = {}
     for name, stage in STAGES:
         started = time.perf_counter()
@@ -70,8 +84,27 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     return results
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jobs.nightly import STAGE_NAMES, check_date
+
+    parser.add_argument("--date", type=check_date, default=None,
+                        help="the nightly run for this day, YYYY-MM-DD: incremental, resumable, ledger-tracked "
+                             "(default: a full run over all data)")
+    parser.add_argument("--force", action="store_true", help="with --date: re-run stages already done for the date")
+    parser.add_argument("--force-stage", action="append", default=[], choices=STAGE_NAMES, metavar="STAGE",
+                        help="with --date: re-run this stage even if done (repeatable)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="with --date: retrain the codebook and refit collaborative vectors (then every "
+                             "SID, candidate and example is rebuilt)")
+    parser.add_argument("--until", default=None, choices=STAGE_NAMES, metavar="STAGE",
+                        help="with --date: stop after this stage")
+    # Tests and drills: fail at the N-th commit inside STAGE (STAGE[:N]).
+    parser.add_argument("--inject-failure", default=None, help=argparse.SUPPRESS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return spark_job_main(argv, "pipeline", "Run every stage end to end.", run)
+    return spark_job_main(argv, "pipeline", "Run every stage end to end, or the nightly run of one --date.", run,
+                          add_arguments)
 
 
 if __name__ == "__main__":

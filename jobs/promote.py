@@ -19,6 +19,7 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
+from jobs import faults
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from jobs.train import TrainJob, evaluate_split
@@ -89,10 +90,13 @@ def promote(spark: SparkSession, config: Config, version: str | None = None, for
     candidate = model_version(config.mlflow, name, version=version)
     if candidate is None:
         raise LookupError(f"no registered versions of {name!r}; run `r2led train` first")
+    current = model_version(config.mlflow, name, alias=CHAMPION)
+    if current is not None and current.version == candidate.version and not force:
+        # A re-run after the alias moved: deciding again would compare the champion with itself.
+        return PromotionDecision(True, "already the champion", candidate.version, current.version)
     set_alias(config.mlflow, name, CHALLENGER, candidate.version)
     data = training_data(TableStore(spark, config.tables), config)
     challenger = load_bundle(config.mlflow, f"models:/{name}/{candidate.version}")
-    current = model_version(config.mlflow, name, alias=CHAMPION)
     champion = load_bundle(config.mlflow, f"models:/{name}/{current.version}") if current else None
     decision = decide(config, data, challenger, champion, candidate.version, current.version if current else None)
     if force and not decision.promoted and not feature_problems(challenger, data, "challenger"):
@@ -111,6 +115,7 @@ def promote(spark: SparkSession, config: Config, version: str | None = None, for
         if current is not None and current.version != candidate.version:
             set_alias(config.mlflow, name, "previous_champion", current.version)
         set_alias(config.mlflow, name, CHAMPION, candidate.version)
+    faults.commit_point("promotion decision")
     return decision
 
 

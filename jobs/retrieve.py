@@ -151,23 +151,81 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
     return rows.mapInPandas(per_partition, schema)
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> RetrieveResult:
-    store = TableStore(spark, config.tables)
+@dataclass
+class _Inputs:
+    codebook_version: str
+    collab_version: str
+    levels: int
+    words: int
+    plan: RoutePlan
+
+
+def _inputs(store: TableStore, config: Config) -> _Inputs:
     sids = store.read("item_sids")
-    collab = store.read("item_collab_vectors")
     codebook_version = _single(sids, "codebook_version", "item_sids")
-    collab_version = _single(collab, "version", "item_collab_vectors")
+    collab_version = _single(store.read("item_collab_vectors"), "version", "item_collab_vectors")
     require_codebook_version(sids, codebook_version)
     levels = len(sids.select("semantic_codes").first()[0])
-    words = (config.retrieval.simhash_bits + 63) // 64
     try:
         plan = RoutePlan.from_config(config.retrieval, levels)
     except ValueError as exc:
         raise ValueError(f"retrieval.routes: {exc} (item_sids holds {levels}-level SIDs)") from exc
-    candidates = build_route_candidates(spark, store.read("samples"), store.read("user_sequences"),
-                                        lambda: item_features(store), plan, levels, words)
-    store.overwrite("route_candidates", candidates.withColumn("codebook_version", F.lit(codebook_version))
-                    .withColumn("collab_version", F.lit(collab_version)))
+    return _Inputs(codebook_version, collab_version, levels, (config.retrieval.simhash_bits + 63) // 64, plan)
+
+
+def _candidates(spark: SparkSession, store: TableStore, inputs: _Inputs, samples: DataFrame,
+                sequences: DataFrame) -> DataFrame:
+    candidates = build_route_candidates(spark, samples, sequences, lambda: item_features(store), inputs.plan,
+                                        inputs.levels, inputs.words)
+    return (candidates.withColumn("codebook_version", F.lit(inputs.codebook_version))
+            .withColumn("collab_version", F.lit(inputs.collab_version)))
+
+
+@dataclass
+class NewCandidates:
+    new_samples: int
+    inserted: int
+    moved: int
+    full_rebuild: bool
+
+
+def retrieve_new(spark: SparkSession, config: Config) -> NewCandidates:
+    """Candidates for samples that have none yet (a nightly run); everything stored stays as it is.
+
+    A full rebuild instead when the table is missing or was built with another codebook or other
+    collaborative vectors (after a retrain), since candidates of one table must share one version.
+    """
+    from jobs.sequences import resplit
+
+    store = TableStore(spark, config.tables)
+    inputs = _inputs(store, config)
+    if store.exists("route_candidates"):
+        stored = store.read("route_candidates").select("codebook_version", "collab_version").distinct().collect()
+        current = [(inputs.codebook_version, inputs.collab_version)]
+        if [tuple(r) for r in stored] in ([], current):
+            new = store.read("samples").join(store.read("route_candidates").select("sample_id"), "sample_id",
+                                             "left_anti").persist()
+            try:
+                count = new.count()
+                users = new.select("user_id").distinct()
+                sequences = store.read("user_sequences").join(users, "user_id", "left_semi")
+                inserted = store.insert_new("route_candidates", _candidates(spark, store, inputs, new, sequences),
+                                            already_distinct=True)
+            finally:
+                new.unpersist()
+            moved = resplit(store, "route_candidates", config.sequences.split)
+            log.info("route_candidates: %d new samples, %d inserted, %d moved to a new split", count, inserted, moved)
+            return NewCandidates(new_samples=count, inserted=inserted, moved=moved, full_rebuild=False)
+    result = run(spark, config)
+    return NewCandidates(new_samples=result.samples, inserted=result.samples, moved=0, full_rebuild=True)
+
+
+def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> RetrieveResult:
+    store = TableStore(spark, config.tables)
+    inputs = _inputs(store, config)
+    plan, codebook_version, collab_version = inputs.plan, inputs.codebook_version, inputs.collab_version
+    store.overwrite("route_candidates", _candidates(spark, store, inputs, store.read("samples"),
+                                                    store.read("user_sequences")))
     written = store.read("route_candidates")
     non_empty = [F.avg((F.col(f"cand_{r}_pool") > 0).cast("double")).alias(r) for r in plan.route_names]
     shares = written.agg(*non_empty).first()

@@ -111,10 +111,16 @@ def needs_negatives(events: DataFrame, config: NegativeSamplingConfig) -> bool:
     return config.enabled == "always"
 
 
-def build_samples(spark: SparkSession, events: DataFrame, config: SequencesConfig) -> DataFrame:
-    """All of a user's behaviours meet in one sorted partition; the numpy kernel does the rest."""
-    negatives = (negative_rule(events, config.negatives, training_window_end(config.split))
-                 if needs_negatives(events, config.negatives) else None)
+def build_samples(spark: SparkSession, events: DataFrame, config: SequencesConfig, emit: Column | None = None,
+                  popularity_events: DataFrame | None = None) -> DataFrame:
+    """All of a user's behaviours meet in one sorted partition; the numpy kernel does the rest.
+
+    `emit` (a boolean column over `events`) keeps only those events' samples; `popularity_events`
+    (default `events`) are the events negatives are drawn by.
+    """
+    everyone = events if popularity_events is None else popularity_events
+    negatives = (negative_rule(everyone, config.negatives, training_window_end(config.split))
+                 if needs_negatives(everyone, config.negatives) else None)
     split = split_rule(config.split)
     min_hist_len = config.min_hist_len
     rows = events.select(
@@ -122,6 +128,7 @@ def build_samples(spark: SparkSession, events: DataFrame, config: SequencesConfi
         "user_id", "item_id", "ts", "behavior", "label", "value",
         _in("behavior", config.history_behaviors).alias("in_history"),
         _in("behavior", config.sample_behaviors).alias("is_sample"),
+        (F.lit(True) if emit is None else emit).alias("emit"),
     )
     by_user = rows.repartition("user_id").sortWithinPartitions("user_id", "ts", "item_id", "behavior", "label", "value")
 
@@ -132,9 +139,63 @@ def build_samples(spark: SparkSession, events: DataFrame, config: SequencesConfi
             return
         yield build_samples_sorted(frame, in_history=frame["in_history"].to_numpy(bool),
                                    is_sample=frame["is_sample"].to_numpy(bool), min_hist_len=min_hist_len,
-                                   split=split, negatives=negatives)
+                                   split=split, negatives=negatives, emit=frame["emit"].to_numpy(bool))
 
     return by_user.mapInPandas(kernel, SAMPLES_SCHEMA)
+
+
+def split_column(config: SplitConfig) -> Column:
+    """The time split as a column over `ts` (the same rule as the kernel's `assign_split`)."""
+    if config.mode != "time":
+        raise ValueError("sequences.split.mode: re-splitting stored rows needs the 'time' split")
+    rule = split_rule(config)
+    return (F.when(F.col("ts") >= rule.test_from, F.lit("test"))
+            .when(F.col("ts") >= rule.valid_from, F.lit("valid")).otherwise(F.lit("train")))
+
+
+def resplit(store: TableStore, table: str, config: SplitConfig) -> int:
+    """Move stored rows whose split the current time rule changes (a rolling split moves a day per
+    run); returns rows moved. Nothing to move commits nothing."""
+    wanted = split_column(config)
+    if store.read(table).where(F.col("split") != wanted).limit(1).count() == 0:
+        return 0
+    rule = split_rule(config)
+    expression = (f"CASE WHEN ts >= {rule.test_from} THEN 'test' WHEN ts >= {rule.valid_from} THEN 'valid' "
+                  "ELSE 'train' END")
+    return store.update_where(table, f"split <> ({expression})", {"split": expression})
+
+
+@dataclass
+class BatchUpdate:
+    """What one dated run's sequences stage changed."""
+
+    batch_events: int
+    users: int
+    samples_inserted: int
+    samples_moved: int
+
+
+def update_for_batch(spark: SparkSession, config: Config, run_id: str) -> BatchUpdate:
+    """Fold one ingest batch (events with `ingest_run_id = run_id`) into the tables, incrementally.
+
+    Only the batch's users are rebuilt: their sequences are MERGEd (the same rows a full rebuild
+    gives), and the batch's own samples (with their negatives) are inserted; samples already stored
+    never change except for their split, which is rolled to the current rule.
+    """
+    store = TableStore(spark, config.tables)
+    events = store.read("events")
+    in_batch = F.col("ingest_run_id") == run_id
+    batch_events = events.where(in_batch).count()
+    users = events.where(in_batch).select("user_id").distinct()
+    theirs = events.join(users, "user_id", "left_semi")
+    store.upsert("user_sequences", build_user_sequences(theirs, store.read("items"), config.sequences))
+    inserted = store.insert_new("samples", build_samples(spark, theirs, config.sequences, emit=in_batch,
+                                                         popularity_events=events))
+    moved = resplit(store, "samples", config.sequences.split)
+    result = BatchUpdate(batch_events=batch_events, users=users.count(), samples_inserted=inserted, samples_moved=moved)
+    log.info("sequences: %d batch events from %d users; %d samples inserted, %d moved to a new split",
+             result.batch_events, result.users, result.samples_inserted, result.samples_moved)
+    return result
 
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> SequencesResult:

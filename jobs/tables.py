@@ -17,6 +17,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
+from jobs import faults
 from r2led_model.config import TablesConfig
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ class TableSpec:
     # instead of one per value in every task. Right for many small date partitions, wrong for a
     # handful of huge ones (it would serialise the write).
     cluster_by_partition: bool = False
+    # The partition value is a function of the key (events: event_date of ts), so an insert-only
+    # MERGE may look for a key only in the partitions its source rows fall in.
+    partition_follows_key: bool = False
 
 
 def _fields(*pairs: tuple[str, T.DataType]) -> T.StructType:
@@ -60,6 +64,7 @@ TABLES: dict[str, TableSpec] = {
             partition_by=("event_date",),
             key=("user_id", "item_id", "ts", "behavior", "label", "value"),
             cluster_by_partition=True,
+            partition_follows_key=True,
             doc="one behaviour; label is null for positive-only sources; ts is epoch seconds UTC",
         ),
         TableSpec(
@@ -147,6 +152,14 @@ TABLES: dict[str, TableSpec] = {
             partition_by=("score_date",),
             key=("sample_id", "model_name", "model_version"),
             doc="one scored sample: click probability from a registered model version, per scored date",
+        ),
+        TableSpec(
+            "pipeline_runs",
+            _fields(("run_date", _STR), ("stage", _STR), ("status", _STR), ("rows_in", _LONG), ("rows_out", _LONG),
+                    ("seconds", _DOUBLE), ("table_versions", _STR), ("detail", _STR)),
+            key=("run_date", "stage"),
+            doc="the ledger of dated pipeline runs: one row per (date, stage) that finished; table_versions "
+                "is JSON of the Delta versions the stage left",
         ),
         TableSpec(
             "items_rejected",
@@ -266,7 +279,7 @@ class TableStore:
             self._write(spec, df, mode="overwrite", options={})
             return int(self.read(name).count())
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
-        if spec.partition_by:
+        if spec.partition_by and spec.partition_follows_key:
             # Restrict the target scan to the partitions present in the source (partition pruning).
             parts = [r[0] for r in df.select(spec.partition_by[0]).distinct().collect()]
             if parts:
@@ -275,7 +288,31 @@ class TableStore:
         (self.delta(name).alias("t").merge(df.alias("s"), condition)
          .whenNotMatchedInsertAll().execute())
         metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
+        faults.commit_point(f"merge into {name}")
         return int(metrics.get("numTargetRowsInserted", 0))
+
+    def upsert(self, name: str, df: DataFrame, key: Sequence[str] | None = None) -> None:
+        """MERGE on the key: matched rows take the new values, new keys are inserted (one commit)."""
+        spec = self._conform(name, df)
+        key = tuple(key or spec.key)
+        df = df.select(*self._columns(spec, df))
+        if not self.exists(name):
+            self._write(spec, df, mode="overwrite", options={})
+            return
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+        (self.delta(name).alias("t").merge(df.alias("s"), condition)
+         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+        faults.commit_point(f"merge into {name}")
+
+    def update_where(self, name: str, condition: str, assignments: Mapping[str, str]) -> int:
+        """SQL UPDATE of the rows matching `condition`; returns rows updated (0 commits nothing new)."""
+        table = self.delta(name)
+        table.update(condition=condition, set=dict(assignments))
+        metrics = table.history(1).select("operation", "operationMetrics").first()
+        faults.commit_point(f"update of {name}")
+        if metrics["operation"] != "UPDATE":
+            return 0
+        return int((metrics["operationMetrics"] or {}).get("numUpdatedRows", 0))
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -304,4 +341,5 @@ class TableStore:
             writer.saveAsTable(where)
         else:
             writer.save(where)
+        faults.commit_point(f"write of {spec.name}")
         log.info("wrote %s (%s)", where, mode if not options else ", ".join(f"{k}={v}" for k, v in options.items()))

@@ -21,11 +21,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from pyspark.sql import SparkSession
 
+from jobs import faults
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from jobs.training_data import TrainingData, training_data
@@ -156,15 +157,41 @@ def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResu
     run.log_figure(loss_curves_figure(worker.history), "plots/loss_curves.png")
 
 
-def train(spark: SparkSession, config: Config) -> TrainResult:
+def registered_for(config: Config, tags: Mapping[str, str]) -> TrainResult | None:
+    """The registered version a finished training run with these tags produced, if any (a re-run of a
+    dated pipeline reuses it instead of registering a duplicate)."""
+    from r2led_model.mlflow_model import versions_of_run
+    from r2led_model.tracking import find_runs
+
+    for run_id, metrics in find_runs(config, tags):
+        versions = versions_of_run(config.mlflow, config.registry.model_name, run_id)
+        if versions:
+            return TrainResult(
+                model_name=config.registry.model_name, version=versions[0], run_id=run_id,
+                best_epoch=int(metrics.get("best_epoch", -1)),
+                valid={k[len("best_valid_"):]: v for k, v in metrics.items() if k.startswith("best_valid_")},
+                test={k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")})
+    return None
+
+
+def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | None = None) -> TrainResult:
+    """Train, evaluate, log and register. With `run_tags` (a dated pipeline run), a finished run with
+    the same tags and the same training_examples version is reused instead of training again."""
     from r2led_model.mlflow_model import log_ctr_model
     from r2led_model.tracking import tracked_run
 
     store = TableStore(spark, config.tables)
     data = training_data(store, config)
+    tags = {"stage": "train", "model": config.model.name}
+    if run_tags:
+        tags.update({**run_tags, "training_examples_version": str(data.versions.training_examples_version)})
+        earlier = registered_for(config, tags)
+        if earlier is not None:
+            log.info("reusing %s version %s from run %s (same date and inputs)", earlier.model_name,
+                     earlier.version, earlier.run_id)
+            return earlier
     log.info("training %s on %s rows (valid %s, test %s); spec %s", config.model.name, f"{data.rows['train']:,}",
              f"{data.rows['valid']:,}", f"{data.rows['test']:,}", data.spec)
-    tags = {"stage": "train", "model": config.model.name}
     with tracked_run(config, run_name=f"train-{config.model.name}", tags=tags) as run:
         job = TrainJob(model=config.model, training=config.training, data=data,
                        checkpoint_dir=str(Path(config.training.checkpoint_dir) / run.run_id))
@@ -187,6 +214,7 @@ def train(spark: SparkSession, config: Config) -> TrainResult:
             bundle, {k: v[:5].numpy() for k, v in example.items()}, config.registry.model_name,
             tags={**dataclasses.asdict(data.versions), "architecture": config.model.name,
                   **{f"test_{k}": f"{v:.6f}" for k, v in test.items() if k != "n"}})
+        faults.commit_point("model registration")
     log.info("%s version %s: valid AUC %.4f, test AUC %.4f GAUC %.4f LogLoss %.4f", registered.name,
              registered.version, valid["auc"], test["auc"], test["gauc"], test["logloss"])
     return TrainResult(model_name=registered.name, version=registered.version, run_id=registered.run_id,

@@ -49,7 +49,7 @@ class ModelBundle:
         """The task wrapper around a freshly built model with these weights, in eval mode, on CPU."""
         model = build_model(self.model_config.name, spec=self.spec, config=self.model_config)
         model.load_state_dict(self.state_dict)
-        return CTRTask(model).eval()
+        return CTRTask(model, vocab=self.spec).eval()
 
     @functools.cached_property
     def input_columns(self) -> list[str]:
@@ -59,7 +59,13 @@ class ModelBundle:
     def incompatibilities(self, spec: FeatureSpec, versions: DataVersions) -> list[str]:
         """Why this model cannot score inputs built with `spec` and `versions` (empty: it can)."""
         problems = self.versions.compatible_with(versions)
-        for name in ("num_items", "num_categories", "sid_levels", "routes", "route_k", "short_window", "long_history"):
+        # Indices are append-only, so a model can score items and categories indexed after it
+        # (`CTRTask` maps them to padding/unknown); fewer indices than it knows means another index.
+        for name in ("num_items", "num_categories"):
+            if getattr(self.spec, name) > getattr(spec, name):
+                problems.append(f"feature spec {name}: model has {getattr(self.spec, name)}, current index only "
+                                f"{getattr(spec, name)}")
+        for name in ("sid_levels", "routes", "route_k", "short_window", "long_history"):
             mine, theirs = getattr(self.spec, name), getattr(spec, name)
             if mine != theirs:
                 problems.append(f"feature spec {name}: {mine} != current {theirs}")

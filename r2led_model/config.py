@@ -342,6 +342,16 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """`r2led pipeline --date D`: the nightly run's rolling split."""
+
+    # Dated runs split by time relative to D: test = the last `test_days` days up to D, valid = the
+    # `valid_days` before them, train = everything earlier (this replaces sequences.split).
+    valid_days: int = 7
+    test_days: int = 1
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     output_dir: str = "${workspace.root}/bench"
     # Event counts for `r2led benchmark sequences`.
@@ -367,6 +377,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -634,6 +645,8 @@ def _check_semantics(config: Config) -> None:
         (config.training.reader_workers >= 1, "training.reader_workers", "must be >= 1"),
         (config.training.shuffle_buffer >= 1, "training.shuffle_buffer", "must be >= 1"),
         (config.registry.min_improvement >= 0, "registry.min_improvement", "must be >= 0"),
+        (config.pipeline.valid_days >= 1, "pipeline.valid_days", "must be >= 1"),
+        (config.pipeline.test_days >= 1, "pipeline.test_days", "must be >= 1"),
     ]
     for ok, key, message in checks:
         if not ok:
@@ -662,6 +675,16 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(f"retrieval.k_per_route: {sorted(unknown_k)} not in retrieval.routes")
     if config.tables.backend == "catalog" and not (config.tables.catalog and config.tables.schema):
         raise ConfigError("tables: backend 'catalog' needs tables.catalog and tables.schema")
+
+
+def split_as_of(config: Config, run_date: str) -> Config:
+    """The config a dated pipeline run uses: a time split rolled to `run_date` (pipeline.*_days)."""
+    day = dt.date.fromisoformat(run_date)
+    test_from = day - dt.timedelta(days=config.pipeline.test_days - 1)
+    valid_from = test_from - dt.timedelta(days=config.pipeline.valid_days)
+    split = dataclasses.replace(config.sequences.split, mode="time", valid_from=valid_from.isoformat(),
+                                test_from=test_from.isoformat())
+    return dataclasses.replace(config, sequences=dataclasses.replace(config.sequences, split=split))
 
 
 def parse_utc_timestamp(text: str, key: str = "timestamp") -> int:

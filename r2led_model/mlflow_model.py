@@ -83,6 +83,13 @@ def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], 
     return RegisteredVersion(registered_name, version, run_id, dict(tags))
 
 
+def versions_of_run(config: MlflowConfig, name: str, run_id: str) -> list[str]:
+    """Versions of `name` registered from `run_id`, newest first."""
+    configure(config)
+    found = MlflowClient().search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    return [v.version for v in sorted(found, key=lambda v: -int(v.version))]
+
+
 def model_version(config: MlflowConfig, name: str, *, version: str | None = None,
                   alias: str | None = None) -> RegisteredVersion | None:
     """A registered version by number or alias (None when the alias is unset); latest when neither is given."""

@@ -127,15 +127,20 @@ def negative_sample_ids(positive_ids: np.ndarray, items: np.ndarray, ranks: np.n
 
 
 def build_samples_sorted(events: pd.DataFrame, *, in_history: np.ndarray, is_sample: np.ndarray,
-                         min_hist_len: int, split: SplitRule, negatives: NegativeRule | None) -> pd.DataFrame:
+                         min_hist_len: int, split: SplitRule, negatives: NegativeRule | None,
+                         emit: np.ndarray | None = None) -> pd.DataFrame:
     """Samples (SAMPLE_COLUMNS) from one user-complete, (user, ts, item, behavior)-sorted batch.
 
     `events` columns: sample_id (for sample rows), user_id, item_id, ts, label (null → click).
+    `emit` (bool per row, default all) limits the output to those rows' samples and their negatives;
+    every row still counts as history and as touched, so an emitted sample is the same as in a full run.
     """
     users = events["user_id"].to_numpy(np.int64)
     stamps = events["ts"].to_numpy(np.int64)
     hist_len = hist_len_sorted(users, stamps, in_history)
     chosen = is_sample & (hist_len >= min_hist_len)
+    if emit is not None:
+        chosen = chosen & emit
     labels = events["label"].to_numpy()[chosen]
     labels = np.where(pd.isna(labels), 1, labels).astype(np.int32)
     samples = pd.DataFrame({

@@ -8,7 +8,9 @@ from jobs.sources.common import ParsedSource, SourceError
 from r2led_model.config import Config
 
 
-def load_source(spark: SparkSession, config: Config) -> ParsedSource:
+def load_source(spark: SparkSession, config: Config, day: str | None = None) -> ParsedSource:
+    """The configured source. With `day`, a date-partitioned layout reads only that day's folder;
+    other layouts are read whole and `jobs.ingest` keeps the day's rows."""
     kind = config.source.kind
     if kind == "movielens100k":
         from jobs.sources.movielens import load_movielens
@@ -29,7 +31,7 @@ def load_source(spark: SparkSession, config: Config) -> ParsedSource:
     if kind == "synthetic":
         from jobs.sources.synthetic import load_synthetic
 
-        return load_synthetic(spark, config)
+        return load_synthetic(spark, config, day=day)
     raise SourceError(f"source.kind: no loader for {kind!r}")
 
 

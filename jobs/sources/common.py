@@ -33,6 +33,8 @@ class ParsedSource:
     # Bad metadata rows, in the events_rejected layout (raw, reason, source_file).
     items_rejected: DataFrame | None
     files: tuple[str, ...]
+    # True when only one day's drop folder was read: the folder, not the event date, is the day's batch.
+    read_by_day: bool = False
 
 
 def require_files(paths: Iterable[str], what: str) -> tuple[str, ...]:

@@ -23,14 +23,19 @@ def synthetic_root(config: Config) -> Path:
     return Path(config.source.synthetic.path or f"{config.workspace.root}/raw/synthetic")
 
 
-def load_synthetic(spark: SparkSession, config: Config) -> ParsedSource:
+def load_synthetic(spark: SparkSession, config: Config, day: str | None = None) -> ParsedSource:
+    """All days, or with `day` only `events/event_date=<day>/` (a nightly run reads one folder)."""
     root = synthetic_root(config)
     events_dir, items_dir = root / "events", root / "items"
     if not events_dir.is_dir() or not items_dir.is_dir():
         raise SourceError(f"synthetic source: {root} has no events/ and items/; run `r2led generate` first")
+    day_dir = events_dir / f"event_date={day}" if day else events_dir / "*"
+    if day and not day_dir.is_dir():
+        raise SourceError(f"synthetic source: no logs for {day} (expected {day_dir})")
     # Only the CSV parts: Spark's _SUCCESS markers and .crc files are not data.
-    events = parse_user_behavior_csv(spark, [str(events_dir / "*" / "*.csv")])
+    events = parse_user_behavior_csv(spark, [str(day_dir / "*.csv")])
     items = spark.read.schema("item_id BIGINT, category_id BIGINT, text STRING").json(str(items_dir / "*.json"))
     rejected = (spark.createDataFrame([], "raw STRING, reason STRING, source_file STRING"))
     return ParsedSource(name="synthetic", events=events, items=items.where(F.col("item_id").isNotNull()),
-                        items_rejected=rejected, files=(str(events_dir), str(items_dir)))
+                        items_rejected=rejected,
+                        files=(str(day_dir if day else events_dir), str(items_dir)), read_by_day=bool(day))

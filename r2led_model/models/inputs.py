@@ -57,6 +57,18 @@ class FeatureSpec:
         return cls(**{**data, "routes": tuple(data["routes"]), "route_k": tuple(data["route_k"])})
 
 
+def within_vocab(batch: Mapping[str, torch.Tensor], spec: FeatureSpec) -> dict[str, torch.Tensor]:
+    """Ids a model has no embedding row for (items or categories indexed after it was trained) →
+    the padding item 0 and the unknown category 1; their SIDs still describe them."""
+    out = dict(batch)
+    for key, value in batch.items():
+        if key.endswith("_item"):
+            out[key] = torch.where(value < spec.num_items, value, torch.zeros_like(value))
+        elif key.endswith("_cat"):
+            out[key] = torch.where(value < spec.num_categories, value, torch.ones_like(value))
+    return out
+
+
 def group_columns(group: str) -> list[str]:
     return [f"{group}_{part}" for part in GROUP_PARTS]
 

@@ -1,0 +1,315 @@
+"""`r2led pipeline --date D`: the nightly run, incremental, idempotent and resumable stage by stage.
+
+ingest (that day's logs; a first run catches up on every earlier day) → sequences (MERGE the
+batch's users, insert the batch's samples) → embed-items (new items only) → train-codebook (kept
+unless --retrain or none exists) → assign-sids (new items, current codebook) → collab-vectors
+(kept unless --retrain) → retrieve (new samples only) → build-training-set (new samples, append-only
+item index) → train (rolling window) → promote → score (the day's samples).
+
+The split rolls with D (`pipeline.valid_days`, `pipeline.test_days`); rows whose split the new
+date changes are moved in place. Every finished stage is recorded in the `pipeline_runs` ledger
+and skipped on a re-run of the date unless forced; every write is an idempotent MERGE, UPDATE or
+partition overwrite, so a re-run after a crash anywhere ends with the tables a clean run leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs import faults
+from jobs.tables import TableStore
+from r2led_model.config import Config, split_as_of
+
+log = logging.getLogger(__name__)
+
+LEDGER = "pipeline_runs"
+DONE, FAILED = "done", "failed"
+
+
+@dataclass
+class StageOutcome:
+    rows_in: int
+    rows_out: int
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class StageReport:
+    stage: str
+    status: str  # ran, skipped, failed
+    rows_in: int | None = None
+    rows_out: int | None = None
+    seconds: float = 0.0
+    table_versions: dict[str, int | None] = field(default_factory=dict)
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    spark: SparkSession
+    config: Config
+    day: str
+    retrain: bool
+    store: TableStore
+    ledger: dict[str, dict] = field(default_factory=dict)  # stage → this date's ledger row
+
+
+# ---- stages ---------------------------------------------------------------------------------
+
+
+def _ingest(ctx: RunContext) -> StageOutcome:
+    from jobs.ingest import ingest_day
+
+    catch_up = not _earlier_ingest_done(ctx)
+    result = ingest_day(ctx.spark, ctx.config, ctx.day, catch_up=catch_up)
+    return StageOutcome(result.rows_read, result.events_inserted,
+                        {"run_id": result.run_id, "catch_up": catch_up, "rejected": result.rows_rejected,
+                         "items_inserted": result.items_inserted})
+
+
+def _sequences(ctx: RunContext) -> StageOutcome:
+    from jobs.ingest import dated_run_id
+    from jobs.sequences import update_for_batch
+
+    source = ctx.config.source.kind
+    result = update_for_batch(ctx.spark, ctx.config, dated_run_id(source, ctx.day))
+    return StageOutcome(result.batch_events, result.samples_inserted,
+                        {"users": result.users, "samples_moved": result.samples_moved})
+
+
+def _embed_items(ctx: RunContext) -> StageOutcome:
+    from jobs.embed_items import embed_new_items
+
+    result = embed_new_items(ctx.spark, ctx.config)
+    return StageOutcome(result.new_items, result.embedded, {"deferred": result.deferred})
+
+
+def _train_codebook(ctx: RunContext) -> StageOutcome:
+    from jobs import train_codebook
+    from r2led_model import codebook_store
+
+    current = codebook_store.current_version(ctx.config.codebook.store_dir)
+    if current is not None and not ctx.retrain:
+        return StageOutcome(0, 0, {"codebook_version": current, "action": "kept"})
+    result = train_codebook.run(ctx.spark, ctx.config)
+    return StageOutcome(result.items, 1, {"codebook_version": result.version, "action": "trained"})
+
+
+def _assign_sids(ctx: RunContext) -> StageOutcome:
+    from jobs import assign_sids
+
+    result = assign_sids.run(ctx.spark, ctx.config)
+    return StageOutcome(result.items, result.assigned_now,
+                        {"codebook_version": result.codebook_version, "full_rebuild": result.full_rebuild})
+
+
+def _collab_vectors(ctx: RunContext) -> StageOutcome:
+    from jobs import collab_vectors
+
+    if ctx.store.exists("item_collab_vectors") and not ctx.retrain:
+        version = ctx.store.read("item_collab_vectors").select("version").first()
+        return StageOutcome(0, 0, {"collab_version": version[0] if version else None, "action": "kept"})
+    result = collab_vectors.run(ctx.spark, ctx.config)
+    return StageOutcome(result.items, result.items, {"collab_version": result.version, "action": "fitted"})
+
+
+def _retrieve(ctx: RunContext) -> StageOutcome:
+    from jobs.retrieve import retrieve_new
+
+    result = retrieve_new(ctx.spark, ctx.config)
+    return StageOutcome(result.new_samples, result.inserted, {"moved": result.moved, "full_rebuild": result.full_rebuild})
+
+
+def _build_training_set(ctx: RunContext) -> StageOutcome:
+    from jobs.build_training_set import extend_training_set
+
+    result = extend_training_set(ctx.spark, ctx.config)
+    return StageOutcome(result.new_samples, result.inserted,
+                        {"moved": result.moved, "new_items": result.new_items, "full_rebuild": result.full_rebuild})
+
+
+def _train(ctx: RunContext) -> StageOutcome:
+    from jobs.train import train
+
+    result = train(ctx.spark, ctx.config, run_tags={"pipeline_date": ctx.day})
+    return StageOutcome(0, 1, {"model_version": result.version, "run_id": result.run_id,
+                               **{f"test_{k}": v for k, v in result.test.items() if k != "n"}})
+
+
+def _promote(ctx: RunContext) -> StageOutcome:
+    from jobs.promote import promote
+
+    trained = ctx.ledger.get("train")
+    version = json.loads(trained["detail"])["model_version"] if trained else None
+    decision = promote(ctx.spark, ctx.config, version=version)
+    return StageOutcome(1, int(decision.promoted),
+                        {"challenger": decision.challenger_version, "champion_before": decision.champion_version,
+                         "promoted": decision.promoted, "reason": decision.reason[:300]})
+
+
+def _score(ctx: RunContext) -> StageOutcome:
+    from jobs.score import score
+
+    result = score(ctx.spark, ctx.config, date=ctx.day)
+    return StageOutcome(result.rows, result.rows, {"model_version": result.model_version,
+                                                   "mean_score": round(result.mean_score, 6)})
+
+
+# (stage, function, tables it writes)
+STAGES: tuple[tuple[str, Callable[[RunContext], StageOutcome], tuple[str, ...]], ...] = (
+    ("ingest", _ingest, ("events_rejected", "items", "events")),
+    ("sequences", _sequences, ("user_sequences", "samples")),
+    ("embed-items", _embed_items, ("items_rejected", "item_embeddings")),
+    ("train-codebook", _train_codebook, ()),
+    ("assign-sids", _assign_sids, ("item_sids",)),
+    ("collab-vectors", _collab_vectors, ("item_collab_vectors",)),
+    ("retrieve", _retrieve, ("route_candidates",)),
+    ("build-training-set", _build_training_set, ("item_index", "training_examples")),
+    ("train", _train, ()),
+    ("promote", _promote, ()),
+    ("score", _score, ("predictions",)),
+)
+STAGE_NAMES = tuple(name for name, _, _ in STAGES)
+
+
+# ---- the ledger -----------------------------------------------------------------------------
+
+
+def _ledger_rows(store: TableStore, day: str | None = None) -> list[dict]:
+    if not store.exists(LEDGER):
+        return []
+    rows = store.read(LEDGER)
+    if day is not None:
+        rows = rows.where(F.col("run_date") == day)
+    return [r.asDict() for r in rows.collect()]
+
+
+def _earlier_ingest_done(ctx: RunContext) -> bool:
+    return any(r["stage"] == "ingest" and r["status"] == DONE and r["run_date"] < ctx.day
+               for r in _ledger_rows(ctx.store))
+
+
+def _record(ctx: RunContext, report: StageReport) -> None:
+    row = {"run_date": ctx.day, "stage": report.stage, "status": DONE if report.status == "ran" else FAILED,
+           "rows_in": report.rows_in, "rows_out": report.rows_out, "seconds": round(report.seconds, 3),
+           "table_versions": json.dumps(report.table_versions, sort_keys=True),
+           "detail": json.dumps(report.detail, sort_keys=True, default=str)}
+    schema = ("run_date STRING, stage STRING, status STRING, rows_in BIGINT, rows_out BIGINT, seconds DOUBLE, "
+              "table_versions STRING, detail STRING")
+    faults.enter_stage(None)  # the ledger write is the stage's commit, never an injected failure point
+    ctx.store.upsert(LEDGER, ctx.spark.createDataFrame([row], schema))
+    ctx.ledger[report.stage] = row
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+def check_date(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--date: {text!r} is not YYYY-MM-DD") from None
+
+
+def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = False,
+             force_stages: tuple[str, ...] = (), retrain: bool = False, until: str | None = None,
+             inject_failure: tuple[str, int] | None = None) -> list[StageReport]:
+    """Run (or resume) the nightly pipeline for `day`; returns one report per stage, in order."""
+    config = split_as_of(config, day)
+    store = TableStore(spark, config.tables)
+    newer = sorted({r["run_date"] for r in _ledger_rows(store) if r["run_date"] > day and r["stage"] == "ingest"})
+    if newer and not force:
+        raise ValueError(f"--date {day}: {newer[-1]} already ran; re-running an older date would roll the split back "
+                         "(use --force to do it anyway)")
+    unknown = sorted(set(force_stages) - set(STAGE_NAMES) | ({until} - set(STAGE_NAMES) if until else set()))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
+    ctx = RunContext(spark, config, day, retrain, store,
+                     ledger={r["stage"]: r for r in _ledger_rows(store, day) if r["status"] == DONE})
+    if inject_failure:
+        faults.arm(*inject_failure)
+    reports: list[StageReport] = []
+    try:
+        for name, stage, tables in STAGES:
+            done_before = name in ctx.ledger
+            if done_before and not (force or name in force_stages or retrain):
+                reports.append(StageReport(name, "skipped", table_versions={t: store.version(t) for t in tables}))
+                log.info("stage %s: already done for %s, skipped", name, day)
+            else:
+                _run_stage(ctx, name, stage, tables, reports)
+            if name == until:
+                break
+    finally:
+        faults.disarm()
+        print(summary_table(day, reports), flush=True)
+        _log_summary(config, day, reports)
+    return reports
+
+
+def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOutcome],
+               tables: tuple[str, ...], reports: list[StageReport]) -> None:
+    log.info("stage %s for %s", name, ctx.day)
+    started = time.perf_counter()
+    faults.enter_stage(name)
+    try:
+        outcome = stage(ctx)
+    except Exception as exc:
+        report = StageReport(name, "failed", seconds=time.perf_counter() - started,
+                             detail={"error": f"{type(exc).__name__}: {exc}"[:500]})
+        reports.append(report)
+        try:
+            _record(ctx, report)
+        except Exception:  # the ledger is best effort here; the stage's own error is what matters
+            log.exception("could not record the failure of stage %s", name)
+        raise
+    finally:
+        faults.enter_stage(None)
+    report = StageReport(name, "ran", outcome.rows_in, outcome.rows_out, time.perf_counter() - started,
+                         {t: ctx.store.version(t) for t in tables}, outcome.detail)
+    _record(ctx, report)
+    reports.append(report)
+
+
+def summary_table(day: str, reports: list[StageReport]) -> str:
+    def num(value: int | None) -> str:
+        return "" if value is None else f"{value:,}"
+
+    lines = [f"# r2led pipeline --date {day}",
+             f"{'stage':<19} {'status':<8} {'rows in':>10} {'rows out':>10} {'seconds':>8}  delta versions"]
+    for r in reports:
+        versions = ", ".join(f"{t}@{v}" for t, v in r.table_versions.items())
+        lines.append(f"{r.stage:<19} {r.status:<8} {num(r.rows_in):>10} {num(r.rows_out):>10} "
+                     f"{r.seconds:>8.1f}  {versions}")
+    return "\n".join(lines)
+
+
+def _log_summary(config: Config, day: str, reports: list[StageReport]) -> None:
+    """The summary as an MLflow run (params, per-stage metrics, summary.json); never fails the pipeline."""
+    from r2led_model.tracking import tracked_run
+
+    try:
+        with tracked_run(config, run_name=f"pipeline-{day}", tags={"stage": "pipeline", "pipeline_date": day}) as run:
+            run.log_params({"run_date": day, "stages": ",".join(r.stage for r in reports),
+                            "statuses": ",".join(f"{r.stage}={r.status}" for r in reports)[:500]})
+            metrics = {}
+            for r in reports:
+                key = r.stage.replace("-", "_")
+                metrics[f"{key}.seconds"] = r.seconds
+                if r.rows_in is not None:
+                    metrics[f"{key}.rows_in"] = r.rows_in
+                if r.rows_out is not None:
+                    metrics[f"{key}.rows_out"] = r.rows_out
+            run.log_metrics(metrics)
+            run.log_dict({"run_date": day, "stages": [r.__dict__ for r in reports]}, "summary.json")
+            run.log_text(summary_table(day, reports), "summary.txt")
+    except Exception:
+        log.exception("could not log the pipeline summary to MLflow")
