@@ -185,11 +185,13 @@ def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
             new = candidates.join(store.read("training_examples").select("sample_id"), "sample_id", "left_anti").join(
                 store.read("samples").select("sample_id", "item_id", "label"), "sample_id").persist()
             try:
-                count = new.count()
-                sequences = store.read("user_sequences").join(new.select("user_id").distinct(), "user_id", "left_semi")
-                examples = build_examples(new, sequences, lambda: store.read("item_index"), routes, levels,
-                                          config.training_set).crossJoin(versions)
-                inserted = store.insert_new("training_examples", examples, already_distinct=True)
+                count, inserted = new.count(), 0
+                if count:
+                    sequences = store.read("user_sequences").join(new.select("user_id").distinct(), "user_id",
+                                                                  "left_semi")
+                    examples = build_examples(new, sequences, lambda: store.read("item_index"), routes, levels,
+                                              config.training_set).crossJoin(versions)
+                    inserted = store.insert_new("training_examples", examples, already_distinct=True)
             finally:
                 new.unpersist()
             moved = resplit(store, "training_examples", config.sequences.split)

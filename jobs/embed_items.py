@@ -179,6 +179,9 @@ def embed_new_items(spark: SparkSession, config: Config) -> NewItemsResult:
     fresh = fresh.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         new_items = fresh.count()  # materialised before item_embeddings changes under its anti-join
+        if new_items == 0:
+            log.info("item_embeddings: no new items")
+            return NewItemsResult(new_items=0, embedded=0, deferred=0)
         has_text = F.col("text").isNotNull() & (F.length(F.trim("text")) > 0)
         vectors = (fresh.where(has_text).select("item_id", "text")
                    .mapInPandas(_encode_batches(config.embedding.encoder, config.embedding.batch_size), VECTOR_SCHEMA)

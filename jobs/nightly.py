@@ -242,7 +242,10 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
         for name, stage, tables in STAGES:
             done_before = name in ctx.ledger
             if done_before and not (force or name in force_stages or retrain):
-                reports.append(StageReport(name, "skipped", table_versions={t: store.version(t) for t in tables}))
+                recorded = ctx.ledger[name]
+                reports.append(StageReport(name, "skipped", recorded["rows_in"], recorded["rows_out"],
+                                           table_versions={t: store.version(t) for t in tables},
+                                           detail=json.loads(recorded["detail"] or "{}")))
                 log.info("stage %s: already done for %s, skipped", name, day)
             else:
                 _run_stage(ctx, name, stage, tables, reports)
@@ -262,6 +265,9 @@ def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOu
     faults.enter_stage(name)
     try:
         outcome = stage(ctx)
+        # The stage's outputs are all committed but it is not yet recorded as done: a fault armed
+        # for a stage that wrote nothing this time fires here.
+        faults.commit_point("the end of the stage")
     except Exception as exc:
         report = StageReport(name, "failed", seconds=time.perf_counter() - started,
                              detail={"error": f"{type(exc).__name__}: {exc}"[:500]})
@@ -284,12 +290,34 @@ def summary_table(day: str, reports: list[StageReport]) -> str:
         return "" if value is None else f"{value:,}"
 
     lines = [f"# r2led pipeline --date {day}",
-             f"{'stage':<19} {'status':<8} {'rows in':>10} {'rows out':>10} {'seconds':>8}  delta versions"]
+             f"{'stage':<19} {'status':<8} {'rows in':>10} {'rows out':>10} {'seconds':>8}  delta versions / note"]
     for r in reports:
         versions = ", ".join(f"{t}@{v}" for t, v in r.table_versions.items())
+        note = _note(r)
         lines.append(f"{r.stage:<19} {r.status:<8} {num(r.rows_in):>10} {num(r.rows_out):>10} "
-                     f"{r.seconds:>8.1f}  {versions}")
+                     f"{r.seconds:>8.1f}  {'; '.join(x for x in (versions, note) if x)}")
     return "\n".join(lines)
+
+
+def _note(report: StageReport) -> str:
+    """The one fact per stage an operator looks for first."""
+    d = report.detail
+    if "error" in d:
+        return str(d["error"])[:120]
+    if report.stage == "ingest" and d.get("catch_up"):
+        return "catch-up: every day up to the date"
+    if "action" in d:
+        return f"{d['action']} {d.get('codebook_version') or d.get('collab_version')}"
+    if report.stage == "train" and "model_version" in d:
+        return f"version {d['model_version']}, test AUC {float(d.get('test_auc', float('nan'))):.4f}"
+    if report.stage == "promote" and "challenger" in d:
+        verdict = "PROMOTED" if d["promoted"] else "not promoted"
+        return f"version {d['challenger']} {verdict} (champion before: {d['champion_before']}): {d['reason'][:80]}"
+    if report.stage == "score" and "model_version" in d:
+        return f"scored with version {d['model_version']}"
+    if d.get("full_rebuild"):
+        return "full rebuild"
+    return ""
 
 
 def _log_summary(config: Config, day: str, reports: list[StageReport]) -> None:

@@ -206,11 +206,12 @@ def retrieve_new(spark: SparkSession, config: Config) -> NewCandidates:
             new = store.read("samples").join(store.read("route_candidates").select("sample_id"), "sample_id",
                                              "left_anti").persist()
             try:
-                count = new.count()
-                users = new.select("user_id").distinct()
-                sequences = store.read("user_sequences").join(users, "user_id", "left_semi")
-                inserted = store.insert_new("route_candidates", _candidates(spark, store, inputs, new, sequences),
-                                            already_distinct=True)
+                count, inserted = new.count(), 0
+                if count:
+                    users = new.select("user_id").distinct()
+                    sequences = store.read("user_sequences").join(users, "user_id", "left_semi")
+                    inserted = store.insert_new("route_candidates", _candidates(spark, store, inputs, new, sequences),
+                                                already_distinct=True)
             finally:
                 new.unpersist()
             moved = resplit(store, "route_candidates", config.sequences.split)

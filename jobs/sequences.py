@@ -188,9 +188,11 @@ def update_for_batch(spark: SparkSession, config: Config, run_id: str) -> BatchU
     batch_events = events.where(in_batch).count()
     users = events.where(in_batch).select("user_id").distinct()
     theirs = events.join(users, "user_id", "left_semi")
-    store.upsert("user_sequences", build_user_sequences(theirs, store.read("items"), config.sequences))
-    inserted = store.insert_new("samples", build_samples(spark, theirs, config.sequences, emit=in_batch,
-                                                         popularity_events=events))
+    inserted = 0
+    if batch_events:
+        store.upsert("user_sequences", build_user_sequences(theirs, store.read("items"), config.sequences))
+        inserted = store.insert_new("samples", build_samples(spark, theirs, config.sequences, emit=in_batch,
+                                                             popularity_events=events))
     moved = resplit(store, "samples", config.sequences.split)
     result = BatchUpdate(batch_events=batch_events, users=users.count(), samples_inserted=inserted, samples_moved=moved)
     log.info("sequences: %d batch events from %d users; %d samples inserted, %d moved to a new split",

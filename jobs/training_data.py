@@ -67,11 +67,30 @@ def _uri(path: str) -> str:
     return path
 
 
+def by_first_sample(files: list[str]) -> list[str]:
+    """Files ordered by their smallest sample_id (Parquet footer statistics), so the trainer's input
+    order depends on the table's rows, not on the random names of the files that hold them."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    def first_sample(uri: str) -> tuple[int, str]:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        with filesystem.open_input_file(path) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        column = metadata.schema.names.index("sample_id")
+        mins = [metadata.row_group(g).column(column).statistics for g in range(metadata.num_row_groups)]
+        known = [m.min for m in mins if m is not None and m.has_min_max]
+        return (min(known) if known else 2**63, uri)
+
+    return [uri for _, uri in sorted(first_sample(f) for f in files)]
+
+
 def training_data(store: TableStore, config: Config) -> TrainingData:
     counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
     missing = [s for s in SPLITS if not counts.get(s)]
     if missing:
         raise TrainingDataError(f"training_examples has no rows for split(s) {missing}; check sequences.split")
-    files = {split: [_uri(f) for f in store.active_files("training_examples", {"split": split})] for split in SPLITS}
+    files = {split: by_first_sample([_uri(f) for f in store.active_files("training_examples", {"split": split})])
+             for split in SPLITS}
     return TrainingData(files=files, rows={s: counts[s] for s in SPLITS}, spec=feature_spec(store, config),
                         versions=data_versions(store))

@@ -127,11 +127,12 @@ def run_data(config: MlflowConfig, run_id: str) -> tuple[dict, dict, list[str]]:
 
 
 def find_runs(config: Config, tags: Mapping[str, str]) -> list[tuple[str, dict[str, float]]]:
-    """(run_id, metrics) of finished runs in the dataset's experiment carrying all of `tags`, newest first."""
+    """(run_id, metrics) of runs in the dataset's experiment carrying all of `tags`, newest first, whatever
+    their status (a run cut off after registering its model still produced that model)."""
     import mlflow
 
     experiment = ensure_experiment(config.mlflow, experiment_name(config))
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     found = mlflow.search_runs(experiment_ids=[experiment], filter_string=query, output_format="list",
                                order_by=["attributes.start_time DESC"])
-    return [(r.info.run_id, dict(r.data.metrics)) for r in found if r.info.status == "FINISHED"]
+    return [(r.info.run_id, dict(r.data.metrics)) for r in found]

@@ -1,14 +1,16 @@
-"""Airflow example: the R2LED pipeline as one spark-submit per stage, nightly.
+"""Airflow example: the nightly R2LED run for the DAG run's date, one spark-submit per stage.
 
-Each task runs `deploy/submit.sh <stage> --env <env>` (spark-submit with Delta and the r2led
-wheel), so a failed stage is retried alone and the others keep their outputs: every stage is
-idempotent (insert-only MERGE or overwrite of its own tables). Copy this file into the DAGs folder
+Each task runs `deploy/submit.sh pipeline --date {{ ds }} --until <stage> --env <env>`
+(spark-submit with Delta and the r2led wheel): the dated pipeline skips the stages its ledger
+(`pipeline_runs`) already holds for that date, so a retried task resumes where it failed and
+clearing a task re-runs only what is not done (`--force-stage` re-runs one on purpose). Every
+stage is incremental and idempotent (MERGE, UPDATE or a partition overwrite). Copy this file into the DAGs folder
 of an Airflow (2.4+ or 3.x) worker that has the checkout at R2LED_HOME (`make setup wheel` done)
 and Java 17. Set R2LED_ENV / R2LED_SUBMIT_OPTS in the worker environment to point at a cluster,
 e.g. R2LED_SUBMIT_OPTS="--master k8s://https://<api-server>:443 --deploy-mode cluster ...".
 
-The stage list is the `make run` order; tests check it against `r2led`'s commands without
-importing Airflow.
+The stage list is the pipeline's order; tests check it against `r2led`'s commands without
+importing Airflow. `{{ ds }}` is the logical date: with a daily schedule, the day that just ended.
 """
 
 from __future__ import annotations
@@ -40,16 +42,16 @@ STAGES = [
     "promote",
     "score",
 ]
-# Extra arguments per stage; Jinja renders {{ ds }} to the run's logical date (YYYY-MM-DD).
-STAGE_ARGS = {"score": "--date {{ ds }}"}
+# Jinja renders {{ ds }} to the run's logical date (YYYY-MM-DD).
+RUN_DATE = "{{ ds }}"
 
 with DAG(
     dag_id="r2led_nightly",
     description="R2LED: raw logs → Delta tables → SIDs → retrieval → training → champion → predictions",
     schedule="15 2 * * *",
     start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,  # stages overwrite tables: never two runs at once
+    catchup=False,  # set True to backfill missed days in order (one date at a time)
+    max_active_runs=1,  # dates must run in order: each rolls the split forward
     default_args={"retries": 1, "retry_delay": timedelta(minutes=10)},
     tags=["r2led", "spark"],
 ) as dag:
@@ -58,8 +60,8 @@ with DAG(
         task = BashOperator(
             task_id=stage.replace("-", "_"),
             # Not ending in ".sh": Airflow would read such a bash_command as a template file.
-            bash_command=f'"{R2LED_HOME}/deploy/submit.sh" {stage} --env {R2LED_ENV} '
-                         f'{STAGE_ARGS.get(stage, "")}'.rstrip(),
+            bash_command=f'"{R2LED_HOME}/deploy/submit.sh" pipeline --date {RUN_DATE} --until {stage} '
+                         f'--env {R2LED_ENV}',
             cwd=R2LED_HOME,
             append_env=True,
         )

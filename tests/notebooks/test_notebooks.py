@@ -162,7 +162,11 @@ def test_nightly_tasks_form_a_dag_of_real_commands_in_pipeline_order():
             assert dep["task_key"] in keys, f"{task['task_key']} depends on unknown {dep['task_key']}"
     stage_order = [name for name, _ in pipeline.STAGES]
     wheel = {t["task_key"]: t for t in tasks if "python_wheel_task" in t}
-    command_of = {key: t["python_wheel_task"]["parameters"][0] for key, t in wheel.items()}
+    parameters = {key: t["python_wheel_task"]["parameters"] for key, t in wheel.items()}
+    assert {p[0] for p in parameters.values()} == {"pipeline"}
+    # Each task is one stage of the dated run: `pipeline --date <run_date> --until <stage>`.
+    assert all(p[p.index("--date") + 1] == "{{job.parameters.run_date}}" for p in parameters.values())
+    command_of = {key: p[p.index("--until") + 1] for key, p in parameters.items()}
     assert set(command_of.values()) <= set(COMMANDS)
     assert sorted(command_of.values()) == sorted(stage_order), "the bundle runs every pipeline stage once"
     # Every stage's prerequisites (earlier pipeline stages) are among its transitive dependencies.

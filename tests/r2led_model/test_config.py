@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from r2led_model.config import Config, ConfigError, build_config, load_config, parse_utc_timestamp
+from r2led_model.config import Config, ConfigError, build_config, load_config, parse_utc_timestamp, split_as_of
 
 
 @pytest.mark.parametrize("env", ["local", "tiny", "databricks"])
@@ -47,6 +47,8 @@ def test_unknown_keys_name_their_path(override, key_path):
     ("sequences.split.mode=random", "sequences.split.mode"),
     ("sequences.negatives.ratio=0", "sequences.negatives.ratio"),
     ("sequences.split.valid_from=yesterday", "sequences.split.valid_from"),
+    ("pipeline.valid_days=0", "pipeline.valid_days"),
+    ("pipeline.test_days=-1", "pipeline.test_days"),
 ])
 def test_wrong_values_name_their_path(override, key_path):
     with pytest.raises(ConfigError, match=key_path.replace(".", r"\.").replace("[", r"\[")):
@@ -84,3 +86,10 @@ def test_float_accepts_exponent_notation_and_names_the_key_of_a_non_number():
     assert load_config("tiny", ["training.learning_rate=1e-7"]).training.learning_rate == 1e-7
     with pytest.raises(ConfigError, match="training.learning_rate: expected a number"):
         load_config("tiny", ["training.learning_rate=fast"])
+
+
+def test_a_dated_run_rolls_the_time_split_to_its_date():
+    config = load_config("tiny", ["pipeline.valid_days=3", "pipeline.test_days=2", "sequences.split.mode=last_n"])
+    split = split_as_of(config, "2024-01-19").sequences.split
+    # test = the 2 days up to and including the date; valid = the 3 days before them.
+    assert (split.mode, split.valid_from, split.test_from) == ("time", "2024-01-15", "2024-01-18")

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from r2led_model.config import ModelConfig
 from r2led_model.models import MODELS, CTRTask, FeatureSpec, build_model
-from r2led_model.models.inputs import columns_for, random_batch
+from r2led_model.models.inputs import columns_for, random_batch, within_vocab
 from r2led_model.models.layers import Behaviours, Target, masked_softmax, top_k_slots
 
 SPEC = FeatureSpec(num_items=300, num_categories=6, sid_levels=3, sid_vocab=12, routes=("sid1", "sid2", "collab"),
@@ -332,3 +332,18 @@ def test_task_loss_is_bce_and_predict_proba_is_the_sigmoid_of_the_logits():
     assert proba.shape == (16,) and not proba.requires_grad
     torch.testing.assert_close(proba, torch.sigmoid(logits).detach())
     assert task.input_groups == task.model.input_groups
+
+
+def test_ids_beyond_a_models_tables_map_to_padding_and_unknown_only_with_its_vocab():
+    batch = batch_of(6)
+    batch["target_item"][:3] = SPEC.num_items + 7  # indexed after the model was trained
+    batch["short_cat"][:, 0] = SPEC.num_categories
+    fitted = within_vocab(batch, SPEC)
+    assert fitted["target_item"][:3].tolist() == [0, 0, 0]
+    assert torch.equal(fitted["target_item"][3:], batch["target_item"][3:])
+    assert fitted["short_cat"][:, 0].tolist() == [1] * 6
+    assert torch.equal(fitted["target_sid"], batch["target_sid"]) and torch.equal(fitted["label"], batch["label"])
+    guarded = CTRTask(make("r2led"), vocab=SPEC).eval()
+    assert torch.isfinite(guarded.predict_proba(batch)).all()
+    with pytest.raises(IndexError):
+        CTRTask(make("r2led")).eval().predict_proba(batch)

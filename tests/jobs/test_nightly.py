@@ -1,0 +1,207 @@
+"""`r2led pipeline --date D`: two consecutive synthetic dates, the second incremental; re-runs that
+skip or are forced; a crash inside every stage followed by a re-run, compared table by table with
+a clean run; a new item scored by a model trained before it existed."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from pyspark.sql import functions as F
+
+from jobs import assign_sids, generate, pipeline
+from jobs.build_training_set import extend_item_index
+from jobs.embed_items import embed_new_items
+from jobs.faults import InjectedFailure
+from jobs.nightly import LEDGER, STAGE_NAMES, run_date
+from jobs.sequences import build_user_sequences, split_column
+from jobs.tables import TABLES, TableStore
+from jobs.training_data import data_versions, feature_spec
+from r2led_model.bundle import frame_arrays
+from r2led_model.config import Config, split_as_of
+from r2led_model.mlflow_model import load_bundle
+from r2led_model.tracking import configure
+from tests.conftest import IVY_DIR, config_in
+
+FAST = ("training.epochs=1", "training.batch_size=256", "model.embedding_dim=8", "model.mlp_dims=[16]")
+DAY1, DAY2 = "2024-01-18", "2024-01-19"
+DATA_TABLES = sorted(name for name in TABLES if name != LEDGER)
+
+
+@dataclass
+class Workspace:
+    root: Path
+    config: Config
+    day1: dict[str, list]  # table → rows after DAY1
+    day1_versions: dict[str, int | None]
+    reports: list
+
+
+def snapshot(store: TableStore, table: str) -> list:
+    df = store.read(table)
+    return sorted(tuple(r) for r in df.select(*sorted(df.columns)).collect())
+
+
+def versions(store: TableStore) -> dict[str, int | None]:
+    return {t: store.version(t) for t in DATA_TABLES}
+
+
+@pytest.fixture(scope="module")
+def clean(spark, tmp_path_factory):
+    """A clean run of DAY1 (a first run: catch-up) then DAY2; a copy of the workspace after DAY1."""
+    base = tmp_path_factory.mktemp("nightly")
+    config = config_in(base / "clean", *FAST)
+    generate.run(spark, config)
+    run_date(spark, config, DAY1)
+    store = TableStore(spark, config.tables)
+    day1 = {t: snapshot(store, t) for t in ("samples", "route_candidates", "training_examples", "predictions")}
+    day1_versions = versions(store)
+    shutil.copytree(base / "clean", base / "after_day1")
+    reports = run_date(spark, config, DAY2)
+    return Workspace(base / "clean", config, day1, day1_versions, reports)
+
+
+def by_stage(reports) -> dict:
+    return {r.stage: r for r in reports}
+
+
+def test_the_second_date_is_incremental_and_point_in_time(spark, clean):
+    store = TableStore(spark, clean.config.tables)
+    reports = by_stage(clean.reports)
+    assert [r.status for r in clean.reports] == ["ran"] * len(STAGE_NAMES)
+    assert reports["ingest"].detail["catch_up"] is False
+    # That day's folder and nothing else was ingested.
+    day_lines = sum(len(p.read_text().splitlines())
+                    for p in (clean.root / "raw/synthetic/events" / f"event_date={DAY2}").glob("*.csv"))
+    assert reports["ingest"].rows_out == day_lines > 0
+    assert store.read("events").where(F.col("event_date") > F.lit(DAY2).cast("date")).count() == 0
+    # Codebook and collaborative vectors were kept; candidates and examples were only added to.
+    assert reports["train-codebook"].detail["action"] == "kept"
+    assert reports["collab-vectors"].detail["action"] == "kept"
+    assert reports["retrieve"].detail["full_rebuild"] is False
+    assert reports["build-training-set"].detail["full_rebuild"] is False
+    new_samples = reports["sequences"].rows_out
+    assert new_samples > 0 and reports["retrieve"].rows_out == reports["build-training-set"].rows_out == new_samples
+    for table in ("samples", "route_candidates", "training_examples"):
+        operations = [r[0] for r in store.delta(table).history().where(
+            F.col("version") > clean.day1_versions[table]).select("operation").collect()]
+        assert operations and set(operations) <= {"MERGE", "UPDATE"}, (table, operations)
+
+    # Stored rows never change except for their split, which rolls with the date.
+    samples = store.read("samples")
+    day2_only = samples.where(F.to_date(F.timestamp_seconds("ts")) == F.lit(DAY2).cast("date"))
+    assert day2_only.count() == new_samples == samples.count() - len(clean.day1["samples"])
+    columns = sorted(samples.columns)
+    split_at = columns.index("split")
+    before = {tuple(v for i, v in enumerate(r) if i != split_at) for r in clean.day1["samples"]}
+    after = {tuple(v for i, v in enumerate(r) if i != split_at) for r in snapshot(store, "samples")}
+    assert before <= after
+    rolled = split_as_of(clean.config, DAY2).sequences.split
+    for table in ("samples", "route_candidates", "training_examples"):
+        df = store.read(table)
+        assert df.where(F.col("split") != split_column(rolled)).count() == 0, table
+        assert df.count() == df.select("sample_id").distinct().count(), table
+    assert {r[0] for r in samples.where(F.col("split") == "test").select(
+        F.to_date(F.timestamp_seconds("ts"))).distinct().collect()} == {np.datetime64(DAY2).astype(object)}
+
+    # The MERGEd sequences are exactly what a full rebuild from every event gives.
+    full = build_user_sequences(store.read("events"), store.read("items"), clean.config.sequences)
+    incremental = store.read("user_sequences")
+    assert full.exceptAll(incremental).count() == 0 and incremental.exceptAll(full).count() == 0
+
+    # The day's predictions come from the model trained that night; the previous day's stay.
+    predictions = store.read("predictions")
+    assert {r[0] for r in predictions.select("score_date").distinct().collect()} == {DAY1, DAY2}
+    assert predictions.where(F.col("score_date") == DAY2).count() == day2_only.count()
+    promotion = reports["promote"].detail
+    champion = promotion["challenger"] if promotion["promoted"] else promotion["champion_before"]
+    assert reports["score"].detail["model_version"] == champion
+
+
+def test_rerunning_a_finished_date_skips_every_stage_and_commits_nothing(spark, clean):
+    store = TableStore(spark, clean.config.tables)
+    before = versions(store)
+    ledger_version = store.version(LEDGER)
+    argv = ["--env", "tiny", "--set", f"workspace.root={clean.root}", "--set", f"spark.ivy_dir={IVY_DIR}",
+            *[a for o in FAST for a in ("--set", o)], "--date", DAY2]
+    assert pipeline.main(argv) == 0
+    assert versions(store) == before
+    assert store.version(LEDGER) == ledger_version
+    # An older date than one already run would roll the split back: refused without --force.
+    assert pipeline.main(argv[:-1] + [DAY1]) == 1
+
+
+def test_forced_stages_run_again_and_leave_the_same_rows(spark, clean):
+    store = TableStore(spark, clean.config.tables)
+    before = {t: snapshot(store, t) for t in ("user_sequences", "samples", "route_candidates")}
+    reports = run_date(spark, clean.config, DAY2, force_stages=("sequences", "retrieve"), until="retrieve")
+    statuses = {r.stage: r.status for r in reports}
+    assert statuses == {**{s: "skipped" for s in STAGE_NAMES[:STAGE_NAMES.index("retrieve") + 1]},
+                        "sequences": "ran", "retrieve": "ran"}
+    assert by_stage(reports)["sequences"].rows_out == 0  # every sample of the day was already there
+    assert {t: snapshot(store, t) for t in before} == before
+
+
+def test_a_crash_inside_every_stage_then_a_rerun_leaves_the_tables_of_a_clean_run(spark, clean):
+    root = clean.root.parent / "after_day1"
+    config = config_in(root, *FAST)
+    store = TableStore(spark, config.tables)
+    for stage in STAGE_NAMES:
+        # Each re-run resumes at the stage that failed, then fails inside the next one.
+        with pytest.raises(InjectedFailure):
+            run_date(spark, config, DAY2, inject_failure=(stage, 1))
+        ledger = {r["stage"]: r["status"] for r in store.read(LEDGER).where(F.col("run_date") == DAY2).collect()}
+        assert ledger[stage] == "failed"
+    reports = run_date(spark, config, DAY2)
+    assert by_stage(reports)["score"].status == "ran"
+    assert all(r.status == "skipped" for r in reports[:-1])
+
+    clean_store = TableStore(spark, clean.config.tables)
+    for table in DATA_TABLES:
+        assert snapshot(store, table) == snapshot(clean_store, table), table
+    ledger = store.read(LEDGER).select("run_date", "stage", "status")
+    assert sorted(ledger.collect()) == sorted(clean_store.read(LEDGER).select("run_date", "stage", "status").collect())
+    # One model version per date, however often training was interrupted.
+    configure(config.mlflow)
+    name = config.registry.model_name
+    assert len(MlflowClient().search_model_versions(f"name='{name}'")) == 2
+    assert MlflowClient().get_model_version_by_alias(name, "champion").version == \
+        by_stage(clean.reports)["score"].detail["model_version"]
+
+
+def test_a_new_item_gets_an_index_after_the_others_and_the_champion_scores_it(spark, clean):
+    config = split_as_of(clean.config, DAY2)
+    store = TableStore(spark, config.tables)
+    index_before = snapshot(store, "item_index")
+    top = max(r for r in store.read("item_index").select("item_idx").toPandas()["item_idx"])
+    new = spark.createDataFrame([(10_000_001, 999, "a brand new item in a brand new category", "synthetic")],
+                                "item_id BIGINT, category_id BIGINT, text STRING, source STRING")
+    store.insert_new("items", new)
+    assert embed_new_items(spark, config).embedded == 1
+    assert assign_sids.run(spark, config).assigned_now == 1
+    levels = len(store.read("item_sids").first()["semantic_codes"])
+    assert extend_item_index(store, levels) == 1
+    index = store.read("item_index")
+    added = index.where(F.col("item_id") == 10_000_001).first()
+    assert added["item_idx"] == top + 1 and min(added["sid"]) >= 1
+    assert added["category_idx"] == index.agg(F.max("category_idx")).first()[0]
+    assert set(index_before) <= set(snapshot(store, "item_index"))
+
+    # The champion has no embedding row for it: the item maps to padding, its SID still counts.
+    bundle = load_bundle(config.mlflow, f"models:/{config.registry.model_name}@champion")
+    assert added["item_idx"] >= bundle.spec.num_items
+    examples = store.read("training_examples").where(F.col("split") == "test").limit(8).toPandas()
+    arrays = {k: torch.as_tensor(v) for k, v in frame_arrays(examples, bundle.input_columns).items()}
+    task = bundle.build()
+    known = task.predict_proba(arrays)
+    arrays["target_item"] = torch.full_like(arrays["target_item"], int(added["item_idx"]))
+    arrays["target_cat"] = torch.full_like(arrays["target_cat"], int(added["category_idx"]))
+    arrays["target_sid"] = torch.as_tensor(np.tile(np.asarray(added["sid"]), (len(examples), 1)))
+    unseen = task.predict_proba(arrays)
+    assert torch.isfinite(unseen).all() and not torch.equal(unseen, known)
+    assert not bundle.incompatibilities(feature_spec(store, config), data_versions(store))
