@@ -126,7 +126,8 @@ def _retrieve(ctx: RunContext) -> StageOutcome:
     from jobs.retrieve import retrieve_new
 
     result = retrieve_new(ctx.spark, ctx.config)
-    return StageOutcome(result.new_samples, result.inserted, {"moved": result.moved, "full_rebuild": result.full_rebuild})
+    return StageOutcome(result.new_samples, result.inserted,
+                        {"moved": result.moved, "full_rebuild": result.full_rebuild})
 
 
 def _build_training_set(ctx: RunContext) -> StageOutcome:
@@ -141,7 +142,8 @@ def _train(ctx: RunContext) -> StageOutcome:
     from jobs.train import train
 
     result = train(ctx.spark, ctx.config, run_tags={"pipeline_date": ctx.day})
-    return StageOutcome(0, 1, {"model_version": result.version, "run_id": result.run_id,
+    train_rows = ctx.store.read("training_examples").where(F.col("split") == "train").count()
+    return StageOutcome(train_rows, 1, {"model_version": result.version, "run_id": result.run_id,
                                **{f"test_{k}": v for k, v in result.test.items() if k != "n"}})
 
 

@@ -170,7 +170,7 @@ def test_a_crash_inside_every_stage_then_a_rerun_leaves_the_tables_of_a_clean_ru
     configure(config.mlflow)
     name = config.registry.model_name
     assert len(MlflowClient().search_model_versions(f"name='{name}'")) == 2
-    assert MlflowClient().get_model_version_by_alias(name, "champion").version == \
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == \
         by_stage(clean.reports)["score"].detail["model_version"]
 
 

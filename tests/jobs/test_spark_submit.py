@@ -226,7 +226,7 @@ def test_airflow_dag_and_cron_run_r2led_commands_through_submit_sh():
     assert stages[0] == "ingest" and stages[-1] == "score"
     cron = (REPO / "deploy" / "cron" / "r2led-nightly.cron").read_text(encoding="utf-8")
     entries = [line for line in cron.splitlines() if re.match(r"^[\d*/,-]+\s+[\d*/,-]+\s", line)]
-    assert len(entries) == 2
+    assert len(entries) == 1
     for entry in entries:
         command = re.search(r"deploy/submit\.sh (\S+) --date \"\$D\"", entry)
         assert command and command.group(1) == "pipeline"
