@@ -44,7 +44,8 @@ class Workspace:
 
 def snapshot(store: TableStore, table: str) -> list:
     df = store.read(table)
-    return sorted(tuple(r) for r in df.select(*sorted(df.columns)).collect())
+    return sorted(tuple(tuple(v) if isinstance(v, list) else v for v in r)
+                  for r in df.select(*sorted(df.columns)).collect())
 
 
 def versions(store: TableStore) -> dict[str, int | None]:
