@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -88,34 +89,68 @@ def sequence_positions(sequences: DataFrame) -> DataFrame:
         "user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
 
 
-def retrieve_for_user(history: pd.DataFrame, wanted: pd.DataFrame, plan: RoutePlan, levels: int,
-                      words: int) -> pd.DataFrame:
-    """One user's route candidates: `history` = the stored sequence's positions with item features,
-    `wanted` = that user's samples with target features (both as produced by build_route_candidates)."""
-    history = history.sort_values("position")
-    user_history = UserHistory(
-        item_ids=history["item_id"].to_numpy(np.int64),
-        ts=history["ts"].to_numpy(np.int64),
-        sid_codes=stack_rows(history["semantic_codes"], levels, np.int64),
-        signatures=stack_rows(history["signature"], words, np.int64).view(np.uint64),
-        categories=history["category_id"].to_numpy(np.int64),
-        dropped=int(history["dropped"].iloc[0]) if len(history) else 0,
-    )
-    user_targets = Targets(
-        item_ids=wanted["item_id"].to_numpy(np.int64),
-        hist_len=wanted["hist_len"].to_numpy(np.int64),
-        sid_codes=stack_rows(wanted["semantic_codes"], levels, np.int64),
-        signatures=stack_rows(wanted["signature"], words, np.int64).view(np.uint64),
-        categories=wanted["category_id"].to_numpy(np.int64),
-    )
-    columns = {c: wanted[c].to_numpy() for c in ("sample_id", "user_id", "ts", "hist_len", "split")}
-    for name, found in retrieve_routes(user_history, user_targets, plan).items():
-        safe = np.where(found.mask, found.positions, 0)
-        columns[f"cand_{name}_pos"] = list(found.positions.astype(np.int32))
-        columns[f"cand_{name}_item"] = list(np.where(found.mask, user_history.item_ids[safe], -1))
-        columns[f"cand_{name}_mask"] = list(found.mask)
-        columns[f"cand_{name}_pool"] = found.pool_size.astype(np.int32)
-    return pd.DataFrame(columns)  # one construction: inserting 4 columns per route one by one costs more than the kernel
+def fixed_width(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
+    """A list column whose rows all hold `width` values → one (n, width) array, without per-row objects."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    if len(flat) != len(column) * width:
+        raise ValueError(f"{len(column)} rows do not all hold {width} values")
+    return flat.reshape(len(column), width)  # (n, width)
+
+
+def _list_column(values: np.ndarray) -> pa.ListArray:
+    """(n, k) → a list column of n rows with k values each."""
+    n, k = values.shape
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), pa.array(values.ravel()))
+
+
+def candidates_for_partition(table: pa.Table, plan: RoutePlan, levels: int, words: int) -> pa.RecordBatch | None:
+    """Route candidates for every user of a partition.
+
+    `table`: behaviours and samples as `build_route_candidates` lays them out, sorted by (user_id,
+    is_sample, position, sample_id), so each user is one run of rows with the stored sequence first.
+    Columns reach numpy as whole buffers and each user is a pair of slices: no per-row objects on
+    the way in or out.
+    """
+    if table.num_rows == 0:
+        return None
+    table = table.combine_chunks()
+    user = table["user_id"].to_numpy()
+    is_sample = table["is_sample"].to_numpy(zero_copy_only=False)
+    item, ts = table["item_id"].to_numpy(), table["ts"].to_numpy()
+    categories, dropped, hist_len = (table["category_id"].to_numpy(), table["dropped"].to_numpy(),
+                                     table["hist_len"].to_numpy())
+    codes = fixed_width(table["semantic_codes"], levels).astype(np.int64, copy=False)  # (n, L)
+    signatures = fixed_width(table["signature"], words).astype(np.int64, copy=False).view(np.uint64)  # (n, W)
+    bounds = np.flatnonzero(np.r_[True, user[1:] != user[:-1], True])
+    rows, found = [], {r: [] for r in plan.route_names}
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        first_sample = start + int(np.count_nonzero(~is_sample[start:stop]))
+        if first_sample == stop:
+            continue
+        h, s = slice(start, first_sample), slice(first_sample, stop)
+        history = UserHistory(item_ids=item[h], ts=ts[h], sid_codes=codes[h], signatures=signatures[h],
+                              categories=categories[h], dropped=int(dropped[start]) if first_sample > start else 0)
+        targets = Targets(item_ids=item[s], hist_len=hist_len[s], sid_codes=codes[s], signatures=signatures[s],
+                          categories=categories[s])
+        for name, candidates in retrieve_routes(history, targets, plan).items():
+            safe = np.where(candidates.mask, candidates.positions, 0)
+            found[name].append((candidates.positions, np.where(candidates.mask, history.item_ids[safe], -1),
+                                candidates.mask, candidates.pool_size))
+        rows.append(np.arange(first_sample, stop))
+    if not rows:
+        return None
+    taken = pa.array(np.concatenate(rows))
+    arrays = [table[c].take(taken) for c in ("sample_id", "user_id", "ts", "hist_len", "split")]
+    names = ["sample_id", "user_id", "ts", "hist_len", "split"]
+    for name in plan.route_names:
+        positions, items, mask, pool = (np.concatenate(part) for part in zip(*found[name]))
+        arrays += [_list_column(positions.astype(np.int32)), _list_column(items.astype(np.int64)),
+                   _list_column(mask), pa.array(pool.astype(np.int32))]
+        names += [f"cand_{name}_pos", f"cand_{name}_item", f"cand_{name}_mask", f"cand_{name}_pool"]
+    return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
+                                      names=names)
 
 
 def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame,
@@ -142,16 +177,13 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
     rows = (history_rows.unionByName(sample_rows)
             .repartition("user_id").sortWithinPartitions("user_id", "is_sample", "position", "sample_id"))
 
-    def per_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        frame = pd.concat(list(batches), ignore_index=True)  # the whole partition: users may straddle batches
-        if frame.empty:
-            return
-        for _, rows_of_user in frame.groupby("user_id", sort=False):
-            wanted = rows_of_user[rows_of_user["is_sample"]]
-            if len(wanted):
-                yield retrieve_for_user(rows_of_user[~rows_of_user["is_sample"]], wanted, plan, levels, words)
+    def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        # The whole partition at once: a user's rows may straddle Arrow batches.
+        out = candidates_for_partition(pa.Table.from_batches(list(batches)), plan, levels, words)
+        if out is not None:
+            yield out
 
-    return rows.mapInPandas(per_partition, schema)
+    return rows.mapInArrow(per_partition, schema)
 
 
 @dataclass

@@ -5,8 +5,8 @@ and `--samples-per-user` samples each (seeded random worlds with SIDs, 64-bit Si
 ties, from `naive_retrieval.random_user_case`). In one run, on the same data:
   * Spark: `retrieve.build_route_candidates` over Parquet inputs (co-group by user, numpy kernel
     per user), results discarded through the noop sink;
-  * numpy: the same work in one process: read the same Parquet, attach features, group by user,
-    run the same per-user function (`kernel_only_s` also times the bare kernel on in-memory arrays);
+  * numpy: the same work in one process: read the same Parquet, attach features, sort by user,
+    run the same partition function (`kernel_only_s` also times the bare kernel on in-memory arrays);
   * naive: the per-row pure-Python implementation, on the first user's samples (it is slow).
 Prints JSON lines and a table; appends to `<benchmark.output_dir>/retrieval.jsonl`.
 """
@@ -24,12 +24,14 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from jobs.benchmarks.naive_retrieval import naive_retrieve_routes, random_user_case
 from jobs.entrypoint import spark_job_main
-from jobs.retrieve import build_route_candidates, retrieve_for_user
+from jobs.retrieve import build_route_candidates, candidates_for_partition
 from r2led_model.config import Config
 from r2led_model.retrieval import RoutePlan, Targets, retrieve_routes
 
@@ -107,25 +109,40 @@ def benchmark_length(spark: SparkSession, config: Config, length: int, users: in
 
 
 def single_process(folder: Path, plan: RoutePlan, words: int) -> int:
-    """The Spark job's work in one process: read the same Parquet inputs, attach item features,
-    group by user and run the same per-user function (`retrieve.retrieve_for_user`)."""
-    features = pq.read_table(folder / "features").to_pandas()
-    sequences = pq.read_table(folder / "sequences").to_pandas()
-    samples = pq.read_table(folder / "samples").to_pandas()
-    lengths = sequences["item_ids"].map(len).to_numpy()
-    positions = pd.DataFrame({
-        "user_id": np.repeat(sequences["user_id"].to_numpy(), lengths),
-        "dropped": np.repeat(sequences["dropped"].to_numpy(), lengths),
-        "position": np.concatenate([np.arange(n) for n in lengths]),
-        "item_id": np.concatenate(sequences["item_ids"].to_numpy()),
-        "ts": np.concatenate(sequences["ts"].to_numpy()),
-    }).merge(features, on="item_id", how="left")
-    targets = samples.merge(features, on="item_id", how="left")
-    wanted_by_user = dict(tuple(targets.groupby("user_id")))
-    done = 0
-    for user, history in positions.groupby("user_id"):
-        done += len(retrieve_for_user(history, wanted_by_user[user], plan, LEVELS, words))
-    return done
+    """The Spark job's work in one process: read the same Parquet inputs, attach item features, lay
+    behaviours and samples out sorted by user as the job does, and run the same partition function
+    (`retrieve.candidates_for_partition`) once over everything."""
+    features = pq.read_table(folder / "features")
+    sequences = pq.read_table(folder / "sequences")
+    samples = pq.read_table(folder / "samples")
+    feature_ids = features["item_id"].to_numpy()
+    by_id = np.argsort(feature_ids)
+
+    def feature_rows(ids: np.ndarray) -> np.ndarray:
+        return by_id[np.searchsorted(feature_ids, ids, sorter=by_id)]
+
+    lengths = pc.list_value_length(sequences["item_ids"]).to_numpy()
+    n_hist, n_samples = int(lengths.sum()), samples.num_rows
+    item = np.concatenate([sequences["item_ids"].combine_chunks().flatten().to_numpy(), samples["item_id"].to_numpy()])
+    columns = {
+        "user_id": np.concatenate([np.repeat(sequences["user_id"].to_numpy(), lengths), samples["user_id"].to_numpy()]),
+        "item_id": item,
+        "ts": np.concatenate([sequences["ts"].combine_chunks().flatten().to_numpy(), samples["ts"].to_numpy()]),
+        "dropped": np.concatenate([np.repeat(sequences["dropped"].to_numpy(), lengths), np.zeros(n_samples, np.int64)]),
+        "position": np.concatenate([np.concatenate([np.arange(n) for n in lengths]), -np.ones(n_samples, np.int64)]),
+        "sample_id": np.concatenate([np.zeros(n_hist, np.int64), samples["sample_id"].to_numpy()]),
+        "hist_len": np.concatenate([np.zeros(n_hist, np.int64), samples["hist_len"].to_numpy()]),
+        "is_sample": np.r_[np.zeros(n_hist, bool), np.ones(n_samples, bool)],
+    }
+    order = np.lexsort((columns["sample_id"], columns["position"], columns["is_sample"], columns["user_id"]))
+    rows = feature_rows(item[order])
+    table = pa.table({
+        **{name: values[order] for name, values in columns.items()},
+        "split": pa.concat_arrays([pa.array([""] * n_hist), samples["split"].combine_chunks()]).take(pa.array(order)),
+        **{name: features[name].take(pa.array(rows)) for name in ("semantic_codes", "signature", "category_id")},
+    })
+    out = candidates_for_partition(table, plan, LEVELS, words)
+    return 0 if out is None else out.num_rows
 
 
 def format_table(results: Sequence[dict]) -> str:
