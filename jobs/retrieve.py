@@ -155,26 +155,19 @@ def candidates_for_partition(table: pa.Table, plan: RoutePlan, levels: int, word
 
 def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame,
                            features: Callable[[], DataFrame], plan: RoutePlan, levels: int, words: int) -> DataFrame:
-    """`features()` builds the item feature frame; it is called once per side, since one DataFrame
-    joined into both sides makes Spark's column references ambiguous."""
-    positions = _with_defaults(sequence_positions(sequences).join(features(), "item_id", "left"), levels, words)
-    targets = _with_defaults(samples.select("sample_id", "user_id", "item_id", "ts", "hist_len", "split").join(
-        features(), "item_id", "left"), levels, words)
+    """`features()` builds the item feature frame (item_id, semantic_codes, signature, category_id)."""
     out_columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("hist_len", "BIGINT"),
                    ("split", "STRING")] + route_columns(plan)
     schema = ", ".join(f"{name} {kind}" for name, kind in out_columns)
-    # Behaviours and samples travel as one frame (is_sample tells them apart), partitioned by user
-    # and sorted, so each task walks its users in one pandas frame: no per-group Arrow round trip.
-    # No nulls in the union: pandas would turn a BIGINT column with nulls into float64, and 63-bit
-    # sample ids do not survive that.
-    common = ["user_id", "item_id", "ts", "semantic_codes", "signature", "category_id"]
-    history_rows = positions.select(*common, "dropped", "position", F.lit(0).cast("bigint").alias("sample_id"),
-                                    F.lit(0).cast("bigint").alias("hist_len"), F.lit("").alias("split"),
-                                    F.lit(False).alias("is_sample"))
-    sample_rows = targets.select(*common, F.lit(0).cast("bigint").alias("dropped"),
-                                 F.lit(-1).cast("int").alias("position"), "sample_id", "hist_len", "split",
-                                 F.lit(True).alias("is_sample"))
-    rows = (history_rows.unionByName(sample_rows)
+    # Behaviours and samples travel as one frame (is_sample tells them apart), joined to the item
+    # features once, partitioned by user and sorted, so each task walks its users in one Arrow table.
+    history_rows = sequence_positions(sequences).select(
+        "user_id", "item_id", "ts", "dropped", "position", F.lit(0).cast("bigint").alias("sample_id"),
+        F.lit(0).cast("bigint").alias("hist_len"), F.lit("").alias("split"), F.lit(False).alias("is_sample"))
+    sample_rows = samples.select(
+        "user_id", "item_id", "ts", F.lit(0).cast("bigint").alias("dropped"), F.lit(-1).cast("int").alias("position"),
+        "sample_id", "hist_len", "split", F.lit(True).alias("is_sample"))
+    rows = (_with_defaults(history_rows.unionByName(sample_rows).join(features(), "item_id", "left"), levels, words)
             .repartition("user_id").sortWithinPartitions("user_id", "is_sample", "position", "sample_id"))
 
     def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
