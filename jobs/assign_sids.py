@@ -25,6 +25,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from jobs.arrow_arrays import fixed_width, list_column
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from r2led_model import codebook_store
@@ -47,13 +48,7 @@ class AssignResult:
 
 def vectors_of(batch: pa.RecordBatch, width: int) -> np.ndarray:
     """The `vector` list column of an Arrow batch as one (n, width) array, without a per-row copy."""
-    column = batch.column("vector")
-    if column.null_count:
-        raise ValueError(f"item_embeddings: {column.null_count} null vectors in a batch")
-    flat = column.flatten().to_numpy(zero_copy_only=False)
-    if len(flat) != len(batch) * width:
-        raise ValueError(f"item_embeddings: vectors are not all {width}-d")
-    return flat.reshape(len(batch), width)  # (n, width)
+    return fixed_width(batch.column("vector"), width, "item_embeddings.vector")
 
 
 def semantic_codes(spark: SparkSession, embeddings: DataFrame, codebook: Codebook) -> DataFrame:
@@ -64,10 +59,8 @@ def semantic_codes(spark: SparkSession, embeddings: DataFrame, codebook: Codeboo
         book = shared.value
         for batch in batches:
             codes = book.assign_codes(vectors_of(batch, book.input_dim)).astype(np.int32)  # (n, L)
-            offsets = np.arange(0, codes.size + 1, book.levels, dtype=np.int32)
-            yield pa.RecordBatch.from_arrays(
-                [batch.column("item_id"), pa.ListArray.from_arrays(pa.array(offsets), pa.array(codes.ravel()))],
-                names=["item_id", "semantic_codes"])
+            yield pa.RecordBatch.from_arrays([batch.column("item_id"), list_column(codes)],
+                                             names=["item_id", "semantic_codes"])
 
     return embeddings.select("item_id", "vector").mapInArrow(assign, CODES_SCHEMA)
 

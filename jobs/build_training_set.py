@@ -43,19 +43,24 @@ class TrainingSetResult:
     categories: int
 
 
+def with_model_sids(index: DataFrame, sids: DataFrame, levels: int) -> DataFrame:
+    """Index rows (item_id, item_idx, category_id, category_idx) + sid: the item's semantic codes + 1,
+    zeros (padding) for an item without SIDs."""
+    shifted = F.transform("semantic_codes", lambda c: c + 1)
+    return index.join(sids.select("item_id", "semantic_codes"), "item_id", "left").select(
+        "item_id", "item_idx", "category_id", "category_idx",
+        F.coalesce(shifted, F.array(*[F.lit(0)] * levels)).alias("sid"))
+
+
 def build_item_index(spark: SparkSession, items: DataFrame, sids: DataFrame, levels: int) -> DataFrame:
     """item_id → item_idx (1..I), category_idx (1 unknown, 2..), sid (codes + 1; zeros without SIDs)."""
     item_idx = dense_index(spark, items, "item_id").withColumn("item_idx", (F.col("item_id_idx") + 1).cast("bigint"))
     categories = dense_index(spark, items.where(F.col("category_id").isNotNull()), "category_id").withColumn(
         "category_idx", F.col("category_id_idx") + 2)
-    shifted = F.transform("semantic_codes", lambda c: c + 1)
-    no_sid = F.array(*[F.lit(0) for _ in range(levels)])
-    return (items.select("item_id", "category_id").join(item_idx.select("item_id", "item_idx"), "item_id")
-            .join(categories.select("category_id", "category_idx"), "category_id", "left")
-            .join(sids.select("item_id", "semantic_codes"), "item_id", "left")
-            .select("item_id", "item_idx", "category_id",
-                    F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).cast("int").alias("category_idx"),
-                    F.coalesce(shifted, no_sid).alias("sid")))
+    index = (items.select("item_id", "category_id").join(item_idx.select("item_id", "item_idx"), "item_id")
+             .join(categories.select("category_id", "category_idx"), "category_id", "left")
+             .withColumn("category_idx", F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).cast("int")))
+    return with_model_sids(index, sids, levels)
 
 
 def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
@@ -130,10 +135,10 @@ def spread_over_files(examples: DataFrame, files_per_split: int) -> DataFrame:
     return reduce(DataFrame.unionByName, parts) if parts else examples
 
 
-def extend_item_index(store: TableStore, levels: int) -> int:
-    """Append items that have no index yet, after the current maximum (ordered by item_id), and new
-    categories likewise; stored indices never change, so a trained model's embeddings stay aligned.
-    Returns the items appended."""
+def appended_index_rows(store: TableStore) -> DataFrame:
+    """Index rows (without sid) for items that have none yet, numbered after the current maximum
+    (ordered by item_id), and new categories likewise: stored indices never change, so a trained
+    model's embedding rows stay aligned."""
     index = store.read("item_index")
     fresh = store.read("items").select("item_id", "category_id").join(index.select("item_id"), "item_id", "left_anti")
     top = index.agg(F.max("item_idx").alias("item"), F.max("category_idx").alias("category")).first()
@@ -143,15 +148,16 @@ def extend_item_index(store: TableStore, levels: int) -> int:
                       .withColumn("category_idx", (F.row_number().over(Window.orderBy("category_id"))
                                                    + F.lit(int(top["category"] or UNKNOWN_CATEGORY_IDX))).cast("int")))
     categories = known_categories.unionByName(new_categories)
-    shifted = F.transform("semantic_codes", lambda c: c + 1)
-    no_sid = F.array(*[F.lit(0) for _ in range(levels)])
-    rows = (fresh.withColumn("item_idx", (F.row_number().over(Window.orderBy("item_id"))
+    return (fresh.withColumn("item_idx", (F.row_number().over(Window.orderBy("item_id"))
                                           + F.lit(int(top["item"] or 0))).cast("bigint"))
             .join(categories, "category_id", "left")
-            .join(store.read("item_sids").select("item_id", "semantic_codes"), "item_id", "left")
             .select("item_id", "item_idx", "category_id",
-                    F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).cast("int").alias("category_idx"),
-                    F.coalesce(shifted, no_sid).alias("sid")))
+                    F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).cast("int").alias("category_idx")))
+
+
+def extend_item_index(store: TableStore, levels: int) -> int:
+    """Append index rows for new items (`appended_index_rows`); returns the items appended."""
+    rows = with_model_sids(appended_index_rows(store), store.read("item_sids"), levels)
     return store.insert_new("item_index", rows, already_distinct=True)
 
 
@@ -215,14 +221,10 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     sids = store.read("item_sids")
     levels = len(sids.select("semantic_codes").first()[0])
     if store.exists("item_index"):
-        # Indices are never reassigned (a registered model's embedding rows stay aligned); only new
-        # items are appended and every SID is refreshed from the current item_sids.
-        extend_item_index(store, levels)
-        shifted = F.transform("semantic_codes", lambda c: c + 1)
-        refreshed = store.read("item_index").drop("sid").join(sids.select("item_id", "semantic_codes"), "item_id",
-                                                                "left").select(
-            "item_id", "item_idx", "category_id", "category_idx",
-            F.coalesce(shifted, F.array(*[F.lit(0)] * levels)).alias("sid")).persist()
+        # Indices are never reassigned (a registered model's embedding rows stay aligned): new items
+        # are appended and every SID is refreshed from the current item_sids, in one commit.
+        kept = store.read("item_index").select("item_id", "item_idx", "category_id", "category_idx")
+        refreshed = with_model_sids(kept.unionByName(appended_index_rows(store)), sids, levels).persist()
         refreshed.count()  # materialised before the table it was read from is replaced
         store.overwrite("item_index", refreshed)
         refreshed.unpersist()

@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.als import fit_item_vectors
+from jobs.arrow_arrays import list_column
 from jobs.assign_sids import vectors_of
 from jobs.entrypoint import spark_job_main
 from jobs.sequences import training_window_end
@@ -48,9 +49,8 @@ def with_signatures(vectors: DataFrame, width: int, bits: int, seed: int) -> Dat
         for batch in batches:
             column = batch.column("vector")
             words = simhash_signatures(vectors_of(batch, width), bits, seed).view(np.int64)  # (n, W)
-            offsets = np.arange(0, words.size + 1, words.shape[1], dtype=np.int32)
             yield pa.RecordBatch.from_arrays(
-                [batch.column("item_id"), column, pa.ListArray.from_arrays(pa.array(offsets), pa.array(words.ravel()))],
+                [batch.column("item_id"), column, list_column(words)],
                 names=["item_id", "vector", "signature"])
     return vectors.select("item_id", "vector").mapInArrow(sign, SIGNATURE_SCHEMA)
 

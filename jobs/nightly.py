@@ -60,6 +60,7 @@ class RunContext:
     day: str
     retrain: bool
     store: TableStore
+    catch_up: bool  # no earlier date has been ingested: this run ingests every day up to its own
     ledger: dict[str, dict] = field(default_factory=dict)  # stage → this date's ledger row
 
 
@@ -69,10 +70,9 @@ class RunContext:
 def _ingest(ctx: RunContext) -> StageOutcome:
     from jobs.ingest import ingest_day
 
-    catch_up = not _earlier_ingest_done(ctx)
-    result = ingest_day(ctx.spark, ctx.config, ctx.day, catch_up=catch_up)
+    result = ingest_day(ctx.spark, ctx.config, ctx.day, catch_up=ctx.catch_up)
     return StageOutcome(result.rows_read, result.events_inserted,
-                        {"run_id": result.run_id, "catch_up": catch_up, "rejected": result.rows_rejected,
+                        {"run_id": result.run_id, "catch_up": ctx.catch_up, "rejected": result.rows_rejected,
                          "items_inserted": result.items_inserted})
 
 
@@ -186,18 +186,9 @@ STAGE_NAMES = tuple(name for name, _, _ in STAGES)
 # ---- the ledger -----------------------------------------------------------------------------
 
 
-def _ledger_rows(store: TableStore, day: str | None = None) -> list[dict]:
-    if not store.exists(LEDGER):
-        return []
-    rows = store.read(LEDGER)
-    if day is not None:
-        rows = rows.where(F.col("run_date") == day)
-    return [r.asDict() for r in rows.collect()]
-
-
-def _earlier_ingest_done(ctx: RunContext) -> bool:
-    return any(r["stage"] == "ingest" and r["status"] == DONE and r["run_date"] < ctx.day
-               for r in _ledger_rows(ctx.store))
+def _ledger_rows(store: TableStore) -> list[dict]:
+    """Every ledger row (one per date and stage: small)."""
+    return [r.asDict() for r in store.read(LEDGER).collect()] if store.exists(LEDGER) else []
 
 
 def _record(ctx: RunContext, report: StageReport) -> None:
@@ -222,21 +213,32 @@ def check_date(text: str) -> str:
         raise argparse.ArgumentTypeError(f"--date: {text!r} is not YYYY-MM-DD") from None
 
 
+def check_failure(text: str) -> tuple[str, int]:
+    """--inject-failure STAGE[:N] → (stage, n)."""
+    stage, _, after = text.partition(":")
+    if stage not in STAGE_NAMES or not (after or "1").isdigit():
+        raise argparse.ArgumentTypeError(f"--inject-failure: {text!r} is not STAGE[:N] with STAGE one of "
+                                         f"{', '.join(STAGE_NAMES)}")
+    return stage, int(after or 1)
+
+
 def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = False,
              force_stages: tuple[str, ...] = (), retrain: bool = False, until: str | None = None,
              inject_failure: tuple[str, int] | None = None) -> list[StageReport]:
     """Run (or resume) the nightly pipeline for `day`; returns one report per stage, in order."""
     config = split_as_of(config, day)
     store = TableStore(spark, config.tables)
-    newer = sorted({r["run_date"] for r in _ledger_rows(store) if r["run_date"] > day and r["stage"] == "ingest"})
+    ledger = _ledger_rows(store)
+    newer = sorted({r["run_date"] for r in ledger if r["run_date"] > day and r["stage"] == "ingest"})
     if newer and not force:
         raise ValueError(f"--date {day}: {newer[-1]} already ran; re-running an older date would roll the split back "
                          "(use --force to do it anyway)")
     unknown = sorted(set(force_stages) - set(STAGE_NAMES) | ({until} - set(STAGE_NAMES) if until else set()))
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
-    ctx = RunContext(spark, config, day, retrain, store,
-                     ledger={r["stage"]: r for r in _ledger_rows(store, day) if r["status"] == DONE})
+    ingested_before = any(r["stage"] == "ingest" and r["status"] == DONE and r["run_date"] < day for r in ledger)
+    ctx = RunContext(spark, config, day, retrain, store, catch_up=not ingested_before,
+                     ledger={r["stage"]: r for r in ledger if r["run_date"] == day and r["status"] == DONE})
     if inject_failure:
         faults.arm(*inject_failure)
     reports: list[StageReport] = []

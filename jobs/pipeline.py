@@ -57,11 +57,8 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     if getattr(args, "date", None):
         from jobs.nightly import run_date
 
-        failure = args.inject_failure
         return run_date(spark, config, args.date, force=args.force, force_stages=tuple(args.force_stage),
-                        retrain=args.retrain, until=args.until,
-                        inject_failure=(failure.split(":")[0], int(failure.split(":")[1]) if ":" in failure else 1)
-                        if failure else None)
+                        retrain=args.retrain, until=args.until, inject_failure=args.inject_failure)
     return run_full(spark, config, args)
 
 
@@ -85,7 +82,7 @@ def run_full(spark: SparkSession, config: Config, args: argparse.Namespace | Non
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.nightly import STAGE_NAMES, check_date
+    from jobs.nightly import STAGE_NAMES, check_date, check_failure
 
     parser.add_argument("--date", type=check_date, default=None,
                         help="the nightly run for this day, YYYY-MM-DD: incremental, resumable, ledger-tracked "
@@ -99,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", default=None, choices=STAGE_NAMES, metavar="STAGE",
                         help="with --date: stop after this stage")
     # Tests and drills: fail at the N-th commit inside STAGE (STAGE[:N]).
-    parser.add_argument("--inject-failure", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--inject-failure", type=check_failure, default=None, help=argparse.SUPPRESS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

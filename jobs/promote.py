@@ -62,8 +62,6 @@ def decide(config: Config, data: TrainingData, challenger: ModelBundle, champion
     numbers = {f"challenger_test_{k}": v for k, v in ours.items()}
     if champion is None:
         return PromotionDecision(True, "no champion yet", challenger_version, None, numbers)
-    if champion_version == challenger_version:
-        return PromotionDecision(False, "already the champion", challenger_version, champion_version, numbers)
     problems = feature_problems(champion, data, "champion")
     if problems:
         return PromotionDecision(False, "champion cannot be scored on the current test data ("
@@ -91,8 +89,8 @@ def promote(spark: SparkSession, config: Config, version: str | None = None, for
     if candidate is None:
         raise LookupError(f"no registered versions of {name!r}; run `r2led train` first")
     current = model_version(config.mlflow, name, alias=CHAMPION)
-    if current is not None and current.version == candidate.version and not force:
-        # A re-run after the alias moved: deciding again would compare the champion with itself.
+    if current is not None and current.version == candidate.version:
+        # E.g. a re-run after the alias moved: deciding again would compare the champion with itself.
         return PromotionDecision(True, "already the champion", candidate.version, current.version)
     set_alias(config.mlflow, name, CHALLENGER, candidate.version)
     data = training_data(TableStore(spark, config.tables), config)

@@ -25,6 +25,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.arrow_arrays import fixed_width, list_column
 from jobs.assign_sids import require_codebook_version
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
@@ -89,22 +90,6 @@ def sequence_positions(sequences: DataFrame) -> DataFrame:
         "user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
 
 
-def fixed_width(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
-    """A list column whose rows all hold `width` values → one (n, width) array, without per-row objects."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    flat = column.flatten().to_numpy(zero_copy_only=False)
-    if len(flat) != len(column) * width:
-        raise ValueError(f"{len(column)} rows do not all hold {width} values")
-    return flat.reshape(len(column), width)  # (n, width)
-
-
-def _list_column(values: np.ndarray) -> pa.ListArray:
-    """(n, k) → a list column of n rows with k values each."""
-    n, k = values.shape
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), pa.array(values.ravel()))
-
-
 def candidates_for_partition(table: pa.Table, plan: RoutePlan, levels: int, words: int) -> pa.RecordBatch | None:
     """Route candidates for every user of a partition.
 
@@ -121,8 +106,9 @@ def candidates_for_partition(table: pa.Table, plan: RoutePlan, levels: int, word
     item, ts = table["item_id"].to_numpy(), table["ts"].to_numpy()
     categories, dropped, hist_len = (table["category_id"].to_numpy(), table["dropped"].to_numpy(),
                                      table["hist_len"].to_numpy())
-    codes = fixed_width(table["semantic_codes"], levels).astype(np.int64, copy=False)  # (n, L)
-    signatures = fixed_width(table["signature"], words).astype(np.int64, copy=False).view(np.uint64)  # (n, W)
+    codes = fixed_width(table["semantic_codes"], levels, "semantic_codes").astype(np.int64, copy=False)  # (n, L)
+    signatures = fixed_width(table["signature"], words, "signature").astype(np.int64, copy=False).view(
+        np.uint64)  # (n, W)
     bounds = np.flatnonzero(np.r_[True, user[1:] != user[:-1], True])
     rows, found = [], {r: [] for r in plan.route_names}
     for start, stop in zip(bounds[:-1], bounds[1:]):
@@ -146,8 +132,8 @@ def candidates_for_partition(table: pa.Table, plan: RoutePlan, levels: int, word
     names = ["sample_id", "user_id", "ts", "hist_len", "split"]
     for name in plan.route_names:
         positions, items, mask, pool = (np.concatenate(part) for part in zip(*found[name]))
-        arrays += [_list_column(positions.astype(np.int32)), _list_column(items.astype(np.int64)),
-                   _list_column(mask), pa.array(pool.astype(np.int32))]
+        arrays += [list_column(positions.astype(np.int32)), list_column(items.astype(np.int64)),
+                   list_column(mask), pa.array(pool.astype(np.int32))]
         names += [f"cand_{name}_pos", f"cand_{name}_item", f"cand_{name}_mask", f"cand_{name}_pool"]
     return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
                                       names=names)

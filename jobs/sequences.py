@@ -156,13 +156,10 @@ def split_column(config: SplitConfig) -> Column:
 def resplit(store: TableStore, table: str, config: SplitConfig) -> int:
     """Move stored rows whose split the current time rule changes (a rolling split moves a day per
     run); returns rows moved. Nothing to move commits nothing."""
-    wanted = split_column(config)
-    if store.read(table).where(F.col("split") != wanted).limit(1).count() == 0:
+    moved = F.col("split") != split_column(config)
+    if store.read(table).where(moved).limit(1).count() == 0:
         return 0
-    rule = split_rule(config)
-    expression = (f"CASE WHEN ts >= {rule.test_from} THEN 'test' WHEN ts >= {rule.valid_from} THEN 'valid' "
-                  "ELSE 'train' END")
-    return store.update_where(table, f"split <> ({expression})", {"split": expression})
+    return store.update_where(table, moved, {"split": split_column(config)})
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from jobs import faults
@@ -306,8 +306,8 @@ class TableStore:
          .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
         faults.commit_point(f"merge into {name}")
 
-    def update_where(self, name: str, condition: str, assignments: Mapping[str, str]) -> int:
-        """SQL UPDATE of the rows matching `condition`; returns rows updated (0 commits nothing new)."""
+    def update_where(self, name: str, condition: Column | str, assignments: Mapping[str, Column | str]) -> int:
+        """UPDATE the rows matching `condition` (a Column or SQL text); returns rows updated."""
         table = self.delta(name)
         table.update(condition=condition, set=dict(assignments))
         metrics = table.history(1).select("operation", "operationMetrics").first()
