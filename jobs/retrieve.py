@@ -1,9 +1,10 @@
 """`r2led retrieve`: `samples` ⋈ `user_sequences` ⋈ SIDs and signatures → `route_candidates`.
 
-Samples and the per-position view of each user's stored sequence meet in one user-partitioned,
-sorted frame, so a user's sequence is read once for all of that user's samples; inside a group the numpy kernel
-(`r2led_model.retrieval`) computes every route for all samples at once. A sample only ever sees
-positions [0, hist_len − dropped) of the stored sequence: its behaviours strictly before ts.
+Each user's stored sequence (one row, arrays as stored) and that user's samples meet in one hash
+partition by user, so a user's sequence is read once for all of that user's samples; each task
+looks item features up in arrays collected once (`ItemFeatureLookup`) and runs the numpy kernel
+(`r2led_model.retrieval.retrieve_routes_many`) once over all of its users. A sample only ever
+sees positions [0, hist_len − dropped) of the stored sequence: its behaviours strictly before ts.
 
 Output: one row per sample with, per configured route r, `cand_<r>_pos` (positions into the
 user's stored sequence, −1 = empty slot), `cand_<r>_item`, `cand_<r>_mask`, `cand_<r>_pool`
@@ -22,19 +23,19 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.arrow_arrays import fixed_width, list_column
+from jobs.arrow_arrays import list_column
 from jobs.assign_sids import require_codebook_version
 from jobs.entrypoint import spark_job_main
+from jobs.item_feature_lookup import ItemFeatureLookup
 from jobs.tables import TableStore
 from r2led_model.config import Config
-from r2led_model.retrieval import RoutePlan, Targets, UserHistory, retrieve_routes
+from r2led_model.retrieval import Histories, RoutePlan, Targets, retrieve_routes_many
 
 log = logging.getLogger(__name__)
-
-UNKNOWN_CATEGORY = -1
 
 
 @dataclass
@@ -53,7 +54,7 @@ def _single(df: DataFrame, column: str, table: str) -> str:
 
 
 def item_features(store: TableStore) -> DataFrame:
-    """item_id → semantic codes (L), SimHash words (W), category; gaps are filled after the joins."""
+    """item_id → semantic codes (L), SimHash words (W, null without a vector), category (null if unknown)."""
     sids = store.read("item_sids").select("item_id", "semantic_codes")
     collab = store.read("item_collab_vectors").select("item_id", "signature")
     items = store.read("items").select("item_id", "category_id")
@@ -66,13 +67,6 @@ def route_columns(plan: RoutePlan) -> list[tuple[str, str]]:
         columns += [(f"cand_{route}_pos", "ARRAY<INT>"), (f"cand_{route}_item", "ARRAY<BIGINT>"),
                     (f"cand_{route}_mask", "ARRAY<BOOLEAN>"), (f"cand_{route}_pool", "INT")]
     return columns
-
-
-def _with_defaults(df: DataFrame, levels: int, words: int) -> DataFrame:
-    """Behaviours or targets whose item has no features: codes −1 (match no prefix), zero words."""
-    return (df.withColumn("semantic_codes", F.coalesce("semantic_codes", F.array(*[F.lit(-1)] * levels)))
-            .withColumn("signature", F.coalesce("signature", F.array(*[F.lit(0).cast("bigint")] * words)))
-            .withColumn("category_id", F.coalesce("category_id", F.lit(UNKNOWN_CATEGORY).cast("bigint"))))
 
 
 def stack_rows(series: pd.Series, width: int, dtype=np.int64) -> np.ndarray:
@@ -90,75 +84,100 @@ def sequence_positions(sequences: DataFrame) -> DataFrame:
         "user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
 
 
-def candidates_for_partition(table: pa.Table, plan: RoutePlan, levels: int, words: int) -> pa.RecordBatch | None:
-    """Route candidates for every user of a partition.
+def _user_histories(sequences: pa.Table, features: ItemFeatureLookup) -> tuple[np.ndarray, Histories]:
+    """One row per user (user_id, item_ids, ts, dropped) → (U,) user ids and their Histories, plus
+    one last empty user that samples without a stored sequence point to."""
+    users = sequences["user_id"].to_numpy()
+    if len(np.unique(users)) != len(users):
+        raise ValueError("user_sequences: a user_id appears in more than one row")
+    item_lists, ts_lists = sequences["item_ids"].combine_chunks(), sequences["ts"].combine_chunks()
+    lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
+    item_ids = item_lists.flatten().to_numpy()  # (N,) flatten honours slices and skips null lists
+    ts = ts_lists.flatten().to_numpy()  # (N,)
+    if len(ts) != len(item_ids):
+        raise ValueError("user_sequences: item_ids and ts differ in length")
+    codes, signatures, categories = features.features(item_ids)
+    starts = np.r_[0, np.cumsum(lengths)].astype(np.int64)  # (U + 1,): the empty user starts at N
+    dropped = np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64)  # (U + 1,)
+    return users, Histories(item_ids=item_ids, ts=ts, sid_codes=codes, starts=starts,
+                            lengths=np.r_[lengths, 0], dropped=dropped, signatures=signatures,
+                            categories=categories)
 
-    `table`: behaviours and samples as `build_route_candidates` lays them out, sorted by (user_id,
-    is_sample, position, sample_id), so each user is one run of rows with the stored sequence first.
-    Columns reach numpy as whole buffers and each user is a pair of slices: no per-row objects on
-    the way in or out.
+
+def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: ItemFeatureLookup,
+                             plan: RoutePlan) -> pa.RecordBatch | None:
+    """Route candidates for every sample of a partition, in the samples' order.
+
+    `sequences`: the stored sequence of (at least) every user with a sample here, one row per user
+    (user_id, item_ids, ts, dropped); `samples`: sample_id, user_id, item_id, ts, hist_len, split.
+    Columns reach numpy as whole buffers and all users are ranked in one kernel call
+    (`retrieve_routes_many`): no per-row objects and no per-user loop.
     """
-    if table.num_rows == 0:
+    if samples.num_rows == 0:
         return None
-    table = table.combine_chunks()
-    user = table["user_id"].to_numpy()
-    is_sample = table["is_sample"].to_numpy(zero_copy_only=False)
-    item, ts = table["item_id"].to_numpy(), table["ts"].to_numpy()
-    categories, dropped, hist_len = (table["category_id"].to_numpy(), table["dropped"].to_numpy(),
-                                     table["hist_len"].to_numpy())
-    codes = fixed_width(table["semantic_codes"], levels, "semantic_codes").astype(np.int64, copy=False)  # (n, L)
-    signatures = fixed_width(table["signature"], words, "signature").astype(np.int64, copy=False).view(
-        np.uint64)  # (n, W)
-    bounds = np.flatnonzero(np.r_[True, user[1:] != user[:-1], True])
-    rows, found = [], {r: [] for r in plan.route_names}
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        first_sample = start + int(np.count_nonzero(~is_sample[start:stop]))
-        if first_sample == stop:
-            continue
-        h, s = slice(start, first_sample), slice(first_sample, stop)
-        history = UserHistory(item_ids=item[h], ts=ts[h], sid_codes=codes[h], signatures=signatures[h],
-                              categories=categories[h], dropped=int(dropped[start]) if first_sample > start else 0)
-        targets = Targets(item_ids=item[s], hist_len=hist_len[s], sid_codes=codes[s], signatures=signatures[s],
-                          categories=categories[s])
-        for name, candidates in retrieve_routes(history, targets, plan).items():
-            safe = np.where(candidates.mask, candidates.positions, 0)
-            found[name].append((candidates.positions, np.where(candidates.mask, history.item_ids[safe], -1),
-                                candidates.mask, candidates.pool_size))
-        rows.append(np.arange(first_sample, stop))
-    if not rows:
-        return None
-    taken = pa.array(np.concatenate(rows))
-    arrays = [table[c].take(taken) for c in ("sample_id", "user_id", "ts", "hist_len", "split")]
+    samples = samples.combine_chunks()
+    users, histories = _user_histories(sequences, features)
+    by_user = np.argsort(users, kind="stable")
+    sample_users = samples["user_id"].to_numpy()
+    slot = np.minimum(np.searchsorted(users, sample_users, sorter=by_user), max(len(users) - 1, 0))
+    owner = by_user[slot] if len(users) else np.zeros(len(sample_users), dtype=np.int64)  # (S,)
+    has_sequence = users[owner] == sample_users if len(users) else np.zeros(len(sample_users), dtype=bool)
+    owner = np.where(has_sequence, owner, len(users))  # the empty user
+    target_items = samples["item_id"].to_numpy()
+    codes, signatures, categories = features.features(target_items)
+    targets = Targets(item_ids=target_items, hist_len=samples["hist_len"].to_numpy(), sid_codes=codes,
+                      signatures=signatures, categories=categories)
+    found = retrieve_routes_many(histories, targets, owner, plan)
+    first_row = histories.starts[owner][:, None]  # (S, 1)
+    arrays = [samples[c] for c in ("sample_id", "user_id", "ts", "hist_len", "split")]
     names = ["sample_id", "user_id", "ts", "hist_len", "split"]
-    for name in plan.route_names:
-        positions, items, mask, pool = (np.concatenate(part) for part in zip(*found[name]))
-        arrays += [list_column(positions.astype(np.int32)), list_column(items.astype(np.int64)),
-                   list_column(mask), pa.array(pool.astype(np.int32))]
+    for name, candidates in found.items():
+        at = np.where(candidates.mask, first_row + candidates.positions, 0)  # (S, k) rows into the behaviours
+        items = np.where(candidates.mask, histories.item_ids[at] if len(histories.item_ids) else -1, -1)  # (S, k)
+        arrays += [list_column(candidates.positions.astype(np.int32)), list_column(items.astype(np.int64)),
+                   list_column(candidates.mask), pa.array(candidates.pool_size.astype(np.int32))]
         names += [f"cand_{name}_pos", f"cand_{name}_item", f"cand_{name}_mask", f"cand_{name}_pool"]
     return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
                                       names=names)
 
 
+_SEQUENCE_COLUMNS = ("user_id", "item_ids", "history_ts", "dropped")
+_SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "ts", "hist_len", "split")
+
+
 def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame,
                            features: Callable[[], DataFrame], plan: RoutePlan, levels: int, words: int) -> DataFrame:
-    """`features()` builds the item feature frame (item_id, semantic_codes, signature, category_id)."""
+    """`features()` builds the item feature frame (item_id, semantic_codes, signature, category_id).
+
+    Each user's stored sequence (one row, arrays as stored) and samples meet in one hash partition
+    by user_id; no behaviour is exploded into a row, joined or sorted in Spark. Item features are
+    collected once and travel with the partition function (`ItemFeatureLookup`).
+    """
     out_columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("hist_len", "BIGINT"),
                    ("split", "STRING")] + route_columns(plan)
     schema = ", ".join(f"{name} {kind}" for name, kind in out_columns)
-    # Behaviours and samples travel as one frame (is_sample tells them apart), joined to the item
-    # features once, partitioned by user and sorted, so each task walks its users in one Arrow table.
-    history_rows = sequence_positions(sequences).select(
-        "user_id", "item_id", "ts", "dropped", "position", F.lit(0).cast("bigint").alias("sample_id"),
-        F.lit(0).cast("bigint").alias("hist_len"), F.lit("").alias("split"), F.lit(False).alias("is_sample"))
-    sample_rows = samples.select(
-        "user_id", "item_id", "ts", F.lit(0).cast("bigint").alias("dropped"), F.lit(-1).cast("int").alias("position"),
-        "sample_id", "hist_len", "split", F.lit(True).alias("is_sample"))
-    rows = (_with_defaults(history_rows.unionByName(sample_rows).join(features(), "item_id", "left"), levels, words)
-            .repartition("user_id").sortWithinPartitions("user_id", "is_sample", "position", "sample_id"))
+    lookup = ItemFeatureLookup.from_arrow(features().toArrow(), levels, words)
+    log.info("retrieve: item features of %d items (%.1f MB) travel with the tasks", len(lookup.item_ids),
+             lookup.nbytes / 1e6)
+    history_rows = sequences.select("user_id", "item_ids", F.col("ts").alias("history_ts"), "dropped",
+                                    F.lit(False).alias("is_sample"))
+    # Sample rows carry empty arrays, not nulls: Spark's Arrow writer is several times slower on
+    # null array values than on empty ones (`r2led benchmark retrieval` measured it).
+    no_behaviours = F.array().cast("array<bigint>")
+    sample_rows = samples.select(*_SAMPLE_COLUMNS, no_behaviours.alias("item_ids"), no_behaviours.alias("history_ts"),
+                                 F.lit(True).alias("is_sample"))
+    rows = history_rows.unionByName(sample_rows, allowMissingColumns=True).repartition("user_id")
 
     def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        # The whole partition at once: a user's rows may straddle Arrow batches.
-        out = candidates_for_partition(pa.Table.from_batches(list(batches)), plan, levels, words)
+        batches = list(batches)  # the whole partition: a user's rows may straddle Arrow batches
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        is_sample = table["is_sample"]
+        user_sequences = table.filter(pc.invert(is_sample)).select(list(_SEQUENCE_COLUMNS)).rename_columns(
+            ["user_id", "item_ids", "ts", "dropped"])
+        out = candidates_for_partition(user_sequences, table.filter(is_sample).select(list(_SAMPLE_COLUMNS)),
+                                       lookup, plan)
         if out is not None:
             yield out
 

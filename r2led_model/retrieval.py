@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -57,9 +57,10 @@ MODES = ("mixed", "semantic_only", "collaborative_only", "lambda")
 SIMILARITIES = ("hamming", "cosine")
 FILLS = ("pad", "recent")
 COLLAB_ROUTE = "collab"
-# Upper bound on (samples × history positions) handled at once; bounds memory at a few dozen
-# bytes per cell (S·T·L for the prefix test, a few S·T arrays for keys and orders).
-MAX_CELLS = 1 << 21
+# Samples × history positions ranked at once: a few dozen bytes per cell (S·T·L for the prefix
+# test, a few S·T arrays for keys and orders), so a block's temporaries stay in the CPU caches;
+# bigger blocks measured slower (`r2led benchmark retrieval`).
+MAX_CELLS = 1 << 17
 
 _ROUTE_NAME = re.compile(r"^sid([0-9]+)$")
 # Sort keys of the two classes that follow the ranked pool: fill candidates, then invalid.
@@ -213,6 +214,36 @@ def _empty_candidates(samples: int, k: int) -> RouteCandidates:
                            pool_size=np.zeros(samples, dtype=np.int32))
 
 
+@dataclass
+class Histories:
+    """U users' stored sequences end to end (N behaviours in all), for retrieving many users at once.
+
+    User u owns rows [starts[u], starts[u] + lengths[u]) of every per-behaviour array; the fields
+    mean what they mean in `UserHistory`, and `dropped` is per user.
+    """
+
+    item_ids: np.ndarray  # (N,)
+    ts: np.ndarray  # (N,) ascending within each user
+    sid_codes: np.ndarray  # (N, L')
+    starts: np.ndarray  # (U,)
+    lengths: np.ndarray  # (U,)
+    dropped: np.ndarray  # (U,)
+    signatures: np.ndarray | None = None  # (N, W) uint64
+    vectors: np.ndarray | None = None  # (N, d) float
+    categories: np.ndarray | None = None  # (N,) int, −1 unknown
+
+    @classmethod
+    def of(cls, history: UserHistory) -> "Histories":
+        """One user's history as a batch of one."""
+        return cls(item_ids=history.item_ids, ts=history.ts, sid_codes=history.sid_codes,
+                   starts=np.zeros(1, dtype=np.int64), lengths=np.array([len(history)], dtype=np.int64),
+                   dropped=np.array([int(history.dropped)], dtype=np.int64), signatures=history.signatures,
+                   vectors=history.vectors, categories=history.categories)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
 # --------------------------------------------------------------------------------------
 # Point in time
 # --------------------------------------------------------------------------------------
@@ -220,13 +251,21 @@ def _empty_candidates(samples: int, k: int) -> RouteCandidates:
 
 def history_end(history: UserHistory, targets: Targets) -> np.ndarray:
     """(S,) int64 end of each sample's history in the stored sequence, clipped at 0; raises if > T."""
+    return _history_ends(Histories.of(history), targets, np.zeros(len(targets), dtype=np.int64))
+
+
+def _history_ends(histories: Histories, targets: Targets, owner: np.ndarray) -> np.ndarray:
+    """(S,) end of each sample's history within its owner's stored rows, clipped at 0; raises if beyond them."""
     hist_len = np.asarray(targets.hist_len, dtype=np.int64)
-    end = hist_len - int(history.dropped)  # (S,)
-    stored = len(history)
-    if len(end) and end.max() > stored:
-        row = int(np.argmax(end))
-        raise ValueError(f"sample row {row}: hist_len {int(hist_len[row])} - dropped {history.dropped} = "
-                         f"{int(end[row])} exceeds the {stored} stored behaviours (sequences and samples disagree)")
+    dropped = np.asarray(histories.dropped, dtype=np.int64)[owner]  # (S,)
+    stored = np.asarray(histories.lengths, dtype=np.int64)[owner]  # (S,)
+    end = hist_len - dropped  # (S,)
+    beyond = end > stored  # (S,)
+    if beyond.any():
+        row = int(np.argmax(beyond))
+        raise ValueError(f"sample row {row}: hist_len {int(hist_len[row])} - dropped {int(dropped[row])} = "
+                         f"{int(end[row])} exceeds the {int(stored[row])} stored behaviours (sequences and samples "
+                         f"disagree)")
     return np.maximum(end, 0)
 
 
@@ -285,10 +324,17 @@ def shared_prefix_length(history_codes: np.ndarray, target_codes: np.ndarray) ->
     t = np.asarray(target_codes)  # (S, L)
     if h.shape[1] != t.shape[1]:
         raise ValueError(f"SID codes differ in levels: {h.shape} vs {t.shape}")
-    shared = np.zeros((len(t), len(h)), dtype=np.int8)  # (S, T)
-    still = np.ones((len(t), len(h)), dtype=bool)  # (S, T): agreed on every level so far
-    for level in range(h.shape[1]):  # L is small (3-4): one (S, T) comparison per level
-        still &= (t[:, level, None] == h[None, :, level]) & (t[:, level, None] >= 0)  # (S, 1) vs (1, T) → (S, T)
+    return _prefix_lengths(h[None], t)
+
+
+def _prefix_lengths(history_codes: np.ndarray, target_codes: np.ndarray) -> np.ndarray:
+    """(1 or S, T', L) history codes (shared or per row) and (S, L) targets → (S, T') int8 shared prefix length."""
+    S, width = len(target_codes), history_codes.shape[1]
+    shared = np.zeros((S, width), dtype=np.int8)  # (S, T')
+    still = np.ones((S, width), dtype=bool)  # (S, T'): agreed on every level so far
+    for level in range(target_codes.shape[1]):  # L is small (3-4): one (S, T') comparison per level
+        target = target_codes[:, level, None]  # (S, 1)
+        still &= (history_codes[:, :, level] == target) & (target >= 0)  # (1 or S, T') vs (S, 1) → (S, T')
         shared += still
     return shared
 
@@ -302,22 +348,39 @@ def cosine_matrix(history_vectors: np.ndarray, target_vectors: np.ndarray) -> np
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)  # (S, T)
 
 
-def _check_inputs(history: UserHistory, targets: Targets, plan: RoutePlan) -> None:
-    T, S = len(history), len(targets)
-    for name, arr, n in (("history.ts", history.ts, T), ("history.sid_codes", history.sid_codes, T),
-                         ("targets.hist_len", targets.hist_len, S), ("targets.sid_codes", targets.sid_codes, S)):
+def _cosine_rows(history_vectors: np.ndarray, target_vectors: np.ndarray) -> np.ndarray:
+    """(1 or S, T', d) history vectors and (S, d) targets → (S, T') cosine, as `cosine_matrix`."""
+    if history_vectors.shape[0] == 1:
+        return cosine_matrix(history_vectors[0], target_vectors)
+    hv = np.asarray(history_vectors, dtype=np.float64)  # (S, T', d)
+    tv = np.asarray(target_vectors, dtype=np.float64)  # (S, d)
+    dots = np.einsum("std,sd->st", hv, tv)  # (S, T')
+    norms = np.sqrt((tv * tv).sum(axis=1))[:, None] * np.sqrt((hv * hv).sum(axis=2))  # (S, T')
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)  # (S, T')
+
+
+def _check_inputs(histories: Histories, targets: Targets, owner: np.ndarray, plan: RoutePlan) -> None:
+    N, S, U = len(histories.item_ids), len(targets), len(histories)
+    for name, arr, n in (("history.ts", histories.ts, N), ("history.sid_codes", histories.sid_codes, N),
+                         ("history.lengths", histories.lengths, U), ("history.dropped", histories.dropped, U),
+                         ("targets.hist_len", targets.hist_len, S), ("targets.sid_codes", targets.sid_codes, S),
+                         ("owner", owner, S)):
         if len(arr) != n:
             raise ValueError(f"{name}: {len(arr)} rows, expected {n}")
+    if U and ((histories.starts < 0).any() or (histories.starts + histories.lengths > N).any()):
+        raise ValueError(f"history starts/lengths reach outside the {N} behaviours")
+    if S and (owner.min() < 0 or owner.max() >= U):
+        raise ValueError(f"owner: user indices must lie in [0, {U})")
     needs_codes = plan.levels if plan.mode == "lambda" else plan.max_level
     if plan.mode != "collaborative_only":
-        for name, codes in (("history.sid_codes", history.sid_codes), ("targets.sid_codes", targets.sid_codes)):
+        for name, codes in (("history.sid_codes", histories.sid_codes), ("targets.sid_codes", targets.sid_codes)):
             if np.ndim(codes) != 2 or np.shape(codes)[1] < needs_codes:
                 raise ValueError(f"{name}: expected (n, >= {needs_codes}) SID codes, got shape {np.shape(codes)}")
     if plan.mode == "semantic_only":
         return
     if plan.similarity == "hamming":
         width = words_for(plan.simhash_bits)
-        for name, sig, n in (("history.signatures", history.signatures, T),
+        for name, sig, n in (("history.signatures", histories.signatures, N),
                              ("targets.signatures", targets.signatures, S)):
             if sig is None:
                 raise ValueError(f"{name}: similarity 'hamming' needs SimHash signatures")
@@ -325,12 +388,12 @@ def _check_inputs(history: UserHistory, targets: Targets, plan: RoutePlan) -> No
                 raise ValueError(f"{name}: expected ({n}, {width}) uint64 for {plan.simhash_bits} bits, got "
                                  f"{np.shape(sig)} {np.asarray(sig).dtype}")
     else:
-        for name, vec, n in (("history.vectors", history.vectors, T), ("targets.vectors", targets.vectors, S)):
+        for name, vec, n in (("history.vectors", histories.vectors, N), ("targets.vectors", targets.vectors, S)):
             if vec is None:
                 raise ValueError(f"{name}: similarity 'cosine' needs collaborative vectors")
             if np.ndim(vec) != 2 or len(vec) != n:
                 raise ValueError(f"{name}: expected ({n}, d) vectors, got {np.shape(vec)}")
-        if np.shape(history.vectors)[1] != np.shape(targets.vectors)[1]:
+        if np.shape(histories.vectors)[1] != np.shape(targets.vectors)[1]:
             raise ValueError("history.vectors and targets.vectors differ in dimension")
 
 
@@ -380,13 +443,102 @@ def _place(out: RouteCandidates, rows: slice, part: RouteCandidates) -> None:
     out.pool_size[rows] = part.pool_size
 
 
-def _blocks(end: np.ndarray, max_cells: int) -> tuple[int, list[slice]]:
-    """Columns that any sample can see (max end) and row blocks of at most ~max_cells cells."""
-    width = int(end.max(initial=0))
-    if width == 0:
-        return 0, []
-    rows = max(1, max_cells // width)
-    return width, [slice(start, start + rows) for start in range(0, len(end), rows)]
+def _reordered(candidates: RouteCandidates, index: np.ndarray) -> RouteCandidates:
+    return RouteCandidates(positions=candidates.positions[index], mask=candidates.mask[index],
+                           filled=candidates.filled[index], pool_size=candidates.pool_size[index])
+
+
+# --------------------------------------------------------------------------------------
+# Blocks: which samples are ranked together
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Block:
+    """Samples ranked together: `span` of the ranking order, i.e. `rows` (S_b,) of the targets;
+    history columns 0..width−1.
+
+    `history(field)` is that per-behaviour field over those columns: (1, T', ...) sliced from one
+    user's rows when every sample of the block is that user's, else (S_b, T', ...) gathered per
+    sample (columns past a sample's own end hold someone else's rows; `valid` masks them).
+    """
+
+    span: slice
+    rows: np.ndarray  # (S_b,)
+    width: int
+    valid: np.ndarray  # (S_b, T')
+    history: Callable[[np.ndarray], np.ndarray]
+
+
+def _ranking_order(histories: Histories, owner: np.ndarray, end: np.ndarray,
+                   max_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """(S,) the order in which samples are ranked, and (S,) each one's group in that order.
+
+    A user whose samples alone fill a block (S_u · T'_u ≥ max_cells) is a group of its own, where
+    the history is one shared slice. The other users' samples are pooled in group −1, so that many
+    short histories cost one numpy call instead of one per user. Within a group, samples sort by
+    end, so that a block's rows need about the same width and no columns that nobody can see.
+    """
+    users = len(histories)
+    samples = np.bincount(owner, minlength=users)  # (U,)
+    widest = np.zeros(users, dtype=np.int64)  # (U,) the largest end among each user's samples
+    np.maximum.at(widest, owner, end)
+    own = samples * widest >= max_cells  # (U,)
+    group = np.where(own[owner], owner, -1)  # (S,)
+    order = np.lexsort((end, group))  # (S,) by group, then end
+    return order, group[order]
+
+
+def _blocks(histories: Histories, owner: np.ndarray, end: np.ndarray, order: np.ndarray, group: np.ndarray,
+            max_cells: int) -> Iterator[_Block]:
+    """Consecutive runs of `order` within one group, of at most ~max_cells (samples × width) cells,
+    covering every sample with a non-empty history."""
+    if not len(end):
+        return
+    sorted_end = end[order]
+    cuts = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])
+    starts = np.asarray(histories.starts, dtype=np.int64)
+    last_row = max(len(histories.item_ids) - 1, 0)
+    position = np.arange(int(end.max()))
+    for first, stop in zip(cuts[:-1], cuts[1:]):
+        i = first + int(np.searchsorted(sorted_end[first:stop], 1))  # rows with end 0 see nothing
+        while i < stop:
+            # The most rows whose (rows × widest end) fits; ends ascend, so shrinking only helps.
+            j = min(stop, i + max(1, max_cells // int(sorted_end[i])))
+            while j - i > 1 and (j - i) * int(sorted_end[j - 1]) > max_cells:
+                j = i + max(1, max_cells // int(sorted_end[j - 1]))
+            rows = order[i:j]
+            width = int(sorted_end[j - 1])
+            row_starts = starts[owner[rows]]  # (S_b,)
+            if (row_starts == row_starts[0]).all():
+                first_row = int(row_starts[0])
+
+                def history(field: np.ndarray, a: int = first_row, w: int = width) -> np.ndarray:
+                    return field[a:a + w][None]  # (1, T', ...)
+            else:
+                index = np.minimum(row_starts[:, None] + position[None, :width], last_row)  # (S_b, T')
+
+                def history(field: np.ndarray, index: np.ndarray = index) -> np.ndarray:
+                    return field[index]  # (S_b, T', ...)
+            yield _Block(span=slice(i, j), rows=rows, width=width, valid=position[None, :width] < end[rows][:, None],
+                         history=history)
+            i = j
+
+
+def _in_blocks(histories: Histories, owner: np.ndarray, end: np.ndarray, max_cells: int,
+               outputs: Mapping[str, int], rank_block: Callable[[_Block], Mapping[str, RouteCandidates]]
+               ) -> dict[str, RouteCandidates]:
+    """Run `rank_block` over every block and return its candidates per output name (k each), in
+    the samples' own order. Blocks write contiguous runs of the ranking order; one gather puts
+    them back at the end."""
+    order, group = _ranking_order(histories, owner, end, max_cells)
+    ranked = {name: _empty_candidates(len(end), k) for name, k in outputs.items()}
+    for block in _blocks(histories, owner, end, order, group, max_cells):
+        for name, part in rank_block(block).items():
+            _place(ranked[name], block.span, part)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return {name: _reordered(found, back) for name, found in ranked.items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -397,39 +549,54 @@ def _blocks(end: np.ndarray, max_cells: int) -> tuple[int, list[slice]]:
 def retrieve_routes(history: UserHistory, targets: Targets, plan: RoutePlan, *,
                     max_cells: int = MAX_CELLS) -> dict[str, RouteCandidates]:
     """Every route of `plan` for all of one user's samples → {route name: RouteCandidates}, in plan order."""
-    _check_inputs(history, targets, plan)
-    end = history_end(history, targets)  # (S,)
-    S = len(targets)
-    out = {r.name: _empty_candidates(S, r.k) for r in plan.routes}
-    width, blocks = _blocks(end, max_cells)
-    if not blocks:
-        return out
+    return retrieve_routes_many(Histories.of(history), targets, np.zeros(len(targets), dtype=np.int64), plan,
+                                max_cells=max_cells)
+
+
+def retrieve_routes_many(histories: Histories, targets: Targets, owner: np.ndarray, plan: RoutePlan, *,
+                         max_cells: int = MAX_CELLS) -> dict[str, RouteCandidates]:
+    """Every route of `plan` for samples of many users at once; sample s belongs to user owner[s].
+
+    The same answer, sample by sample, as `retrieve_routes` on each user alone.
+    """
+    owner = np.asarray(owner, dtype=np.int64)
+    _check_inputs(histories, targets, owner, plan)
+    end = _history_ends(histories, targets, owner)  # (S,)
     filtered = plan.mode in ("mixed", "semantic_only")
     need_prefix = plan.mode == "lambda" or (filtered and plan.max_level > 0)
     levels = plan.levels if plan.mode == "lambda" else plan.max_level
-    h_codes = np.asarray(history.sid_codes)[:width, :levels] if need_prefix else None  # (T', L)
-    position = np.arange(width)  # (T',)
-    for rows in blocks:
-        block_end = end[rows]  # (S_b,)
-        valid = position[None, :] < block_end[:, None]  # (S_b, T')
-        lcp = (shared_prefix_length(h_codes, np.asarray(targets.sid_codes)[rows, :levels])
-               if need_prefix else None)  # (S_b, T')
+    h_codes = _compact_codes(np.asarray(histories.sid_codes)[:, :levels]) if need_prefix else None  # (N, L)
+    t_codes = np.asarray(targets.sid_codes)[:, :levels] if need_prefix else None  # (S, L)
+
+    def rank_block(block: _Block) -> dict[str, RouteCandidates]:
+        rows, valid = block.rows, block.valid
+        lcp = _prefix_lengths(block.history(h_codes), t_codes[rows]) if need_prefix else None  # (S_b, T')
         key, key_top = (None, None) if plan.mode == "semantic_only" else _similarity_key(
-            history, targets, plan, rows, width)
+            histories, targets, plan, block)
         # lambda: key is sim01; its (1 − λ) share is the same for every route.
         collab_part = (1 - plan.mix_lambda) * key if plan.mode == "lambda" else None  # (S_b, T')
+        found = {}
         for route in plan.routes:
             passes = valid & (lcp >= route.level) if filtered and route.level > 0 else valid  # (S_b, T')
             if plan.mode == "lambda":
                 route_key = -_lambda_score(lcp, collab_part, route.level, plan)  # (S_b, T'), per route
-                _place(out[route.name], rows, _rank(route_key, None, passes, valid, route.k, plan.fill))
+                found[route.name] = _rank(route_key, None, passes, valid, route.k, plan.fill)
             else:
-                _place(out[route.name], rows, _rank(key, key_top, passes, valid, route.k, plan.fill))
-    return out
+                found[route.name] = _rank(key, key_top, passes, valid, route.k, plan.fill)
+        return found
+
+    return _in_blocks(histories, owner, end, max_cells, {r.name: r.k for r in plan.routes}, rank_block)
 
 
-def _similarity_key(history: UserHistory, targets: Targets, plan: RoutePlan, rows: slice,
-                    width: int) -> tuple[np.ndarray, int | None]:
+def _compact_codes(codes: np.ndarray) -> np.ndarray:
+    """SID codes as int16 when they fit (they are gathered per sample and position: 4x less to move)."""
+    if codes.size and codes.dtype != np.int16 and -(1 << 15) <= codes.min() and codes.max() < (1 << 15):
+        return codes.astype(np.int16)
+    return codes
+
+
+def _similarity_key(histories: Histories, targets: Targets, plan: RoutePlan,
+                    block: _Block) -> tuple[np.ndarray, int | None]:
     """(S_b, T') collaborative view of the target vs the history.
 
     mixed / collaborative_only: a sort key, smaller = more similar (Hamming distance or −cosine),
@@ -437,13 +604,14 @@ def _similarity_key(history: UserHistory, targets: Targets, plan: RoutePlan, row
     larger = more similar (1 − d / bits or (cos + 1) / 2), and None; `_lambda_score` mixes it per route.
     """
     if plan.similarity == "hamming":
-        h_sig = np.asarray(history.signatures)[:width]  # (T', W)
-        t_sig = np.asarray(targets.signatures)[rows]  # (S_b, W)
-        distance = hamming(t_sig[:, None, :], h_sig[None, :, :])  # (S_b, T')
+        h_sig = block.history(np.asarray(histories.signatures))  # (1 or S_b, T', W)
+        t_sig = np.asarray(targets.signatures)[block.rows][:, None, :]  # (S_b, 1, W)
+        distance = hamming(t_sig, h_sig)  # (S_b, T')
         if plan.mode != "lambda":
             return distance, plan.simhash_bits
         return 1 - distance / plan.simhash_bits, None  # (S_b, T') in [0, 1]
-    cosine = cosine_matrix(np.asarray(history.vectors)[:width], np.asarray(targets.vectors)[rows])  # (S_b, T')
+    cosine = _cosine_rows(block.history(np.asarray(histories.vectors)),
+                          np.asarray(targets.vectors)[block.rows])  # (S_b, T')
     if plan.mode != "lambda":
         return -cosine, None
     return (cosine + 1) / 2, None  # (S_b, T') in [0, 1]
@@ -478,23 +646,23 @@ def _recency_route(history: UserHistory, targets: Targets, k: int, fill: str, ma
         raise ValueError(f"k must be >= 1, got {k}")
     if fill not in FILLS:
         raise ValueError(f"fill {fill!r} is not one of {FILLS}")
-    end = history_end(history, targets)  # (S,)
-    out = _empty_candidates(len(targets), k)
-    width, blocks = _blocks(end, max_cells)
-    position = np.arange(width)  # (T',)
-    for rows in blocks:
-        valid = position[None, :] < end[rows][:, None]  # (S_b, T')
-        passes = valid
+    owner = np.zeros(len(targets), dtype=np.int64)
+    histories = Histories.of(history)
+    end = _history_ends(histories, targets, owner)  # (S,)
+
+    def rank_block(block: _Block) -> dict[str, RouteCandidates]:
+        passes = block.valid
         if by_category:
-            h_cat = np.asarray(history.categories)[:width]  # (T',)
-            t_cat = np.asarray(targets.categories)[rows]  # (S_b,)
-            passes = valid & (h_cat[None, :] == t_cat[:, None]) & (t_cat[:, None] >= 0)  # (S_b, T')
-        _place(out, rows, _rank(None, None, passes, valid, k, fill))
-    return out
+            h_cat = block.history(np.asarray(history.categories))  # (1, T')
+            t_cat = np.asarray(targets.categories)[block.rows][:, None]  # (S_b, 1)
+            passes = block.valid & (h_cat == t_cat) & (t_cat >= 0)  # (S_b, T')
+        return {"route": _rank(None, None, passes, block.valid, k, fill)}
+
+    return _in_blocks(histories, owner, end, max_cells, {"route": k}, rank_block)["route"]
 
 
 __all__ = [
-    "COLLAB_ROUTE", "MAX_CELLS", "MODES", "RouteCandidates", "RoutePlan", "RouteSpec", "Targets", "UserHistory",
-    "assert_point_in_time", "cosine_matrix", "history_end", "retrieve_recent", "retrieve_routes",
-    "retrieve_sim_hard", "shared_prefix_length",
+    "COLLAB_ROUTE", "MAX_CELLS", "MODES", "Histories", "RouteCandidates", "RoutePlan", "RouteSpec", "Targets",
+    "UserHistory", "assert_point_in_time", "cosine_matrix", "history_end", "retrieve_recent", "retrieve_routes",
+    "retrieve_routes_many", "retrieve_sim_hard", "shared_prefix_length",
 ]

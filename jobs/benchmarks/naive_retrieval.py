@@ -22,6 +22,7 @@ dot product in different orders and may order near-ties (within rounding) differ
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -178,30 +179,56 @@ def naive_recent(history: UserHistory, targets: Targets, k: int) -> RouteCandida
     return _pack(rows) if rows else _pack_empty(k)
 
 
+@dataclass(frozen=True)
+class RandomCatalogue:
+    """Seeded random item features, shared by every user drawn from it (item i is row i)."""
+
+    codes: np.ndarray  # (I, L), some −1 = unknown
+    signatures: np.ndarray  # (I, W) uint64
+    vectors: np.ndarray  # (I, d) integer-valued floats in [−2, 2]
+    categories: np.ndarray  # (I,), some −1 = unknown
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+def random_catalogue(rng: np.random.Generator | int, size: int, *, levels: int = 3, alphabet: int = 3, bits: int = 8,
+                     dim: int = 3, categories: int = 4) -> RandomCatalogue:
+    """`size` items with SID codes from `alphabet` codes per level (3% unknown), `bits` random
+    SimHash bits, integer-valued vectors (some all-zero) and a category (10% unknown)."""
+    rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
+    words = (bits + 63) // 64
+    codes = rng.integers(0, alphabet, size=(size, levels))  # (I, L)
+    codes[rng.random((size, levels)) < 0.03] = -1
+    signatures = np.zeros((size, words), dtype=np.uint64)  # (I, W)
+    for bit in range(bits):
+        on = rng.random(size) < 0.5
+        signatures[on, bit // 64] |= np.uint64(1) << np.uint64(bit % 64)
+    vectors = rng.integers(-2, 3, size=(size, dim)).astype(np.float64)  # (I, d), some all-zero
+    category = rng.integers(0, categories, size=size)
+    category[rng.random(size) < 0.1] = -1
+    return RandomCatalogue(codes=codes, signatures=signatures, vectors=vectors, categories=category)
+
+
 def random_user_case(seed: int, stored: int, samples: int, *, levels: int = 3, alphabet: int = 3, bits: int = 8,
-                     dim: int = 3, catalogue: int = 60, categories: int = 4, dropped: int | None = None
-                     ) -> tuple[UserHistory, Targets]:
+                     dim: int = 3, catalogue: int | RandomCatalogue = 60, categories: int = 4,
+                     dropped: int | None = None) -> tuple[UserHistory, Targets]:
     """One user's random stored sequence and samples, consistent in time, with many ties.
 
-    Items carry fixed SID codes (from `alphabet` codes per level, some −1 = unknown), SimHash-like
-    words with `bits` random bits, integer-valued vectors in [−2, 2]^dim and a category (−1 for
-    some). Each sample's ts is chosen so that hist_len − dropped behaviours of the stored sequence
+    Items come from `catalogue`: a shared `RandomCatalogue`, or a number of items for a private one
+    drawn from this user's seed (see `random_catalogue`; small alphabets and few bits give many
+    ties). Each sample's ts is chosen so that hist_len − dropped behaviours of the stored sequence
     precede it (including samples older than the whole stored sequence, end <= 0).
     """
     rng = np.random.default_rng(seed)
-    words = (bits + 63) // 64
-    codes = rng.integers(0, alphabet, size=(catalogue, levels))  # (I, L)
-    codes[rng.random((catalogue, levels)) < 0.03] = -1
-    signatures = np.zeros((catalogue, words), dtype=np.uint64)  # (I, W)
-    for bit in range(bits):
-        on = rng.random(catalogue) < 0.5
-        signatures[on, bit // 64] |= np.uint64(1) << np.uint64(bit % 64)
-    vectors = rng.integers(-2, 3, size=(catalogue, dim)).astype(np.float64)  # (I, d), some all-zero
-    category = rng.integers(0, categories, size=catalogue)
-    category[rng.random(catalogue) < 0.1] = -1
+    if not isinstance(catalogue, RandomCatalogue):
+        catalogue = random_catalogue(rng, catalogue, levels=levels, alphabet=alphabet, bits=bits, dim=dim,
+                                     categories=categories)
+    codes, signatures, vectors, category = (catalogue.codes, catalogue.signatures, catalogue.vectors,
+                                            catalogue.categories)
     dropped = int(rng.integers(0, 5)) if dropped is None else dropped
 
-    items = rng.integers(0, catalogue, size=stored)  # (T,) repeats are common
+    items = rng.integers(0, len(catalogue), size=stored)  # (T,) repeats are common
     ts = np.sort(rng.integers(1000, 1000 + 3 * stored + 10, size=stored))  # (T,) ascending, with equal seconds
     # Boundaries e where a sample's ts can cut: ts[e-1] < ts[e] (or the ends of the sequence).
     boundaries = [e for e in range(stored + 1) if e in (0, stored) or ts[e - 1] < ts[e]]
@@ -212,7 +239,7 @@ def random_user_case(seed: int, stored: int, samples: int, *, levels: int = 3, a
     older = rng.random(samples) < 0.1  # some samples predate the stored sequence: end < 0
     hist_len = np.where(older, rng.integers(0, dropped + 1, size=samples), hist_len)
     sample_ts = np.where(older, (ts[0] if stored else 1000) - 1, sample_ts)
-    target_items = rng.integers(0, catalogue, size=samples)  # (S,)
+    target_items = rng.integers(0, len(catalogue), size=samples)  # (S,)
 
     history = UserHistory(item_ids=items.astype(np.int64), ts=ts.astype(np.int64), sid_codes=codes[items],
                           signatures=signatures[items], vectors=vectors[items], categories=category[items],

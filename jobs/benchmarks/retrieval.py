@@ -19,46 +19,71 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
-from jobs.benchmarks.naive_retrieval import naive_retrieve_routes, random_user_case
+from jobs.benchmarks.naive_retrieval import naive_retrieve_routes, random_catalogue, random_user_case
+from jobs.arrow_arrays import list_column
 from jobs.entrypoint import spark_job_main
+from jobs.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieve import build_route_candidates, candidates_for_partition
 from r2led_model.config import Config
-from r2led_model.retrieval import RoutePlan, Targets, retrieve_routes
+from r2led_model.retrieval import RoutePlan, Targets, UserHistory, retrieve_routes
 
 log = logging.getLogger(__name__)
 
-LEVELS, BITS, CATALOGUE = 3, 64, 4000
+LEVELS, BITS, CATALOGUE = 3, 64, 100_000
+FILES_PER_TABLE = 4
+# Users per history length T: enough samples that each T takes the single process a few seconds,
+# so that Spark's fixed cost per job (scheduling, a shuffle, collecting the item features) is
+# not what the ratio measures.
+DEFAULT_USERS = {100: 4000, 1000: 600, 10000: 100}
 
 
-def _world(users: int, length: int, per_user: int):
-    cases = [random_user_case(seed=1000 * length + u, stored=length, samples=per_user, levels=LEVELS, alphabet=8,
-                              bits=BITS, catalogue=CATALOGUE) for u in range(users)]
-    # Item ids are global: user u's local item i becomes u·CATALOGUE + i, with that user's features.
-    features, sequences, samples = [], [], []
-    for u, (history, targets) in enumerate(cases):
-        offset = u * CATALOGUE
-        for ids, codes, words, cats in ((history.item_ids, history.sid_codes, history.signatures, history.categories),
-                                        (targets.item_ids, targets.sid_codes, targets.signatures, targets.categories)):
-            for i, c, w, g in zip(ids, codes, words, cats):
-                features.append((int(offset + i), [int(x) for x in c], [int(x) for x in w.view(np.int64)], int(g)))
-        sequences.append((u, [int(offset + i) for i in history.item_ids], history.ts.tolist(), history.dropped))
-        for s, (item, ts, hist_len) in enumerate(zip(targets.item_ids, targets.ts, targets.hist_len)):
-            samples.append((u * 1_000_000 + s, u, int(offset + item), int(ts), int(hist_len), "train"))
-    features = pd.DataFrame(features, columns=["item_id", "semantic_codes", "signature", "category_id"]).drop_duplicates(
-        "item_id")
-    return cases, features, sequences, samples
+def write_world(folder: Path, users: int, length: int, per_user: int) -> list[tuple[UserHistory, Targets]]:
+    """Seeded random users drawn from one shared catalogue (`random_user_case`), written as Parquet
+    under `folder`: features/ (every catalogue item), sequences/ and samples/, in the columns of the
+    job's inputs. Returns each user's case."""
+    catalogue = random_catalogue(length, CATALOGUE, levels=LEVELS, alphabet=8, bits=BITS)
+    cases = [random_user_case(seed=1000 * length + u, stored=length, samples=per_user, catalogue=catalogue)
+             for u in range(users)]
+    features = pa.table({
+        "item_id": np.arange(len(catalogue), dtype=np.int64),
+        "semantic_codes": list_column(catalogue.codes.astype(np.int32)),
+        "signature": list_column(catalogue.signatures.view(np.int64)),
+        "category_id": catalogue.categories.astype(np.int64)})
+    lengths = np.array([len(history) for history, _ in cases], dtype=np.int32)
+    offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
+    sequences = pa.table({
+        "user_id": np.arange(users, dtype=np.int64),
+        "item_ids": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(
+            [history.item_ids for history, _ in cases]).astype(np.int64))),
+        "ts": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate([h.ts for h, _ in cases]).astype(np.int64))),
+        "dropped": np.array([history.dropped for history, _ in cases], dtype=np.int64)})
+    owner = np.repeat(np.arange(users, dtype=np.int64), per_user)
+    samples = pa.table({
+        "sample_id": owner * 1_000_000 + np.tile(np.arange(per_user, dtype=np.int64), users),
+        "user_id": owner,
+        "item_id": np.concatenate([t.item_ids for _, t in cases]).astype(np.int64),
+        "ts": np.concatenate([t.ts for _, t in cases]).astype(np.int64),
+        "hist_len": np.concatenate([t.hist_len for _, t in cases]).astype(np.int64),
+        "split": pa.array(["train"] * (users * per_user))})
+    for name, table in (("features", features), ("sequences", sequences), ("samples", samples)):
+        shutil.rmtree(folder / name, ignore_errors=True)
+        (folder / name).mkdir(parents=True)
+        # Several files, as a table has: Spark scans them in parallel.
+        size = -(-table.num_rows // FILES_PER_TABLE)
+        for part in range(FILES_PER_TABLE):
+            pq.write_table(table.slice(part * size, size), folder / name / f"part-{part}.parquet")
+    return cases
 
 
 def best_of(repeats: int, work) -> float:
@@ -74,14 +99,8 @@ def best_of(repeats: int, work) -> float:
 def benchmark_length(spark: SparkSession, config: Config, length: int, users: int, per_user: int, folder: Path,
                      repeats: int = 2) -> dict:
     plan = RoutePlan.from_config(config.retrieval, LEVELS)
-    cases, features, sequences, samples = _world(users, length, per_user)
-    folder.mkdir(parents=True, exist_ok=True)
-    spark.createDataFrame(features).write.mode("overwrite").parquet(str(folder / "features"))
-    spark.createDataFrame(sequences, "user_id BIGINT, item_ids ARRAY<BIGINT>, ts ARRAY<BIGINT>, dropped BIGINT").write.mode(
-        "overwrite").parquet(str(folder / "sequences"))
-    spark.createDataFrame(samples, "sample_id BIGINT, user_id BIGINT, item_id BIGINT, ts BIGINT, hist_len BIGINT, "
-                                   "split STRING").write.mode("overwrite").parquet(str(folder / "samples"))
-    total = len(samples)
+    cases = write_world(folder, users, length, per_user)
+    total = users * per_user
     words = (BITS + 63) // 64
 
     def spark_job() -> None:
@@ -121,39 +140,12 @@ def benchmark_length(spark: SparkSession, config: Config, length: int, users: in
 
 
 def single_process(folder: Path, plan: RoutePlan, words: int) -> int:
-    """The Spark job's work in one process: read the same Parquet inputs, attach item features, lay
-    behaviours and samples out sorted by user as the job does, and run the same partition function
-    (`retrieve.candidates_for_partition`) once over everything."""
-    features = pq.read_table(folder / "features")
-    sequences = pq.read_table(folder / "sequences")
-    samples = pq.read_table(folder / "samples")
-    feature_ids = features["item_id"].to_numpy()
-    by_id = np.argsort(feature_ids)
-
-    def feature_rows(ids: np.ndarray) -> np.ndarray:
-        return by_id[np.searchsorted(feature_ids, ids, sorter=by_id)]
-
-    lengths = pc.list_value_length(sequences["item_ids"]).to_numpy()
-    n_hist, n_samples = int(lengths.sum()), samples.num_rows
-    item = np.concatenate([sequences["item_ids"].combine_chunks().flatten().to_numpy(), samples["item_id"].to_numpy()])
-    columns = {
-        "user_id": np.concatenate([np.repeat(sequences["user_id"].to_numpy(), lengths), samples["user_id"].to_numpy()]),
-        "item_id": item,
-        "ts": np.concatenate([sequences["ts"].combine_chunks().flatten().to_numpy(), samples["ts"].to_numpy()]),
-        "dropped": np.concatenate([np.repeat(sequences["dropped"].to_numpy(), lengths), np.zeros(n_samples, np.int64)]),
-        "position": np.concatenate([np.concatenate([np.arange(n) for n in lengths]), -np.ones(n_samples, np.int64)]),
-        "sample_id": np.concatenate([np.zeros(n_hist, np.int64), samples["sample_id"].to_numpy()]),
-        "hist_len": np.concatenate([np.zeros(n_hist, np.int64), samples["hist_len"].to_numpy()]),
-        "is_sample": np.r_[np.zeros(n_hist, bool), np.ones(n_samples, bool)],
-    }
-    order = np.lexsort((columns["sample_id"], columns["position"], columns["is_sample"], columns["user_id"]))
-    rows = feature_rows(item[order])
-    table = pa.table({
-        **{name: values[order] for name, values in columns.items()},
-        "split": pa.concat_arrays([pa.array([""] * n_hist), samples["split"].combine_chunks()]).take(pa.array(order)),
-        **{name: features[name].take(pa.array(rows)) for name in ("semantic_codes", "signature", "category_id")},
-    })
-    out = candidates_for_partition(table, plan, LEVELS, words)
+    """The Spark job's work in one process: read the same Parquet inputs, collect the item features
+    the same way and run the same partition function (`retrieve.candidates_for_partition`) once over
+    every user."""
+    features = ItemFeatureLookup.from_arrow(pq.read_table(folder / "features"), LEVELS, words)
+    out = candidates_for_partition(pq.read_table(folder / "sequences"), pq.read_table(folder / "samples"), features,
+                                   plan)
     return 0 if out is None else out.num_rows
 
 
@@ -177,8 +169,9 @@ def format_table(results: Sequence[dict]) -> str:
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> list[dict]:
     out = Path(config.benchmark.output_dir)
     results = []
-    for length in getattr(args, "lengths", None) or (100, 1000, 10000):
-        result = benchmark_length(spark, config, length, args.users, args.samples_per_user,
+    for length in getattr(args, "lengths", None) or tuple(DEFAULT_USERS):
+        users = args.users or DEFAULT_USERS.get(length) or max(1, DEFAULT_USERS[1000] * 1000 // length)
+        result = benchmark_length(spark, config, length, users, args.samples_per_user,
                                   out / "retrieval" / f"T{length}", repeats=args.repeats)
         print(json.dumps(result), flush=True)
         results.append(result)
@@ -191,7 +184,8 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=None, help="history lengths T")
-    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--users", type=int, default=None,
+                        help=f"users per history length (default: {DEFAULT_USERS}, so that every T takes seconds)")
     parser.add_argument("--samples-per-user", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2,
                         help="time Spark and the single-process path this many times each; report the fastest")

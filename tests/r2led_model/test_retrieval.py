@@ -12,6 +12,7 @@ import pytest
 from jobs.benchmarks.naive_retrieval import naive_recent, naive_retrieve_routes, naive_sim_hard, random_user_case
 from r2led_model.config import RetrievalConfig
 from r2led_model.retrieval import (
+    Histories,
     RouteCandidates,
     RoutePlan,
     Targets,
@@ -20,6 +21,7 @@ from r2led_model.retrieval import (
     history_end,
     retrieve_recent,
     retrieve_routes,
+    retrieve_routes_many,
     retrieve_sim_hard,
     shared_prefix_length,
 )
@@ -324,6 +326,66 @@ def test_row_blocks_do_not_change_the_result(users):
     blocked = retrieve_routes(history, targets, route_plan, max_cells=500)  # one or two samples per block
     assert all(same(whole[name], blocked[name]) for name in whole)
     assert same(retrieve_sim_hard(history, targets, 4), retrieve_sim_hard(history, targets, 4, max_cells=1))
+
+
+def _concatenated(cases: list[tuple[UserHistory, Targets]], rng: np.random.Generator):
+    """Users' histories end to end, with one extra user that has no samples at all, and every
+    sample of every user in one shuffled batch → (Histories, Targets, owner, per-user rows)."""
+    histories = [history for history, _ in cases] + [random_user_case(99, 30, 1)[0]]
+    lengths = np.array([len(h) for h in histories])
+    order = rng.permutation(sum(len(t) for _, t in cases))  # (S,) samples of all users interleaved
+    owner = np.concatenate([np.full(len(t), u) for u, (_, t) in enumerate(cases)])[order]
+
+    def joined(field, parts):
+        return np.concatenate([np.asarray(getattr(p, field)) for p in parts])
+
+    batch = Histories(item_ids=joined("item_ids", histories), ts=joined("ts", histories),
+                      sid_codes=joined("sid_codes", histories), starts=np.r_[0, np.cumsum(lengths)[:-1]],
+                      lengths=lengths, dropped=np.array([h.dropped for h in histories]),
+                      signatures=joined("signatures", histories), vectors=joined("vectors", histories),
+                      categories=joined("categories", histories))
+    targets = [t for _, t in cases]
+    batch_targets = Targets(**{f: joined(f, targets)[order] for f in (
+        "item_ids", "hist_len", "sid_codes", "signatures", "vectors", "categories", "ts")})
+    back = np.argsort(order)  # batch position of each original sample
+    firsts = np.r_[0, np.cumsum([len(t) for t in targets])]
+    rows = {u: back[firsts[u]:firsts[u + 1]] for u in range(len(cases))}  # each user's samples, in their order
+    return batch, batch_targets, owner, rows
+
+
+@pytest.mark.parametrize("mode,similarity,fill", [("mixed", "hamming", "pad"), ("semantic_only", "hamming", "recent"),
+                                                  ("collaborative_only", "cosine", "pad"),
+                                                  ("lambda", "cosine", "recent"), ("lambda", "hamming", "pad")])
+@pytest.mark.parametrize("max_cells", [300, 4_000, 1 << 17])
+def test_many_users_at_once_equal_each_user_alone(users, mode, similarity, fill, max_cells):
+    """Pooled blocks (gathered histories), a user's own blocks (shared slice) and blocks that mix
+    users all give each sample what the user alone gets."""
+    cases = [(h, t) for h, t, bits in users if bits == 8]  # one signature width for the batch
+    batch, targets, owner, rows = _concatenated(cases, np.random.default_rng(max_cells))
+    route_plan = RoutePlan.from_config(RetrievalConfig(
+        routes=("sid1", "sid2", "sid3", "collab"), k=6, k_per_route={"sid3": 9}, mode=mode, mix_lambda=0.3,
+        similarity=similarity, simhash_bits=8, fill=fill), levels=3)
+    together = retrieve_routes_many(batch, targets, owner, route_plan, max_cells=max_cells)
+    for user, (history, user_targets) in enumerate(cases):
+        alone = retrieve_routes(history, user_targets, route_plan)
+        for name, found in alone.items():
+            mine = together[name]
+            assert same(RouteCandidates(positions=mine.positions[rows[user]], mask=mine.mask[rows[user]],
+                                        filled=mine.filled[rows[user]], pool_size=mine.pool_size[rows[user]]),
+                        found), (user, name)
+
+
+def test_many_users_reject_a_sample_beyond_its_users_history(users):
+    cases = [(h, t) for h, t, bits in users if bits == 8]
+    batch, targets, owner, _ = _concatenated(cases, np.random.default_rng(0))
+    short_user = int(np.argmin(batch.lengths[:-1]))  # the user with the shortest stored sequence
+    bad = dataclasses.replace(targets, hist_len=np.where(owner == short_user, batch.lengths[short_user] + 50,
+                                                         targets.hist_len))
+    with pytest.raises(ValueError, match="exceeds the .* stored behaviours"):
+        retrieve_routes_many(batch, bad, owner, RoutePlan.from_config(RetrievalConfig(simhash_bits=8), levels=3))
+    with pytest.raises(ValueError, match="owner"):
+        retrieve_routes_many(batch, targets, np.full(len(owner), len(batch)),
+                             RoutePlan.from_config(RetrievalConfig(simhash_bits=8), levels=3))
 
 
 def test_empty_history_masks_everything():
