@@ -33,9 +33,12 @@ from jobs.entrypoint import spark_job_main
 from jobs.item_feature_lookup import ItemFeatureLookup
 from jobs.tables import TableStore
 from r2led_model.config import Config
-from r2led_model.retrieval import Histories, RoutePlan, Targets, retrieve_routes_many
+from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, retrieve_routes_many
 
 log = logging.getLogger(__name__)
+
+# (histories, targets, owner, plan) → {route name: candidates}, as `retrieve_routes_many`.
+RankKernel = Callable[[Histories, Targets, np.ndarray, RoutePlan], dict[str, RouteCandidates]]
 
 
 @dataclass
@@ -105,13 +108,13 @@ def _user_histories(sequences: pa.Table, features: ItemFeatureLookup) -> tuple[n
 
 
 def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: ItemFeatureLookup,
-                             plan: RoutePlan) -> pa.RecordBatch | None:
+                             plan: RoutePlan, rank: RankKernel = retrieve_routes_many) -> pa.RecordBatch | None:
     """Route candidates for every sample of a partition, in the samples' order.
 
     `sequences`: the stored sequence of (at least) every user with a sample here, one row per user
     (user_id, item_ids, ts, dropped); `samples`: sample_id, user_id, item_id, ts, hist_len, split.
     Columns reach numpy as whole buffers and all users are ranked in one kernel call
-    (`retrieve_routes_many`): no per-row objects and no per-user loop.
+    (`rank`, `retrieve_routes_many`): no per-row objects and no per-user loop.
     """
     if samples.num_rows == 0:
         return None
@@ -127,7 +130,7 @@ def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: I
     codes, signatures, categories = features.features(target_items)
     targets = Targets(item_ids=target_items, hist_len=samples["hist_len"].to_numpy(), sid_codes=codes,
                       signatures=signatures, categories=categories)
-    found = retrieve_routes_many(histories, targets, owner, plan)
+    found = rank(histories, targets, owner, plan)
     first_row = histories.starts[owner][:, None]  # (S, 1)
     arrays = [samples[c] for c in ("sample_id", "user_id", "ts", "hist_len", "split")]
     names = ["sample_id", "user_id", "ts", "hist_len", "split"]
@@ -146,8 +149,10 @@ _SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "ts", "hist_len", "split")
 
 
 def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame,
-                           features: Callable[[], DataFrame], plan: RoutePlan, levels: int, words: int) -> DataFrame:
-    """`features()` builds the item feature frame (item_id, semantic_codes, signature, category_id).
+                           features: Callable[[], DataFrame], plan: RoutePlan, levels: int, words: int,
+                           rank: RankKernel = retrieve_routes_many) -> DataFrame:
+    """`features()` builds the item feature frame (item_id, semantic_codes, signature, category_id);
+    `rank` is the kernel (the benchmark swaps in one that ranks nothing, to time Spark's own share).
 
     Each user's stored sequence (one row, arrays as stored) and samples meet in one hash partition
     by user_id; no behaviour is exploded into a row, joined or sorted in Spark. Item features are
@@ -177,7 +182,7 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
         user_sequences = table.filter(pc.invert(is_sample)).select(list(_SEQUENCE_COLUMNS)).rename_columns(
             ["user_id", "item_ids", "ts", "dropped"])
         out = candidates_for_partition(user_sequences, table.filter(is_sample).select(list(_SAMPLE_COLUMNS)),
-                                       lookup, plan)
+                                       lookup, plan, rank)
         if out is not None:
             yield out
 

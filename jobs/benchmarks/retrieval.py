@@ -1,12 +1,18 @@
 """`r2led benchmark retrieval`: samples/s of multi-route retrieval as the history length T grows.
 
-For each T in `--lengths` (default 100, 1000, 10000): `--users` users with T stored behaviours
-and `--samples-per-user` samples each (seeded random worlds with SIDs, 64-bit SimHash words and
-ties, from `naive_retrieval.random_user_case`). In one run, on the same data:
-  * Spark: `retrieve.build_route_candidates` over Parquet inputs (co-group by user, numpy kernel
-    per user), results discarded through the noop sink;
-  * numpy: the same work in one process: read the same Parquet, attach features, sort by user,
-    run the same partition function (`kernel_only_s` also times the bare kernel on in-memory arrays);
+For each T in `--lengths` (default 100, 1000, 10000): `--users` users (default `DEFAULT_USERS`)
+with T stored behaviours and `--samples-per-user` samples each, drawn from one shared catalogue of
+seeded random items with SIDs, 64-bit SimHash words and categories (`write_world`). In one run, on
+the same data:
+  * spark: `retrieve.build_route_candidates` over Parquet inputs (users' sequences and samples
+    meet in a hash partition; the numpy kernel runs once per task), results discarded through the
+    noop sink;
+  * spark floor: the same job with a kernel that ranks nothing (`rank_nothing`): what reading,
+    shuffling, Arrow both ways and the output columns cost alone, i.e. the most Spark could reach
+    here with a free kernel;
+  * numpy: the same work in one process: read the same Parquet, build the same feature lookup and
+    run the same partition function over every user (`kernel_only_s` also times the bare kernel,
+    `retrieve_routes_many`, on in-memory arrays);
   * naive: the per-row pure-Python implementation, on the first user's samples (it is slow).
 Spark and numpy are each timed `--repeats` times (default 2) and the fastest counts: the first
 Spark run also pays JVM warm-up and Python worker starts. Prints JSON lines and a table; appends
@@ -34,9 +40,9 @@ from jobs.benchmarks.naive_retrieval import naive_retrieve_routes, random_catalo
 from jobs.arrow_arrays import list_column
 from jobs.entrypoint import spark_job_main
 from jobs.item_feature_lookup import ItemFeatureLookup
-from jobs.retrieve import build_route_candidates, candidates_for_partition
+from jobs.retrieve import RankKernel, build_route_candidates, candidates_for_partition
 from r2led_model.config import Config
-from r2led_model.retrieval import RoutePlan, Targets, UserHistory, retrieve_routes
+from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, UserHistory, retrieve_routes_many
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,26 @@ def write_world(folder: Path, users: int, length: int, per_user: int) -> list[tu
     return cases
 
 
+def in_memory(cases: list[tuple[UserHistory, Targets]]) -> tuple[Histories, Targets, np.ndarray]:
+    """Every user's case as one batch for `retrieve_routes_many`: histories end to end, samples
+    user after user, and each sample's user."""
+    histories = [history for history, _ in cases]
+    targets = [t for _, t in cases]
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+
+    def joined(field: str, parts: list) -> np.ndarray:
+        return np.concatenate([np.asarray(getattr(part, field)) for part in parts])
+
+    batch = Histories(item_ids=joined("item_ids", histories), ts=joined("ts", histories),
+                      sid_codes=joined("sid_codes", histories), starts=np.r_[0, np.cumsum(lengths)[:-1]],
+                      lengths=lengths, dropped=np.array([h.dropped for h in histories], dtype=np.int64),
+                      signatures=joined("signatures", histories), vectors=joined("vectors", histories),
+                      categories=joined("categories", histories))
+    batch_targets = Targets(**{field: joined(field, targets) for field in (
+        "item_ids", "hist_len", "sid_codes", "signatures", "vectors", "categories", "ts")})
+    return batch, batch_targets, np.repeat(np.arange(len(cases)), [len(t) for t in targets])
+
+
 def best_of(repeats: int, work) -> float:
     """The fastest of `repeats` timed calls of `work()`, in seconds."""
     times = []
@@ -103,19 +129,20 @@ def benchmark_length(spark: SparkSession, config: Config, length: int, users: in
     total = users * per_user
     words = (BITS + 63) // 64
 
-    def spark_job() -> None:
+    def spark_job(rank: RankKernel = retrieve_routes_many) -> None:
         build_route_candidates(spark, spark.read.parquet(str(folder / "samples")),
                                spark.read.parquet(str(folder / "sequences")),
-                               lambda: spark.read.parquet(str(folder / "features")), plan, LEVELS, words
+                               lambda: spark.read.parquet(str(folder / "features")), plan, LEVELS, words, rank
                                ).write.format("noop").mode("overwrite").save()
 
     # Best of `repeats` for both paths: the first Spark run also pays JVM warm-up and Python worker starts.
     spark_s = best_of(repeats, spark_job)
+    spark_floor_s = best_of(repeats, lambda: spark_job(rank_nothing))
     numpy_s = best_of(repeats, lambda: single_process(folder, plan, words))
 
+    histories, targets, owner = in_memory(cases)
     started = time.perf_counter()
-    for history, targets in cases:
-        retrieve_routes(history, targets, plan)
+    retrieve_routes_many(histories, targets, owner, plan)
     kernel_s = time.perf_counter() - started
 
     # The naive path on part of the first user's samples: enough for a stable rate.
@@ -128,15 +155,28 @@ def benchmark_length(spark: SparkSession, config: Config, length: int, users: in
     naive_retrieve_routes(history, subset, plan)
     naive_s = time.perf_counter() - started
 
-    rates = {"spark": total / spark_s, "numpy": total / numpy_s, "naive": count / naive_s}
+    rates = {"spark": total / spark_s, "spark_floor": total / spark_floor_s, "numpy": total / numpy_s,
+             "naive": count / naive_s}
     return {"bench": "retrieval", "history_length": length, "users": users, "samples": total, "repeats": repeats,
             "routes": list(plan.route_names), "k": config.retrieval.k,
-            "spark_s": round(spark_s, 2), "numpy_s": round(numpy_s, 3), "kernel_only_s": round(kernel_s, 3),
+            "spark_s": round(spark_s, 2), "spark_floor_s": round(spark_floor_s, 2), "numpy_s": round(numpy_s, 3),
+            "kernel_only_s": round(kernel_s, 3),
             "naive_s": round(naive_s, 2),
             "naive_samples": count, **{f"{k}_samples_per_s": round(v) for k, v in rates.items()},
             "spark_over_numpy": round(numpy_s and spark_s / numpy_s, 2),
             "numpy_over_naive_speed": round(rates["numpy"] / rates["naive"], 1),
-            "spark_over_naive_speed": round(rates["spark"] / rates["naive"], 1), "cores": os.cpu_count()}
+            "spark_over_naive_speed": round(rates["spark"] / rates["naive"], 1),
+            "spark_floor_over_naive_speed": round(rates["spark_floor"] / rates["naive"], 1), "cores": os.cpu_count()}
+
+
+def rank_nothing(histories: Histories, targets: Targets, owner: np.ndarray,
+                 plan: RoutePlan) -> dict[str, RouteCandidates]:
+    """A kernel that finds nothing, so that a Spark run with it times everything but the ranking:
+    reading, shuffling, Arrow both ways and building the output columns (`spark_floor_s`)."""
+    S = len(targets)
+    return {r.name: RouteCandidates(positions=np.full((S, r.k), -1, dtype=np.int32), mask=np.zeros((S, r.k), bool),
+                                    filled=np.zeros((S, r.k), bool), pool_size=np.zeros(S, dtype=np.int32))
+            for r in plan.routes}
 
 
 def single_process(folder: Path, plan: RoutePlan, words: int) -> int:
@@ -151,12 +191,13 @@ def single_process(folder: Path, plan: RoutePlan, words: int) -> int:
 
 def format_table(results: Sequence[dict]) -> str:
     header = (f"{'T':>7} {'samples':>8} {'spark/s':>9} {'numpy/s':>9} {'naive/s':>8} {'spark÷numpy time':>17} "
-              f"{'numpy×naive':>12} {'spark×naive':>12}")
+              f"{'numpy×naive':>12} {'spark×naive':>12} {'floor×naive':>12}")
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(f"{r['history_length']:>7,} {r['samples']:>8,} {r['spark_samples_per_s']:>9,} "
                      f"{r['numpy_samples_per_s']:>9,} {r['naive_samples_per_s']:>8,} {r['spark_over_numpy']:>17.2f} "
-                     f"{r['numpy_over_naive_speed']:>12.1f} {r['spark_over_naive_speed']:>12.1f}")
+                     f"{r['numpy_over_naive_speed']:>12.1f} {r['spark_over_naive_speed']:>12.1f} "
+                     f"{r['spark_floor_over_naive_speed']:>12.1f}")
     if len(results) > 1:
         first, last = results[0], results[-1]
         growth = (first["numpy_samples_per_s"] / last["numpy_samples_per_s"]) / (

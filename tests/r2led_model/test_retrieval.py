@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jobs.benchmarks.naive_retrieval import naive_recent, naive_retrieve_routes, naive_sim_hard, random_user_case
+from jobs.benchmarks.retrieval import in_memory
 from r2led_model.config import RetrievalConfig
 from r2led_model.retrieval import (
     Histories,
@@ -331,26 +332,14 @@ def test_row_blocks_do_not_change_the_result(users):
 def _concatenated(cases: list[tuple[UserHistory, Targets]], rng: np.random.Generator):
     """Users' histories end to end, with one extra user that has no samples at all, and every
     sample of every user in one shuffled batch → (Histories, Targets, owner, per-user rows)."""
-    histories = [history for history, _ in cases] + [random_user_case(99, 30, 1)[0]]
-    lengths = np.array([len(h) for h in histories])
-    order = rng.permutation(sum(len(t) for _, t in cases))  # (S,) samples of all users interleaved
-    owner = np.concatenate([np.full(len(t), u) for u, (_, t) in enumerate(cases)])[order]
-
-    def joined(field, parts):
-        return np.concatenate([np.asarray(getattr(p, field)) for p in parts])
-
-    batch = Histories(item_ids=joined("item_ids", histories), ts=joined("ts", histories),
-                      sid_codes=joined("sid_codes", histories), starts=np.r_[0, np.cumsum(lengths)[:-1]],
-                      lengths=lengths, dropped=np.array([h.dropped for h in histories]),
-                      signatures=joined("signatures", histories), vectors=joined("vectors", histories),
-                      categories=joined("categories", histories))
-    targets = [t for _, t in cases]
-    batch_targets = Targets(**{f: joined(f, targets)[order] for f in (
-        "item_ids", "hist_len", "sid_codes", "signatures", "vectors", "categories", "ts")})
+    no_samples = random_user_case(99, 30, 0)
+    batch, targets, owner = in_memory(cases + [no_samples])
+    order = rng.permutation(len(owner))  # (S,) samples of all users interleaved
+    shuffled = Targets(**{f.name: getattr(targets, f.name)[order] for f in dataclasses.fields(Targets)})
     back = np.argsort(order)  # batch position of each original sample
-    firsts = np.r_[0, np.cumsum([len(t) for t in targets])]
+    firsts = np.r_[0, np.cumsum([len(t) for _, t in cases])]
     rows = {u: back[firsts[u]:firsts[u + 1]] for u in range(len(cases))}  # each user's samples, in their order
-    return batch, batch_targets, owner, rows
+    return batch, shuffled, owner[order], rows
 
 
 @pytest.mark.parametrize("mode,similarity,fill", [("mixed", "hamming", "pad"), ("semantic_only", "hamming", "recent"),
