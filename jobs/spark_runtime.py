@@ -111,9 +111,9 @@ def _keep_jars_off_the_python_path(spark: SparkSession) -> None:
     spark-submit adds the jars of `spark.jars.packages` (Delta's 30-odd) to `spark.submit.pyFiles`,
     and PySpark puts every such .jar on each task's sys.path, since a jar could hold Python. Delta's
     hold none. On Python 3.11 each task's `importlib.invalidate_caches()` then re-reads the
-    directory of every one of those zip files: measured 0.2-0.4 s per task here, more than most
-    tasks' work. Only future tasks are affected, so this runs before any Python task. Our own
-    --py-files (.zip, .egg) stay.
+    directory of every one of those zip files, a fixed cost per task larger than the work of many
+    short tasks. Only future tasks are affected, so this runs before any Python task. Our own
+    --py-files (.zip, .egg, .whl) stay.
     """
     includes = spark.sparkContext._python_includes  # no public setter; the list each task ships
     jars = [name for name in includes if name.lower().endswith(".jar")]
