@@ -51,25 +51,25 @@ class ItemFeatureLookup:
         return cls(item_ids=item_ids[order], codes=codes[order], signatures=signatures[order],
                    categories=categories[order])
 
-    def rows(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n,) ids → (n,) rows into the arrays, and (n,) whether the item is known."""
-        rows = np.searchsorted(self.item_ids, item_ids)  # (n,)
-        rows = np.minimum(rows, max(len(self.item_ids) - 1, 0))
-        known = self.item_ids[rows] == item_ids if len(self.item_ids) else np.zeros(len(item_ids), dtype=bool)
-        return rows, known
-
     def features(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n,) ids → codes (n, L), signatures (n, W), categories (n,), with the unknown-item defaults."""
-        rows, known = self.rows(np.asarray(item_ids))
-        if not len(self.item_ids):
-            return (np.full((len(rows), self.codes.shape[1]), UNKNOWN_CODE, dtype=np.int32),
-                    np.zeros((len(rows), self.signatures.shape[1]), dtype=np.uint64),
-                    np.full(len(rows), UNKNOWN_CATEGORY, dtype=np.int64))
-        codes = np.where(known[:, None], self.codes[rows], UNKNOWN_CODE).astype(np.int32, copy=False)  # (n, L)
-        signatures = np.where(known[:, None], self.signatures[rows], np.uint64(0))  # (n, W)
-        categories = np.where(known, self.categories[rows], UNKNOWN_CATEGORY)  # (n,)
+        rows, known = locate(self.item_ids, np.asarray(item_ids))  # (n,), (n,)
+        codes = np.full((len(known), self.codes.shape[1]), UNKNOWN_CODE, dtype=np.int32)  # (n, L)
+        signatures = np.zeros((len(known), self.signatures.shape[1]), dtype=np.uint64)  # (n, W)
+        categories = np.full(len(known), UNKNOWN_CATEGORY, dtype=np.int64)  # (n,)
+        codes[known] = self.codes[rows[known]]
+        signatures[known] = self.signatures[rows[known]]
+        categories[known] = self.categories[rows[known]]
         return codes, signatures, categories
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.item_ids, self.codes, self.signatures, self.categories))
+
+
+def locate(sorted_keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) ids → (n,) rows of `sorted_keys` (ascending) holding them, and (n,) whether each is there
+    (a row is only meaningful where it is)."""
+    rows = np.minimum(np.searchsorted(sorted_keys, ids), max(len(sorted_keys) - 1, 0))  # (n,)
+    found = sorted_keys[rows] == ids if len(sorted_keys) else np.zeros(len(ids), dtype=bool)  # (n,)
+    return rows, found

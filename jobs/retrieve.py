@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from jobs.arrow_arrays import list_column
 from jobs.assign_sids import require_codebook_version
 from jobs.entrypoint import spark_job_main
-from jobs.item_feature_lookup import ItemFeatureLookup
+from jobs.item_feature_lookup import ItemFeatureLookup, locate
 from jobs.tables import TableStore
 from r2led_model.config import Config
 from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, retrieve_routes_many
@@ -120,12 +120,9 @@ def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: I
         return None
     samples = samples.combine_chunks()
     users, histories = _user_histories(sequences, features)
-    by_user = np.argsort(users, kind="stable")
-    sample_users = samples["user_id"].to_numpy()
-    slot = np.minimum(np.searchsorted(users, sample_users, sorter=by_user), max(len(users) - 1, 0))
-    owner = by_user[slot] if len(users) else np.zeros(len(sample_users), dtype=np.int64)  # (S,)
-    has_sequence = users[owner] == sample_users if len(users) else np.zeros(len(sample_users), dtype=bool)
-    owner = np.where(has_sequence, owner, len(users))  # the empty user
+    by_user = np.argsort(users)
+    slot, has_sequence = locate(users[by_user], samples["user_id"].to_numpy())  # (S,), (S,)
+    owner = np.where(has_sequence, by_user[slot] if len(users) else 0, len(users))  # (S,); else the empty user
     target_items = samples["item_id"].to_numpy()
     codes, signatures, categories = features.features(target_items)
     targets = Targets(item_ids=target_items, hist_len=samples["hist_len"].to_numpy(), sid_codes=codes,

@@ -116,10 +116,10 @@ def _keep_jars_off_the_python_path(spark: SparkSession) -> None:
     --py-files (.zip, .egg, .whl) stay.
     """
     includes = spark.sparkContext._python_includes  # no public setter; the list each task ships
-    jars = [name for name in includes if name.lower().endswith(".jar")]
-    if jars:
-        includes[:] = [name for name in includes if not name.lower().endswith(".jar")]
-        log.info("kept %d package jars off the Python workers' import path", len(jars))
+    kept = [name for name in includes if not name.lower().endswith(".jar")]
+    if len(kept) < len(includes):
+        log.info("kept %d package jars off the Python workers' import path", len(includes) - len(kept))
+        includes[:] = kept
 
 
 def _keep_temp_files_in(folder: Path) -> None:

@@ -209,11 +209,11 @@ class RouteCandidates:
     def k(self) -> int:
         return self.positions.shape[1]
 
-
-def _empty_candidates(samples: int, k: int) -> RouteCandidates:
-    return RouteCandidates(positions=np.full((samples, k), -1, dtype=np.int32),
-                           mask=np.zeros((samples, k), dtype=bool), filled=np.zeros((samples, k), dtype=bool),
-                           pool_size=np.zeros(samples, dtype=np.int32))
+    @classmethod
+    def empty(cls, samples: int, k: int) -> "RouteCandidates":
+        """`samples` rows of k empty slots, pool 0."""
+        return cls(positions=np.full((samples, k), -1, dtype=np.int32), mask=np.zeros((samples, k), dtype=bool),
+                   filled=np.zeros((samples, k), dtype=bool), pool_size=np.zeros(samples, dtype=np.int32))
 
 
 @dataclass
@@ -430,7 +430,7 @@ def _rank(key: np.ndarray | None, key_top: int | None, passes: np.ndarray, valid
     positions = width - 1 - order  # (S, taken)
     chosen = np.take_along_axis(klass, positions, axis=1)  # (S, taken)
     mask = chosen < 2  # (S, taken)
-    out = _empty_candidates(S, k)
+    out = RouteCandidates.empty(S, k)
     out.positions[:, :taken] = np.where(mask, positions, -1)
     out.mask[:, :taken] = mask
     out.filled[:, :taken] = chosen == 1
@@ -458,7 +458,7 @@ def _reordered(candidates: RouteCandidates, index: np.ndarray) -> RouteCandidate
 @dataclass
 class _Block:
     """Samples ranked together: `span` of the ranking order, i.e. `rows` (S_b,) of the targets;
-    history columns 0..width−1.
+    history columns 0..T'−1.
 
     `history(field)` is that per-behaviour field over those columns: (1, T', ...) sliced from one
     user's rows when every sample of the block is that user's, else (S_b, T', ...) gathered per
@@ -467,7 +467,6 @@ class _Block:
 
     span: slice
     rows: np.ndarray  # (S_b,)
-    width: int
     valid: np.ndarray  # (S_b, T')
     history: Callable[[np.ndarray], np.ndarray]
 
@@ -522,7 +521,7 @@ def _blocks(histories: Histories, owner: np.ndarray, end: np.ndarray, order: np.
 
                 def history(field: np.ndarray, index: np.ndarray = index) -> np.ndarray:
                     return field[index]  # (S_b, T', ...)
-            yield _Block(span=slice(i, j), rows=rows, width=width, valid=position[None, :width] < end[rows][:, None],
+            yield _Block(span=slice(i, j), rows=rows, valid=position[None, :width] < end[rows][:, None],
                          history=history)
             i = j
 
@@ -534,7 +533,7 @@ def _in_blocks(histories: Histories, owner: np.ndarray, end: np.ndarray, max_cel
     the samples' own order. Blocks write contiguous runs of the ranking order; one gather puts
     them back at the end."""
     order, group = _ranking_order(histories, owner, end, max_cells)
-    ranked = {name: _empty_candidates(len(end), k) for name, k in outputs.items()}
+    ranked = {name: RouteCandidates.empty(len(end), k) for name, k in outputs.items()}
     for block in _blocks(histories, owner, end, order, group, max_cells):
         for name, part in rank_block(block).items():
             _place(ranked[name], block.span, part)

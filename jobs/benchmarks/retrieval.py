@@ -14,8 +14,8 @@ the same data:
     run the same partition function over every user (`kernel_only_s` also times the bare kernel,
     `retrieve_routes_many`, on in-memory arrays);
   * naive: the per-row pure-Python implementation, on the first user's samples (it is slow).
-Spark and numpy are each timed `--repeats` times (default 2) and the fastest counts: the first
-Spark run also pays JVM warm-up and Python worker starts. Prints JSON lines and a table; appends
+Spark, the floor and numpy are each timed `--repeats` times (default 2) and the fastest counts:
+the first Spark run also pays JVM warm-up and Python worker starts. Prints JSON lines and a table; appends
 to `<benchmark.output_dir>/retrieval.jsonl`.
 """
 
@@ -54,44 +54,6 @@ FILES_PER_TABLE = 4
 DEFAULT_USERS = {100: 4000, 1000: 600, 10000: 100}
 
 
-def write_world(folder: Path, users: int, length: int, per_user: int) -> list[tuple[UserHistory, Targets]]:
-    """Seeded random users drawn from one shared catalogue (`random_user_case`), written as Parquet
-    under `folder`: features/ (every catalogue item), sequences/ and samples/, in the columns of the
-    job's inputs. Returns each user's case."""
-    catalogue = random_catalogue(length, CATALOGUE, levels=LEVELS, alphabet=8, bits=BITS)
-    cases = [random_user_case(seed=1000 * length + u, stored=length, samples=per_user, catalogue=catalogue)
-             for u in range(users)]
-    features = pa.table({
-        "item_id": np.arange(len(catalogue), dtype=np.int64),
-        "semantic_codes": list_column(catalogue.codes.astype(np.int32)),
-        "signature": list_column(catalogue.signatures.view(np.int64)),
-        "category_id": catalogue.categories.astype(np.int64)})
-    lengths = np.array([len(history) for history, _ in cases], dtype=np.int32)
-    offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
-    sequences = pa.table({
-        "user_id": np.arange(users, dtype=np.int64),
-        "item_ids": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(
-            [history.item_ids for history, _ in cases]).astype(np.int64))),
-        "ts": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate([h.ts for h, _ in cases]).astype(np.int64))),
-        "dropped": np.array([history.dropped for history, _ in cases], dtype=np.int64)})
-    owner = np.repeat(np.arange(users, dtype=np.int64), per_user)
-    samples = pa.table({
-        "sample_id": owner * 1_000_000 + np.tile(np.arange(per_user, dtype=np.int64), users),
-        "user_id": owner,
-        "item_id": np.concatenate([t.item_ids for _, t in cases]).astype(np.int64),
-        "ts": np.concatenate([t.ts for _, t in cases]).astype(np.int64),
-        "hist_len": np.concatenate([t.hist_len for _, t in cases]).astype(np.int64),
-        "split": pa.array(["train"] * (users * per_user))})
-    for name, table in (("features", features), ("sequences", sequences), ("samples", samples)):
-        shutil.rmtree(folder / name, ignore_errors=True)
-        (folder / name).mkdir(parents=True)
-        # Several files, as a table has: Spark scans them in parallel.
-        size = -(-table.num_rows // FILES_PER_TABLE)
-        for part in range(FILES_PER_TABLE):
-            pq.write_table(table.slice(part * size, size), folder / name / f"part-{part}.parquet")
-    return cases
-
-
 def in_memory(cases: list[tuple[UserHistory, Targets]]) -> tuple[Histories, Targets, np.ndarray]:
     """Every user's case as one batch for `retrieve_routes_many`: histories end to end, samples
     user after user, and each sample's user."""
@@ -109,7 +71,43 @@ def in_memory(cases: list[tuple[UserHistory, Targets]]) -> tuple[Histories, Targ
                       categories=joined("categories", histories))
     batch_targets = Targets(**{field: joined(field, targets) for field in (
         "item_ids", "hist_len", "sid_codes", "signatures", "vectors", "categories", "ts")})
-    return batch, batch_targets, np.repeat(np.arange(len(cases)), [len(t) for t in targets])
+    return batch, batch_targets, np.repeat(np.arange(len(cases), dtype=np.int64), [len(t) for t in targets])
+
+
+def write_world(folder: Path, users: int, length: int, per_user: int) -> list[tuple[UserHistory, Targets]]:
+    """Seeded random users drawn from one shared catalogue (`random_user_case`), written as Parquet
+    under `folder`: features/ (every catalogue item), sequences/ and samples/, in the columns of the
+    job's inputs. Returns each user's case."""
+    catalogue = random_catalogue(length, CATALOGUE, levels=LEVELS, alphabet=8, bits=BITS)
+    cases = [random_user_case(seed=1000 * length + u, stored=length, samples=per_user, catalogue=catalogue)
+             for u in range(users)]
+    features = pa.table({
+        "item_id": np.arange(len(catalogue), dtype=np.int64),
+        "semantic_codes": list_column(catalogue.codes.astype(np.int32)),
+        "signature": list_column(catalogue.signatures.view(np.int64)),
+        "category_id": catalogue.categories.astype(np.int64)})
+    histories, targets, owner = in_memory(cases)
+    offsets = pa.array(np.r_[0, np.cumsum(histories.lengths)].astype(np.int32))
+    sequences = pa.table({
+        "user_id": np.arange(users, dtype=np.int64),
+        "item_ids": pa.ListArray.from_arrays(offsets, pa.array(histories.item_ids.astype(np.int64))),
+        "ts": pa.ListArray.from_arrays(offsets, pa.array(histories.ts.astype(np.int64))),
+        "dropped": histories.dropped})
+    samples = pa.table({
+        "sample_id": owner * 1_000_000 + np.tile(np.arange(per_user, dtype=np.int64), users),
+        "user_id": owner,
+        "item_id": targets.item_ids.astype(np.int64),
+        "ts": targets.ts.astype(np.int64),
+        "hist_len": targets.hist_len.astype(np.int64),
+        "split": pa.array(["train"] * (users * per_user))})
+    for name, table in (("features", features), ("sequences", sequences), ("samples", samples)):
+        shutil.rmtree(folder / name, ignore_errors=True)
+        (folder / name).mkdir(parents=True)
+        # Several files, as a table has: Spark scans them in parallel.
+        size = -(-table.num_rows // FILES_PER_TABLE)
+        for part in range(FILES_PER_TABLE):
+            pq.write_table(table.slice(part * size, size), folder / name / f"part-{part}.parquet")
+    return cases
 
 
 def best_of(repeats: int, work) -> float:
@@ -173,10 +171,7 @@ def rank_nothing(histories: Histories, targets: Targets, owner: np.ndarray,
                  plan: RoutePlan) -> dict[str, RouteCandidates]:
     """A kernel that finds nothing, so that a Spark run with it times everything but the ranking:
     reading, shuffling, Arrow both ways and building the output columns (`spark_floor_s`)."""
-    S = len(targets)
-    return {r.name: RouteCandidates(positions=np.full((S, r.k), -1, dtype=np.int32), mask=np.zeros((S, r.k), bool),
-                                    filled=np.zeros((S, r.k), bool), pool_size=np.zeros(S, dtype=np.int32))
-            for r in plan.routes}
+    return {r.name: RouteCandidates.empty(len(targets), r.k) for r in plan.routes}
 
 
 def single_process(folder: Path, plan: RoutePlan, words: int) -> int:
