@@ -8,7 +8,10 @@ output is therefore identical for any partitioning, and a re-run overwrites it w
 Output (read back by `source.kind: synthetic`):
     <root>/events/event_date=YYYY-MM-DD/part-*.csv   UserBehavior layout: user_id,item_id,category_id,behavior,ts
     <root>/items/part-*.json                         item_id, category_id, text
-    <root>/truth/items, <root>/truth/user_interests  planted taxonomy and interests (Parquet)
+    <root>/impressions/event_date=YYYY-MM-DD/*.csv   with synthetic.impressions.enabled: user_id,item_id,
+                                                     category_id,behavior (imp),ts,label
+    <root>/truth/items, <root>/truth/user_interests  planted taxonomy, catalogue noise and interests (Parquet)
+    <root>/truth/impressions                         every impression's click probability, relation, exposure
 """
 
 from __future__ import annotations
@@ -18,21 +21,25 @@ import functools
 import logging
 import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.entrypoint import spark_job_main
 from jobs.sources.synthetic import synthetic_root
 from r2led_model.config import Config, SyntheticConfig
+from r2led_model.impressions import generate_user_impressions
 from r2led_model.synthetic import SyntheticWorld, build_world, generate_user_events, item_frame, user_interest_frame
 
 log = logging.getLogger(__name__)
 
 EVENT_SCHEMA = "user_id BIGINT, item_id BIGINT, category_id BIGINT, behavior STRING, ts BIGINT, interest BIGINT"
-INTEREST_SCHEMA = "user_id BIGINT, interest_rank BIGINT, topic_l2 BIGINT, weight DOUBLE"
+INTEREST_SCHEMA = "user_id BIGINT, interest_rank BIGINT, topic_l2 BIGINT, weight DOUBLE, dormant BOOLEAN"
+IMPRESSION_SCHEMA = ("user_id BIGINT, item_id BIGINT, category_id BIGINT, behavior STRING, ts BIGINT, label INT, "
+                     "click_prob DOUBLE, relation BIGINT, exposure BIGINT")
 # Aim for ~2M events per task: big enough to amortise the world build, small enough for memory.
 EVENTS_PER_PARTITION = 2_000_000
 
@@ -43,6 +50,7 @@ class GenerateResult:
     users: int
     items: int
     events: int
+    impressions: int = 0
 
 
 @functools.lru_cache(maxsize=2)
@@ -86,10 +94,26 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     (events.select("user_id", "item_id", "category_id", "behavior", "ts", "event_date")
      .write.mode("overwrite").partitionBy("event_date").csv(str(root / "events")))
     written = spark.read.csv(str(root / "events")).count()
-    result = GenerateResult(root=str(root), users=synth.num_users, items=synth.num_items, events=written)
-    log.info("synthetic world at %s: %s users, %s items, %s events",
-             root, f"{result.users:,}", f"{result.items:,}", f"{result.events:,}")
+    shown = write_impressions(users, synth, root) if synth.impressions.enabled else 0
+    result = GenerateResult(root=str(root), users=synth.num_users, items=synth.num_items, events=written,
+                            impressions=shown)
+    log.info("synthetic world at %s: %s users, %s items, %s events, %s impressions",
+             root, f"{result.users:,}", f"{result.items:,}", f"{result.events:,}", f"{result.impressions:,}")
     return result
+
+
+def write_impressions(users: DataFrame, synth: SyntheticConfig, root: Path) -> int:
+    """The impression log (what ingest reads) and its truth (what only the oracle reads); returns the count.
+
+    The truth is written first: a log without its truth would be unscorable, the reverse is harmless.
+    """
+    impressions = users.mapInPandas(_per_user_batch(generate_user_impressions, synth), IMPRESSION_SCHEMA)
+    impressions.write.mode("overwrite").parquet(str(root / "truth" / "impressions"))
+    truth = users.sparkSession.read.parquet(str(root / "truth" / "impressions"))
+    (truth.withColumn("event_date", F.to_date(F.timestamp_seconds("ts")))
+     .select("user_id", "item_id", "category_id", "behavior", "ts", "label", "event_date")
+     .write.mode("overwrite").partitionBy("event_date").csv(str(root / "impressions")))
+    return truth.count()
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

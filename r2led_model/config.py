@@ -120,6 +120,46 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class CatalogueNoiseConfig:
+    """How far the catalogue a model sees is from the planted taxonomy (real catalogues are coarse and noisy).
+
+    The defaults keep the planted leaf as the category and the text exact (the older worlds); the
+    oracle-scored world sets realistic values (conf/oracle.yaml says why).
+    """
+
+    # Taxonomy level the `category_id` names: 1 = top topic, 2 = mid-level topic, 3 = leaf.
+    category_level: int = 3
+    # Share of items whose category is another node of that level, uniformly (seller mislabels).
+    mislabel_share: float = 0.0
+    # Share of items whose text is degraded: each taxonomy word is dropped or swapped for a synonym.
+    text_noise_share: float = 0.0
+
+
+@dataclass(frozen=True)
+class ImpressionConfig:
+    """Explicit feedback with a known click probability (the oracle), written beside the page-view log.
+
+    Each impression shows one item: from catalogue popularity (`popularity_share`, the exposure skew of
+    a popularity-driven recommender) or driven by one of the user's interests, landing on a favourite
+    leaf, another leaf of the interest's topic, or another topic of its top topic. The click probability
+    is sigmoid(base + affinity of the item's closest relation to any interest, dormant ones included
+    + item quality + user bias).
+    """
+
+    enabled: bool = False
+    # Mean impressions per user, spread uniformly over the world's days.
+    per_user: int = 100
+    popularity_share: float = 0.5
+    # Interest-driven exposures: shares landing on a favourite leaf / same topic / same top topic.
+    interest_mix: tuple[float, float, float] = (0.4, 0.3, 0.3)
+    base_logit: float = -2.5
+    # Logit affinity of the item's closest relation to the user's interests: leaf, topic, top.
+    affinity: tuple[float, float, float] = (2.5, 1.5, 0.5)
+    quality_std: float = 0.5
+    user_bias_std: float = 0.3
+
+
+@dataclass(frozen=True)
 class SyntheticConfig:
     """Planted structure of `r2led generate` (see jobs/generate.py for the process)."""
 
@@ -140,6 +180,12 @@ class SyntheticConfig:
     days: int = 60
     # Spark partitions for generation; 0 picks from the event count.
     partitions: int = 0
+    # Share of each user's interests that fall silent in the page-view log after `dormant_after` of the
+    # days, yet still drive clicks: only the lifelong history holds them.
+    dormant_share: float = 0.0
+    dormant_after: float = 0.3
+    catalogue: CatalogueNoiseConfig = field(default_factory=CatalogueNoiseConfig)
+    impressions: ImpressionConfig = field(default_factory=ImpressionConfig)
 
 
 @dataclass(frozen=True)
@@ -337,6 +383,9 @@ class RegistryConfig:
     # on the same test data (same training_examples version).
     metric: Literal["test_auc", "test_gauc"] = "test_auc"
     min_improvement: float = 0.0
+    # With no champion yet, a challenger must still reach this `metric` to be promoted: 0.5 is chance
+    # for (G)AUC, so a model that learned nothing is never served by default (`promote --force` overrides).
+    min_first_metric: float = 0.55
     # Score table and default model alias for `r2led score`.
     score_alias: str = "champion"
 
@@ -612,6 +661,22 @@ def _check_semantics(config: Config) -> None:
         (config.synthetic.session_length >= 1.0, "synthetic.session_length", "must be >= 1"),
         (config.synthetic.interests_per_user >= 1, "synthetic.interests_per_user", "must be >= 1"),
         (config.synthetic.days >= 1, "synthetic.days", "must be >= 1"),
+        (0.0 <= config.synthetic.dormant_share < 1.0, "synthetic.dormant_share", "must be in [0, 1)"),
+        (0.0 < config.synthetic.dormant_after <= 1.0, "synthetic.dormant_after", "must be in (0, 1]"),
+        (config.synthetic.catalogue.category_level in (1, 2, 3), "synthetic.catalogue.category_level",
+         "must be 1 (top topic), 2 (mid-level topic) or 3 (leaf)"),
+        (0.0 <= config.synthetic.catalogue.mislabel_share <= 1.0, "synthetic.catalogue.mislabel_share",
+         "must be in [0, 1]"),
+        (0.0 <= config.synthetic.catalogue.text_noise_share <= 1.0, "synthetic.catalogue.text_noise_share",
+         "must be in [0, 1]"),
+        (config.synthetic.impressions.per_user >= 1, "synthetic.impressions.per_user", "must be >= 1"),
+        (0.0 <= config.synthetic.impressions.popularity_share <= 1.0, "synthetic.impressions.popularity_share",
+         "must be in [0, 1]"),
+        (all(x >= 0 for x in config.synthetic.impressions.interest_mix)
+         and sum(config.synthetic.impressions.interest_mix) > 0, "synthetic.impressions.interest_mix",
+         "must be three non-negative shares, not all zero"),
+        (config.synthetic.impressions.quality_std >= 0 and config.synthetic.impressions.user_bias_std >= 0,
+         "synthetic.impressions", "quality_std and user_bias_std must be >= 0"),
         (config.embedding.batch_size > 0, "embedding.batch_size", "must be positive"),
         (config.codebook.levels >= 1, "codebook.levels", "must be >= 1"),
         (config.codebook.codebook_size >= 2, "codebook.codebook_size", "must be >= 2"),
@@ -645,6 +710,7 @@ def _check_semantics(config: Config) -> None:
         (config.training.reader_workers >= 1, "training.reader_workers", "must be >= 1"),
         (config.training.shuffle_buffer >= 1, "training.shuffle_buffer", "must be >= 1"),
         (config.registry.min_improvement >= 0, "registry.min_improvement", "must be >= 0"),
+        (0.0 <= config.registry.min_first_metric <= 1.0, "registry.min_first_metric", "must be in [0, 1]"),
         (config.pipeline.valid_days >= 1, "pipeline.valid_days", "must be >= 1"),
         (config.pipeline.test_days >= 1, "pipeline.test_days", "must be >= 1"),
     ]

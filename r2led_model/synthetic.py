@@ -9,7 +9,12 @@ depend only on ``(seed, user_id)`` and the world, so any batching of user ids (e
 * Zipf item popularity over a seeded permutation of items;
 * users with a few long-lived level-2 interests; sessions of geometric length each follow one
   interest and never the previous session's, so an interest returns only after a gap: it is
-  missing from the recent window but present in the lifelong history.
+  missing from the recent window but present in the lifelong history; with `dormant_share`, some
+  interests stop appearing in the log after `dormant_after` of the days (`r2led_model.impressions`
+  still lets them drive clicks);
+* a catalogue that is not the taxonomy (`synthetic.catalogue`): the `category_id` a model sees names
+  a node at a configurable level, a share of items carry another node's category, and a share of
+  item texts lose taxonomy words or name them by a synonym.
 """
 
 from __future__ import annotations
@@ -63,7 +68,31 @@ STYLE_WORDS = (
 ).split()
 COLOUR_WORDS = "red blue green black white grey silver gold pink purple orange yellow navy beige brown teal".split()
 
+# Synonyms for text noise: a degraded text may name a node by one of these instead of its own word.
+# None of them is in a level's pool, so a synonym never reads as another node's name.
+SYNONYMS = {
+    "kitchen": "cookware", "garden": "yard", "camping": "outdoors", "fitness": "workout", "office": "stationery",
+    "bathroom": "bath", "bedroom": "sleep", "automotive": "car", "pets": "animal", "baby": "infant",
+    "music": "instruments", "photography": "photo", "cycling": "bike", "fishing": "angling", "gaming": "games",
+    "travel": "luggage", "crafts": "hobby", "beauty": "cosmetics", "tools": "hardware", "laundry": "washing",
+    "audio": "sound", "school": "classroom", "party": "celebration", "winter": "snow",
+    "lantern": "lamplight", "kettle": "boiler", "skillet": "frypan", "mug": "cup", "tent": "shelter",
+    "backpack": "rucksack", "stove": "burner", "shovel": "spade", "hose": "tubing", "dumbbell": "weight",
+    "notebook": "journal", "pen": "ballpoint", "chair": "seat", "lamp": "light", "pillow": "cushion",
+    "blanket": "throw", "towel": "washcloth", "jacket": "coat", "boot": "footwear", "sneaker": "trainer",
+    "suitcase": "case", "camera": "camcorder", "speaker": "loudspeaker", "headphone": "earphone",
+    "monitor": "display", "charger": "adapter", "bicycle": "cycle", "kayak": "boat", "puzzle": "jigsaw",
+    "console": "gamebox", "vase": "urn", "drill": "driver", "hammer": "mallet", "grill": "barbecue",
+    "printer": "copier", "heater": "warmer", "vacuum": "hoover", "broom": "sweeper",
+    "cordless": "wirefree", "stainless": "steel", "wooden": "timber", "waterproof": "watertight",
+    "foldable": "fold-up", "portable": "travel-size", "wireless": "untethered", "electric": "powered",
+    "ergonomic": "comfort", "padded": "cushy", "rugged": "tough", "smart": "connected", "quiet": "hushed",
+}
+_TEXT_DROP, _TEXT_SWAP = 1 / 3, 2 / 3  # a degraded text's word: dropped below 1/3, a synonym below 2/3
+
 _WORLD_STREAM, _USER_STREAM = 0, 1  # keep world and user random streams apart
+# Later streams, so a world without catalogue noise or dormancy is byte-identical to older worlds.
+_CATALOGUE_STREAM, _DORMANT_STREAM = 2, 4
 _SECONDS_PER_DAY = 86_400
 _COUNT_SIGMA = 0.6  # log-normal spread of events per user
 _INTEREST_ALPHA = 1.0  # Dirichlet concentration of a user's interest weights
@@ -88,6 +117,10 @@ class SyntheticWorld:
     leaf_items: np.ndarray  # (num_items,) item ids grouped by leaf
     leaf_item_cdf: np.ndarray  # (num_items,) leaf id + within-leaf popularity CDF, aligned to leaf_items
     item_cdf: np.ndarray  # (num_items,) catalogue popularity CDF, for noise
+    item_category: np.ndarray  # (num_items,) int64 the catalogue's category: a node at the configured level
+    item_mislabelled: np.ndarray  # (num_items,) bool, category is not the item's own node
+    item_text_noisy: np.ndarray  # (num_items,) bool, text degraded
+    item_quality: np.ndarray  # (num_items,) float64 standard-normal quality (scaled by the impression config)
 
 
 def _node_names(pool: list[str], count: int, rng: np.random.Generator) -> tuple[str, ...]:
@@ -128,11 +161,26 @@ def build_world(config: SyntheticConfig) -> SyntheticWorld:
     styles = rng.integers(0, len(STYLE_WORDS), num_items)
     colours = rng.integers(0, len(COLOUR_WORDS), num_items)
     path = leaf_path[item_leaf]
+
+    catalogue_rng = np.random.default_rng([config.seed, _CATALOGUE_STREAM])
+    noise = config.catalogue
+    noisy_text = catalogue_rng.random(num_items) < noise.text_noise_share
+    word_fate = catalogue_rng.random((num_items, 3))  # (items, 3 levels): drop / synonym / keep
+    word_fate[~noisy_text] = 1.0
+    names = (l1_names, l2_names, l3_names)
     text = tuple(
-        f"{l1_names[a]} {l2_names[b]} {l3_names[c]}, {STYLE_WORDS[s]} {COLOUR_WORDS[k]}"
-        for a, b, c, s, k in zip(path[:, 0].tolist(), path[:, 1].tolist(), path[:, 2].tolist(),
-                                 styles.tolist(), colours.tolist())
+        " ".join(w for w in (_noisy_word(names[level][node], fate)
+                             for level, (node, fate) in enumerate(zip(nodes, fates))) if w)
+        + f", {STYLE_WORDS[s]} {COLOUR_WORDS[k]}"
+        for nodes, fates, s, k in zip(path.tolist(), word_fate.tolist(), styles.tolist(), colours.tolist())
     )
+    level_nodes = (n1, n1 * n2, num_leaves)[noise.category_level - 1]
+    own_category = path[:, noise.category_level - 1]
+    mislabelled = (catalogue_rng.random(num_items) < noise.mislabel_share) & (level_nodes > 1)
+    # Another node of the level, uniformly: shift by 1..nodes-1 so it is never the item's own.
+    shift = catalogue_rng.integers(1, max(level_nodes, 2), num_items)
+    category = np.where(mislabelled, (own_category + shift) % level_nodes, own_category).astype(np.int64)
+    quality = catalogue_rng.standard_normal(num_items)
 
     # Two-stage sampling tables: pick a leaf, then an item inside it by popularity. Each leaf's
     # CDF is offset by its id, so one searchsorted over all items serves every leaf at once.
@@ -152,18 +200,34 @@ def build_world(config: SyntheticConfig) -> SyntheticWorld:
         topic_popularity=_frozen(np.bincount(leaf_path[:, 1], weights=leaf_popularity, minlength=n1 * n2)),
         leaf_popularity=_frozen(leaf_popularity), leaf_items=_frozen(leaf_items),
         leaf_item_cdf=_frozen(within + sorted_leaf), item_cdf=_frozen(item_cdf),
+        item_category=_frozen(category), item_mislabelled=_frozen(mislabelled),
+        item_text_noisy=_frozen(noisy_text), item_quality=_frozen(quality),
     )
 
 
+def _noisy_word(name: str, fate: float) -> str:
+    """A node's name in a degraded text: dropped, swapped for its synonym (when it has one), or kept."""
+    if fate < _TEXT_DROP:
+        return ""
+    if fate < _TEXT_SWAP:
+        word, _, suffix = name.partition(" ")
+        return SYNONYMS.get(word, word) + (f" {suffix}" if suffix else "")
+    return name
+
+
 def item_frame(world: SyntheticWorld) -> pd.DataFrame:
-    """One row per item: id, leaf (category), text, taxonomy path and popularity."""
+    """One row per item: id, the catalogue's category, text, the planted taxonomy path, popularity,
+    quality, and whether the category or the text was degraded."""
     path = world.leaf_path[world.item_leaf]
     return pd.DataFrame({
         "item_id": np.arange(world.item_leaf.size, dtype=np.int64),
-        "category_id": world.item_leaf.astype(np.int64),
+        "category_id": world.item_category.astype(np.int64),
         "text": pd.Series(world.item_text, dtype=object),
         "topic_l1": path[:, 0], "topic_l2": path[:, 1], "topic_l3": path[:, 2],
         "popularity": world.item_popularity.astype(np.float64),
+        "quality": world.item_quality.astype(np.float64),
+        "mislabelled": world.item_mislabelled.astype(bool),
+        "text_noisy": world.item_text_noisy.astype(bool),
     })
 
 
@@ -197,17 +261,57 @@ def _user_profile(world: SyntheticWorld, config: SyntheticConfig,
     return topics, weights, cdf
 
 
+@dataclass(frozen=True)
+class UserProfile:
+    """A user's planted interests, heaviest first: level-2 topics, weights, and per-interest leaf shares."""
+
+    topics: np.ndarray  # (k,) global level-2 topic ids
+    weights: np.ndarray  # (k,) sums to 1
+    leaf_share: np.ndarray  # (k, leaves_per_l2) how the interest's visits spread over its topic's leaves
+    dormant: np.ndarray  # (k,) bool
+
+
+def user_profile(world: SyntheticWorld, config: SyntheticConfig, user_id: int) -> UserProfile:
+    """The same profile the user's page views are drawn from."""
+    topics, weights, cdf = _user_profile(world, config, _user_rng(config, user_id))
+    share = np.diff(cdf, axis=1, prepend=0.0)  # (k, m) CDF → per-leaf probability
+    return UserProfile(topics=topics, weights=weights, leaf_share=share,
+                       dormant=dormant_interests(config, user_id, topics.size))
+
+
+def dormant_interests(config: SyntheticConfig, user_id: int, count: int) -> np.ndarray:
+    """(count,) bool: which of the user's interests (weight order) fall silent after `dormant_after`.
+
+    round(dormant_share · count) of them, chosen uniformly from the user's own dormancy stream.
+    """
+    silent = np.zeros(count, dtype=bool)
+    n = int(round(config.dormant_share * count))
+    if n:
+        rng = np.random.default_rng([config.seed, _DORMANT_STREAM, int(user_id)])
+        silent[rng.permutation(count)[:n]] = True
+    return silent
+
+
+def dormant_from(config: SyntheticConfig) -> int:
+    """Epoch second after which dormant interests leave no page view."""
+    t0 = parse_utc_timestamp(config.start_date, key="synthetic.start_date")
+    return t0 + int(config.dormant_after * config.days * _SECONDS_PER_DAY)
+
+
 def user_interest_frame(world: SyntheticWorld, config: SyntheticConfig, user_ids: np.ndarray) -> pd.DataFrame:
-    """The planted truth: each user's interests (level-2 topics) with their weights, heaviest first."""
+    """The planted truth: each user's interests (level-2 topics) with their weights, heaviest first,
+    and whether each is dormant."""
     parts = []
     for user_id in np.unique(np.asarray(user_ids, dtype=np.int64)).tolist():
         topics, weights, _ = _user_profile(world, config, _user_rng(config, user_id))
         parts.append(pd.DataFrame({"user_id": np.full(topics.size, user_id, dtype=np.int64),
                                    "interest_rank": np.arange(topics.size, dtype=np.int64),
-                                   "topic_l2": topics, "weight": weights}))
+                                   "topic_l2": topics, "weight": weights,
+                                   "dormant": dormant_interests(config, user_id, topics.size)}))
     if not parts:
         return pd.DataFrame({"user_id": np.empty(0, np.int64), "interest_rank": np.empty(0, np.int64),
-                             "topic_l2": np.empty(0, np.int64), "weight": np.empty(0, np.float64)})
+                             "topic_l2": np.empty(0, np.int64), "weight": np.empty(0, np.float64),
+                             "dormant": np.empty(0, bool)})
     return pd.concat(parts, ignore_index=True)
 
 
@@ -288,6 +392,11 @@ def _one_user(world: SyntheticWorld, config: SyntheticConfig, user_id: int,
     ts = starts[session] + elapsed - elapsed[np.flatnonzero(first)][session]
     np.maximum.accumulate(ts, out=ts)  # a long session may run into the next one's start
     np.minimum(ts, t1 - 1, out=ts)
+    silent = dormant_interests(config, user_id, topics.size)
+    if silent.any():
+        # A dormant interest's sessions after the cut leave no trace (noise events stay).
+        late_silent = (ts >= dormant_from(config)) & np.isin(interest, topics[silent])
+        items, interest, ts = items[~late_silent], interest[~late_silent], ts[~late_silent]
     return items, interest, ts
 
 
@@ -303,7 +412,7 @@ def generate_user_events(world: SyntheticWorld, config: SyntheticConfig, user_id
     return pd.DataFrame({
         "user_id": np.repeat(users, counts),
         "item_id": item_id,
-        "category_id": world.item_leaf[item_id],
+        "category_id": world.item_category[item_id],
         "behavior": np.array(["pv"], dtype=object).repeat(total),
         "ts": np.concatenate([p[2] for p in parts]) if parts else np.empty(0, np.int64),
         "interest": np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64),
