@@ -59,15 +59,24 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
 
         return run_date(spark, config, args.date, force=args.force, force_stages=tuple(args.force_stage),
                         retrain=args.retrain, until=args.until, inject_failure=args.inject_failure)
-    return run_full(spark, config, args)
+    dated_only = [flag for flag, value in (("--force", getattr(args, "force", False)),
+                                           ("--force-stage", getattr(args, "force_stage", None)),
+                                           ("--retrain", getattr(args, "retrain", False)),
+                                           ("--until", getattr(args, "until", None))) if value]
+    if dated_only:
+        log.warning("%s apply to dated runs only (--date); the full run ignores them", ", ".join(dated_only))
+    return run_full(spark, config)
 
 
-def run_full(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> dict[str, object]:
-    """Every stage over all the data (the embedded default's `make run`)."""
+def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
+    """Every stage over all the data (the embedded default's `make run`), each with its own defaults.
+
+    No pipeline flag reaches a stage: `pipeline --force` must never become `promote --force`.
+    """
     results: dict[str, object] = {}
     for name, stage in STAGES:
         started = time.perf_counter()
-        results[name] = stage(spark, config, args)
+        results[name] = stage(spark, config, None)
         log.info("stage %s done in %.1fs", name, time.perf_counter() - started)
     store = TableStore(spark, config.tables)
     rows = []

@@ -3,6 +3,12 @@
 and its feature versions match. Every decision, promoted or refused, is printed, logged to MLflow
 and written as tags on the challenger's model version.
 
+The alias move is compare-and-set: the champion is read again right before `champion` moves, and
+if another run moved it since this decision was taken, nothing moves and promote fails with
+`ChampionChangedError` (run it again to decide against the new champion). With no champion yet, the
+challenger must still reach `registry.min_first_metric`. `--force` (the `r2led promote` flag, never
+the pipeline's) is the one override of the metric rules.
+
 "Same test data": both models are scored now on the current `training_examples` test split, so a
 champion evaluated on older tables is never compared by its stale numbers. A challenger whose
 codebook or collaborative-vector version differs from the current tables (or from the champion's)
@@ -30,6 +36,10 @@ from r2led_model.config import Config
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class ChampionChangedError(RuntimeError):
+    """The champion alias moved between the decision and the alias move; nothing was changed."""
 
 
 @dataclass
@@ -61,7 +71,14 @@ def decide(config: Config, data: TrainingData, challenger: ModelBundle, champion
     ours = score_on_test(config, data, challenger)
     numbers = {f"challenger_test_{k}": v for k, v in ours.items()}
     if champion is None:
-        return PromotionDecision(True, "no champion yet", challenger_version, None, numbers)
+        floor = config.registry.min_first_metric
+        if ours[metric] >= floor:
+            return PromotionDecision(True, f"no champion yet; test {metric} {ours[metric]:.5f} reaches "
+                                     f"registry.min_first_metric {floor}", challenger_version, None, numbers)
+        return PromotionDecision(False, f"no champion yet, and test {metric} {ours[metric]:.5f} is below "
+                                 f"registry.min_first_metric {floor}: the first champion must beat chance "
+                                 "(promote by hand with `r2led promote --force` after review)",
+                                 challenger_version, None, numbers)
     problems = feature_problems(champion, data, "champion")
     if problems:
         return PromotionDecision(False, "champion cannot be scored on the current test data ("
@@ -80,7 +97,13 @@ def decide(config: Config, data: TrainingData, challenger: ModelBundle, champion
                              challenger_version, champion_version, numbers)
 
 
-def promote(spark: SparkSession, config: Config, version: str | None = None, force: bool = False) -> PromotionDecision:
+def promote(spark: SparkSession, config: Config, *, version: str | None = None,
+            force: bool = False) -> PromotionDecision:
+    """Decide on `version` (default: the newest) against the champion and move the alias if it wins.
+
+    `force` promotes a challenger that loses on the metric rules (its feature versions must still
+    match); only `r2led promote --force` sets it.
+    """
     from r2led_model.mlflow_model import load_bundle, model_version, set_alias, tag_version
     from r2led_model.tracking import tracked_run
 
@@ -100,6 +123,8 @@ def promote(spark: SparkSession, config: Config, version: str | None = None, for
     if force and not decision.promoted and not feature_problems(challenger, data, "challenger"):
         decision = PromotionDecision(True, f"forced by the operator (was refused: {decision.reason})",
                                      decision.challenger_version, decision.champion_version, decision.metrics)
+    if decision.promoted:
+        _move_champion(config, name, candidate.version, expected=decision.champion_version)
     with tracked_run(config, run_name=f"promote-{name}-v{candidate.version}", tags={"stage": "promote"}) as run:
         run.log_params({"model_name": name, "challenger_version": candidate.version,
                         "champion_version": decision.champion_version or "none", "metric": config.registry.metric,
@@ -109,12 +134,28 @@ def promote(spark: SparkSession, config: Config, version: str | None = None, for
         run.log_metrics(decision.metrics)
     verdict = {"promotion": "promoted" if decision.promoted else "refused", "promotion_reason": decision.reason[:500]}
     tag_version(config.mlflow, name, candidate.version, verdict)
-    if decision.promoted:
-        if current is not None and current.version != candidate.version:
-            set_alias(config.mlflow, name, "previous_champion", current.version)
-        set_alias(config.mlflow, name, CHAMPION, candidate.version)
     faults.commit_point("promotion decision")
     return decision
+
+
+def _move_champion(config: Config, name: str, version: str, *, expected: str | None) -> None:
+    """Give `version` the champion alias only if the champion is still `expected` (None: no champion).
+
+    The registry has no conditional alias update, so this re-reads the alias immediately before
+    setting it: the window left is the two calls, not the minutes the decision took to score.
+    """
+    from r2led_model.mlflow_model import model_version, set_alias
+
+    now = model_version(config.mlflow, name, alias=CHAMPION)
+    found = now.version if now else None
+    if found != expected:
+        raise ChampionChangedError(
+            f"{name}: the champion changed from version {expected or 'none'} to {found or 'none'} while version "
+            f"{version} was being evaluated; no alias was moved. Run `r2led promote` again to compare against "
+            "the new champion.")
+    if expected is not None:
+        set_alias(config.mlflow, name, "previous_champion", expected)
+    set_alias(config.mlflow, name, CHAMPION, version)
 
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> PromotionDecision:

@@ -1,8 +1,10 @@
 """`r2led score --date YYYY-MM-DD`: the registered model under `registry.score_alias` (champion by
 default) scores that day's samples from `training_examples` into `predictions`.
 
-The model is loaded once on the driver from `models:/NAME@alias`; its weights travel to the
-executors as a broadcast bundle, so each Python worker rebuilds the model once. Scoring refuses
+The alias is resolved once, to a version number N, and the model is loaded from `models:/NAME/N`:
+every prediction row names the version that computed it, even if promote moves the alias while
+this job runs. The weights travel to the executors as a broadcast bundle, so each Python worker
+rebuilds the model once. Scoring refuses
 examples built with another codebook or collaborative-vector version than the model's, or with a
 different feature spec. A re-run replaces that date's partition.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -76,20 +79,36 @@ def latest_date(examples: DataFrame) -> str:
     return found.isoformat()
 
 
+def resolve_model(config: Config, model_uri: str | None = None) -> tuple[str, str]:
+    """(registered name, version number) to score with: `registry.score_alias` of `registry.model_name`
+    by default, or a `models:/NAME/N` / `models:/NAME@ALIAS` URI. An alias is read exactly once."""
+    from r2led_model.mlflow_model import model_version
+
+    if model_uri is None:
+        name, alias, version = config.registry.model_name, config.registry.score_alias, None
+    else:
+        match = _MODEL_URI.fullmatch(model_uri.rstrip("/"))
+        if match is None:
+            raise ValueError(f"--model-uri {model_uri!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
+        name, version, alias = match["name"], match["version"], match["alias"]
+    if version is not None:
+        return name, version
+    registered = model_version(config.mlflow, name, alias=alias)
+    if registered is None:
+        raise LookupError(f"{name!r} has no version with alias {alias!r}; run `r2led promote` first")
+    return name, registered.version
+
+
+_MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))")
+
+
 def score(spark: SparkSession, config: Config, date: str | None = None, model_uri: str | None = None) -> ScoreResult:
-    from r2led_model.mlflow_model import load_bundle, model_version
+    """Score the samples of `date` (validated YYYY-MM-DD; default: the latest day) into `predictions`."""
+    from r2led_model.mlflow_model import load_bundle
 
     store = TableStore(spark, config.tables)
-    name = config.registry.model_name
-    registered = model_version(config.mlflow, name, alias=config.registry.score_alias)
-    if model_uri is None:
-        if registered is None:
-            raise LookupError(f"{name!r} has no version with alias {config.registry.score_alias!r}; "
-                              "run `r2led promote` first")
-        model_uri = f"models:/{name}@{config.registry.score_alias}"
-        version = registered.version
-    else:
-        version = model_uri.rstrip("/").split("/")[-1]
+    name, version = resolve_model(config, model_uri)
+    model_uri = f"models:/{name}/{version}"
     bundle = load_bundle(config.mlflow, model_uri)
     problems = bundle.incompatibilities(feature_spec(store, config), data_versions(store))
     if problems:

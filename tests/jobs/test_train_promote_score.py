@@ -10,13 +10,14 @@ import pytest
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
+import r2led_model.mlflow_model as mlflow_model
 from jobs import generate, pipeline, promote, score, train
 from jobs.tables import TableStore
 from jobs.training_data import training_data
 from r2led_model.bundle import DataVersions, ModelBundle
 from r2led_model.mlflow_model import load_bundle, log_ctr_model, model_version
 from r2led_model.tracking import configure, run_data, tracked_run
-from tests.conftest import config_in
+from tests.conftest import IVY_DIR, config_in
 from tests.helpers import rows
 
 FAST = ("training.epochs=3", "training.batch_size=128", "training.reader_workers=1", "model.embedding_dim=8",
@@ -72,12 +73,22 @@ def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spar
 
 def test_promotion_accepts_better_refuses_worse_and_refuses_a_version_mismatch(spark, world):
     base = ("registry.model_name=promo",)
-    # An untrained-looking first model (tiny learning rate, one epoch) becomes champion: there is none yet.
+    # An untrained-looking first model (tiny learning rate, one epoch): with no champion it must still
+    # reach registry.min_first_metric (set out of reach here), so it is refused and nothing is served.
     weak = train.run(spark, configured(world, *base, "training.epochs=1", "training.learning_rate=1e-7"))
-    first = promote.run(spark, configured(world, *base))
-    assert first.promoted and first.reason == "no champion yet"
     config = configured(world, *base)
+    refused = promote.run(spark, configured(world, *base, "registry.min_first_metric=1.0"))
+    assert not refused.promoted and refused.champion_version is None
+    assert "below registry.min_first_metric 1.0" in refused.reason
+    assert aliases(config) == {"challenger": weak.version}
+    assert MlflowClient().get_model_version("promo", weak.version).tags["promotion"] == "refused"
+    # `r2led promote --force` is the one override: the operator makes it the first champion.
+    argv = ["--env", "tiny", "--set", f"workspace.root={world}", "--set", f"spark.ivy_dir={IVY_DIR}",
+            *[a for o in (*FAST, *base, "registry.min_first_metric=1.0") for a in ("--set", o)], "--force"]
+    assert promote.main(argv) == 0
     assert aliases(config) == {"champion": weak.version, "challenger": weak.version}
+    assert MlflowClient().get_model_version("promo", weak.version).tags["promotion_reason"].startswith(
+        "forced by the operator")
 
     strong = train.run(spark, configured(world, *base, "training.epochs=6", "training.learning_rate=1e-2"))
     second = promote.run(spark, configured(world, *base))
@@ -107,7 +118,47 @@ def test_promotion_accepts_better_refuses_worse_and_refuses_a_version_mismatch(s
     assert aliases(config)["champion"] == strong.version
 
 
-def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(spark, world):
+def test_a_pipeline_without_a_date_never_forwards_force_to_promote(spark, world, monkeypatch):
+    base = ("registry.model_name=no_force",)
+    config = configured(world, *base)
+    strong = train.run(spark, configured(world, *base, "training.epochs=6", "training.learning_rate=1e-2"))
+    assert promote.run(spark, config).promoted
+    worse = train.run(spark, configured(world, *base, "training.epochs=1", "training.learning_rate=1e-7"))
+    # Only the promote stage, reached through the real command line of `r2led pipeline --force`.
+    monkeypatch.setattr(pipeline, "STAGES", (("promote", promote.run),))
+    argv = ["--env", "tiny", "--set", f"workspace.root={world}", "--set", f"spark.ivy_dir={IVY_DIR}",
+            *[a for o in (*FAST, *base) for a in ("--set", o)], "--force"]
+    assert pipeline.main(argv) == 0
+    assert aliases(config)["champion"] == strong.version
+    tags = MlflowClient().get_model_version("no_force", worse.version).tags
+    assert tags["promotion"] == "refused" and "forced" not in tags["promotion_reason"]
+
+
+def test_the_champion_alias_moves_only_if_nobody_moved_it_meanwhile(spark, world, monkeypatch):
+    base = ("registry.model_name=cas",)
+    config = configured(world, *base)
+    first = train.run(spark, configured(world, *base, "training.epochs=1"))
+    assert promote.promote(spark, config, force=True).promoted
+    other = train.run(spark, configured(world, *base, "training.epochs=1", "training.learning_rate=1e-7"))
+    mine = train.run(spark, configured(world, *base, "training.epochs=1"))
+    real_decide = promote.decide
+
+    def decide_while_another_run_promotes(*args, **kwargs):
+        decision = real_decide(*args, **kwargs)
+        # Another promote (a second run, an operator) moves the champion while this one was scoring.
+        MlflowClient().set_registered_model_alias("cas", "champion", other.version)
+        return decision
+
+    monkeypatch.setattr(promote, "decide", decide_while_another_run_promotes)
+    with pytest.raises(promote.ChampionChangedError,
+                       match=f"changed from version {first.version} to {other.version}.*no alias was moved"):
+        promote.promote(spark, config, version=mine.version, force=True)
+    assert aliases(config)["champion"] == other.version
+    assert "previous_champion" not in aliases(config)
+    assert "promotion" not in MlflowClient().get_model_version("cas", mine.version).tags
+
+
+def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(spark, world, monkeypatch):
     base = ("registry.model_name=scored",)
     trained = train.run(spark, configured(world, *base))
     promote.run(spark, configured(world, *base))
@@ -127,6 +178,28 @@ def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(s
     assert pyfunc.predict(joined[columns]) == pytest.approx(joined["score"].to_numpy(), abs=1e-6)
     before = rows(predictions)
     score.run(spark, config)
+    assert rows(store.read("predictions").where(F.col("score_date") == day)) == before
+
+    # The alias is read once: if promote moves it while score loads the model, every row still names
+    # (and was computed by) the version resolved at the start.
+    assert score.resolve_model(config) == ("scored", trained.version)
+    assert score.resolve_model(config, "models:/scored@champion") == ("scored", trained.version)
+    with pytest.raises(ValueError, match="expected models:/NAME/VERSION"):
+        score.resolve_model(config, "runs:/abc/model")
+    other = train.run(spark, configured(world, *base, "training.epochs=1", "training.learning_rate=1e-7"))
+    loaded = []
+
+    def load_after_the_alias_moved(mlflow_config, uri):
+        MlflowClient().set_registered_model_alias("scored", "champion", other.version)
+        loaded.append(uri)
+        return real_load(mlflow_config, uri)
+
+    real_load = mlflow_model.load_bundle
+    monkeypatch.setattr(mlflow_model, "load_bundle", load_after_the_alias_moved)
+    raced = score.score(spark, config, date=day)
+    monkeypatch.undo()
+    MlflowClient().set_registered_model_alias("scored", "champion", trained.version)
+    assert loaded == [f"models:/scored/{trained.version}"] and raced.model_version == trained.version
     assert rows(store.read("predictions").where(F.col("score_date") == day)) == before
 
     # A model trained on other SIDs is refused before anything is written.
