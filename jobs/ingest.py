@@ -21,6 +21,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.dates import date_argument, parse_day
 from jobs.entrypoint import spark_job_main
 from jobs.sources import load_source
 from jobs.sources.common import ParsedSource
@@ -100,6 +101,7 @@ def ingest_day(spark: SparkSession, config: Config, day: str, *, catch_up: bool 
     own run, so a run never sees the future. Rejected rows are recorded whatever their date: the
     insert-only MERGE keeps that idempotent.
     """
+    day = parse_day(day)  # it names the folder a date-partitioned source reads: never unchecked text
     parsed = load_source(spark, config, day=None if catch_up else day)
     event_date, cutoff = F.to_date(F.timestamp_seconds("ts")), F.lit(day).cast("date")
     in_scope = (event_date <= cutoff) if (catch_up or parsed.read_by_day) else (event_date == cutoff)
@@ -173,7 +175,8 @@ def _items(parsed: ParsedSource, accepted: DataFrame) -> DataFrame:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--date", default=None, help="ingest only this day's events, YYYY-MM-DD (default: all)")
+    parser.add_argument("--date", type=date_argument, default=None,
+                        help="ingest only this day's events, YYYY-MM-DD (default: all)")
     parser.add_argument("--catch-up", action="store_true",
                         help="with --date: every day up to and including it (a first run's history)")
 

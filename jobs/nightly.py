@@ -15,7 +15,6 @@ partition overwrite, so a re-run after a crash anywhere ends with the tables a c
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs import faults
+from jobs.dates import parse_day
 from jobs.tables import TableStore
 from r2led_model.config import Config, split_as_of
 
@@ -206,13 +206,6 @@ def _record(ctx: RunContext, report: StageReport) -> None:
 # ---- the run --------------------------------------------------------------------------------
 
 
-def check_date(text: str) -> str:
-    try:
-        return dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--date: {text!r} is not YYYY-MM-DD") from None
-
-
 def check_failure(text: str) -> tuple[str, int]:
     """--inject-failure STAGE[:N] → (stage, n)."""
     stage, _, after = text.partition(":")
@@ -226,6 +219,7 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
              force_stages: tuple[str, ...] = (), retrain: bool = False, until: str | None = None,
              inject_failure: tuple[str, int] | None = None) -> list[StageReport]:
     """Run (or resume) the nightly pipeline for `day`; returns one report per stage, in order."""
+    day = parse_day(day)  # it becomes a ledger key, a folder name and a replaceWhere: never unchecked text
     config = split_as_of(config, day)
     store = TableStore(spark, config.tables)
     ledger = _ledger_rows(store)

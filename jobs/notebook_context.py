@@ -12,7 +12,6 @@ notebook runs on a laptop and in the tests:
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -20,6 +19,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.dates import parse_day
 from jobs.promote import CHALLENGER, CHAMPION, PromotionDecision
 from jobs.tables import TableStore
 from r2led_model.config import Config, ConfigError, load_config
@@ -118,9 +118,9 @@ def run_date(text: str | None) -> str | None:
     if text is None or not text.strip():
         return None
     try:
-        return dt.date.fromisoformat(text.strip()).isoformat()
-    except ValueError:
-        raise ConfigError(f"date widget: {text!r} is not a YYYY-MM-DD date") from None
+        return parse_day(text.strip(), "date widget")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def notebook_config(env: str, overrides_text: str = "", date: str | None = None) -> Config:

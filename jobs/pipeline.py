@@ -91,9 +91,10 @@ def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.nightly import STAGE_NAMES, check_date, check_failure
+    from jobs.dates import date_argument
+    from jobs.nightly import STAGE_NAMES, check_failure
 
-    parser.add_argument("--date", type=check_date, default=None,
+    parser.add_argument("--date", type=date_argument, default=None,
                         help="the nightly run for this day, YYYY-MM-DD: incremental, resumable, ledger-tracked "
                              "(default: a full run over all data)")
     parser.add_argument("--force", action="store_true", help="with --date: re-run stages already done for the date")

@@ -22,6 +22,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.dates import date_argument, parse_day
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from jobs.training_data import data_versions, feature_spec
@@ -106,6 +107,8 @@ def score(spark: SparkSession, config: Config, date: str | None = None, model_ur
     """Score the samples of `date` (validated YYYY-MM-DD; default: the latest day) into `predictions`."""
     from r2led_model.mlflow_model import load_bundle
 
+    # The day ends up in the replaceWhere predicate: only a parsed date (or the table's own latest) may.
+    date = parse_day(date) if date is not None else None
     store = TableStore(spark, config.tables)
     name, version = resolve_model(config, model_uri)
     model_uri = f"models:/{name}/{version}"
@@ -135,7 +138,8 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--date", default=None, help="the day whose samples to score, YYYY-MM-DD (default: latest)")
+    parser.add_argument("--date", type=date_argument, default=None,
+                        help="the day whose samples to score, YYYY-MM-DD (default: latest)")
     parser.add_argument("--model-uri", default=None,
                         help="a models:/NAME/VERSION URI instead of the registry.score_alias version")
 
