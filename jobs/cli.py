@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retrieve": ("jobs.retrieve", "samples ⋈ user_sequences ⋈ SIDs/signatures → route_candidates"),
     "build-training-set": ("jobs.build_training_set", "route_candidates + sequences → training_examples"),
     "train": ("jobs.train", "training_examples → trained CTR model (Petastorm, MLflow run, registered version)"),
+    "tune": ("jobs.tune", "Optuna study over a model's search space (nested MLflow runs) → tuned parameters"),
     "promote": ("jobs.promote", "challenger → champion if it beats the champion on the same test data"),
     "score": ("jobs.score", "champion model → predictions for a day's samples"),
     "generate": ("jobs.generate", "write a synthetic world's raw logs (Spark, parallel)"),

@@ -28,6 +28,7 @@ from pyspark.sql import SparkSession
 
 from jobs import faults
 from jobs.entrypoint import spark_job_main
+from jobs.oracle_truth import load_oracle_truth
 from jobs.tables import TableStore
 from jobs.training_data import TrainingData, training_data
 from r2led_model.bundle import ModelBundle
@@ -36,7 +37,8 @@ from r2led_model.feed import PetastormFeed
 from r2led_model.metrics import evaluate
 from r2led_model.models import CTRTask, build_model
 from r2led_model.models.inputs import columns_for
-from r2led_model.trainer import fit, predict, set_seed
+from r2led_model.oracle import OracleTruth, oracle_metrics, with_ceiling
+from r2led_model.trainer import fit, predict_rows, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +134,15 @@ def run_distributed(spark: SparkSession, job: TrainJob) -> WorkerResult:
     return result
 
 
-def evaluate_split(job: TrainJob, task: CTRTask, split: str) -> tuple[dict, np.ndarray, np.ndarray]:
-    users, labels, probs = predict(task, make_feed(job, split, shuffle=False).batches(0), job.training.device)
-    return evaluate(users, labels, probs), labels, probs
+def evaluate_split(job: TrainJob, task: CTRTask, split: str,
+                   truth: OracleTruth | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(metrics, labels, probs) on one split; with an oracle-scored world's `truth`, the metrics also
+    hold the oracle's on the same rows and the model's share of its lift (`r2led_model.oracle`)."""
+    rows = predict_rows(task, make_feed(job, split, shuffle=False).batches(0), job.training.device)
+    metrics = evaluate(rows.users, rows.labels, rows.probs)
+    if truth is not None and rows.sample_ids is not None:
+        metrics = with_ceiling(metrics, oracle_metrics(truth, rows.sample_ids, rows.users, rows.labels))
+    return metrics, rows.labels, rows.probs
 
 
 def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResult, valid: dict, test: dict,
@@ -205,8 +213,9 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
         bundle = ModelBundle(model_config=config.model, spec=data.spec, versions=data.versions,
                              state_dict=worker.state_dict)
         task = bundle.build()
+        truth = load_oracle_truth(spark, config)
         valid, _, _ = evaluate_split(job, task, "valid")
-        test, test_labels, test_probs = evaluate_split(job, task, "test")
+        test, test_labels, test_probs = evaluate_split(job, task, "test", truth)
         log_training_run(run, config, data, worker, valid, test, test_labels, test_probs,
                          history_logged=config.training.num_processes == 1)
         example = next(iter(make_feed(job, "test", shuffle=False).batches(0)))
@@ -217,20 +226,39 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
         faults.commit_point("model registration")
     log.info("%s version %s: valid AUC %.4f, test AUC %.4f GAUC %.4f LogLoss %.4f", registered.name,
              registered.version, valid["auc"], test["auc"], test["gauc"], test["logloss"])
+    if "oracle_auc" in test:
+        log.info("oracle on the same test rows: AUC %.4f GAUC %.4f LogLoss %.4f; share of the oracle's lift %.3f",
+                 test["oracle_auc"], test["oracle_gauc"], test["oracle_logloss"], test["lift_share"])
     return TrainResult(model_name=registered.name, version=registered.version, run_id=registered.run_id,
                        best_epoch=worker.best_epoch, valid=valid, test=test)
 
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> TrainResult:
+    if getattr(args, "tuned", False):
+        from r2led_model.tuning import tuned_config
+
+        config, tuned = tuned_config(config)
+        print(f"using tuned parameters of {tuned.model} (best valid AUC {tuned.best_valid_auc:.4f}, "
+              f"{tuned.trials} trials): {tuned.params}", flush=True)
     result = train(spark, config)
     print(f"registered {result.model_name} version {result.version} (run {result.run_id}): "
           f"test AUC {result.test['auc']:.4f}, GAUC {result.test['gauc']:.4f}, LogLoss {result.test['logloss']:.4f}",
           flush=True)
+    if "oracle_auc" in result.test:
+        print(f"oracle on the same test rows: AUC {result.test['oracle_auc']:.4f}, GAUC {result.test['oracle_gauc']:.4f}, "
+              f"LogLoss {result.test['oracle_logloss']:.4f}; share of the oracle's lift {result.test['lift_share']:.3f}",
+              flush=True)
     return result
 
 
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tuned", action="store_true",
+                        help="apply the parameters `r2led tune` saved for model.name (tuning.output_dir)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return spark_job_main(argv, "train", "Train, evaluate, log and register the configured CTR model.", run)
+    return spark_job_main(argv, "train", "Train, evaluate, log and register the configured CTR model.", run,
+                          _add_arguments)
 
 
 if __name__ == "__main__":

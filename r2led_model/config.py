@@ -117,6 +117,9 @@ class IngestConfig:
     # Timestamps outside [min_date, max_date) are impossible for these logs and rejected.
     min_date: str = "1990-01-01"
     max_date: str = "2100-01-01"
+    # An ingest whose rejected share of the event rows it is responsible for exceeds this fails (after
+    # committing the rejects): a feed that breaks a tenth of its lines is broken, not noisy.
+    max_reject_share: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -401,6 +404,20 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    """`r2led tune`: the same budget for every model (trials, epochs per trial), seeded TPE + median pruning."""
+
+    trials: int = 12
+    epochs_per_trial: int = 4
+    seed: int = 0
+    # Trials before TPE models the space and before pruning starts (both random until then).
+    startup_trials: int = 4
+    # Epochs a trial always runs before it may be pruned.
+    warmup_epochs: int = 1
+    output_dir: str = "${workspace.root}/tuning"
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     output_dir: str = "${workspace.root}/bench"
     # Event counts for `r2led benchmark sequences`.
@@ -427,6 +444,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -495,6 +513,17 @@ def load_config(
     for override in overrides:
         merged = _apply_override(merged, override)
     merged = _resolve_placeholders(merged, merged)
+    return build_config(merged)
+
+
+def with_values(config: Config, values: Mapping[str, Any]) -> Config:
+    """`config` with dotted keys set (`{"training.learning_rate": 3e-4}`), validated like --set overrides."""
+    merged: dict[str, Any] = config.to_dict()
+    for key, value in values.items():
+        nested: Any = list(value) if isinstance(value, tuple) else value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        merged = _deep_merge(merged, nested, where=key)
     return build_config(merged)
 
 
@@ -661,6 +690,9 @@ def _check_semantics(config: Config) -> None:
         (config.synthetic.session_length >= 1.0, "synthetic.session_length", "must be >= 1"),
         (config.synthetic.interests_per_user >= 1, "synthetic.interests_per_user", "must be >= 1"),
         (config.synthetic.days >= 1, "synthetic.days", "must be >= 1"),
+        (config.tuning.trials >= 1, "tuning.trials", "must be >= 1"),
+        (config.tuning.epochs_per_trial >= 1, "tuning.epochs_per_trial", "must be >= 1"),
+        (config.tuning.startup_trials >= 1, "tuning.startup_trials", "must be >= 1"),
         (0.0 <= config.synthetic.dormant_share < 1.0, "synthetic.dormant_share", "must be in [0, 1)"),
         (0.0 < config.synthetic.dormant_after <= 1.0, "synthetic.dormant_after", "must be in (0, 1]"),
         (config.synthetic.catalogue.category_level in (1, 2, 3), "synthetic.catalogue.category_level",
@@ -711,6 +743,7 @@ def _check_semantics(config: Config) -> None:
         (config.training.shuffle_buffer >= 1, "training.shuffle_buffer", "must be >= 1"),
         (config.registry.min_improvement >= 0, "registry.min_improvement", "must be >= 0"),
         (0.0 <= config.registry.min_first_metric <= 1.0, "registry.min_first_metric", "must be in [0, 1]"),
+        (0.0 <= config.ingest.max_reject_share <= 1.0, "ingest.max_reject_share", "must be in [0, 1]"),
         (config.pipeline.valid_days >= 1, "pipeline.valid_days", "must be >= 1"),
         (config.pipeline.test_days >= 1, "pipeline.test_days", "must be >= 1"),
     ]

@@ -109,6 +109,27 @@ def tracked_run(config: Config, run_name: str, tags: Mapping[str, str] | None = 
         yield run
 
 
+@contextlib.contextmanager
+def nested_run(run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[Run]:
+    """A child of the active run (e.g. one tuning trial inside its study's run)."""
+    import mlflow
+
+    with mlflow.start_run(run_name=run_name, nested=True, tags=dict(tags or {})) as active:
+        yield Run(active.info.run_id)
+
+
+def child_runs(config: MlflowConfig, parent_run_id: str) -> list[tuple[str, dict[str, str], dict[str, float]]]:
+    """(run_id, params, metrics) of a run's nested runs, oldest first."""
+    import mlflow
+
+    configure(config)
+    parent = mlflow.get_run(parent_run_id)
+    found = mlflow.search_runs(experiment_ids=[parent.info.experiment_id], output_format="list",
+                               filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                               order_by=["attributes.start_time ASC"])
+    return [(r.info.run_id, dict(r.data.params), dict(r.data.metrics)) for r in found]
+
+
 def run_data(config: MlflowConfig, run_id: str) -> tuple[dict, dict, list[str]]:
     """(params, metrics, artifact paths) of a finished run, for reports and tests."""
     from mlflow.tracking import MlflowClient

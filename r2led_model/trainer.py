@@ -157,31 +157,52 @@ class _LossForward(nn.Module):
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RowPredictions:
+    """Predicted click probabilities with the rows they belong to, each (N,)."""
+
+    sample_ids: np.ndarray | None  # None when the batches carry no sample_id
+    users: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+
+
 @torch.no_grad()
-def predict(task: nn.Module, batches: Iterable[Batch],
-            device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user_ids, labels, probs), each (N,), of ``task.predict_proba`` over the batches, in eval mode.
+def predict_rows(task: nn.Module, batches: Iterable[Batch], device: str | torch.device = "cpu") -> RowPredictions:
+    """``task.predict_proba`` over the batches in eval mode, with each row's sample id, user and label.
 
     The task's train/eval mode is restored afterwards.
     """
     device = torch.device(device)
     was_training = task.training
     task.eval()
-    users, labels, probs = [], [], []
+    ids, users, labels, probs = [], [], [], []
     try:
         for batch in batches:
             missing = [c for c in ("user_id", "label") if c not in batch]
             if missing:
                 raise KeyError(f"predict: batch lacks {missing} (it has: {', '.join(batch)})")
             prob = task.predict_proba(_to_device(batch, device))  # (B,)
+            if "sample_id" in batch:
+                ids.append(batch["sample_id"].cpu().numpy().reshape(-1))
             users.append(batch["user_id"].cpu().numpy().reshape(-1))
             labels.append(batch["label"].cpu().numpy().reshape(-1))
             probs.append(prob.detach().float().cpu().numpy().reshape(-1))
     finally:
         task.train(was_training)
     if not probs:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
-    return np.concatenate(users), np.concatenate(labels), np.concatenate(probs)
+        empty = np.zeros(0, np.float32)
+        return RowPredictions(sample_ids=np.zeros(0, np.int64), users=np.zeros(0, np.int64), labels=empty,
+                              probs=empty)
+    return RowPredictions(sample_ids=np.concatenate(ids) if len(ids) == len(probs) else None,
+                          users=np.concatenate(users), labels=np.concatenate(labels), probs=np.concatenate(probs))
+
+
+def predict(task: nn.Module, batches: Iterable[Batch],
+            device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user_ids, labels, probs), each (N,), of ``task.predict_proba`` over the batches (see predict_rows)."""
+    rows = predict_rows(task, batches, device)
+    return rows.users, rows.labels, rows.probs
 
 
 def _gather_predictions(parts: tuple[np.ndarray, np.ndarray, np.ndarray]

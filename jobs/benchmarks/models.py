@@ -10,6 +10,14 @@ Inference latency per 1,000 samples is measured separately on random valid input
 `--lengths` (default 200 and 1000): models that retrieve inside the network read the whole long
 history, while R2LED reads its precomputed per-route candidates, whose width does not depend on
 T_max. Results: JSON lines on stdout and in `models.jsonl`, a table, `models.png`, one MLflow run.
+
+On an oracle-scored world (`conf/oracle.yaml`, the default) every quality row also carries the
+oracle's AUC on the same test rows and the model's share of the oracle's lift. `--tuned` gives every
+model the same Optuna budget (`r2led tune`, `tuning.trials` trials on the dataset) before the seeded
+runs, and reuses the saved parameters while the data is unchanged; R2LED's ablations run with R2LED's
+tuned parameters. `--sweep LEVEL:SHARE ...` repeats each synthetic dataset with the catalogue's
+category at another taxonomy level and mislabel share (the parameters tuned on the first setting are
+reused on the others), so the table shows where R2LED wins and where it does not.
 """
 
 from __future__ import annotations
@@ -40,16 +48,21 @@ from jobs import (
     train_codebook,
 )
 from jobs.entrypoint import spark_job_main
+from jobs.oracle_truth import load_oracle_truth
 from jobs.tables import TableStore
 from jobs.train import TrainJob, evaluate_split, train_worker
 from jobs.training_data import TrainingData, training_data
+from jobs.tune import tune_model
 from r2led_model.bundle import ModelBundle
-from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, load_config
+from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, load_config, with_values
+from r2led_model.oracle import OracleTruth
+from r2led_model.tuning import TunedParams, tuned_path
 from r2led_model.models import MODELS, CTRTask, build_model
 from r2led_model.models.inputs import FeatureSpec, random_batch
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ENVS = ["oracle", "local"]
 TABLE_STAGES = (ingest.run, sequences.run, embed_items.run, train_codebook.run, assign_sids.run, collab_vectors.run,
                 retrieve.run, build_training_set.run)
 
@@ -101,7 +114,61 @@ def build_tables(spark: SparkSession, config: Config, rebuild: bool) -> Training
     return training_data(store, config)
 
 
-def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequence[int]) -> dict:
+@dataclass(frozen=True)
+class CatalogueSetting:
+    """One point of the fairness sweep: the taxonomy level the category names and its mislabel share."""
+
+    level: int
+    mislabel_share: float
+
+    @classmethod
+    def parse(cls, text: str) -> "CatalogueSetting":
+        level, _, share = text.partition(":")
+        try:
+            setting = cls(int(level), float(share or 0.0))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected LEVEL:SHARE such as 2:0.1, got {text!r}") from None
+        if setting.level not in (1, 2, 3) or not 0.0 <= setting.mislabel_share <= 1.0:
+            raise argparse.ArgumentTypeError(f"{text!r}: level must be 1, 2 or 3 and the share in [0, 1]")
+        return setting
+
+    @property
+    def label(self) -> str:
+        return f"category=L{self.level} mislabel={self.mislabel_share:g}"
+
+    @property
+    def folder(self) -> str:
+        return f"cat{self.level}-mis{self.mislabel_share:g}"
+
+    def overrides(self) -> list[str]:
+        return [f"synthetic.catalogue.category_level={self.level}",
+                f"synthetic.catalogue.mislabel_share={self.mislabel_share}"]
+
+
+def tuned_for(spark: SparkSession, config: Config, data: TrainingData, model: str, trials: int | None,
+              folder: Path) -> TunedParams:
+    """The saved parameters of `model` tuned on this data, or a new study (the same budget for every model)."""
+    path = tuned_path(folder, model)
+    if path.is_file():
+        saved = TunedParams.load(path)
+        budget = trials or config.tuning.trials
+        if (saved.data.get("training_examples_version") == data.versions.training_examples_version
+                and saved.data.get("rows") == dict(data.rows) and saved.trials == budget):
+            log.info("%s: reusing tuned parameters from %s", model, path)
+            return saved
+    tuning = replace(config.tuning, output_dir=str(folder))
+    return tune_model(spark, replace(config, tuning=tuning), model=model, trials=trials, data=data)
+
+
+def variant_config(config: Config, variant: Variant, tuned: TunedParams | None) -> Config:
+    """The dataset config a variant trains with: tuned parameters (if any), then the variant's own overrides."""
+    values = {**(tuned.params if tuned else {}), "model.name": variant.model,
+              **{f"model.{k}": v for k, v in variant.overrides}}
+    return with_values(config, values)
+
+
+def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequence[int],
+            truth: OracleTruth | None = None) -> dict:
     per_seed = []
     for seed in seeds:
         model_config = replace(config.model, name=variant.model, **dict(variant.overrides))
@@ -112,7 +179,7 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
         seconds = time.perf_counter() - started
         bundle = ModelBundle(model_config=model_config, spec=data.spec, versions=data.versions,
                              state_dict=worker.state_dict)
-        test, _, _ = evaluate_split(job, bundle.build(), "test")
+        test, _, _ = evaluate_split(job, bundle.build(), "test", truth)
         per_seed.append({**test, "train_s": seconds, "train_samples_per_s": worker.samples_seen / max(seconds, 1e-9),
                          "best_epoch": worker.best_epoch})
         log.info("%s seed %d: test AUC %.4f GAUC %.4f LogLoss %.4f (%.1fs)", variant.label, seed, test["auc"],
@@ -123,7 +190,10 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
         return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
     summary = {}
-    for key in ("auc", "gauc", "logloss", "train_s", "train_samples_per_s"):
+    keys = ["auc", "gauc", "logloss", "train_s", "train_samples_per_s"]
+    if all("oracle_auc" in r for r in per_seed):
+        keys += ["oracle_auc", "oracle_gauc", "oracle_logloss", "lift_share"]
+    for key in keys:
         summary[key], summary[f"{key}_std"] = mean_std(key)
     return {**{k: round(v, 5) for k, v in summary.items()}, "seeds": list(seeds),
             "per_seed_auc": [round(r["auc"], 5) for r in per_seed], "best_epochs": [r["best_epoch"] for r in per_seed]}
@@ -167,11 +237,19 @@ def format_table(results: Sequence[dict]) -> str:
         rows = [r for r in results if r["bench"] == "models_quality" and r["env"] == env]
         lines.append(f"{env} ({rows[0]['train_rows']:,} train / {rows[0]['test_rows']:,} test rows, "
                      f"seeds {rows[0]['seeds']}, device {rows[0]['device']})")
-        lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15} {'train s':>8} {'train/s':>8}")
+        oracle = all("oracle_auc" in r for r in rows)
+        if oracle:
+            lines.append(f"  oracle on the same test rows: AUC {rows[0]['oracle_auc']:.4f}  GAUC "
+                         f"{rows[0]['oracle_gauc']:.4f}  LogLoss {rows[0]['oracle_logloss']:.4f}")
+        lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15}"
+                     + (f" {'lift':>6}" if oracle else "") + f" {'train s':>8} {'train/s':>8}")
         for r in rows:
             lines.append(f"  {r['variant']:<22} {r['auc']:.4f}±{r['auc_std']:.4f} {r['gauc']:.4f}±{r['gauc_std']:.4f} "
-                         f"{r['logloss']:.4f}±{r['logloss_std']:.4f} {r['train_s']:>8.1f} "
-                         f"{r['train_samples_per_s']:>8,.0f}")
+                         f"{r['logloss']:.4f}±{r['logloss_std']:.4f}"
+                         + (f" {r['lift_share']:>6.3f}" if oracle else "")
+                         + f" {r['train_s']:>8.1f} {r['train_samples_per_s']:>8,.0f}")
+        if oracle:
+            lines.append("  lift = (AUC - 0.5) / (oracle AUC - 0.5), mean over seeds")
     latency = [r for r in results if r["bench"] == "models_latency"]
     if latency:
         lengths = sorted({r["t_max"] for r in latency})
@@ -250,17 +328,32 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
         return summarize(sink, out / "models.png")
     results: list[dict] = []
     spec_for_latency = None
-    for env in getattr(args, "envs", ["local", "synthetic_long"]):
-        dataset = dataset_config(env, out / "models" / env, [*extra, f"training.device={device}"])
-        data = build_tables(spark, dataset, getattr(args, "rebuild", False))
-        spec_for_latency = spec_for_latency or data.spec
-        for variant in chosen:
-            summary = quality(dataset, data, variant, seeds)
-            results.append({"bench": "models_quality", "env": env, "source": dataset.source.kind,
-                            "variant": variant.label, "model": variant.model, "device": device,
-                            "train_rows": data.rows["train"], "test_rows": data.rows["test"],
-                            "epochs": dataset.training.epochs, **summary})
-            emit(results[-1], sink)
+    tuned_flag, trials = getattr(args, "tuned", False), getattr(args, "trials", None)
+    for env in getattr(args, "envs", DEFAULT_ENVS):
+        settings = getattr(args, "sweep", None) or [None]
+        tuned: dict[str, TunedParams] = {}
+        for setting in settings:
+            if setting is not None and load_config(env).source.kind != "synthetic":
+                continue  # the sweep's knobs belong to the synthetic catalogue
+            name = env if setting is None else f"{env} {setting.label}"
+            folder = out / "models" / (env if setting is None else f"{env}-{setting.folder}")
+            dataset = dataset_config(env, folder, [*extra, f"training.device={device}",
+                                                   *(setting.overrides() if setting else [])])
+            data = build_tables(spark, dataset, getattr(args, "rebuild", False))
+            truth = load_oracle_truth(spark, dataset)
+            spec_for_latency = spec_for_latency or data.spec
+            for variant in chosen:
+                if tuned_flag and variant.model not in tuned:
+                    # Tuned once per env, on its first setting: every model the same budget on the same data.
+                    tuned[variant.model] = tuned_for(spark, dataset, data, variant.model, trials, folder / "tuning")
+                params = tuned.get(variant.model) if tuned_flag else None
+                summary = quality(variant_config(dataset, variant, params), data, variant, seeds, truth)
+                results.append({"bench": "models_quality", "env": name, "source": dataset.source.kind,
+                                "variant": variant.label, "model": variant.model, "device": device,
+                                "train_rows": data.rows["train"], "test_rows": data.rows["test"],
+                                "epochs": dataset.training.epochs, "tuned": params.params if params else None,
+                                "tuning_trials": params.trials if params else 0, **summary})
+                emit(results[-1], sink)
     if spec_for_latency is None:
         spec_for_latency = catalogue_spec(config)
     if getattr(args, "lengths", [200, 1000]):
@@ -290,8 +383,14 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--envs", nargs="*", default=["local", "synthetic_long"],
-                        help="dataset envs for the quality part (default: local synthetic_long; none: latency only)")
+    parser.add_argument("--envs", nargs="*", default=DEFAULT_ENVS,
+                        help=f"dataset envs for the quality part (default: {' '.join(DEFAULT_ENVS)}; none: latency only)")
+    parser.add_argument("--tuned", action="store_true",
+                        help="tune every model first (r2led tune, the same --trials budget each), then run the seeds")
+    parser.add_argument("--trials", type=int, default=None, help="trials per model with --tuned (default: tuning.trials)")
+    parser.add_argument("--sweep", nargs="*", type=CatalogueSetting.parse, default=None, metavar="LEVEL:SHARE",
+                        help="catalogue settings for synthetic envs: category taxonomy level (1 top, 2 mid, 3 leaf) "
+                             "and mislabel share, e.g. 3:0 2:0.1 1:0.1")
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(MODELS)} (default: all)")
     parser.add_argument("--no-ablations", action="store_true", help="skip the R2LED ablation variants")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (0..n-1)")

@@ -1,0 +1,35 @@
+"""The true click probability of every sample of an oracle-scored synthetic world, keyed by sample id.
+
+`r2led generate` with `synthetic.impressions.enabled` writes each impression's probability to
+`<root>/truth/impressions`; a sample is an impression when its (user, item, second) matches one.
+Only quality reports read this: the truth never enters a table a model trains on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.sources.synthetic import synthetic_root
+from jobs.tables import TableStore
+from r2led_model.config import Config
+from r2led_model.impressions import IMPRESSION_BEHAVIOR
+from r2led_model.oracle import OracleTruth
+
+log = logging.getLogger(__name__)
+
+
+def load_oracle_truth(spark: SparkSession, config: Config) -> OracleTruth | None:
+    """The truth of the world's samples, or None when the source has none (real data, older worlds)."""
+    path = synthetic_root(config) / "truth" / "impressions"
+    if config.source.kind != "synthetic" or not path.is_dir():
+        return None
+    truth = spark.read.parquet(str(path)).where(F.col("behavior") == IMPRESSION_BEHAVIOR).select(
+        "user_id", "item_id", "ts", "click_prob")
+    samples = TableStore(spark, config.tables).read("samples").where(~F.col("is_sampled_negative")).select(
+        "sample_id", "user_id", "item_id", "ts")
+    rows = samples.join(truth, ["user_id", "item_id", "ts"]).select("sample_id", "click_prob").toPandas()
+    log.info("oracle truth for %s samples", f"{len(rows):,}")
+    return OracleTruth.from_arrays(rows["sample_id"].to_numpy(), rows["click_prob"].to_numpy())

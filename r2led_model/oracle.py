@@ -1,0 +1,63 @@
+"""The ceiling of an oracle-scored world: the true click probabilities, scored on a model's exact rows.
+
+A model's AUC means little alone; beside the oracle's AUC on the same rows it says how much of the
+learnable signal the model found: lift share = (AUC − 0.5) / (oracle AUC − 0.5), 1 for a model as
+good as the truth, 0 for a coin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from r2led_model.metrics import evaluate
+
+
+@dataclass(frozen=True)
+class OracleTruth:
+    """True click probabilities keyed by sample id (sorted, unique)."""
+
+    sample_ids: np.ndarray  # (S,) int64, ascending
+    probs: np.ndarray  # (S,) float64
+
+    @classmethod
+    def from_arrays(cls, sample_ids: np.ndarray, probs: np.ndarray) -> "OracleTruth":
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        ids, values = ids[order], np.asarray(probs, dtype=np.float64)[order]
+        if ids.size and (ids[1:] == ids[:-1]).any():
+            raise ValueError("oracle truth: a sample id appears twice")
+        return cls(sample_ids=ids, probs=values)
+
+    def lookup(self, sample_ids: np.ndarray) -> np.ndarray:
+        """(N,) the truth of each sample, NaN where the world has none (e.g. a sampled negative)."""
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        at = np.clip(np.searchsorted(self.sample_ids, ids), 0, max(self.sample_ids.size - 1, 0))
+        found = (self.sample_ids.size > 0) & (self.sample_ids[at] == ids) if self.sample_ids.size else np.zeros(
+            ids.shape, bool)
+        return np.where(found, self.probs[at] if self.sample_ids.size else np.nan, np.nan)
+
+
+def lift_share(model_auc: float, oracle_auc: float) -> float:
+    """(AUC − 0.5) / (oracle AUC − 0.5); NaN when the oracle itself is no better than chance."""
+    if not oracle_auc > 0.5:
+        return float("nan")
+    return (model_auc - 0.5) / (oracle_auc - 0.5)
+
+
+def oracle_metrics(truth: OracleTruth, sample_ids: np.ndarray, users: np.ndarray,
+                   labels: np.ndarray) -> dict[str, float | int] | None:
+    """The oracle's {auc, gauc, logloss, n} on exactly these rows, or None if any row has no truth."""
+    probs = truth.lookup(sample_ids)
+    if probs.size == 0 or np.isnan(probs).any():
+        return None
+    return evaluate(users, labels, probs)
+
+
+def with_ceiling(model: dict, oracle: dict | None) -> dict:
+    """A model's metrics plus oracle_auc / oracle_gauc / oracle_logloss and lift_share, when known."""
+    if oracle is None:
+        return dict(model)
+    return {**model, "oracle_auc": oracle["auc"], "oracle_gauc": oracle["gauc"], "oracle_logloss": oracle["logloss"],
+            "lift_share": lift_share(model["auc"], oracle["auc"])}
