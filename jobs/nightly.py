@@ -71,8 +71,12 @@ def _ingest(ctx: RunContext) -> StageOutcome:
     from jobs.ingest import ingest_day
 
     result = ingest_day(ctx.spark, ctx.config, ctx.day, catch_up=ctx.catch_up)
+    # rows read = accepted + rejected + deferred; accepted = new + exact duplicates + already present.
     return StageOutcome(result.rows_read, result.events_inserted,
-                        {"run_id": result.run_id, "catch_up": ctx.catch_up, "rejected": result.rows_rejected,
+                        {"run_id": result.run_id, "catch_up": ctx.catch_up, "accepted": result.rows_accepted,
+                         "rejected": result.event_rows_rejected, "rejected_by_reason": result.rejected_by_reason,
+                         "item_lines_rejected": result.item_lines_rejected, "deferred": result.rows_deferred,
+                         "duplicates_dropped": result.duplicates_dropped, "already_present": result.already_present,
                          "items_inserted": result.items_inserted})
 
 
@@ -302,6 +306,10 @@ def _note(report: StageReport) -> str:
     d = report.detail
     if "error" in d:
         return str(d["error"])[:120]
+    if report.stage == "ingest" and "accepted" in d:
+        counts = f"read = {d['accepted']:,} accepted + {d['rejected']:,} rejected" + (
+            f" + {d['deferred']:,} deferred" if d.get("deferred") else "")
+        return f"{counts}; catch-up: every day up to the date" if d.get("catch_up") else counts
     if report.stage == "ingest" and d.get("catch_up"):
         return "catch-up: every day up to the date"
     if "action" in d:

@@ -18,7 +18,7 @@ from jobs import assign_sids, generate, pipeline
 from jobs.build_training_set import extend_item_index
 from jobs.embed_items import embed_new_items
 from jobs.faults import InjectedFailure
-from jobs.nightly import LEDGER, STAGE_NAMES, run_date
+from jobs.nightly import LEDGER, STAGE_NAMES, run_date, summary_table
 from jobs.sequences import build_user_sequences, split_column
 from jobs.tables import TABLES, TableStore
 from jobs.training_data import data_versions, feature_spec
@@ -80,6 +80,10 @@ def test_the_second_date_is_incremental_and_point_in_time(spark, clean):
     day_lines = sum(len(p.read_text().splitlines())
                     for p in (clean.root / "raw/synthetic/events" / f"event_date={DAY2}").glob("*.csv"))
     assert reports["ingest"].rows_out == day_lines > 0
+    # Every row read is accounted for, in the ledger and in the printed summary.
+    ingested = reports["ingest"].detail
+    assert reports["ingest"].rows_in == ingested["accepted"] + ingested["rejected"] + ingested["deferred"] == day_lines
+    assert f"read = {day_lines:,} accepted + 0 rejected" in summary_table(DAY2, clean.reports)
     assert store.read("events").where(F.col("event_date") > F.lit(DAY2).cast("date")).count() == 0
     # Codebook and collaborative vectors were kept; candidates and examples were only added to.
     assert reports["train-codebook"].detail["action"] == "kept"
