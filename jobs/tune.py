@@ -39,9 +39,25 @@ def trial_config(config: Config, model: str, values: dict) -> Config:
         trial.training, epochs=config.tuning.epochs_per_trial, num_processes=1, progress="never"))
 
 
+def current_values(config: Config, space) -> dict:
+    """The config's own values of every key in `space`: a study's first trial can start from them."""
+    values = {}
+    for param in space:
+        section, name = param.key.split(".")
+        value = getattr(getattr(config, section), name)
+        if param.kind != "choice":  # e.g. weight_decay 0 sits below a log range: start at its edge
+            value = type(value)(min(max(value, param.low), param.high))
+        values[param.key] = value
+    return values
+
+
 def tune_model(spark: SparkSession, config: Config, *, model: str, trials: int | None = None,
-               data: TrainingData | None = None) -> TunedParams:
-    """Run the study for `model` (config.tuning.trials trials unless `trials`), save and return the best."""
+               data: TrainingData | None = None, start_from_config: bool = False) -> TunedParams:
+    """Run the study for `model` (config.tuning.trials trials unless `trials`), save and return the best.
+
+    With `start_from_config`, trial 0 is the config's own values (within the budget), so the result is
+    never worse on validation than where the user started.
+    """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
     budget = trials or config.tuning.trials
@@ -49,6 +65,8 @@ def tune_model(spark: SparkSession, config: Config, *, model: str, trials: int |
     space = search_space(model)
     study = make_study(seed=config.tuning.seed, startup_trials=config.tuning.startup_trials,
                        warmup_epochs=config.tuning.warmup_epochs)
+    if start_from_config:
+        study.enqueue_trial(current_values(with_values(config, {"model.name": model}), space))
     started = time.perf_counter()
     with tracked_run(config, run_name=f"tune-{model}", tags={"stage": "tune", "model": model}) as parent:
         parent.log_params({"model": model, "trials": budget, "epochs_per_trial": config.tuning.epochs_per_trial,
@@ -93,7 +111,8 @@ def tune_model(spark: SparkSession, config: Config, *, model: str, trials: int |
 
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> TunedParams:
-    result = tune_model(spark, config, model=args.model, trials=args.trials)
+    result = tune_model(spark, config, model=args.model, trials=args.trials,
+                        start_from_config=args.start_from_config)
     print(f"{result.model}: best valid AUC {result.best_valid_auc:.4f} after {result.trials} trials "
           f"({result.completed} completed, {result.pruned} pruned); parameters {result.params} saved to "
           f"{tuned_path(config.tuning.output_dir, result.model)}", flush=True)
@@ -110,6 +129,8 @@ def _positive(text: str) -> int:
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, choices=list(MODELS), help="the model to tune")
     parser.add_argument("--trials", type=_positive, default=None, help="trial budget (default: tuning.trials)")
+    parser.add_argument("--start-from-config", action="store_true",
+                        help="make the first trial the config's own values (counted in the budget)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

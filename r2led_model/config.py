@@ -340,8 +340,15 @@ class ModelConfig:
     # SID-level fusion of the ID and SID embeddings: gate (σ(W[e_id; e_sid])), target_gate (the gate
     # also sees the target), sum, id_only, sid_only.
     gate: Literal["gate", "target_gate", "sum", "id_only", "sid_only"] = "gate"
-    # Route-level fusion of the per-route interests.
-    route_fusion: Literal["attention", "mean", "concat"] = "attention"
+    # What the gate weighs the ID against: the sum of the SID levels' code embeddings, or each level
+    # on its own (a softmax gate over ID, level 1, ..., level L, per dimension).
+    sid_fusion: Literal["sum", "per_level"] = "sum"
+    # Route-level fusion: attention / mean / concat over the per-route interests, or cross (the target
+    # attends across every route's candidates at once, each keyed with its route's embedding).
+    route_fusion: Literal["attention", "mean", "concat", "cross"] = "attention"
+    # Add an embedding of each route's pool occupancy (log2 buckets of its valid candidates): how
+    # much of the history matched the target at that route's granularity, which attention averages away.
+    route_occupancy: bool = False
     # Routes the model reads (a subset of retrieval.routes); empty = every route in the table.
     routes: tuple[str, ...] = ()
     # In-model retrieval for the long-history baselines (SIM-soft, ETA, TWIN): behaviours kept.

@@ -114,7 +114,12 @@ def nested_run(run_name: str, tags: Mapping[str, str] | None = None) -> Iterator
     """A child of the active run (e.g. one tuning trial inside its study's run)."""
     import mlflow
 
-    with mlflow.start_run(run_name=run_name, nested=True, tags=dict(tags or {})) as active:
+    parent = mlflow.active_run()
+    if parent is None:
+        raise RuntimeError("nested_run needs an active parent run (tracked_run)")
+    # The parent's experiment, not the process's default one, which MLflow would pick otherwise.
+    with mlflow.start_run(run_name=run_name, nested=True, experiment_id=parent.info.experiment_id,
+                          tags=dict(tags or {})) as active:
         yield Run(active.info.run_id)
 
 

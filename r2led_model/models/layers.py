@@ -115,6 +115,8 @@ class SidGate(nn.Module):
     P has no bias, so an all-padding item (e_id = e_sid = 0) maps to h = 0.
     """
 
+    per_level = False
+
     def __init__(self, *, dim: int, mode: GateMode) -> None:
         super().__init__()
         if mode not in GATE_MODES:
@@ -156,6 +158,52 @@ class SidGate(nn.Module):
         return g * e_id + (1 - g) * p_sid
 
 
+class LevelGate(SidGate):
+    """SID-level fusion with one component per SID level (`model.sid_fusion: per_level`).
+
+    gate / target_gate: h = g_0 ⊙ e_id + Σ_l g_l ⊙ P_l e_l, with (g_0, …, g_L) = softmax over the 1 + L
+                 components, per dimension, of W[e_id; e_1; …; e_L] (target_gate: also the target's);
+    sum:         h = e_id + Σ_l P_l e_l;   sid_only: h = Σ_l P_l e_l;   id_only: h = e_id.
+
+    So the gate can trust a coarse level for one item and a fine level or the ID for another, instead of
+    weighing the ID against one summed SID vector. e_sid here is (..., L, d), one row per level.
+    """
+
+    per_level = True
+
+    def __init__(self, *, dim: int, mode: GateMode, levels: int) -> None:
+        nn.Module.__init__(self)
+        if mode not in GATE_MODES:
+            raise ValueError(f"unknown gate {mode!r}; expected one of {', '.join(GATE_MODES)}")
+        self.mode, self.dim, self.levels = mode, dim, levels
+        self.project = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(levels)) if self.uses_sid else None
+        components = (1 + levels) * dim
+        gate_inputs = {"gate": components, "target_gate": 2 * components}.get(mode)
+        self.gate = nn.Linear(gate_inputs, components) if gate_inputs else None
+
+    def context(self, e_id: Tensor | None, e_sid: Tensor | None) -> Tensor | None:
+        if self.mode != "target_gate":
+            return None
+        return torch.cat([e_id, e_sid.flatten(-2)], dim=-1)  # (B, d) + (B, L, d) → (B, (1+L)·d)
+
+    def forward(self, e_id: Tensor | None, e_sid: Tensor | None, context: Tensor | None = None) -> Tensor:
+        if self.mode == "id_only":
+            return e_id
+        projected = torch.stack([p(e_sid[..., level, :]) for level, p in enumerate(self.project)], dim=-2)  # (..., L, d)
+        if self.mode == "sid_only":
+            return projected.sum(dim=-2)
+        if self.mode == "sum":
+            return e_id + projected.sum(dim=-2)
+        components = torch.cat([e_id.unsqueeze(-2), projected], dim=-2)  # (..., 1+L, d)
+        gate_in = [e_id, e_sid.flatten(-2)]  # (..., d), (..., L·d)
+        if self.mode == "target_gate":
+            ctx = context.reshape(context.shape[0], *([1] * (e_id.dim() - 2)), context.shape[-1])
+            gate_in.append(ctx.expand(*e_id.shape[:-1], ctx.shape[-1]))
+        logits = self.gate(torch.cat(gate_in, dim=-1))  # (..., (1+L)·d)
+        g = torch.softmax(logits.reshape(*components.shape), dim=-2)  # (..., (1+L)·d) → (..., 1+L, d)
+        return (g * components).sum(dim=-2)  # (..., d)
+
+
 class ItemEmbedding(nn.Module):
     """h(v) = fusion(e_id(v), e_sid(v)) + e_cat(v), for targets (B,) and behaviour slots (B, n).
 
@@ -189,7 +237,9 @@ class ItemEmbedding(nn.Module):
         e_id = self.item(item) if self.item is not None else None
         e_sid = None
         if self.sid is not None:
-            e_sid = sum(table(sid[..., level]) for level, table in enumerate(self.sid))  # (B, *n, d)
+            levels = [table(sid[..., level]) for level, table in enumerate(self.sid)]  # L × (B, *n, d)
+            # per-level fusion keeps the levels apart: (B, *n, L, d); otherwise their sum (B, *n, d)
+            e_sid = torch.stack(levels, dim=-2) if self.fusion.per_level else sum(levels)
         return e_id, e_sid
 
     def embed_target(self, item: Tensor, cat: Tensor, sid: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -204,10 +254,11 @@ class ItemEmbedding(nn.Module):
         return self.fusion(e_id, e_sid, context) + self.category(cat)
 
 
-def item_embedding(*, spec: FeatureSpec, dim: int, gate: GateMode) -> ItemEmbedding:
+def item_embedding(*, spec: FeatureSpec, dim: int, gate: GateMode, per_level: bool = False) -> ItemEmbedding:
     """The ItemEmbedding of a FeatureSpec with the given SID fusion (baselines: gate="id_only")."""
+    fusion = LevelGate(dim=dim, mode=gate, levels=spec.sid_levels) if per_level else SidGate(dim=dim, mode=gate)
     return ItemEmbedding(num_items=spec.num_items, num_categories=spec.num_categories, sid_levels=spec.sid_levels,
-                         sid_vocab=spec.sid_vocab, dim=dim, fusion=SidGate(dim=dim, mode=gate))
+                         sid_vocab=spec.sid_vocab, dim=dim, fusion=fusion)
 
 
 # --------------------------------------------------------------------------------------
@@ -399,14 +450,14 @@ class InterestCTR(nn.Module):
 
 
 def shell_parts(*, spec: FeatureSpec, config: ModelConfig, gate: GateMode = "id_only",
-                with_long: bool = True) -> dict[str, nn.Module]:
+                with_long: bool = True, per_level: bool = False) -> dict[str, nn.Module]:
     """The embedding, short-term module and head of a model built from (spec, config).
 
     Baselines call this with the default gate="id_only" (they never read SIDs); R2LED passes config.gate.
     """
     dim = config.embedding_dim
     return {
-        "embedding": item_embedding(spec=spec, dim=dim, gate=gate),
+        "embedding": item_embedding(spec=spec, dim=dim, gate=gate, per_level=per_level),
         "short_interest": DinAttention(dim=dim),
         "head": MLPHead(in_dim=InterestCTR.head_inputs(dim, with_long=with_long), dims=config.mlp_dims,
                         dropout=config.dropout),

@@ -5,7 +5,9 @@ job; each arrives as a group r_<route> of k candidates (best first). The model r
 
   h(v)    = SidGate(e_id(v), e_sid(v)) + e_cat(v)                    (SID-level fusion, `layers.SidGate`)
   u_r     = TargetAttention_r(h_t, {h(v) + e_rec(v) : v ∈ route r})  (per route, own parameters)
+            [+ e_occ(r, log2 bucket of route r's valid candidates)]   (model.route_occupancy)
   u_long  = RouteFusion(h_t, {u_r})                                  (attention / mean / concat)
+       or = TargetAttention(h_t, ∪_r {h(v) + e_rec(v) + e_r})         (cross: one attention over every route)
   u_short = DIN(h_t, short)
   logit   = MLP([h_t, u_long, u_short, h_t ⊙ u_long])
 """
@@ -23,7 +25,9 @@ from r2led_model.config import ModelConfig
 from r2led_model.models.inputs import FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, Target, TargetAttention, masked_softmax, shell_parts
 
-FUSIONS: tuple[str, ...] = ("attention", "mean", "concat")
+FUSIONS: tuple[str, ...] = ("attention", "mean", "concat", "cross")
+# Occupancy buckets: 0 (empty), then ⌊log2(count)⌋ + 1, capped (k = 20 fills bucket 5).
+OCCUPANCY_BUCKETS = 8
 
 
 class RouteFusion(nn.Module):
@@ -43,6 +47,8 @@ class RouteFusion(nn.Module):
             raise ValueError(f"unknown route_fusion {mode!r}; expected one of {', '.join(FUSIONS)}")
         self.mode = mode
         self.dim = dim
+        if mode == "cross":
+            raise ValueError("route_fusion 'cross' attends over the candidates themselves: see RouteInterest")
         if mode == "attention":
             self.route_embedding = nn.Parameter(torch.randn(num_routes, dim) * 0.1)  # (R, d)
             self.query = nn.Linear(dim, dim, bias=False)
@@ -66,26 +72,65 @@ class RouteFusion(nn.Module):
         return (weights[:, :, None] * values).sum(dim=1)  # (B, d)
 
 
+def occupancy_bucket(count: Tensor) -> Tensor:
+    """Valid candidates per route (B, R) → bucket (B, R): 0 for none, ⌊log2(count)⌋ + 1 otherwise, capped."""
+    bucket = torch.floor(torch.log2(count.clamp(min=1).float())).long() + 1
+    return torch.where(count > 0, bucket.clamp(max=OCCUPANCY_BUCKETS - 1), torch.zeros_like(bucket))
+
+
 class RouteInterest(nn.Module):
-    """u_long from the routes' candidate pools: per-route target attention, then RouteFusion.
+    """u_long from the routes' candidate pools: per-route target attention, then RouteFusion; or, with
+    `cross`, one target attention over the candidates of every route at once.
 
     Reads the groups r_<route> for route in `routes`; each route has its own TargetAttention (the routes differ
-    in what their candidates mean: same SID prefix at level l vs collaboratively close).
+    in what their candidates mean: same SID prefix at level l vs collaboratively close). With `occupancy`,
+    each route adds a learned embedding of how full its pool is (its bucket of valid candidates), so the
+    interest keeps how much of the history matched at that granularity.
     """
 
     def __init__(self, *, routes: tuple[str, ...], attention: Mapping[str, TargetAttention],
-                 fusion: RouteFusion) -> None:
+                 fusion: RouteFusion | None, cross: TargetAttention | None = None, dim: int = 0,
+                 occupancy: bool = False) -> None:
         super().__init__()
+        if (fusion is None) == (cross is None):
+            raise ValueError("RouteInterest needs exactly one of a RouteFusion and a cross attention")
         self.routes = routes
         self.groups = tuple(f"r_{route}" for route in routes)
         self.attention = nn.ModuleDict(attention)
         self.fusion = fusion
+        self.cross = cross
+        if cross is not None:
+            self.route_embedding = nn.Parameter(torch.randn(len(routes), dim) * 0.1)  # (R, d)
+        self.occupancy = nn.Embedding(len(routes) * OCCUPANCY_BUCKETS, dim) if occupancy else None
+        if self.occupancy is not None:
+            nn.init.normal_(self.occupancy.weight, std=0.1)
+
+    def _occupancy(self, pools: list[Behaviours]) -> Tensor:
+        """(B, R, d) embedding of each route's bucket of valid candidates."""
+        count = torch.stack([pool.mask.sum(dim=1) for pool in pools], dim=1)  # (B, R)
+        offset = torch.arange(len(pools), device=count.device) * OCCUPANCY_BUCKETS  # (R,)
+        return self.occupancy(occupancy_bucket(count) + offset[None, :])  # (B, R) → (B, R, d)
 
     def forward(self, target: Target, behaviours: Mapping[str, Behaviours]) -> Tensor:
         pools = [behaviours[f"r_{route}"] for route in self.routes]
+        if self.cross is not None:
+            keyed = [Behaviours(h=pool.h + self.route_embedding[r], mask=pool.mask, recency=pool.recency, cat=pool.cat)
+                     for r, pool in enumerate(pools)]
+            joint = Behaviours(h=torch.cat([p.h for p in keyed], dim=1),  # R × (B, k, d) → (B, R·k, d)
+                               mask=torch.cat([p.mask for p in keyed], dim=1),
+                               recency=torch.cat([p.recency for p in keyed], dim=1),
+                               cat=torch.cat([p.cat for p in keyed], dim=1))
+            # The attention's output bias would leak into rows with no candidate at all: keep those at 0.
+            u_long = self.cross(target.h, joint) * joint.mask.any(dim=1, keepdim=True)  # (B, d)
+            if self.occupancy is not None:
+                u_long = u_long + self._occupancy(pools).sum(dim=1)  # (B, R, d) → (B, d)
+            return u_long
         interests = [self.attention[route](target.h, pool) for route, pool in zip(self.routes, pools, strict=True)]
         interests = torch.stack(interests, dim=1)  # R × (B, d) → (B, R, d)
         nonempty = torch.stack([pool.mask.any(dim=1) for pool in pools], dim=1)  # (B, R)
+        if self.occupancy is not None:
+            interests = interests + self._occupancy(pools)
+            nonempty = torch.ones_like(nonempty)  # an empty pool now says something: "nothing matched"
         return self.fusion(target.h, interests, nonempty)
 
 
@@ -111,8 +156,16 @@ class R2LED(InterestCTR):
     def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
         routes = resolve_routes(spec, config.routes)
         dim = config.embedding_dim
-        attention = {route: TargetAttention(dim=dim, heads=config.attention_heads,
-                                            recency_buckets=spec.recency_buckets) for route in routes}
-        fusion = RouteFusion(mode=config.route_fusion, dim=dim, num_routes=len(routes))
-        super().__init__(long_interest=RouteInterest(routes=routes, attention=attention, fusion=fusion),
-                         **shell_parts(spec=spec, config=config, gate=config.gate))
+
+        def target_attention() -> TargetAttention:
+            return TargetAttention(dim=dim, heads=config.attention_heads, recency_buckets=spec.recency_buckets)
+
+        if config.route_fusion == "cross":
+            interest = RouteInterest(routes=routes, attention={}, fusion=None, cross=target_attention(), dim=dim,
+                                     occupancy=config.route_occupancy)
+        else:
+            interest = RouteInterest(routes=routes, attention={route: target_attention() for route in routes},
+                                     fusion=RouteFusion(mode=config.route_fusion, dim=dim, num_routes=len(routes)),
+                                     dim=dim, occupancy=config.route_occupancy)
+        super().__init__(long_interest=interest, **shell_parts(spec=spec, config=config, gate=config.gate,
+                                                              per_level=config.sid_fusion == "per_level"))

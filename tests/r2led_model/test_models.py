@@ -27,7 +27,14 @@ VARIANTS = {name: (name, {}) for name in MODELS} | {
     "r2led-mean": ("r2led", {"route_fusion": "mean"}),
     "r2led-concat": ("r2led", {"route_fusion": "concat"}),
     "r2led-subset": ("r2led", {"routes": ("sid2", "collab")}),
+    "r2led-per_level": ("r2led", {"sid_fusion": "per_level"}),
+    "r2led-per_level-target_gate": ("r2led", {"sid_fusion": "per_level", "gate": "target_gate"}),
+    "r2led-cross": ("r2led", {"route_fusion": "cross"}),
+    "r2led-occupancy": ("r2led", {"route_occupancy": True}),
+    "r2led-cross-occupancy": ("r2led", {"route_fusion": "cross", "route_occupancy": True}),
 }
+# Variants whose long interest is exactly zero when every route is empty (occupancy says "nothing matched").
+ZERO_WHEN_EMPTY = [v for v in VARIANTS if v.startswith("r2led") and "occupancy" not in v]
 BASELINES = [name for name in MODELS if name != "r2led"]
 TOP_K_BASELINES = ["sim_hard", "sim_soft", "eta", "twin"]
 GROUPS = [f"r_{r}" for r in SPEC.routes] + ["short", "long"]
@@ -273,7 +280,7 @@ def empty_batch(size: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.startswith("r2led")])
+@pytest.mark.parametrize("variant", ZERO_WHEN_EMPTY)
 def test_r2led_with_every_route_and_short_empty_gives_finite_logits_and_zero_long_interest(variant):
     model = make(variant)
     batch = empty_batch(8)
@@ -347,3 +354,55 @@ def test_ids_beyond_a_models_tables_map_to_padding_and_unknown_only_with_its_voc
     assert torch.isfinite(guarded.predict_proba(batch)).all()
     with pytest.raises(IndexError):
         CTRTask(make("r2led")).eval().predict_proba(batch)
+
+
+def test_per_level_gate_is_a_convex_mix_of_the_id_and_each_level():
+    from r2led_model.models.layers import LevelGate
+
+    torch.manual_seed(0)
+    gate = LevelGate(dim=4, mode="gate", levels=3)
+    with torch.no_grad():
+        for projection in gate.project:
+            projection.weight.copy_(torch.eye(4))
+    v = torch.randn(5, 4)
+    same = v[:, None, :].expand(5, 3, 4)  # every level equal to the ID embedding
+    assert torch.allclose(gate(v, same), v, atol=1e-6)  # weights sum to 1 per dimension
+    # Zero-initialised gate logits: an even mix of the four components.
+    with torch.no_grad():
+        gate.gate.weight.zero_()
+        gate.gate.bias.zero_()
+    levels = torch.randn(5, 3, 4)
+    assert torch.allclose(gate(v, levels), (v + levels.sum(dim=1)) / 4, atol=1e-6)
+
+
+def test_occupancy_buckets_count_valid_candidates_on_a_log_scale():
+    from r2led_model.models.r2led import OCCUPANCY_BUCKETS, occupancy_bucket
+
+    counts = torch.tensor([[0, 1, 2, 3, 4, 7, 8, 20, 1000]])
+    assert occupancy_bucket(counts).tolist() == [[0, 1, 2, 2, 3, 3, 4, 5, OCCUPANCY_BUCKETS - 1]]
+
+
+def test_occupancy_lets_r2led_tell_a_full_pool_from_a_single_match():
+    model = make("r2led-occupancy").eval()
+    batch = dense_batch(4)
+    one = dict(batch)
+    k = SPEC.route_k[0]
+    for part in ("item", "cat", "recency", "mask"):
+        x = batch[f"r_sid1_{part}"].clone()
+        x[:, 1:] = x[:, :1]  # the pool filled with copies of its first candidate
+        batch[f"r_sid1_{part}"] = x
+        y = x.clone()
+        y[:, 1:] = 0  # the same candidate alone
+        one[f"r_sid1_{part}"] = y
+    batch["r_sid1_sid"] = batch["r_sid1_sid"][:, :SPEC.sid_levels].repeat(1, k)
+    with torch.no_grad():
+        target, full_groups = model.encode(batch)
+        _, one_groups = model.encode(one)
+        # Attention over copies of one candidate equals attention over it alone; occupancy tells them apart.
+        assert not torch.allclose(model.long_interest(target, full_groups), model.long_interest(target, one_groups))
+    plain = make("r2led").eval()
+    with torch.no_grad():
+        target, full_groups = plain.encode(batch)
+        _, one_groups = plain.encode(one)
+        assert torch.allclose(plain.long_interest(target, full_groups), plain.long_interest(target, one_groups),
+                              atol=1e-5)
