@@ -19,7 +19,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.dates import parse_day
+from jobs.dates import YESTERDAY, parse_day, resolve_run_date
 from jobs.promote import CHALLENGER, CHAMPION, PromotionDecision
 from jobs.tables import TableStore
 from r2led_model.config import Config, ConfigError, load_config
@@ -114,11 +114,13 @@ def parse_overrides(text: str) -> list[str]:
 
 
 def run_date(text: str | None) -> str | None:
-    """The `date` widget: empty → None (each job's default, e.g. the latest day), else YYYY-MM-DD."""
+    """The `date` widget: empty → None (each job's default, e.g. the latest day), else YYYY-MM-DD or
+    `yesterday` (as for `pipeline --date`, counted back from today in UTC: a notebook has no trigger date)."""
     if text is None or not text.strip():
         return None
     try:
-        return parse_day(text.strip(), "date widget")
+        text = text.strip()
+        return resolve_run_date(text) if text == YESTERDAY else parse_day(text, "date widget")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

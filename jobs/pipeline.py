@@ -55,11 +55,16 @@ REPORTED_TABLES = ("events", "events_rejected", "items", "user_sequences", "samp
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> object:
     if getattr(args, "date", None):
+        from jobs.dates import resolve_run_date
         from jobs.nightly import run_date
 
-        return run_date(spark, config, args.date, force=args.force, force_stages=tuple(args.force_stage),
+        day = resolve_run_date(args.date, as_of=args.as_of)
+        if day != args.date:
+            log.info("--date %s (as of %s) is %s", args.date, args.as_of or "today, UTC", day)
+        return run_date(spark, config, day, force=args.force, force_stages=tuple(args.force_stage),
                         retrain=args.retrain, until=args.until, inject_failure=args.inject_failure)
     dated_only = [flag for flag, value in (("--force", getattr(args, "force", False)),
+                                           ("--as-of", getattr(args, "as_of", None)),
                                            ("--force-stage", getattr(args, "force_stage", None)),
                                            ("--retrain", getattr(args, "retrain", False)),
                                            ("--until", getattr(args, "until", None))) if value]
@@ -91,12 +96,15 @@ def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.dates import date_argument
+    from jobs.dates import date_argument, run_date_argument
     from jobs.nightly import STAGE_NAMES, check_failure
 
-    parser.add_argument("--date", type=date_argument, default=None,
-                        help="the nightly run for this day, YYYY-MM-DD: incremental, resumable, ledger-tracked "
-                             "(default: a full run over all data)")
+    parser.add_argument("--date", type=run_date_argument, default=None,
+                        help="the nightly run for this day, YYYY-MM-DD, or 'yesterday' (the day before --as-of): "
+                             "incremental, resumable, ledger-tracked (default: a full run over all data)")
+    parser.add_argument("--as-of", type=date_argument, default=None, metavar="YYYY-MM-DD",
+                        help="with --date yesterday: the day it counts back from, a scheduler's trigger date "
+                             "(default: today in UTC); ignored for an explicit --date")
     parser.add_argument("--force", action="store_true", help="with --date: re-run stages already done for the date")
     parser.add_argument("--force-stage", action="append", default=[], choices=STAGE_NAMES, metavar="STAGE",
                         help="with --date: re-run this stage even if done (repeatable)")

@@ -1,6 +1,7 @@
 """Airflow example: the nightly R2LED run for the DAG run's date, one spark-submit per stage.
 
-Each task runs `deploy/submit.sh pipeline --date {{ ds }} --until <stage> --env <env>`
+Each task runs `deploy/submit.sh pipeline --date yesterday --as-of {{ data_interval_end | ds }}
+--until <stage> --env <env>`
 (spark-submit with Delta and the r2led wheel): the dated pipeline skips the stages its ledger
 (`pipeline_runs`) already holds for that date, so a retried task resumes where it failed and
 clearing a task re-runs only what is not done (`--force-stage` re-runs one on purpose). Every
@@ -10,7 +11,10 @@ and Java 17. Set R2LED_ENV / R2LED_SUBMIT_OPTS in the worker environment to poin
 e.g. R2LED_SUBMIT_OPTS="--master k8s://https://<api-server>:443 --deploy-mode cluster ...".
 
 The stage list is the pipeline's order; tests check it against `r2led`'s commands without
-importing Airflow. `{{ ds }}` is the logical date: with a daily schedule, the day that just ended.
+importing Airflow. The run date is the day before the run's trigger (`data_interval_end`, the
+scheduled time on the cron timetables of Airflow 2.4+ and 3.x), as for cron and the Databricks job. `{{ ds }}`
+is not used: it is that day on Airflow 2's interval timetable but the trigger's own day on Airflow 3's
+default cron timetable. A catch-up or backfill run gets the day before its own scheduled time.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ STAGES = [
     "promote",
     "score",
 ]
-# Jinja renders {{ ds }} to the run's logical date (YYYY-MM-DD).
-RUN_DATE = "{{ ds }}"
+# `pipeline --date yesterday --as-of T` runs the day before T; Jinja renders T to the trigger's date.
+AS_OF = "{{ data_interval_end | ds }}"
 
 with DAG(
     dag_id="r2led_nightly",
@@ -60,8 +64,8 @@ with DAG(
         task = BashOperator(
             task_id=stage.replace("-", "_"),
             # Not ending in ".sh": Airflow would read such a bash_command as a template file.
-            bash_command=f'"{R2LED_HOME}/deploy/submit.sh" pipeline --date {RUN_DATE} --until {stage} '
-                         f'--env {R2LED_ENV}',
+            bash_command=f'"{R2LED_HOME}/deploy/submit.sh" pipeline --date yesterday --as-of {AS_OF} '
+                         f'--until {stage} --env {R2LED_ENV}',
             cwd=R2LED_HOME,
             append_env=True,
         )
