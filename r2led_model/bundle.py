@@ -23,6 +23,9 @@ from r2led_model.models import CTRTask, FeatureSpec, build_model
 from r2led_model.models.inputs import columns_for
 
 
+# Options added after the first bundles were written, with the value those bundles were built with.
+LEGACY_MODEL_OPTIONS = {"sid_fusion": "sum", "route_occupancy": False}
+
 @dataclass(frozen=True)
 class DataVersions:
     """What a model's inputs were built from; scoring and promotion refuse a mismatch."""
@@ -84,7 +87,9 @@ class ModelBundle:
     def from_bytes(cls, data: bytes) -> "ModelBundle":
         stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         meta = json.loads(stored["meta"])
-        return cls(model_config=build_section(ModelConfig, meta["model"], "model"),
+        # Bundles written before these options existed were built without them.
+        model = {**LEGACY_MODEL_OPTIONS, **meta["model"]}
+        return cls(model_config=build_section(ModelConfig, model, "model"),
                    spec=FeatureSpec.from_dict(meta["spec"]), versions=DataVersions(**meta["versions"]),
                    state_dict=stored["state_dict"])
 

@@ -75,13 +75,19 @@ class Variant:
 
 
 BASELINES = tuple(Variant(name, name) for name in MODELS if name != "r2led")
+# R2LED's defaults: gate, sid_fusion=sum, route_fusion=cross, route_occupancy on, every route. Each
+# ablation changes one of them.
 ABLATIONS = (
     Variant("r2led gate=id_only", "r2led", (("gate", "id_only"),)),
     Variant("r2led gate=sid_only", "r2led", (("gate", "sid_only"),)),
     Variant("r2led gate=sum", "r2led", (("gate", "sum"),)),
+    Variant("r2led gate=target_gate", "r2led", (("gate", "target_gate"),)),
+    Variant("r2led sid_fusion=per_level", "r2led", (("sid_fusion", "per_level"),)),
+    Variant("r2led fusion=attention", "r2led", (("route_fusion", "attention"),)),
     Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)),
-    Variant("r2led fusion=concat", "r2led", (("route_fusion", "concat"),)),
+    Variant("r2led no occupancy", "r2led", (("route_occupancy", False),)),
     Variant("r2led routes=collab", "r2led", (("routes", ("collab",)),)),
+    Variant("r2led routes=sid only", "r2led", (("routes", ("sid1", "sid2", "sid3")),)),
 )
 
 
@@ -332,17 +338,24 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     for env in getattr(args, "envs", DEFAULT_ENVS):
         settings = getattr(args, "sweep", None) or [None]
         tuned: dict[str, TunedParams] = {}
-        for setting in settings:
-            if setting is not None and load_config(env).source.kind != "synthetic":
+        own = load_config(env)
+        for position, setting in enumerate(settings):
+            if setting is not None and own.source.kind != "synthetic":
                 continue  # the sweep's knobs belong to the synthetic catalogue
+            if setting == CatalogueSetting(own.synthetic.catalogue.category_level,
+                                           own.synthetic.catalogue.mislabel_share):
+                setting_folder = env  # the env's own catalogue: its own tables
+            else:
+                setting_folder = env if setting is None else f"{env}-{setting.folder}"
             name = env if setting is None else f"{env} {setting.label}"
-            folder = out / "models" / (env if setting is None else f"{env}-{setting.folder}")
+            folder = out / "models" / setting_folder
             dataset = dataset_config(env, folder, [*extra, f"training.device={device}",
                                                    *(setting.overrides() if setting else [])])
             data = build_tables(spark, dataset, getattr(args, "rebuild", False))
             truth = load_oracle_truth(spark, dataset)
             spec_for_latency = spec_for_latency or data.spec
-            for variant in chosen:
+            # The ablations run on the first setting only: the sweep is about where R2LED wins.
+            for variant in (chosen if position == 0 else [v for v in chosen if v not in ABLATIONS]):
                 if tuned_flag and variant.model not in tuned:
                     # Tuned once per env, on its first setting: every model the same budget on the same data.
                     tuned[variant.model] = tuned_for(spark, dataset, data, variant.model, trials, folder / "tuning")

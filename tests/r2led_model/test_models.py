@@ -29,12 +29,13 @@ VARIANTS = {name: (name, {}) for name in MODELS} | {
     "r2led-subset": ("r2led", {"routes": ("sid2", "collab")}),
     "r2led-per_level": ("r2led", {"sid_fusion": "per_level"}),
     "r2led-per_level-target_gate": ("r2led", {"sid_fusion": "per_level", "gate": "target_gate"}),
-    "r2led-cross": ("r2led", {"route_fusion": "cross"}),
-    "r2led-occupancy": ("r2led", {"route_occupancy": True}),
-    "r2led-cross-occupancy": ("r2led", {"route_fusion": "cross", "route_occupancy": True}),
+    "r2led-attention": ("r2led", {"route_fusion": "attention"}),
+    "r2led-no_occupancy": ("r2led", {"route_occupancy": False}),
+    "r2led-attention-no_occupancy": ("r2led", {"route_fusion": "attention", "route_occupancy": False}),
 }
 # Variants whose long interest is exactly zero when every route is empty (occupancy says "nothing matched").
-ZERO_WHEN_EMPTY = [v for v in VARIANTS if v.startswith("r2led") and "occupancy" not in v]
+ZERO_WHEN_EMPTY = [v for v, (name, overrides) in VARIANTS.items()
+                   if name == "r2led" and not dataclasses.replace(CONFIG, **overrides).route_occupancy]
 BASELINES = [name for name in MODELS if name != "r2led"]
 TOP_K_BASELINES = ["sim_hard", "sim_soft", "eta", "twin"]
 GROUPS = [f"r_{r}" for r in SPEC.routes] + ["short", "long"]
@@ -299,7 +300,7 @@ def test_baselines_with_empty_history_give_finite_logits(name):
 
 
 def test_attention_fusion_ignores_empty_routes():
-    model = make("r2led").eval()
+    model = make("r2led-attention-no_occupancy").eval()
     batch = batch_of(8)
     batch["r_sid1_mask"] = torch.zeros_like(batch["r_sid1_mask"])
     for part in ("item", "cat", "sid", "recency"):
@@ -383,7 +384,9 @@ def test_occupancy_buckets_count_valid_candidates_on_a_log_scale():
 
 
 def test_occupancy_lets_r2led_tell_a_full_pool_from_a_single_match():
-    model = make("r2led-occupancy").eval()
+    """Per-route attention over copies of one candidate equals attention over it alone: occupancy on tells
+    the two apart, occupancy off cannot."""
+    model = make("r2led-attention").eval()
     batch = dense_batch(4)
     one = dict(batch)
     k = SPEC.route_k[0]
@@ -400,7 +403,7 @@ def test_occupancy_lets_r2led_tell_a_full_pool_from_a_single_match():
         _, one_groups = model.encode(one)
         # Attention over copies of one candidate equals attention over it alone; occupancy tells them apart.
         assert not torch.allclose(model.long_interest(target, full_groups), model.long_interest(target, one_groups))
-    plain = make("r2led").eval()
+    plain = make("r2led-attention-no_occupancy").eval()
     with torch.no_grad():
         target, full_groups = plain.encode(batch)
         _, one_groups = plain.encode(one)
