@@ -50,11 +50,12 @@ from jobs import (
 from jobs.entrypoint import spark_job_main
 from jobs.oracle_truth import load_oracle_truth
 from jobs.tables import TableStore
-from jobs.train import TrainJob, evaluate_split, train_worker
+from jobs.train import TrainJob, evaluate_split, make_feed, train_worker
 from jobs.training_data import TrainingData, training_data
 from jobs.tune import tune_model
 from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, load_config, with_values
+from r2led_model.diagnostics import r2led_diagnostics
 from r2led_model.oracle import OracleTruth
 from r2led_model.tuning import TunedParams, tuned_path
 from r2led_model.models import MODELS, CTRTask, build_model
@@ -175,7 +176,7 @@ def variant_config(config: Config, variant: Variant, tuned: TunedParams | None) 
 
 def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequence[int],
             truth: OracleTruth | None = None) -> dict:
-    per_seed = []
+    per_seed, diagnosis = [], None
     for seed in seeds:
         model_config = replace(config.model, name=variant.model, **dict(variant.overrides))
         training = replace(config.training, seed=seed, num_processes=1, progress="never")
@@ -185,7 +186,10 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
         seconds = time.perf_counter() - started
         bundle = ModelBundle(model_config=model_config, spec=data.spec, versions=data.versions,
                              state_dict=worker.state_dict)
-        test, _, _ = evaluate_split(job, bundle.build(), "test", truth)
+        task = bundle.build()
+        test, _, _ = evaluate_split(job, task, "test", truth)
+        if variant.model == "r2led" and not per_seed:  # seed 0's model: what its gate and fusion do
+            diagnosis = r2led_diagnostics(task.model, make_feed(job, "test", shuffle=False).batches(0))
         per_seed.append({**test, "train_s": seconds, "train_samples_per_s": worker.samples_seen / max(seconds, 1e-9),
                          "best_epoch": worker.best_epoch})
         log.info("%s seed %d: test AUC %.4f GAUC %.4f LogLoss %.4f (%.1fs)", variant.label, seed, test["auc"],
@@ -202,6 +206,7 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
     for key in keys:
         summary[key], summary[f"{key}_std"] = mean_std(key)
     return {**{k: round(v, 5) for k, v in summary.items()}, "seeds": list(seeds),
+            **({"diagnostics": diagnosis} if diagnosis else {}),
             "per_seed_auc": [round(r["auc"], 5) for r in per_seed], "best_epochs": [r["best_epoch"] for r in per_seed]}
 
 
@@ -256,6 +261,16 @@ def format_table(results: Sequence[dict]) -> str:
                          + f" {r['train_s']:>8.1f} {r['train_samples_per_s']:>8,.0f}")
         if oracle:
             lines.append("  lift = (AUC - 0.5) / (oracle AUC - 0.5), mean over seeds")
+        diagnosed = [r for r in rows if r.get("diagnostics")]
+        if diagnosed:
+            lines.append(f"  R2LED diagnostics (seed {rows[0]['seeds'][0]}, test rows): gate ID weight mean [p10, p90]; "
+                         "fusion weight per route (non-empty share)")
+            for r in diagnosed:
+                d = r["diagnostics"]
+                gate = d.get("gate_id_weight")
+                gate_text = f"{gate['mean']:.3f} [{gate['p10']:.3f}, {gate['p90']:.3f}]" if gate else "-"
+                weights = "  ".join(f"{k} {v:.3f} ({d['route_nonempty'][k]:.2f})" for k, v in d["route_weight"].items())
+                lines.append(f"  {r['variant']:<28} gate {gate_text:<22} {weights}")
     latency = [r for r in results if r["bench"] == "models_latency"]
     if latency:
         lengths = sorted({r["t_max"] for r in latency})

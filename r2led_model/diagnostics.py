@@ -1,0 +1,100 @@
+"""What a trained R2LED does with its inputs: how much the gate trusts the ID over the SIDs, and which
+routes the route-level fusion listens to. Read by `r2led benchmark models` beside each R2LED row.
+
+* gate: the mean ID weight of the SID-level gate on test targets (g of h = g ⊙ e_id + (1 − g) ⊙ P·e_sid,
+  averaged over dimensions; for the per-level gate, the ID component's softmax share), with its
+  spread across targets (10th and 90th percentile). Near 0.5 with little spread means the gate mixes
+  everything alike, i.e. it is not choosing.
+* routes: the share of the route-level fusion's weight each route receives, over test rows (cross:
+  the target attention's mass on each route's candidates, mean over heads; attention: the fusion's
+  softmax over routes), and the share of rows in which each route's pool is non-empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from r2led_model.models.inputs import Batch
+from r2led_model.models.layers import Behaviours, masked_softmax
+from r2led_model.models.r2led import R2LED
+
+
+def _gate_id_weight(model: R2LED, batch: Batch) -> Tensor | None:
+    """(B,) mean ID weight of the gate for the batch's targets, or None for a gate-free fusion."""
+    embedding = model.embedding
+    fusion = embedding.fusion
+    if fusion.mode not in ("gate", "target_gate"):
+        return None
+    e_id, e_sid = embedding.lookup(batch["target_item"], batch["target_sid"])
+    context = fusion.context(e_id, e_sid)
+    if fusion.per_level:
+        gate_in = [e_id, e_sid.flatten(-2)] + ([context] if context is not None else [])
+        logits = fusion.gate(torch.cat(gate_in, dim=-1))  # (B, (1+L)·d)
+        shares = torch.softmax(logits.reshape(e_id.shape[0], -1, e_id.shape[-1]), dim=1)  # (B, 1+L, d)
+        return shares[:, 0].mean(dim=-1)
+    gate_in = [e_id, e_sid] + ([context] if context is not None else [])
+    return torch.sigmoid(fusion.gate(torch.cat(gate_in, dim=-1))).mean(dim=-1)  # (B, d) → (B,)
+
+
+def _route_weights(model: R2LED, batch: Batch) -> tuple[Tensor, Tensor]:
+    """((B, R) fusion weight per route, (B, R) non-empty) for the batch."""
+    interest = model.long_interest
+    target, groups = model.encode(batch)
+    pools = [groups[f"r_{route}"] for route in interest.routes]
+    nonempty = torch.stack([pool.mask.any(dim=1) for pool in pools], dim=1)  # (B, R)
+    if interest.cross is not None:
+        keyed = [pool.h + interest.route_embedding[r] for r, pool in enumerate(pools)]
+        joint = Behaviours(h=torch.cat(keyed, dim=1), mask=torch.cat([p.mask for p in pools], dim=1),
+                           recency=torch.cat([p.recency for p in pools], dim=1),
+                           cat=torch.cat([p.cat for p in pools], dim=1))
+        attention = interest.cross
+        weights = masked_softmax(attention._logits(target.h, attention._keys(joint)), joint.mask[:, None, :])
+        weights = weights.mean(dim=1)  # (B, H, R·k) → (B, R·k)
+        widths = [pool.mask.shape[1] for pool in pools]
+        return torch.stack([part.sum(dim=1) for part in torch.split(weights, widths, dim=1)], dim=1), nonempty
+    fusion = interest.fusion
+    if fusion.mode != "attention":
+        mean = nonempty.float() / nonempty.float().sum(dim=1, keepdim=True).clamp(min=1)
+        return mean, nonempty
+    interests = torch.stack([interest.attention[r](target.h, pool) for r, pool in zip(interest.routes, pools)], dim=1)
+    mask = nonempty
+    if interest.occupancy is not None:
+        interests = interests + interest._occupancy(pools)
+        mask = torch.ones_like(nonempty)
+    values = interests + fusion.route_embedding[None]  # (B, R, d)
+    logits = (fusion.query(target.h)[:, None, :] * fusion.key(values)).sum(-1) / fusion.dim ** 0.5  # (B, R)
+    return masked_softmax(logits, mask), nonempty
+
+
+@torch.no_grad()
+def r2led_diagnostics(model: R2LED, batches: Iterable[Batch], max_rows: int = 20_000) -> dict:
+    """Gate and route-fusion statistics of a trained R2LED over (up to `max_rows` of) the batches."""
+    was_training = model.training
+    model.eval()
+    gates, weights, nonempty, seen = [], [], [], 0
+    try:
+        for batch in batches:
+            g = _gate_id_weight(model, batch)
+            if g is not None:
+                gates.append(g.numpy())
+            w, n = _route_weights(model, batch)
+            weights.append(w.numpy())
+            nonempty.append(n.numpy())
+            seen += w.shape[0]
+            if seen >= max_rows:
+                break
+    finally:
+        model.train(was_training)
+    routes = list(model.long_interest.routes)
+    w, n = np.concatenate(weights).astype(np.float64), np.concatenate(nonempty).astype(np.float64)
+    out = {"rows": int(w.shape[0]), "route_weight": dict(zip(routes, np.round(w.mean(axis=0), 4).tolist())),
+           "route_nonempty": dict(zip(routes, np.round(n.mean(axis=0), 4).tolist()))}
+    if gates:
+        g = np.concatenate(gates)
+        out["gate_id_weight"] = {"mean": round(float(g.mean()), 4), "p10": round(float(np.quantile(g, 0.1)), 4),
+                                 "p90": round(float(np.quantile(g, 0.9)), 4)}
+    return out
