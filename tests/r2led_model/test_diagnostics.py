@@ -1,0 +1,57 @@
+"""R2LED diagnostics: route weights are a distribution over the routes that hold candidates; the gate's
+ID weight is what the gate computes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from r2led_model.config import ModelConfig
+from r2led_model.diagnostics import r2led_diagnostics
+from r2led_model.models import build_model
+from r2led_model.models.inputs import FeatureSpec, random_batch
+
+SPEC = FeatureSpec(num_items=50, num_categories=5, sid_levels=2, sid_vocab=6, routes=("sid1", "sid2", "collab"),
+                   route_k=(3, 3, 4), short_window=3, long_history=6, recency_buckets=4)
+
+
+def model(**overrides):
+    torch.manual_seed(0)
+    return build_model("r2led", spec=SPEC, config=dataclasses.replace(ModelConfig(embedding_dim=8), **overrides))
+
+
+def only_route(batch, keep: str):
+    out = dict(batch)
+    for route in SPEC.routes:
+        if route != keep:
+            for part in ("item", "cat", "sid", "recency", "mask"):
+                out[f"r_{route}_{part}"] = torch.zeros_like(batch[f"r_{route}_{part}"])
+        else:
+            out[f"r_{route}_mask"][:, 0] = 1
+    return out
+
+
+@pytest.mark.parametrize("fusion", ["cross", "attention"])
+def test_all_the_weight_goes_to_the_only_route_with_candidates(fusion):
+    batch = only_route(random_batch(SPEC, 32, torch.Generator().manual_seed(3)), "sid2")
+    got = r2led_diagnostics(model(route_fusion=fusion, route_occupancy=False), [batch])
+    assert got["rows"] == 32
+    assert got["route_weight"]["sid2"] == pytest.approx(1.0, abs=1e-4)
+    assert got["route_nonempty"] == {"sid1": 0.0, "sid2": 1.0, "collab": 0.0}
+
+
+def test_route_weights_sum_to_one_and_the_gate_weight_is_a_share():
+    batch = random_batch(SPEC, 64, torch.Generator().manual_seed(4), fill=1.2)
+    got = r2led_diagnostics(model(), [batch])
+    assert sum(got["route_weight"].values()) == pytest.approx(got_rows_with_candidates(batch), abs=1e-3)
+    gate = got["gate_id_weight"]
+    assert 0.0 < gate["p10"] <= gate["mean"] <= gate["p90"] < 1.0
+    assert "gate_id_weight" not in r2led_diagnostics(model(gate="sum"), [batch])
+
+
+def got_rows_with_candidates(batch) -> float:
+    """Share of rows with at least one candidate in some route (the others give no weight at all)."""
+    any_route = torch.stack([batch[f"r_{r}_mask"].bool().any(dim=1) for r in SPEC.routes], dim=1).any(dim=1)
+    return float(any_route.float().mean())
