@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -27,9 +28,17 @@ def load_oracle_truth(spark: SparkSession, config: Config) -> OracleTruth | None
     if config.source.kind != "synthetic" or not path.is_dir():
         return None
     truth = spark.read.parquet(str(path)).where(F.col("behavior") == IMPRESSION_BEHAVIOR).select(
-        "user_id", "item_id", "ts", "click_prob")
+        "user_id", "item_id", "ts", "click_prob", "relation")
+    quality = spark.read.parquet(str(synthetic_root(config) / "truth" / "items")).select("item_id", "quality")
     samples = TableStore(spark, config.tables).read("samples").where(~F.col("is_sampled_negative")).select(
         "sample_id", "user_id", "item_id", "ts")
-    rows = samples.join(truth, ["user_id", "item_id", "ts"]).select("sample_id", "click_prob").toPandas()
+    rows = (samples.join(truth, ["user_id", "item_id", "ts"]).join(quality, "item_id")
+            .select("sample_id", "click_prob", "relation", "quality").toPandas())
     log.info("oracle truth for %s samples", f"{len(rows):,}")
-    return OracleTruth.from_arrays(rows["sample_id"].to_numpy(), rows["click_prob"].to_numpy())
+    # Partial oracles: what knowing the interest relation alone, or it and the item's quality, is worth
+    # (the rest of the truth is the user's own click propensity, which no model here can see).
+    cfg = config.synthetic.impressions
+    relation = np.r_[np.asarray(cfg.affinity, dtype=np.float64), 0.0][rows["relation"].to_numpy()]
+    quality_term = cfg.quality_std * rows["quality"].to_numpy()
+    return OracleTruth.from_arrays(rows["sample_id"].to_numpy(), rows["click_prob"].to_numpy(),
+                                   parts={"relation": relation, "relation_quality": relation + quality_term})

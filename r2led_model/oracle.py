@@ -7,11 +7,11 @@ good as the truth, 0 for a coin.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from r2led_model.metrics import evaluate
+from r2led_model.metrics import auc, evaluate
 
 
 @dataclass(frozen=True)
@@ -20,23 +20,33 @@ class OracleTruth:
 
     sample_ids: np.ndarray  # (S,) int64, ascending
     probs: np.ndarray  # (S,) float64
+    # Partial oracles aligned with sample_ids: scores that know only some of the truth's terms (e.g.
+    # "relation": the interest relation alone), so a report can say how far each term carries.
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def from_arrays(cls, sample_ids: np.ndarray, probs: np.ndarray) -> "OracleTruth":
+    def from_arrays(cls, sample_ids: np.ndarray, probs: np.ndarray,
+                    parts: dict[str, np.ndarray] | None = None) -> "OracleTruth":
         ids = np.asarray(sample_ids, dtype=np.int64)
         order = np.argsort(ids, kind="stable")
         ids, values = ids[order], np.asarray(probs, dtype=np.float64)[order]
         if ids.size and (ids[1:] == ids[:-1]).any():
             raise ValueError("oracle truth: a sample id appears twice")
-        return cls(sample_ids=ids, probs=values)
+        return cls(sample_ids=ids, probs=values,
+                   parts={k: np.asarray(v, dtype=np.float64)[order] for k, v in (parts or {}).items()})
 
-    def lookup(self, sample_ids: np.ndarray) -> np.ndarray:
-        """(N,) the truth of each sample, NaN where the world has none (e.g. a sampled negative)."""
+    def _positions(self, sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(sample_ids, dtype=np.int64)
-        at = np.clip(np.searchsorted(self.sample_ids, ids), 0, max(self.sample_ids.size - 1, 0))
-        found = (self.sample_ids.size > 0) & (self.sample_ids[at] == ids) if self.sample_ids.size else np.zeros(
-            ids.shape, bool)
-        return np.where(found, self.probs[at] if self.sample_ids.size else np.nan, np.nan)
+        if self.sample_ids.size == 0:
+            return np.zeros(ids.shape, np.int64), np.zeros(ids.shape, bool)
+        at = np.clip(np.searchsorted(self.sample_ids, ids), 0, self.sample_ids.size - 1)
+        return at, self.sample_ids[at] == ids
+
+    def lookup(self, sample_ids: np.ndarray, part: str | None = None) -> np.ndarray:
+        """(N,) the truth (or one partial oracle) of each sample, NaN where the world has none."""
+        at, found = self._positions(sample_ids)
+        values = self.probs if part is None else self.parts[part]
+        return np.where(found, values[at] if values.size else np.nan, np.nan)
 
 
 def lift_share(model_auc: float, oracle_auc: float) -> float:
@@ -52,12 +62,16 @@ def oracle_metrics(truth: OracleTruth, sample_ids: np.ndarray, users: np.ndarray
     probs = truth.lookup(sample_ids)
     if probs.size == 0 or np.isnan(probs).any():
         return None
-    return evaluate(users, labels, probs)
+    out = evaluate(users, labels, probs)
+    for part in truth.parts:
+        out[f"{part}_auc"] = auc(labels, truth.lookup(sample_ids, part))
+    return out
 
 
 def with_ceiling(model: dict, oracle: dict | None) -> dict:
     """A model's metrics plus oracle_auc / oracle_gauc / oracle_logloss and lift_share, when known."""
     if oracle is None:
         return dict(model)
+    parts = {f"oracle_{k}": v for k, v in oracle.items() if k.endswith("_auc")}
     return {**model, "oracle_auc": oracle["auc"], "oracle_gauc": oracle["gauc"], "oracle_logloss": oracle["logloss"],
-            "lift_share": lift_share(model["auc"], oracle["auc"])}
+            **parts, "lift_share": lift_share(model["auc"], oracle["auc"])}

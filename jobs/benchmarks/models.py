@@ -202,7 +202,7 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
     summary = {}
     keys = ["auc", "gauc", "logloss", "train_s", "train_samples_per_s"]
     if all("oracle_auc" in r for r in per_seed):
-        keys += ["oracle_auc", "oracle_gauc", "oracle_logloss", "lift_share"]
+        keys += [k for k in per_seed[0] if k.startswith("oracle_")] + ["lift_share"]
     for key in keys:
         summary[key], summary[f"{key}_std"] = mean_std(key)
     return {**{k: round(v, 5) for k, v in summary.items()}, "seeds": list(seeds),
@@ -252,6 +252,10 @@ def format_table(results: Sequence[dict]) -> str:
         if oracle:
             lines.append(f"  oracle on the same test rows: AUC {rows[0]['oracle_auc']:.4f}  GAUC "
                          f"{rows[0]['oracle_gauc']:.4f}  LogLoss {rows[0]['oracle_logloss']:.4f}")
+            if "oracle_relation_auc" in rows[0]:
+                lines.append(f"  partial oracles (AUC): interest relation alone {rows[0]['oracle_relation_auc']:.4f}, "
+                             f"+ item quality {rows[0]['oracle_relation_quality_auc']:.4f} (the rest is the user's "
+                             "own click propensity)")
         lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15}"
                      + (f" {'lift':>6}" if oracle else "") + f" {'train s':>8} {'train/s':>8}")
         for r in rows:

@@ -43,3 +43,15 @@ def test_lift_share_is_the_models_part_of_the_oracles_distance_from_chance():
                           {"auc": 0.9, "gauc": 0.8, "logloss": 0.3, "n": 3})
     assert merged["oracle_auc"] == 0.9 and merged["lift_share"] == pytest.approx(0.5)
     assert with_ceiling({"auc": 0.7}, None) == {"auc": 0.7}
+
+
+def test_partial_oracles_are_scored_on_the_same_rows():
+    truth = OracleTruth.from_arrays(np.array([3, 1, 2]), np.array([0.9, 0.1, 0.5]),
+                                    parts={"relation": np.array([1.0, 0.0, 2.0])})
+    got = oracle_metrics(truth, np.array([1, 2, 3]), np.array([0, 0, 0]), np.array([0, 1, 1]))
+    assert got["auc"] == 1.0
+    assert got["relation_auc"] == pytest.approx(1.0)  # relation scores 0 (neg), 2, 1 (pos): both above
+    flipped = oracle_metrics(truth, np.array([1, 2, 3]), np.array([0, 0, 0]), np.array([1, 0, 0]))
+    assert flipped["relation_auc"] == 0.0
+    merged = with_ceiling({"auc": 0.7, "gauc": 0.6, "logloss": 0.5, "n": 3}, got)
+    assert merged["oracle_relation_auc"] == pytest.approx(1.0)
