@@ -171,7 +171,8 @@ class NewExamples:
 
 
 def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
-    """Examples for candidates that have none yet (a nightly run), and index rows for new items.
+    """Examples for candidates that have none yet or were re-derived (a nightly run), and index rows
+    for new items.
 
     A full rebuild instead when there is no training set yet or the candidates' feature versions
     differ from the stored examples' (after a retrain of the codebook or collaborative vectors).
@@ -188,7 +189,9 @@ def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
             routes = _routes(candidates)
             levels = len(store.read("item_sids").select("semantic_codes").first()[0])
             new_items = extend_item_index(store, levels)
-            new = candidates.join(store.read("training_examples").select("sample_id"), "sample_id", "left_anti").join(
+            # New candidates, and re-derived ones (a recounted hist_len): their examples are (re)built.
+            new = candidates.join(store.read("training_examples").select("sample_id", "hist_len"),
+                                  ["sample_id", "hist_len"], "left_anti").join(
                 store.read("samples").select("sample_id", "item_id", "label"), "sample_id").persist()
             try:
                 count, inserted = new.count(), 0
@@ -197,7 +200,7 @@ def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
                                                                   "left_semi")
                     examples = build_examples(new, sequences, lambda: store.read("item_index"), routes, levels,
                                               config.training_set).crossJoin(versions)
-                    inserted = store.insert_new("training_examples", examples, already_distinct=True)
+                    inserted = store.upsert("training_examples", examples)
             finally:
                 new.unpersist()
             moved = resplit(store, "training_examples", config.sequences.split)

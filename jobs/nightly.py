@@ -1,20 +1,26 @@
 """`r2led pipeline --date D`: the nightly run, incremental, idempotent and resumable stage by stage.
 
+A run first processes every earlier day it missed (the days after the last whose data stages are
+done), each through the data stages with its own split, so a skipped night ends with the tables of
+a run without the gap; then D through every stage:
+
 ingest (that day's logs; a first run catches up on every earlier day) → sequences (MERGE the
-batch's users, insert the batch's samples) → embed-items (new items only) → train-codebook (kept
-unless --retrain or none exists) → assign-sids (new items, current codebook) → collab-vectors
-(kept unless --retrain) → retrieve (new samples only) → build-training-set (new samples, append-only
-item index) → train (rolling window) → promote → score (the day's samples).
+users of every batch not yet sampled, insert their new samples) → embed-items (new items only) →
+train-codebook (kept unless --retrain or none exists) → assign-sids (new items, current codebook) →
+collab-vectors (kept unless --retrain) → retrieve (new or recounted samples only) → build-training-set
+(likewise, append-only item index) → train (rolling window) → promote → score (the day's samples).
 
 The split rolls with D (`pipeline.valid_days`, `pipeline.test_days`); rows whose split the new
 date changes are moved in place. Every finished stage is recorded in the `pipeline_runs` ledger
 and skipped on a re-run of the date unless forced; every write is an idempotent MERGE, UPDATE or
 partition overwrite, so a re-run after a crash anywhere ends with the tables a clean run leaves.
+`--backfill` re-runs the data stages of a processed date whose input grew (late files).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import time
@@ -51,6 +57,7 @@ class StageReport:
     seconds: float = 0.0
     table_versions: dict[str, int | None] = field(default_factory=dict)
     detail: dict[str, object] = field(default_factory=dict)
+    day: str = ""  # the date the stage ran for (a run catching up on missed days runs several)
 
 
 @dataclass
@@ -62,6 +69,7 @@ class RunContext:
     store: TableStore
     catch_up: bool  # no earlier date has been ingested: this run ingests every day up to its own
     ledger: dict[str, dict] = field(default_factory=dict)  # stage → this date's ledger row
+    ledger_prefix: str = ""  # "backfill/": a backfill's stages are recorded beside the date's own
 
 
 # ---- stages ---------------------------------------------------------------------------------
@@ -81,13 +89,13 @@ def _ingest(ctx: RunContext) -> StageOutcome:
 
 
 def _sequences(ctx: RunContext) -> StageOutcome:
-    from jobs.ingest import dated_run_id
-    from jobs.sequences import update_for_batch
+    from jobs.sequences import update_for_new_events
 
-    source = ctx.config.source.kind
-    result = update_for_batch(ctx.spark, ctx.config, dated_run_id(source, ctx.day))
+    # Every batch not yet sampled, whichever run ingested it (a forced ingest, a backfill).
+    result = update_for_new_events(ctx.spark, ctx.config)
     return StageOutcome(result.batch_events, result.samples_inserted,
-                        {"users": result.users, "samples_moved": result.samples_moved})
+                        {"users": result.users, "batches": result.batches, "samples_moved": result.samples_moved,
+                         "samples_recounted": result.samples_recounted})
 
 
 def _embed_items(ctx: RunContext) -> StageOutcome:
@@ -185,6 +193,8 @@ STAGES: tuple[tuple[str, Callable[[RunContext], StageOutcome], tuple[str, ...]],
     ("score", _score, ("predictions",)),
 )
 STAGE_NAMES = tuple(name for name, _, _ in STAGES)
+# What a missed day and a backfill run: everything its data changes, up to the training set.
+DATA_STAGES = STAGE_NAMES[:STAGE_NAMES.index("build-training-set") + 1]
 
 
 # ---- the ledger -----------------------------------------------------------------------------
@@ -203,8 +213,30 @@ def _record(ctx: RunContext, report: StageReport) -> None:
     schema = ("run_date STRING, stage STRING, status STRING, rows_in BIGINT, rows_out BIGINT, seconds DOUBLE, "
               "table_versions STRING, detail STRING")
     faults.enter_stage(None)  # the ledger write is the stage's commit, never an injected failure point
-    ctx.store.upsert(LEDGER, ctx.spark.createDataFrame([row], schema))
+    ctx.store.upsert(LEDGER, ctx.spark.createDataFrame([{**row, "stage": ctx.ledger_prefix + report.stage}], schema))
     ctx.ledger[report.stage] = row
+
+
+def _done_dates(ledger: list[dict], stage: str) -> list[str]:
+    return sorted({r["run_date"] for r in ledger if r["stage"] == stage and r["status"] == DONE})
+
+
+def days_to_run(ledger: list[dict], day: str) -> list[str]:
+    """`day`, preceded by every earlier day not yet processed (a missed night, a failed one, one cut
+    short by --until), in order: the days after the last whose data stages are all done, or from the
+    first day ever ingested. A first run is `day` alone (its ingest catches up on the history)."""
+    processed = _done_dates(ledger, DATA_STAGES[-1])
+    started = _done_dates(ledger, "ingest")
+    if processed:
+        first = dt.date.fromisoformat(processed[-1]) + dt.timedelta(days=1)
+    elif started:
+        first = dt.date.fromisoformat(started[0])
+    else:
+        return [day]
+    last = dt.date.fromisoformat(day)
+    if first >= last:
+        return [day]  # the date itself is done or resumes; an older one (--force) runs alone
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -221,43 +253,79 @@ def check_failure(text: str) -> tuple[str, int]:
 
 def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = False,
              force_stages: tuple[str, ...] = (), retrain: bool = False, until: str | None = None,
-             inject_failure: tuple[str, int] | None = None) -> list[StageReport]:
-    """Run (or resume) the nightly pipeline for `day`; returns one report per stage, in order."""
+             inject_failure: tuple[str, int] | None = None, backfill: bool = False) -> list[StageReport]:
+    """Run (or resume) the nightly pipeline for `day`, after every earlier day it missed
+    (`days_to_run`: those run their data stages); returns one report per stage run, in order.
+
+    `backfill`: `day` is a date already processed whose input changed (late files): its ingest and
+    every data stage run again, with the split of the latest processed date, so exactly the rows the
+    new input changes are added or re-derived; no model is trained and nothing is scored.
+    """
     day = parse_day(day)  # it becomes a ledger key, a folder name and a replaceWhere: never unchecked text
-    config = split_as_of(config, day)
     store = TableStore(spark, config.tables)
     ledger = _ledger_rows(store)
-    newer = sorted({r["run_date"] for r in ledger if r["run_date"] > day and r["stage"] == "ingest"})
-    if newer and not force:
-        raise ValueError(f"--date {day}: {newer[-1]} already ran; re-running an older date would roll the split back "
-                         "(use --force to do it anyway)")
     unknown = sorted(set(force_stages) - set(STAGE_NAMES) | ({until} - set(STAGE_NAMES) if until else set()))
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
-    ingested_before = any(r["stage"] == "ingest" and r["status"] == DONE and r["run_date"] < day for r in ledger)
-    ctx = RunContext(spark, config, day, retrain, store, catch_up=not ingested_before,
-                     ledger={r["stage"]: r for r in ledger if r["run_date"] == day and r["status"] == DONE})
+    processed = _done_dates(ledger, DATA_STAGES[-1])
+    if backfill:
+        if not processed or day > processed[-1]:
+            raise ValueError(f"--backfill {day}: only a processed date can be backfilled (last processed: "
+                             f"{processed[-1] if processed else 'none'}); run pipeline --date {day} instead")
+        if force or force_stages or retrain or until:
+            raise ValueError("--backfill runs every data stage of the date: it takes no --force, --force-stage, "
+                             "--retrain or --until")
+    else:
+        newer = sorted({r["run_date"] for r in ledger if r["run_date"] > day and r["stage"] == "ingest"})
+        if newer and not force:
+            raise ValueError(f"--date {day}: {newer[-1]} already ran; re-running an older date would roll the split "
+                             f"back (use --force to do it anyway, or --backfill to add late data of {day})")
+    days = [day] if backfill else days_to_run(ledger, day)
+    if len(days) > 1:
+        log.info("--date %s: catching up on %s first (data stages only)", day, ", ".join(days[:-1]))
     if inject_failure:
         faults.arm(*inject_failure)
     reports: list[StageReport] = []
     try:
-        for name, stage, tables in STAGES:
-            done_before = name in ctx.ledger
-            if done_before and not (force or name in force_stages or retrain):
-                recorded = ctx.ledger[name]
-                reports.append(StageReport(name, "skipped", recorded["rows_in"], recorded["rows_out"],
-                                           table_versions={t: store.version(t) for t in tables},
-                                           detail=json.loads(recorded["detail"] or "{}")))
-                log.info("stage %s: already done for %s, skipped", name, day)
-            else:
-                _run_stage(ctx, name, stage, tables, reports)
-            if name == until:
-                break
+        if backfill:
+            # The latest processed date's split: a backfill must not roll any row's split back.
+            ctx = RunContext(spark, split_as_of(config, processed[-1]), day, False, store, catch_up=False,
+                             ledger_prefix="backfill/")
+            _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: True)
+        for current in ([] if backfill else days):
+            if current != days[0]:
+                ledger = _ledger_rows(store)  # the days run so far in this call count as ingested
+            ingested_before = any(r["stage"] == "ingest" and r["status"] == DONE and r["run_date"] < current
+                                  for r in ledger)
+            ctx = RunContext(spark, split_as_of(config, current), current, retrain and current == day, store,
+                             catch_up=not ingested_before,
+                             ledger={r["stage"]: r for r in ledger if r["run_date"] == current and r["status"] == DONE})
+            if current != day:
+                _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: False)
+                continue
+            names = STAGE_NAMES[:STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES
+            _run_stages(ctx, names, reports, rerun=lambda name: force or name in force_stages or retrain)
     finally:
         faults.disarm()
-        print(summary_table(day, reports), flush=True)
-        _log_summary(config, day, reports)
+        print(summary_table(day, reports, backfill=backfill), flush=True)
+        _log_summary(config, day, reports, backfill=backfill)
     return reports
+
+
+def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageReport],
+                rerun: Callable[[str], bool]) -> None:
+    """Run `names` in stage order for `ctx.day`; a stage done before is skipped unless `rerun(name)`."""
+    for name, stage, tables in STAGES:
+        if name not in names:
+            continue
+        if name in ctx.ledger and not rerun(name):
+            recorded = ctx.ledger[name]
+            reports.append(StageReport(name, "skipped", recorded["rows_in"], recorded["rows_out"],
+                                       table_versions={t: ctx.store.version(t) for t in tables},
+                                       detail=json.loads(recorded["detail"] or "{}"), day=ctx.day))
+            log.info("stage %s: already done for %s, skipped", name, ctx.day)
+        else:
+            _run_stage(ctx, name, stage, tables, reports)
 
 
 def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOutcome],
@@ -272,7 +340,7 @@ def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOu
         faults.commit_point("the end of the stage")
     except Exception as exc:
         report = StageReport(name, "failed", seconds=time.perf_counter() - started,
-                             detail={"error": f"{type(exc).__name__}: {exc}"[:500]})
+                             detail={"error": f"{type(exc).__name__}: {exc}"[:500]}, day=ctx.day)
         reports.append(report)
         try:
             _record(ctx, report)
@@ -282,22 +350,32 @@ def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOu
     finally:
         faults.enter_stage(None)
     report = StageReport(name, "ran", outcome.rows_in, outcome.rows_out, time.perf_counter() - started,
-                         {t: ctx.store.version(t) for t in tables}, outcome.detail)
+                         {t: ctx.store.version(t) for t in tables}, outcome.detail, day=ctx.day)
     _record(ctx, report)
     reports.append(report)
 
 
-def summary_table(day: str, reports: list[StageReport]) -> str:
+def summary_table(day: str, reports: list[StageReport], *, backfill: bool = False) -> str:
     def num(value: int | None) -> str:
         return "" if value is None else f"{value:,}"
 
-    lines = [f"# r2led pipeline --date {day}",
-             f"{'stage':<19} {'status':<8} {'rows in':>10} {'rows out':>10} {'seconds':>8}  delta versions / note"]
-    for r in reports:
-        versions = ", ".join(f"{t}@{v}" for t, v in r.table_versions.items())
-        note = _note(r)
-        lines.append(f"{r.stage:<19} {r.status:<8} {num(r.rows_in):>10} {num(r.rows_out):>10} "
-                     f"{r.seconds:>8.1f}  {'; '.join(x for x in (versions, note) if x)}")
+    days = list(dict.fromkeys(r.day for r in reports)) or [day]
+    header = f"# r2led pipeline --date {day}" + (" --backfill" if backfill else "")
+    if len(days) > 1:
+        header += f" (days processed: {', '.join(days)})"
+    lines = [header]
+    for current in days:
+        if len(days) > 1:
+            lines.append(f"## {current}" + ("" if current == day else " (missed: data stages)"))
+        lines.append(f"{'stage':<19} {'status':<8} {'rows in':>10} {'rows out':>10} {'seconds':>8}  "
+                     "delta versions / note")
+        for r in reports:
+            if r.day != current and len(days) > 1:
+                continue
+            versions = ", ".join(f"{t}@{v}" for t, v in r.table_versions.items())
+            note = _note(r)
+            lines.append(f"{r.stage:<19} {r.status:<8} {num(r.rows_in):>10} {num(r.rows_out):>10} "
+                         f"{r.seconds:>8.1f}  {'; '.join(x for x in (versions, note) if x)}")
     return "\n".join(lines)
 
 
@@ -326,17 +404,18 @@ def _note(report: StageReport) -> str:
     return ""
 
 
-def _log_summary(config: Config, day: str, reports: list[StageReport]) -> None:
+def _log_summary(config: Config, day: str, reports: list[StageReport], *, backfill: bool = False) -> None:
     """The summary as an MLflow run (params, per-stage metrics, summary.json); never fails the pipeline."""
     from r2led_model.tracking import tracked_run
 
     try:
-        with tracked_run(config, run_name=f"pipeline-{day}", tags={"stage": "pipeline", "pipeline_date": day}) as run:
+        name = f"pipeline-{day}" + ("-backfill" if backfill else "")
+        with tracked_run(config, run_name=name, tags={"stage": "pipeline", "pipeline_date": day}) as run:
             run.log_params({"run_date": day, "stages": ",".join(r.stage for r in reports),
                             "statuses": ",".join(f"{r.stage}={r.status}" for r in reports)[:500]})
             metrics = {}
             for r in reports:
-                key = r.stage.replace("-", "_")
+                key = r.stage.replace("-", "_") if r.day in ("", day) else f"{r.day}.{r.stage.replace('-', '_')}"
                 metrics[f"{key}.seconds"] = r.seconds
                 if r.rows_in is not None:
                     metrics[f"{key}.rows_in"] = r.rows_in
@@ -344,6 +423,6 @@ def _log_summary(config: Config, day: str, reports: list[StageReport]) -> None:
                     metrics[f"{key}.rows_out"] = r.rows_out
             run.log_metrics(metrics)
             run.log_dict({"run_date": day, "stages": [r.__dict__ for r in reports]}, "summary.json")
-            run.log_text(summary_table(day, reports), "summary.txt")
+            run.log_text(summary_table(day, reports, backfill=backfill), "summary.txt")
     except Exception:
         log.exception("could not log the pipeline summary to MLflow")

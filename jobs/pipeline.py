@@ -62,12 +62,14 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
         if day != args.date:
             log.info("--date %s (as of %s) is %s", args.date, args.as_of or "today, UTC", day)
         return run_date(spark, config, day, force=args.force, force_stages=tuple(args.force_stage),
-                        retrain=args.retrain, until=args.until, inject_failure=args.inject_failure)
+                        retrain=args.retrain, until=args.until, inject_failure=args.inject_failure,
+                        backfill=args.backfill)
     dated_only = [flag for flag, value in (("--force", getattr(args, "force", False)),
                                            ("--as-of", getattr(args, "as_of", None)),
                                            ("--force-stage", getattr(args, "force_stage", None)),
                                            ("--retrain", getattr(args, "retrain", False)),
-                                           ("--until", getattr(args, "until", None))) if value]
+                                           ("--until", getattr(args, "until", None)),
+                                           ("--backfill", getattr(args, "backfill", False))) if value]
     if dated_only:
         log.warning("%s apply to dated runs only (--date); the full run ignores them", ", ".join(dated_only))
     return run_full(spark, config)
@@ -112,7 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --date: retrain the codebook and refit collaborative vectors (then every "
                              "SID, candidate and example is rebuilt)")
     parser.add_argument("--until", default=None, choices=STAGE_NAMES, metavar="STAGE",
-                        help="with --date: stop after this stage")
+                        help="with --date: stop after this stage (earlier days the run catches up on run their "
+                             "data stages whatever it is)")
+    parser.add_argument("--backfill", action="store_true",
+                        help="with --date of a processed day: ingest its late input and re-derive exactly the rows "
+                             "it changes, up to build-training-set (no training, no scoring)")
     # Tests and drills: fail at the N-th commit inside STAGE (STAGE[:N]).
     parser.add_argument("--inject-failure", type=check_failure, default=None, help=argparse.SUPPRESS)
 

@@ -225,7 +225,8 @@ class NewCandidates:
 
 
 def retrieve_new(spark: SparkSession, config: Config) -> NewCandidates:
-    """Candidates for samples that have none yet (a nightly run); everything stored stays as it is.
+    """Candidates for samples that have none yet, or whose hist_len changed (a nightly run); every other
+    stored row stays as it is.
 
     A full rebuild instead when the table is missing or was built with another codebook or other
     collaborative vectors (after a retrain), since candidates of one table must share one version.
@@ -238,15 +239,15 @@ def retrieve_new(spark: SparkSession, config: Config) -> NewCandidates:
         stored = store.read("route_candidates").select("codebook_version", "collab_version").distinct().collect()
         current = [(inputs.codebook_version, inputs.collab_version)]
         if [tuple(r) for r in stored] in ([], current):
-            new = store.read("samples").join(store.read("route_candidates").select("sample_id"), "sample_id",
-                                             "left_anti").persist()
+            # New samples, and stored ones whose hist_len a late behaviour raised (sequences recounts them).
+            new = store.read("samples").join(store.read("route_candidates").select("sample_id", "hist_len"),
+                                             ["sample_id", "hist_len"], "left_anti").persist()
             try:
                 count, inserted = new.count(), 0
                 if count:
                     users = new.select("user_id").distinct()
                     sequences = store.read("user_sequences").join(users, "user_id", "left_semi")
-                    inserted = store.insert_new("route_candidates", _candidates(spark, store, inputs, new, sequences),
-                                                already_distinct=True)
+                    inserted = store.upsert("route_candidates", _candidates(spark, store, inputs, new, sequences))
             finally:
                 new.unpersist()
             moved = resplit(store, "route_candidates", config.sequences.split)

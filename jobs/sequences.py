@@ -166,34 +166,86 @@ def resplit(store: TableStore, table: str, config: SplitConfig) -> int:
 class BatchUpdate:
     """What one dated run's sequences stage changed."""
 
+    batches: list[str]  # the ingest batches sampled now
     batch_events: int
     users: int
     samples_inserted: int
+    samples_recounted: int  # stored samples whose hist_len grew (late behaviours before them)
     samples_moved: int
 
 
-def update_for_batch(spark: SparkSession, config: Config, run_id: str) -> BatchUpdate:
-    """Fold one ingest batch (events with `ingest_run_id = run_id`) into the tables, incrementally.
+def pending_batches(store: TableStore) -> list[tuple[str, int]]:
+    """(ingest_run_id, events) of every batch of `events` not yet sampled, or grown since it was
+    (an ingest re-run, a late file under the same day): whatever run ingested it."""
+    counts = store.read("events").groupBy("ingest_run_id").agg(F.count("*").alias("events"))
+    if store.exists("sampled_batches"):
+        sampled = store.read("sampled_batches").select("ingest_run_id", F.col("events").alias("sampled"))
+        counts = counts.join(sampled, "ingest_run_id", "left").where(
+            F.col("sampled").isNull() | (F.col("sampled") != F.col("events")))
+    return sorted((r["ingest_run_id"], int(r["events"])) for r in counts.collect())  # one row per batch: small
 
-    Only the batch's users are rebuilt: their sequences are MERGEd (the same rows a full rebuild
-    gives), and the batch's own samples (with their negatives) are inserted; samples already stored
-    never change except for their split, which is rolled to the current rule.
+
+def recount_hist_len(samples: DataFrame, history: DataFrame, since: DataFrame) -> DataFrame:
+    """Stored samples of `since`'s users later than their earliest new behaviour, with hist_len
+    recounted over `history` (the users' history events); only rows whose hist_len changed."""
+    later = samples.join(since, "user_id").where(F.col("ts") > F.col("since")).drop("since")
+    counted = (later.select("sample_id", "user_id", "ts")
+               .join(history.select("user_id", F.col("ts").alias("before")), "user_id")
+               .where(F.col("before") < F.col("ts"))  # strictly earlier, as in the kernel
+               .groupBy("sample_id").agg(F.count("*").alias("recounted")))
+    return (later.join(counted, "sample_id", "left")
+            .withColumn("recounted", F.coalesce(F.col("recounted"), F.lit(0)).cast("bigint"))
+            .where(F.col("recounted") != F.col("hist_len"))
+            .withColumn("hist_len", F.col("recounted")).drop("recounted"))
+
+
+def update_for_new_events(spark: SparkSession, config: Config) -> BatchUpdate:
+    """Fold every ingest batch not yet sampled into the tables, incrementally.
+
+    Only the batches' users are rebuilt: their sequences are MERGEd (the same rows a full rebuild
+    gives) and their unsampled events' samples (with negatives) inserted. A late behaviour dated
+    before stored samples of its user raises their hist_len (a pointer into the sequence), so those
+    rows are recounted in place; retrieve and build-training-set re-derive rows whose hist_len
+    changed. Otherwise stored samples never change except for their split, rolled to the current rule.
     """
     store = TableStore(spark, config.tables)
+    seq = config.sequences
     events = store.read("events")
-    in_batch = F.col("ingest_run_id") == run_id
-    batch_events = events.where(in_batch).count()
-    users = events.where(in_batch).select("user_id").distinct()
-    theirs = events.join(users, "user_id", "left_semi")
-    inserted = 0
-    if batch_events:
-        store.upsert("user_sequences", build_user_sequences(theirs, store.read("items"), config.sequences))
-        inserted = store.insert_new("samples", build_samples(spark, theirs, config.sequences, emit=in_batch,
+    batches = pending_batches(store)
+    in_batches = F.col("ingest_run_id").isin([run_id for run_id, _ in batches])
+    users = inserted = recounted = 0
+    if batches:
+        fresh = events.where(in_batches)
+        since = fresh.groupBy("user_id").agg(F.min("ts").alias("since")).persist()
+        theirs = events.join(since, "user_id")
+        event_sample_id = _hashed_id("user_id", "item_id", "ts", "behavior", "value")
+        stored = store.read("samples").join(since, "user_id", "left_semi") if store.exists("samples") else None
+        if stored is not None:
+            # An event sampled before (a re-ingested batch) is not sampled again: its negatives were drawn then.
+            done = stored.where(~F.col("is_sampled_negative")).select(F.col("sample_id").alias("done_id"),
+                                                                      F.lit(True).alias("done"))
+            theirs = theirs.join(done, event_sample_id == F.col("done_id"), "left").drop("done_id")
+        else:
+            theirs = theirs.withColumn("done", F.lit(None).cast("boolean"))
+        # New events, and later events of their users that a longer history may now qualify as samples.
+        emit = (in_batches | (F.col("ts") > F.col("since"))) & F.col("done").isNull()
+        users = since.count()
+        store.upsert("user_sequences", build_user_sequences(theirs, store.read("items"), seq))
+        if stored is not None:
+            changed = recount_hist_len(stored, theirs.where(_in("behavior", seq.history_behaviors)), since)
+            if changed.limit(1).count():
+                recounted = store.upsert("samples", changed)
+        inserted = store.insert_new("samples", build_samples(spark, theirs, seq, emit=emit,
                                                              popularity_events=events))
-    moved = resplit(store, "samples", config.sequences.split)
-    result = BatchUpdate(batch_events=batch_events, users=users.count(), samples_inserted=inserted, samples_moved=moved)
-    log.info("sequences: %d batch events from %d users; %d samples inserted, %d moved to a new split",
-             result.batch_events, result.users, result.samples_inserted, result.samples_moved)
+        since.unpersist()
+        # Recorded last: a crash before this re-samples the batches, and the steps above are idempotent.
+        store.upsert("sampled_batches", spark.createDataFrame(batches, "ingest_run_id STRING, events BIGINT"))
+    moved = resplit(store, "samples", seq.split) if store.exists("samples") else 0
+    result = BatchUpdate(batches=[run_id for run_id, _ in batches], batch_events=sum(n for _, n in batches),
+                         users=users, samples_inserted=inserted, samples_recounted=recounted, samples_moved=moved)
+    log.info("sequences: %d events of %d batches from %d users; %d samples inserted, %d recounted, %d moved to a "
+             "new split", result.batch_events, len(batches), result.users, result.samples_inserted,
+             result.samples_recounted, result.samples_moved)
     return result
 
 
@@ -203,6 +255,8 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     items = store.read("items")
     store.overwrite("user_sequences", build_user_sequences(events, items, config.sequences))
     store.overwrite("samples", build_samples(spark, events, config.sequences))
+    # Every batch is sampled now: a later nightly run samples only what is ingested after this.
+    store.overwrite("sampled_batches", events.groupBy("ingest_run_id").agg(F.count("*").alias("events")))
 
     per_split = store.read("samples").groupBy("split").agg(
         F.count("*").alias("samples"), F.sum("label").alias("clicks"),

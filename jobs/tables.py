@@ -162,6 +162,13 @@ TABLES: dict[str, TableSpec] = {
                 "is JSON of the Delta versions the stage left",
         ),
         TableSpec(
+            "sampled_batches",
+            _fields(("ingest_run_id", _STR), ("events", _LONG)),
+            key=("ingest_run_id",),
+            doc="one ingest batch of `events` and how many of its events sequences had when it sampled them: "
+                "a batch missing here, or holding more events now, is sampled by the next sequences run",
+        ),
+        TableSpec(
             "items_rejected",
             _fields(("item_id", _LONG), ("stage", _STR), ("reason", _STR)),
             key=("item_id", "stage"),
@@ -293,18 +300,21 @@ class TableStore:
         faults.commit_point(f"merge into {name}")
         return int(metrics.get("numTargetRowsInserted", 0))
 
-    def upsert(self, name: str, df: DataFrame, key: Sequence[str] | None = None) -> None:
-        """MERGE on the key: matched rows take the new values, new keys are inserted (one commit)."""
+    def upsert(self, name: str, df: DataFrame, key: Sequence[str] | None = None) -> int:
+        """MERGE on the key: matched rows take the new values, new keys are inserted (one commit);
+        returns rows inserted or updated."""
         spec = self._conform(name, df)
         key = tuple(key or spec.key)
         df = df.select(*self._columns(spec, df))
         if not self.exists(name):
             self._write(spec, df, mode="overwrite", options={})
-            return
+            return int(self.read(name).count())
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
         (self.delta(name).alias("t").merge(df.alias("s"), condition)
          .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+        metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
         faults.commit_point(f"merge into {name}")
+        return int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
 
     def update_where(self, name: str, condition: Column | str, assignments: Mapping[str, Column | str]) -> int:
         """UPDATE the rows matching `condition` (a Column or SQL text); returns rows updated."""

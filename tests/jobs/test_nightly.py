@@ -18,7 +18,8 @@ from jobs import assign_sids, generate, pipeline
 from jobs.build_training_set import extend_item_index
 from jobs.embed_items import embed_new_items
 from jobs.faults import InjectedFailure
-from jobs.nightly import LEDGER, STAGE_NAMES, run_date, summary_table
+from jobs.ingest import dated_run_id
+from jobs.nightly import DATA_STAGES, LEDGER, STAGE_NAMES, run_date, summary_table
 from jobs.sequences import build_user_sequences, split_column
 from jobs.tables import TABLES, TableStore
 from jobs.training_data import data_versions, feature_spec
@@ -29,7 +30,7 @@ from r2led_model.tracking import configure
 from tests.conftest import IVY_DIR, config_in
 
 FAST = ("training.epochs=1", "training.batch_size=256", "model.embedding_dim=8", "model.mlp_dims=[16]")
-DAY1, DAY2 = "2024-01-18", "2024-01-19"
+DAY1, DAY2, DAY3 = "2024-01-18", "2024-01-19", "2024-01-20"
 DATA_TABLES = sorted(name for name in TABLES if name != LEDGER)
 
 
@@ -63,7 +64,9 @@ def clean(spark, tmp_path_factory):
     day1 = {t: snapshot(store, t) for t in ("samples", "route_candidates", "training_examples", "predictions")}
     day1_versions = versions(store)
     shutil.copytree(base / "clean", base / "after_day1")
+    shutil.copytree(base / "clean", base / "gap")  # DAY2 is skipped here: the next run is DAY3's
     reports = run_date(spark, config, DAY2)
+    shutil.copytree(base / "clean", base / "after_day2")
     return Workspace(base / "clean", config, day1, day1_versions, reports)
 
 
@@ -210,3 +213,39 @@ def test_a_new_item_gets_an_index_after_the_others_and_the_champion_scores_it(sp
     unseen = task.predict_proba(arrays)
     assert torch.isfinite(unseen).all() and not torch.equal(unseen, known)
     assert not bundle.incompatibilities(feature_spec(store, config), data_versions(store))
+
+
+def test_a_skipped_night_is_caught_up_and_the_tables_equal_a_run_without_the_gap(spark, clean):
+    # Neither workspace keeps a champion, so DAY3's model is promoted in both: each scores DAY3 with a
+    # model trained on the same rows (the champions before differ: the gap run trained none on DAY2).
+    promote_any = ("registry.min_first_metric=0.0",)
+    gap = config_in(clean.root.parent / "gap", *FAST, *promote_any)  # DAY1, then DAY3
+    steady = config_in(clean.root.parent / "after_day2", *FAST, *promote_any)  # DAY1, DAY2, then DAY3
+    for config in (gap, steady):
+        configure(config.mlflow)
+        client, name = MlflowClient(), config.registry.model_name
+        if "champion" in client.get_registered_model(name).aliases:
+            client.delete_registered_model_alias(name, "champion")
+    reports = run_date(spark, gap, DAY3)
+    assert [(r.day, r.stage, r.status) for r in reports] == (
+        [(DAY2, s, "ran") for s in DATA_STAGES] + [(DAY3, s, "ran") for s in STAGE_NAMES])
+    assert by_stage(reports)["ingest"].detail["catch_up"] is False
+    assert f"(days processed: {DAY2}, {DAY3})" in summary_table(DAY3, reports)
+    assert [r.day for r in run_date(spark, steady, DAY3)] == [DAY3] * len(STAGE_NAMES)
+
+    gap_store, steady_store = TableStore(spark, gap.tables), TableStore(spark, steady.tables)
+    for table in DATA_TABLES:
+        if table != "predictions":
+            assert snapshot(gap_store, table) == snapshot(steady_store, table), table
+    # Each day's events carry that day's dated ingest run id, however the day was reached.
+    assert {r[0] for r in gap_store.read("events").where(F.col("event_date") == F.lit(DAY2).cast("date"))
+            .select("ingest_run_id").distinct().collect()} == {dated_run_id("synthetic", DAY2)}
+    # DAY3's predictions are the same rows and scores; only the registry's version number differs
+    # (the gap run registered no model for DAY2). The missed day itself is not scored.
+    def scored(store):
+        df = store.read("predictions").drop("model_version")
+        return sorted(tuple(r) for r in df.select(*sorted(df.columns)).where(F.col("score_date") == DAY3).collect())
+    assert scored(gap_store) == scored(steady_store) and scored(gap_store)
+    assert gap_store.read("predictions").where(F.col("score_date") == DAY2).count() == 0
+    # The missed day is processed: the next run does not catch up on it again.
+    assert [r.status for r in run_date(spark, gap, DAY3)] == ["skipped"] * len(STAGE_NAMES)

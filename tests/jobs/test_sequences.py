@@ -136,3 +136,40 @@ def test_negative_sampling_is_deterministic_and_seeded(spark, make_config):
     assert rows(build_samples(spark, events, other_seed)) != first
     negatives = sum(1 for r in first if r[6])  # column 6: is_sampled_negative
     assert negatives >= 0.95 * 2 * len(records)
+
+
+def test_every_unsampled_batch_is_sampled_and_a_late_behaviour_recounts_later_samples(spark, make_config, items):
+    from pyspark.sql import functions as F
+
+    from jobs.sequences import update_for_new_events
+    from jobs.tables import TableStore
+
+    config = make_config("sequences.split.valid_from=2024-01-15", "sequences.split.test_from=2024-01-19")
+    store = TableStore(spark, config.tables)
+    store.overwrite("items", items.withColumn("source", F.lit("test")))
+    late = (1, 101, day(16), "rating", 0)
+    store.insert_new("events", events_frame(spark, [r for r in LABELLED if r != late]).withColumn(
+        "ingest_run_id", F.lit("a")))
+    assert update_for_new_events(spark, config).samples_inserted == 5
+    # Batch "b" arrives later (a missed night's ingest, a re-run, a late file): a behaviour dated
+    # before two stored samples of user 1, and a new impression of user 2.
+    store.insert_new("events", events_frame(spark, [late, (2, 102, day(21), "rating", 1)]).withColumn(
+        "ingest_run_id", F.lit("b")))
+    result = update_for_new_events(spark, config)
+    assert (result.batches, result.samples_inserted, result.samples_recounted) == (["b"], 2, 2)
+    got = rows(store.read("samples").select("user_id", "item_id", "ts", "label", "hist_len", "split"),
+               "user_id", "ts", "item_id")
+    assert got == [
+        (1, 100, day(2), 1, 0, "train"),
+        (1, 101, day(16), 0, 1, "valid"),  # the late one, sampled like any other
+        (1, 102, day(16), 1, 1, "valid"),  # same second: unchanged
+        (1, 100, day(19), 1, 3, "test"),  # was 2 before the late behaviour
+        (1, 103, day(20), 0, 4, "test"),  # was 3
+        (2, 101, day(3), 1, 0, "train"),
+        (2, 102, day(21), 1, 1, "test"),
+    ]
+    assert rows(store.read("sampled_batches")) == [("a", 5), ("b", 2)]
+    # Nothing left to sample: nothing is written.
+    version = store.version("samples")
+    assert update_for_new_events(spark, config).batches == []
+    assert store.version("samples") == version
