@@ -153,8 +153,13 @@ class CatalogueSetting:
 
 
 def tuned_for(spark: SparkSession, config: Config, data: TrainingData, model: str, trials: int | None,
-              folder: Path) -> TunedParams:
-    """The saved parameters of `model` tuned on this data, or a new study (the same budget for every model)."""
+              folder: Path, reuse: Path | None = None) -> TunedParams:
+    """The saved parameters of `model` tuned on this data, or a new study (the same budget for every model).
+
+    With `reuse`, the parameters saved there are taken as they are, whatever data they were tuned on.
+    """
+    if reuse is not None:
+        return TunedParams.load(tuned_path(reuse, model))
     path = tuned_path(folder, model)
     if path.is_file():
         saved = TunedParams.load(path)
@@ -377,7 +382,8 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
             for variant in (chosen if position == 0 else [v for v in chosen if v not in ABLATIONS]):
                 if tuned_flag and variant.model not in tuned:
                     # Tuned once per env, on its first setting: every model the same budget on the same data.
-                    tuned[variant.model] = tuned_for(spark, dataset, data, variant.model, trials, folder / "tuning")
+                    tuned[variant.model] = tuned_for(spark, dataset, data, variant.model, trials, folder / "tuning",
+                                                     reuse=getattr(args, "tuning_dir", None))
                 params = tuned.get(variant.model) if tuned_flag else None
                 summary = quality(variant_config(dataset, variant, params), data, variant, seeds, truth)
                 results.append({"bench": "models_quality", "env": name, "source": dataset.source.kind,
@@ -420,6 +426,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tuned", action="store_true",
                         help="tune every model first (r2led tune, the same --trials budget each), then run the seeds")
     parser.add_argument("--trials", type=int, default=None, help="trials per model with --tuned (default: tuning.trials)")
+    parser.add_argument("--tuning-dir", type=Path, default=None,
+                        help="with --tuned: take every model's saved parameters from this folder instead of tuning "
+                             "(e.g. a sweep run beside the one that tuned on the env's own catalogue)")
     parser.add_argument("--sweep", nargs="*", type=CatalogueSetting.parse, default=None, metavar="LEVEL:SHARE",
                         help="catalogue settings for synthetic envs: category taxonomy level (1 top, 2 mid, 3 leaf) "
                              "and mislabel share, e.g. 3:0 2:0.1 1:0.1")
