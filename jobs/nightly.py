@@ -14,7 +14,8 @@ The split rolls with D (`pipeline.valid_days`, `pipeline.test_days`); rows whose
 date changes are moved in place. Every finished stage is recorded in the `pipeline_runs` ledger
 and skipped on a re-run of the date unless forced; every write is an idempotent MERGE, UPDATE or
 partition overwrite, so a re-run after a crash anywhere ends with the tables a clean run leaves.
-`--backfill` re-runs the data stages of a processed date whose input grew (late files).
+`--backfill` re-runs the data stages of a processed date whose input grew (late files). A run
+holds the workspace's run lock (`jobs.run_lock`) from before it reads the ledger until it ends.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pyspark.sql import functions as F
 
 from jobs import faults
 from jobs.dates import parse_day
+from jobs.run_lock import RunLock
 from jobs.tables import TableStore
 from r2led_model.config import Config, split_as_of
 
@@ -70,6 +72,7 @@ class RunContext:
     catch_up: bool  # no earlier date has been ingested: this run ingests every day up to its own
     ledger: dict[str, dict] = field(default_factory=dict)  # stage → this date's ledger row
     ledger_prefix: str = ""  # "backfill/": a backfill's stages are recorded beside the date's own
+    lock: RunLock | None = None  # the workspace's run lock, renewed before each stage that runs
 
 
 # ---- stages ---------------------------------------------------------------------------------
@@ -262,11 +265,28 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
     new input changes are added or re-derived; no model is trained and nothing is scored.
     """
     day = parse_day(day)  # it becomes a ledger key, a folder name and a replaceWhere: never unchecked text
-    store = TableStore(spark, config.tables)
-    ledger = _ledger_rows(store)
     unknown = sorted(set(force_stages) - set(STAGE_NAMES) | ({until} - set(STAGE_NAMES) if until else set()))
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
+    store = TableStore(spark, config.tables)
+    # Taken before the ledger is read (what this run decides from it cannot go stale) and before any
+    # write; a run that finds it held raises LockHeldError having written nothing.
+    lock = RunLock(store, run_date=day, timeout_minutes=config.pipeline.lock_timeout_minutes)
+    lock.acquire()
+    try:
+        return _run_locked(spark, config, store, lock, day, force=force, force_stages=force_stages, retrain=retrain,
+                           until=until, inject_failure=inject_failure, backfill=backfill)
+    finally:
+        try:
+            lock.release()
+        except Exception:  # it expires after pipeline.lock_timeout_minutes; the run's own outcome matters more
+            log.exception("could not release the run lock of %s", lock.owner)
+
+
+def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: RunLock, day: str, *, force: bool,
+                force_stages: tuple[str, ...], retrain: bool, until: str | None,
+                inject_failure: tuple[str, int] | None, backfill: bool) -> list[StageReport]:
+    ledger = _ledger_rows(store)
     processed = _done_dates(ledger, DATA_STAGES[-1])
     if backfill:
         if not processed or day > processed[-1]:
@@ -290,7 +310,7 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
         if backfill:
             # The latest processed date's split: a backfill must not roll any row's split back.
             ctx = RunContext(spark, split_as_of(config, processed[-1]), day, False, store, catch_up=False,
-                             ledger_prefix="backfill/")
+                             ledger_prefix="backfill/", lock=lock)
             _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: True)
         for current in ([] if backfill else days):
             if current != days[0]:
@@ -299,7 +319,8 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
                                   for r in ledger)
             ctx = RunContext(spark, split_as_of(config, current), current, retrain and current == day, store,
                              catch_up=not ingested_before,
-                             ledger={r["stage"]: r for r in ledger if r["run_date"] == current and r["status"] == DONE})
+                             ledger={r["stage"]: r for r in ledger if r["run_date"] == current and r["status"] == DONE},
+                             lock=lock)
             if current != day:
                 _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: False)
                 continue
@@ -325,6 +346,8 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
                                        detail=json.loads(recorded["detail"] or "{}"), day=ctx.day))
             log.info("stage %s: already done for %s, skipped", name, ctx.day)
         else:
+            if ctx.lock is not None:
+                ctx.lock.heartbeat()  # raises LockLostError if a run took the lock over: stop before writing
             _run_stage(ctx, name, stage, tables, reports)
 
 

@@ -13,6 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -21,6 +31,12 @@ from jobs import faults
 from r2led_model.config import TablesConfig
 
 log = logging.getLogger(__name__)
+
+
+# A commit that lost a race with another writer's (optimistic concurrency): nothing of it is in the table.
+COMMIT_CONFLICTS = (DeltaConcurrentModificationException, ConcurrentWriteException, MetadataChangedException,
+                    ProtocolChangedException, ConcurrentAppendException, ConcurrentDeleteReadException,
+                    ConcurrentDeleteDeleteException, ConcurrentTransactionException)
 
 
 class SchemaMismatchError(ValueError):
@@ -169,6 +185,14 @@ TABLES: dict[str, TableSpec] = {
                 "a batch missing here, or holding more events now, is sampled by the next sequences run",
         ),
         TableSpec(
+            "pipeline_lock",
+            _fields(("name", _STR), ("owner", _STR), ("run_date", _STR), ("taken_at", _LONG),
+                    ("heartbeat_at", _LONG)),
+            key=("name",),
+            doc="the workspace's run lock: one row; owner is null when free; taken_at and heartbeat_at are "
+                "epoch seconds UTC (jobs/run_lock.py)",
+        ),
+        TableSpec(
             "items_rejected",
             _fields(("item_id", _LONG), ("stage", _STR), ("reason", _STR)),
             key=("item_id", "stage"),
@@ -300,9 +324,28 @@ class TableStore:
         faults.commit_point(f"merge into {name}")
         return int(metrics.get("numTargetRowsInserted", 0))
 
-    def upsert(self, name: str, df: DataFrame, key: Sequence[str] | None = None) -> int:
-        """MERGE on the key: matched rows take the new values, new keys are inserted (one commit);
-        returns rows inserted or updated."""
+    def create_if_missing(self, name: str, properties: Mapping[str, str] | None = None) -> None:
+        """Create the empty table with its contract columns (and table properties) unless it exists;
+        losing a creation race to another writer is fine."""
+        spec = spec_for(name)
+        if self.exists(name):
+            return
+        builder = DeltaTable.createIfNotExists(self.spark).addColumns(spec.schema)
+        builder = (builder.tableName(self.location(name)) if self.config.backend == "catalog"
+                   else builder.location(self.location(name)))
+        for key, value in (properties or {}).items():
+            builder = builder.property(key, value)
+        try:
+            builder.execute()
+        except Exception:  # a rival created it first (a commit conflict or "already exists"): fine if it is there
+            if not self.exists(name):
+                raise
+
+    def upsert(self, name: str, df: DataFrame, key: Sequence[str] | None = None,
+               only_if: Column | None = None) -> int:
+        """MERGE on the key: matched rows take the new values (only those where `only_if`, over the
+        target `t` and source `s`, holds), new keys are inserted (one commit); returns rows inserted
+        or updated."""
         spec = self._conform(name, df)
         key = tuple(key or spec.key)
         df = df.select(*self._columns(spec, df))
@@ -311,7 +354,7 @@ class TableStore:
             return int(self.read(name).count())
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
         (self.delta(name).alias("t").merge(df.alias("s"), condition)
-         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+         .whenMatchedUpdateAll(condition=only_if).whenNotMatchedInsertAll().execute())
         metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
         faults.commit_point(f"merge into {name}")
         return int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))

@@ -5,6 +5,7 @@ a clean run; a new item scored by a model trained before it existed."""
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from jobs.embed_items import embed_new_items
 from jobs.faults import InjectedFailure
 from jobs.ingest import dated_run_id
 from jobs.nightly import DATA_STAGES, LEDGER, STAGE_NAMES, run_date, summary_table
+from jobs.run_lock import LOCK_TABLE, RunLock
 from jobs.sequences import build_user_sequences, split_column
 from jobs.tables import TABLES, TableStore
 from jobs.training_data import data_versions, feature_spec
@@ -31,7 +33,7 @@ from tests.conftest import IVY_DIR, config_in
 
 FAST = ("training.epochs=1", "training.batch_size=256", "model.embedding_dim=8", "model.mlp_dims=[16]")
 DAY1, DAY2, DAY3 = "2024-01-18", "2024-01-19", "2024-01-20"
-DATA_TABLES = sorted(name for name in TABLES if name != LEDGER)
+DATA_TABLES = sorted(name for name in TABLES if name not in (LEDGER, LOCK_TABLE))
 
 
 @dataclass
@@ -144,6 +146,33 @@ def test_rerunning_a_finished_date_skips_every_stage_and_commits_nothing(spark, 
     assert pipeline.main(argv[:-1] + [DAY1]) == 1
 
 
+def cli(root: Path, day: str) -> list[str]:
+    return ["--env", "tiny", "--set", f"workspace.root={root}", "--set", f"spark.ivy_dir={IVY_DIR}",
+            *[a for o in FAST for a in ("--set", o)], "--date", day]
+
+
+def test_a_held_lock_refuses_another_run_and_a_stale_one_is_taken_over(spark, clean, capsys):
+    store = TableStore(spark, clean.config.tables)
+    other = RunLock(store, run_date=DAY2, timeout_minutes=180, owner="etl-7:4242:1f2e3d4c")
+    assert other.acquire() is None
+    before, ledger_version = versions(store), store.version(LEDGER)
+    try:
+        for day in (DAY2, DAY3):  # the date the holder runs, and another
+            assert pipeline.main(cli(clean.root, day)) == 1
+            assert (f"pipeline --date {day}: the workspace is locked by etl-7:4242:1f2e3d4c (pipeline --date {DAY2}"
+                    in capsys.readouterr().err)
+        assert versions(store) == before and store.version(LEDGER) == ledger_version
+        # The holder died: no heartbeat for longer than pipeline.lock_timeout_minutes.
+        store.update_where(LOCK_TABLE, F.col("owner").isNotNull(),
+                           {"heartbeat_at": F.lit(int(time.time()) - 181 * 60)})
+        assert pipeline.main(cli(clean.root, DAY2)) == 0  # DAY2 is done: every stage skipped
+        assert "took over the stale lock of etl-7:4242:1f2e3d4c" in capsys.readouterr().err
+        assert other.holder() is None  # and freed at the end of the run
+        assert versions(store) == before
+    finally:
+        other.release()
+
+
 def test_forced_stages_run_again_and_leave_the_same_rows(spark, clean):
     store = TableStore(spark, clean.config.tables)
     before = {t: snapshot(store, t) for t in ("user_sequences", "samples", "route_candidates")}
@@ -165,6 +194,7 @@ def test_a_crash_inside_every_stage_then_a_rerun_leaves_the_tables_of_a_clean_ru
             run_date(spark, config, DAY2, inject_failure=(stage, 1))
         ledger = {r["stage"]: r["status"] for r in store.read(LEDGER).where(F.col("run_date") == DAY2).collect()}
         assert ledger[stage] == "failed"
+        assert RunLock(store, run_date=DAY2, timeout_minutes=180).holder() is None  # freed by the failed run
     reports = run_date(spark, config, DAY2)
     assert by_stage(reports)["score"].status == "ran"
     assert all(r.status == "skipped" for r in reports[:-1])
