@@ -13,19 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.sources.common import (
-    ParsedSource,
-    SourceError,
-    field,
-    first_reason,
-    id_reason,
-    raw_event_frame,
-    read_lines,
-    to_long,
-)
+from jobs.sources.common import ParsedSource, SourceError
 from jobs.sources.taobao import parse_user_behavior_csv
 from r2led_model.config import Config
 
@@ -48,7 +39,7 @@ def load_synthetic(spark: SparkSession, config: Config, day: str | None = None) 
     impressions_dir = root / "impressions"
     impressions_day = impressions_dir / (f"event_date={day}" if day else "*")
     if impressions_dir.is_dir() and (not day or impressions_day.is_dir()):
-        events = events.unionByName(parse_impression_csv(spark, [str(impressions_day / "*.csv")]))
+        events = events.unionByName(parse_user_behavior_csv(spark, [str(impressions_day / "*.csv")], with_label=True))
     items = spark.read.schema("item_id BIGINT, category_id BIGINT, text STRING").json(str(items_dir / "*.json"))
     rejected = (spark.createDataFrame([], "raw STRING, reason STRING, source_file STRING"))
     return ParsedSource(name="synthetic", events=events, items=items.where(F.col("item_id").isNotNull()),
@@ -57,24 +48,3 @@ def load_synthetic(spark: SparkSession, config: Config, day: str | None = None) 
                                *([str(impressions_day if day else impressions_dir)] if impressions_dir.is_dir() else [])),
                         read_by_day=bool(day))
 
-
-def parse_impression_csv(spark: SparkSession, paths: list[str]) -> DataFrame:
-    """`user_id,item_id,category_id,behavior,ts,label` lines; label must be 0 or 1."""
-    lines = read_lines(spark, paths)
-    parts = F.split("raw", ",", -1)
-    user_t, item_t, cat_t, behavior_t, ts_t, label_t = (field(parts, i) for i in range(6))
-    user, item, category, ts, label = (to_long(t) for t in (user_t, item_t, cat_t, ts_t, label_t))
-    reason = first_reason(
-        F.when(F.size(parts) != 6, F.lit("wrong_field_count")),
-        id_reason(user_t, user, "user_id"),
-        id_reason(item_t, item, "item_id"),
-        F.when(ts_t.isNull(), F.lit("missing_timestamp")).when(ts.isNull(), F.lit("bad_timestamp")),
-        F.when(behavior_t.isNull(), F.lit("missing_behavior")),
-        F.when(cat_t.isNotNull() & category.isNull(), F.lit("bad_category_id")),
-        F.when(label_t.isNull(), F.lit("missing_label")).when(~label.isin(0, 1) | label.isNull(), F.lit("bad_label")),
-    )
-    return raw_event_frame(lines.select(
-        "raw", "source_file", user.alias("user_id"), item.alias("item_id"), ts.alias("ts"),
-        F.lower(behavior_t).alias("behavior"), label.alias("label"), category.alias("category_id"),
-        reason.alias("reason"),
-    ))
