@@ -1,9 +1,12 @@
 """The MLflow side of a trained model: a pyfunc flavour, logging with signature and pinned
 requirements, and the registry calls promotion and scoring need (aliases, version tags).
 
-Together with `tracking.py` this is the only place that imports mlflow. The pyfunc rebuilds the
-torch model from a `ModelBundle`, and ships the `r2led_model` package as code, so a registered
-model loads anywhere with the pinned requirements and no install of this project.
+Together with `tracking.py` (and `pyfunc_model.py`, the model's code file) this is the only place that
+imports mlflow. A model is logged as code (MLflow "models from code"): `python_model=` is the path of
+`pyfunc_model.py`, so the model folder holds no pickle; the weights are the `bundle` artifact
+(`bundle.pt`, read with `torch.load(weights_only=True)`) and the `r2led_model` package ships as code,
+so a registered model loads anywhere with the pinned requirements and no install of this project.
+`load_bundle` (promotion, scoring) reads the `bundle` artifact directly and runs no model code.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 
 from r2led_model.bundle import ModelBundle, frame_arrays, predict_arrays
 from r2led_model.config import MlflowConfig
@@ -29,14 +32,23 @@ from r2led_model.tracking import configure
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# The models-from-code file `log_ctr_model` logs as `python_model`: it calls `set_model(CtrPyfuncModel())`.
+PYFUNC_CODE = PACKAGE_DIR / "pyfunc_model.py"
+BUNDLE_ARTIFACT = "bundle"
 
 
 class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
     """Input: a dict of int64 arrays named like the training_examples columns the model reads
-    (or a DataFrame of them, array cells as lists). Output: click probabilities (N,)."""
+    (or a DataFrame of them, array cells as lists). Output: click probabilities (N,).
+
+    It stays here under this name: versions logged before models-from-code hold a cloudpickle of an
+    instance, which refers to `r2led_model.mlflow_model.CtrPyfuncModel`; `mlflow.pyfunc.load_model`
+    still loads them (MLflow unpickles, as MLFLOW_ALLOW_PICKLE_DESERIALIZATION allows by default), with
+    the class from the `r2led_model` shipped in their folder, or the one already imported.
+    """
 
     def load_context(self, context) -> None:
-        self.bundle = ModelBundle.from_bytes(Path(context.artifacts["bundle"]).read_bytes())
+        self.bundle = ModelBundle.from_bytes(Path(context.artifacts[BUNDLE_ARTIFACT]).read_bytes())
         self.task = self.bundle.build()
 
     def predict(self, context, model_input, params=None) -> np.ndarray:
@@ -63,7 +75,8 @@ class RegisteredVersion:
 
 def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], registered_name: str,
                   tags: Mapping[str, str]) -> RegisteredVersion:
-    """Log the model in the active run, register it under `registered_name`, tag the new version."""
+    """Log the model in the active run (as code: no pickle), register it under `registered_name`, tag
+    the new version."""
     task = bundle.build()
     example = {c: np.asarray(input_example[c], dtype=np.int64) for c in bundle.input_columns}
     signature = infer_signature(example, predict_arrays(task, example))
@@ -71,7 +84,7 @@ def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], 
         path = Path(folder) / "bundle.pt"
         path.write_bytes(bundle.to_bytes())
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=CtrPyfuncModel(), artifacts={"bundle": str(path)},
+            name="model", python_model=str(PYFUNC_CODE), artifacts={BUNDLE_ARTIFACT: str(path)},
             code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
             pip_requirements=pip_requirements(), registered_model_name=registered_name)
     client = MlflowClient()
@@ -126,6 +139,15 @@ def tag_version(config: MlflowConfig, name: str, version: str, tags: Mapping[str
 
 
 def load_bundle(config: MlflowConfig, uri: str) -> ModelBundle:
-    """The bundle behind a `models:/NAME@alias` or `models:/NAME/version` URI."""
+    """The bundle behind a `models:/NAME@alias` or `models:/NAME/version` URI.
+
+    Read from the model's `bundle` artifact, not through `mlflow.pyfunc.load_model`: no model code runs
+    and nothing is unpickled, and versions logged before models-from-code (a pickled pyfunc, the same
+    artifact) load the same way.
+    """
     configure(config)
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().bundle
+    pyfunc = Model.load(uri).flavors[mlflow.pyfunc.FLAVOR_NAME]
+    relative = pyfunc["artifacts"][BUNDLE_ARTIFACT]["path"]  # artifacts/bundle.pt
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri.rstrip('/')}/{relative}", dst_path=folder)
+        return ModelBundle.from_bytes(Path(local).read_bytes())

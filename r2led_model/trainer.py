@@ -233,9 +233,17 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+# What a checkpoint written before RNG states were stored as plain values holds besides tensors: numpy's
+# MT19937 state, a uint32 ndarray. Allowlisted (those types only) so `weights_only=True` reads them too.
+_LEGACY_CHECKPOINT_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    # Our own files: they hold python lists/dicts (history) and RNG states besides tensors.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint as written by `fit`: tensors, the optimizer's state dict, and plain python values
+    (ints, floats, strings, lists, tuples, dicts), read with `weights_only=True`, so loading one runs
+    no code from the file."""
+    with torch.serialization.safe_globals(_LEGACY_CHECKPOINT_GLOBALS):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -246,13 +254,25 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The python, numpy and torch RNG states as values `torch.load(weights_only=True)` accepts."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)),  # (624,)
+                   "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, Mapping):
+        numpy_state = (numpy_state["bit_generator"], numpy_state["key"].numpy().astype(np.uint32),
+                       numpy_state["pos"], numpy_state["has_gauss"], numpy_state["gauss"])
+    np.random.set_state(numpy_state)  # older checkpoints: numpy's own tuple
     torch.set_rng_state(state["torch"])
+
+
+def _plain_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}  # numpy scalars would need allowlisting to load
 
 
 # --------------------------------------------------------------------------------------
@@ -351,8 +371,9 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
             if checkpoint_dir is not None:
                 _save_checkpoint(checkpoint_path(checkpoint_dir, epoch), {
                     "epoch": epoch, "model": task.state_dict(), "optimizer": optimizer.state_dict(),
-                    "metrics": metrics, "history": history, "best_epoch": best_epoch, "best_value": best_value,
-                    "best_metrics": best_metrics, "bad_epochs": bad_epochs, "rng": _rng_state()})
+                    "metrics": _plain_metrics(metrics), "history": [_plain_metrics(h) for h in history],
+                    "best_epoch": best_epoch, "best_value": float(best_value),
+                    "best_metrics": _plain_metrics(best_metrics), "bad_epochs": bad_epochs, "rng": _rng_state()})
             if on_epoch is not None:
                 on_epoch(epoch, dict(metrics))
         if distributed and checkpoint_dir is not None:

@@ -4,9 +4,11 @@ synthetic world built by the real pipeline; plus a 2-process TorchDistributor ru
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
@@ -42,7 +44,7 @@ def aliases(config) -> dict[str, str]:
     return {k: str(v) for k, v in MlflowClient().get_registered_model(config.registry.model_name).aliases.items()}
 
 
-def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spark, world):
+def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spark, world, tmp_path):
     config = configured(world, "registry.model_name=run_check")
     result = train.run(spark, config)
     params, metrics, artifacts = run_data(config.mlflow, result.run_id)
@@ -67,6 +69,15 @@ def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spar
     with open(requirements) as handle:
         pinned = handle.read()
     assert "torch==" in pinned and "+cpu" not in pinned
+    # Logged as code (models from code): no pickle in the model's folder, and promotion and scoring read
+    # the same weights (tests/r2led_model/test_mlflow_model.py loads such a folder in a bare process).
+    assert info.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    folder = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{config.registry.model_name}/{result.version}", dst_path=str(tmp_path)))
+    assert (folder / "pyfunc_model.py").is_file() and [p.name for p in folder.rglob("*.pkl")] == []
+    served = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}/{result.version}").unwrap_python_model()
+    bundle = load_bundle(config.mlflow, f"models:/{config.registry.model_name}/{result.version}")
+    assert all(torch.equal(bundle.state_dict[k], v) for k, v in served.bundle.state_dict.items())
     # The pyfunc loads and reproduces the run's test metric from the table rows.
     assert result.test["n"] == training_data(store, config).rows["test"]
 

@@ -6,6 +6,7 @@ real models live in r2led_model.models and are tested there.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from torch import nn
 
 from r2led_model.config import TrainingConfig
 from r2led_model.metrics import evaluate
-from r2led_model.trainer import checkpoint_path, fit, latest_checkpoint, load_checkpoint, predict, set_seed
+from r2led_model.trainer import (_set_rng_state, checkpoint_path, fit, latest_checkpoint, load_checkpoint, predict,
+                                 set_seed)
 
 NUM_ITEMS = 40
 CONFIG = TrainingConfig(epochs=6, batch_size=64, learning_rate=0.05, patience=2, seed=11, progress="never")
@@ -160,7 +162,18 @@ def test_same_seed_gives_identical_parameters():
     assert not torch.equal(other.state_dict()["model.embedding.weight"], runs[0]["model.embedding.weight"])
 
 
-def test_resume_continues_after_the_latest_checkpoint(tmp_path):
+def as_legacy_checkpoint(path: Path) -> None:
+    """Rewrite a checkpoint the way they were written before: numpy's RNG state as its own tuple (an ndarray)."""
+    state = torch.load(path, weights_only=True)
+    numpy_state = state["rng"]["numpy"]
+    state["rng"]["numpy"] = (numpy_state["bit_generator"], numpy_state["key"].numpy().astype(np.uint32),
+                             numpy_state["pos"], numpy_state["has_gauss"], numpy_state["gauss"])
+    torch.save(state, path)
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path)  # really needs the allowlist
+
+
+@pytest.mark.parametrize("written", ["current", "legacy"])
+def test_resume_continues_after_the_latest_checkpoint(tmp_path, written):
     config = replace(CONFIG, epochs=4, patience=10)
     straight = make_task(seed=3)
     full = fit(straight, train_batches=train_batches, valid_batches=valid_batches, config=config)
@@ -169,6 +182,13 @@ def test_resume_continues_after_the_latest_checkpoint(tmp_path):
     fit(first, train_batches=train_batches, valid_batches=valid_batches, config=replace(config, epochs=2),
         checkpoint_dir=tmp_path)
     assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 1)
+    for epoch in (0, 1):
+        path = checkpoint_path(tmp_path, epoch)
+        # Tensors and plain values only: torch.load(weights_only=True) reads it with no allowlist.
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+        assert torch.load(path, weights_only=True)["epoch"] == epoch
+        if written == "legacy":
+            as_legacy_checkpoint(path)
 
     seen = []
     resumed_task = make_task(seed=99)  # different initial weights: the checkpoint must replace them
@@ -179,6 +199,24 @@ def test_resume_continues_after_the_latest_checkpoint(tmp_path):
     assert resumed.best_epoch == full.best_epoch
     assert [h["valid_auc"] for h in resumed.history] == [h["valid_auc"] for h in full.history]
     assert_same(params(resumed_task), params(straight))
+
+
+@pytest.mark.parametrize("written", ["current", "legacy"])
+def test_checkpointed_rng_states_replay_the_same_draws(tmp_path, written):
+    fit(make_task(), train_batches=train_batches, valid_batches=valid_batches, config=replace(CONFIG, epochs=1),
+        checkpoint_dir=tmp_path)
+    path = checkpoint_path(tmp_path, 0)
+    if written == "legacy":
+        as_legacy_checkpoint(path)
+    rng = load_checkpoint(path)["rng"]
+
+    def draws():
+        return random.random(), float(np.random.random()), float(np.random.normal()), float(torch.rand(1))
+
+    _set_rng_state(rng)
+    first = draws()
+    _set_rng_state(rng)
+    assert draws() == first
 
 
 def test_without_resume_a_checkpoint_folder_is_not_read(tmp_path):

@@ -1,0 +1,134 @@
+"""The registered model: logged as code with no pickle, loadable from its folder alone in a process
+without this project, and `load_bundle` reads the weights of new and older (pickled) versions alike."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from r2led_model.bundle import DataVersions, ModelBundle, predict_arrays
+from r2led_model.config import ModelConfig
+from r2led_model.mlflow_model import (BUNDLE_ARTIFACT, PACKAGE_DIR, CtrPyfuncModel, load_bundle, log_ctr_model,
+                                      pip_requirements)
+from r2led_model.models import FeatureSpec, build_model
+from r2led_model.models.inputs import random_batch
+from r2led_model.tracking import tracked_run
+
+SPEC = FeatureSpec(num_items=50, num_categories=5, sid_levels=2, sid_vocab=8, routes=("sid1", "collab"),
+                   route_k=(3, 2), short_window=3, long_history=6, recency_buckets=4)
+MODEL = ModelConfig(embedding_dim=8, mlp_dims=(16,), retrieve_k=3)
+
+# Run in a fresh interpreter with `-S`: site-packages is put on sys.path by hand, so the .pth files (the
+# editable install of this project among them) are not processed and `r2led_model` is not importable
+# until MLflow adds the model's own code folder.
+LOAD_ALONE = """
+import importlib.util, json, sys
+sys.path.append(sys.argv[1])
+assert importlib.util.find_spec("r2led_model") is None, "the project is importable before the load"
+import mlflow.pyfunc, numpy as np
+model = mlflow.pyfunc.load_model(sys.argv[2])
+inputs = dict(np.load(sys.argv[3]))
+np.save(sys.argv[4], model.predict(inputs))
+import r2led_model
+print(json.dumps({"r2led_model": r2led_model.__file__}))
+"""
+
+
+def make_bundle(seed: int = 0) -> ModelBundle:
+    torch.manual_seed(seed)
+    model = build_model(MODEL.name, spec=SPEC, config=MODEL)
+    return ModelBundle(MODEL, SPEC, DataVersions("cb-test", "cv-test"), model.state_dict())
+
+
+def inputs_for(bundle: ModelBundle, rows: int = 16) -> dict[str, np.ndarray]:
+    batch = random_batch(SPEC, rows, torch.Generator().manual_seed(7))
+    return {c: batch[c].numpy() for c in bundle.input_columns}
+
+
+def log_pickled_version(bundle: ModelBundle, name: str, example: dict[str, np.ndarray]) -> str:
+    """A version logged the way versions were before models-from-code: a cloudpickled instance."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bundle.pt"
+        path.write_bytes(bundle.to_bytes())
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=CtrPyfuncModel(), artifacts={BUNDLE_ARTIFACT: str(path)},
+            code_paths=[str(PACKAGE_DIR)], input_example=example, pip_requirements=pip_requirements(),
+            registered_model_name=name)
+    return str(info.registered_model_version)
+
+
+def test_a_logged_model_holds_no_pickle_and_predicts_from_its_folder_alone(make_config, tmp_path):
+    config = make_config()
+    bundle = make_bundle()
+    inputs = inputs_for(bundle)
+    with tracked_run(config, "log"):
+        registered = log_ctr_model(bundle, {c: v[:4] for c, v in inputs.items()}, "ctr", tags={"k": "v"})
+    uri = f"models:/ctr/{registered.version}"
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "model")))
+
+    # Models from code: the MLmodel names the code file and a code loader, no pickled python_model.
+    assert [p.name for p in folder.rglob("*.pkl")] == []
+    pyfunc = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
+    assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert Path(pyfunc["model_code_path"]).name == "pyfunc_model.py" and (folder / "pyfunc_model.py").is_file()
+    assert "python_model" not in pyfunc  # the key of python_model.pkl (cloudpickle_version is written anyway)
+    assert pyfunc["artifacts"][BUNDLE_ARTIFACT]["path"] == "artifacts/bundle.pt"
+    assert (folder / pyfunc["code"] / "r2led_model" / "bundle.py").is_file()
+    assert MlflowClient().get_model_version("ctr", registered.version).tags["k"] == "v"
+
+    # A fresh process, elsewhere, with only the folder: it imports the shipped r2led_model and predicts
+    # exactly what the bundle predicts in this process.
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", LOAD_ALONE, sysconfig.get_paths()["purelib"], str(folder),
+         str(tmp_path / "inputs.npz"), str(tmp_path / "probs.npy")],
+        cwd=elsewhere, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shipped = Path(json.loads(done.stdout.strip().splitlines()[-1])["r2led_model"])
+    assert shipped.is_relative_to(folder)
+    expected = predict_arrays(bundle.build(), inputs)
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, rtol=0, atol=1e-7)
+    assert len(expected) == 16 and np.ptp(expected) > 0  # real, varying probabilities
+
+
+def test_load_bundle_reads_new_and_pickled_versions_without_unpickling(make_config, monkeypatch):
+    config = make_config()
+    new, old = make_bundle(seed=1), make_bundle(seed=2)
+    inputs = inputs_for(new)
+    with tracked_run(config, "log"):
+        new_version = log_ctr_model(new, inputs, "ctr", tags={}).version
+        old_version = log_pickled_version(old, "ctr", inputs)
+
+    # With pickle refused, both bundles still load, and so does the models-from-code pyfunc.
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    for bundle, version in ((new, new_version), (old, old_version)):
+        loaded = load_bundle(config.mlflow, f"models:/ctr/{version}")
+        assert loaded.versions == bundle.versions and loaded.model_config == bundle.model_config
+        assert loaded.state_dict.keys() == bundle.state_dict.keys()
+        assert all(torch.equal(loaded.state_dict[k], v) for k, v in bundle.state_dict.items())
+    client = MlflowClient()
+    client.set_registered_model_alias("ctr", "champion", new_version)
+    assert load_bundle(config.mlflow, "models:/ctr@champion").versions == new.versions
+    served = mlflow.pyfunc.load_model(f"models:/ctr/{new_version}")
+    assert served.predict(inputs) == pytest.approx(predict_arrays(new.build(), inputs), abs=1e-7)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="pickle"):
+        mlflow.pyfunc.load_model(f"models:/ctr/{old_version}")
+
+    # The older, pickled version still serves through pyfunc where MLflow allows pickle (its default).
+    monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    legacy = mlflow.pyfunc.load_model(f"models:/ctr/{old_version}")
+    assert legacy.predict(inputs) == pytest.approx(predict_arrays(old.build(), inputs), abs=1e-7)
