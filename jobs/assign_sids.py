@@ -92,8 +92,14 @@ def require_codebook_version(item_sids: DataFrame, expected: str) -> None:
 
 
 def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> AssignResult:
+    return assign(spark, config, version=getattr(args, "version", None))
+
+
+def assign(spark: SparkSession, config: Config, *, version: str | None = None) -> AssignResult:
+    """SIDs with codebook `version` (default: the store's current one) for items that have none, or
+    for every item when the stored SIDs come from another codebook."""
     store = TableStore(spark, config.tables)
-    codebook = codebook_store.load(config.codebook.store_dir, getattr(args, "version", None))
+    codebook = codebook_store.load(config.codebook.store_dir, version)
     embeddings = store.read("item_embeddings")
     width = embeddings.select(F.size("vector")).first()
     if width is not None and width[0] != codebook.input_dim:

@@ -31,7 +31,7 @@ from typing import Callable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import faults
+from jobs import config_drift, faults
 from jobs.dates import parse_day
 from jobs.run_lock import RunLock
 from jobs.tables import TableStore
@@ -73,6 +73,7 @@ class RunContext:
     ledger: dict[str, dict] = field(default_factory=dict)  # stage → this date's ledger row
     ledger_prefix: str = ""  # "backfill/": a backfill's stages are recorded beside the date's own
     lock: RunLock | None = None  # the workspace's run lock, renewed before each stage that runs
+    rebuild: frozenset[str] = frozenset()  # stages run in full: their config changed (--rebuild)
 
 
 # ---- stages ---------------------------------------------------------------------------------
@@ -92,8 +93,13 @@ def _ingest(ctx: RunContext) -> StageOutcome:
 
 
 def _sequences(ctx: RunContext) -> StageOutcome:
+    from jobs import sequences
     from jobs.sequences import update_for_new_events
 
+    if "sequences" in ctx.rebuild:
+        full = sequences.run(ctx.spark, ctx.config)
+        return StageOutcome(ctx.store.read("events").count(), sum(full.samples_by_split.values()),
+                            {"users": full.users, "action": "rebuilt"})
     # Every batch not yet sampled, whichever run ingested it (a forced ingest, a backfill).
     result = update_for_new_events(ctx.spark, ctx.config)
     return StageOutcome(result.batch_events, result.samples_inserted,
@@ -102,8 +108,12 @@ def _sequences(ctx: RunContext) -> StageOutcome:
 
 
 def _embed_items(ctx: RunContext) -> StageOutcome:
+    from jobs import embed_items
     from jobs.embed_items import embed_new_items
 
+    if "embed-items" in ctx.rebuild:
+        full = embed_items.run(ctx.spark, ctx.config)
+        return StageOutcome(full.items, full.from_text + full.from_als, {"action": "rebuilt"})
     result = embed_new_items(ctx.spark, ctx.config)
     return StageOutcome(result.new_items, result.embedded, {"deferred": result.deferred})
 
@@ -112,17 +122,34 @@ def _train_codebook(ctx: RunContext) -> StageOutcome:
     from jobs import train_codebook
     from r2led_model import codebook_store
 
-    current = codebook_store.current_version(ctx.config.codebook.store_dir)
-    if current is not None and not ctx.retrain:
+    store_dir = ctx.config.codebook.store_dir
+    # The ledger is the pointer: the codebook the last run used, not whatever `current.json` names now
+    # (a codebook trained by hand in between). A workspace whose ledger has none yet starts from it.
+    current = _recorded_codebook(ctx.store) or codebook_store.current_version(store_dir)
+    if current is not None and not ctx.retrain and "train-codebook" not in ctx.rebuild:
+        codebook_store.load(store_dir, current)  # there and intact, or a clear error before any SID
         return StageOutcome(0, 0, {"codebook_version": current, "action": "kept"})
     result = train_codebook.run(ctx.spark, ctx.config)
     return StageOutcome(result.items, 1, {"codebook_version": result.version, "action": "trained"})
 
 
+def _recorded_codebook(store: TableStore) -> str | None:
+    """The codebook version of the latest finished train-codebook stage in the ledger."""
+    rows = [r for r in _ledger_rows(store) if r["stage"].rsplit("/", 1)[-1] == "train-codebook"
+            and r["status"] == DONE]
+    for row in sorted(rows, key=lambda r: r["run_date"], reverse=True):
+        version = json.loads(row["detail"] or "{}").get("codebook_version")
+        if version:
+            return version
+    return None
+
+
 def _assign_sids(ctx: RunContext) -> StageOutcome:
     from jobs import assign_sids
 
-    result = assign_sids.run(ctx.spark, ctx.config)
+    trained = ctx.ledger.get("train-codebook")  # done before this stage, in this run or an earlier one
+    version = json.loads(trained["detail"] or "{}").get("codebook_version") if trained else None
+    result = assign_sids.assign(ctx.spark, ctx.config, version=version)
     return StageOutcome(result.items, result.assigned_now,
                         {"codebook_version": result.codebook_version, "full_rebuild": result.full_rebuild})
 
@@ -130,7 +157,7 @@ def _assign_sids(ctx: RunContext) -> StageOutcome:
 def _collab_vectors(ctx: RunContext) -> StageOutcome:
     from jobs import collab_vectors
 
-    if ctx.store.exists("item_collab_vectors") and not ctx.retrain:
+    if ctx.store.exists("item_collab_vectors") and not ctx.retrain and "collab-vectors" not in ctx.rebuild:
         version = ctx.store.read("item_collab_vectors").select("version").first()
         return StageOutcome(0, 0, {"collab_version": version[0] if version else None, "action": "kept"})
     result = collab_vectors.run(ctx.spark, ctx.config)
@@ -138,16 +165,25 @@ def _collab_vectors(ctx: RunContext) -> StageOutcome:
 
 
 def _retrieve(ctx: RunContext) -> StageOutcome:
+    from jobs import retrieve
     from jobs.retrieve import retrieve_new
 
+    if "retrieve" in ctx.rebuild:
+        full = retrieve.run(ctx.spark, ctx.config)
+        return StageOutcome(full.samples, full.samples, {"full_rebuild": True, "action": "rebuilt"})
     result = retrieve_new(ctx.spark, ctx.config)
     return StageOutcome(result.new_samples, result.inserted,
                         {"moved": result.moved, "full_rebuild": result.full_rebuild})
 
 
 def _build_training_set(ctx: RunContext) -> StageOutcome:
+    from jobs import build_training_set
     from jobs.build_training_set import extend_training_set
 
+    if "build-training-set" in ctx.rebuild:
+        full = build_training_set.run(ctx.spark, ctx.config)
+        written = sum(full.examples_by_split.values())
+        return StageOutcome(written, written, {"full_rebuild": True, "action": "rebuilt"})
     result = extend_training_set(ctx.spark, ctx.config)
     return StageOutcome(result.new_samples, result.inserted,
                         {"moved": result.moved, "new_items": result.new_items, "full_rebuild": result.full_rebuild})
@@ -209,10 +245,14 @@ def _ledger_rows(store: TableStore) -> list[dict]:
 
 
 def _record(ctx: RunContext, report: StageReport) -> None:
+    detail = dict(report.detail)
+    if report.status == "ran" and report.stage in config_drift.OWN_SECTIONS:
+        # What shaped the stage's rows: the next run compares its own config with this.
+        detail["config"] = config_drift.stage_config(ctx.config, report.stage)
     row = {"run_date": ctx.day, "stage": report.stage, "status": DONE if report.status == "ran" else FAILED,
            "rows_in": report.rows_in, "rows_out": report.rows_out, "seconds": round(report.seconds, 3),
            "table_versions": json.dumps(report.table_versions, sort_keys=True),
-           "detail": json.dumps(report.detail, sort_keys=True, default=str)}
+           "detail": json.dumps(detail, sort_keys=True, default=str)}
     schema = ("run_date STRING, stage STRING, status STRING, rows_in BIGINT, rows_out BIGINT, seconds DOUBLE, "
               "table_versions STRING, detail STRING")
     faults.enter_stage(None)  # the ledger write is the stage's commit, never an injected failure point
@@ -255,14 +295,19 @@ def check_failure(text: str) -> tuple[str, int]:
 
 
 def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = False,
-             force_stages: tuple[str, ...] = (), retrain: bool = False, until: str | None = None,
-             inject_failure: tuple[str, int] | None = None, backfill: bool = False) -> list[StageReport]:
+             force_stages: tuple[str, ...] = (), retrain: bool = False, rebuild: bool = False,
+             until: str | None = None, inject_failure: tuple[str, int] | None = None,
+             backfill: bool = False) -> list[StageReport]:
     """Run (or resume) the nightly pipeline for `day`, after every earlier day it missed
     (`days_to_run`: those run their data stages); returns one report per stage run, in order.
 
     `backfill`: `day` is a date already processed whose input changed (late files): its ingest and
     every data stage run again, with the split of the latest processed date, so exactly the rows the
     new input changes are added or re-derived; no model is trained and nothing is scored.
+
+    A config that changed since the tables were built is refused before anything is written
+    (`jobs.config_drift`); `retrain` accepts codebook and collaborative changes, `rebuild` every
+    change after ingest, rebuilding in full the data stages whose config changed.
     """
     day = parse_day(day)  # it becomes a ledger key, a folder name and a replaceWhere: never unchecked text
     unknown = sorted(set(force_stages) - set(STAGE_NAMES) | ({until} - set(STAGE_NAMES) if until else set()))
@@ -275,7 +320,7 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
     lock.acquire()
     try:
         return _run_locked(spark, config, store, lock, day, force=force, force_stages=force_stages, retrain=retrain,
-                           until=until, inject_failure=inject_failure, backfill=backfill)
+                           rebuild=rebuild, until=until, inject_failure=inject_failure, backfill=backfill)
     finally:
         try:
             lock.release()
@@ -284,7 +329,7 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
 
 
 def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: RunLock, day: str, *, force: bool,
-                force_stages: tuple[str, ...], retrain: bool, until: str | None,
+                force_stages: tuple[str, ...], retrain: bool, rebuild: bool, until: str | None,
                 inject_failure: tuple[str, int] | None, backfill: bool) -> list[StageReport]:
     ledger = _ledger_rows(store)
     processed = _done_dates(ledger, DATA_STAGES[-1])
@@ -292,14 +337,18 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
         if not processed or day > processed[-1]:
             raise ValueError(f"--backfill {day}: only a processed date can be backfilled (last processed: "
                              f"{processed[-1] if processed else 'none'}); run pipeline --date {day} instead")
-        if force or force_stages or retrain or until:
+        if force or force_stages or retrain or rebuild or until:
             raise ValueError("--backfill runs every data stage of the date: it takes no --force, --force-stage, "
-                             "--retrain or --until")
+                             "--retrain, --rebuild or --until")
     else:
         newer = sorted({r["run_date"] for r in ledger if r["run_date"] > day and r["stage"] == "ingest"})
         if newer and not force:
             raise ValueError(f"--date {day}: {newer[-1]} already ran; re-running an older date would roll the split "
                              f"back (use --force to do it anyway, or --backfill to add late data of {day})")
+    # Before any write: a config that changed since the tables were built is refused or rebuilt.
+    rebuilt = config_drift.stages_to_rebuild(ledger, config, retrain=retrain, rebuild=rebuild)
+    if rebuilt:
+        log.info("config changed for %s: rebuilt in full (--rebuild)", ", ".join(sorted(rebuilt)))
     days = [day] if backfill else days_to_run(ledger, day)
     if len(days) > 1:
         log.info("--date %s: catching up on %s first (data stages only)", day, ", ".join(days[:-1]))
@@ -320,12 +369,13 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
             ctx = RunContext(spark, split_as_of(config, current), current, retrain and current == day, store,
                              catch_up=not ingested_before,
                              ledger={r["stage"]: r for r in ledger if r["run_date"] == current and r["status"] == DONE},
-                             lock=lock)
+                             lock=lock, rebuild=rebuilt if current == days[0] else frozenset())
             if current != day:
-                _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: False)
+                _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: name in ctx.rebuild)
                 continue
             names = STAGE_NAMES[:STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES
-            _run_stages(ctx, names, reports, rerun=lambda name: force or name in force_stages or retrain)
+            _run_stages(ctx, names, reports,
+                        rerun=lambda name: force or name in force_stages or retrain or name in ctx.rebuild)
     finally:
         faults.disarm()
         print(summary_table(day, reports, backfill=backfill), flush=True)
@@ -341,9 +391,10 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
             continue
         if name in ctx.ledger and not rerun(name):
             recorded = ctx.ledger[name]
+            detail = {k: v for k, v in json.loads(recorded["detail"] or "{}").items() if k != "config"}
             reports.append(StageReport(name, "skipped", recorded["rows_in"], recorded["rows_out"],
                                        table_versions={t: ctx.store.version(t) for t in tables},
-                                       detail=json.loads(recorded["detail"] or "{}"), day=ctx.day))
+                                       detail=detail, day=ctx.day))
             log.info("stage %s: already done for %s, skipped", name, ctx.day)
         else:
             if ctx.lock is not None:

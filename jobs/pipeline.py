@@ -62,12 +62,13 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
         if day != args.date:
             log.info("--date %s (as of %s) is %s", args.date, args.as_of or "today, UTC", day)
         return run_date(spark, config, day, force=args.force, force_stages=tuple(args.force_stage),
-                        retrain=args.retrain, until=args.until, inject_failure=args.inject_failure,
+                        retrain=args.retrain, rebuild=args.rebuild, until=args.until, inject_failure=args.inject_failure,
                         backfill=args.backfill)
     dated_only = [flag for flag, value in (("--force", getattr(args, "force", False)),
                                            ("--as-of", getattr(args, "as_of", None)),
                                            ("--force-stage", getattr(args, "force_stage", None)),
                                            ("--retrain", getattr(args, "retrain", False)),
+                                           ("--rebuild", getattr(args, "rebuild", False)),
                                            ("--until", getattr(args, "until", None)),
                                            ("--backfill", getattr(args, "backfill", False))) if value]
     if dated_only:
@@ -113,6 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrain", action="store_true",
                         help="with --date: retrain the codebook and refit collaborative vectors (then every "
                              "SID, candidate and example is rebuilt)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="with --date: accept a config changed since the tables were built (other routes, k, "
+                             "windows, sequence rules, embeddings) by rebuilding in full every table it shapes")
     parser.add_argument("--until", default=None, choices=STAGE_NAMES, metavar="STAGE",
                         help="with --date: stop after this stage (earlier days the run catches up on run their "
                              "data stages whatever it is)")

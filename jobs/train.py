@@ -27,6 +27,7 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 from jobs import faults
+from jobs.config_drift import training_fingerprint
 from jobs.entrypoint import spark_job_main
 from jobs.oracle_truth import load_oracle_truth
 from jobs.tables import TableStore
@@ -184,7 +185,8 @@ def registered_for(config: Config, tags: Mapping[str, str]) -> TrainResult | Non
 
 def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | None = None) -> TrainResult:
     """Train, evaluate, log and register. With `run_tags` (a dated pipeline run), a finished run with
-    the same tags and the same training_examples version is reused instead of training again."""
+    the same tags, training_examples version and model and training config is reused instead of
+    training again."""
     from r2led_model.mlflow_model import log_ctr_model
     from r2led_model.tracking import tracked_run
 
@@ -192,7 +194,10 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
     data = training_data(store, config)
     tags = {"stage": "train", "model": config.model.name}
     if run_tags:
-        tags.update({**run_tags, "training_examples_version": str(data.versions.training_examples_version)})
+        # Reused only for the same inputs and the same model and training config: a re-run after
+        # either changed trains the model it now describes.
+        tags.update({**run_tags, "training_examples_version": str(data.versions.training_examples_version),
+                     "training_config": training_fingerprint(config)})
         earlier = registered_for(config, tags)
         if earlier is not None:
             log.info("reusing %s version %s from run %s (same date and inputs)", earlier.model_name,

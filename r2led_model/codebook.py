@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -165,7 +166,13 @@ class Codebook:
         # Through a buffer: np.savez would append ".npz" to a path that lacks it.
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        path.write_bytes(buffer.getvalue())
+        # Atomic: a crash mid-write leaves a stray temporary file, never a truncated codebook under its name.
+        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(staging, "wb") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
         return path
 
     @classmethod

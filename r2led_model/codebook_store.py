@@ -1,11 +1,18 @@
-"""Where trained codebooks live: `<store_dir>/<version>.npz` plus `current.json`, the pointer
-that assign-sids (and later training and scoring) follow. Versions are content hashes, so
-publishing the same codebook twice is a no-op and two different codebooks never share a name."""
+"""Where trained codebooks live: `<store_dir>/<version>.npz` plus `current.json`, the pointer that
+a hand-run assign-sids follows. Versions are content hashes, so publishing the same codebook twice
+is a no-op and two different codebooks never share a name.
+
+Every file is written atomically (a temporary file renamed into place) and checked on read: the
+content hash of what is loaded must be the version asked for. The dated pipeline does not follow
+`current.json`: it records the version in its ledger and asks for that version by name, so a
+codebook trained by hand between two nights never leaks into the next one.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 from r2led_model.codebook import Codebook
@@ -18,31 +25,48 @@ class CodebookVersionError(RuntimeError):
 
 
 def publish(codebook: Codebook, store_dir: str | Path, mlflow_run_id: str | None = None) -> Path:
-    """Save the codebook under its version and point `current.json` at it (atomic rename)."""
+    """Save the codebook under its version and point `current.json` at it (both atomic renames).
+
+    A file already under that name is kept only if its content has that version (a file left by
+    an older, non-atomic writer may be truncated)."""
     store = Path(store_dir)
     store.mkdir(parents=True, exist_ok=True)
     path = store / f"{codebook.version}.npz"
-    if not path.exists():
+    if not path.exists() or not _holds(path, codebook.version):
         codebook.save(path)
     pointer = {"version": codebook.version, "file": path.name, "mlflow_run_id": mlflow_run_id}
-    staging = store / f".{POINTER}.tmp"
+    staging = store / f".{POINTER}.{os.getpid()}.tmp"
     staging.write_text(json.dumps(pointer, indent=2))
     os.replace(staging, store / POINTER)
     return path
+
+
+def _read(path: Path) -> Codebook:
+    try:
+        return Codebook.load(path)
+    except (zipfile.BadZipFile, EOFError, KeyError, OSError, ValueError) as exc:
+        raise CodebookVersionError(f"{path} is not a readable codebook ({type(exc).__name__}: {exc}); "
+                                   "retrain it (`r2led pipeline --date D --retrain` or `r2led train-codebook`)") from exc
+
+
+def _holds(path: Path, version: str) -> bool:
+    try:
+        return _read(path).version == version
+    except CodebookVersionError:
+        return False
 
 
 def load(store_dir: str | Path, version: str | None = None) -> Codebook:
     """The codebook `version`, or the current one; refuses a file whose content has another version."""
     store = Path(store_dir)
     if version is None:
-        pointer_file = store / POINTER
-        if not pointer_file.is_file():
+        version = current_version(store)
+        if version is None:
             raise FileNotFoundError(f"no current codebook in {store}; run `r2led train-codebook` first")
-        version = json.loads(pointer_file.read_text())["version"]
     path = store / f"{version}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"codebook {version} not found in {store}")
-    codebook = Codebook.load(path)
+    codebook = _read(path)
     if codebook.version != version:
         raise CodebookVersionError(f"{path} holds codebook {codebook.version}, not {version}: the file was altered")
     return codebook

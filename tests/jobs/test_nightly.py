@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from jobs import assign_sids, generate, pipeline
 from jobs.build_training_set import extend_item_index
+from jobs.config_drift import ConfigDriftError
 from jobs.embed_items import embed_new_items
 from jobs.faults import InjectedFailure
 from jobs.ingest import dated_run_id
@@ -25,7 +26,10 @@ from jobs.run_lock import LOCK_TABLE, RunLock
 from jobs.sequences import build_user_sequences, split_column
 from jobs.tables import TABLES, TableStore
 from jobs.training_data import data_versions, feature_spec
+from r2led_model import codebook_store
 from r2led_model.bundle import frame_arrays
+from r2led_model.codebook import Codebook
+from r2led_model.codebook_store import CodebookVersionError
 from r2led_model.config import Config, split_as_of
 from r2led_model.mlflow_model import load_bundle
 from r2led_model.tracking import configure
@@ -69,6 +73,7 @@ def clean(spark, tmp_path_factory):
     shutil.copytree(base / "clean", base / "gap")  # DAY2 is skipped here: the next run is DAY3's
     reports = run_date(spark, config, DAY2)
     shutil.copytree(base / "clean", base / "after_day2")
+    shutil.copytree(base / "clean", base / "drift")
     return Workspace(base / "clean", config, day1, day1_versions, reports)
 
 
@@ -279,3 +284,64 @@ def test_a_skipped_night_is_caught_up_and_the_tables_equal_a_run_without_the_gap
     assert gap_store.read("predictions").where(F.col("score_date") == DAY2).count() == 0
     # The missed day is processed: the next run does not catch up on it again.
     assert [r.status for r in run_date(spark, gap, DAY3)] == ["skipped"] * len(STAGE_NAMES)
+
+
+def test_a_changed_config_is_refused_naming_the_keys_and_rebuilt_only_on_request(spark, clean, capsys):
+    root = clean.root.parent / "drift"  # DAY1 and DAY2 ran with retrieval.k = 20
+    changed = config_in(root, *FAST, "retrieval.k=5")
+    store = TableStore(spark, changed.tables)
+    before, ledger_version = versions(store), store.version(LEDGER)
+    with pytest.raises(ConfigDriftError, match=r"retrieval\.k: 20 -> 5\. .*retrieve, build-training-set.*--rebuild"):
+        run_date(spark, changed, DAY3)
+    assert pipeline.main(cli(root, DAY3) + ["--set", "retrieval.k=5"]) == 1
+    assert "retrieval.k: 20 -> 5" in capsys.readouterr().err
+    assert versions(store) == before and store.version(LEDGER) == ledger_version  # nothing written
+    assert RunLock(store, run_date=DAY3, timeout_minutes=180).holder() is None
+    # The source's own rules are never absorbed: the stored events follow the old ones.
+    with pytest.raises(ConfigDriftError, match=r"ingest\.behaviors: .*new workspace"):
+        run_date(spark, config_in(root, *FAST, "ingest.behaviors=[pv]"), DAY3, rebuild=True)
+
+    reports = run_date(spark, changed, DAY3, rebuild=True, until="build-training-set")
+    assert {r.stage: r.detail.get("action") for r in reports if r.stage in ("retrieve", "build-training-set")} == {
+        "retrieve": "rebuilt", "build-training-set": "rebuilt"}
+    assert by_stage(reports)["sequences"].detail.get("action") is None  # unchanged config: incremental
+    # Every row now has the new shape, and every sample has exactly one row.
+    examples = store.read("training_examples")
+    routes = [c for c in examples.columns if c.startswith("r_") and c.endswith("_item")]
+    assert routes and examples.select(*[F.size(c).alias(c) for c in routes]).distinct().collect() == [
+        tuple([5] * len(routes))]
+    samples = {r[0] for r in store.read("samples").select("sample_id").collect()}
+    for table in ("route_candidates", "training_examples"):
+        ids = [r[0] for r in store.read(table).select("sample_id").collect()]
+        assert len(ids) == len(set(ids)) and set(ids) == samples, table
+    # The new values are recorded: the same config runs on, the old one is now the drift.
+    assert {r.status for r in run_date(spark, changed, DAY3, until="build-training-set")} == {"skipped"}
+    with pytest.raises(ConfigDriftError, match=r"retrieval\.k: 5 -> 20"):
+        run_date(spark, config_in(root, *FAST), DAY3)
+
+
+def test_a_codebook_trained_by_hand_between_nights_stays_out_of_the_next_one(spark, clean):
+    store = TableStore(spark, clean.config.tables)
+    store_dir = Path(clean.config.codebook.store_dir)
+    used = codebook_store.current_version(store_dir)
+    ours = codebook_store.load(store_dir, used)
+    other = Codebook(encoder_weights=ours.encoder_weights, codebooks=ours.codebooks[:, ::-1].copy(),
+                     input_dim=ours.input_dim)
+    codebook_store.publish(other, store_dir)  # `r2led train-codebook` by hand: current.json moves
+    assert codebook_store.current_version(store_dir) == other.version != used
+    sids = snapshot(store, "item_sids")
+    forced = ("train-codebook", "assign-sids")
+    reports = run_date(spark, clean.config, DAY2, force_stages=forced, until="assign-sids")
+    assert by_stage(reports)["train-codebook"].detail == {"codebook_version": used, "action": "kept"}
+    assert by_stage(reports)["assign-sids"].detail["codebook_version"] == used
+    assert snapshot(store, "item_sids") == sids
+    # The ledger's codebook, damaged on disk, stops the run before any SID is written.
+    path = store_dir / f"{used}.npz"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    try:
+        with pytest.raises(CodebookVersionError, match="not a readable codebook"):
+            run_date(spark, clean.config, DAY2, force_stages=forced, until="assign-sids")
+        assert snapshot(store, "item_sids") == sids
+    finally:
+        path.write_bytes(whole)

@@ -1,0 +1,198 @@
+"""Config drift between nightly runs: which config keys shaped each stage's tables, and what changed.
+
+Every stage the dated pipeline records in its ledger carries the values of the config keys that
+shaped its rows: its own sections and those of every stage it reads from (`UPSTREAM`). A nightly
+run compares the current config with what the last finished run of each stage recorded, before it
+writes anything. A change that an incremental run would silently mix with the stored rows (another
+`retrieval.k`, other routes, other windows) is refused unless the run rebuilds what it shaped:
+
+- `--retrain` accepts changes to the codebook and collaborative sections (they are refitted, and
+  everything built from them is rebuilt because its version changes);
+- `--rebuild` accepts every change downstream of ingest: the stages whose keys changed run their
+  full (non-incremental) path;
+- a change to what ingest reads (the source, behaviours kept, date window) is always refused: the
+  events stored under the old rules cannot be re-read from logs that may be gone; use a new
+  workspace (`tables.root`) for the new source.
+
+Paths and tuning knobs that do not change rows (batch sizes for inference, files per split) are
+not part of any fingerprint. The model and training sections are not refused (each night trains a
+new challenger); they key the reuse of a finished training run instead (`training_fingerprint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from r2led_model.config import Config
+
+# Stage → the config sections (dotted prefixes) that shape its own rows.
+OWN_SECTIONS: dict[str, tuple[str, ...]] = {
+    "ingest": ("source", "ingest.behaviors", "ingest.min_date", "ingest.max_date"),
+    "sequences": ("sequences",),
+    "embed-items": ("embedding",),
+    "train-codebook": ("codebook",),
+    "assign-sids": (),
+    "collab-vectors": ("collab",),
+    "retrieve": ("retrieval",),
+    "build-training-set": ("training_set",),
+}
+# Stage → the stages whose tables it reads.
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "ingest": (),
+    "sequences": ("ingest",),
+    "embed-items": ("ingest",),
+    "train-codebook": ("embed-items",),
+    "assign-sids": ("train-codebook",),
+    "collab-vectors": ("ingest",),
+    "retrieve": ("sequences", "assign-sids", "collab-vectors"),
+    "build-training-set": ("retrieve",),
+}
+# Keys that never change a stored row: where things live, how inference is batched, file layout,
+# and the split, which rolls with every date and is moved in place (`resplit`).
+IGNORED = ("sequences.split", "embedding.batch_size", "training_set.files_per_split")
+IGNORED_NAMES = ("path", "paths", "reviews_paths", "metadata_paths", "store_dir")
+# What accepts a change to a stage's own keys: "rebuild" also accepts "retrain"-able ones.
+ACCEPTED_BY: dict[str, str] = {"train-codebook": "retrain", "collab-vectors": "retrain", "ingest": "never"}
+TRAINING_SECTIONS = ("model", "training")
+TRAINING_IGNORED = ("training.checkpoint_dir", "training.progress", "training.device", "training.num_processes",
+                    "training.reader_workers")
+
+
+class ConfigDriftError(ValueError):
+    """The config changed since the tables were built, in a way this run may not absorb."""
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    before: Any
+    now: Any
+    owner: str  # the stage whose section holds the key
+
+    def __str__(self) -> str:
+        return f"{self.key}: {json.dumps(self.before)} -> {json.dumps(self.now)}"
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys; lists stay values."""
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: list(node) if isinstance(node, tuple) else node}
+
+
+def _plain(config: Config) -> dict[str, Any]:
+    return json.loads(json.dumps(flatten(dataclasses.asdict(config)), default=list))
+
+
+def _selected(values: Mapping[str, Any], prefixes: Sequence[str], ignored: Sequence[str]) -> dict[str, Any]:
+    def wanted(key: str) -> bool:
+        if key.rsplit(".", 1)[-1] in IGNORED_NAMES or any(key == i or key.startswith(i + ".") for i in ignored):
+            return False
+        return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+    return {k: v for k, v in sorted(values.items()) if wanted(k)}
+
+
+def _source_prefixes(values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The source kind and its own options; the other kinds' sections are not read."""
+    return ("source.kind", f"source.{values['source.kind']}")
+
+
+def _sections_of(stage: str, values: Mapping[str, Any]) -> tuple[str, ...]:
+    seen: list[str] = []
+    pending = [stage]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.append(current)
+        pending.extend(UPSTREAM[current])
+    prefixes: list[str] = []
+    for current in seen:
+        own = OWN_SECTIONS[current]
+        prefixes.extend(_source_prefixes(values) + own[1:] if current == "ingest" else own)
+    return tuple(prefixes)
+
+
+def stage_config(config: Config, stage: str) -> dict[str, Any]:
+    """The values of every key that shaped `stage`'s rows (its own and its inputs'), by dotted key."""
+    values = _plain(config)
+    return _selected(values, _sections_of(stage, values), IGNORED)
+
+
+def owner_of(key: str) -> str:
+    if key.startswith("source."):
+        return "ingest"
+    for stage, prefixes in OWN_SECTIONS.items():
+        if any(key == p or key.startswith(p + ".") for p in prefixes):
+            return stage
+    raise KeyError(key)
+
+
+def changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[Change]:
+    missing = object()
+    out = []
+    for key in sorted(set(recorded) | set(current)):
+        before, now = recorded.get(key, missing), current.get(key, missing)
+        if before != now:
+            out.append(Change(key, None if before is missing else before, None if now is missing else now,
+                              owner_of(key)))
+    return out
+
+
+def last_recorded(ledger: Sequence[Mapping[str, Any]], stage: str) -> dict[str, Any] | None:
+    """The config the latest finished run of `stage` (a backfill's included) recorded; None if none did."""
+    rows = [r for r in ledger if r["stage"].rsplit("/", 1)[-1] == stage and r["status"] == "done"]
+    for row in sorted(rows, key=lambda r: r["run_date"], reverse=True):
+        recorded = json.loads(row["detail"] or "{}").get("config")
+        if recorded is not None:
+            return recorded
+    return None
+
+
+def drift(ledger: Sequence[Mapping[str, Any]], config: Config) -> dict[str, list[Change]]:
+    """Stage → the changes since its last finished run (stages without a change or a record left out)."""
+    out = {}
+    for stage in OWN_SECTIONS:
+        recorded = last_recorded(ledger, stage)
+        if recorded is not None:
+            found = changes(recorded, stage_config(config, stage))
+            if found:
+                out[stage] = found
+    return out
+
+
+def stages_to_rebuild(ledger: Sequence[Mapping[str, Any]], config: Config, *, retrain: bool,
+                      rebuild: bool) -> frozenset[str]:
+    """The data stages a run must rebuild in full for the config it has; raises ConfigDriftError,
+    naming the changed keys and the flag that accepts them, when the run's flags do not allow it."""
+    found = drift(ledger, config)
+    if not found:
+        return frozenset()
+    keys = {c.key: c for stage_changes in found.values() for c in stage_changes}
+    needed = {ACCEPTED_BY.get(c.owner, "rebuild") for c in keys.values()}
+    listed = "; ".join(str(c) for c in keys.values())
+    if "never" in needed:
+        raise ConfigDriftError(
+            f"config drift: {listed}. The source or the ingest rules changed since events were ingested; "
+            "the stored events follow the old ones. Restore them, or start a new workspace (tables.root).")
+    allowed = rebuild or (retrain and needed == {"retrain"})
+    if not allowed:
+        flag = "--rebuild" if "rebuild" in needed else "--retrain (or --rebuild)"
+        raise ConfigDriftError(
+            f"config drift: {listed}. The tables of {', '.join(found)} were built with other values; rerun with "
+            f"{flag} to rebuild them under the new config, or restore the old values.")
+    return frozenset(found) if rebuild else frozenset()
+
+
+def training_fingerprint(config: Config) -> str:
+    """A short hash of the model and training keys a trained model depends on."""
+    values = _selected(_plain(config), TRAINING_SECTIONS, TRAINING_IGNORED)
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
