@@ -25,6 +25,7 @@ from delta.exceptions import (
 )
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs import faults
@@ -238,6 +239,11 @@ class TableStore:
             return f"{self.config.catalog}.{self.config.schema}.{name}"
         return str(Path(self.config.root).resolve() / name)
 
+    def sql_name(self, name: str) -> str:
+        """How SQL statements name the table: the catalog name, or delta.`<folder>`."""
+        where = self.location(name)
+        return where if self.config.backend == "catalog" else "delta.`" + where.replace("`", "``") + "`"
+
     def exists(self, name: str) -> bool:
         where = self.location(name)
         if self.config.backend == "catalog":
@@ -277,6 +283,35 @@ class TableStore:
         files = self.delta(name).toDF().inputFiles()
         wanted = [f"/{key}={value}/" for key, value in (partition or {}).items()]
         return sorted(f for f in files if all(w in f for w in wanted))
+
+    def files_with_deletion_vectors(self, name: str) -> list[str]:
+        """Live files of the current snapshot that still physically hold rows the snapshot deleted,
+        i.e. rows a deletion vector marks (UPDATE, MERGE or DELETE on a table with
+        `delta.enableDeletionVectors`). Delta readers skip those rows; a reader of the bare Parquet
+        files (Petastorm) would not.
+
+        Public APIs only (no Delta log internals, so Spark Connect works too): each live file's rows
+        as Delta reads them, against its rows as plain Parquet. A table whose protocol lacks the
+        deletionVectors feature cannot have any and is not scanned.
+        """
+        detail = self.delta(name).detail()
+        if "tableFeatures" in detail.columns and "deletionVectors" not in (detail.first()["tableFeatures"] or []):
+            return []
+        files = self.delta(name).toDF().inputFiles()
+        if not files:
+            return []
+        file = F.col("_metadata.file_path")
+        # Explicit files: Spark infers no partition columns and lists nothing else in the folder.
+        stored = dict(self.spark.read.parquet(*files).groupBy(file).count().collect())  # one row per file
+        live = dict(self.read(name).groupBy(file).count().collect())
+        return sorted(f for f, rows in stored.items() if live.get(f, 0) != rows)
+
+    def purge_deletion_vectors(self, name: str) -> None:
+        """Rewrite the files that carry deletion vectors without their deleted rows, in one commit
+        (`REORG TABLE ... APPLY (PURGE)`); the rows the table reads are unchanged."""
+        self.spark.sql(f"REORG TABLE {self.sql_name(name)} APPLY (PURGE)")
+        faults.commit_point(f"purge of {name}")
+        log.info("purged the deletion vectors of %s", self.location(name))
 
     # ---- writing ----------------------------------------------------------------------
 

@@ -2,12 +2,20 @@
 `training_examples`, row counts, the feature spec (vocabulary sizes, array widths) and the
 versions of everything the examples were built from. Only this module looks at the tables for
 training, so the torch side receives plain paths and numbers.
+
+Petastorm reads those files as they are, so a live file must hold exactly its live rows. On a table
+with deletion vectors (`delta.enableDeletionVectors`, common on Databricks) the split UPDATE of
+`resplit` and the MERGEs leave deleted rows in live files; they are purged first (`REORG TABLE ...
+APPLY (PURGE)`, one commit, logged) and the files and `training_examples_version` read after it, and
+training is refused with a TrainingDataError if the purge cannot run.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
 
 from jobs.tables import TableStore
@@ -15,11 +23,14 @@ from r2led_model.bundle import DataVersions
 from r2led_model.config import Config
 from r2led_model.models import FeatureSpec
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "valid", "test")
 
 
 class TrainingDataError(RuntimeError):
-    """The training tables cannot feed a model (missing split, mixed versions, stale files)."""
+    """The training tables cannot feed a model (missing split, mixed versions, stale files, deleted rows
+    still in live files)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,36 @@ def by_first_sample(files: list[str]) -> list[str]:
     return [uri for _, uri in sorted(first_sample(f) for f in files)]
 
 
+def purge_deleted_rows(store: TableStore, name: str = "training_examples") -> bool:
+    """Make every live file of `name` hold only live rows, so a Parquet reader sees the snapshot;
+    returns whether the table was rewritten (a new version). A table without deletion vectors is
+    left alone."""
+    marked = store.files_with_deletion_vectors(name)
+    if not marked:
+        return False
+    where = store.location(name)
+    statement = f"REORG TABLE {store.sql_name(name)} APPLY (PURGE)"
+    log.info("%s: %d live file(s) hold rows deleted by deletion vectors, which Petastorm would read; purging them "
+             "(%s)", where, len(marked), statement)
+    try:
+        store.purge_deletion_vectors(name)
+    except PySparkException as error:
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise TrainingDataError(
+            f"{where} has {len(marked)} live file(s) whose deletion vectors mark rows deleted, and purging them "
+            f"failed ({type(error).__name__}: {reason}); the trainer would read deleted rows (duplicates, rows of "
+            f"another split). Run `{statement}` as a user who may rewrite the table, then train again") from error
+    left = store.files_with_deletion_vectors(name)
+    if left:
+        raise TrainingDataError(f"{where} still has {len(left)} live file(s) with deletion vectors after `{statement}` "
+                                "(a concurrent writer?); train again once its writes are done")
+    log.info("%s: deletion vectors purged, now version %s", where, store.version(name))
+    return True
+
+
 def training_data(store: TableStore, config: Config) -> TrainingData:
+    # First: the files and the version recorded below must both be those of the purged table.
+    purge_deleted_rows(store, "training_examples")
     counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
     missing = [s for s in SPLITS if not counts.get(s)]
     if missing:
