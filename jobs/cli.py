@@ -40,11 +40,13 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: r2led <command> [--env ENV] [--set key=value ...] [options]", "", "commands:"]
+    lines = ["usage: r2led <command> [--env ENV] [--config FILE] [--set key=value ...] [options]", "", "commands:"]
     lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
     lines += [f"  report {name:<15} {text}" for name, (_, text) in REPORTS.items()]
     lines += [f"  benchmark {name:<12} {text}" for name, (_, text) in BENCHMARKS.items()]
-    lines += ["", "Every command takes --env (default local) and repeated --set key=value; -h for its options."]
+    lines += ["", "Every command takes --env, --config FILE (your own YAML) and repeated --set key=value; -h for its options.",
+              "Config: conf/base.yaml <- conf/<env>.yaml <- --config FILE <- --set. --env defaults to local",
+              "(MovieLens-100K), and to base (base.yaml alone) when --config is given."]
     return "\n".join(lines)
 
 

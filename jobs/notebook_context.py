@@ -27,8 +27,9 @@ from r2led_model.sid_report import SidReport
 
 PREVIOUS = "previous_champion"
 
-# The widgets every notebook starts with; `env` defaults to the Databricks config.
-STANDARD_WIDGETS: dict[str, str] = {"env": "databricks", "date": "", "overrides": ""}
+# The widgets every notebook starts with; `env` defaults to the Databricks config, `config` is the
+# path of one's own YAML (e.g. on a Volume) layered over it, as `--config` is.
+STANDARD_WIDGETS: dict[str, str] = {"env": "databricks", "config": "", "date": "", "overrides": ""}
 
 
 # ---- widgets --------------------------------------------------------------------------
@@ -125,17 +126,20 @@ def run_date(text: str | None) -> str | None:
         raise ConfigError(str(exc)) from None
 
 
-def notebook_config(env: str, overrides_text: str = "", date: str | None = None) -> Config:
-    """The widgets' config: conf/<env>.yaml ← overrides, printed resolved as every job prints it.
+def notebook_config(env: str, overrides_text: str = "", date: str | None = None, config_file: str = "") -> Config:
+    """The widgets' config: conf/<env>.yaml ← the `config` widget's file ← overrides, printed resolved
+    as every job prints it. An empty `env` is the command line's default (`local`, or `base` with a file).
 
     `date` is validated here (a bad one fails before any work); jobs that take a date get it from
     `run_date`.
     """
     day = run_date(date)
-    config = load_config(env.strip() or "local", parse_overrides(overrides_text))
+    config_file = config_file.strip()
+    config = load_config(env.strip() or None, parse_overrides(overrides_text), config_file=config_file or None)
     tables = (f"{config.tables.catalog}.{config.tables.schema}" if config.tables.backend == "catalog"
               else config.tables.root)
-    print(f"# r2led notebook: env={config.env}, date={day or 'latest'}, tables at {tables}", flush=True)
+    own = f", config={config_file}" if config_file else ""
+    print(f"# r2led notebook: env={config.env}{own}, date={day or 'latest'}, tables at {tables}", flush=True)
     return config
 
 

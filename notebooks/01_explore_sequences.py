@@ -20,7 +20,7 @@ widgets = widget_values(dbutils, STANDARD_WIDGETS)
 
 # COMMAND ----------
 
-config = notebook_config(widgets["env"], widgets["overrides"], widgets["date"])
+config = notebook_config(widgets["env"], widgets["overrides"], widgets["date"], widgets["config"])
 spark = notebook_spark(config)
 store = TableStore(spark, config.tables)
 events, samples, sequences = store.read("events"), store.read("samples"), store.read("user_sequences")

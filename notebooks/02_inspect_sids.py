@@ -18,7 +18,7 @@ widgets = widget_values(dbutils, STANDARD_WIDGETS)
 
 # COMMAND ----------
 
-config = notebook_config(widgets["env"], widgets["overrides"], widgets["date"])
+config = notebook_config(widgets["env"], widgets["overrides"], widgets["date"], widgets["config"])
 spark = notebook_spark(config)
 report, semantic_codes = build_sid_report(spark, config)
 print(report.summary())

@@ -19,7 +19,7 @@ widgets = widget_values(dbutils, {**STANDARD_WIDGETS, "user_id": "", "sample_id"
 
 # COMMAND ----------
 
-config = notebook_config(widgets["env"], widgets["overrides"], widgets["date"])
+config = notebook_config(widgets["env"], widgets["overrides"], widgets["date"], widgets["config"])
 spark = notebook_spark(config)
 store = TableStore(spark, config.tables)
 user_id = resolve_user_id(spark, config, widgets["user_id"])

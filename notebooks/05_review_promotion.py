@@ -20,7 +20,7 @@ action = dbutils.widgets.get("action")
 
 # COMMAND ----------
 
-config = notebook_config(widgets["env"], widgets["overrides"], widgets["date"])
+config = notebook_config(widgets["env"], widgets["overrides"], widgets["date"], widgets["config"])
 spark = notebook_spark(config)
 
 # COMMAND ----------

@@ -1,8 +1,9 @@
 """Typed, frozen configuration for every R2LED job, and the one loader that builds it.
 
 YAML files in ``conf/`` hold values only; this module holds the schema. A config is
-``conf/base.yaml`` deep-merged with ``conf/<env>.yaml`` and then with ``--set a.b=c``
-overrides, in that order. Unknown keys and wrong types are errors that name the key path.
+``conf/base.yaml`` deep-merged with ``conf/<env>.yaml``, then with a user's own file (``--config
+my.yaml``) and then with ``--set a.b=c`` overrides, in that order. Unknown keys and wrong types
+are errors that name the file (or --set) and the key path.
 
 String values may reference ``${workspace.root}`` (resolved after merging), so that every
 local path can live under one workspace folder.
@@ -506,21 +507,56 @@ def _extract_packaged_conf() -> Path | None:
     return target
 
 
+# `--env` when none is given: the embedded default, or, with a config file of one's own, no env layer.
+DEFAULT_ENV = "local"
+BASE_ENV = "base"
+
+
+def resolve_env(env: str | None, config_file: str | Path | None = None) -> str:
+    """The env a load uses when none is named: `local` (MovieLens-100K), or `base` with a config file.
+
+    A user's own file is meant to describe their data; layering it over `local` would quietly keep the
+    MovieLens settings it does not mention, so with a file the default is `base`: base.yaml alone.
+    """
+    if env is not None and env.strip():
+        return env.strip()
+    return BASE_ENV if config_file else DEFAULT_ENV
+
+
 def load_config(
-    env: str = "local",
+    env: str | None = None,
     overrides: Sequence[str] = (),
     conf_dir: str | Path | None = None,
+    config_file: str | Path | None = None,
 ) -> Config:
-    """base.yaml ← <env>.yaml ← `key.path=value` overrides → a validated, frozen Config."""
+    """base.yaml ← <env>.yaml ← `config_file` ← `key.path=value` overrides → a validated, frozen Config.
+
+    `env` None takes `resolve_env`'s default; env `base` adds no env layer. Each layer is checked
+    against the schema before it is merged, so an unknown key or a wrong type names the file (or
+    the --set) it came from and the key path.
+    """
+    env = resolve_env(env, config_file)
     conf_dir = Path(conf_dir) if conf_dir else default_conf_dir()
-    env_file = conf_dir / f"{env}.yaml"
+    base_file, env_file = conf_dir / f"{BASE_ENV}.yaml", conf_dir / f"{env}.yaml"
+    if not base_file.is_file():
+        raise ConfigError(f"no {base_file}: a conf folder needs {base_file.name}")
     if not env_file.is_file():
-        known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
-        raise ConfigError(f"unknown env {env!r}: no {env_file} (known: {', '.join(known)})")
+        known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != BASE_ENV)
+        raise ConfigError(f"unknown env {env!r}: no {env_file} "
+                          f"(known: {', '.join(known)}; or {BASE_ENV!r}: {base_file.name} alone)")
+    files = [base_file] if env == BASE_ENV else [base_file, env_file]
+    if config_file:
+        own = Path(config_file)
+        if not own.is_file():
+            looked = "" if own.is_absolute() else f" (looked at {own.resolve()})"
+            raise ConfigError(f"config file {own} not found{looked}")
+        files.append(own)
     # Start from the schema's defaults so that defaults may use ${...} placeholders too.
     merged: dict[str, Any] = Config().to_dict()
-    for path in (conf_dir / "base.yaml", env_file):
-        merged = _deep_merge(merged, _read_yaml(path), where=path.name)
+    for path in files:
+        layer = _read_yaml(path)
+        _check_layer(layer, source=str(path))
+        merged = _deep_merge(merged, layer, where=str(path))
     merged["env"] = env
     for override in overrides:
         merged = _apply_override(merged, override)
@@ -548,12 +584,60 @@ def build_config(values: Mapping[str, Any]) -> Config:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.MarkedYAMLError as exc:
+        # Lines and columns from 1, as editors count; the context names where the broken construct began.
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        began = (f" ({exc.context} from line {exc.context_mark.line + 1})"
+                 if exc.context and exc.context_mark and exc.context_mark is not mark else "")
+        raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}{began}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+        raise ConfigError(f"{path}: top level must be a mapping of config sections, got {type(data).__name__}")
     return data
+
+
+def _check_layer(layer: Mapping[str, Any], source: str) -> None:
+    """One file's or one --set's keys and values against the schema, before merging: an error names
+    `source` and the key path (`my.yaml: retrieval.kk: unknown config key`)."""
+    try:
+        _check_partial(Config, layer, path="")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _check_partial(cls: type, values: Any, path: str) -> None:
+    """Like `_build`, for a layer that sets only some keys: every key known, every value of its type."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in values if k not in names)
+    if unknown:
+        where = ", ".join(f"{path}.{k}" if path else k for k in unknown)
+        raise ConfigError(f"{where}: unknown config key{'s' if len(unknown) > 1 else ''} "
+                          f"(allowed here: {', '.join(sorted(names))})")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        key_path = f"{path}.{name}" if path else name
+        section = _section_type(hints[name])
+        if section is not None and isinstance(value, Mapping):
+            _check_partial(section, value, key_path)
+        else:
+            _coerce(hints[name], value, key_path)
+
+
+def _section_type(tp: Any) -> type | None:
+    """The dataclass a field holds (`X` or `X | None`), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        sections = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return sections[0] if len(sections) == 1 else None
+    return None
 
 
 def _deep_merge(base: dict[str, Any], update: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -574,10 +658,14 @@ def _apply_override(values: dict[str, Any], override: str) -> dict[str, Any]:
     if not all(parts):
         raise ConfigError(f"--set {override!r}: empty key segment")
     # YAML parsing gives `3` → int, `true` → bool, `[1, 2]` → list; strings stay strings.
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: not a YAML value ({getattr(exc, 'problem', None) or exc})") from None
     nested: Any = value
     for part in reversed(parts):
         nested = {part: nested}
+    _check_layer(nested, source="--set")
     return _deep_merge(values, nested, where="--set")
 
 

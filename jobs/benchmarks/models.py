@@ -47,14 +47,14 @@ from jobs import (
     sequences,
     train_codebook,
 )
-from jobs.entrypoint import spark_job_main
+from jobs.entrypoint import dataset_envs, dataset_label, load_dataset_config, spark_job_main
 from jobs.oracle_truth import load_oracle_truth
 from jobs.tables import TableStore
 from jobs.train import TrainJob, evaluate_split, make_feed, train_worker
 from jobs.training_data import TrainingData, training_data
 from jobs.tune import tune_model
 from r2led_model.bundle import ModelBundle
-from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, load_config, with_values
+from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, with_values
 from r2led_model.diagnostics import r2led_diagnostics
 from r2led_model.oracle import OracleTruth
 from r2led_model.tuning import TunedParams, tuned_path
@@ -102,8 +102,10 @@ def variants(names: Sequence[str] | None, ablations: bool) -> list[Variant]:
     return chosen + (list(ABLATIONS) if ablations else [])
 
 
-def dataset_config(env: str, folder: Path, overrides: Sequence[str]) -> Config:
-    config = load_config(env, [f"workspace.root={folder}", *overrides])
+def dataset_config(args: argparse.Namespace | None, env: str, folder: Path, overrides: Sequence[str]) -> Config:
+    """A dataset env as the command loads its own config (its --conf-dir, its --config over `env`), with
+    every table, file and run of it under `folder`."""
+    config = load_dataset_config(args, env, [f"workspace.root={folder}", *overrides])
     config = replace(config, tables=TablesConfig(backend="path", root=str(folder / "tables")))
     if config.source.kind == "synthetic":
         config = replace(config, source=replace(config.source, synthetic=SyntheticSourceConfig(
@@ -359,21 +361,22 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     results: list[dict] = []
     spec_for_latency = None
     tuned_flag, trials = getattr(args, "tuned", False), getattr(args, "trials", None)
-    for env in getattr(args, "envs", DEFAULT_ENVS):
+    for env in dataset_envs(args, getattr(args, "envs", None), DEFAULT_ENVS):
         settings = getattr(args, "sweep", None) or [None]
         tuned: dict[str, TunedParams] = {}
-        own = load_config(env)
+        label = dataset_label(args, env)
+        own = dataset_config(args, env, out / "models" / label, [*extra, f"training.device={device}"])
         for position, setting in enumerate(settings):
             if setting is not None and own.source.kind != "synthetic":
                 continue  # the sweep's knobs belong to the synthetic catalogue
             if setting == CatalogueSetting(own.synthetic.catalogue.category_level,
                                            own.synthetic.catalogue.mislabel_share):
-                setting_folder = env  # the env's own catalogue: its own tables
+                setting_folder = label  # the env's own catalogue: its own tables
             else:
-                setting_folder = env if setting is None else f"{env}-{setting.folder}"
-            name = env if setting is None else f"{env} {setting.label}"
+                setting_folder = label if setting is None else f"{label}-{setting.folder}"
+            name = label if setting is None else f"{label} {setting.label}"
             folder = out / "models" / setting_folder
-            dataset = dataset_config(env, folder, [*extra, f"training.device={device}",
+            dataset = dataset_config(args, env, folder, [*extra, f"training.device={device}",
                                                    *(setting.overrides() if setting else [])])
             data = build_tables(spark, dataset, getattr(args, "rebuild", False))
             truth = load_oracle_truth(spark, dataset)
@@ -421,8 +424,9 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--envs", nargs="*", default=DEFAULT_ENVS,
-                        help=f"dataset envs for the quality part (default: {' '.join(DEFAULT_ENVS)}; none: latency only)")
+    parser.add_argument("--envs", nargs="*", default=None,
+                        help=f"dataset envs for the quality part, each with --config over it (default: "
+                             f"{' '.join(DEFAULT_ENVS)}; with --config: --env, i.e. base unless named; none: latency only)")
     parser.add_argument("--tuned", action="store_true",
                         help="tune every model first (r2led tune, the same --trials budget each), then run the seeds")
     parser.add_argument("--trials", type=int, default=None, help="trials per model with --tuned (default: tuning.trials)")

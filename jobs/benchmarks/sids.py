@@ -31,13 +31,15 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from jobs import assign_sids, embed_items, generate, ingest, report_sids, train_codebook
-from jobs.entrypoint import spark_job_main
+from jobs.entrypoint import dataset_envs, dataset_label, load_dataset_config, spark_job_main
 from r2led_model import codebook_store
 from r2led_model.codebook import Codebook
-from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, load_config
+from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
 from r2led_model.rqvae import export_codebook, train_rqvae
 
 log = logging.getLogger(__name__)
+
+QUALITY_ENVS = ["local", "synthetic"]
 
 
 def _random_vectors(dim: int, seed: int):
@@ -93,9 +95,9 @@ def _throughput_codebook(config: Config) -> Codebook:
         return export_codebook(model)
 
 
-def benchmark_quality(spark: SparkSession, env: str, folder: Path) -> dict:
+def benchmark_quality(spark: SparkSession, env: str, folder: Path, args: argparse.Namespace | None = None) -> dict:
     shutil.rmtree(folder / "tables", ignore_errors=True)
-    config = load_config(env, [f"workspace.root={folder}"])
+    config = load_dataset_config(args, env, [f"workspace.root={folder}"])
     config = replace(config, tables=TablesConfig(backend="path", root=str(folder / "tables")))
     if config.source.kind == "synthetic":
         config = replace(config, source=replace(config.source, synthetic=SyntheticSourceConfig(
@@ -106,7 +108,7 @@ def benchmark_quality(spark: SparkSession, env: str, folder: Path) -> dict:
     trained = train_codebook.run(spark, config)
     assign_sids.run(spark, config)
     report = report_sids.run(spark, config)
-    return {"bench": "sids_quality", "env": env, "source": config.source.kind, "items": int(report.metrics["num_items"]),
+    return {"bench": "sids_quality", "env": dataset_label(args, env), "source": config.source.kind, "items": int(report.metrics["num_items"]),
             "levels": report.levels, "codebook_size": report.codebook_size, "codebook_version": trained.version,
             "collision_rate": round(report.metrics["collision_rate"], 4),
             "collision_rate_after_dedup": round(report.collision_rate_after_dedup, 4),
@@ -123,8 +125,8 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     if not getattr(args, "skip_throughput", False):
         results.append(benchmark_throughput(spark, config, getattr(args, "vectors", 1_000_000), out / "sids"))
         print(json.dumps(results[-1]), flush=True)
-    for env in getattr(args, "quality_envs", ["local", "synthetic"]):
-        results.append(benchmark_quality(spark, env, out / "sids" / f"quality-{env}"))
+    for env in dataset_envs(args, getattr(args, "quality_envs", None), QUALITY_ENVS):
+        results.append(benchmark_quality(spark, env, out / "sids" / f"quality-{dataset_label(args, env)}", args))
         print(json.dumps(results[-1]), flush=True)
     with open(out / "sids.jsonl", "a", encoding="utf-8") as sink:
         for result in results:
@@ -155,8 +157,9 @@ def format_table(results: Sequence[dict]) -> str:
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vectors", type=int, default=1_000_000, help="vectors for the throughput part")
     parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--quality-envs", nargs="*", default=["local", "synthetic"],
-                        help="config envs whose data the quality part runs on (default: local synthetic)")
+    parser.add_argument("--quality-envs", nargs="*", default=None,
+                        help=f"config envs whose data the quality part runs on, each with --config over it "
+                             f"(default: {' '.join(QUALITY_ENVS)}; with --config: --env, i.e. base unless named)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,3 +114,103 @@ def test_a_failing_job_exits_1(spark, capsys, tmp_path):
     err = capsys.readouterr().err
     assert "r2led ingest failed" in err and str(missing) in err
     assert not (tmp_path / "tables").exists()
+
+
+# ---- --config: your own file, for every command and every benchmark's dataset envs --------------
+
+REQUIRED_OPTIONS = {"tune": ["--model", "din"]}
+ALL_COMMANDS = ([[name, *REQUIRED_OPTIONS.get(name, [])] for name in cli.COMMANDS]
+                + [["report", name] for name in cli.REPORTS] + [["benchmark", name] for name in cli.BENCHMARKS])
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=lambda c: " ".join(c[:2]) if c[0] in ("report", "benchmark") else c[0])
+def test_every_command_loads_its_config_file_and_names_it_in_errors(command, capsys, tmp_path):
+    own = tmp_path / "my.yaml"
+    own.write_text("retrieval:\n  kk: 3\n", encoding="utf-8")
+    assert cli.main([*command, "--config", str(own)]) == 2
+    err = capsys.readouterr().err
+    assert f"config error: {own}: retrieval.kk: unknown config key" in err
+    assert cli.main([*command, "--config", str(tmp_path / "absent.yaml")]) == 2
+    assert f"config file {tmp_path / 'absent.yaml'} not found" in capsys.readouterr().err
+
+
+def test_a_commands_config_file_reaches_the_job(monkeypatch, capsys, tmp_path):
+    """`r2led ingest --config my.yaml`: the job gets base ← my.yaml ← --set, no env layer (no Spark here)."""
+    import jobs.ingest
+    import jobs.spark_runtime
+
+    seen = []
+    monkeypatch.setattr(jobs.spark_runtime, "get_spark", lambda config: "session")
+    monkeypatch.setattr(jobs.ingest, "run", lambda spark, config, args: seen.append((spark, config, args)))
+    own = tmp_path / "my.yaml"
+    own.write_text(f"workspace:\n  root: {tmp_path}\nsource:\n  kind: taobao\n  taobao:\n"
+                   f"    paths: [{tmp_path}/logs.csv]\ningest:\n  max_reject_share: 0.3\n", encoding="utf-8")
+    assert cli.main(["ingest", "--config", str(own), "--set", "ingest.max_reject_share=0.4", "--date", "2024-01-02"]) == 0
+    ((spark, config, args),) = seen
+    assert spark == "session" and args.date == "2024-01-02"
+    assert config.env == "base"  # --config without --env: base.yaml alone
+    assert config.source.kind == "taobao" and config.source.taobao.paths == (f"{tmp_path}/logs.csv",)
+    assert config.ingest.max_reject_share == 0.4  # --set over the file
+    assert config.tables.root == f"{tmp_path}/tables"  # ${workspace.root} from the file
+    assert f"# r2led ingest: resolved config (env=base, config={own})" in capsys.readouterr().out
+
+    seen.clear()
+    assert cli.main(["ingest", "--config", str(own), "--env", "tiny"]) == 0
+    assert seen[0][1].env == "tiny" and seen[0][1].spark.master == "local[2]" and seen[0][1].source.kind == "taobao"
+
+
+def _benchmark_args(module, argv: list[str]):
+    from jobs.entrypoint import job_parser
+
+    parser = job_parser("r2led benchmark", "")
+    module._add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_benchmark_models_loads_its_dataset_envs_with_the_commands_config_file_and_conf_dir(tmp_path):
+    from jobs.benchmarks import models
+
+    own = tmp_path / "my.yaml"
+    own.write_text("model:\n  embedding_dim: 8\n  attention_heads: 2\n", encoding="utf-8")
+    folder = tmp_path / "bench" / "oracle"
+
+    plain = _benchmark_args(models, [])
+    assert models.dataset_envs(plain, plain.envs, models.DEFAULT_ENVS) == ["oracle", "local"]
+    assert models.dataset_config(plain, "oracle", folder, []).model.embedding_dim != 8
+
+    mine = _benchmark_args(models, ["--config", str(own), "--envs", "oracle", "local"])
+    assert models.dataset_envs(mine, mine.envs, models.DEFAULT_ENVS) == ["oracle", "local"]
+    oracle = models.dataset_config(mine, "oracle", folder, ["training.epochs=1"])
+    assert (oracle.env, oracle.source.kind, oracle.model.embedding_dim, oracle.training.epochs) == (
+        "oracle", "synthetic", 8, 1)  # the env's data, the user's model, the benchmark's override
+    assert oracle.tables.root == str(folder / "tables") and oracle.source.synthetic.path == str(folder / "raw")
+    assert models.dataset_label(mine, "oracle") == "oracle+my"  # never the tables built without the file
+
+    # With --config and no --envs, the data to measure is the command's own: base ← my.yaml.
+    only = _benchmark_args(models, ["--config", str(own)])
+    assert models.dataset_envs(only, only.envs, models.DEFAULT_ENVS) == ["base"]
+    assert _benchmark_args(models, ["--config", str(own), "--envs"]).envs == []  # latency only
+
+    # --conf-dir reaches the dataset envs too.
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "base.yaml").write_text("sequences:\n  split:\n    mode: last_n\ntraining:\n  batch_size: 12\n",
+                                    encoding="utf-8")
+    (conf / "team.yaml").write_text("training:\n  patience: 9\n", encoding="utf-8")
+    team = _benchmark_args(models, ["--conf-dir", str(conf), "--config", str(own), "--envs", "team"])
+    loaded = models.dataset_config(team, "team", folder, [])
+    assert (loaded.training.batch_size, loaded.training.patience, loaded.model.embedding_dim) == (12, 9, 8)
+
+
+def test_benchmark_sids_quality_envs_follow_the_commands_config_file(tmp_path):
+    from jobs.benchmarks import sids
+    from jobs.entrypoint import dataset_envs, load_dataset_config
+
+    own = tmp_path / "my.yaml"
+    own.write_text("codebook:\n  levels: 2\n", encoding="utf-8")
+    plain = _benchmark_args(sids, [])
+    assert dataset_envs(plain, plain.quality_envs, sids.QUALITY_ENVS) == ["local", "synthetic"]
+    mine = _benchmark_args(sids, ["--config", str(own), "--env", "tiny"])
+    assert dataset_envs(mine, mine.quality_envs, sids.QUALITY_ENVS) == ["tiny"]
+    loaded = load_dataset_config(mine, "synthetic", [])
+    assert (loaded.env, loaded.codebook.levels) == ("synthetic", 2)

@@ -15,8 +15,8 @@ from pyspark.sql import functions as F
 
 from jobs import generate, pipeline
 from jobs.cli import COMMANDS
-from jobs.notebook_context import (STANDARD_WIDGETS, LocalDbutils, LocalWidgets, last_promotion, parse_overrides,
-                                   run_date, widget_values)
+from jobs.notebook_context import (STANDARD_WIDGETS, LocalDbutils, LocalWidgets, last_promotion, notebook_config,
+                                   parse_overrides, run_date, widget_values)
 from jobs.tables import TableStore
 from r2led_model.config import ConfigError, load_config
 from tests.conftest import IVY_DIR, REPO, config_in
@@ -108,7 +108,20 @@ def test_local_widgets_behave_like_dbutils_widgets():
     with pytest.raises(ValueError, match="not one of"):
         LocalWidgets({"action": "delete"}).dropdown("action", "review", ["review", "promote"])
     assert widget_values(LocalDbutils({"overrides": "a=1"}), STANDARD_WIDGETS) == {
-        "env": "databricks", "date": "", "overrides": "a=1"}
+        "env": "databricks", "config": "", "date": "", "overrides": "a=1"}
+
+
+def test_config_widget_layers_a_file_over_the_env_widget(tmp_path, capsys):
+    own = tmp_path / "my.yaml"
+    own.write_text("training:\n  epochs: 1\n", encoding="utf-8")
+    config = notebook_config("tiny", "training.batch_size=8", "", config_file=f" {own} ")
+    assert (config.env, config.spark.master, config.training.epochs, config.training.batch_size) == (
+        "tiny", "local[2]", 1, 8)
+    assert f"env=tiny, config={own}," in capsys.readouterr().out
+    assert notebook_config("", config_file=str(own)).env == "base"  # an empty env widget: as --env unset
+    own.write_text("training:\n  epochz: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"my\.yaml: training\.epochz: unknown config key"):
+        notebook_config("tiny", config_file=str(own))
 
 
 # ---- the bundle --------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from r2led_model.config import Config, ConfigError, build_config, load_config, parse_utc_timestamp, split_as_of
@@ -58,8 +60,86 @@ def test_wrong_values_name_their_path(override, key_path):
 def test_unknown_key_in_yaml_file_is_an_error(tmp_path):
     (tmp_path / "base.yaml").write_text("spark:\n  master: local[1]\n")
     (tmp_path / "mine.yaml").write_text("sequences:\n  max_storred: 3\n")
-    with pytest.raises(ConfigError, match=r"sequences\.max_storred"):
+    with pytest.raises(ConfigError, match=r"mine\.yaml: sequences\.max_storred: unknown config key"):
         load_config("mine", conf_dir=tmp_path)
+
+
+# ---- your own config file (--config) -------------------------------------------------------
+
+
+def _own(tmp_path, text: str, name: str = "my.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_own_file_layers_over_base_and_env_and_under_set(tmp_path):
+    # Each key is set by the layers above it and by this one; the last layer that sets it wins.
+    own = _own(tmp_path, "spark:\n  shuffle_partitions: 3\n"            # tiny says 2
+                         "sequences:\n  max_stored: 50\n"              # tiny says 200, --set says 7
+                         "  negatives:\n    seed: 5\n"                 # base says 17
+                         "retrieval:\n  k_per_route:\n    sid1: 4\n")  # a partial mapping merges
+    config = load_config("tiny", ["sequences.max_stored=7"], config_file=own)
+    assert config.env == "tiny"
+    assert config.spark.master == "local[2]" and config.spark.driver_memory == "2g"  # tiny, untouched
+    assert config.spark.shuffle_partitions == 3  # my.yaml over tiny
+    assert config.sequences.negatives.seed == 5  # my.yaml over base
+    assert config.sequences.negatives.ratio == 1  # its sibling in base stays
+    assert config.sequences.max_stored == 7  # --set over my.yaml
+    assert config.retrieval.k_per_route == {"sid1": 4}
+    assert config.source.kind == "synthetic"  # tiny's, since my.yaml names no source
+
+
+def test_own_file_without_env_is_layered_over_base_alone(tmp_path):
+    own = _own(tmp_path, "training:\n  epochs: 1\n")
+    mine, base_only, local = load_config(config_file=own), load_config("base"), load_config()
+    # No env named: base.yaml alone, not local's MovieLens settings (local sets codebook_size 64).
+    assert (mine.env, base_only.env, local.env) == ("base", "base", "local")
+    assert local.codebook.codebook_size == 64 and mine.codebook.codebook_size == base_only.codebook.codebook_size != 64
+    assert mine.training.epochs == 1
+    assert mine == dataclasses.replace(base_only, training=dataclasses.replace(base_only.training, epochs=1))
+    # An env named beside the file is layered under it, as on the command line.
+    assert load_config("local", config_file=own).codebook.codebook_size == 64
+
+
+@pytest.mark.parametrize("text, message", [
+    ("retrieval:\n  kk: 3\n", r"my\.yaml: retrieval\.kk: unknown config key \(allowed here: .*\bk\b"),
+    ("source:\n  movielens100k:\n    click_treshold: 3\n",
+     r"my\.yaml: source\.movielens100k\.click_treshold: unknown config key"),
+    ("retrival:\n  k: 3\n", r"my\.yaml: retrival: unknown config key"),
+    ("training:\n  epochs: many\n", r"my\.yaml: training\.epochs: expected an integer, got 'many'"),
+    ("spark:\n  mode: cluster\n", r"my\.yaml: spark\.mode: 'cluster' is not one of"),
+    ("retrieval: 3\n", r"my\.yaml: retrieval: expected a mapping, got int"),
+    ("- a\n- b\n", r"my\.yaml: top level must be a mapping"),
+])
+def test_a_bad_key_or_value_in_own_file_names_the_file_and_key_path(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_config("tiny", config_file=_own(tmp_path, text))
+    assert str(raised.value).startswith(str(tmp_path / "my.yaml"))
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    own = _own(tmp_path, "training:\n  epochs: 2\nmodel:\n  mlp_dims: [32, 16\n  dropout: 0.1\n")
+    with pytest.raises(ConfigError, match=r"my\.yaml:5:\d+: not valid YAML: .*from line 4") as raised:
+        load_config(config_file=own)
+    assert str(raised.value).startswith(f"{own}:5:")
+    tabbed = _own(tmp_path, "training:\n\tepochs: 2\n", name="tabbed.yaml")
+    with pytest.raises(ConfigError, match=r"tabbed\.yaml:2:1: not valid YAML: found character '\\t'"):
+        load_config(config_file=tabbed)
+
+
+def test_a_missing_own_file_names_its_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=rf"config file mine\.yaml not found \(looked at {tmp_path}/mine\.yaml\)"):
+        load_config(config_file="mine.yaml")
+    with pytest.raises(ConfigError, match=rf"config file {tmp_path}/gone\.yaml not found$"):
+        load_config(config_file=tmp_path / "gone.yaml")
+
+
+def test_a_bad_set_after_a_good_own_file_names_the_set(tmp_path):
+    own = _own(tmp_path, "training:\n  epochs: 1\n")
+    with pytest.raises(ConfigError, match=r"^--set: training\.epochz: unknown config key"):
+        load_config(config_file=own, overrides=["training.epochz=2"])
 
 
 def test_unknown_env_lists_the_known_ones():
