@@ -85,10 +85,14 @@ class IngestResult:
 
 
 def ingest_run_id(source: str, files: Sequence[str]) -> str:
-    """Content-addressed id: the same inputs always get the same id."""
+    """Content-addressed id: the same inputs always get the same id. An input that is not a local
+    path (a catalog table with its version, a remote URI) counts by its name."""
     digest = hashlib.sha1(source.encode())
     for name in sorted(files):
         path = Path(name)
+        if not path.exists():
+            digest.update(f"{name}:".encode())
+            continue
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
         digest.update(f"{path.resolve()}:{size}".encode())
     return f"ingest-{digest.hexdigest()[:12]}"

@@ -93,6 +93,79 @@ class AmazonSourceConfig:
     reviews_paths: tuple[str, ...] = ()
     # Metadata JSON lines (asin or parent_asin, title, category/categories, main_category).
     metadata_paths: tuple[str, ...] = ()
+    # None: reviews are positives and `sequences` samples negatives (a review says the user chose the
+    # item). A number: explicit labels, rating >= click_threshold is a click (1), below it 0, as many
+    # CTR set-ups on Amazon data do; then no negatives are needed (negatives.enabled: auto).
+    click_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class TableColumnsConfig:
+    """Which column of the events table holds each field of an event (None: the table has none)."""
+
+    # Required: who, what, when.
+    user: str | None = None
+    item: str | None = None
+    timestamp: str | None = None
+    # How `timestamp` encodes time: epoch seconds or milliseconds (a number, or text holding one), or
+    # "timestamp": a timestamp or date column, or text Spark reads as one (see timestamp_format).
+    timestamp_unit: Literal["seconds", "milliseconds", "timestamp"] = "seconds"
+    # With timestamp_unit "timestamp" and a text column: its Spark datetime pattern (e.g.
+    # "yyyy/MM/dd HH:mm"); None accepts ISO-8601. Text without an offset is read as UTC.
+    timestamp_format: str | None = None
+    # The behaviour type (lower-cased); None gives every row `source.table.behavior`.
+    behavior: str | None = None
+    # The click label (0/1, true/false), read with `labels: column`.
+    label: str | None = None
+    # A numeric value kept in `events.value` (a rating, a dwell time); `labels: threshold` labels by it.
+    value: str | None = None
+    # The item's category on each event, for tables without an items table (like Taobao's log).
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class TableItemsConfig:
+    """The optional items table: one row per item, read like the events table."""
+
+    path: str | None = None
+    name: str | None = None
+    format: Literal["delta", "parquet", "csv", "json", "orc"] = "delta"
+    options: dict[str, str | bool | int | float] = field(default_factory=dict)
+    # The item id column: the same ids as the events' `columns.item` (same `ids` rule).
+    item: str = "item_id"
+    # The category column: an integer id, or a name or path (text, or a list of names) that is hashed
+    # to a stable 64-bit id, so two paths sharing a leaf name stay two categories.
+    category: str | None = None
+    # The item text the encoder embeds, a template over the table's columns, e.g.
+    # "{title}. {brand}. Category: {category}". A null column renders empty; a list joins with " > ".
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class TableSourceConfig:
+    """`source.kind: table`: events from any table Spark reads, through a column mapping."""
+
+    # Exactly one of: a folder (`format` says how to read it) or a catalog table name
+    # (`main.logs.impressions`, read with spark.table).
+    path: str | None = None
+    name: str | None = None
+    format: Literal["delta", "parquet", "csv", "json", "orc"] = "delta"
+    # Reader options passed to Spark's reader, e.g. {header: true, sep: ";"} for CSV.
+    options: dict[str, str | bool | int | float] = field(default_factory=dict)
+    # The table's date partition column (values YYYY-MM-DD): a daily run reads only that partition.
+    # None: a daily run filters on the timestamp column instead (data skipping where the format has it).
+    partition_column: str | None = None
+    # "integer": user and item ids are non-negative integers. "string": any text, hashed to 64-bit
+    # ids (xxhash64, as for Amazon); the items table then keeps the original id in `item_key`.
+    ids: Literal["integer", "string"] = "integer"
+    columns: TableColumnsConfig = field(default_factory=TableColumnsConfig)
+    # The behaviour of every row when the table has no behaviour column.
+    behavior: str = "click"
+    # implicit: every row is a positive and `sequences` samples negatives (today's logs); column: the
+    # label column holds the click; threshold: value >= click_threshold is a click, below it not.
+    labels: Literal["implicit", "column", "threshold"] = "implicit"
+    click_threshold: float | None = None
+    items: TableItemsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -103,12 +176,13 @@ class SyntheticSourceConfig:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    kind: Literal["movielens100k", "taobao", "tmall", "amazon", "synthetic"] = "movielens100k"
+    kind: Literal["movielens100k", "taobao", "tmall", "amazon", "synthetic", "table"] = "movielens100k"
     movielens100k: MovieLensSourceConfig = field(default_factory=MovieLensSourceConfig)
     taobao: TaobaoSourceConfig = field(default_factory=TaobaoSourceConfig)
     tmall: TmallSourceConfig = field(default_factory=TmallSourceConfig)
     amazon: AmazonSourceConfig = field(default_factory=AmazonSourceConfig)
     synthetic: SyntheticSourceConfig = field(default_factory=SyntheticSourceConfig)
+    table: TableSourceConfig = field(default_factory=TableSourceConfig)
 
 
 @dataclass(frozen=True)
@@ -875,6 +949,68 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(f"retrieval.k_per_route: {sorted(unknown_k)} not in retrieval.routes")
     if config.tables.backend == "catalog" and not (config.tables.catalog and config.tables.schema):
         raise ConfigError("tables: backend 'catalog' needs tables.catalog and tables.schema")
+    _check_source(config)
+
+
+def _check_source(config: Config) -> None:
+    """The selected source's own constraints (the other kinds' sections are not read)."""
+    source = config.source
+    threshold = source.amazon.click_threshold
+    if source.kind == "amazon" and threshold is not None and not 0.0 <= threshold <= 5.0:
+        raise ConfigError("source.amazon.click_threshold: must be in [0, 5] (ratings are 1..5)")
+    if source.kind != "table":
+        return
+    table = source.table
+    for key, where in (("source.table", table), ("source.table.items", table.items)):
+        if where is not None and (where.path is None) == (where.name is None):
+            raise ConfigError(f"{key}: set exactly one of {key}.path (a folder) or {key}.name (a catalog table)")
+    cols = table.columns
+    for name in ("user", "item", "timestamp"):
+        if not getattr(cols, name):
+            raise ConfigError(f"source.table.columns.{name}: required (the events table's {name} column)")
+    if cols.timestamp_format is not None and cols.timestamp_unit != "timestamp":
+        raise ConfigError("source.table.columns.timestamp_format: only with timestamp_unit 'timestamp'")
+    if cols.behavior is None and table.behavior not in config.ingest.behaviors:
+        raise ConfigError(f"source.table.behavior: {table.behavior!r} is not in ingest.behaviors "
+                          f"({', '.join(config.ingest.behaviors)}); every row would be rejected")
+    if table.labels == "column" and not cols.label:
+        raise ConfigError("source.table.columns.label: required with source.table.labels 'column'")
+    if cols.label and table.labels != "column":
+        raise ConfigError(f"source.table.labels: is {table.labels!r} but columns.label is set; "
+                          f"set labels: column to read it, or remove columns.label")
+    if table.labels == "threshold" and (not cols.value or table.click_threshold is None):
+        raise ConfigError("source.table.labels: 'threshold' needs source.table.columns.value and "
+                          "source.table.click_threshold")
+    if table.click_threshold is not None and table.labels != "threshold":
+        raise ConfigError(f"source.table.click_threshold: only with labels 'threshold' (labels is {table.labels!r})")
+    if table.items is not None:
+        if not table.items.item:
+            raise ConfigError("source.table.items.item: required (the items table's id column)")
+        if table.items.text is not None:
+            template_fields(table.items.text, key="source.table.items.text")
+
+
+def template_fields(template: str, key: str) -> tuple[str, ...]:
+    """The column names a text template such as "{title}. Category: {category}" reads, in order."""
+    import string
+
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {template!r} is not a valid template ({exc}); "
+                          "write a literal brace as {{ or }}") from None
+    names = []
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name or spec or conversion:
+            raise ConfigError(f"{key}: {template!r}: each {{...}} must name one column, "
+                              f"without a format or conversion (got {{{name}{'!' + conversion if conversion else ''}"
+                              f"{':' + spec if spec else ''}}})")
+        names.append(name)
+    if not names:
+        raise ConfigError(f"{key}: {template!r} names no column")
+    return tuple(names)
 
 
 def split_as_of(config: Config, run_date: str) -> Config:

@@ -9,8 +9,9 @@ from r2led_model.config import Config
 
 
 def load_source(spark: SparkSession, config: Config, day: str | None = None) -> ParsedSource:
-    """The configured source. With `day`, a date-partitioned layout reads only that day's folder;
-    other layouts are read whole and `jobs.ingest` keeps the day's rows."""
+    """The configured source. With `day`, a date-partitioned layout reads only that day's folder (a
+    table source only that day's partition or timestamps); other layouts are read whole and
+    `jobs.ingest` keeps the day's rows."""
     kind = config.source.kind
     if kind == "movielens100k":
         from jobs.sources.movielens import load_movielens
@@ -32,6 +33,10 @@ def load_source(spark: SparkSession, config: Config, day: str | None = None) -> 
         from jobs.sources.synthetic import load_synthetic
 
         return load_synthetic(spark, config, day=day)
+    if kind == "table":
+        from jobs.sources.table import load_table
+
+        return load_table(spark, config.source.table, day=day)
     raise SourceError(f"source.kind: no loader for {kind!r}")
 
 

@@ -84,6 +84,11 @@ def id_reason(text: Column, parsed: Column, name: str) -> Column:
             .when(parsed.isNull() | (parsed < 0), F.lit(f"bad_{name}")))
 
 
+def string_id(key: Column) -> Column:
+    """A stable non-negative 64-bit id for a string key (collisions ~n²/2⁶⁴: negligible)."""
+    return F.xxhash64(key).bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF))
+
+
 def first_reason(*reasons: Column) -> Column:
     """The first non-null reason, so a row is rejected for its earliest problem."""
     return F.coalesce(*reasons)

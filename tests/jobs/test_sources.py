@@ -277,7 +277,8 @@ def amazon(spark, tmp_path_factory):
 def test_amazon_reviews_and_metadata_of_both_layouts(spark, amazon):
     config, result = amazon
     store = TableStore(spark, config.tables)
-    ids = _string_ids(spark, "A1", "U9", "B001", "B002", "B003", "Camping", "Tents", "Outdoors")
+    ids = _string_ids(spark, "A1", "U9", "B001", "B002", "B003", "Sports > Camping",
+                      "Sports & Outdoors > Camping & Hiking > Tents", "Outdoors")
     assert all(0 <= v < 2**63 for v in ids.values()) and len(set(ids.values())) == len(ids)
 
     events = rows(store.read("events").select("user_id", "item_id", "ts", "behavior", "label", "value"))
@@ -289,8 +290,10 @@ def test_amazon_reviews_and_metadata_of_both_layouts(spark, amazon):
 
     items = rows(store.read("items").select("item_key", "item_id", "category_id", "text"))
     assert items == [
-        ("B001", ids["B001"], ids["Camping"], "Lantern Category: Sports > Camping."),
-        ("B002", ids["B002"], ids["Tents"], "Tent Category: Sports & Outdoors > Camping & Hiking > Tents."),
+        # The category is the whole path; without a list, main_category (a one-level path).
+        ("B001", ids["B001"], ids["Sports > Camping"], "Lantern Category: Sports > Camping."),
+        ("B002", ids["B002"], ids["Sports & Outdoors > Camping & Hiking > Tents"],
+         "Tent Category: Sports & Outdoors > Camping & Hiking > Tents."),
         ("B003", ids["B003"], ids["Outdoors"], "Stove"),
     ]
     # A review's item id is the id its metadata row got, so events join to items on item_id.
@@ -302,6 +305,54 @@ def test_amazon_reviews_and_metadata_of_both_layouts(spark, amazon):
     assert result.rows_read == len(AMAZON_REVIEWS) and result.events_inserted == 3 and result.items_inserted == 3
     assert result.rejected_by_reason == {"unparseable_json": 1, "missing_item_id": 1, "bad_value": 1,
                                          "item_unparseable_json": 1, "item_missing_item_id": 1}
+
+
+def test_amazon_click_threshold_labels_reviews_by_rating_and_needs_no_negatives(spark, tmp_path):
+    from jobs.sequences import needs_negatives
+
+    reviews = [
+        '{"overall": 5.0, "reviewerID": "A1", "asin": "B001", "unixReviewTime": 1445040000}',
+        '{"overall": 4.0, "reviewerID": "A2", "asin": "B001", "unixReviewTime": 1445040001}',  # at t: a click
+        '{"rating": 3.5, "user_id": "A3", "parent_asin": "B002", "timestamp": 1588687728923}',
+        '{"overall": 1.0, "reviewerID": "A4", "asin": "B002", "unixReviewTime": 1445040002}',
+        '{"reviewerID": "A5", "asin": "B002", "unixReviewTime": 1445040003}',  # no rating: no label to read
+    ]
+    explicit = _amazon_config(tmp_path / "explicit", reviews, AMAZON_META[:2], "source.amazon.click_threshold=4")
+    result = ingest.run(spark, explicit)
+    events = TableStore(spark, explicit.tables).read("events")
+    assert rows(events.select("value", "label")) == [(1.0, 0), (3.5, 0), (4.0, 1), (5.0, 1)]
+    assert result.rejected_by_reason == {"missing_value": 1}
+    assert result.rows_read == len(reviews) == result.rows_accepted + result.rows_rejected
+    assert not needs_negatives(events, explicit.sequences.negatives)  # negatives.enabled: auto
+
+    implicit = _amazon_config(tmp_path / "implicit", reviews, AMAZON_META[:2])
+    parsed = load_source(spark, implicit).events.where("reason is null")
+    assert [r["label"] for r in parsed.select("label").collect()] == [None] * 5  # a review without rating is fine
+    assert needs_negatives(parsed, implicit.sequences.negatives)
+
+
+def test_amazon_click_threshold_outside_the_rating_scale_names_the_key(make_config):
+    from r2led_model.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"source.amazon.click_threshold: must be in \[0, 5\]"):
+        make_config("source.kind=amazon", "source.amazon.click_threshold=40")
+
+
+def test_amazon_paths_sharing_a_leaf_name_are_distinct_categories(spark, tmp_path):
+    meta = ['{"asin": "B001", "title": "Mouse pad", "category": ["Electronics", "Computers", "Accessories"]}',
+            '{"asin": "B002", "title": "Lens cap", "category": ["Camera & Photo", "Accessories"]}',
+            '{"asin": "B003", "title": "Sleeve", "category": ["Electronics", "Computers", "Accessories"]}']
+    config = _amazon_config(tmp_path, AMAZON_REVIEWS[:1], meta)
+    items = {r["item_key"]: (r["category_id"], r["text"])
+             for r in load_source(spark, config).items.select("item_key", "category_id", "text").collect()}
+    computers, camera = "Electronics > Computers > Accessories", "Camera & Photo > Accessories"
+    ids = _string_ids(spark, computers, camera)
+    assert items == {
+        "B001": (ids[computers], f"Mouse pad Category: {computers}."),
+        "B002": (ids[camera], f"Lens cap Category: {camera}."),
+        "B003": (ids[computers], f"Sleeve Category: {computers}."),
+    }
+    assert len(set(ids.values())) == 2  # the leaf name alone would have made them one category
 
 
 def test_amazon_metadata_with_an_empty_category_list(spark, tmp_path):
