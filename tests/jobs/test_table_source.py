@@ -360,3 +360,27 @@ def test_table_source_config_errors_name_the_key(make_config, table, message):
 
 def test_table_source_settings_are_not_checked_for_other_kinds(make_config):
     assert make_config("source.table.labels=column").source.kind == "synthetic"
+
+
+def test_readme_table_example_is_a_valid_config_naming_every_key(make_config):
+    import dataclasses
+
+    import yaml
+
+    from r2led_model.config import TableColumnsConfig, TableItemsConfig, TableSourceConfig, with_values
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### `source.kind: table`", 1)[1]
+    block = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    config = with_values(make_config(), {"source": block["source"]})
+    table = config.source.table
+    assert (config.source.kind, table.ids, table.labels, table.columns.user, table.items.item) == (
+        "table", "string", "column", "customer_id", "sku")
+
+    def names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    documented = block["source"]["table"]
+    assert set(documented) | {"name"} == names(TableSourceConfig)  # `name` is the commented alternative
+    assert set(documented["columns"]) == names(TableColumnsConfig)
+    assert set(documented["items"]) | {"name", "options"} == names(TableItemsConfig)  # "as above"
