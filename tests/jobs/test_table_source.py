@@ -245,6 +245,16 @@ def test_a_mapped_column_missing_from_the_table_lists_its_columns(spark, make_co
         load_source(spark, config)
 
 
+def test_a_table_that_is_not_there_is_a_clear_error_and_writes_nothing(spark, make_config, tmp_path):
+    missing = tmp_path / "nowhere"
+    config = make_config("source.kind=table", table_source(path=str(missing), columns=dict(user="u", item="i",
+                                                                                         timestamp="s")))
+    with pytest.raises(SourceError, match="source.table: cannot read") as error:
+        ingest.run(spark, config)
+    assert str(missing) in str(error.value)
+    assert not Path(config.tables.root).exists()
+
+
 def test_a_catalog_table_by_name_is_read_and_its_version_is_its_identity(spark, make_config):
     name = "r2led_test_table_source_events"
     spark.createDataFrame([(1, 10, INSTANT)], "u long, i long, s long").write.format("delta").saveAsTable(name)
