@@ -7,19 +7,30 @@
 #   docker run --rm -v "$PWD/workspace:/app/workspace" r2led:0.1.0                 # pipeline --env local
 #   docker run --rm -v "$PWD/workspace:/app/workspace" r2led:0.1.0 ingest --env tiny
 #
+# Without a registry or a daemon (buildah, debootstrap, root): make base-image image image-smoke.
+#
 # Build arguments:
+#   BASE_IMAGE       the image both stages start from (default python:3.11-slim-bookworm). Any Debian
+#                    bookworm with python3 (3.11) and its venv module works: `make base-image` makes one
+#                    with debootstrap (localhost/r2led-base:bookworm) where no registry can be reached,
+#                    and `make image` builds on it (buildah bud --build-arg BASE_IMAGE=...).
 #   TORCH_INDEX_URL  requirements/constraints.txt pins torch==2.13.0, whose default PyPI wheel pulls
 #                    the CUDA 13 runtime (several GB). For a CPU-only image (~1 GB smaller) build with
 #                    --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu : pip then finds
-#                    2.13.0+cpu, which the ==2.13.0 pin admits. Not verified here (no network to that index).
+#                    2.13.0+cpu, which the ==2.13.0 pin admits. Not verified here (download.pytorch.org is not
+#                    reachable from the build machines; PyPI itself has no CPU-only torch 2.13.0).
 
 # Bookworm, not trixie: trixie has no OpenJDK 17 package, and Spark 4.0 is built for Java 17.
 # For reproducible builds pin the digest too: python:3.11-slim-bookworm@sha256:<digest>.
-FROM python:3.11-slim-bookworm AS build
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 
+# A venv of its own: a Debian base has python3 but no pip on PATH (and must not be pip-installed into).
+ENV PATH=/opt/build-venv/bin:$PATH
 WORKDIR /src
 COPY requirements/constraints.txt requirements/constraints.txt
-RUN pip install --no-cache-dir -c requirements/constraints.txt setuptools wheel
+RUN python3 -m venv /opt/build-venv \
+    && pip install --no-cache-dir -c requirements/constraints.txt setuptools wheel
 COPY setup.py README.md ./
 COPY r2led_model r2led_model
 COPY jobs jobs
@@ -28,7 +39,7 @@ COPY conf conf
 RUN pip wheel --no-cache-dir --no-deps --no-build-isolation -w /dist .
 
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 # Version pins for apt come from the bookworm snapshot the base tag points at; pinning them here
 # would break the build at every Debian point release. The man1 folder: slim images drop man
@@ -55,15 +66,16 @@ ENV JAVA_HOME=/usr/lib/jvm/java-17 \
     R2LED_CONF_DIR=/app/conf
 
 ARG TORCH_INDEX_URL=""
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 COPY requirements/constraints.txt /opt/r2led/constraints.txt
 COPY --from=build /dist/ /app/dist/
-# The package with the exact verified versions; MovieLens-100K ships inside the recbole wheel,
-# whose own dependencies are not needed to read its files.
+# The package with the exact verified versions, checked by `pip check`; then MovieLens-100K, which
+# ships inside the recbole wheel, installed without its dependencies (not needed to read its files),
+# so after the check: pip check would report every one of them missing.
 RUN pip install --no-cache-dir -c /opt/r2led/constraints.txt \
         ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} /app/dist/r2led-*-py3-none-any.whl \
-    && pip install --no-cache-dir -c /opt/r2led/constraints.txt --no-deps recbole==1.2.1 \
-    && pip check
+    && pip check \
+    && pip install --no-cache-dir -c /opt/r2led/constraints.txt --no-deps recbole==1.2.1
 
 # A numeric, non-root user: Kubernetes can check runAsNonRoot only against a numeric USER.
 RUN groupadd --gid 10001 r2led \
@@ -79,8 +91,10 @@ USER 10001:10001
 
 # Resolve the Delta package (the same --packages as submit.sh) into /opt/ivy2 now: an empty
 # Python main makes spark-submit resolve and fetch the jars, then exit without starting Spark.
+# SPARK_LOCAL_IP: Spark looks up the build container's host name otherwise, which not every builder
+# puts in /etc/hosts (buildah with chroot isolation does not: UnknownHostException).
 RUN touch /tmp/resolve.py \
-    && spark-submit --packages io.delta:delta-spark_4.0_2.13:4.4.0 --conf spark.jars.ivy=/opt/ivy2 /tmp/resolve.py \
+    && SPARK_LOCAL_IP=127.0.0.1 spark-submit --packages io.delta:delta-spark_4.0_2.13:4.4.0 --conf spark.jars.ivy=/opt/ivy2 /tmp/resolve.py \
     && ls /opt/ivy2/jars/io.delta_delta-spark_4.0_2.13-4.4.0.jar \
     && rm /tmp/resolve.py
 

@@ -42,3 +42,22 @@ clean-workspace:
 .PHONY: wheel
 wheel: $(STAMP)
 	$(BIN)/pip wheel --no-deps --no-build-isolation -w dist .
+
+# The image without a registry (needs root, buildah and debootstrap: apt-get install -y buildah debootstrap).
+# `make base-image`: a debootstrap-made bookworm base; `make image`: the Dockerfile built on it with buildah;
+# `make image-smoke`: the tiny pipeline inside the image through deploy/submit.sh, then its tables checked.
+# BASE_IMAGE=python:3.11-slim-bookworm builds on the public image instead, where a registry is reachable.
+VERSION    := $(shell sed -n 's/^ *version="\([^"]*\)".*/\1/p' setup.py)
+BASE_IMAGE ?= localhost/r2led-base:bookworm
+IMAGE      ?= localhost/r2led:$(VERSION)
+IMAGE_WORK ?= /var/tmp/r2led-image
+
+.PHONY: base-image image image-smoke
+base-image:
+	R2LED_IMAGE_WORK=$(IMAGE_WORK) deploy/base_image.sh $(BASE_IMAGE)
+
+image:
+	buildah bud --isolation chroot --layers --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile -t $(IMAGE) .
+
+image-smoke:
+	R2LED_IMAGE_WORK=$(IMAGE_WORK) deploy/image_smoke.sh $(IMAGE)

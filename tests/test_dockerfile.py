@@ -116,8 +116,23 @@ def test_parser_reads_every_instruction():
     ]
 
 
+def global_arg_defaults(instructions: list[Instruction]) -> dict[str, str]:
+    """ARGs declared before the first FROM (the only ones a FROM line can use), with their defaults."""
+    defaults: dict[str, str] = {}
+    for step in instructions:
+        if step.keyword == "FROM":
+            break
+        if step.keyword == "ARG":
+            name, _, default = step.value.partition("=")
+            defaults[name.strip()] = default.strip().strip('"')
+    return defaults
+
+
 def test_base_images_are_python_3_11_pinned_to_a_tag_not_latest(instructions):
+    """A FROM may name a build argument (the base image is swappable: `make image` builds on a local
+    debootstrap base), but that argument's default must be the pinned public Python 3.11 image."""
     stages: set[str] = set()
+    defaults = global_arg_defaults(instructions)
     for step in of(instructions, "FROM"):
         words = [w for w in step.value.split() if not w.startswith("--platform")]
         image = words[0]
@@ -125,12 +140,21 @@ def test_base_images_are_python_3_11_pinned_to_a_tag_not_latest(instructions):
             stages.add(words[2].lower())
         if image.lower() in stages:
             continue
+        argument = re.fullmatch(r"\$\{?(\w+)\}?", image)
+        if argument:
+            image = defaults.get(argument.group(1), "")
+            assert image, f"{step.where()}: declare ARG {argument.group(1)}=<image:tag> before the first FROM"
         name, _, tag = image.partition("@")[0].rpartition(":") if ":" in image else (image, "", "")
         assert tag and "/" not in tag, f"{step.where()}: pin the base image to a tag (image:tag)"
         assert tag != "latest", f"{step.where()}: 'latest' is not a pin"
-        assert "$" not in image, f"{step.where()}: the base image must be literal, not an ARG"
+        assert "$" not in image, f"{step.where()}: the base image (or its ARG default) must be literal"
         assert name.endswith("python") and tag.startswith("3.11"), \
             f"{step.where()}: the stack is verified on Python 3.11 (python:3.11-...)"
+
+
+def test_global_arg_defaults_resolve_a_from_argument():
+    steps = parse_dockerfile('ARG BASE_IMAGE=python:3.11-slim-bookworm\nFROM ${BASE_IMAGE} AS b\nARG LATER=x\n')
+    assert global_arg_defaults(steps) == {"BASE_IMAGE": "python:3.11-slim-bookworm"}
 
 
 def test_apt_get_installs_without_recommends_and_cleans_its_lists(instructions):
