@@ -249,6 +249,8 @@ def _record(ctx: RunContext, report: StageReport) -> None:
     if report.status == "ran" and report.stage in config_drift.OWN_SECTIONS:
         # What shaped the stage's rows: the next run compares its own config with this.
         detail["config"] = config_drift.stage_config(ctx.config, report.stage)
+    if report.status == "ran" and ctx.retrain:
+        detail["retrain"] = True  # a re-run of the same --retrain resumes after this stage (`_retrained`)
     row = {"run_date": ctx.day, "stage": report.stage, "status": DONE if report.status == "ran" else FAILED,
            "rows_in": report.rows_in, "rows_out": report.rows_out, "seconds": round(report.seconds, 3),
            "table_versions": json.dumps(report.table_versions, sort_keys=True),
@@ -374,13 +376,24 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
                 _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: name in ctx.rebuild)
                 continue
             names = STAGE_NAMES[:STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES
-            _run_stages(ctx, names, reports,
-                        rerun=lambda name: force or name in force_stages or retrain or name in ctx.rebuild)
+            _run_stages(ctx, names, reports, rerun=lambda name: force or name in force_stages or name in ctx.rebuild
+                        or (retrain and not _retrained(ctx, name)))
     finally:
         faults.disarm()
         print(summary_table(day, reports, backfill=backfill), flush=True)
         _log_summary(config, day, reports, backfill=backfill)
     return reports
+
+
+def _retrained(ctx: RunContext, stage: str) -> bool:
+    """`stage` is done for the date by a --retrain run with the current config: a re-run of that
+    --retrain after a crash resumes instead of retraining from the first stage again."""
+    row = ctx.ledger.get(stage)
+    if row is None:
+        return False
+    detail = json.loads(row["detail"] or "{}")
+    return bool(detail.get("retrain")) and (stage not in config_drift.OWN_SECTIONS
+                                            or detail.get("config") == config_drift.stage_config(ctx.config, stage))
 
 
 def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageReport],
@@ -391,7 +404,7 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
             continue
         if name in ctx.ledger and not rerun(name):
             recorded = ctx.ledger[name]
-            detail = {k: v for k, v in json.loads(recorded["detail"] or "{}").items() if k != "config"}
+            detail = {k: v for k, v in json.loads(recorded["detail"] or "{}").items() if k not in ("config", "retrain")}
             reports.append(StageReport(name, "skipped", recorded["rows_in"], recorded["rows_out"],
                                        table_versions={t: ctx.store.version(t) for t in tables},
                                        detail=detail, day=ctx.day))

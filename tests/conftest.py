@@ -1,4 +1,5 @@
-"""One Spark session (with Delta) for the whole test run, and per-test configs.
+"""One Spark session (with Delta) for the whole test run, per-test configs, and the tiny world's
+data stages built once per run for the modules that train on it.
 
 Each test gets its own workspace (tables under tmp_path) from `make_config`; the session's
 own scratch lives in a session temp folder; Delta jars are cached in the repo's workspace.
@@ -6,6 +7,7 @@ own scratch lives in a session temp folder; Delta jars are cached in the repo's 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,34 @@ def make_config(tmp_path):
         return config_in(tmp_path, *overrides, env=env)
 
     return make
+
+
+def _first_model_stage(stages) -> int:
+    """Where the full run's stages stop only writing tables: train, promote and score follow."""
+    return [name for name, _ in stages].index("train")
+
+
+@pytest.fixture(scope="session")
+def tiny_tables(spark, tmp_path_factory) -> Path:
+    """A workspace holding the tiny synthetic world after every data stage of the full run, built
+    once per test run. Modules copy it with `trained_world` (never write into it)."""
+    from jobs import generate, pipeline
+
+    root = tmp_path_factory.mktemp("tiny-tables")
+    config = config_in(root)
+    generate.run(spark, config)
+    for _, stage in pipeline.STAGES[:_first_model_stage(pipeline.STAGES)]:
+        stage(spark, config, None)
+    return root
+
+
+def trained_world(spark, tables: Path, root: Path, *overrides: str) -> Path:
+    """A copy of `tables` at `root`, then the full run's train, promote and score on it with
+    `overrides`: the same workspace `generate` + `pipeline` would leave."""
+    from jobs import pipeline
+
+    shutil.copytree(tables, root)
+    config = config_in(root, *overrides)
+    for _, stage in pipeline.STAGES[_first_model_stage(pipeline.STAGES):]:
+        stage(spark, config, None)
+    return root

@@ -1,10 +1,12 @@
 """`r2led pipeline --date D`: two consecutive synthetic dates, the second incremental; re-runs that
-skip or are forced; a crash inside every stage followed by a re-run, compared table by table with
-a clean run; a new item scored by a model trained before it existed."""
+skip or are forced; a crash at every commit point of every stage (and of a --retrain), each followed
+by a re-run, compared table by table with a clean run; a new item scored by a model trained before
+it existed; a skipped night; config drift; a codebook trained by hand between nights."""
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from jobs.embed_items import embed_new_items
 from jobs.faults import InjectedFailure
 from jobs.ingest import dated_run_id
 from jobs.nightly import DATA_STAGES, LEDGER, STAGE_NAMES, run_date, summary_table
-from jobs.run_lock import LOCK_TABLE, RunLock
+from jobs.run_lock import LOCK_TABLE, LockHeldError, RunLock
 from jobs.sequences import build_user_sequences, split_column
 from jobs.tables import TABLES, TableStore
 from jobs.training_data import data_versions, feature_spec
@@ -178,6 +180,33 @@ def test_a_held_lock_refuses_another_run_and_a_stale_one_is_taken_over(spark, cl
         other.release()
 
 
+def test_two_concurrent_runs_of_one_date_one_refuses_and_the_tables_equal_one_run(spark, clean):
+    store = TableStore(spark, clean.config.tables)
+    before = {t: snapshot(store, t) for t in DATA_TABLES}
+    outcome: dict[str, object] = {}
+
+    def first() -> None:
+        try:
+            outcome["reports"] = run_date(spark, clean.config, DAY2, force_stages=("sequences", "retrieve"),
+                                          until="retrieve")
+        except Exception as exc:  # surfaced by the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    lock = RunLock(store, run_date=DAY2, timeout_minutes=180)
+    while lock.holder() is None and thread.is_alive():
+        time.sleep(0.2)
+    try:
+        assert thread.is_alive(), "the first run ended before its lock was seen"
+        with pytest.raises(LockHeldError, match=f"pipeline --date {DAY2}: the workspace is locked by"):
+            run_date(spark, clean.config, DAY2)
+    finally:
+        thread.join()
+    assert "error" not in outcome and [r.status for r in outcome["reports"]].count("ran") == 2
+    assert {t: snapshot(store, t) for t in DATA_TABLES} == before
+
+
 def test_forced_stages_run_again_and_leave_the_same_rows(spark, clean):
     store = TableStore(spark, clean.config.tables)
     before = {t: snapshot(store, t) for t in ("user_sequences", "samples", "route_candidates")}
@@ -189,20 +218,34 @@ def test_forced_stages_run_again_and_leave_the_same_rows(spark, clean):
     assert {t: snapshot(store, t) for t in before} == before
 
 
-def test_a_crash_inside_every_stage_then_a_rerun_leaves_the_tables_of_a_clean_run(spark, clean):
+def crash_at_every_commit_point(spark, config: Config, day: str, stages, **flags) -> dict[str, int]:
+    """Fail the run of `day` at commit point 1, 2, ... of each stage in turn, each re-run resuming
+    where the last one failed, until the stage finishes; returns the crashes per stage."""
+    store = TableStore(spark, config.tables)
+    crashes = {}
+    for stage in stages:
+        crashes[stage] = 0
+        while True:
+            try:
+                run_date(spark, config, day, until=stage, inject_failure=(stage, crashes[stage] + 1), **flags)
+            except InjectedFailure:
+                crashes[stage] += 1
+                ledger = {r["stage"]: r["status"] for r in store.read(LEDGER).where(F.col("run_date") == day).collect()}
+                assert ledger[stage] == "failed"
+                assert RunLock(store, run_date=day, timeout_minutes=180).holder() is None  # freed by the failed run
+                continue
+            break
+    return crashes
+
+
+def test_a_crash_at_every_commit_point_of_every_stage_then_a_rerun_leaves_the_tables_of_a_clean_run(spark, clean):
     root = clean.root.parent / "after_day1"
     config = config_in(root, *FAST)
     store = TableStore(spark, config.tables)
-    for stage in STAGE_NAMES:
-        # Each re-run resumes at the stage that failed, then fails inside the next one.
-        with pytest.raises(InjectedFailure):
-            run_date(spark, config, DAY2, inject_failure=(stage, 1))
-        ledger = {r["stage"]: r["status"] for r in store.read(LEDGER).where(F.col("run_date") == DAY2).collect()}
-        assert ledger[stage] == "failed"
-        assert RunLock(store, run_date=DAY2, timeout_minutes=180).holder() is None  # freed by the failed run
-    reports = run_date(spark, config, DAY2)
-    assert by_stage(reports)["score"].status == "ran"
-    assert all(r.status == "skipped" for r in reports[:-1])
+    crashes = crash_at_every_commit_point(spark, config, DAY2, STAGE_NAMES)
+    # Every stage commits at least once (its end, before the ledger records it); most several times.
+    assert min(crashes.values()) >= 1 and sum(crashes.values()) > len(STAGE_NAMES), crashes
+    assert all(r.status == "skipped" for r in run_date(spark, config, DAY2))
 
     clean_store = TableStore(spark, clean.config.tables)
     for table in DATA_TABLES:
@@ -215,6 +258,30 @@ def test_a_crash_inside_every_stage_then_a_rerun_leaves_the_tables_of_a_clean_ru
     assert len(MlflowClient().search_model_versions(f"name='{name}'")) == 2
     assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == \
         by_stage(clean.reports)["score"].detail["model_version"]
+
+
+def test_a_crash_at_every_commit_point_of_a_retrain_then_a_rerun_equals_a_clean_retrain(spark, clean):
+    """--retrain with another codebook seed rebuilds SIDs, candidates and examples in full."""
+    for name in ("retrain_clean", "retrain_crash"):
+        shutil.copytree(clean.root.parent / "after_day2", clean.root.parent / name)
+    retrained = ("codebook.seed=1", "collab.seed=6")
+    steady = config_in(clean.root.parent / "retrain_clean", *FAST, *retrained)
+    crashed = config_in(clean.root.parent / "retrain_crash", *FAST, *retrained)
+    until = "build-training-set"
+    run_date(spark, steady, DAY2, retrain=True, until=until)
+    rebuilt = STAGE_NAMES[STAGE_NAMES.index("train-codebook"):STAGE_NAMES.index(until) + 1]
+    crashes = crash_at_every_commit_point(spark, crashed, DAY2, rebuilt, retrain=True)
+    assert min(crashes.values()) >= 1, crashes
+
+    steady_store, crashed_store = TableStore(spark, steady.tables), TableStore(spark, crashed.tables)
+    for table in DATA_TABLES:
+        if table != "predictions":
+            assert snapshot(crashed_store, table) == snapshot(steady_store, table), table
+    def codebooks(store):
+        return {r[0] for r in store.read("item_sids").select("codebook_version").distinct().collect()}
+    assert codebooks(crashed_store) == codebooks(steady_store) != codebooks(TableStore(spark, clean.config.tables))
+    # The same --retrain again is done for the date: it resumes past every stage instead of retraining.
+    assert {r.status for r in run_date(spark, crashed, DAY2, retrain=True, until=until)} == {"skipped"}
 
 
 def test_a_new_item_gets_an_index_after_the_others_and_the_champion_scores_it(spark, clean):

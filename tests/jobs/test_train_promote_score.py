@@ -13,13 +13,13 @@ from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 import r2led_model.mlflow_model as mlflow_model
-from jobs import generate, pipeline, promote, score, train
+from jobs import pipeline, promote, score, train
 from jobs.tables import TableStore
 from jobs.training_data import training_data
 from r2led_model.bundle import DataVersions, ModelBundle
 from r2led_model.mlflow_model import load_bundle, log_ctr_model, model_version
 from r2led_model.tracking import configure, run_data, tracked_run
-from tests.conftest import IVY_DIR, config_in
+from tests.conftest import IVY_DIR, config_in, trained_world
 from tests.helpers import rows
 
 FAST = ("training.epochs=3", "training.batch_size=128", "training.reader_workers=1", "model.embedding_dim=8",
@@ -27,12 +27,8 @@ FAST = ("training.epochs=3", "training.batch_size=128", "training.reader_workers
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    config = config_in(root, *FAST)
-    generate.run(spark, config)
-    pipeline.run(spark, config, None)
-    return root
+def world(spark, tiny_tables, tmp_path_factory):
+    return trained_world(spark, tiny_tables, tmp_path_factory.mktemp("train") / "workspace", *FAST)
 
 
 def configured(root, *overrides):

@@ -13,13 +13,13 @@ import yaml
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs import generate, pipeline
+from jobs import pipeline
 from jobs.cli import COMMANDS
 from jobs.notebook_context import (STANDARD_WIDGETS, LocalDbutils, LocalWidgets, last_promotion, notebook_config,
                                    parse_overrides, run_date, widget_values)
 from jobs.tables import TableStore
 from r2led_model.config import ConfigError, load_config
-from tests.conftest import IVY_DIR, REPO, config_in
+from tests.conftest import IVY_DIR, REPO, config_in, trained_world
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
 EXPECTED_NOTEBOOKS = ["01_explore_sequences.py", "02_inspect_sids.py", "03_user_retrieval.py",
@@ -235,12 +235,8 @@ def test_notebook_tasks_point_at_existing_notebooks_with_the_standard_widgets():
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("notebooks")
-    config = config_in(root, *FAST)
-    generate.run(spark, config)
-    pipeline.run(spark, config, None)
-    return root
+def world(spark, tiny_tables, tmp_path_factory) -> Path:
+    return trained_world(spark, tiny_tables, tmp_path_factory.mktemp("notebooks") / "workspace", *FAST)
 
 
 class Displayed(list):
