@@ -52,7 +52,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # JAVA_HOME is an arch-neutral link to the Java 17 above. SPARK_HOME is pyspark's own folder
-# (spark-submit, jars), which Spark on Kubernetes needs inside executor pods.
+# (spark-submit, jars), which Spark on Kubernetes needs inside executor pods. R2LED_WHEEL=installed:
+# submit.sh passes no --py-files, since the venv holds the same wheel for driver and executors (on
+# --py-files the package is imported from the zip, where MLflow cannot read the model's code file).
 ENV JAVA_HOME=/usr/lib/jvm/java-17 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
@@ -63,7 +65,8 @@ ENV JAVA_HOME=/usr/lib/jvm/java-17 \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     R2LED_IVY_DIR=/opt/ivy2 \
-    R2LED_CONF_DIR=/app/conf
+    R2LED_CONF_DIR=/app/conf \
+    R2LED_WHEEL=installed
 
 ARG TORCH_INDEX_URL=""
 RUN python3 -m venv /opt/venv

@@ -51,13 +51,15 @@ VERSION    := $(shell sed -n 's/^ *version="\([^"]*\)".*/\1/p' setup.py)
 BASE_IMAGE ?= localhost/r2led-base:bookworm
 IMAGE      ?= localhost/r2led:$(VERSION)
 IMAGE_WORK ?= /var/tmp/r2led-image
+# Extra buildah bud options, e.g. BUD_FLAGS=--no-cache for a clean build.
+BUD_FLAGS  ?=
 
 .PHONY: base-image image image-smoke
 base-image:
 	R2LED_IMAGE_WORK=$(IMAGE_WORK) deploy/base_image.sh $(BASE_IMAGE)
 
 image:
-	buildah bud --isolation chroot --layers --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile -t $(IMAGE) .
+	buildah bud --isolation chroot --layers $(BUD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile -t $(IMAGE) .
 
 image-smoke:
 	R2LED_IMAGE_WORK=$(IMAGE_WORK) deploy/image_smoke.sh $(IMAGE)

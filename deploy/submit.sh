@@ -14,7 +14,9 @@
 # Environment (all optional):
 #   SPARK_SUBMIT        the spark-submit to run (default: .venv/bin/, else $SPARK_HOME/bin/, else PATH)
 #   PYSPARK_PYTHON      driver and executor Python (default: .venv/bin/python, else python3 on PATH)
-#   R2LED_WHEEL         wheel for --py-files (default: the newest dist/r2led-*.whl; build it with `make wheel`)
+#   R2LED_WHEEL         wheel for --py-files (default: the newest dist/r2led-*.whl; build it with `make wheel`);
+#                       `installed`: no --py-files, the r2led installed in PYSPARK_PYTHON's environment
+#                       serves driver and executors (the image's default: its venv holds the wheel)
 #   R2LED_MAIN          main script (default: jobs/cli.py here; local:///app/jobs/cli.py for k8s cluster mode)
 #   R2LED_IVY_DIR       Ivy cache for the Delta jars (default: workspace/ivy2)
 #   R2LED_CONF_DIR      conf/ folder (default: conf/ here, so edits to conf/ apply without a rebuild;
@@ -79,6 +81,8 @@ if [[ -z "${R2LED_WHEEL:-}" ]]; then
   R2LED_WHEEL="$(ls -t "$HERE"/dist/r2led-*-py3-none-any.whl 2>/dev/null | head -n 1 || true)"
   [[ -n "$R2LED_WHEEL" ]] || { echo "submit.sh: no dist/r2led-*.whl; run 'make wheel' or set R2LED_WHEEL" >&2; exit 2; }
 fi
+py_files=(--py-files "$R2LED_WHEEL")
+[[ "$R2LED_WHEEL" == installed ]] && py_files=()
 
 # Word splitting of R2LED_SUBMIT_OPTS is intended: it holds several options.
 # shellcheck disable=SC2206
@@ -91,7 +95,7 @@ cmd=(
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
   "${extra_opts[@]}"
-  --py-files "$R2LED_WHEEL"
+  "${py_files[@]}"
   "${R2LED_MAIN:-$HERE/jobs/cli.py}"
   "$@"
   --set spark.mode=submit
