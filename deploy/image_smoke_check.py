@@ -43,9 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = MlflowClient(tracking_uri=uri, registry_uri=config.mlflow.registry_uri or uri)
     name = config.registry.model_name
     versions = client.search_model_versions(f"name='{name}'")
-    aliases = {alias: v for v in versions for alias in getattr(v, "aliases", [])}
-    print(f"model {name} versions {sorted(int(v.version) for v in versions)} "
-          f"aliases {{{', '.join(f'{a}: {v.version}' for a, v in sorted(aliases.items()))}}}")
+    # search_model_versions leaves aliases empty on a SQLite registry; the registered model has them.
+    aliases = client.get_registered_model(name).aliases if versions else {}
+    print(f"model {name} versions {sorted(int(v.version) for v in versions)} aliases {dict(sorted(aliases.items()))}")
     if not versions:
         problems.append(f"no registered version of {name} in {uri}")
 
