@@ -15,7 +15,7 @@
 #                    with debootstrap (localhost/r2led-base:bookworm) where no registry can be reached,
 #                    and `make image` builds on it (buildah bud --build-arg BASE_IMAGE=...).
 #   TORCH_INDEX_URL  requirements/constraints.txt pins torch==2.13.0, whose default PyPI wheel pulls
-#                    the CUDA 13 runtime (several GB). For a CPU-only image (~1 GB smaller) build with
+#                    the CUDA 13 runtime (2.7 GB of nvidia-* wheels). For a CPU-only image (GBs smaller) build with
 #                    --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu : pip then finds
 #                    2.13.0+cpu, which the ==2.13.0 pin admits. Not verified here (download.pytorch.org is not
 #                    reachable from the build machines; PyPI itself has no CPU-only torch 2.13.0).
