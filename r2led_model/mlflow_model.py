@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -35,6 +36,22 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # The models-from-code file `log_ctr_model` logs as `python_model`: it calls `set_model(CtrPyfuncModel())`.
 PYFUNC_CODE = PACKAGE_DIR / "pyfunc_model.py"
 BUNDLE_ARTIFACT = "bundle"
+
+
+def package_folder(package_dir: Path, scratch: Path) -> Path:
+    """The package as a real folder MLflow can copy: `package_dir` itself, or, when the package is
+    imported from a zip (the wheel on spark-submit's --py-files: `.../r2led-0.1.0.whl/r2led_model`),
+    its files extracted under `scratch`."""
+    if package_dir.is_dir():
+        return package_dir
+    archive = next((p for p in package_dir.parents if p.is_file() and zipfile.is_zipfile(p)), None)
+    if archive is None:
+        raise FileNotFoundError(f"{package_dir} is neither a folder nor inside a zip archive")
+    inside = package_dir.relative_to(archive).as_posix() + "/"
+    with zipfile.ZipFile(archive) as zipped:
+        members = [m for m in zipped.namelist() if m.startswith(inside) and not m.endswith("/")]
+        zipped.extractall(scratch, members)
+    return scratch / inside.rstrip("/")
 
 
 class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -83,9 +100,10 @@ def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bundle.pt"
         path.write_bytes(bundle.to_bytes())
+        package = package_folder(PACKAGE_DIR, Path(folder) / "code")
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(PYFUNC_CODE), artifacts={BUNDLE_ARTIFACT: str(path)},
-            code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
+            name="model", python_model=str(package / PYFUNC_CODE.name), artifacts={BUNDLE_ARTIFACT: str(path)},
+            code_paths=[str(package)], signature=signature, input_example=example,
             pip_requirements=pip_requirements(), registered_model_name=registered_name)
     client = MlflowClient()
     version = str(info.registered_model_version)

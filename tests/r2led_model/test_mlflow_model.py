@@ -8,6 +8,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import zipfile
 from pathlib import Path
 
 import mlflow
@@ -20,7 +21,7 @@ from mlflow import MlflowClient
 from r2led_model.bundle import DataVersions, ModelBundle, predict_arrays
 from r2led_model.config import ModelConfig
 from r2led_model.mlflow_model import (BUNDLE_ARTIFACT, PACKAGE_DIR, CtrPyfuncModel, load_bundle, log_ctr_model,
-                                      pip_requirements)
+                                      package_folder, pip_requirements)
 from r2led_model.models import FeatureSpec, build_model
 from r2led_model.models.inputs import random_batch
 from r2led_model.tracking import tracked_run
@@ -132,3 +133,20 @@ def test_load_bundle_reads_new_and_pickled_versions_without_unpickling(make_conf
     monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
     legacy = mlflow.pyfunc.load_model(f"models:/ctr/{old_version}")
     assert legacy.predict(inputs) == pytest.approx(predict_arrays(old.build(), inputs), abs=1e-7)
+
+
+def test_a_package_imported_from_a_wheel_is_extracted_into_a_folder_mlflow_can_copy(tmp_path):
+    assert package_folder(PACKAGE_DIR, tmp_path / "unused") == PACKAGE_DIR
+    wheel = tmp_path / "r2led-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zipped:
+        for source in sorted(PACKAGE_DIR.rglob("*.py")):
+            zipped.write(source, f"r2led_model/{source.relative_to(PACKAGE_DIR).as_posix()}")
+        zipped.writestr("jobs/__init__.py", "")
+    folder = package_folder(wheel / "r2led_model", tmp_path / "code")
+    assert folder == tmp_path / "code" / "r2led_model"
+    assert (folder / "pyfunc_model.py").read_bytes() == (PACKAGE_DIR / "pyfunc_model.py").read_bytes()
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*.py")) == sorted(
+        p.relative_to(PACKAGE_DIR) for p in PACKAGE_DIR.rglob("*.py"))
+    assert not (tmp_path / "code" / "jobs").exists()
+    with pytest.raises(FileNotFoundError, match="neither a folder nor inside a zip"):
+        package_folder(tmp_path / "nowhere" / "r2led_model", tmp_path / "code2")
