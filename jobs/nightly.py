@@ -406,7 +406,9 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
             recorded = ctx.ledger[name]
             detail = {k: v for k, v in json.loads(recorded["detail"] or "{}").items() if k not in ("config", "retrain")}
             reports.append(StageReport(name, "skipped", recorded["rows_in"], recorded["rows_out"],
-                                       table_versions={t: ctx.store.version(t) for t in tables},
+                                       # As the stage left them (recorded, not read back: a resumed run
+                                       # skips most stages, and a version read is a Spark job per table).
+                                       table_versions=json.loads(recorded["table_versions"] or "{}"),
                                        detail=detail, day=ctx.day))
             log.info("stage %s: already done for %s, skipped", name, ctx.day)
         else:
