@@ -147,14 +147,19 @@ def changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[Cha
     return out
 
 
-def last_recorded(ledger: Sequence[Mapping[str, Any]], stage: str) -> dict[str, Any] | None:
-    """The config the latest finished run of `stage` (a backfill's included) recorded; None if none did."""
+def latest_detail(ledger: Sequence[Mapping[str, Any]], stage: str, key: str) -> Any:
+    """`detail[key]` of the latest finished run of `stage` (a backfill's included) that recorded it."""
     rows = [r for r in ledger if r["stage"].rsplit("/", 1)[-1] == stage and r["status"] == "done"]
     for row in sorted(rows, key=lambda r: r["run_date"], reverse=True):
-        recorded = json.loads(row["detail"] or "{}").get("config")
+        recorded = json.loads(row["detail"] or "{}").get(key)
         if recorded is not None:
             return recorded
     return None
+
+
+def last_recorded(ledger: Sequence[Mapping[str, Any]], stage: str) -> dict[str, Any] | None:
+    """The config the latest finished run of `stage` recorded; None if none did."""
+    return latest_detail(ledger, stage, "config")
 
 
 def drift(ledger: Sequence[Mapping[str, Any]], config: Config) -> dict[str, list[Change]]:

@@ -135,13 +135,7 @@ def _train_codebook(ctx: RunContext) -> StageOutcome:
 
 def _recorded_codebook(store: TableStore) -> str | None:
     """The codebook version of the latest finished train-codebook stage in the ledger."""
-    rows = [r for r in _ledger_rows(store) if r["stage"].rsplit("/", 1)[-1] == "train-codebook"
-            and r["status"] == DONE]
-    for row in sorted(rows, key=lambda r: r["run_date"], reverse=True):
-        version = json.loads(row["detail"] or "{}").get("codebook_version")
-        if version:
-            return version
-    return None
+    return config_drift.latest_detail(_ledger_rows(store), "train-codebook", "codebook_version") or None
 
 
 def _assign_sids(ctx: RunContext) -> StageOutcome:
