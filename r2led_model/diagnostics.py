@@ -60,11 +60,7 @@ def _route_weights(model: R2LED, batch: Batch) -> tuple[Tensor, Tensor]:
     if fusion.mode != "attention":
         mean = nonempty.float() / nonempty.float().sum(dim=1, keepdim=True).clamp(min=1)
         return mean, nonempty
-    interests = torch.stack([interest.attention[r](target.h, pool) for r, pool in zip(interest.routes, pools)], dim=1)
-    mask = nonempty
-    if interest.occupancy is not None:
-        interests = interests + interest._occupancy(pools)
-        mask = torch.ones_like(nonempty)
+    interests, mask = interest.route_interests(target, pools)  # (B, R, d), (B, R)
     values = interests + fusion.route_embedding[None]  # (B, R, d)
     logits = (fusion.query(target.h)[:, None, :] * fusion.key(values)).sum(-1) / fusion.dim ** 0.5  # (B, R)
     return masked_softmax(logits, mask), nonempty

@@ -4,7 +4,8 @@ The routes (one semantic route per SID level plus a collaborative route) are ret
 job; each arrives as a group r_<route> of k candidates (best first). The model refines them:
 
   h(v)    = SidGate(e_id(v), e_sid(v)) + e_cat(v)                    (SID-level fusion, `layers.SidGate`)
-  u_r     = TargetAttention_r(h_t, {h(v) + e_rec(v) : v ∈ route r})  (per route, own parameters)
+  u_r     = TargetAttention_r(h_t, {h(v) + e_rec(v) : v ∈ route r})  (per route, own parameters; all
+            routes in one batched call, `route_attention.RouteTargetAttention`)
             [+ e_occ(r, log2 bucket of route r's valid candidates)]   (model.route_occupancy)
   u_long  = RouteFusion(h_t, {u_r})                                  (attention / mean / concat)
        or = TargetAttention(h_t, ∪_r {h(v) + e_rec(v) + e_r})         (cross: one attention over every route)
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from r2led_model.config import ModelConfig
 from r2led_model.models.inputs import FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, Target, TargetAttention, masked_softmax, shell_parts
+from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
 
 FUSIONS: tuple[str, ...] = ("attention", "mean", "concat", "cross")
 # Occupancy buckets: 0 (empty), then ⌊log2(count)⌋ + 1, capped (k = 20 fills bucket 5).
@@ -82,21 +84,24 @@ class RouteInterest(nn.Module):
     """u_long from the routes' candidate pools: per-route target attention, then RouteFusion; or, with
     `cross`, one target attention over the candidates of every route at once.
 
-    Reads the groups r_<route> for route in `routes`; each route has its own TargetAttention (the routes differ
-    in what their candidates mean: same SID prefix at level l vs collaboratively close). With `occupancy`,
-    each route adds a learned embedding of how full its pool is (its bucket of valid candidates), so the
-    interest keeps how much of the history matched at that granularity.
+    Reads the groups r_<route> for route in `routes`; each route has its own attention parameters (the routes
+    differ in what their candidates mean: same SID prefix at level l vs collaboratively close), all computed
+    in one call of a RouteTargetAttention. With `occupancy`, each route adds a learned embedding of how full
+    its pool is (its bucket of valid candidates), so the interest keeps how much of the history matched at
+    that granularity.
     """
 
-    def __init__(self, *, routes: tuple[str, ...], attention: Mapping[str, TargetAttention],
+    def __init__(self, *, routes: tuple[str, ...], attention: RouteTargetAttention | None,
                  fusion: RouteFusion | None, cross: TargetAttention | None = None, dim: int = 0,
                  occupancy: bool = False) -> None:
         super().__init__()
-        if (fusion is None) == (cross is None):
-            raise ValueError("RouteInterest needs exactly one of a RouteFusion and a cross attention")
+        if (fusion is None) == (cross is None) or (fusion is None) != (attention is None):
+            raise ValueError("RouteInterest needs either per-route attention with a RouteFusion or a cross attention")
+        if attention is not None and attention.routes != tuple(routes):
+            raise ValueError(f"the route attention's routes {attention.routes} differ from {tuple(routes)}")
         self.routes = routes
         self.groups = tuple(f"r_{route}" for route in routes)
-        self.attention = nn.ModuleDict(attention)
+        self.attention = attention
         self.fusion = fusion
         self.cross = cross
         if cross is not None:
@@ -125,13 +130,18 @@ class RouteInterest(nn.Module):
             if self.occupancy is not None:
                 u_long = u_long + self._occupancy(pools).sum(dim=1)  # (B, R, d) → (B, d)
             return u_long
-        interests = [self.attention[route](target.h, pool) for route, pool in zip(self.routes, pools, strict=True)]
-        interests = torch.stack(interests, dim=1)  # R × (B, d) → (B, R, d)
-        nonempty = torch.stack([pool.mask.any(dim=1) for pool in pools], dim=1)  # (B, R)
+        interests, listened = self.route_interests(target, pools)
+        return self.fusion(target.h, interests, listened)
+
+    def route_interests(self, target: Target, pools: list[Behaviours]) -> tuple[Tensor, Tensor]:
+        """What RouteFusion reads: the interests u_r (B, R, d) and the routes it may listen to (B, R) bool."""
+        candidates, mask, recency = stack_pools(pools)  # (B, R, k, d), (B, R, k), (B, R, k)
+        interests = self.attention(target.h, candidates, mask, recency)  # (B, R, d)
+        nonempty = mask.any(dim=2)  # (B, R)
         if self.occupancy is not None:
             interests = interests + self._occupancy(pools)
             nonempty = torch.ones_like(nonempty)  # an empty pool now says something: "nothing matched"
-        return self.fusion(target.h, interests, nonempty)
+        return interests, nonempty
 
 
 def resolve_routes(spec: FeatureSpec, wanted: tuple[str, ...]) -> tuple[str, ...]:
@@ -156,15 +166,14 @@ class R2LED(InterestCTR):
     def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
         routes = resolve_routes(spec, config.routes)
         dim = config.embedding_dim
-
-        def target_attention() -> TargetAttention:
-            return TargetAttention(dim=dim, heads=config.attention_heads, recency_buckets=spec.recency_buckets)
-
+        heads, buckets = config.attention_heads, spec.recency_buckets
         if config.route_fusion == "cross":
-            interest = RouteInterest(routes=routes, attention={}, fusion=None, cross=target_attention(), dim=dim,
+            cross = TargetAttention(dim=dim, heads=heads, recency_buckets=buckets)
+            interest = RouteInterest(routes=routes, attention=None, fusion=None, cross=cross, dim=dim,
                                      occupancy=config.route_occupancy)
         else:
-            interest = RouteInterest(routes=routes, attention={route: target_attention() for route in routes},
+            attention = RouteTargetAttention(routes=routes, dim=dim, heads=heads, recency_buckets=buckets)
+            interest = RouteInterest(routes=routes, attention=attention,
                                      fusion=RouteFusion(mode=config.route_fusion, dim=dim, num_routes=len(routes)),
                                      dim=dim, occupancy=config.route_occupancy)
         super().__init__(long_interest=interest, **shell_parts(spec=spec, config=config, gate=config.gate,
