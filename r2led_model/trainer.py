@@ -13,7 +13,7 @@ Petastorm (``r2led_model.feed``) or built in memory: ``train_batches(epoch)`` gi
 process's training batches, ``valid_batches()`` this process's validation batches.
 
 Distributed mode (``torch.distributed`` initialised, e.g. under Spark's TorchDistributor with gloo):
-  * The loop wraps ``_LossForward(task)`` in DistributedDataParallel. Its ``forward(batch)`` returns
+  * The loop wraps ``LossForward(task)`` in DistributedDataParallel. Its ``forward(batch)`` returns
     ``task.loss(batch)``, so every training step goes through DDP's forward (which prepares the
     gradient all-reduce) whatever the task's own ``forward`` does, and the task's parameters are the
     DDP module's parameters. DDP's constructor broadcasts rank 0's weights, so ranks start equal.
@@ -141,7 +141,7 @@ class _Progress:
             self.bar.close()
 
 
-class _LossForward(nn.Module):
+class LossForward(nn.Module):
     """Makes ``task.loss`` the forward pass, so that DDP's forward is what every training step runs."""
 
     def __init__(self, task: nn.Module) -> None:
@@ -307,7 +307,7 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
     is_main = rank == 0
     set_seed(config.seed)
     task.to(device)
-    optimizer = torch.optim.Adam(task.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(task, config)
 
     history: list[dict[str, float]] = []
     best_epoch, best_value, best_metrics, best_state = -1, -math.inf, {}, None
@@ -324,7 +324,7 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
         if is_main:
             log.info("resuming after epoch %d from %s (best epoch %d)", state["epoch"], path, best_epoch)
 
-    step_module: nn.Module = _LossForward(task)
+    step_module: nn.Module = LossForward(task)
     if distributed:
         ddp_device = [device] if device.type == "cuda" else None
         step_module = nn.parallel.DistributedDataParallel(
@@ -390,6 +390,26 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
                      stopped_early=stopped_early, resumed_from=resumed_from)
 
 
+def make_optimizer(task: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    """The optimizer ``fit`` trains with: Adam over the task's parameters."""
+    return torch.optim.Adam(task.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def train_step(step_module: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
+               device: torch.device) -> tuple[float, int]:
+    """One training step of ``fit``: the batch to ``device``, zero grads, loss, backward, optimizer step.
+
+    ``step_module`` is ``LossForward(task)`` (or its DDP wrapper) in train mode → (the batch's mean loss, rows).
+    Reading the loss value waits for the device, so the step has finished when this returns.
+    """
+    batch = _to_device(batch, device)
+    optimizer.zero_grad(set_to_none=True)
+    loss = step_module(batch)  # () mean loss of the batch
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()), _batch_size(batch)
+
+
 def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
                  device: torch.device, *, progress: _Progress) -> tuple[float, int, int]:
     """One pass over this rank's batches → (Σ loss × batch size, samples, steps) of this rank."""
@@ -400,13 +420,7 @@ def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, batch
     try:
         with join:
             for batch in batches:
-                batch = _to_device(batch, device)
-                optimizer.zero_grad(set_to_none=True)
-                loss = step_module(batch)  # () mean loss of the batch
-                loss.backward()
-                optimizer.step()
-                size = _batch_size(batch)
-                loss_value = float(loss.detach())
+                loss_value, size = train_step(step_module, optimizer, batch, device)
                 loss_sum += loss_value * size
                 samples += size
                 steps += 1

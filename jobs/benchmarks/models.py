@@ -4,7 +4,10 @@ For each dataset env (default: `local` = MovieLens-100K and `synthetic_long`), t
 build-training-set run once into `<benchmark.output_dir>/models/<env>/` (reused on later runs
 unless `--rebuild`). Then every variant trains with the same trainer, feed and seeds, and is
 evaluated on the test split: AUC, GAUC, LogLoss (mean ± std over seeds), training time and
-training samples/s.
+training samples/s. Beside that rate, two parts of it: `feed_samples_per_s`, one epoch of the very
+training feed the trainer reads (Petastorm), doing nothing with the batches (once per dataset and set
+of columns read), and `step_samples_per_s`, the trainer's own training step (forward, backward, Adam)
+on STEP_BATCHES of those batches held in memory; the lower of the two is what bounds training.
 
 Inference latency per 1,000 samples is measured separately on random valid inputs for T_max in
 `--lengths` (default 200 and 1000): models that retrieve inside the network read the whole long
@@ -31,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from pyspark.sql import SparkSession
@@ -50,7 +53,7 @@ from jobs import (
 from jobs.entrypoint import dataset_envs, dataset_label, load_dataset_config, spark_job_main
 from jobs.oracle_truth import load_oracle_truth
 from jobs.tables import TableStore
-from jobs.train import TrainJob, evaluate_split, make_feed, train_worker
+from jobs.train import TrainJob, evaluate_split, make_feed, model_columns, train_worker
 from jobs.training_data import TrainingData, training_data
 from jobs.tune import tune_model
 from r2led_model.bundle import ModelBundle
@@ -59,11 +62,15 @@ from r2led_model.diagnostics import r2led_diagnostics
 from r2led_model.oracle import OracleTruth
 from r2led_model.tuning import TunedParams, tuned_path
 from r2led_model.models import MODELS, CTRTask, build_model
-from r2led_model.models.inputs import FeatureSpec, random_batch
+from r2led_model.models.inputs import Batch, FeatureSpec, random_batch
+from r2led_model.trainer import LossForward, make_optimizer, set_seed, train_step
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENVS = ["oracle", "local"]
+# Training batches kept for the step rate: enough for a steady rate, few enough to hold (a batch of 256
+# rows with a 300-wide `long` group is ~4 MB).
+STEP_BATCHES = 50
 TABLE_STAGES = (ingest.run, sequences.run, embed_items.run, train_codebook.run, assign_sids.run, collab_vectors.run,
                 retrieve.run, build_training_set.run)
 
@@ -181,17 +188,22 @@ def variant_config(config: Config, variant: Variant, tuned: TunedParams | None) 
     return with_values(config, values)
 
 
+def variant_job(config: Config, data: TrainingData, variant: Variant, seed: int) -> TrainJob:
+    """The single-process training job of one variant and seed, without checkpoints or progress output."""
+    model_config = replace(config.model, name=variant.model, **dict(variant.overrides))
+    training = replace(config.training, seed=seed, num_processes=1, progress="never")
+    return TrainJob(model=model_config, training=training, data=data, checkpoint_dir="")
+
+
 def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequence[int],
             truth: OracleTruth | None = None) -> dict:
     per_seed, diagnosis = [], None
     for seed in seeds:
-        model_config = replace(config.model, name=variant.model, **dict(variant.overrides))
-        training = replace(config.training, seed=seed, num_processes=1, progress="never")
-        job = TrainJob(model=model_config, training=training, data=data, checkpoint_dir="")
+        job = variant_job(config, data, variant, seed)
         started = time.perf_counter()
         worker = train_worker(job)
         seconds = time.perf_counter() - started
-        bundle = ModelBundle(model_config=model_config, spec=data.spec, versions=data.versions,
+        bundle = ModelBundle(model_config=job.model, spec=data.spec, versions=data.versions,
                              state_dict=worker.state_dict)
         task = bundle.build()
         test, _, _ = evaluate_split(job, task, "test", truth)
@@ -215,6 +227,53 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
     return {**{k: round(v, 5) for k, v in summary.items()}, "seeds": list(seeds),
             **({"diagnostics": diagnosis} if diagnosis else {}),
             "per_seed_auc": [round(r["auc"], 5) for r in per_seed], "best_epochs": [r["best_epoch"] for r in per_seed]}
+
+
+@dataclass(frozen=True)
+class FeedPass:
+    """One epoch of a training feed read and thrown away: its rate, and its first batches for the step rate."""
+
+    samples_per_s: float
+    batches: tuple[Batch, ...]
+
+
+def feed_pass(job: TrainJob, keep: int = STEP_BATCHES) -> FeedPass:
+    """Rows/s of epoch 0 of the feed `train_worker` trains on (same files, columns, shuffle and reader)."""
+    kept: list[Batch] = []
+    samples = 0
+    started = time.perf_counter()
+    for batch in make_feed(job, "train", shuffle=True).batches(0):
+        samples += int(batch["label"].shape[0])
+        if len(kept) < keep:  # copies: a batch is a view of a whole shuffle block, which it would keep alive
+            kept.append({name: value.clone() for name, value in batch.items()})
+    return FeedPass(samples_per_s=samples / max(time.perf_counter() - started, 1e-9), batches=tuple(kept))
+
+
+def step_samples_per_s(job: TrainJob, batches: Sequence[Batch]) -> float:
+    """Rows/s of the trainer's own step (`train_step`: to device, loss, backward, Adam) over batches in
+    memory, on the variant's model freshly seeded as `train_worker` builds it; one untimed step first
+    (Adam's state and the allocator's first buffers are set up once per run, not per step)."""
+    device = torch.device(job.training.device)
+    set_seed(job.training.seed)
+    task = CTRTask(build_model(job.model.name, spec=job.data.spec, config=job.model)).to(device)
+    step_module = LossForward(task).train()
+    optimizer = make_optimizer(task, job.training)
+    train_step(step_module, optimizer, batches[0], device)
+    started = time.perf_counter()
+    samples = sum(train_step(step_module, optimizer, batch, device)[1] for batch in batches)
+    return samples / max(time.perf_counter() - started, 1e-9)
+
+
+def training_rates(job: TrainJob, feeds: dict[tuple[str, ...], FeedPass]) -> dict:
+    """feed_samples_per_s and step_samples_per_s of a variant; the feed pass is shared by every variant
+    reading the same columns (`feeds`, one dataset's passes so far), since its cost is the columns'."""
+    columns = tuple(model_columns(job))
+    if columns not in feeds:
+        feeds[columns] = feed_pass(job)
+    passed = feeds[columns]
+    return {"feed_samples_per_s": round(passed.samples_per_s, 1),
+            "step_samples_per_s": round(step_samples_per_s(job, passed.batches), 1),
+            "step_batches": len(passed.batches)}
 
 
 def latency_ms_per_1000(spec: FeatureSpec, config: Config, variant: Variant, length: int, device: str,
@@ -264,14 +323,18 @@ def format_table(results: Sequence[dict]) -> str:
                              f"+ item quality {rows[0]['oracle_relation_quality_auc']:.4f} (the rest is the user's "
                              "own click propensity)")
         lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15}"
-                     + (f" {'lift':>6}" if oracle else "") + f" {'train s':>8} {'train/s':>8}")
+                     + (f" {'lift':>6}" if oracle else "")
+                     + f" {'train s':>8} {'train/s':>8} {'feed/s':>8} {'step/s':>8}")
         for r in rows:
             lines.append(f"  {r['variant']:<22} {r['auc']:.4f}±{r['auc_std']:.4f} {r['gauc']:.4f}±{r['gauc_std']:.4f} "
                          f"{r['logloss']:.4f}±{r['logloss_std']:.4f}"
                          + (f" {r['lift_share']:>6.3f}" if oracle else "")
-                         + f" {r['train_s']:>8.1f} {r['train_samples_per_s']:>8,.0f}")
+                         + f" {r['train_s']:>8.1f} {r['train_samples_per_s']:>8,.0f}"
+                         + f" {_rate(r, 'feed_samples_per_s')} {_rate(r, 'step_samples_per_s')}")
         if oracle:
             lines.append("  lift = (AUC - 0.5) / (oracle AUC - 0.5), mean over seeds")
+        lines.append("  train/s: whole training run; feed/s: one epoch of its feed alone; step/s: its forward, "
+                     "backward and Adam step alone on batches in memory (rows/s)")
         diagnosed = [r for r in rows if r.get("diagnostics")]
         if diagnosed:
             lines.append(f"  R2LED diagnostics (seed {rows[0]['seeds'][0]}, test rows): gate ID weight mean [p10, p90]; "
@@ -295,6 +358,11 @@ def format_table(results: Sequence[dict]) -> str:
             if "r2led" in cells and "din_long" in cells:
                 lines.append(f"  din_long / r2led at T={t}: {cells['din_long'] / cells['r2led']:.2f}x")
     return "\n".join(lines)
+
+
+def _rate(row: Mapping, key: str) -> str:
+    """A rows/s cell; rows saved before the rate was measured show '-'."""
+    return f"{row[key]:>8,.0f}" if key in row else f"{'-':>8}"
 
 
 def plot(results: Sequence[dict], path: Path) -> None:
@@ -381,6 +449,7 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
             data = build_tables(spark, dataset, getattr(args, "rebuild", False))
             truth = load_oracle_truth(spark, dataset)
             spec_for_latency = spec_for_latency or data.spec
+            feeds: dict[tuple[str, ...], FeedPass] = {}  # this dataset's feed passes, by columns read
             # The ablations run on the first setting only: the sweep is about where R2LED wins.
             for variant in (chosen if position == 0 else [v for v in chosen if v not in ABLATIONS]):
                 if tuned_flag and variant.model not in tuned:
@@ -388,7 +457,9 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
                     tuned[variant.model] = tuned_for(spark, dataset, data, variant.model, trials, folder / "tuning",
                                                      reuse=getattr(args, "tuning_dir", None))
                 params = tuned.get(variant.model) if tuned_flag else None
-                summary = quality(variant_config(dataset, variant, params), data, variant, seeds, truth)
+                variant_dataset = variant_config(dataset, variant, params)
+                summary = quality(variant_dataset, data, variant, seeds, truth)
+                summary.update(training_rates(variant_job(variant_dataset, data, variant, seeds[0]), feeds))
                 results.append({"bench": "models_quality", "env": name, "source": dataset.source.kind,
                                 "variant": variant.label, "model": variant.model, "device": device,
                                 "train_rows": data.rows["train"], "test_rows": data.rows["test"],
@@ -415,7 +486,9 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
             key = r["variant"].replace(" ", "_").replace("=", "-")
             if r["bench"] == "models_quality":
                 tracked.log_metrics({f"{r['env']}.{key}.test_auc": r["auc"], f"{r['env']}.{key}.test_gauc": r["gauc"],
-                                     f"{r['env']}.{key}.test_logloss": r["logloss"]})
+                                     f"{r['env']}.{key}.test_logloss": r["logloss"],
+                                     **{f"{r['env']}.{key}.{rate}": r[rate] for rate in
+                                        ("feed_samples_per_s", "step_samples_per_s") if rate in r}})
             else:
                 tracked.log_metrics({f"latency.{key}.t{r['t_max']}_ms_per_1000": r["ms_per_1000"]})
         tracked.log_text(table, "models_table.txt")

@@ -1,13 +1,29 @@
-"""The models benchmark's sweep settings, tuned variant configs and its oracle table (no Spark needed)."""
+"""The models benchmark's sweep settings, tuned variant configs, its oracle table and its feed and step
+rates (no Spark needed: the rates read a Parquet file written here)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import torch
 
-from jobs.benchmarks.models import ABLATIONS, CatalogueSetting, Variant, format_table, variant_config
+from jobs.benchmarks.models import (
+    ABLATIONS,
+    CatalogueSetting,
+    Variant,
+    format_table,
+    training_rates,
+    variant_config,
+    variant_job,
+)
+from jobs.training_data import TrainingData
+from r2led_model.bundle import DataVersions
 from r2led_model.config import load_config
+from r2led_model.models.inputs import FeatureSpec, random_batch
 from r2led_model.tuning import TunedParams
 
 
@@ -42,3 +58,49 @@ def test_the_table_shows_the_oracle_and_each_models_share_of_its_lift():
     table = format_table([row])
     assert "oracle on the same test rows: AUC 0.8000" in table
     assert " 0.800 " in table  # the lift column
+    assert "feed/s" in table and "step/s" in table
+    assert table.splitlines()[3].rstrip().endswith(" -        -")  # a row saved before the rates existed
+
+
+SPEC = FeatureSpec(num_items=40, num_categories=5, sid_levels=2, sid_vocab=6, routes=("sid1", "collab"),
+                   route_k=(3, 4), short_window=3, long_history=8, recency_buckets=4)
+ROWS = 96
+
+
+@pytest.fixture
+def train_split(tmp_path) -> TrainingData:
+    """A train split of ROWS random rows shaped like training_examples, in one file of 3 row groups."""
+    batch = random_batch(SPEC, ROWS, torch.Generator().manual_seed(0))
+    columns = {"sample_id": pa.array(range(ROWS), pa.int64()), "user_id": pa.array([i % 9 for i in range(ROWS)],
+                                                                                    pa.int64()),
+               "label": pa.array(batch.pop("label").int().tolist(), pa.int32())}
+    for name, value in batch.items():
+        kind = pa.list_(pa.int64()) if value.dim() == 2 else pa.int64()
+        columns[name] = pa.array(value.tolist(), kind)
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.table(columns), path, row_group_size=32)
+    return TrainingData(files={"train": [str(path)]}, rows={"train": ROWS}, spec=SPEC,
+                        versions=DataVersions(codebook_version="c", collab_version="v"))
+
+
+def test_feed_and_step_rates_are_positive_and_one_feed_pass_serves_every_model_reading_its_columns(train_split):
+    config = load_config("tiny", ["training.batch_size=16", "model.embedding_dim=8"])
+    feeds: dict = {}
+    rates = {}
+    for variant in (Variant("r2led", "r2led"), Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)),
+                    Variant("din", "din")):
+        rates[variant.label] = training_rates(variant_job(config, train_split, variant, seed=0), feeds)
+    for label, got in rates.items():
+        for key in ("feed_samples_per_s", "step_samples_per_s"):
+            assert math.isfinite(got[key]) and got[key] > 0, (label, key, got[key])
+        assert got["step_batches"] == ROWS // 16  # fewer batches than STEP_BATCHES: the whole epoch is kept
+    assert len(feeds) == 2  # both R2LED variants read the same columns; DIN reads only `short`
+    assert rates["r2led"]["feed_samples_per_s"] == rates["r2led fusion=mean"]["feed_samples_per_s"]
+    kept = next(iter(feeds.values())).batches
+    assert sum(int(b["label"].shape[0]) for b in kept) == ROWS  # the feed pass saw every row once
+
+    row = {"bench": "models_quality", "env": "tiny", "train_rows": ROWS, "test_rows": 0, "seeds": [0],
+           "device": "cpu", "variant": "r2led", "auc": 0.5, "auc_std": 0.0, "gauc": 0.5, "gauc_std": 0.0,
+           "logloss": 0.7, "logloss_std": 0.0, "train_s": 1.0, "train_samples_per_s": 100.0, **rates["r2led"]}
+    cells = format_table([row]).splitlines()[2].split()
+    assert cells[-2:] == [f"{rates['r2led']['feed_samples_per_s']:,.0f}", f"{rates['r2led']['step_samples_per_s']:,.0f}"]
