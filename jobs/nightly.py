@@ -11,8 +11,8 @@ collab-vectors (kept unless --retrain) → retrieve (new or recounted samples on
 (likewise, append-only item index) → train (rolling window) → promote → score (the day's samples).
 
 The split rolls with D (`pipeline.valid_days`, `pipeline.test_days`); rows whose split the new
-date changes are moved in place. Every finished stage is recorded in the `pipeline_runs` ledger
-and skipped on a re-run of the date unless forced; every write is an idempotent MERGE, UPDATE or
+date changes are moved in place. Every stage attempt is recorded in the `pipeline_runs` ledger
+(`jobs.ledger`); a finished one is skipped on a re-run of the date unless forced; every write is an idempotent MERGE, UPDATE or
 partition overwrite, so a re-run after a crash anywhere ends with the tables a clean run leaves.
 `--backfill` re-runs the data stages of a processed date whose input grew (late files). A run
 holds the workspace's run lock (`jobs.run_lock`) from before it reads the ledger until it ends.
@@ -33,14 +33,12 @@ from pyspark.sql import functions as F
 
 from jobs import config_drift, faults
 from jobs.dates import parse_day
+from jobs.ledger import DONE, FAILED, RunLedger
 from jobs.run_lock import RunLock
 from jobs.tables import TableStore
 from r2led_model.config import Config, split_as_of
 
 log = logging.getLogger(__name__)
-
-LEDGER = "pipeline_runs"
-DONE, FAILED = "done", "failed"
 
 
 @dataclass
@@ -69,10 +67,11 @@ class RunContext:
     day: str
     retrain: bool
     store: TableStore
+    run_ledger: RunLedger
     catch_up: bool  # no earlier date has been ingested: this run ingests every day up to its own
     ledger: dict[str, dict] = field(default_factory=dict)  # stage → this date's ledger row
     ledger_prefix: str = ""  # "backfill/": a backfill's stages are recorded beside the date's own
-    lock: RunLock | None = None  # the workspace's run lock, renewed before each stage that runs
+    lock: RunLock | None = None  # the workspace's run lock, renewed when due before each stage that runs
     rebuild: frozenset[str] = frozenset()  # stages run in full: their config changed (--rebuild)
 
 
@@ -125,7 +124,7 @@ def _train_codebook(ctx: RunContext) -> StageOutcome:
     store_dir = ctx.config.codebook.store_dir
     # The ledger is the pointer: the codebook the last run used, not whatever `current.json` names now
     # (a codebook trained by hand in between). A workspace whose ledger has none yet starts from it.
-    current = _recorded_codebook(ctx.store) or codebook_store.current_version(store_dir)
+    current = _recorded_codebook(ctx.run_ledger) or codebook_store.current_version(store_dir)
     if current is not None and not ctx.retrain and "train-codebook" not in ctx.rebuild:
         codebook_store.load(store_dir, current)  # there and intact, or a clear error before any SID
         return StageOutcome(0, 0, {"codebook_version": current, "action": "kept"})
@@ -133,9 +132,9 @@ def _train_codebook(ctx: RunContext) -> StageOutcome:
     return StageOutcome(result.items, 1, {"codebook_version": result.version, "action": "trained"})
 
 
-def _recorded_codebook(store: TableStore) -> str | None:
+def _recorded_codebook(run_ledger: RunLedger) -> str | None:
     """The codebook version of the latest finished train-codebook stage in the ledger."""
-    return config_drift.latest_detail(_ledger_rows(store), "train-codebook", "codebook_version") or None
+    return config_drift.latest_detail(run_ledger.state(), "train-codebook", "codebook_version") or None
 
 
 def _assign_sids(ctx: RunContext) -> StageOutcome:
@@ -233,11 +232,6 @@ DATA_STAGES = STAGE_NAMES[:STAGE_NAMES.index("build-training-set") + 1]
 # ---- the ledger -----------------------------------------------------------------------------
 
 
-def _ledger_rows(store: TableStore) -> list[dict]:
-    """Every ledger row (one per date and stage: small)."""
-    return [r.asDict() for r in store.read(LEDGER).collect()] if store.exists(LEDGER) else []
-
-
 def _record(ctx: RunContext, report: StageReport) -> None:
     detail = dict(report.detail)
     if report.status == "ran" and report.stage in config_drift.OWN_SECTIONS:
@@ -249,11 +243,10 @@ def _record(ctx: RunContext, report: StageReport) -> None:
            "rows_in": report.rows_in, "rows_out": report.rows_out, "seconds": round(report.seconds, 3),
            "table_versions": json.dumps(report.table_versions, sort_keys=True),
            "detail": json.dumps(detail, sort_keys=True, default=str)}
-    schema = ("run_date STRING, stage STRING, status STRING, rows_in BIGINT, rows_out BIGINT, seconds DOUBLE, "
-              "table_versions STRING, detail STRING")
     faults.enter_stage(None)  # the ledger write is the stage's commit, never an injected failure point
-    ctx.store.upsert(LEDGER, ctx.spark.createDataFrame([{**row, "stage": ctx.ledger_prefix + report.stage}], schema))
-    ctx.ledger[report.stage] = row
+    stored = ctx.run_ledger.record({**row, "stage": ctx.ledger_prefix + report.stage})
+    if report.status == "ran":
+        ctx.ledger[report.stage] = {**stored, "stage": report.stage}
 
 
 def _done_dates(ledger: list[dict], stage: str) -> list[str]:
@@ -327,7 +320,9 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
 def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: RunLock, day: str, *, force: bool,
                 force_stages: tuple[str, ...], retrain: bool, rebuild: bool, until: str | None,
                 inject_failure: tuple[str, int] | None, backfill: bool) -> list[StageReport]:
-    ledger = _ledger_rows(store)
+    run_ledger = RunLedger(store)
+    run_ledger.upgrade()  # a ledger written by an older release gains recorded_at (under the lock)
+    ledger = run_ledger.state()
     processed = _done_dates(ledger, DATA_STAGES[-1])
     if backfill:
         if not processed or day > processed[-1]:
@@ -354,16 +349,16 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
     try:
         if backfill:
             # The latest processed date's split: a backfill must not roll any row's split back.
-            ctx = RunContext(spark, split_as_of(config, processed[-1]), day, False, store, catch_up=False,
+            ctx = RunContext(spark, split_as_of(config, processed[-1]), day, False, store, run_ledger, catch_up=False,
                              ledger_prefix="backfill/", lock=lock)
             _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: True)
         for current in ([] if backfill else days):
             if current != days[0]:
-                ledger = _ledger_rows(store)  # the days run so far in this call count as ingested
+                ledger = run_ledger.state()  # the days run so far in this call count as ingested
             ingested_before = any(r["stage"] == "ingest" and r["status"] == DONE and r["run_date"] < current
                                   for r in ledger)
             ctx = RunContext(spark, split_as_of(config, current), current, retrain and current == day, store,
-                             catch_up=not ingested_before,
+                             run_ledger, catch_up=not ingested_before,
                              ledger={r["stage"]: r for r in ledger if r["run_date"] == current and r["status"] == DONE},
                              lock=lock, rebuild=rebuilt if current == days[0] else frozenset())
             if current != day:
@@ -407,7 +402,7 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
             log.info("stage %s: already done for %s, skipped", name, ctx.day)
         else:
             if ctx.lock is not None:
-                ctx.lock.heartbeat()  # raises LockLostError if a run took the lock over: stop before writing
+                ctx.lock.renew_if_due()  # raises LockLostError if a run took the lock over: stop before writing
             _run_stage(ctx, name, stage, tables, reports)
 
 

@@ -5,8 +5,10 @@ A run takes the lock with one conditional MERGE: the row is inserted when there 
 over when it is free (owner null) or stale (no heartbeat for `pipeline.lock_timeout_minutes`). Two
 runs racing for it both MERGE into the same one-file table, so Delta's optimistic concurrency
 (Serializable isolation on this table) commits one and refuses the other; the owner read back
-after the MERGE says who won. The holder renews its heartbeat between stages and frees the lock
-when it ends, failed or not; a run that finds its lock taken over stops before its next stage.
+after the MERGE says who won. The holder renews its heartbeat between stages once a quarter of
+the timeout has passed since the last renewal (sooner, nobody can have taken it over: that takes a
+heartbeat older than the whole timeout), and frees the lock when it ends, failed or not; a run
+that finds its lock taken over stops before its next stage.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class RunLock:
         self.run_date = run_date
         self.timeout_s = timeout_minutes * 60
         self.owner = owner or default_owner()
+        self._renewed_at: float | None = None  # time.monotonic() of this object's last acquire or heartbeat
 
     def holder(self) -> LockHolder | None:
         if not self.store.exists(LOCK_TABLE):
@@ -98,13 +101,26 @@ class RunLock:
                 f"{self.store.location(LOCK_TABLE)})")
         if before is not None and before.owner != self.owner:
             log.warning("run lock: took over the stale lock of %s", before.describe(now))
+            self._renewed_at = time.monotonic()
             return before
         log.info("run lock taken by %s for --date %s", self.owner, self.run_date)
+        self._renewed_at = time.monotonic()
         return None
+
+    def renew_if_due(self) -> bool:
+        """`heartbeat()` if a quarter of the timeout has passed since the last renewal; returns
+        whether it did. Two small commits saved per stage, and no takeover missed: one needs the
+        stored heartbeat older than the whole timeout, and this one was renewed less than a quarter
+        of it ago (by the monotonic clock; hosts' clocks may differ by up to the other three quarters)."""
+        if self._renewed_at is not None and time.monotonic() - self._renewed_at < self.timeout_s / 4:
+            return False
+        self.heartbeat()
+        return True
 
     def heartbeat(self) -> None:
         """Renew the lock, or raise LockLostError if another run took it over meanwhile."""
         self._update_mine({"heartbeat_at": F.lit(int(time.time()))})
+        self._renewed_at = time.monotonic()
         holder = self.holder()
         if holder is None or holder.owner != self.owner:
             raise LockLostError(f"pipeline --date {self.run_date}: this run ({self.owner}) lost the workspace lock "

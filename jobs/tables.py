@@ -173,10 +173,11 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "pipeline_runs",
             _fields(("run_date", _STR), ("stage", _STR), ("status", _STR), ("rows_in", _LONG), ("rows_out", _LONG),
-                    ("seconds", _DOUBLE), ("table_versions", _STR), ("detail", _STR)),
-            key=("run_date", "stage"),
-            doc="the ledger of dated pipeline runs: one row per (date, stage) that finished; table_versions "
-                "is JSON of the Delta versions the stage left",
+                    ("seconds", _DOUBLE), ("table_versions", _STR), ("detail", _STR), ("recorded_at", _LONG)),
+            key=("run_date", "stage", "recorded_at"),
+            doc="the ledger of dated pipeline runs, append-only: one row per stage attempt (done or failed); a "
+                "(run_date, stage) stands as its latest recorded_at (epoch ms, increasing); table_versions is "
+                "JSON of the Delta versions the stage left (jobs/ledger.py)",
         ),
         TableSpec(
             "sampled_batches",
@@ -393,6 +394,28 @@ class TableStore:
         metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
         faults.commit_point(f"merge into {name}")
         return int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
+
+    def append(self, name: str, df: DataFrame) -> None:
+        """Add `df`'s rows in one commit. Not idempotent by itself: for logs whose readers say what a
+        repeated row means (the pipeline ledger)."""
+        spec = self._conform(name, df)
+        self._write(spec, df, mode="append", options={})
+
+    def add_missing_columns(self, name: str) -> list[str]:
+        """Add the contract columns an existing table lacks (a table written by an older release),
+        as nulls in one commit; returns their names (none: no commit)."""
+        spec = spec_for(name)
+        if self.config.backend == "catalog":
+            have = {f.name for f in self.spark.read.table(self.location(name)).schema.fields}
+        else:
+            have = {f.name for f in self.spark.read.format("delta").load(self.location(name)).schema.fields}
+        missing = [f for f in spec.schema.fields if f.name not in have]
+        if missing:
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            self.spark.sql(f"ALTER TABLE {self.sql_name(name)} ADD COLUMNS ({columns})")
+            faults.commit_point(f"new columns of {name}")
+            log.info("added %s to %s", ", ".join(f.name for f in missing), self.location(name))
+        return [f.name for f in missing]
 
     def update_where(self, name: str, condition: Column | str, assignments: Mapping[str, Column | str]) -> int:
         """UPDATE the rows matching `condition` (a Column or SQL text); returns rows updated."""

@@ -11,7 +11,8 @@ import pytest
 
 from jobs import ingest, pipeline, score
 from jobs.dates import parse_day
-from jobs.nightly import LEDGER, run_date
+from jobs.ledger import LEDGER
+from jobs.nightly import run_date
 from jobs.tables import TableStore
 from tests.conftest import IVY_DIR, REPO, config_in
 from tests.helpers import rows

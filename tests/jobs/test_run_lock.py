@@ -68,3 +68,24 @@ def test_two_runs_taking_the_lock_at_once_get_one_holder(spark, make_config):
         winner = next(o for o, v in outcomes.items() if v == "holder")
         assert lock(store, "reader").holder().owner == winner
         lock(store, winner).release()
+
+
+def test_renewal_when_due_writes_nothing_until_a_quarter_of_the_timeout_has_passed(spark, make_config,
+                                                                                   monkeypatch):
+    store = TableStore(spark, make_config().tables)
+    holder = lock(store, "host-a:11:aaaa", timeout_minutes=60)
+    holder.acquire()
+    taken_at = store.version(LOCK_TABLE)
+    assert holder.renew_if_due() is False and store.version(LOCK_TABLE) == taken_at
+
+    from jobs import run_lock
+    start = time.monotonic()
+    monkeypatch.setattr(run_lock.time, "monotonic", lambda: start + 15 * 60)  # a quarter of 60 minutes later
+    assert holder.renew_if_due() is True and store.version(LOCK_TABLE) == taken_at + 1
+    assert holder.renew_if_due() is False  # renewed just now
+    # Taken over after its heartbeat went stale: the next renewal that is due notices.
+    age(store, 61)
+    lock(store, "host-b:22:bbbb", timeout_minutes=60).acquire()
+    monkeypatch.setattr(run_lock.time, "monotonic", lambda: start + 30 * 60)
+    with pytest.raises(LockLostError, match="host-b:22:bbbb"):
+        holder.renew_if_due()
