@@ -4,6 +4,8 @@
 behaviour), truncated to the newest `max_stored`. `samples` holds one row per labelled
 impression with `hist_len`, the number of the user's behaviours strictly before the sample's ts:
 a pointer into the sequence, never a copy, so no sample can see its own or any later behaviour.
+With `sequences.samples_from`, events before that time are history only: they count in every
+later sample's hist_len but become no sample themselves (the training window).
 
 Samples are built by repartitioning events by user, sorting each partition by (user, ts, item,
 behaviour) and running the numpy kernel `r2led_model.sample_kernel` on each partition: hist_len
@@ -78,6 +80,11 @@ def build_user_sequences(events: DataFrame, items: DataFrame, config: SequencesC
     )
 
 
+def _from(samples_from: str | None) -> Column:
+    """Events at or after the training window's start (`sequences.samples_from`); all when None."""
+    return F.lit(True) if samples_from is None else F.col("ts") >= F.lit(parse_utc_timestamp(samples_from))
+
+
 def _hashed_id(*cols: Column) -> Column:
     return F.xxhash64(*cols).bitwiseAND(F.lit(_ID_MASK))
 
@@ -127,7 +134,7 @@ def build_samples(spark: SparkSession, events: DataFrame, config: SequencesConfi
         _hashed_id("user_id", "item_id", "ts", "behavior", "value").alias("sample_id"),
         "user_id", "item_id", "ts", "behavior", "label", "value",
         _in("behavior", config.history_behaviors).alias("in_history"),
-        _in("behavior", config.sample_behaviors).alias("is_sample"),
+        (_in("behavior", config.sample_behaviors) & _from(config.samples_from)).alias("is_sample"),
         (F.lit(True) if emit is None else emit).alias("emit"),
     )
     by_user = rows.repartition("user_id").sortWithinPartitions("user_id", "ts", "item_id", "behavior", "label", "value")

@@ -297,6 +297,10 @@ class SequencesConfig:
     sample_behaviors: tuple[str, ...] = ()
     # Samples with fewer preceding behaviours are dropped (0 keeps every sample).
     min_hist_len: int = 0
+    # The training window's start ('YYYY-MM-DD' or an ISO datetime, UTC): every event is history,
+    # only events from this time on become samples. Years of history, weeks of samples, as
+    # lifelong models run in production; null: every event is a sample.
+    samples_from: str | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
     negatives: NegativeSamplingConfig = field(default_factory=NegativeSamplingConfig)
 
@@ -509,6 +513,10 @@ class BenchmarkConfig:
     output_dir: str = "${workspace.root}/bench"
     # Event counts for `r2led benchmark sequences`.
     sequence_sizes: tuple[int, ...] = (1_000_000, 10_000_000)
+    # Event counts for `r2led benchmark scale`, and the share of the days that are samples there
+    # (the rest is history only): 10^8 events of history, about 10^7 samples.
+    scale_sizes: tuple[int, ...] = (1_000_000, 10_000_000, 100_000_000)
+    scale_sample_share: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -869,6 +877,8 @@ def _check_semantics(config: Config) -> None:
         (config.tuning.startup_trials >= 1, "tuning.startup_trials", "must be >= 1"),
         (0.0 <= config.synthetic.dormant_share < 1.0, "synthetic.dormant_share", "must be in [0, 1)"),
         (0.0 < config.synthetic.dormant_after <= 1.0, "synthetic.dormant_after", "must be in (0, 1]"),
+        (0.0 < config.benchmark.scale_sample_share <= 1.0, "benchmark.scale_sample_share", "must be in (0, 1]"),
+        (all(n > 0 for n in config.benchmark.scale_sizes), "benchmark.scale_sizes", "must be positive event counts"),
         (config.synthetic.catalogue.category_level in (1, 2, 3), "synthetic.catalogue.category_level",
          "must be 1 (top topic), 2 (mid-level topic) or 3 (leaf)"),
         (0.0 <= config.synthetic.catalogue.mislabel_share <= 1.0, "synthetic.catalogue.mislabel_share",
@@ -929,6 +939,7 @@ def _check_semantics(config: Config) -> None:
         ("ingest.min_date", config.ingest.min_date),
         ("ingest.max_date", config.ingest.max_date),
         ("synthetic.start_date", config.synthetic.start_date),
+        ("sequences.samples_from", seq.samples_from),
         ("sequences.split.valid_from", seq.split.valid_from),
         ("sequences.split.test_from", seq.split.test_from),
     ):
@@ -939,6 +950,10 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError("sequences.split: mode 'time' needs valid_from and test_from")
         if parse_utc_timestamp(seq.split.valid_from) > parse_utc_timestamp(seq.split.test_from):
             raise ConfigError("sequences.split.valid_from: must not be after test_from")
+        if seq.samples_from is not None and (parse_utc_timestamp(seq.samples_from)
+                                             >= parse_utc_timestamp(seq.split.valid_from)):
+            raise ConfigError(f"sequences.samples_from: {seq.samples_from} leaves no training samples: it must be "
+                              f"before sequences.split.valid_from ({seq.split.valid_from})")
     # The level bound is checked against the SIDs actually assigned, when retrieval plans its routes.
     for route in config.retrieval.routes:
         level = route[3:] if route.startswith("sid") else ""

@@ -173,3 +173,38 @@ def test_every_unsampled_batch_is_sampled_and_a_late_behaviour_recounts_later_sa
     version = store.version("samples")
     assert update_for_new_events(spark, config).batches == []
     assert store.version("samples") == version
+
+
+def test_samples_from_keeps_earlier_events_as_history_only(spark, make_config):
+    config = make_config("sequences.samples_from=2024-01-18", "sequences.split.valid_from=2024-01-19",
+                         "sequences.split.test_from=2024-01-21").sequences
+    samples = build_samples(spark, events_frame(spark, LABELLED), config)
+    got = rows(samples.select("user_id", "item_id", "ts", "hist_len", "split"), "user_id", "ts", "item_id")
+    # No sample before 2024-01-18 (day 17); the behaviours before it still count in hist_len.
+    assert got == [
+        (1, 100, day(19), 3, "valid"),
+        (1, 103, day(20), 4, "test"),
+    ]
+    # Every event is still history.
+    items = spark.createDataFrame(ITEMS, "item_id BIGINT, category_id BIGINT, text STRING")
+    sequence = build_user_sequences(events_frame(spark, LABELLED), items, config).where("user_id = 1").first()
+    assert sequence["item_ids"] == [100, 101, 102, 100, 103]
+
+
+def test_samples_from_draws_negatives_only_for_samples_in_the_window(spark, make_config):
+    records = [(1, 100 + d, day(d), "pv", None) for d in range(1, 13)]
+    records += [(2, 200 + d, day(d), "pv", None) for d in range(1, 7)]  # items user 1 never touched
+    config = make_config("sequences.samples_from=2024-01-08", "sequences.split.valid_from=2024-01-11",
+                         "sequences.split.test_from=2024-01-12", "sequences.negatives.enabled=always").sequences
+    samples = build_samples(spark, events_frame(spark, records), config)
+    assert samples.where(f"ts < {day(7)}").count() == 0 and samples.where("is_sampled_negative").count() > 0
+    positives = samples.where("NOT is_sampled_negative AND user_id = 1")
+    assert sorted(r[0] for r in positives.select("hist_len").collect()) == list(range(6, 12))  # days 7..12
+    assert samples.where("user_id = 2").count() == 0  # all of user 2's events are before the window
+
+
+def test_samples_from_after_the_validation_start_is_refused_naming_the_key(make_config):
+    from r2led_model.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sequences\.samples_from: 2024-01-20 leaves no training samples"):
+        make_config("sequences.samples_from=2024-01-20")
