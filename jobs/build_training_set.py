@@ -6,7 +6,8 @@ Everything the trainer reads, as fixed-length integer arrays (padding rules in
 `training_set.short_window` behaviours), the truncated long history (last
 `training_set.long_history`, for baselines that retrieve inside the model), hist_len, label, split.
 Items and categories get dense indices (`item_index`, 0 = padding), so the trainer's embedding
-tables are sized by `item_index`. Like retrieve, samples and positions are co-grouped by user.
+tables are sized by `item_index`. Like retrieve, each user's stored sequence and samples meet in
+one partition, and item indices are looked up in arrays that travel with the tasks.
 """
 
 from __future__ import annotations
@@ -16,24 +17,25 @@ import logging
 import sys
 from dataclasses import dataclass
 from functools import reduce
-from typing import Callable, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.als import dense_index
+from jobs.arrow_arrays import fixed_width, list_column
 from jobs.entrypoint import spark_job_main
-from jobs.retrieve import sequence_positions, stack_rows
+from jobs.item_feature_lookup import locate
+from jobs.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from jobs.tables import TableStore
 from r2led_model.config import Config, TrainingSetConfig
 from r2led_model.features import HistoryFeatures, gather, most_recent_positions
 
 log = logging.getLogger(__name__)
-
-UNKNOWN_CATEGORY_IDX = 1  # category index 0 is padding, 1 is "unknown"
 
 
 @dataclass
@@ -72,53 +74,104 @@ def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
     return columns
 
 
-def build_examples(samples: DataFrame, sequences: DataFrame, index: Callable[[], DataFrame], routes: Sequence[str],
+_SEQUENCE_COLUMNS = ("user_id", "item_ids", "history_ts", "dropped")
+
+
+def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, routes: Sequence[str],
                    levels: int, config: TrainingSetConfig) -> DataFrame:
-    # Behaviours or targets missing from item_index: padding item, unknown category, padding SID.
-    no_sid = F.array(*[F.lit(0)] * levels)
-    positions = sequence_positions(sequences).join(index().select("item_id", "item_idx", "category_idx", "sid"),
-                                                   "item_id", "left").select(
-        "user_id", "dropped", "position", "ts", F.coalesce("item_idx", F.lit(0)).alias("item_idx"),
-        F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).alias("category_idx"),
-        F.coalesce("sid", no_sid).alias("sid"))
-    targets = samples.join(index().select("item_id", "item_idx", "category_idx", "sid"), "item_id", "left").select(
-        "*", F.coalesce("item_idx", F.lit(0)).alias("t_item"),
-        F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).alias("t_cat"),
-        F.coalesce("sid", no_sid).alias("t_sid"))
+    """Examples for `samples` (route candidates ⋈ samples: sample_id, user_id, item_id, ts, label,
+    split, hist_len, cand_<r>_pos, cand_<r>_mask), in retrieve's layout: each user's stored
+    sequence (one row, arrays as stored) and samples meet in one hash partition by user; no
+    behaviour is exploded into a row or joined. `index` (item_index) is collected once and travels
+    with the tasks (`ItemIndexLookup`); each task gathers every sample's features at once.
+    """
+    lookup = ItemIndexLookup.from_arrow(index.select("item_id", "item_idx", "category_idx", "sid").toArrow(), levels)
+    log.info("build-training-set: the index of %d items (%.1f MB) travels with the tasks", len(lookup.item_ids),
+             lookup.nbytes / 1e6)
     columns = output_columns(routes)
     schema = ", ".join(f"{name} {kind}" for name, kind in columns)
+    sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
+                      + [f"cand_{route}_{part}" for route in routes for part in ("pos", "mask")])
+    # Empty arrays rather than nulls on the other kind's rows: Spark's Arrow writer is much slower on nulls.
+    no_longs = F.array().cast("array<bigint>")
+    history_rows = sequences.select("user_id", "item_ids", F.col("ts").alias("history_ts"), "dropped",
+                                    F.lit(False).alias("is_sample"),
+                                    *[F.array().cast(kind).alias(f"cand_{route}_{part}") for route in routes
+                                      for part, kind in (("pos", "array<int>"), ("mask", "array<boolean>"))])
+    sample_rows = samples.select(*sample_columns, no_longs.alias("item_ids"), no_longs.alias("history_ts"),
+                                 F.lit(True).alias("is_sample"))
+    rows = history_rows.unionByName(sample_rows, allowMissingColumns=True).repartition("user_id")
+    names = [name for name, _ in columns]
 
-    def per_user(history: pd.DataFrame, wanted: pd.DataFrame) -> pd.DataFrame:
-        if wanted.empty:
-            return pd.DataFrame(columns=[name for name, _ in columns])
-        history = history.sort_values("position")
-        features = HistoryFeatures(
-            item_idx=history["item_idx"].to_numpy(np.int64),
-            category_idx=history["category_idx"].to_numpy(np.int64),
-            sid=stack_rows(history["sid"], levels),
-            ts=history["ts"].to_numpy(np.int64),
-        )
-        dropped = int(history["dropped"].iloc[0]) if len(history) else 0
-        ends = np.clip(wanted["hist_len"].to_numpy(np.int64) - dropped, 0, len(history))  # (S,)
-        sample_ts = wanted["ts"].to_numpy(np.int64)
-        out = pd.DataFrame({
-            "sample_id": wanted["sample_id"].to_numpy(), "user_id": wanted["user_id"].to_numpy(),
-            "ts": sample_ts, "label": wanted["label"].to_numpy(), "split": wanted["split"].to_numpy(),
-            "hist_len": wanted["hist_len"].to_numpy(),
-            "target_item": wanted["t_item"].to_numpy(np.int64),
-            "target_cat": wanted["t_cat"].to_numpy(np.int64),
-            "target_sid": list(stack_rows(wanted["t_sid"], levels)),
-        })
-        groups = {f"r_{route}": (stack_rows(wanted[f"cand_{route}_pos"], 0),
-                                 stack_rows(wanted[f"cand_{route}_mask"], 0, bool)) for route in routes}
-        groups["short"] = most_recent_positions(ends, config.short_window)
-        groups["long"] = most_recent_positions(ends, config.long_history)
-        for group, (where, valid) in groups.items():
-            for part, values in gather(features, where, valid, sample_ts, config.recency_buckets).items():
-                out[f"{group}_{part}"] = list(values)
-        return out
+    def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = list(batches)  # the whole partition: a user's rows may straddle Arrow batches
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        is_sample = table["is_sample"]
+        wanted = table.filter(is_sample).combine_chunks()
+        if wanted.num_rows:
+            user_sequences = table.filter(pc.invert(is_sample)).select(list(_SEQUENCE_COLUMNS))
+            yield examples_for_partition(user_sequences, wanted, lookup, routes, config, names)
 
-    return positions.groupBy("user_id").cogroup(targets.groupBy("user_id")).applyInPandas(per_user, schema)
+    return rows.mapInArrow(per_partition, schema)
+
+
+def examples_for_partition(sequences: pa.Table, samples: pa.Table, lookup: ItemIndexLookup, routes: Sequence[str],
+                           config: TrainingSetConfig, names: Sequence[str]) -> pa.RecordBatch:
+    """Every sample's example at once. `sequences`: user_id, item_ids, history_ts, dropped (one row per
+    user, at least every user with a sample here); `samples`: as `build_examples` reads them.
+
+    All users' behaviours are laid end to end (N positions) and looked up once; a sample's positions
+    (relative to its user's stored sequence) become rows of that concatenation.
+    """
+    users = sequences["user_id"].to_numpy()
+    if len(np.unique(users)) != len(users):
+        raise ValueError("user_sequences: a user_id appears in more than one row")
+    item_lists = sequences["item_ids"].combine_chunks()
+    lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
+    behaviour_items = item_lists.flatten().to_numpy()  # (N,)
+    item_idx, category_idx, sid = lookup.indices(behaviour_items)
+    history = HistoryFeatures(item_idx=item_idx, category_idx=category_idx, sid=sid,
+                              ts=sequences["history_ts"].combine_chunks().flatten().to_numpy().astype(np.int64))
+    # A sample whose user has no stored sequence points at an extra empty user at the end.
+    starts = np.r_[0, np.cumsum(lengths)].astype(np.int64)  # (U + 1,)
+    lengths = np.r_[lengths, 0]  # (U + 1,)
+    dropped = np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64)  # (U + 1,)
+    by_user = np.argsort(users)
+    slot, has_sequence = locate(users[by_user], samples["user_id"].to_numpy())  # (S,), (S,)
+    owner = np.where(has_sequence, by_user[slot] if len(users) else 0, len(users))  # (S,)
+    first = starts[owner][:, None]  # (S, 1): the owner's first row in the concatenation
+    ends = np.clip(samples["hist_len"].to_numpy().astype(np.int64) - dropped[owner], 0, lengths[owner])  # (S,)
+    sample_ts = samples["ts"].to_numpy().astype(np.int64)
+
+    groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for route in routes:
+        positions = _stack(samples[f"cand_{route}_pos"]).astype(np.int64)  # (S, k)
+        valid = _stack(samples[f"cand_{route}_mask"]).astype(bool)  # (S, k)
+        groups[f"r_{route}"] = (positions, valid)
+    groups["short"] = most_recent_positions(ends, config.short_window)
+    groups["long"] = most_recent_positions(ends, config.long_history)
+
+    target_item, target_cat, target_sid = lookup.indices(samples["item_id"].to_numpy())
+    arrays: dict[str, pa.Array] = {
+        "sample_id": samples["sample_id"], "user_id": samples["user_id"], "ts": samples["ts"],
+        "label": samples["label"], "split": samples["split"], "hist_len": samples["hist_len"],
+        "target_item": pa.array(target_item), "target_cat": pa.array(target_cat), "target_sid": list_column(target_sid),
+    }
+    for group, (positions, valid) in groups.items():
+        rows = np.where(valid, first + positions, 0)  # (S, n) rows of the concatenation
+        for part, values in gather(history, rows, valid, sample_ts, config.recency_buckets).items():
+            arrays[f"{group}_{part}"] = list_column(values)
+    return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+                                       for a in (arrays[name] for name in names)], names=list(names))
+
+
+def _stack(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A list column whose rows hold the same number of values (a route's k) → (n, k)."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    width = len(column[0]) if len(column) else 0
+    return fixed_width(column, width, "route candidates")
 
 
 def spread_over_files(examples: DataFrame, files_per_split: int) -> DataFrame:
@@ -198,7 +251,7 @@ def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
                 if count:
                     sequences = store.read("user_sequences").join(new.select("user_id").distinct(), "user_id",
                                                                   "left_semi")
-                    examples = build_examples(new, sequences, lambda: store.read("item_index"), routes, levels,
+                    examples = build_examples(new, sequences, store.read("item_index"), routes, levels,
                                               config.training_set).crossJoin(versions)
                     inserted = store.upsert("training_examples", examples)
             finally:
@@ -234,7 +287,7 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     else:
         store.overwrite("item_index", build_item_index(spark, store.read("items"), sids, levels))
     samples = candidates.join(store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
-    examples = build_examples(samples, store.read("user_sequences"), lambda: store.read("item_index"), routes, levels,
+    examples = build_examples(samples, store.read("user_sequences"), store.read("item_index"), routes, levels,
                               config.training_set)
     versions = candidates.select("codebook_version", "collab_version").distinct()
     examples = examples.crossJoin(versions).persist(StorageLevel.MEMORY_AND_DISK)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
@@ -70,21 +69,6 @@ def route_columns(plan: RoutePlan) -> list[tuple[str, str]]:
         columns += [(f"cand_{route}_pos", "ARRAY<INT>"), (f"cand_{route}_item", "ARRAY<BIGINT>"),
                     (f"cand_{route}_mask", "ARRAY<BOOLEAN>"), (f"cand_{route}_pool", "INT")]
     return columns
-
-
-def stack_rows(series: pd.Series, width: int, dtype=np.int64) -> np.ndarray:
-    """An object Series of equal-length arrays → one (n, width) array."""
-    if not len(series):
-        return np.zeros((0, width), dtype=dtype)
-    flat = np.concatenate(series.to_numpy())  # one copy; np.stack would reshape every row first
-    return flat.reshape(len(series), -1).astype(dtype, copy=False)  # (n, width)
-
-
-def sequence_positions(sequences: DataFrame) -> DataFrame:
-    """user_sequences → one row per stored behaviour: user_id, dropped, position, item_id, ts."""
-    behaviours = F.posexplode(F.arrays_zip("item_ids", "ts")).alias("position", "b")
-    return sequences.select("user_id", "dropped", behaviours).select(
-        "user_id", "dropped", "position", F.col("b.item_ids").alias("item_id"), F.col("b.ts").alias("ts"))
 
 
 def _user_histories(sequences: pa.Table, features: ItemFeatureLookup) -> tuple[np.ndarray, Histories]:

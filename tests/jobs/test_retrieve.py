@@ -169,3 +169,27 @@ def test_spark_and_single_process_paths_equal_the_kernel_on_random_users(spark, 
             assert got.loc[ids, f"cand_{name}_pool"].tolist() == found.pool_size.tolist()
             items = np.where(found.mask, history.item_ids[np.maximum(found.positions, 0)], -1)
             assert np.array_equal(np.stack(got.loc[ids, f"cand_{name}_item"].to_numpy()), items), (user, name)
+
+
+def test_every_training_example_of_the_tiny_world_equals_the_per_sample_reference(spark, tiny_tables):
+    from jobs.build_training_set import output_columns
+    from tests.conftest import config_in
+    from tests.reference_examples import reference_example
+
+    config = config_in(tiny_tables)
+    store = TableStore(spark, config.tables)
+    candidates = store.read("route_candidates").join(store.read("samples").select("sample_id", "item_id", "label"),
+                                                      "sample_id")
+    routes = [c[len("cand_"):-len("_pos")] for c in candidates.columns if c.startswith("cand_") and c.endswith("_pos")]
+    index = {r["item_id"]: (r["item_idx"], r["category_idx"], r["sid"]) for r in store.read("item_index").collect()}
+    levels = len(next(iter(index.values()))[2])
+    sequences = {r["user_id"]: r.asDict() for r in store.read("user_sequences").collect()}
+    ts = config.training_set
+    expected = {row["sample_id"]: reference_example(row.asDict(), sequences.get(row["user_id"]), index, routes, levels,
+                                                    ts.short_window, ts.long_history, ts.recency_buckets)
+                for row in candidates.collect()}
+    names = [name for name, _ in output_columns(routes)]
+    stored = {row["sample_id"]: {name: row[name] for name in names}
+              for row in store.read("training_examples").collect()}
+    assert len(stored) == len(expected) > 1000
+    assert stored == expected
