@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "sequences": ("jobs.benchmarks.sequences", "ingest + sequences throughput vs a single-process reference"),
     "retrieval": ("jobs.benchmarks.retrieval", "retrieval samples/s vs history length: Spark, numpy kernel, naive"),
     "sids": ("jobs.benchmarks.sids", "SID assignment throughput vs numpy; SID quality on MovieLens and synthetic"),
+    "scale": ("jobs.benchmarks.scale", "every Spark data stage at 10^6..10^8 events: seconds, rows, memory, spill"),
     "models": ("jobs.benchmarks.models", "R2LED vs baselines and ablations: AUC/GAUC/LogLoss over seeds, latency"),
 }
 

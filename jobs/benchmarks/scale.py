@@ -1,0 +1,224 @@
+"""`r2led benchmark scale`: every Spark data stage on synthetic worlds of growing size.
+
+For each size in `benchmark.scale_sizes` (or `--sizes`, events): generate the raw logs (not timed),
+then run ingest → sequences → embed-items → train-codebook → assign-sids → collab-vectors →
+retrieve → build-training-set into fresh tables, each timed alone, with its rows in and out,
+the peak memory of the driver, the JVM and the Python workers (`process_memory`) and the bytes
+Spark spilled. A training window (`sequences.samples_from`) keeps the last
+`benchmark.scale_sample_share` of the days as samples and every event as history, so the top size
+has years-of-history proportions. Prints one JSON line per stage and size, a table, each stage's
+growth against linear, and writes `scale.jsonl` and `scale.png` under `benchmark.output_dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from pyspark.sql import SparkSession
+
+from jobs import (
+    assign_sids,
+    build_training_set,
+    collab_vectors,
+    embed_items,
+    generate,
+    ingest,
+    retrieve,
+    sequences,
+    train_codebook,
+)
+from jobs.benchmarks.process_memory import MemorySampler, jvm_pid
+from jobs.entrypoint import spark_job_main
+from jobs.tables import TableStore
+from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
+
+log = logging.getLogger(__name__)
+
+# stage → (job, tables counted as its rows in, tables counted as its rows out)
+STAGES: tuple[tuple[str, Callable, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("ingest", ingest.run, (), ("events",)),
+    ("sequences", sequences.run, ("events",), ("samples",)),
+    ("embed-items", embed_items.run, ("items",), ("item_embeddings",)),
+    ("train-codebook", train_codebook.run, ("item_embeddings",), ()),
+    ("assign-sids", assign_sids.run, ("item_embeddings",), ("item_sids",)),
+    ("collab-vectors", collab_vectors.run, ("events",), ("item_collab_vectors",)),
+    ("retrieve", retrieve.run, ("samples",), ("route_candidates",)),
+    ("build-training-set", build_training_set.run, ("route_candidates",), ("training_examples",)),
+)
+
+
+def sized_config(config: Config, folder: Path, sample_share: float) -> Config:
+    """The config reading and writing only inside `folder`, with the training window and the time
+    split inside the last `sample_share` of the synthetic days."""
+    start = dt.date.fromisoformat(config.synthetic.start_date)
+    days = config.synthetic.days
+
+    def day_at(share: float) -> str:
+        return (start + dt.timedelta(days=int(round(days * share)))).isoformat()
+
+    split = replace(config.sequences.split, mode="time", valid_from=day_at(1 - sample_share / 3),
+                    test_from=day_at(1 - sample_share / 6))
+    return replace(
+        config,
+        source=replace(config.source, kind="synthetic", synthetic=SyntheticSourceConfig(path=str(folder / "raw"))),
+        tables=TablesConfig(backend="path", root=str(folder / "tables")),
+        sequences=replace(config.sequences, split=split, samples_from=day_at(1 - sample_share)),
+        codebook=replace(config.codebook, store_dir=str(folder / "codebooks")),
+    )
+
+
+def spilled_bytes(spark: SparkSession) -> int | None:
+    """Memory + disk bytes spilled by every stage the session has run so far (Spark's status store)."""
+    try:
+        context = spark.sparkContext
+        no_quantiles = context._gateway.new_array(context._jvm.double, 0)
+        stages = context._jsc.sc().statusStore().stageList(None, False, False, no_quantiles,
+                                                            context._jvm.java.util.ArrayList())
+        total = 0
+        for i in range(stages.size()):
+            stage = stages.apply(i)
+            total += int(stage.memoryBytesSpilled()) + int(stage.diskBytesSpilled())
+        return total
+    except Exception:  # an internal API: a Spark that moved it reports no spill rather than failing the run
+        log.debug("spill not available", exc_info=True)
+        return None
+
+
+def _rows(store: TableStore, tables: Sequence[str]) -> int | None:
+    return sum(store.read(t).count() for t in tables) if tables else None
+
+
+def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Path, sample_share: float) -> list[dict]:
+    sized = sized_config(config, folder, sample_share)
+    generated = generate.run(spark, sized, argparse.Namespace(events=events))
+    for name in ("tables", "codebooks"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+    store = TableStore(spark, sized.tables)
+    pid = jvm_pid(spark)
+    results = []
+    for stage, job, inputs, outputs in STAGES:
+        rows_in = _rows(store, inputs) if inputs else generated.events
+        spilled_before = spilled_bytes(spark)
+        with MemorySampler(pid) as memory:
+            started = time.perf_counter()
+            job(spark, sized, None)
+            seconds = time.perf_counter() - started
+        spilled_after = spilled_bytes(spark)
+        result = {
+            "bench": "scale", "events": generated.events, "stage": stage, "seconds": round(seconds, 2),
+            "rows_in": rows_in, "rows_out": _rows(store, outputs) if outputs else 1,
+            "peak_driver_python_mb": _mb(memory.peak.driver_python_mb), "peak_jvm_mb": _mb(memory.peak.jvm_mb),
+            "peak_python_workers_mb": _mb(memory.peak.python_workers_mb),
+            "spilled_mb": (None if spilled_before is None or spilled_after is None
+                           else round((spilled_after - spilled_before) / 2**20, 1)),
+            "master": spark.sparkContext.master, "samples_from": sized.sequences.samples_from,
+        }
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    return results
+
+
+def _mb(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> list[dict]:
+    sizes = tuple(getattr(args, "sizes", None) or config.benchmark.scale_sizes)
+    share = config.benchmark.scale_sample_share
+    out_dir = Path(config.benchmark.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    for events in sizes:
+        folder = out_dir / "scale" / f"n{events}"
+        for result in benchmark_size(spark, config, events, folder, share):
+            with open(out_dir / "scale.jsonl", "a", encoding="utf-8") as sink:
+                sink.write(json.dumps(result) + "\n")
+            results.append(result)
+        if not getattr(args, "keep", False):
+            shutil.rmtree(folder, ignore_errors=True)  # 10^8 events take tens of GB
+    print(format_table(results), flush=True)
+    _plot(results, out_dir / "scale.png")
+    return results
+
+
+def format_table(results: Sequence[dict]) -> str:
+    header = (f"{'events':>12} {'stage':<19} {'seconds':>8} {'rows in':>12} {'rows out':>12} {'jvm MB':>7} "
+              f"{'py MB':>7} {'spill MB':>9}")
+    lines = [header, "-" * len(header)]
+    sizes = sorted({r["events"] for r in results})
+    for events in sizes:
+        for r in (r for r in results if r["events"] == events):
+            lines.append(f"{r['events']:>12,} {r['stage']:<19} {r['seconds']:>8.1f} {_n(r['rows_in']):>12} "
+                         f"{_n(r['rows_out']):>12} {_n(r['peak_jvm_mb']):>7} {_n(r['peak_python_workers_mb']):>7} "
+                         f"{_n(r['spilled_mb']):>9}")
+        total = sum(r["seconds"] for r in results if r["events"] == events)
+        lines.append(f"{events:>12,} {'total':<19} {total:>8.1f}")
+    if len(sizes) > 1:
+        lines.append(growth_lines(results, sizes[-2], sizes[-1]))
+    return "\n".join(lines)
+
+
+def growth_lines(results: Sequence[dict], small: int, large: int) -> str:
+    """Each stage's time ratio from `small` to `large` events over the events ratio (1.00 = linear),
+    and the total against a linear extrapolation."""
+    def seconds(events: int) -> dict[str, float]:
+        return {r["stage"]: r["seconds"] for r in results if r["events"] == events}
+
+    before, after = seconds(small), seconds(large)
+    factor = large / small
+    parts = [f"{stage} {after[stage] / before[stage] / factor:.2f}" for stage in after if before.get(stage)]
+    total = sum(after.values()) / (sum(before.values()) * factor)
+    return (f"growth from {small:,} to {large:,} events (time ratio / events ratio; 1.00 = linear): "
+            + ", ".join(parts) + f"; total {total:.2f}x of a linear extrapolation")
+
+
+def _n(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _plot(results: Sequence[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    try:
+        for stage, *_ in STAGES:
+            points = sorted((r["events"], r["seconds"]) for r in results if r["stage"] == stage)
+            if points:
+                axis.plot(*zip(*points), marker="o", label=stage)
+        axis.set_xscale("log"), axis.set_yscale("log")
+        axis.set_xlabel("events"), axis.set_ylabel("seconds")
+        axis.set_title("r2led benchmark scale: seconds per stage")
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+    finally:
+        plt.close(figure)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="event counts to run (default: benchmark.scale_sizes)")
+    parser.add_argument("--keep", action="store_true", help="keep each size's tables (default: removed after)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return spark_job_main(argv, "benchmark scale", "Every Spark data stage at growing sizes: time, rows, memory.",
+                          run, _add_arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

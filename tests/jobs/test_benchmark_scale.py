@@ -1,0 +1,44 @@
+"""`r2led benchmark scale`'s own arithmetic and its memory sampler (the stages it times are tested
+on their own)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jobs.benchmarks.process_memory import MemorySampler
+from jobs.benchmarks.scale import format_table, growth_lines, sized_config
+from r2led_model.config import parse_utc_timestamp
+
+
+def test_each_size_samples_only_its_last_days_and_writes_inside_its_folder(make_config, tmp_path):
+    config = make_config()  # tiny: 20 days from 2024-01-01
+    sized = sized_config(config, tmp_path / "n1000", sample_share=0.3)
+    seq = sized.sequences
+    assert seq.samples_from == "2024-01-15"  # the last 30% of 20 days
+    assert parse_utc_timestamp(seq.samples_from) < parse_utc_timestamp(seq.split.valid_from) \
+        < parse_utc_timestamp(seq.split.test_from) < parse_utc_timestamp("2024-01-21")
+    for path in (sized.tables.root, sized.source.synthetic.path, sized.codebook.store_dir):
+        assert Path(path).is_relative_to(tmp_path / "n1000")
+
+
+def test_growth_is_each_stage_time_ratio_over_the_events_ratio():
+    results = [{"events": 1000, "stage": "ingest", "seconds": 10.0}, {"events": 1000, "stage": "retrieve", "seconds": 5.0},
+               {"events": 10000, "stage": "ingest", "seconds": 50.0},
+               {"events": 10000, "stage": "retrieve", "seconds": 100.0}]
+    line = growth_lines(results, 1000, 10000)
+    # ingest 5x time for 10x events: 0.50; retrieve 20x: 2.00; total 150 s vs a linear 150 s: 1.00.
+    assert "ingest 0.50, retrieve 2.00; total 1.00x" in line
+    rows = [{**r, "rows_in": 1, "rows_out": 1, "peak_jvm_mb": None, "peak_python_workers_mb": None,
+             "spilled_mb": None} for r in results]
+    table = format_table(rows)
+    assert "      10,000 total                  150.0" in table and line in table
+
+
+def test_the_sampler_sees_this_process_grow():
+    with MemorySampler(jvm_pid=os.getppid(), interval_s=0.05) as sampler:
+        ballast = bytearray(200 * 2**20)  # 200 MB touched
+        ballast[::4096] = b"x" * len(ballast[::4096])
+    assert sampler.peak.driver_python_mb is not None and sampler.peak.driver_python_mb > 200
+    assert sampler.peak.jvm_mb is not None and sampler.peak.python_workers_mb is not None
+    del ballast
