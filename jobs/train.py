@@ -8,7 +8,8 @@ weights and the epoch history, and the driver alone evaluates, logs and register
 
 The MLflow run holds the resolved config, the Delta versions of the inputs, the codebook and
 collaborative-vector versions, per-epoch metrics, test metrics, ROC / calibration / loss plots, and
-the model (pyfunc with signature and pinned requirements), registered under `registry.model_name`.
+the model (a models-from-code pyfunc, `r2led_model/pyfunc_model.py`, with its signature and pinned
+requirements), registered under `registry.model_name`.
 """
 
 from __future__ import annotations

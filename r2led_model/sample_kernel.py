@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "ts", "label", "hist_len", "split", "is_sampled_negative")
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,14 @@ class Run:
         mlflow.log_text(text, artifact_file)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """Log a matplotlib figure, then close it: pyplot keeps every open figure alive otherwise."""
+        import matplotlib.pyplot as plt
         import mlflow
 
-        mlflow.log_figure(figure, artifact_file)
+        try:
+            mlflow.log_figure(figure, artifact_file)
+        finally:
+            plt.close(figure)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         import mlflow

@@ -315,7 +315,12 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
     if resume and checkpoint_dir is not None and (path := latest_checkpoint(checkpoint_dir)) is not None:
         state = load_checkpoint(path)
         task.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # e.g. a checkpoint of the per-route attention layout, before it was batched
+            raise ValueError(f"checkpoint {path}: its optimizer state does not fit this model's parameters ({exc}); "
+                             f"it was written by another model layout: remove {checkpoint_dir} to train from the "
+                             "first epoch") from exc
         _set_rng_state(state["rng"])
         history = list(state["history"])
         best_epoch, best_value, best_metrics = state["best_epoch"], state["best_value"], dict(state["best_metrics"])

@@ -17,7 +17,6 @@ from pyspark.sql import functions as F
 # carry the category on each event (Taobao, Tmall).
 RAW_EVENT_COLUMNS = ("raw", "source_file", "user_id", "item_id", "ts", "behavior", "label", "value",
                      "category_id", "reason")
-ITEM_COLUMNS = ("item_id", "category_id", "text")
 
 
 class SourceError(ValueError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -61,14 +61,6 @@ class Behaviours:
         h = self.h.gather(1, idx[:, :, None].expand(-1, -1, d))  # (B, k, d)
         return Behaviours(h=h, mask=selected, recency=self.recency.gather(1, idx) * selected,
                           cat=self.cat.gather(1, idx) * selected)
-
-
-class LongInterest(Protocol):
-    """A long-term interest module: reads the groups named in `groups`, returns u_long (B, d)."""
-
-    groups: tuple[str, ...]
-
-    def __call__(self, target: Target, behaviours: Mapping[str, Behaviours]) -> Tensor: ...
 
 
 # --------------------------------------------------------------------------------------

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from r2led_model.config import Config, ConfigError, build_config, load_config, parse_utc_timestamp, split_as_of
 
 
-@pytest.mark.parametrize("env", ["local", "tiny", "databricks"])
+SHIPPED_ENVS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf").glob("*.yaml") if p.stem != "base")
+
+
+def test_the_shipped_envs_are_the_ones_documented():
+    assert SHIPPED_ENVS == ["databricks", "local", "oracle", "synthetic", "synthetic_long", "tiny"]
+
+
+@pytest.mark.parametrize("env", SHIPPED_ENVS)
 def test_every_shipped_env_loads(env):
     config = load_config(env)
     assert isinstance(config, Config)
