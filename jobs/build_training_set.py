@@ -16,13 +16,11 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
-from functools import reduce
 from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -75,15 +73,17 @@ def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
 
 
 _SEQUENCE_COLUMNS = ("user_id", "item_ids", "history_ts", "dropped")
+_CHUNK = 8192  # samples per output batch of a task
 
 
 def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, routes: Sequence[str],
-                   levels: int, config: TrainingSetConfig) -> DataFrame:
+                   levels: int, config: TrainingSetConfig, partitions: int | None = None) -> DataFrame:
     """Examples for `samples` (route candidates ⋈ samples: sample_id, user_id, item_id, ts, label,
     split, hist_len, cand_<r>_pos, cand_<r>_mask), in retrieve's layout: each user's stored
     sequence (one row, arrays as stored) and samples meet in one hash partition by user; no
     behaviour is exploded into a row or joined. `index` (item_index) is collected once and travels
-    with the tasks (`ItemIndexLookup`); each task gathers every sample's features at once.
+    with the tasks (`ItemIndexLookup`); each task gathers its samples' features `_CHUNK` samples at
+    a time. `partitions`: how many hash partitions by user (default spark.sql.shuffle.partitions).
     """
     lookup = ItemIndexLookup.from_arrow(index.select("item_id", "item_idx", "category_idx", "sid").toArrow(), levels)
     log.info("build-training-set: the index of %d items (%.1f MB) travels with the tasks", len(lookup.item_ids),
@@ -100,7 +100,8 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
                                       for part, kind in (("pos", "array<int>"), ("mask", "array<boolean>"))])
     sample_rows = samples.select(*sample_columns, no_longs.alias("item_ids"), no_longs.alias("history_ts"),
                                  F.lit(True).alias("is_sample"))
-    rows = history_rows.unionByName(sample_rows, allowMissingColumns=True).repartition("user_id")
+    rows = history_rows.unionByName(sample_rows, allowMissingColumns=True)
+    rows = rows.repartition(partitions, "user_id") if partitions else rows.repartition("user_id")
     names = [name for name, _ in columns]
 
     def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -110,39 +111,57 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
         table = pa.Table.from_batches(batches)
         is_sample = table["is_sample"]
         wanted = table.filter(is_sample).combine_chunks()
-        if wanted.num_rows:
-            user_sequences = table.filter(pc.invert(is_sample)).select(list(_SEQUENCE_COLUMNS))
-            yield examples_for_partition(user_sequences, wanted, lookup, routes, config, names)
+        if not wanted.num_rows:
+            return
+        histories = PartitionHistories.from_arrow(table.filter(pc.invert(is_sample)).select(list(_SEQUENCE_COLUMNS)),
+                                                  lookup)
+        # Output in chunks: an example holds ~2,000 values, so a whole partition's at once would not fit.
+        for start in range(0, wanted.num_rows, _CHUNK):
+            yield examples_for_samples(histories, wanted.slice(start, _CHUNK), lookup, routes, config, names)
 
     return rows.mapInArrow(per_partition, schema)
 
 
-def examples_for_partition(sequences: pa.Table, samples: pa.Table, lookup: ItemIndexLookup, routes: Sequence[str],
-                           config: TrainingSetConfig, names: Sequence[str]) -> pa.RecordBatch:
-    """Every sample's example at once. `sequences`: user_id, item_ids, history_ts, dropped (one row per
-    user, at least every user with a sample here); `samples`: as `build_examples` reads them.
+@dataclass(frozen=True)
+class PartitionHistories:
+    """Every user's stored behaviours of one partition laid end to end (N positions), looked up once."""
 
-    All users' behaviours are laid end to end (N positions) and looked up once; a sample's positions
-    (relative to its user's stored sequence) become rows of that concatenation.
-    """
-    users = sequences["user_id"].to_numpy()
-    if len(np.unique(users)) != len(users):
-        raise ValueError("user_sequences: a user_id appears in more than one row")
-    item_lists = sequences["item_ids"].combine_chunks()
-    lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
-    behaviour_items = item_lists.flatten().to_numpy()  # (N,)
-    item_idx, category_idx, sid = lookup.indices(behaviour_items)
-    history = HistoryFeatures(item_idx=item_idx, category_idx=category_idx, sid=sid,
-                              ts=sequences["history_ts"].combine_chunks().flatten().to_numpy().astype(np.int64))
-    # A sample whose user has no stored sequence points at an extra empty user at the end.
-    starts = np.r_[0, np.cumsum(lengths)].astype(np.int64)  # (U + 1,)
-    lengths = np.r_[lengths, 0]  # (U + 1,)
-    dropped = np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64)  # (U + 1,)
-    by_user = np.argsort(users)
-    slot, has_sequence = locate(users[by_user], samples["user_id"].to_numpy())  # (S,), (S,)
-    owner = np.where(has_sequence, by_user[slot] if len(users) else 0, len(users))  # (S,)
-    first = starts[owner][:, None]  # (S, 1): the owner's first row in the concatenation
-    ends = np.clip(samples["hist_len"].to_numpy().astype(np.int64) - dropped[owner], 0, lengths[owner])  # (S,)
+    features: HistoryFeatures  # (N,) per array; sid (N, L)
+    users: np.ndarray  # (U,) user ids in row order
+    by_user: np.ndarray  # (U,) argsort of users
+    starts: np.ndarray  # (U + 1,) first position of each user; the last is an empty user
+    lengths: np.ndarray  # (U + 1,)
+    dropped: np.ndarray  # (U + 1,)
+
+    @classmethod
+    def from_arrow(cls, sequences: pa.Table, lookup: ItemIndexLookup) -> "PartitionHistories":
+        """`sequences`: user_id, item_ids, history_ts, dropped, one row per user."""
+        users = sequences["user_id"].to_numpy()
+        if len(np.unique(users)) != len(users):
+            raise ValueError("user_sequences: a user_id appears in more than one row")
+        item_lists = sequences["item_ids"].combine_chunks()
+        lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
+        item_idx, category_idx, sid = lookup.indices(item_lists.flatten().to_numpy())
+        ts = sequences["history_ts"].combine_chunks().flatten().to_numpy().astype(np.int64)
+        return cls(features=HistoryFeatures(item_idx=item_idx, category_idx=category_idx, sid=sid, ts=ts),
+                   users=users, by_user=np.argsort(users), starts=np.r_[0, np.cumsum(lengths)].astype(np.int64),
+                   lengths=np.r_[lengths, 0],
+                   dropped=np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64))
+
+    def owners(self, user_ids: np.ndarray) -> np.ndarray:
+        """(S,) user ids → (S,) rows of their users; a user without a stored sequence → the empty user."""
+        slot, has_sequence = locate(self.users[self.by_user], user_ids)  # (S,), (S,)
+        return np.where(has_sequence, self.by_user[slot] if len(self.users) else 0, len(self.users))
+
+
+def examples_for_samples(histories: PartitionHistories, samples: pa.Table, lookup: ItemIndexLookup,
+                         routes: Sequence[str], config: TrainingSetConfig, names: Sequence[str]) -> pa.RecordBatch:
+    """The examples of `samples` (as `build_examples` reads them), all at once: a sample's positions
+    (relative to its user's stored sequence) become rows of the partition's concatenation."""
+    owner = histories.owners(samples["user_id"].to_numpy())  # (S,)
+    first = histories.starts[owner][:, None]  # (S, 1): the owner's first row in the concatenation
+    hist_len = samples["hist_len"].to_numpy().astype(np.int64)
+    ends = np.clip(hist_len - histories.dropped[owner], 0, histories.lengths[owner])  # (S,)
     sample_ts = samples["ts"].to_numpy().astype(np.int64)
 
     groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -161,7 +180,7 @@ def examples_for_partition(sequences: pa.Table, samples: pa.Table, lookup: ItemI
     }
     for group, (positions, valid) in groups.items():
         rows = np.where(valid, first + positions, 0)  # (S, n) rows of the concatenation
-        for part, values in gather(history, rows, valid, sample_ts, config.recency_buckets).items():
+        for part, values in gather(histories.features, rows, valid, sample_ts, config.recency_buckets).items():
             arrays[f"{group}_{part}"] = list_column(values)
     return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
                                        for a in (arrays[name] for name in names)], names=list(names))
@@ -172,20 +191,6 @@ def _stack(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     width = len(column[0]) if len(column) else 0
     return fixed_width(column, width, "route candidates")
-
-
-def spread_over_files(examples: DataFrame, files_per_split: int) -> DataFrame:
-    """Each split hashed by sample_id into `files_per_split` partitions, hence as many files.
-
-    Petastorm hands whole row groups to each training process, so a split written as one file
-    could feed only one of them. Splits go through one union, so the table is still one commit.
-    """
-    splits = sorted(r[0] for r in examples.select("split").distinct().collect())
-    # Sorted inside each file: row order after a shuffle is arbitrary, and the trainer's shuffle is
-    # only reproducible from a reproducible input order.
-    parts = [examples.where(F.col("split") == split).repartition(files_per_split, "sample_id")
-             .sortWithinPartitions("sample_id") for split in splits]
-    return reduce(DataFrame.unionByName, parts) if parts else examples
 
 
 def appended_index_rows(store: TableStore) -> DataFrame:
@@ -266,6 +271,14 @@ def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
                        inserted=sum(result.examples_by_split.values()), moved=0, full_rebuild=True)
 
 
+def _one_version_pair(candidates: DataFrame) -> tuple[str, str]:
+    """The (codebook, collaborative) versions of the candidates: retrieve writes one pair per table."""
+    pairs = [tuple(r) for r in candidates.select("codebook_version", "collab_version").distinct().collect()]
+    if len(pairs) != 1:
+        raise ValueError(f"route_candidates: expected one (codebook_version, collab_version), found {sorted(pairs)}")
+    return pairs[0]
+
+
 def _routes(candidates: DataFrame) -> list[str]:
     return [c[len("cand_"):-len("_pos")] for c in candidates.columns if c.startswith("cand_") and c.endswith("_pos")]
 
@@ -287,14 +300,15 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     else:
         store.overwrite("item_index", build_item_index(spark, store.read("items"), sids, levels))
     samples = candidates.join(store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
+    # `files_per_split` user partitions, each writing one file per split (Petastorm hands whole row
+    # groups to each training process: a split in one file could feed only one), sorted by
+    # sample_id inside (the trainer's shuffle is only reproducible from a reproducible row order).
     examples = build_examples(samples, store.read("user_sequences"), store.read("item_index"), routes, levels,
-                              config.training_set)
-    versions = candidates.select("codebook_version", "collab_version").distinct()
-    examples = examples.crossJoin(versions).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        store.overwrite("training_examples", spread_over_files(examples, config.training_set.files_per_split))
-    finally:
-        examples.unpersist()
+                              config.training_set, partitions=config.training_set.files_per_split)
+    codebook_version, collab_version = _one_version_pair(candidates)
+    examples = (examples.withColumn("codebook_version", F.lit(codebook_version))
+                .withColumn("collab_version", F.lit(collab_version)).sortWithinPartitions("split", "sample_id"))
+    store.overwrite("training_examples", examples)
     counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
     index = store.read("item_index")
     result = TrainingSetResult(examples_by_split=counts, items=index.count(),

@@ -193,3 +193,19 @@ def test_every_training_example_of_the_tiny_world_equals_the_per_sample_referenc
               for row in store.read("training_examples").collect()}
     assert len(stored) == len(expected) > 1000
     assert stored == expected
+
+
+def test_each_split_is_spread_over_files_sorted_by_sample_id(spark, tiny_tables):
+    import pyarrow.parquet as pq
+
+    from tests.conftest import config_in
+
+    config = config_in(tiny_tables)
+    store = TableStore(spark, config.tables)
+    for split in ("train", "valid", "test"):
+        files = store.active_files("training_examples", {"split": split})
+        # One file per user partition holding the split: enough for each training process to get its own.
+        assert 2 <= len(files) <= config.training_set.files_per_split, (split, len(files))
+        for uri in files:
+            ids = pq.read_table(uri.removeprefix("file:"), columns=["sample_id"])["sample_id"].to_pylist()
+            assert ids == sorted(ids)
