@@ -63,3 +63,13 @@ image:
 
 image-smoke:
 	R2LED_IMAGE_WORK=$(IMAGE_WORK) deploy/image_smoke.sh $(IMAGE)
+
+# A Spark standalone cluster on this machine (a master and two one-core workers on 127.0.0.1, state under
+# workspace/cluster): `make cluster-up` prints its URL; jobs reach it with
+# R2LED_SUBMIT_OPTS="--master spark://127.0.0.1:7077" deploy/submit.sh ...; `make cluster-down` stops it.
+.PHONY: cluster-up cluster-down
+cluster-up: $(STAMP)
+	deploy/cluster.sh up
+
+cluster-down:
+	deploy/cluster.sh down

@@ -35,6 +35,7 @@ from jobs import config_drift, faults
 from jobs.dates import parse_day
 from jobs.ledger import DONE, FAILED, RunLedger
 from jobs.run_lock import RunLock
+from jobs.spark_runtime import stage_jobs
 from jobs.tables import TableStore
 from r2led_model.config import Config, split_as_of
 
@@ -412,7 +413,8 @@ def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOu
     started = time.perf_counter()
     faults.enter_stage(name)
     try:
-        outcome = stage(ctx)
+        with stage_jobs(ctx.spark, name):
+            outcome = stage(ctx)
         # The stage's outputs are all committed but it is not yet recorded as done: a fault armed
         # for a stage that wrote nothing this time fires here.
         faults.commit_point("the end of the stage")

@@ -30,6 +30,7 @@ from jobs import (
     train_codebook,
 )
 from jobs.entrypoint import spark_job_main
+from jobs.spark_runtime import stage_jobs
 from jobs.tables import TableStore
 from r2led_model.config import Config
 
@@ -84,7 +85,8 @@ def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
     results: dict[str, object] = {}
     for name, stage in STAGES:
         started = time.perf_counter()
-        results[name] = stage(spark, config, None)
+        with stage_jobs(spark, name):
+            results[name] = stage(spark, config, None)
         log.info("stage %s done in %.1fs", name, time.perf_counter() - started)
     store = TableStore(spark, config.tables)
     rows = []

@@ -12,7 +12,9 @@ import logging
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from pyspark.sql import SparkSession
 
@@ -103,6 +105,19 @@ def _local_session(config: Config) -> SparkSession:
     _keep_jars_off_the_python_path(spark)
     log.info("spark %s up: master=%s, delta enabled", spark.version, sc.master)
     return spark
+
+
+@contextmanager
+def stage_jobs(spark: SparkSession, stage: str) -> Iterator[None]:
+    """Every Spark job started inside is in job group `r2led-<stage>` ("r2led <stage>" in the UI and
+    the REST API), so an operator, or a drill, can tell which pipeline stage a running job belongs to."""
+    context = spark.sparkContext
+    context.setJobGroup(f"r2led-{stage}", f"r2led {stage}", interruptOnCancel=False)
+    try:
+        yield
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)
+        context.setLocalProperty("spark.job.description", None)
 
 
 def _keep_jars_off_the_python_path(spark: SparkSession) -> None:

@@ -130,7 +130,14 @@ def run_distributed(spark: SparkSession, job: TrainJob) -> WorkerResult:
                                    use_gpu=job.training.device.startswith("cuda"))
     log.info("training under TorchDistributor: %d processes (%s)", job.training.num_processes,
              "local processes" if master.startswith("local") else "executor barrier tasks")
-    result = distributor.run(train_worker, job)
+    try:
+        result = distributor.run(train_worker, job)
+    except Exception as exc:
+        # A barrier task lost (an executor or worker gone) fails the whole attempt: nothing was registered.
+        raise RuntimeError(f"training under TorchDistributor ({job.training.num_processes} processes on {master}) "
+                           f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}. No model was "
+                           "registered; once the cluster has the task slots again, re-run the same command "
+                           "(a dated run resumes at train)") from exc
     if result is None:
         raise RuntimeError("TorchDistributor returned nothing from rank 0")
     return result

@@ -73,3 +73,22 @@ def trained_world(spark, tables: Path, root: Path, *overrides: str) -> Path:
     for _, stage in pipeline.STAGES[_first_model_stage(pipeline.STAGES):]:
         stage(spark, config, None)
     return root
+
+
+# The dated pipeline's tests: a small model so each training is seconds.
+NIGHTLY_FAST = ("training.epochs=1", "training.batch_size=256", "model.embedding_dim=8", "model.mlp_dims=[16]")
+NIGHTLY_DAY1 = "2024-01-18"
+
+
+@pytest.fixture(scope="session")
+def nightly_day1(spark, tmp_path_factory) -> Path:
+    """The tiny world after a clean first `pipeline --date 2024-01-18` (a catch-up) with NIGHTLY_FAST,
+    on the session's local[2], built once per test run. Modules copy it (never write into it)."""
+    from jobs import generate
+    from jobs.nightly import run_date
+
+    root = tmp_path_factory.mktemp("nightly-day1") / "workspace"
+    config = config_in(root, *NIGHTLY_FAST)
+    generate.run(spark, config)
+    run_date(spark, config, NIGHTLY_DAY1)
+    return root

@@ -17,7 +17,7 @@ import torch
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-from jobs import assign_sids, generate, pipeline
+from jobs import assign_sids, pipeline
 from jobs.build_training_set import extend_item_index
 from jobs.config_drift import ConfigDriftError
 from jobs.embed_items import embed_new_items
@@ -36,10 +36,10 @@ from r2led_model.codebook_store import CodebookVersionError
 from r2led_model.config import Config, split_as_of
 from r2led_model.mlflow_model import load_bundle
 from r2led_model.tracking import configure
-from tests.conftest import IVY_DIR, config_in
+from tests.conftest import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, config_in
 
-FAST = ("training.epochs=1", "training.batch_size=256", "model.embedding_dim=8", "model.mlp_dims=[16]")
-DAY1, DAY2, DAY3 = "2024-01-18", "2024-01-19", "2024-01-20"
+FAST = NIGHTLY_FAST
+DAY1, DAY2, DAY3 = NIGHTLY_DAY1, "2024-01-19", "2024-01-20"
 DATA_TABLES = sorted(name for name in TABLES if name not in (LEDGER, LOCK_TABLE))
 
 
@@ -63,12 +63,11 @@ def versions(store: TableStore) -> dict[str, int | None]:
 
 
 @pytest.fixture(scope="module")
-def clean(spark, tmp_path_factory):
+def clean(spark, nightly_day1, tmp_path_factory):
     """A clean run of DAY1 (a first run: catch-up) then DAY2; a copy of the workspace after DAY1."""
     base = tmp_path_factory.mktemp("nightly")
+    shutil.copytree(nightly_day1, base / "clean")
     config = config_in(base / "clean", *FAST)
-    generate.run(spark, config)
-    run_date(spark, config, DAY1)
     store = TableStore(spark, config.tables)
     day1 = {t: snapshot(store, t) for t in ("samples", "route_candidates", "training_examples", "predictions")}
     day1_versions = versions(store)

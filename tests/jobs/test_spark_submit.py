@@ -12,11 +12,8 @@ so log lines and config errors are looked for in both streams.
 from __future__ import annotations
 
 import ast
-import os
 import re
-import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -25,90 +22,17 @@ import pytest
 from jobs.cli import COMMANDS
 from jobs.spark_runtime import _adopt_submitted_session
 from tests.conftest import IVY_DIR, REPO
-from tests.test_dockerfile import expected_delta_package
-
-DELTA_PACKAGE = expected_delta_package()
-SUBMIT_SH = REPO / "deploy" / "submit.sh"
-JOB_TIMEOUT_S = 600  # a 2-core machine under load: JVM start + Ivy resolve + the job
-
-
-def _java_home() -> str:
-    if os.environ.get("JAVA_HOME"):
-        return os.environ["JAVA_HOME"]
-    found = sorted(Path("/usr/lib/jvm").glob("*17*"))
-    assert found, "no Java 17 under /usr/lib/jvm; set JAVA_HOME"
-    return str(found[0])
-
-
-def _spark_submit() -> str:
-    beside_python = Path(sys.executable).parent / "spark-submit"
-    if beside_python.is_file():
-        return str(beside_python)
-    import pyspark
-
-    return str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        JAVA_HOME=_java_home(),
-        SPARK_LOCAL_IP="127.0.0.1",
-        PYSPARK_PYTHON=sys.executable,
-        PYSPARK_DRIVER_PYTHON=sys.executable,
-        # The wheel is a zip on --py-files: the config loader needs conf/ as a real folder.
-        R2LED_CONF_DIR=str(REPO / "conf"),
-    )
-    env.update(extra)
-    return env
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    # cwd is the temp workspace: Spark's own leftovers (spark-warehouse, derby.log) stay out of the repo.
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
-                          check=False)
-
-
-def _tail(result: subprocess.CompletedProcess, lines: int = 40) -> str:
-    text = (result.stdout + "\n" + result.stderr).splitlines()
-    return "\n".join(text[-lines:])
-
-
-def submit_job(job: str, wheel: Path, root: Path, *job_args: str) -> subprocess.CompletedProcess:
-    """The documented command: spark-submit --packages <delta> --conf ... --py-files <wheel> jobs/<job>.py ..."""
-    cmd = [
-        _spark_submit(), "--master", "local[2]",
-        "--packages", DELTA_PACKAGE,
-        "--conf", f"spark.jars.ivy={IVY_DIR}",
-        "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
-        "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "--py-files", str(wheel),
-        str(REPO / "jobs" / f"{job}.py"),
-        "--env", "tiny", "--set", "spark.mode=submit",
-        "--set", f"workspace.root={root}", "--set", f"spark.ivy_dir={IVY_DIR}",
-        *job_args,
-    ]
-    return _run(cmd, root, _env())
-
-
-def submit_sh(wheel: Path, root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return _run([str(SUBMIT_SH), *args], root, _env(
-        R2LED_WHEEL=str(wheel), R2LED_IVY_DIR=str(IVY_DIR), R2LED_SUBMIT_OPTS="--master local[2]", **env))
-
+from tests.spark_submit_support import (
+    DELTA_PACKAGE,
+    build_wheel,
+    submit_job,
+    submit_sh,
+    tail,
+)
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """`make wheel` into a temp folder, from a copy of the sources (no build/ left in the repo)."""
-    src = tmp_path_factory.mktemp("wheel-src")
-    for name in ("setup.py", "README.md"):
-        shutil.copy2(REPO / name, src / name)
-    for name in ("r2led_model", "jobs", "conf"):
-        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    dist = src / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(dist), str(src)], check=True, timeout=300)
-    (built,) = dist.glob("r2led-*-py3-none-any.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("wheel-src"))
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +52,14 @@ def submitted(wheel, tmp_path_factory) -> dict:
 def _succeeded(submitted: dict, job: str) -> subprocess.CompletedProcess:
     result = submitted["runs"].get(job)
     assert result is not None, f"{job} did not run: an earlier job failed"
-    assert result.returncode == 0, f"spark-submit {job} exited {result.returncode}:\n{_tail(result)}"
+    assert result.returncode == 0, f"spark-submit {job} exited {result.returncode}:\n{tail(result)}"
     return result
 
 
 def _reported_events(result: subprocess.CompletedProcess) -> int:
     match = re.search(r"synthetic world at .*: [\d,]+ users, [\d,]+ items, ([\d,]+) events",
                       result.stdout + result.stderr)
-    assert match, f"generate did not report its event count:\n{_tail(result)}"
+    assert match, f"generate did not report its event count:\n{tail(result)}"
     return int(match.group(1).replace(",", ""))
 
 
@@ -183,14 +107,14 @@ def test_sequences_keeps_every_behaviour_of_every_user(submitted, spark):
 @pytest.mark.slow  # a spark-submit each (JVM start + Ivy resolve): tens of seconds
 def test_a_bad_set_key_exits_2_and_names_the_key(wheel, tmp_path):
     result = submit_job("ingest", wheel, tmp_path, "--set", "sequences.no_such_key=1")
-    assert result.returncode == 2, _tail(result)
+    assert result.returncode == 2, tail(result)
     assert "sequences.no_such_key" in result.stdout + result.stderr
     assert not (tmp_path / "tables").exists()
 
 
 def test_submit_sh_builds_the_documented_command(wheel, tmp_path):
     result = submit_sh(wheel, tmp_path, "report", "sids", "--env", "tiny", R2LED_SUBMIT_DRY_RUN="1")
-    assert result.returncode == 0, _tail(result)
+    assert result.returncode == 0, tail(result)
     args = result.stdout.splitlines()
     assert args[0].endswith("spark-submit")
     assert args[args.index("--packages") + 1] == DELTA_PACKAGE

@@ -220,10 +220,16 @@ def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(s
     assert rows(store.read("predictions").where(F.col("score_date") == day)) == before
 
 
-def test_two_process_torch_distributor_training(spark, world):
+def test_two_process_torch_distributor_training_learns_what_one_process_does(spark, world):
     config = configured(world, "registry.model_name=distributed", "training.num_processes=2", "training.epochs=2")
     result = train.run(spark, config)
     params, metrics, _ = run_data(config.mlflow, result.run_id)
     assert params["training.num_processes"] == "2"
-    assert 0.0 <= metrics["test_auc"] <= 1.0 and metrics["best_valid_auc"] == pytest.approx(result.valid["auc"])
+    assert metrics["best_valid_auc"] == pytest.approx(result.valid["auc"])
     assert model_version(config.mlflow, "distributed", version=result.version) is not None
+    # Two ranks each take half of every epoch's shuffled rows and average their gradients: not the
+    # same steps as one process, so not the same weights, but the same model quality. 0.03 AUC is
+    # about twice the spread of one process over training seeds on this world.
+    single = train.run(spark, configured(world, "registry.model_name=single", "training.epochs=2"))
+    assert abs(result.test["auc"] - single.test["auc"]) <= 0.03, (result.test, single.test)
+    assert result.test["auc"] > 0.6 and single.test["auc"] > 0.6
