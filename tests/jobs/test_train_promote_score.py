@@ -228,8 +228,7 @@ def test_two_process_torch_distributor_training_learns_what_one_process_does(spa
     assert metrics["best_valid_auc"] == pytest.approx(result.valid["auc"])
     assert model_version(config.mlflow, "distributed", version=result.version) is not None
     # Two ranks each take half of every epoch's shuffled rows and average their gradients: not the
-    # same steps as one process, so not the same weights, but the same model quality. 0.03 AUC is
-    # about twice the spread of one process over training seeds on this world.
+    # same steps as one process, so not the same weights; the model quality must stay within 0.03 AUC.
     single = train.run(spark, configured(world, "registry.model_name=single", "training.epochs=2"))
     assert abs(result.test["auc"] - single.test["auc"]) <= 0.03, (result.test, single.test)
     assert result.test["auc"] > 0.6 and single.test["auc"] > 0.6
