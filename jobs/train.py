@@ -116,6 +116,9 @@ def train_worker(job: TrainJob, on_epoch=None) -> WorkerResult | None:
             shared = [outcome]
             dist.broadcast_object_list(shared, src=0)
             outcome = shared[0]
+            # Every rank past its last collective before any tears its connections down: a rank whose
+            # peer closed them while a send was still in flight dies in gloo (SIGABRT).
+            dist.barrier()
         return outcome
     finally:
         if world_size > 1 and dist.is_initialized():

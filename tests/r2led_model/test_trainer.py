@@ -271,6 +271,7 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
                      on_epoch=lambda epoch, m: calls.append(epoch))
         torch.save({"params": params(task), "best_epoch": result.best_epoch, "history": result.history,
                     "calls": calls, "samples_seen": result.samples_seen, "step_weights": task.step_weights}, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # as train_worker does: no rank tears its connections down while another still sends
     finally:
         dist.destroy_process_group()
 
