@@ -30,6 +30,7 @@ from jobs.entrypoint import spark_job_main
 from jobs.item_feature_lookup import locate
 from jobs.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from jobs.tables import TableStore
+from jobs.user_partitions import co_partitioned, partition_tables
 from r2led_model.config import Config, TrainingSetConfig
 from r2led_model.features import HistoryFeatures, gather, most_recent_positions
 
@@ -72,7 +73,6 @@ def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
     return columns
 
 
-_SEQUENCE_COLUMNS = ("user_id", "item_ids", "history_ts", "dropped")
 _CHUNK = 8192  # samples per output batch of a task
 
 
@@ -92,29 +92,17 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
     schema = ", ".join(f"{name} {kind}" for name, kind in columns)
     sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
                       + [f"cand_{route}_{part}" for route in routes for part in ("pos", "mask")])
-    # Empty arrays rather than nulls on the other kind's rows: Spark's Arrow writer is much slower on nulls.
-    no_longs = F.array().cast("array<bigint>")
-    history_rows = sequences.select("user_id", "item_ids", F.col("ts").alias("history_ts"), "dropped",
-                                    F.lit(False).alias("is_sample"),
-                                    *[F.array().cast(kind).alias(f"cand_{route}_{part}") for route in routes
-                                      for part, kind in (("pos", "array<int>"), ("mask", "array<boolean>"))])
-    sample_rows = samples.select(*sample_columns, no_longs.alias("item_ids"), no_longs.alias("history_ts"),
-                                 F.lit(True).alias("is_sample"))
-    rows = history_rows.unionByName(sample_rows, allowMissingColumns=True)
-    rows = rows.repartition(partitions, "user_id") if partitions else rows.repartition("user_id")
+    candidate_arrays = [F.array().cast(kind).alias(f"cand_{route}_{part}") for route in routes
+                        for part, kind in (("pos", "array<int>"), ("mask", "array<boolean>"))]
+    rows = co_partitioned(sequences, samples, sample_columns, sample_only=candidate_arrays, partitions=partitions)
     names = [name for name, _ in columns]
 
     def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        batches = list(batches)  # the whole partition: a user's rows may straddle Arrow batches
-        if not batches:
+        tables = partition_tables(batches, sample_columns)
+        if tables is None:
             return
-        table = pa.Table.from_batches(batches)
-        is_sample = table["is_sample"]
-        wanted = table.filter(is_sample).combine_chunks()
-        if not wanted.num_rows:
-            return
-        histories = PartitionHistories.from_arrow(table.filter(pc.invert(is_sample)).select(list(_SEQUENCE_COLUMNS)),
-                                                  lookup)
+        user_sequences, wanted = tables
+        histories = PartitionHistories.from_arrow(user_sequences, lookup)
         # Output in chunks: an example holds ~2,000 values, so a whole partition's at once would not fit.
         for start in range(0, wanted.num_rows, _CHUNK):
             yield examples_for_samples(histories, wanted.slice(start, _CHUNK), lookup, routes, config, names)

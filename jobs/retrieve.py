@@ -31,6 +31,7 @@ from jobs.assign_sids import require_codebook_version
 from jobs.entrypoint import spark_job_main
 from jobs.item_feature_lookup import ItemFeatureLookup, locate
 from jobs.tables import TableStore
+from jobs.user_partitions import co_partitioned, partition_tables
 from r2led_model.config import Config
 from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, retrieve_routes_many
 
@@ -125,7 +126,6 @@ def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: I
                                       names=names)
 
 
-_SEQUENCE_COLUMNS = ("user_id", "item_ids", "history_ts", "dropped")
 _SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "ts", "hist_len", "split")
 
 
@@ -145,25 +145,15 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
     lookup = ItemFeatureLookup.from_arrow(features().toArrow(), levels, words)
     log.info("retrieve: item features of %d items (%.1f MB) travel with the tasks", len(lookup.item_ids),
              lookup.nbytes / 1e6)
-    history_rows = sequences.select("user_id", "item_ids", F.col("ts").alias("history_ts"), "dropped",
-                                    F.lit(False).alias("is_sample"))
-    # Sample rows carry empty arrays, not nulls: Spark's Arrow writer is several times slower on
-    # null array values than on empty ones (`r2led benchmark retrieval` measured it).
-    no_behaviours = F.array().cast("array<bigint>")
-    sample_rows = samples.select(*_SAMPLE_COLUMNS, no_behaviours.alias("item_ids"), no_behaviours.alias("history_ts"),
-                                 F.lit(True).alias("is_sample"))
-    rows = history_rows.unionByName(sample_rows, allowMissingColumns=True).repartition("user_id")
+    rows = co_partitioned(sequences, samples, _SAMPLE_COLUMNS)
 
     def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        batches = list(batches)  # the whole partition: a user's rows may straddle Arrow batches
-        if not batches:
+        tables = partition_tables(batches, _SAMPLE_COLUMNS)
+        if tables is None:
             return
-        table = pa.Table.from_batches(batches)
-        is_sample = table["is_sample"]
-        user_sequences = table.filter(pc.invert(is_sample)).select(list(_SEQUENCE_COLUMNS)).rename_columns(
-            ["user_id", "item_ids", "ts", "dropped"])
-        out = candidates_for_partition(user_sequences, table.filter(is_sample).select(list(_SAMPLE_COLUMNS)),
-                                       lookup, plan, rank)
+        user_sequences, wanted = tables
+        out = candidates_for_partition(user_sequences.rename_columns(["user_id", "item_ids", "ts", "dropped"]),
+                                       wanted, lookup, plan, rank)
         if out is not None:
             yield out
 

@@ -401,8 +401,9 @@ class TrainingSetConfig:
     long_history: int = 200
     # Recency buckets: 1 + floor(log2(1 + hours since the behaviour)), capped; 0 is padding.
     recency_buckets: int = 16
-    # Parquet files written per split. Petastorm shards by row group, so each process of a
-    # distributed training needs its own files: keep this >= training.num_processes.
+    # Parquet files per split of a full build: the examples are built in this many partitions by
+    # user, each writing one file per split it holds. Petastorm shards by row group, so each
+    # process of a distributed training needs its own files: keep this >= training.num_processes.
     files_per_split: int = 8
 
 
