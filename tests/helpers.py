@@ -14,3 +14,11 @@ def write_lines(path: Path, lines: list[str]) -> str:
 def rows(df, *order_by: str) -> list[tuple]:
     """A DataFrame's rows as sorted plain tuples, for exact comparisons."""
     return [tuple(r) for r in df.orderBy(*(order_by or df.columns)).collect()]
+
+
+def table_snapshot(store, table: str) -> list[tuple]:
+    """A stored table's rows as sorted plain tuples (arrays as tuples, columns by name), for
+    comparing two workspaces' tables row for row."""
+    df = store.read(table)
+    return sorted(tuple(tuple(v) if isinstance(v, list) else v for v in r)
+                  for r in df.select(*sorted(df.columns)).collect())

@@ -32,6 +32,7 @@ from jobs.ledger import RunLedger
 from jobs.tables import TABLES, TableStore
 from r2led_model.config import split_as_of
 from tests.conftest import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, REPO, config_in
+from tests.helpers import table_snapshot
 from tests.spark_submit_support import build_wheel, run_command, submit_env, tail
 
 CLUSTER_SH = REPO / "deploy" / "cluster.sh"
@@ -182,12 +183,6 @@ def submit_pipeline(cluster: Cluster, wheel: Path, root: Path, *extra: str) -> s
     return run_command([str(SUBMIT_SH), *args], root, env)
 
 
-def snapshot(store: TableStore, table: str) -> list:
-    df = store.read(table)
-    return sorted(tuple(tuple(v) if isinstance(v, list) else v for v in r)
-                  for r in df.select(*sorted(df.columns)).collect())
-
-
 @pytest.mark.slow  # a cluster, two spark-submits: minutes
 def test_the_dated_pipeline_on_a_cluster_survives_a_lost_executor_and_resumes_after_a_lost_worker(
         spark, cluster, nightly_day1, tmp_path_factory):
@@ -220,7 +215,7 @@ def test_the_dated_pipeline_on_a_cluster_survives_a_lost_executor_and_resumes_af
 
     local = TableStore(spark, config_in(nightly_day1).tables)
     for table in DATA_TABLES:
-        assert snapshot(store, table) == snapshot(local, table), table
+        assert table_snapshot(store, table) == table_snapshot(local, table), table
     assert store.read("predictions").count() == local.read("predictions").count() > 0
 
     # The model: the same two-rank training on local[2] (TorchDistributor's local processes), on a

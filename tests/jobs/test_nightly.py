@@ -37,6 +37,7 @@ from r2led_model.config import Config, split_as_of
 from r2led_model.mlflow_model import load_bundle
 from r2led_model.tracking import configure
 from tests.conftest import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, config_in
+from tests.helpers import table_snapshot
 
 FAST = NIGHTLY_FAST
 DAY1, DAY2, DAY3 = NIGHTLY_DAY1, "2024-01-19", "2024-01-20"
@@ -52,12 +53,6 @@ class Workspace:
     reports: list
 
 
-def snapshot(store: TableStore, table: str) -> list:
-    df = store.read(table)
-    return sorted(tuple(tuple(v) if isinstance(v, list) else v for v in r)
-                  for r in df.select(*sorted(df.columns)).collect())
-
-
 def versions(store: TableStore) -> dict[str, int | None]:
     return {t: store.version(t) for t in DATA_TABLES}
 
@@ -69,7 +64,7 @@ def clean(spark, nightly_day1, tmp_path_factory):
     shutil.copytree(nightly_day1, base / "clean")
     config = config_in(base / "clean", *FAST)
     store = TableStore(spark, config.tables)
-    day1 = {t: snapshot(store, t) for t in ("samples", "route_candidates", "training_examples", "predictions")}
+    day1 = {t: table_snapshot(store, t) for t in ("samples", "route_candidates", "training_examples", "predictions")}
     day1_versions = versions(store)
     shutil.copytree(base / "clean", base / "after_day1")
     shutil.copytree(base / "clean", base / "gap")  # DAY2 is skipped here: the next run is DAY3's
@@ -116,7 +111,7 @@ def test_the_second_date_is_incremental_and_point_in_time(spark, clean):
     columns = sorted(samples.columns)
     split_at = columns.index("split")
     before = {tuple(v for i, v in enumerate(r) if i != split_at) for r in clean.day1["samples"]}
-    after = {tuple(v for i, v in enumerate(r) if i != split_at) for r in snapshot(store, "samples")}
+    after = {tuple(v for i, v in enumerate(r) if i != split_at) for r in table_snapshot(store, "samples")}
     assert before <= after
     rolled = split_as_of(clean.config, DAY2).sequences.split
     for table in ("samples", "route_candidates", "training_examples"):
@@ -182,7 +177,7 @@ def test_a_held_lock_refuses_another_run_and_a_stale_one_is_taken_over(spark, cl
 
 def test_two_concurrent_runs_of_one_date_one_refuses_and_the_tables_equal_one_run(spark, clean):
     store = TableStore(spark, clean.config.tables)
-    before = {t: snapshot(store, t) for t in DATA_TABLES}
+    before = {t: table_snapshot(store, t) for t in DATA_TABLES}
     outcome: dict[str, object] = {}
 
     def first() -> None:
@@ -203,18 +198,18 @@ def test_two_concurrent_runs_of_one_date_one_refuses_and_the_tables_equal_one_ru
     finally:
         thread.join()
     assert "error" not in outcome and [r.status for r in outcome["reports"]].count("ran") == 1
-    assert {t: snapshot(store, t) for t in DATA_TABLES} == before
+    assert {t: table_snapshot(store, t) for t in DATA_TABLES} == before
 
 
 def test_forced_stages_run_again_and_leave_the_same_rows(spark, clean):
     store = TableStore(spark, clean.config.tables)
-    before = {t: snapshot(store, t) for t in ("user_sequences", "samples", "route_candidates")}
+    before = {t: table_snapshot(store, t) for t in ("user_sequences", "samples", "route_candidates")}
     reports = run_date(spark, clean.config, DAY2, force_stages=("sequences", "retrieve"), until="retrieve")
     statuses = {r.stage: r.status for r in reports}
     assert statuses == {**{s: "skipped" for s in STAGE_NAMES[:STAGE_NAMES.index("retrieve") + 1]},
                         "sequences": "ran", "retrieve": "ran"}
     assert by_stage(reports)["sequences"].rows_out == 0  # every sample of the day was already there
-    assert {t: snapshot(store, t) for t in before} == before
+    assert {t: table_snapshot(store, t) for t in before} == before
 
 
 def crash_at_every_commit_point(spark, config: Config, day: str, stages, **flags) -> dict[str, int]:
@@ -248,7 +243,7 @@ def test_a_crash_at_every_commit_point_of_every_stage_then_a_rerun_leaves_the_ta
 
     clean_store = TableStore(spark, clean.config.tables)
     for table in DATA_TABLES:
-        assert snapshot(store, table) == snapshot(clean_store, table), table
+        assert table_snapshot(store, table) == table_snapshot(clean_store, table), table
     def where_each_stage_stands(store):
         return sorted((r["run_date"], r["stage"], r["status"]) for r in RunLedger(store).state())
     assert where_each_stage_stands(store) == where_each_stage_stands(clean_store)
@@ -280,7 +275,7 @@ def test_a_crash_at_every_commit_point_of_a_retrain_then_a_rerun_equals_a_clean_
     steady_store, crashed_store = TableStore(spark, steady.tables), TableStore(spark, crashed.tables)
     for table in DATA_TABLES:
         if table != "predictions":
-            assert snapshot(crashed_store, table) == snapshot(steady_store, table), table
+            assert table_snapshot(crashed_store, table) == table_snapshot(steady_store, table), table
     def codebooks(store):
         return {r[0] for r in store.read("item_sids").select("codebook_version").distinct().collect()}
     assert codebooks(crashed_store) == codebooks(steady_store) != codebooks(TableStore(spark, clean.config.tables))
@@ -291,7 +286,7 @@ def test_a_crash_at_every_commit_point_of_a_retrain_then_a_rerun_equals_a_clean_
 def test_a_new_item_gets_an_index_after_the_others_and_the_champion_scores_it(spark, clean):
     config = split_as_of(clean.config, DAY2)
     store = TableStore(spark, config.tables)
-    index_before = snapshot(store, "item_index")
+    index_before = table_snapshot(store, "item_index")
     top = max(r for r in store.read("item_index").select("item_idx").toPandas()["item_idx"])
     new = spark.createDataFrame([(10_000_001, 999, "a brand new item in a brand new category", "synthetic")],
                                 "item_id BIGINT, category_id BIGINT, text STRING, source STRING")
@@ -304,7 +299,7 @@ def test_a_new_item_gets_an_index_after_the_others_and_the_champion_scores_it(sp
     added = index.where(F.col("item_id") == 10_000_001).first()
     assert added["item_idx"] == top + 1 and min(added["sid"]) >= 1
     assert added["category_idx"] == index.agg(F.max("category_idx")).first()[0]
-    assert set(index_before) <= set(snapshot(store, "item_index"))
+    assert set(index_before) <= set(table_snapshot(store, "item_index"))
 
     # The champion has no embedding row for it: the item maps to padding, its SID still counts.
     bundle = load_bundle(config.mlflow, f"models:/{config.registry.model_name}@champion")
@@ -342,7 +337,7 @@ def test_a_skipped_night_is_caught_up_and_the_tables_equal_a_run_without_the_gap
     gap_store, steady_store = TableStore(spark, gap.tables), TableStore(spark, steady.tables)
     for table in DATA_TABLES:
         if table != "predictions":
-            assert snapshot(gap_store, table) == snapshot(steady_store, table), table
+            assert table_snapshot(gap_store, table) == table_snapshot(steady_store, table), table
     # Each day's events carry that day's dated ingest run id, however the day was reached.
     assert {r[0] for r in gap_store.read("events").where(F.col("event_date") == F.lit(DAY2).cast("date"))
             .select("ingest_run_id").distinct().collect()} == {dated_run_id("synthetic", DAY2)}
@@ -400,12 +395,12 @@ def test_a_codebook_trained_by_hand_between_nights_stays_out_of_the_next_one(spa
                      input_dim=ours.input_dim)
     codebook_store.publish(other, store_dir)  # `r2led train-codebook` by hand: current.json moves
     assert codebook_store.current_version(store_dir) == other.version != used
-    sids = snapshot(store, "item_sids")
+    sids = table_snapshot(store, "item_sids")
     forced = ("train-codebook", "assign-sids")
     reports = run_date(spark, clean.config, DAY2, force_stages=forced, until="assign-sids")
     assert by_stage(reports)["train-codebook"].detail == {"codebook_version": used, "action": "kept"}
     assert by_stage(reports)["assign-sids"].detail["codebook_version"] == used
-    assert snapshot(store, "item_sids") == sids
+    assert table_snapshot(store, "item_sids") == sids
     # The ledger's codebook, damaged on disk, stops the run before any SID is written.
     path = store_dir / f"{used}.npz"
     whole = path.read_bytes()
@@ -413,6 +408,6 @@ def test_a_codebook_trained_by_hand_between_nights_stays_out_of_the_next_one(spa
     try:
         with pytest.raises(CodebookVersionError, match="not a readable codebook"):
             run_date(spark, clean.config, DAY2, force_stages=forced, until="assign-sids")
-        assert snapshot(store, "item_sids") == sids
+        assert table_snapshot(store, "item_sids") == sids
     finally:
         path.write_bytes(whole)
