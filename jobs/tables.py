@@ -405,10 +405,7 @@ class TableStore:
         """Add the contract columns an existing table lacks (a table written by an older release),
         as nulls in one commit; returns their names (none: no commit)."""
         spec = spec_for(name)
-        if self.config.backend == "catalog":
-            have = {f.name for f in self.spark.read.table(self.location(name)).schema.fields}
-        else:
-            have = {f.name for f in self.spark.read.format("delta").load(self.location(name)).schema.fields}
+        have = {f.name for f in self.delta(name).toDF().schema.fields}
         missing = [f for f in spec.schema.fields if f.name not in have]
         if missing:
             columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
