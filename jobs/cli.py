@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 REPORTS: dict[str, tuple[str, str]] = {
     "sids": ("jobs.report_sids", "SID usage, collisions, prefixes with example texts, plots (MLflow)"),
     "retrieval": ("jobs.report_retrieval", "per-route pool sizes; precision vs planted interests on synthetic data"),
+    "oracle": ("jobs.report_oracle", "an oracle-scored world's ceiling: oracle, partial oracles, learnable quality"),
 }
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "sequences": ("jobs.benchmarks.sequences", "ingest + sequences throughput vs a single-process reference"),

@@ -49,6 +49,31 @@ class OracleTruth:
         return np.where(found, values[at] if values.size else np.nan, np.nan)
 
 
+def quality_from_clicks(item_ids: np.ndarray, known_logits: np.ndarray, labels: np.ndarray, *,
+                        quality_std: float, grid_points: int = 161) -> dict[int, float]:
+    """Each item's posterior-mean quality q given its own labelled impressions, the Bayes estimate for
+    p = sigmoid(known_logit + quality_std · q) with q ~ N(0, 1) independent across items.
+
+    What the item's clicks alone can reveal of its quality: the best any model can learn of it from
+    those rows, however it is built (an item with few impressions stays near the prior's 0).
+    """
+    items = np.asarray(item_ids, dtype=np.int64)
+    if items.size == 0:
+        return {}
+    grid = np.linspace(-5.0, 5.0, grid_points)
+    # (N, G): log-likelihood of each impression's label at each grid value of its item's quality.
+    logits = np.asarray(known_logits, dtype=np.float64)[:, None] + quality_std * grid[None, :]
+    y = np.asarray(labels, dtype=np.float64)[:, None]
+    loglik = -(y * np.logaddexp(0.0, -logits) + (1.0 - y) * np.logaddexp(0.0, logits))
+    order = np.argsort(items, kind="stable")
+    unique, starts = np.unique(items[order], return_index=True)
+    # (I, G): summed over each item's impressions, plus the standard-normal prior.
+    log_post = np.add.reduceat(loglik[order], starts, axis=0) - 0.5 * grid[None, :] ** 2
+    weights = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    means = (weights * grid).sum(axis=1) / weights.sum(axis=1)
+    return dict(zip(unique.tolist(), means.tolist()))
+
+
 def lift_share(model_auc: float, oracle_auc: float) -> float:
     """(AUC − 0.5) / (oracle AUC − 0.5); NaN when the oracle itself is no better than chance."""
     if not oracle_auc > 0.5:

@@ -59,7 +59,7 @@ from jobs.tune import tune_model
 from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, with_values
 from r2led_model.diagnostics import r2led_diagnostics
-from r2led_model.oracle import OracleTruth
+from r2led_model.oracle import OracleTruth, lift_share
 from r2led_model.tuning import TunedParams, tuned_path
 from r2led_model.models import MODELS, CTRTask, build_model
 from r2led_model.models.inputs import Batch, FeatureSpec, random_batch
@@ -322,6 +322,10 @@ def format_table(results: Sequence[dict]) -> str:
                 lines.append(f"  partial oracles (AUC): interest relation alone {rows[0]['oracle_relation_auc']:.4f}, "
                              f"+ item quality {rows[0]['oracle_relation_quality_auc']:.4f} (the rest is the user's "
                              "own click propensity)")
+            if "oracle_relation_clicks_quality_auc" in rows[0]:
+                learnable = rows[0]["oracle_relation_clicks_quality_auc"]
+                lines.append(f"  learnable ceiling: relation + each item's quality as its training clicks reveal it "
+                             f"{learnable:.4f} (lift {lift_share(learnable, rows[0]['oracle_auc']):.3f})")
         lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15}"
                      + (f" {'lift':>6}" if oracle else "")
                      + f" {'train s':>8} {'train/s':>8} {'feed/s':>8} {'step/s':>8}")

@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import assign_sids, build_training_set, collab_vectors, embed_items, generate, ingest, retrieve
-from jobs import sequences, train, train_codebook, tune
+from jobs import report_oracle, sequences, train, train_codebook, tune
 from jobs.oracle_truth import load_oracle_truth
 from jobs.sources.synthetic import synthetic_root
 from jobs.tables import TableStore
@@ -73,6 +73,29 @@ def test_train_reports_the_oracle_on_the_same_test_rows(spark, world):
     assert result.test["lift_share"] == pytest.approx((result.test["auc"] - 0.5) / (result.test["oracle_auc"] - 0.5))
     _, metrics, _ = run_data(config.mlflow, result.run_id)
     assert metrics["test_oracle_auc"] == pytest.approx(result.test["oracle_auc"])
+
+
+def test_the_learnable_ceiling_learns_quality_only_from_training_clicks(spark, world):
+    config = configured(world)
+    store = TableStore(spark, config.tables)
+    samples = store.read("samples").select("sample_id", "item_id", "split").toPandas()
+    truth = load_oracle_truth(spark, config)
+    trained_items = set(samples.loc[samples["split"] == "train", "item_id"])
+    relation = truth.lookup(samples["sample_id"].to_numpy(), "relation")
+    learned = truth.lookup(samples["sample_id"].to_numpy(), "relation_clicks_quality")
+    unseen = ~samples["item_id"].isin(trained_items).to_numpy()
+    # An item never shown in training keeps the prior's quality 0; one that was has moved off it.
+    assert unseen.any() and np.array_equal(learned[unseen], relation[unseen])
+    assert (learned[~unseen] != relation[~unseen]).mean() > 0.9
+
+    report = report_oracle.run(spark, config)
+    examples = store.read("training_examples")
+    assert report["test"]["n"] == examples.where("split = 'test'").count()
+    per_item = report["train_impressions_per_item"]
+    assert per_item["mean"] * per_item["items"] == pytest.approx(examples.where("split = 'train'").count())
+    for split in ("valid", "test"):
+        m = report[split]
+        assert m["relation_lift"] == pytest.approx((m["relation_auc"] - 0.5) / (m["auc"] - 0.5))
 
 
 def test_tune_beats_a_bad_start_and_its_parameters_reach_train(spark, world):

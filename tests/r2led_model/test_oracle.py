@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from r2led_model.oracle import OracleTruth, lift_share, oracle_metrics, with_ceiling
+from r2led_model.oracle import OracleTruth, lift_share, oracle_metrics, quality_from_clicks, with_ceiling
 
 
 def test_oracle_auc_on_a_hand_made_truth_is_exact():
@@ -55,3 +55,19 @@ def test_partial_oracles_are_scored_on_the_same_rows():
     assert flipped["relation_auc"] == 0.0
     merged = with_ceiling({"auc": 0.7, "gauc": 0.6, "logloss": 0.5, "n": 3}, got)
     assert merged["oracle_relation_auc"] == pytest.approx(1.0)
+
+
+def test_quality_from_clicks_recovers_a_well_observed_item_and_shrinks_a_rarely_seen_one():
+    rng = np.random.default_rng(0)
+    # Item 7: 20,000 impressions at known logit -1 with true quality 0.8 (quality_std 0.5).
+    n = 20_000
+    known = np.full(n, -1.0)
+    labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-(known + 0.5 * 0.8)))).astype(int)
+    # Items 1 and 2: one impression each at logit 0, clicked and not; they mirror each other.
+    items = np.r_[np.full(n, 7), 1, 2]
+    got = quality_from_clicks(items, np.r_[known, 0.0, 0.0], np.r_[labels, 1, 0], quality_std=0.5)
+    assert set(got) == {1, 2, 7}
+    # The posterior sd with 20,000 impressions is about 1 / (0.5 · sqrt(n · p(1-p))) ≈ 0.04.
+    assert got[7] == pytest.approx(0.8, abs=0.15)
+    assert 0 < got[1] < 0.3 and got[2] == pytest.approx(-got[1])
+    assert quality_from_clicks(np.array([], dtype=np.int64), np.array([]), np.array([]), quality_std=0.5) == {}
