@@ -24,10 +24,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from r2led_model.config import Config
+
+log = logging.getLogger(__name__)
 
 # Stage → the config sections (dotted prefixes) that shape its own rows.
 OWN_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -136,14 +139,23 @@ def owner_of(key: str) -> str:
     raise KeyError(key)
 
 
-def changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[Change]:
-    missing = object()
+def changes(recorded: Mapping[str, Any], current: Mapping[str, Any],
+            defaults: Mapping[str, Any] | None = None) -> list[Change]:
+    """The keys whose value differs between the record and now.
+
+    A key the record lacks was added by a later release: the tables were built as with its default
+    (a new key's default keeps the old behaviour), so it is a change only when set to something else.
+    A key only the record has was removed by a later release and can no longer be compared.
+    """
+    defaults = defaults or {}
     out = []
-    for key in sorted(set(recorded) | set(current)):
-        before, now = recorded.get(key, missing), current.get(key, missing)
+    for key in sorted(current):
+        now = current[key]
+        before = recorded[key] if key in recorded else defaults.get(key)
         if before != now:
-            out.append(Change(key, None if before is missing else before, None if now is missing else now,
-                              owner_of(key)))
+            out.append(Change(key, before, now, owner_of(key)))
+    for key in sorted(set(recorded) - set(current)):
+        log.info("config key %s was recorded but this release no longer has it: not compared", key)
     return out
 
 
@@ -168,7 +180,7 @@ def drift(ledger: Sequence[Mapping[str, Any]], config: Config) -> dict[str, list
     for stage in OWN_SECTIONS:
         recorded = last_recorded(ledger, stage)
         if recorded is not None:
-            found = changes(recorded, stage_config(config, stage))
+            found = changes(recorded, stage_config(config, stage), defaults=stage_config(Config(), stage))
             if found:
                 out[stage] = found
     return out

@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import statistics
 import sys
 import time
@@ -308,6 +309,12 @@ def catalogue_spec(config: Config, items: int = 20_000, categories: int = 240) -
                        recency_buckets=config.training_set.recency_buckets)
 
 
+def metric_name(*parts: str) -> str:
+    """An MLflow metric name from labels such as "oracle category=L2 mislabel=0.1" and "r2led gate=sum":
+    MLflow refuses '=' (and anything but letters, digits, _ - . space : /)."""
+    return ".".join(re.sub(r"[^0-9A-Za-z_\-.:/]", "_", part.replace("=", "-").replace(" ", "_")) for part in parts)
+
+
 def format_table(results: Sequence[dict]) -> str:
     lines = []
     for env in dict.fromkeys(r["env"] for r in results if r["bench"] == "models_quality"):
@@ -487,14 +494,14 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
         tracked.log_params({"envs": getattr(args, "envs", []), "seeds": seeds, "device": device,
                             "variants": [v.label for v in chosen]})
         for r in results:
-            key = r["variant"].replace(" ", "_").replace("=", "-")
             if r["bench"] == "models_quality":
-                tracked.log_metrics({f"{r['env']}.{key}.test_auc": r["auc"], f"{r['env']}.{key}.test_gauc": r["gauc"],
-                                     f"{r['env']}.{key}.test_logloss": r["logloss"],
-                                     **{f"{r['env']}.{key}.{rate}": r[rate] for rate in
-                                        ("feed_samples_per_s", "step_samples_per_s") if rate in r}})
+                tracked.log_metrics({metric_name(r["env"], r["variant"], name): r[field] for name, field in (
+                    ("test_auc", "auc"), ("test_gauc", "gauc"), ("test_logloss", "logloss"),
+                    ("feed_samples_per_s", "feed_samples_per_s"), ("step_samples_per_s", "step_samples_per_s"))
+                    if field in r})
             else:
-                tracked.log_metrics({f"latency.{key}.t{r['t_max']}_ms_per_1000": r["ms_per_1000"]})
+                tracked.log_metrics({metric_name("latency", r["variant"], f"t{r['t_max']}_ms_per_1000"):
+                                     r["ms_per_1000"]})
         tracked.log_text(table, "models_table.txt")
         tracked.log_artifact(out / "models.png")
     return results

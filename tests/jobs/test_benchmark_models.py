@@ -104,3 +104,20 @@ def test_feed_and_step_rates_are_positive_and_one_feed_pass_serves_every_model_r
            "logloss": 0.7, "logloss_std": 0.0, "train_s": 1.0, "train_samples_per_s": 100.0, **rates["r2led"]}
     cells = format_table([row]).splitlines()[2].split()
     assert cells[-2:] == [f"{rates['r2led']['feed_samples_per_s']:,.0f}", f"{rates['r2led']['step_samples_per_s']:,.0f}"]
+
+
+def test_sweep_labels_become_metric_names_mlflow_accepts(tmp_path):
+    from mlflow import MlflowClient
+
+    from jobs.benchmarks.models import metric_name
+    from r2led_model.config import with_values
+    from r2led_model.tracking import configure, tracked_run
+
+    config = with_values(load_config("tiny"), {"workspace.root": str(tmp_path)})
+    name = metric_name("oracle category=L2 mislabel=0.1", "r2led gate=sum", "test_auc")
+    assert name == "oracle_category-L2_mislabel-0.1.r2led_gate-sum.test_auc"
+    with tracked_run(config, run_name="names") as tracked:
+        tracked.log_metrics({name: 0.7})
+        run_id = tracked.run_id
+    configure(config.mlflow)
+    assert MlflowClient().get_run(run_id).data.metrics == {name: 0.7}

@@ -86,3 +86,18 @@ def test_the_training_fingerprint_follows_the_model_and_training_but_not_where_c
     assert training_fingerprint(with_values(config, {"model.embedding_dim": 4})) != base
     assert training_fingerprint(with_values(config, {"training.learning_rate": 0.5})) != base
     assert training_fingerprint(with_values(config, {"training.checkpoint_dir": "/x", "retrieval.k": 5})) == base
+
+
+def test_a_key_a_later_release_added_is_drift_only_when_set_away_from_its_default(config):
+    # Tables built by a release without sequences.samples_from: the record lacks the key.
+    ledger = ledger_of(config, *ALL)
+    for row in ledger:
+        recorded = json.loads(row["detail"])
+        recorded["config"].pop("sequences.samples_from", None)
+        recorded["config"]["sequences.a_removed_key"] = 3  # and one key this release no longer has
+        row["detail"] = json.dumps(recorded)
+    assert drift(ledger, config) == {}
+    assert stages_to_rebuild(ledger, config, retrain=False, rebuild=False) == frozenset()
+    windowed = with_values(config, {"sequences.samples_from": "2024-01-10"})
+    with pytest.raises(ConfigDriftError, match=r'sequences\.samples_from: null -> "2024-01-10"'):
+        stages_to_rebuild(ledger, windowed, retrain=False, rebuild=False)
