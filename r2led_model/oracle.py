@@ -50,7 +50,7 @@ class OracleTruth:
 
 
 def quality_from_clicks(item_ids: np.ndarray, known_logits: np.ndarray, labels: np.ndarray, *,
-                        quality_std: float, grid_points: int = 161) -> dict[int, float]:
+                        quality_std: float, grid_points: int = 161, block_rows: int = 65_536) -> dict[int, float]:
     """Each item's posterior-mean quality q given its own labelled impressions, the Bayes estimate for
     p = sigmoid(known_logit + quality_std · q) with q ~ N(0, 1) independent across items.
 
@@ -61,14 +61,20 @@ def quality_from_clicks(item_ids: np.ndarray, known_logits: np.ndarray, labels: 
     if items.size == 0:
         return {}
     grid = np.linspace(-5.0, 5.0, grid_points)
-    # (N, G): log-likelihood of each impression's label at each grid value of its item's quality.
-    logits = np.asarray(known_logits, dtype=np.float64)[:, None] + quality_std * grid[None, :]
-    y = np.asarray(labels, dtype=np.float64)[:, None]
-    loglik = -(y * np.logaddexp(0.0, -logits) + (1.0 - y) * np.logaddexp(0.0, logits))
     order = np.argsort(items, kind="stable")
-    unique, starts = np.unique(items[order], return_index=True)
-    # (I, G): summed over each item's impressions, plus the standard-normal prior.
-    log_post = np.add.reduceat(loglik[order], starts, axis=0) - 0.5 * grid[None, :] ** 2
+    items = items[order]
+    known = np.asarray(known_logits, dtype=np.float64)[order]
+    y = np.asarray(labels, dtype=np.float64)[order]
+    unique = np.unique(items)
+    # (I, G): each item's log-posterior at each grid value of its quality, starting from the N(0, 1) prior.
+    log_post = np.repeat(-0.5 * grid[None, :] ** 2, unique.size, axis=0)
+    # Impressions in blocks, so the (rows, G) log-likelihood stays small however many there are.
+    for start in range(0, items.size, block_rows):
+        block = slice(start, start + block_rows)
+        logits = known[block, None] + quality_std * grid[None, :]  # (rows, G)
+        loglik = -(y[block, None] * np.logaddexp(0.0, -logits) + (1.0 - y[block, None]) * np.logaddexp(0.0, logits))
+        block_items, starts = np.unique(items[block], return_index=True)
+        log_post[np.searchsorted(unique, block_items)] += np.add.reduceat(loglik, starts, axis=0)
     weights = np.exp(log_post - log_post.max(axis=1, keepdims=True))
     means = (weights * grid).sum(axis=1) / weights.sum(axis=1)
     return dict(zip(unique.tolist(), means.tolist()))
