@@ -335,15 +335,16 @@ def format_table(results: Sequence[dict]) -> str:
                              f"{learnable:.4f} (lift {lift_share(learnable, rows[0]['oracle_auc']):.3f})")
         lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15}"
                      + (f" {'lift':>6}" if oracle else "")
-                     + f" {'train s':>8} {'train/s':>8} {'feed/s':>8} {'step/s':>8}")
+                     + f" {'best ep':>8} {'train s':>8} {'train/s':>8} {'feed/s':>8} {'step/s':>8}")
         for r in rows:
             lines.append(f"  {r['variant']:<22} {r['auc']:.4f}±{r['auc_std']:.4f} {r['gauc']:.4f}±{r['gauc_std']:.4f} "
                          f"{r['logloss']:.4f}±{r['logloss_std']:.4f}"
                          + (f" {r['lift_share']:>6.3f}" if oracle else "")
-                         + f" {r['train_s']:>8.1f} {r['train_samples_per_s']:>8,.0f}"
+                         + f" {_best_epochs(r)} {r['train_s']:>8.1f} {r['train_samples_per_s']:>8,.0f}"
                          + f" {_rate(r, 'feed_samples_per_s')} {_rate(r, 'step_samples_per_s')}")
         if oracle:
             lines.append("  lift = (AUC - 0.5) / (oracle AUC - 0.5), mean over seeds")
+        lines.append("  best ep: the epoch early stopping kept, per seed (1 = the first; at most the run's max epochs)")
         lines.append("  train/s: whole training run; feed/s: one epoch of its feed alone; step/s: its forward, "
                      "backward and Adam step alone on batches in memory (rows/s)")
         diagnosed = [r for r in rows if r.get("diagnostics")]
@@ -369,6 +370,12 @@ def format_table(results: Sequence[dict]) -> str:
             if "r2led" in cells and "din_long" in cells:
                 lines.append(f"  din_long / r2led at T={t}: {cells['din_long'] / cells['r2led']:.2f}x")
     return "\n".join(lines)
+
+
+def _best_epochs(row: Mapping) -> str:
+    """The kept epoch of each seed, 1-based ("2/3/2"); rows saved before it was recorded show '-'."""
+    epochs = row.get("best_epochs")
+    return f"{'/'.join(str(e + 1) for e in epochs):>8}" if epochs else f"{'-':>8}"
 
 
 def _rate(row: Mapping, key: str) -> str:

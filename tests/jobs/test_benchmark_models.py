@@ -55,11 +55,13 @@ def test_the_table_shows_the_oracle_and_each_models_share_of_its_lift():
            "device": "cpu", "variant": "r2led", "auc": 0.74, "auc_std": 0.01, "gauc": 0.7, "gauc_std": 0.0,
            "logloss": 0.5, "logloss_std": 0.0, "train_s": 1.0, "train_samples_per_s": 100.0, "oracle_auc": 0.8,
            "oracle_gauc": 0.79, "oracle_logloss": 0.45, "lift_share": 0.8}
-    table = format_table([row])
+    table = format_table([row, {**row, "variant": "din", "best_epochs": [0, 3, 1]}])
     assert "oracle on the same test rows: AUC 0.8000" in table
     assert " 0.800 " in table  # the lift column
     assert "feed/s" in table and "step/s" in table
     assert table.splitlines()[3].rstrip().endswith(" -        -")  # a row saved before the rates existed
+    assert table.splitlines()[4].split()[5] == "1/4/2"  # the epoch each seed kept, counted from 1
+    assert table.splitlines()[3].split()[5] == "-"  # a row saved before it was recorded
 
 
 SPEC = FeatureSpec(num_items=40, num_categories=5, sid_levels=2, sid_vocab=6, routes=("sid1", "collab"),
