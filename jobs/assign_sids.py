@@ -91,8 +91,8 @@ def require_codebook_version(item_sids: DataFrame, expected: str) -> None:
                                    "re-run assign-sids with that codebook or retrain with the current one")
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> AssignResult:
-    return assign(spark, config, version=getattr(args, "version", None))
+def run(spark: SparkSession, config: Config, *, version: str | None = None) -> AssignResult:
+    return assign(spark, config, version=version)
 
 
 def assign(spark: SparkSession, config: Config, *, version: str | None = None) -> AssignResult:

@@ -12,7 +12,6 @@ one partition, and item indices are looked up in arrays that travel with the tas
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from jobs.entrypoint import spark_job_main
 from jobs.item_feature_lookup import locate
 from jobs.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from jobs.tables import TableStore
+from jobs.table_shapes import CANDIDATE_KINDS, candidate_column, candidate_routes, sid_levels
 from jobs.user_partitions import co_partitioned, partition_tables
 from r2led_model.config import Config, TrainingSetConfig
 from r2led_model.features import HistoryFeatures, gather, most_recent_positions
@@ -91,9 +91,9 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
     columns = output_columns(routes)
     schema = ", ".join(f"{name} {kind}" for name, kind in columns)
     sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
-                      + [f"cand_{route}_{part}" for route in routes for part in ("pos", "mask")])
-    candidate_arrays = [F.array().cast(kind).alias(f"cand_{route}_{part}") for route in routes
-                        for part, kind in (("pos", "array<int>"), ("mask", "array<boolean>"))]
+                      + [candidate_column(route, part) for route in routes for part in ("pos", "mask")])
+    candidate_arrays = [F.array().cast(CANDIDATE_KINDS[part]).alias(candidate_column(route, part))
+                        for route in routes for part in ("pos", "mask")]
     rows = co_partitioned(sequences, samples, sample_columns, sample_only=candidate_arrays, partitions=partitions)
     names = [name for name, _ in columns]
 
@@ -154,8 +154,8 @@ def examples_for_samples(histories: PartitionHistories, samples: pa.Table, looku
 
     groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for route in routes:
-        positions = _stack(samples[f"cand_{route}_pos"]).astype(np.int64)  # (S, k)
-        valid = _stack(samples[f"cand_{route}_mask"]).astype(bool)  # (S, k)
+        positions = _stack(samples[candidate_column(route, "pos")]).astype(np.int64)  # (S, k)
+        valid = _stack(samples[candidate_column(route, "mask")]).astype(bool)  # (S, k)
         groups[f"r_{route}"] = (positions, valid)
     groups["short"] = most_recent_positions(ends, config.short_window)
     groups["long"] = most_recent_positions(ends, config.long_history)
@@ -232,8 +232,8 @@ def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
         stored = {tuple(r) for r in store.read("training_examples").select(
             "codebook_version", "collab_version").distinct().collect()}
         if stored <= {tuple(r) for r in versions.collect()}:
-            routes = _routes(candidates)
-            levels = len(store.read("item_sids").select("semantic_codes").first()[0])
+            routes = candidate_routes(candidates.columns)
+            levels = sid_levels(store.read("item_sids"))
             new_items = extend_item_index(store, levels)
             # New candidates, and re-derived ones (a recounted hist_len): their examples are (re)built.
             new = candidates.join(store.read("training_examples").select("sample_id", "hist_len"),
@@ -267,16 +267,12 @@ def _one_version_pair(candidates: DataFrame) -> tuple[str, str]:
     return pairs[0]
 
 
-def _routes(candidates: DataFrame) -> list[str]:
-    return [c[len("cand_"):-len("_pos")] for c in candidates.columns if c.startswith("cand_") and c.endswith("_pos")]
-
-
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> TrainingSetResult:
+def run(spark: SparkSession, config: Config) -> TrainingSetResult:
     store = TableStore(spark, config.tables)
     candidates = store.read("route_candidates")
-    routes = _routes(candidates)
+    routes = candidate_routes(candidates.columns)
     sids = store.read("item_sids")
-    levels = len(sids.select("semantic_codes").first()[0])
+    levels = sid_levels(sids)
     if store.exists("item_index"):
         # Indices are never reassigned (a registered model's embedding rows stay aligned): new items
         # are appended and every SID is refreshed from the current item_sids, in one commit.

@@ -10,7 +10,6 @@ training-window behaviour have no row: retrieval treats them as unknown (an all-
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import sys
@@ -62,7 +61,7 @@ def collab_version(config: Config, until_ts: int | None, events_version: int | N
     return "cv-" + hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> CollabResult:
+def run(spark: SparkSession, config: Config) -> CollabResult:
     store = TableStore(spark, config.tables)
     until = training_window_end(config.sequences.split)
     c = config.collab

@@ -12,7 +12,6 @@ Items with neither text nor a training-window interaction go to `items_rejected`
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import logging
 import sys
@@ -137,7 +136,7 @@ def build_item_embeddings(spark: SparkSession, items: DataFrame, events: DataFra
     return embeddings, rejected, stats
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> EmbedResult:
+def run(spark: SparkSession, config: Config) -> EmbedResult:
     store = TableStore(spark, config.tables)
     items = store.read("items")
     embeddings, rejected, stats = build_item_embeddings(

@@ -6,12 +6,31 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from r2led_model.config import BASE_ENV, DEFAULT_ENV, Config, ConfigError, load_config, resolve_env
 
 log = logging.getLogger("r2led")
+
+# The flags every job's parser has (`job_parser`): they shape the config; a job's own flags become
+# keyword arguments of its `run` (`own_flags`).
+COMMON_FLAGS = ("env", "config", "overrides", "conf_dir", "verbose")
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a command's config came from: the --env, --config and --conf-dir a benchmark loads each
+    of its dataset envs with, so they are read the way the command's own config was."""
+
+    env: str | None = None
+    config_file: str | None = None
+    conf_dir: str | None = None
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> "ConfigSource":
+        return cls(env=args.env, config_file=args.config, conf_dir=args.conf_dir)
 
 
 def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -49,29 +68,37 @@ def job_config(args: argparse.Namespace) -> Config:
     return load_config(args.env, args.overrides, conf_dir=args.conf_dir, config_file=args.config)
 
 
-def load_dataset_config(args: argparse.Namespace | None, env: str, overrides: Sequence[str] = ()) -> Config:
+def load_dataset_config(source: ConfigSource, env: str, overrides: Sequence[str] = ()) -> Config:
     """One of a benchmark's dataset envs, loaded as the command's own config is: the same --conf-dir,
     and the command's --config over that env. `overrides` are the benchmark's own (the command's
     --set shapes the command's config, not the datasets')."""
-    return load_config(env, overrides, conf_dir=getattr(args, "conf_dir", None),
-                       config_file=getattr(args, "config", None))
+    return load_config(env, overrides, conf_dir=source.conf_dir, config_file=source.config_file)
 
 
-def dataset_envs(args: argparse.Namespace | None, given: Sequence[str] | None, defaults: Sequence[str]) -> list[str]:
+def dataset_envs(source: ConfigSource, given: Sequence[str] | None, defaults: Sequence[str]) -> list[str]:
     """A benchmark's dataset envs: those `given`, else, with --config, the command's own env (the user's
     file is the data to measure), else `defaults`."""
     if given is not None:
         return list(given)
-    if getattr(args, "config", None):
-        return [resolve_env(getattr(args, "env", None), args.config)]
+    if source.config_file:
+        return [resolve_env(source.env, source.config_file)]
     return list(defaults)
 
 
-def dataset_label(args: argparse.Namespace | None, env: str) -> str:
+def dataset_label(source: ConfigSource, env: str) -> str:
     """How results and folders name a dataset env: `env`, or `env+<file stem>` with --config, so that
     a run with a user's file never reuses the tables built without it."""
-    config_file = getattr(args, "config", None)
-    return f"{env}+{Path(config_file).stem}" if config_file else env
+    return f"{env}+{Path(source.config_file).stem}" if source.config_file else env
+
+
+def own_flags(args: argparse.Namespace) -> dict[str, object]:
+    """A job's own parsed flags, by dest: the keyword arguments its `run` takes."""
+    return {name: value for name, value in vars(args).items() if name not in COMMON_FLAGS}
+
+
+def flags_and_source(args: argparse.Namespace) -> dict[str, object]:
+    """A benchmark's keyword arguments: its own flags and the `source` its dataset envs load from."""
+    return {**own_flags(args), "source": ConfigSource.of(args)}
 
 
 def run_job(
@@ -104,8 +131,10 @@ def spark_job_main(
     description: str,
     run: Callable[..., object],
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    keywords: Callable[[argparse.Namespace], Mapping[str, object]] = own_flags,
 ) -> int:
-    """`main(argv)` of a job whose library function is `run(spark, config, args)`."""
+    """`main(argv)` of a job whose library function is `run(spark, config, **keywords)`: typed keyword
+    arguments, by default the job's own flags by dest. Only `main` sees the parsed Namespace."""
     parser = job_parser(f"r2led {name}", description)
     if add_arguments:
         add_arguments(parser)
@@ -114,6 +143,6 @@ def spark_job_main(
     def body(config: Config, parsed: argparse.Namespace) -> object:
         from jobs.spark_runtime import get_spark
 
-        return run(get_spark(config), config, parsed)
+        return run(get_spark(config), config, **keywords(parsed))
 
     return run_job(args, name, body)

@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.entrypoint import spark_job_main
-from jobs.sources.synthetic import synthetic_root
+from jobs.sources.synthetic import synthetic_root, truth_dir
 from r2led_model.config import Config, SyntheticConfig
 from r2led_model.impressions import generate_user_impressions
 from r2led_model.synthetic import SyntheticWorld, build_world, generate_user_events, item_frame, user_interest_frame
@@ -75,8 +75,9 @@ def effective_config(config: SyntheticConfig, total_events: int | None) -> Synth
     return replace(config, num_users=max(1, round(total_events / config.events_per_user)))
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> GenerateResult:
-    synth = effective_config(config.synthetic, getattr(args, "events", None))
+def run(spark: SparkSession, config: Config, *, events: int | None = None) -> GenerateResult:
+    """`events`: an approximate total, which sets the number of users (`effective_config`)."""
+    synth = effective_config(config.synthetic, events)
     root = synthetic_root(config).resolve()
     expected_events = synth.num_users * synth.events_per_user
     partitions = synth.partitions or max(2, expected_events // EVENTS_PER_PARTITION + 1)
@@ -85,9 +86,9 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     world = _world(synth)
     items = spark.createDataFrame(item_frame(world))
     items.select("item_id", "category_id", "text").coalesce(1).write.mode("overwrite").json(str(root / "items"))
-    items.write.mode("overwrite").parquet(str(root / "truth" / "items"))
+    items.write.mode("overwrite").parquet(str(truth_dir(root, "items")))
     (users.mapInPandas(_per_user_batch(user_interest_frame, synth), INTEREST_SCHEMA)
-     .write.mode("overwrite").parquet(str(root / "truth" / "user_interests")))
+     .write.mode("overwrite").parquet(str(truth_dir(root, "user_interests"))))
 
     events = users.mapInPandas(_per_user_batch(generate_user_events, synth), EVENT_SCHEMA).withColumn(
         "event_date", F.to_date(F.timestamp_seconds("ts")))
@@ -108,8 +109,8 @@ def write_impressions(users: DataFrame, synth: SyntheticConfig, root: Path) -> i
     The truth is written first: a log without its truth would be unscorable, the reverse is harmless.
     """
     impressions = users.mapInPandas(_per_user_batch(generate_user_impressions, synth), IMPRESSION_SCHEMA)
-    impressions.write.mode("overwrite").parquet(str(root / "truth" / "impressions"))
-    truth = users.sparkSession.read.parquet(str(root / "truth" / "impressions"))
+    impressions.write.mode("overwrite").parquet(str(truth_dir(root, "impressions")))
+    truth = users.sparkSession.read.parquet(str(truth_dir(root, "impressions")))
     (truth.withColumn("event_date", F.to_date(F.timestamp_seconds("ts")))
      .select("user_id", "item_id", "category_id", "behavior", "ts", "label", "event_date")
      .write.mode("overwrite").partitionBy("event_date").csv(str(root / "impressions")))

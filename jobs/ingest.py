@@ -127,10 +127,10 @@ def scope_to_day(checked: DataFrame, day: str, *, read_whole: bool) -> DataFrame
             .withColumn("deferred", F.lit(False)))
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> IngestResult:
-    day = getattr(args, "date", None)
-    if day:
-        return ingest_day(spark, config, day, catch_up=getattr(args, "catch_up", False))
+def run(spark: SparkSession, config: Config, *, date: str | None = None, catch_up: bool = False) -> IngestResult:
+    """Every raw file, or with `date` only that day's events (`catch_up`: every day up to it)."""
+    if date:
+        return ingest_day(spark, config, date, catch_up=catch_up)
     parsed: ParsedSource = load_source(spark, config)
     checked = validate(parsed.events, config.ingest).withColumn("deferred", F.lit(False))
     return _ingest(spark, config, parsed, checked, ingest_run_id(parsed.name, parsed.files))

@@ -20,12 +20,12 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.dates import YESTERDAY, parse_day, resolve_run_date
-from jobs.promote import CHALLENGER, CHAMPION, PromotionDecision
+from jobs.promote import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, PromotionDecision
 from jobs.tables import TableStore
+from jobs.table_shapes import candidate_column, candidate_routes
 from r2led_model.config import Config, ConfigError, load_config
 from r2led_model.sid_report import SidReport
 
-PREVIOUS = "previous_champion"
 
 # The widgets every notebook starts with; `env` defaults to the Databricks config, `config` is the
 # path of one's own YAML (e.g. on a Volume) layered over it, as `--config` is.
@@ -197,10 +197,6 @@ def resolve_user_id(spark: SparkSession, config: Config, text: str | None) -> in
     return int(first)
 
 
-def _route_names(candidates: DataFrame) -> list[str]:
-    return [c[len("cand_"):-len("_item")] for c in candidates.columns if c.startswith("cand_") and c.endswith("_item")]
-
-
 def _shared_prefix(a: str, b: str) -> Column:
     """How many leading codes two equal-length code arrays share."""
     equal = F.zip_with(F.col(a), F.col(b), lambda x, y: x == y)
@@ -212,7 +208,7 @@ def _shared_prefix(a: str, b: str) -> Column:
 def pick_sample(spark: SparkSession, config: Config, user_id: int) -> int:
     """The user's sample with the most retrieved candidates (ties: the newest, then the smallest id)."""
     candidates = TableStore(spark, config.tables).read("route_candidates").where(F.col("user_id") == user_id)
-    pools = [F.coalesce(F.col(f"cand_{r}_pool"), F.lit(0)) for r in _route_names(candidates)]
+    pools = [F.coalesce(F.col(candidate_column(r, "pool")), F.lit(0)) for r in candidate_routes(candidates.columns)]
     total = pools[0]
     for pool in pools[1:]:
         total = total + pool
@@ -239,10 +235,11 @@ def user_retrieval(spark: SparkSession, config: Config, user_id: int, sample_id:
         "sample_id", F.col("item_id").alias("target_item_id"), "label")
     per_route = [
         row.select("sample_id", "user_id", "split", F.lit(route).alias("route"),
-                   F.posexplode(F.arrays_zip(F.col(f"cand_{route}_pos").alias("position"),
-                                             F.col(f"cand_{route}_item").alias("item_id"),
-                                             F.col(f"cand_{route}_mask").alias("mask"))).alias("rank", "slot"))
-        for route in _route_names(candidates)
+                   F.posexplode(F.arrays_zip(F.col(candidate_column(route, "pos")).alias("position"),
+                                             F.col(candidate_column(route, "item")).alias("item_id"),
+                                             F.col(candidate_column(route, "mask")).alias("mask")))
+                   .alias("rank", "slot"))
+        for route in candidate_routes(candidates.columns)
     ]
     exploded = per_route[0]
     for frame in per_route[1:]:
@@ -278,9 +275,10 @@ def registry_state(config: Config) -> RegistryState:
     from r2led_model.mlflow_model import model_version
 
     name = config.registry.model_name
-    held = {alias: model_version(config.mlflow, name, alias=alias) for alias in (CHAMPION, CHALLENGER, PREVIOUS)}
+    held = {alias: model_version(config.mlflow, name, alias=alias)
+            for alias in (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)}
     version = {alias: found.version if found else None for alias, found in held.items()}
-    return RegistryState(name, version[CHAMPION], version[CHALLENGER], version[PREVIOUS],
+    return RegistryState(name, version[CHAMPION], version[CHALLENGER], version[PREVIOUS_CHAMPION],
                          {v.version: v.tags for v in held.values() if v is not None})
 
 

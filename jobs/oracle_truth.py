@@ -13,7 +13,7 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.sources.synthetic import synthetic_root
+from jobs.sources.synthetic import read_truth
 from jobs.tables import TableStore
 from r2led_model.config import Config
 from r2led_model.impressions import IMPRESSION_BEHAVIOR
@@ -24,12 +24,12 @@ log = logging.getLogger(__name__)
 
 def load_oracle_truth(spark: SparkSession, config: Config) -> OracleTruth | None:
     """The truth of the world's samples, or None when the source has none (real data, older worlds)."""
-    path = synthetic_root(config) / "truth" / "impressions"
-    if config.source.kind != "synthetic" or not path.is_dir():
+    impressions, items = read_truth(spark, config, "impressions"), read_truth(spark, config, "items")
+    if impressions is None or items is None:
         return None
-    truth = spark.read.parquet(str(path)).where(F.col("behavior") == IMPRESSION_BEHAVIOR).select(
+    truth = impressions.where(F.col("behavior") == IMPRESSION_BEHAVIOR).select(
         "user_id", "item_id", "ts", "click_prob", "relation")
-    quality = spark.read.parquet(str(synthetic_root(config) / "truth" / "items")).select("item_id", "quality")
+    quality = items.select("item_id", "quality")
     samples = TableStore(spark, config.tables).read("samples").where(~F.col("is_sampled_negative")).select(
         "sample_id", "user_id", "item_id", "ts", "split", "label")
     rows = (samples.join(truth, ["user_id", "item_id", "ts"]).join(quality, "item_id")

@@ -54,24 +54,23 @@ REPORTED_TABLES = ("events", "events_rejected", "items", "user_sequences", "samp
                    "training_examples", "predictions")
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> object:
-    if getattr(args, "date", None):
+def run(spark: SparkSession, config: Config, *, date: str | None = None, as_of: str | None = None,
+        force: bool = False, force_stage: Sequence[str] = (), retrain: bool = False, rebuild: bool = False,
+        until: str | None = None, backfill: bool = False, inject_failure: tuple[str, int] | None = None) -> object:
+    """The nightly run of `date` ("yesterday" counts back from `as_of`), or with no date the full run,
+    which takes none of the dated flags."""
+    if date:
         from jobs.dates import resolve_run_date
         from jobs.nightly import run_date
 
-        day = resolve_run_date(args.date, as_of=args.as_of)
-        if day != args.date:
-            log.info("--date %s (as of %s) is %s", args.date, args.as_of or "today, UTC", day)
-        return run_date(spark, config, day, force=args.force, force_stages=tuple(args.force_stage),
-                        retrain=args.retrain, rebuild=args.rebuild, until=args.until, inject_failure=args.inject_failure,
-                        backfill=args.backfill)
-    dated_only = [flag for flag, value in (("--force", getattr(args, "force", False)),
-                                           ("--as-of", getattr(args, "as_of", None)),
-                                           ("--force-stage", getattr(args, "force_stage", None)),
-                                           ("--retrain", getattr(args, "retrain", False)),
-                                           ("--rebuild", getattr(args, "rebuild", False)),
-                                           ("--until", getattr(args, "until", None)),
-                                           ("--backfill", getattr(args, "backfill", False))) if value]
+        day = resolve_run_date(date, as_of=as_of)
+        if day != date:
+            log.info("--date %s (as of %s) is %s", date, as_of or "today, UTC", day)
+        return run_date(spark, config, day, force=force, force_stages=tuple(force_stage), retrain=retrain,
+                        rebuild=rebuild, until=until, inject_failure=inject_failure, backfill=backfill)
+    dated_only = [flag for flag, value in (("--force", force), ("--as-of", as_of), ("--force-stage", force_stage),
+                                           ("--retrain", retrain), ("--rebuild", rebuild), ("--until", until),
+                                           ("--backfill", backfill)) if value]
     if dated_only:
         log.warning("%s apply to dated runs only (--date); the full run ignores them", ", ".join(dated_only))
     return run_full(spark, config)
@@ -86,7 +85,7 @@ def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
     for name, stage in STAGES:
         started = time.perf_counter()
         with stage_jobs(spark, name):
-            results[name] = stage(spark, config, None)
+            results[name] = stage(spark, config)
         log.info("stage %s done in %.1fs", name, time.perf_counter() - started)
     store = TableStore(spark, config.tables)
     rows = []

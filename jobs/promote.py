@@ -35,7 +35,9 @@ from r2led_model.config import Config
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+# The registry aliases promotion moves: the champion serves, the challenger is the newest candidate,
+# and previous_champion keeps the version a promotion replaced (a one-step rollback).
+CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
 
 
 class ChampionChangedError(RuntimeError):
@@ -154,12 +156,12 @@ def _move_champion(config: Config, name: str, version: str, *, expected: str | N
             f"{version} was being evaluated; no alias was moved. Run `r2led promote` again to compare against "
             "the new champion.")
     if expected is not None:
-        set_alias(config.mlflow, name, "previous_champion", expected)
+        set_alias(config.mlflow, name, PREVIOUS_CHAMPION, expected)
     set_alias(config.mlflow, name, CHAMPION, version)
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> PromotionDecision:
-    decision = promote(spark, config, version=getattr(args, "version", None), force=getattr(args, "force", False))
+def run(spark: SparkSession, config: Config, *, version: str | None = None, force: bool = False) -> PromotionDecision:
+    decision = promote(spark, config, version=version, force=force)
     verdict = "PROMOTED to champion" if decision.promoted else "NOT promoted"
     print(f"{config.registry.model_name} version {decision.challenger_version}: {verdict} "
           f"(champion before: {decision.champion_version or 'none'}): {decision.reason}", flush=True)

@@ -10,7 +10,6 @@ reach on this world. Writes `<workspace>/reports/oracle/report.json`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -76,7 +75,7 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> dict:
+def run(spark: SparkSession, config: Config) -> dict:
     report = build_oracle_report(spark, config)
     out = Path(config.workspace.root) / "reports" / "oracle"
     out.mkdir(parents=True, exist_ok=True)

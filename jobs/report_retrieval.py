@@ -23,13 +23,17 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.entrypoint import spark_job_main
-from jobs.sources.synthetic import synthetic_root
+from jobs.sources.synthetic import read_truth
+from jobs.table_shapes import candidate_column, candidate_routes
 from jobs.tables import TableStore
 from r2led_model.config import Config
 from r2led_model.retrieval import Targets, UserHistory, retrieve_recent, retrieve_sim_hard
 from r2led_model.tracking import tracked_run
 
 log = logging.getLogger(__name__)
+
+# Positive samples the precision part reads (a sample of them: the report stays cheap on big tables).
+PRECISION_SAMPLES = 20_000
 
 
 @dataclass
@@ -71,21 +75,22 @@ def _precision(retrieved: np.ndarray, mask: np.ndarray, topics: pd.Series, targe
     return precision, float(has.mean()), float(counts.mean())
 
 
-def build_retrieval_report(spark: SparkSession, config: Config, max_samples: int = 20_000) -> RetrievalReport:
+def build_retrieval_report(spark: SparkSession, config: Config,
+                           max_samples: int = PRECISION_SAMPLES) -> RetrievalReport:
     store = TableStore(spark, config.tables)
     candidates = store.read("route_candidates")
-    routes = [c[len("cand_"):-len("_pos")] for c in candidates.columns if c.startswith("cand_") and c.endswith("_pos")]
+    routes = candidate_routes(candidates.columns)
     aggregates = candidates.agg(F.count("*").alias("n"), *[
-        F.avg((F.col(f"cand_{r}_pool") > 0).cast("double")).alias(f"{r}_share") for r in routes], *[
-        F.avg(f"cand_{r}_pool").alias(f"{r}_pool") for r in routes]).first()
+        F.avg((F.col(candidate_column(r, "pool")) > 0).cast("double")).alias(f"{r}_share") for r in routes], *[
+        F.avg(candidate_column(r, "pool")).alias(f"{r}_pool") for r in routes]).first()
     report = RetrievalReport(samples=int(aggregates["n"]), k=config.retrieval.k, routes=[
         RouteStats(name=r, non_empty_share=float(aggregates[f"{r}_share"]), mean_pool=float(aggregates[f"{r}_pool"]))
         for r in routes])
-    truth_path = synthetic_root(config) / "truth" / "items"
-    if config.source.kind != "synthetic" or not truth_path.exists():
+    truth = read_truth(spark, config, "items")
+    if truth is None:
         return report
 
-    topics = spark.read.parquet(str(truth_path)).select("item_id", "topic_l2").toPandas().set_index("item_id")["topic_l2"]
+    topics = truth.select("item_id", "topic_l2").toPandas().set_index("item_id")["topic_l2"]
     positives = (candidates.join(store.read("samples").where("label = 1 AND NOT is_sampled_negative")
                                  .select("sample_id", "item_id"), "sample_id")
                  .orderBy(F.xxhash64("sample_id")).limit(max_samples).toPandas())
@@ -93,8 +98,8 @@ def build_retrieval_report(spark: SparkSession, config: Config, max_samples: int
     target_topics = topics.reindex(positives["item_id"]).to_numpy()
     by_name = {r.name: r for r in report.routes}
     for route in routes:
-        items = np.stack(positives[f"cand_{route}_item"].to_numpy())  # (S, k)
-        mask = np.stack(positives[f"cand_{route}_mask"].to_numpy())
+        items = np.stack(positives[candidate_column(route, "item")].to_numpy())  # (S, k)
+        mask = np.stack(positives[candidate_column(route, "mask")].to_numpy())  # (S, k)
         precision, _, retrieved = _precision(items, mask, topics, target_topics)
         by_name[route].precision, by_name[route].mean_retrieved = precision, retrieved
         if route == "collab":
@@ -130,8 +135,8 @@ def build_retrieval_report(spark: SparkSession, config: Config, max_samples: int
     return report
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> RetrievalReport:
-    report = build_retrieval_report(spark, config, getattr(args, "samples", 20_000))
+def run(spark: SparkSession, config: Config, *, samples: int = PRECISION_SAMPLES) -> RetrievalReport:
+    report = build_retrieval_report(spark, config, samples)
     out = Path(config.workspace.root) / "reports" / "retrieval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2))
@@ -149,7 +154,8 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=int, default=20_000, help="positive samples for the precision part")
+    parser.add_argument("--samples", type=int, default=PRECISION_SAMPLES,
+                        help="positive samples for the precision part")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

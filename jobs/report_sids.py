@@ -8,7 +8,6 @@ between SID prefixes and the planted taxonomy. Writes report.json and PNG plots 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -20,7 +19,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.entrypoint import spark_job_main
-from jobs.sources.synthetic import synthetic_root
+from jobs.sources.synthetic import read_truth
 from jobs.tables import TableStore
 from r2led_model.config import Config
 from r2led_model.sid_report import SidReport, build_report, plot_prefix_sizes, plot_usage
@@ -31,10 +30,10 @@ log = logging.getLogger(__name__)
 
 def planted_truth(spark: SparkSession, config: Config, item_ids: np.ndarray) -> dict[str, np.ndarray]:
     """Synthetic worlds only: level-1 and level-2 topics aligned with `item_ids`."""
-    path = synthetic_root(config) / "truth" / "items"
-    if config.source.kind != "synthetic" or not path.exists():
+    items = read_truth(spark, config, "items")
+    if items is None:
         return {}
-    truth = spark.read.parquet(str(path)).select("item_id", "topic_l1", "topic_l2").toPandas().set_index("item_id")
+    truth = items.select("item_id", "topic_l1", "topic_l2").toPandas().set_index("item_id")
     aligned = truth.reindex(item_ids)
     if aligned.isna().any().any():
         log.warning("synthetic truth lacks some items; NMI skipped")
@@ -62,7 +61,7 @@ def build_sid_report(spark: SparkSession, config: Config) -> tuple[SidReport, np
     return report, semantic
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> SidReport:
+def run(spark: SparkSession, config: Config) -> SidReport:
     report, semantic = build_sid_report(spark, config)
     out = Path(config.workspace.root) / "reports" / "sids" / report.codebook_version
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ versions it used are columns too. Re-running overwrites with identical rows.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from jobs.assign_sids import require_codebook_version
 from jobs.entrypoint import spark_job_main
 from jobs.item_feature_lookup import ItemFeatureLookup, locate
 from jobs.tables import TableStore
+from jobs.table_shapes import CANDIDATE_KINDS, CANDIDATE_PARTS, candidate_column, sid_levels
 from jobs.user_partitions import co_partitioned, partition_tables
 from r2led_model.config import Config
 from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, retrieve_routes_many
@@ -65,11 +65,8 @@ def item_features(store: TableStore) -> DataFrame:
 
 
 def route_columns(plan: RoutePlan) -> list[tuple[str, str]]:
-    columns = []
-    for route in plan.route_names:
-        columns += [(f"cand_{route}_pos", "ARRAY<INT>"), (f"cand_{route}_item", "ARRAY<BIGINT>"),
-                    (f"cand_{route}_mask", "ARRAY<BOOLEAN>"), (f"cand_{route}_pool", "INT")]
-    return columns
+    return [(candidate_column(route, part), CANDIDATE_KINDS[part]) for route in plan.route_names
+            for part in CANDIDATE_PARTS]
 
 
 def _user_histories(sequences: pa.Table, features: ItemFeatureLookup) -> tuple[np.ndarray, Histories]:
@@ -121,7 +118,7 @@ def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: I
         items = np.where(candidates.mask, histories.item_ids[at] if len(histories.item_ids) else -1, -1)  # (S, k)
         arrays += [list_column(candidates.positions.astype(np.int32)), list_column(items.astype(np.int64)),
                    list_column(candidates.mask), pa.array(candidates.pool_size.astype(np.int32))]
-        names += [f"cand_{name}_pos", f"cand_{name}_item", f"cand_{name}_mask", f"cand_{name}_pool"]
+        names += [candidate_column(name, part) for part in CANDIDATE_PARTS]
     return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
                                       names=names)
 
@@ -174,7 +171,7 @@ def _inputs(store: TableStore, config: Config) -> _Inputs:
     codebook_version = _single(sids, "codebook_version", "item_sids")
     collab_version = _single(store.read("item_collab_vectors"), "version", "item_collab_vectors")
     require_codebook_version(sids, codebook_version)
-    levels = len(sids.select("semantic_codes").first()[0])
+    levels = sid_levels(sids)
     try:
         plan = RoutePlan.from_config(config.retrieval, levels)
     except ValueError as exc:
@@ -231,14 +228,14 @@ def retrieve_new(spark: SparkSession, config: Config) -> NewCandidates:
     return NewCandidates(new_samples=result.samples, inserted=result.samples, moved=0, full_rebuild=True)
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> RetrieveResult:
+def run(spark: SparkSession, config: Config) -> RetrieveResult:
     store = TableStore(spark, config.tables)
     inputs = _inputs(store, config)
     plan, codebook_version, collab_version = inputs.plan, inputs.codebook_version, inputs.collab_version
     store.overwrite("route_candidates", _candidates(spark, store, inputs, store.read("samples"),
                                                     store.read("user_sequences")))
     written = store.read("route_candidates")
-    non_empty = [F.avg((F.col(f"cand_{r}_pool") > 0).cast("double")).alias(r) for r in plan.route_names]
+    non_empty = [F.avg((F.col(candidate_column(r, "pool")) > 0).cast("double")).alias(r) for r in plan.route_names]
     shares = written.agg(*non_empty).first()
     result = RetrieveResult(samples=written.count(), codebook_version=codebook_version, collab_version=collab_version,
                             non_empty_share={r: float(shares[r]) for r in plan.route_names})

@@ -130,8 +130,8 @@ def score(spark: SparkSession, config: Config, date: str | None = None, model_ur
     return result
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> ScoreResult:
-    result = score(spark, config, date=getattr(args, "date", None), model_uri=getattr(args, "model_uri", None))
+def run(spark: SparkSession, config: Config, *, date: str | None = None, model_uri: str | None = None) -> ScoreResult:
+    result = score(spark, config, date=date, model_uri=model_uri)
     print(f"scored {result.rows:,} samples of {result.score_date} with {result.model_name} version "
           f"{result.model_version}: mean score {result.mean_score:.4f}", flush=True)
     return result

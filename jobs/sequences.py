@@ -17,7 +17,6 @@ training-window popularity, never an item the user touched. Draws are a counter-
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass
@@ -256,7 +255,7 @@ def update_for_new_events(spark: SparkSession, config: Config) -> BatchUpdate:
     return result
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> SequencesResult:
+def run(spark: SparkSession, config: Config) -> SequencesResult:
     store = TableStore(spark, config.tables)
     events = store.read("events")
     items = store.read("items")

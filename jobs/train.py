@@ -249,8 +249,9 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
                        best_epoch=worker.best_epoch, valid=valid, test=test)
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> TrainResult:
-    if getattr(args, "tuned", False):
+def run(spark: SparkSession, config: Config, *, tuned: bool = False) -> TrainResult:
+    """`tuned`: apply the parameters `r2led tune` saved for model.name first."""
+    if tuned:
         from r2led_model.tuning import tuned_config
 
         config, tuned = tuned_config(config)

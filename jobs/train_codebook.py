@@ -8,7 +8,6 @@ codebook is exported as plain arrays, versioned by content hash, saved under
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import asdict, dataclass
@@ -66,7 +65,7 @@ def training_vectors(embeddings: DataFrame, limit: int, seed: int) -> tuple[np.n
     return rows["item_id"].to_numpy(np.int64), np.stack(rows["vector"].to_numpy()).astype(np.float32)
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> CodebookResult:
+def run(spark: SparkSession, config: Config) -> CodebookResult:
     store = TableStore(spark, config.tables)
     embeddings = store.read("item_embeddings")
     width = check_vectors(embeddings)

@@ -110,9 +110,9 @@ def tune_model(spark: SparkSession, config: Config, *, model: str, trials: int |
     return result
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> TunedParams:
-    result = tune_model(spark, config, model=args.model, trials=args.trials,
-                        start_from_config=args.start_from_config)
+def run(spark: SparkSession, config: Config, *, model: str, trials: int | None = None,
+        start_from_config: bool = False) -> TunedParams:
+    result = tune_model(spark, config, model=model, trials=trials, start_from_config=start_from_config)
     print(f"{result.model}: best valid AUC {result.best_valid_auc:.4f} after {result.trials} trials "
           f"({result.completed} completed, {result.pruned} pruned); parameters {result.params} saved to "
           f"{tuned_path(config.tuning.output_dir, result.model)}", flush=True)

@@ -59,7 +59,7 @@ def tiny_tables(spark, tmp_path_factory) -> Path:
     config = config_in(root)
     generate.run(spark, config)
     for _, stage in pipeline.STAGES[:_first_model_stage(pipeline.STAGES)]:
-        stage(spark, config, None)
+        stage(spark, config)
     return root
 
 
@@ -71,7 +71,7 @@ def trained_world(spark, tables: Path, root: Path, *overrides: str) -> Path:
     shutil.copytree(tables, root)
     config = config_in(root, *overrides)
     for _, stage in pipeline.STAGES[_first_model_stage(pipeline.STAGES):]:
-        stage(spark, config, None)
+        stage(spark, config)
     return root
 
 

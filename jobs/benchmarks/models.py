@@ -51,7 +51,8 @@ from jobs import (
     sequences,
     train_codebook,
 )
-from jobs.entrypoint import dataset_envs, dataset_label, load_dataset_config, spark_job_main
+from jobs.entrypoint import (ConfigSource, dataset_envs, dataset_label, flags_and_source, load_dataset_config,
+                             spark_job_main)
 from jobs.oracle_truth import load_oracle_truth
 from jobs.tables import TableStore
 from jobs.train import TrainJob, evaluate_split, make_feed, model_columns, train_worker
@@ -69,6 +70,9 @@ from r2led_model.trainer import LossForward, make_optimizer, set_seed, train_ste
 log = logging.getLogger(__name__)
 
 DEFAULT_ENVS = ["oracle", "local"]
+SEEDS = 3  # seeds 0..n-1 per variant
+EPOCHS = 4  # the most epochs a run trains; early stopping still applies
+LENGTHS = (200, 1000)  # T_max values the latency part times
 # Training batches kept for the step rate: enough for a steady rate, few enough to hold (a batch of 256
 # rows with a 300-wide `long` group is ~4 MB).
 STEP_BATCHES = 50
@@ -110,10 +114,10 @@ def variants(names: Sequence[str] | None, ablations: bool) -> list[Variant]:
     return chosen + (list(ABLATIONS) if ablations else [])
 
 
-def dataset_config(args: argparse.Namespace | None, env: str, folder: Path, overrides: Sequence[str]) -> Config:
+def dataset_config(source: ConfigSource, env: str, folder: Path, overrides: Sequence[str]) -> Config:
     """A dataset env as the command loads its own config (its --conf-dir, its --config over `env`), with
     every table, file and run of it under `folder`."""
-    config = load_dataset_config(args, env, [f"workspace.root={folder}", *overrides])
+    config = load_dataset_config(source, env, [f"workspace.root={folder}", *overrides])
     config = replace(config, tables=TablesConfig(backend="path", root=str(folder / "tables")))
     if config.source.kind == "synthetic":
         config = replace(config, source=replace(config.source, synthetic=SyntheticSourceConfig(
@@ -127,7 +131,7 @@ def build_tables(spark: SparkSession, config: Config, rebuild: bool) -> Training
         if config.source.kind == "synthetic":
             generate.run(spark, config)
         for stage in TABLE_STAGES:
-            stage(spark, config, None)
+            stage(spark, config)
     return training_data(store, config)
 
 
@@ -432,26 +436,34 @@ def summarize(sink: Path, figure: Path) -> list[dict]:
     return results
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> list[dict]:
+def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSource(),
+        envs: Sequence[str] | None = None, tuned: bool = False, trials: int | None = None,
+        tuning_dir: Path | None = None, sweep: Sequence[CatalogueSetting] | None = None,
+        models: Sequence[str] | None = None, no_ablations: bool = False, seeds: int = SEEDS, epochs: int = EPOCHS,
+        lengths: Sequence[int] = LENGTHS, dataset_set: Sequence[str] = (), rebuild: bool = False,
+        summarize_only: bool = False) -> list[dict]:
+    """Every variant of `models` (all by default, with the ablations unless `no_ablations`) on each
+    dataset env of `envs` for `seeds` seeds of at most `epochs` epochs, `tuned` first (`trials` per
+    model, or the parameters saved in `tuning_dir`), over each catalogue setting of `sweep`; then
+    latency at each T_max of `lengths`. `summarize_only`: no runs, the newest results' table."""
     from r2led_model.tracking import tracked_run
 
     out = Path(config.benchmark.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = variants(getattr(args, "models", None), not getattr(args, "no_ablations", False))
-    seeds = list(range(getattr(args, "seeds", 3)))
-    extra = [f"training.epochs={getattr(args, 'epochs', 4)}", *getattr(args, "dataset_set", [])]
+    chosen = variants(models, not no_ablations)
+    seed_list = list(range(seeds))
+    extra = [f"training.epochs={epochs}", *dataset_set]
     device = config.training.device
     sink = out / "models.jsonl"
-    if getattr(args, "summarize", False):
+    if summarize_only:
         return summarize(sink, out / "models.png")
     results: list[dict] = []
     spec_for_latency = None
-    tuned_flag, trials = getattr(args, "tuned", False), getattr(args, "trials", None)
-    for env in dataset_envs(args, getattr(args, "envs", None), DEFAULT_ENVS):
-        settings = getattr(args, "sweep", None) or [None]
-        tuned: dict[str, TunedParams] = {}
-        label = dataset_label(args, env)
-        own = dataset_config(args, env, out / "models" / label, [*extra, f"training.device={device}"])
+    for env in dataset_envs(source, envs, DEFAULT_ENVS):
+        settings = sweep or [None]
+        tuned_params: dict[str, TunedParams] = {}
+        label = dataset_label(source, env)
+        own = dataset_config(source, env, out / "models" / label, [*extra, f"training.device={device}"])
         for position, setting in enumerate(settings):
             if setting is not None and own.source.kind != "synthetic":
                 continue  # the sweep's knobs belong to the synthetic catalogue
@@ -462,22 +474,22 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
                 setting_folder = label if setting is None else f"{label}-{setting.folder}"
             name = label if setting is None else f"{label} {setting.label}"
             folder = out / "models" / setting_folder
-            dataset = dataset_config(args, env, folder, [*extra, f"training.device={device}",
+            dataset = dataset_config(source, env, folder, [*extra, f"training.device={device}",
                                                    *(setting.overrides() if setting else [])])
-            data = build_tables(spark, dataset, getattr(args, "rebuild", False))
+            data = build_tables(spark, dataset, rebuild)
             truth = load_oracle_truth(spark, dataset)
             spec_for_latency = spec_for_latency or data.spec
             feeds: dict[tuple[str, ...], FeedPass] = {}  # this dataset's feed passes, by columns read
             # The ablations run on the first setting only: the sweep is about where R2LED wins.
             for variant in (chosen if position == 0 else [v for v in chosen if v not in ABLATIONS]):
-                if tuned_flag and variant.model not in tuned:
+                if tuned and variant.model not in tuned_params:
                     # Tuned once per env, on its first setting: every model the same budget on the same data.
-                    tuned[variant.model] = tuned_for(spark, dataset, data, variant.model, trials, folder / "tuning",
-                                                     reuse=getattr(args, "tuning_dir", None))
-                params = tuned.get(variant.model) if tuned_flag else None
+                    tuned_params[variant.model] = tuned_for(spark, dataset, data, variant.model, trials,
+                                                            folder / "tuning", reuse=tuning_dir)
+                params = tuned_params.get(variant.model) if tuned else None
                 variant_dataset = variant_config(dataset, variant, params)
-                summary = quality(variant_dataset, data, variant, seeds, truth)
-                summary.update(training_rates(variant_job(variant_dataset, data, variant, seeds[0]), feeds))
+                summary = quality(variant_dataset, data, variant, seed_list, truth)
+                summary.update(training_rates(variant_job(variant_dataset, data, variant, seed_list[0]), feeds))
                 results.append({"bench": "models_quality", "env": name, "source": dataset.source.kind,
                                 "variant": variant.label, "model": variant.model, "device": device,
                                 "train_rows": data.rows["train"], "test_rows": data.rows["test"],
@@ -486,9 +498,9 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
                 emit(results[-1], sink)
     if spec_for_latency is None:
         spec_for_latency = catalogue_spec(config)
-    if getattr(args, "lengths", [200, 1000]):
+    if lengths:
         for variant in chosen:
-            for length in getattr(args, "lengths", [200, 1000]):
+            for length in lengths:
                 ms = latency_ms_per_1000(spec_for_latency, config, variant, length, device)
                 results.append({"bench": "models_latency", "variant": variant.label, "t_max": length,
                                 "ms_per_1000": round(ms, 3), "samples_per_s": round(1e6 / ms), "device": device,
@@ -498,7 +510,7 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
     print(table, flush=True)
     plot(results, out / "models.png")
     with tracked_run(config, run_name="benchmark-models", tags={"stage": "benchmark"}) as tracked:
-        tracked.log_params({"envs": getattr(args, "envs", []), "seeds": seeds, "device": device,
+        tracked.log_params({"envs": list(envs or []), "seeds": seed_list, "device": device,
                             "variants": [v.label for v in chosen]})
         for r in results:
             if r["bench"] == "models_quality":
@@ -529,19 +541,21 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and mislabel share, e.g. 3:0 2:0.1 1:0.1")
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(MODELS)} (default: all)")
     parser.add_argument("--no-ablations", action="store_true", help="skip the R2LED ablation variants")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (0..n-1)")
-    parser.add_argument("--epochs", type=int, default=4, help="maximum epochs per run (early stopping still applies)")
-    parser.add_argument("--lengths", type=int, nargs="*", default=[200, 1000], help="T_max values for the latency part")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds per variant (0..n-1)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS,
+                        help="maximum epochs per run (early stopping still applies)")
+    parser.add_argument("--lengths", type=int, nargs="*", default=list(LENGTHS),
+                        help="T_max values for the latency part")
     parser.add_argument("--dataset-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override applied to every dataset env (repeatable)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the benchmark's tables even if present")
-    parser.add_argument("--summarize", action="store_true",
+    parser.add_argument("--summarize", dest="summarize_only", action="store_true",
                         help="no runs: print the table and plot of the newest results in models.jsonl")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return spark_job_main(argv, "benchmark models", "Every model on the same data and seeds: quality and latency.", run,
-                          _add_arguments)
+                          _add_arguments, keywords=flags_and_source)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ FILES_PER_TABLE = 4
 # so that Spark's fixed cost per job (scheduling, a shuffle, collecting the item features) is
 # not what the ratio measures.
 DEFAULT_USERS = {100: 4000, 1000: 600, 10000: 100}
+SAMPLES_PER_USER = 100
+REPEATS = 2  # Spark and the single-process path are timed this many times each; the fastest counts
 
 
 def in_memory(cases: list[tuple[UserHistory, Targets]]) -> tuple[Histories, Targets, np.ndarray]:
@@ -202,13 +204,16 @@ def format_table(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> list[dict]:
+def run(spark: SparkSession, config: Config, *, lengths: Sequence[int] | None = None, users: int | None = None,
+        samples_per_user: int = SAMPLES_PER_USER, repeats: int = REPEATS) -> list[dict]:
+    """Samples/s at each history length in `lengths` (default: those of DEFAULT_USERS), for `users`
+    users each (default: DEFAULT_USERS's count, so that every T takes seconds)."""
     out = Path(config.benchmark.output_dir)
     results = []
-    for length in getattr(args, "lengths", None) or tuple(DEFAULT_USERS):
-        users = args.users or DEFAULT_USERS.get(length) or max(1, DEFAULT_USERS[1000] * 1000 // length)
-        result = benchmark_length(spark, config, length, users, args.samples_per_user,
-                                  out / "retrieval" / f"T{length}", repeats=args.repeats)
+    for length in lengths or tuple(DEFAULT_USERS):
+        length_users = users or DEFAULT_USERS.get(length) or max(1, DEFAULT_USERS[1000] * 1000 // length)
+        result = benchmark_length(spark, config, length, length_users, samples_per_user,
+                                  out / "retrieval" / f"T{length}", repeats=repeats)
         print(json.dumps(result), flush=True)
         results.append(result)
     with open(out / "retrieval.jsonl", "a", encoding="utf-8") as sink:
@@ -222,8 +227,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=None, help="history lengths T")
     parser.add_argument("--users", type=int, default=None,
                         help=f"users per history length (default: {DEFAULT_USERS}, so that every T takes seconds)")
-    parser.add_argument("--samples-per-user", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=2,
+    parser.add_argument("--samples-per-user", type=int, default=SAMPLES_PER_USER)
+    parser.add_argument("--repeats", type=int, default=REPEATS,
                         help="time Spark and the single-process path this many times each; report the fastest")
 
 

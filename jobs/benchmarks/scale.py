@@ -99,7 +99,7 @@ def _rows(store: TableStore, tables: Sequence[str]) -> int | None:
 
 def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Path, sample_share: float) -> list[dict]:
     sized = sized_config(config, folder, sample_share)
-    generated = generate.run(spark, sized, argparse.Namespace(events=events))
+    generated = generate.run(spark, sized, events=events)
     for name in ("tables", "codebooks"):
         shutil.rmtree(folder / name, ignore_errors=True)
     store = TableStore(spark, sized.tables)
@@ -131,8 +131,10 @@ def _mb(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> list[dict]:
-    sizes = tuple(getattr(args, "sizes", None) or config.benchmark.scale_sizes)
+def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = None, keep: bool = False) -> list[dict]:
+    """Every data stage at each event count in `sizes` (default: benchmark.scale_sizes); `keep` keeps
+    each size's tables (they are removed after, since 10^8 events take tens of GB)."""
+    sizes = tuple(sizes or config.benchmark.scale_sizes)
     share = config.benchmark.scale_sample_share
     out_dir = Path(config.benchmark.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,8 +145,8 @@ def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = N
             with open(out_dir / "scale.jsonl", "a", encoding="utf-8") as sink:
                 sink.write(json.dumps(result) + "\n")
             results.append(result)
-        if not getattr(args, "keep", False):
-            shutil.rmtree(folder, ignore_errors=True)  # 10^8 events take tens of GB
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
     print(format_table(results), flush=True)
     _plot(results, out_dir / "scale.png")
     return results

@@ -51,7 +51,7 @@ def _sized_config(config: Config, folder: Path) -> Config:
 
 def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Path) -> dict:
     sized = _sized_config(config, folder)
-    generated = generate.run(spark, sized, argparse.Namespace(events=events))
+    generated = generate.run(spark, sized, events=events)
     shutil.rmtree(folder / "tables", ignore_errors=True)
     shutil.rmtree(folder / "reference", ignore_errors=True)
 
@@ -87,8 +87,9 @@ def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Pat
     }
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> list[dict]:
-    sizes = tuple(getattr(args, "sizes", None) or config.benchmark.sequence_sizes)
+def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = None) -> list[dict]:
+    """Ingest + sequences at each event count in `sizes` (default: benchmark.sequence_sizes)."""
+    sizes = tuple(sizes or config.benchmark.sequence_sizes)
     out_dir = Path(config.benchmark.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Untimed warm-up: the first Spark jobs of a JVM pay class loading and JIT compilation.

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from jobs import assign_sids, embed_items, generate, ingest, report_sids, train_codebook
-from jobs.entrypoint import dataset_envs, dataset_label, load_dataset_config, spark_job_main
+from jobs.entrypoint import (ConfigSource, dataset_envs, dataset_label, flags_and_source, load_dataset_config,
+                             spark_job_main)
 from r2led_model import codebook_store
 from r2led_model.codebook import Codebook
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
@@ -40,6 +41,7 @@ from r2led_model.rqvae import export_codebook, train_rqvae
 log = logging.getLogger(__name__)
 
 QUALITY_ENVS = ["local", "synthetic"]
+THROUGHPUT_VECTORS = 1_000_000
 
 
 def _random_vectors(dim: int, seed: int):
@@ -95,9 +97,9 @@ def _throughput_codebook(config: Config) -> Codebook:
         return export_codebook(model)
 
 
-def benchmark_quality(spark: SparkSession, env: str, folder: Path, args: argparse.Namespace | None = None) -> dict:
+def benchmark_quality(spark: SparkSession, env: str, folder: Path, source: ConfigSource = ConfigSource()) -> dict:
     shutil.rmtree(folder / "tables", ignore_errors=True)
-    config = load_dataset_config(args, env, [f"workspace.root={folder}"])
+    config = load_dataset_config(source, env, [f"workspace.root={folder}"])
     config = replace(config, tables=TablesConfig(backend="path", root=str(folder / "tables")))
     if config.source.kind == "synthetic":
         config = replace(config, source=replace(config.source, synthetic=SyntheticSourceConfig(
@@ -108,7 +110,8 @@ def benchmark_quality(spark: SparkSession, env: str, folder: Path, args: argpars
     trained = train_codebook.run(spark, config)
     assign_sids.run(spark, config)
     report = report_sids.run(spark, config)
-    return {"bench": "sids_quality", "env": dataset_label(args, env), "source": config.source.kind, "items": int(report.metrics["num_items"]),
+    return {"bench": "sids_quality", "env": dataset_label(source, env), "source": config.source.kind,
+            "items": int(report.metrics["num_items"]),
             "levels": report.levels, "codebook_size": report.codebook_size, "codebook_version": trained.version,
             "collision_rate": round(report.metrics["collision_rate"], 4),
             "collision_rate_after_dedup": round(report.collision_rate_after_dedup, 4),
@@ -119,14 +122,18 @@ def benchmark_quality(spark: SparkSession, env: str, folder: Path, args: argpars
                if (key := f"taxonomy level {level} vs level-{level} prefix") in report.nmi}}
 
 
-def run(spark: SparkSession, config: Config, args: argparse.Namespace | None = None) -> list[dict]:
+def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSource(),
+        vectors: int = THROUGHPUT_VECTORS, skip_throughput: bool = False,
+        quality_envs: Sequence[str] | None = None) -> list[dict]:
+    """Assignment throughput on `vectors` random vectors, then SID quality on each of `quality_envs`
+    (default: QUALITY_ENVS, or with a --config in `source` the command's own env)."""
     out = Path(config.benchmark.output_dir)
     results = []
-    if not getattr(args, "skip_throughput", False):
-        results.append(benchmark_throughput(spark, config, getattr(args, "vectors", 1_000_000), out / "sids"))
+    if not skip_throughput:
+        results.append(benchmark_throughput(spark, config, vectors, out / "sids"))
         print(json.dumps(results[-1]), flush=True)
-    for env in dataset_envs(args, getattr(args, "quality_envs", None), QUALITY_ENVS):
-        results.append(benchmark_quality(spark, env, out / "sids" / f"quality-{dataset_label(args, env)}", args))
+    for env in dataset_envs(source, quality_envs, QUALITY_ENVS):
+        results.append(benchmark_quality(spark, env, out / "sids" / f"quality-{dataset_label(source, env)}", source))
         print(json.dumps(results[-1]), flush=True)
     with open(out / "sids.jsonl", "a", encoding="utf-8") as sink:
         for result in results:
@@ -155,7 +162,7 @@ def format_table(results: Sequence[dict]) -> str:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vectors", type=int, default=1_000_000, help="vectors for the throughput part")
+    parser.add_argument("--vectors", type=int, default=THROUGHPUT_VECTORS, help="vectors for the throughput part")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--quality-envs", nargs="*", default=None,
                         help=f"config envs whose data the quality part runs on, each with --config over it "
@@ -163,7 +170,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return spark_job_main(argv, "benchmark sids", "SID assignment throughput and SID quality.", run, _add_arguments)
+    return spark_job_main(argv, "benchmark sids", "SID assignment throughput and SID quality.", run, _add_arguments,
+                          keywords=flags_and_source)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.sources.common import ParsedSource, SourceError
@@ -21,8 +21,28 @@ from jobs.sources.taobao import parse_user_behavior_csv
 from r2led_model.config import Config
 
 
+# What `<root>/truth/` holds: items (planted topics, quality), user_interests, impressions (click
+# probabilities and relations).
+TRUTH_TABLES = ("items", "user_interests", "impressions")
+
+
 def synthetic_root(config: Config) -> Path:
     return Path(config.source.synthetic.path or f"{config.workspace.root}/raw/synthetic")
+
+
+def truth_dir(root: Path, table: str) -> Path:
+    """Where the generator writes one of a world's truth tables (parquet), for the world at `root`."""
+    if table not in TRUTH_TABLES:
+        raise ValueError(f"unknown truth table {table!r}; known: {', '.join(TRUTH_TABLES)}")
+    return root / "truth" / table
+
+
+def read_truth(spark: SparkSession, config: Config, table: str) -> DataFrame | None:
+    """A truth table of the config's synthetic world, or None for real data or a world without it."""
+    path = truth_dir(synthetic_root(config), table)
+    if config.source.kind != "synthetic" or not path.is_dir():
+        return None
+    return spark.read.parquet(str(path))
 
 
 def load_synthetic(spark: SparkSession, config: Config, day: str | None = None) -> ParsedSource:

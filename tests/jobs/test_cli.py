@@ -141,13 +141,13 @@ def test_a_commands_config_file_reaches_the_job(monkeypatch, capsys, tmp_path):
 
     seen = []
     monkeypatch.setattr(jobs.spark_runtime, "get_spark", lambda config: "session")
-    monkeypatch.setattr(jobs.ingest, "run", lambda spark, config, args: seen.append((spark, config, args)))
+    monkeypatch.setattr(jobs.ingest, "run", lambda spark, config, **flags: seen.append((spark, config, flags)))
     own = tmp_path / "my.yaml"
     own.write_text(f"workspace:\n  root: {tmp_path}\nsource:\n  kind: taobao\n  taobao:\n"
                    f"    paths: [{tmp_path}/logs.csv]\ningest:\n  max_reject_share: 0.3\n", encoding="utf-8")
     assert cli.main(["ingest", "--config", str(own), "--set", "ingest.max_reject_share=0.4", "--date", "2024-01-02"]) == 0
-    ((spark, config, args),) = seen
-    assert spark == "session" and args.date == "2024-01-02"
+    ((spark, config, flags),) = seen
+    assert spark == "session" and flags == {"date": "2024-01-02", "catch_up": False}  # typed keywords
     assert config.env == "base"  # --config without --env: base.yaml alone
     assert config.source.kind == "taobao" and config.source.taobao.paths == (f"{tmp_path}/logs.csv",)
     assert config.ingest.max_reject_share == 0.4  # --set over the file
@@ -169,26 +169,28 @@ def _benchmark_args(module, argv: list[str]):
 
 def test_benchmark_models_loads_its_dataset_envs_with_the_commands_config_file_and_conf_dir(tmp_path):
     from jobs.benchmarks import models
+    from jobs.entrypoint import ConfigSource
 
     own = tmp_path / "my.yaml"
     own.write_text("model:\n  embedding_dim: 8\n  attention_heads: 2\n", encoding="utf-8")
     folder = tmp_path / "bench" / "oracle"
 
     plain = _benchmark_args(models, [])
-    assert models.dataset_envs(plain, plain.envs, models.DEFAULT_ENVS) == ["oracle", "local"]
-    assert models.dataset_config(plain, "oracle", folder, []).model.embedding_dim != 8
+    assert models.dataset_envs(ConfigSource.of(plain), plain.envs, models.DEFAULT_ENVS) == ["oracle", "local"]
+    assert models.dataset_config(ConfigSource.of(plain), "oracle", folder, []).model.embedding_dim != 8
 
     mine = _benchmark_args(models, ["--config", str(own), "--envs", "oracle", "local"])
-    assert models.dataset_envs(mine, mine.envs, models.DEFAULT_ENVS) == ["oracle", "local"]
-    oracle = models.dataset_config(mine, "oracle", folder, ["training.epochs=1"])
+    assert models.dataset_envs(ConfigSource.of(mine), mine.envs, models.DEFAULT_ENVS) == ["oracle", "local"]
+    oracle = models.dataset_config(ConfigSource.of(mine), "oracle", folder, ["training.epochs=1"])
     assert (oracle.env, oracle.source.kind, oracle.model.embedding_dim, oracle.training.epochs) == (
         "oracle", "synthetic", 8, 1)  # the env's data, the user's model, the benchmark's override
     assert oracle.tables.root == str(folder / "tables") and oracle.source.synthetic.path == str(folder / "raw")
-    assert models.dataset_label(mine, "oracle") == "oracle+my"  # never the tables built without the file
+    # Never the tables built without the file:
+    assert models.dataset_label(ConfigSource.of(mine), "oracle") == "oracle+my"
 
     # With --config and no --envs, the data to measure is the command's own: base ← my.yaml.
     only = _benchmark_args(models, ["--config", str(own)])
-    assert models.dataset_envs(only, only.envs, models.DEFAULT_ENVS) == ["base"]
+    assert models.dataset_envs(ConfigSource.of(only), only.envs, models.DEFAULT_ENVS) == ["base"]
     assert _benchmark_args(models, ["--config", str(own), "--envs"]).envs == []  # latency only
 
     # --conf-dir reaches the dataset envs too.
@@ -198,19 +200,45 @@ def test_benchmark_models_loads_its_dataset_envs_with_the_commands_config_file_a
                                     encoding="utf-8")
     (conf / "team.yaml").write_text("training:\n  patience: 9\n", encoding="utf-8")
     team = _benchmark_args(models, ["--conf-dir", str(conf), "--config", str(own), "--envs", "team"])
-    loaded = models.dataset_config(team, "team", folder, [])
+    loaded = models.dataset_config(ConfigSource.of(team), "team", folder, [])
     assert (loaded.training.batch_size, loaded.training.patience, loaded.model.embedding_dim) == (12, 9, 8)
 
 
 def test_benchmark_sids_quality_envs_follow_the_commands_config_file(tmp_path):
     from jobs.benchmarks import sids
-    from jobs.entrypoint import dataset_envs, load_dataset_config
+    from jobs.entrypoint import ConfigSource, dataset_envs, load_dataset_config
 
     own = tmp_path / "my.yaml"
     own.write_text("codebook:\n  levels: 2\n", encoding="utf-8")
     plain = _benchmark_args(sids, [])
-    assert dataset_envs(plain, plain.quality_envs, sids.QUALITY_ENVS) == ["local", "synthetic"]
+    assert dataset_envs(ConfigSource.of(plain), plain.quality_envs, sids.QUALITY_ENVS) == ["local", "synthetic"]
     mine = _benchmark_args(sids, ["--config", str(own), "--env", "tiny"])
-    assert dataset_envs(mine, mine.quality_envs, sids.QUALITY_ENVS) == ["tiny"]
-    loaded = load_dataset_config(mine, "synthetic", [])
+    assert dataset_envs(ConfigSource.of(mine), mine.quality_envs, sids.QUALITY_ENVS) == ["tiny"]
+    loaded = load_dataset_config(ConfigSource.of(mine), "synthetic", [])
     assert (loaded.env, loaded.codebook.levels) == ("synthetic", 2)
+
+
+@pytest.mark.parametrize("module_name", sorted({module for table in (cli.COMMANDS, cli.REPORTS, cli.BENCHMARKS)
+                                                for module, _ in table.values()}))
+def test_every_commands_flags_are_typed_keyword_arguments_of_its_run(module_name):
+    """`main` alone parses: each flag's dest is a keyword-only parameter of the job's `run`, whose own
+    default agrees with the flag's, so a library caller and the command line run the same job."""
+    import importlib
+    import inspect
+
+    from jobs.entrypoint import flags_and_source, job_parser, own_flags
+
+    module = importlib.import_module(module_name)
+    parser = job_parser("r2led job", "")
+    for name in ("add_arguments", "_add_arguments"):
+        if hasattr(module, name):
+            getattr(module, name)(parser)
+    args = parser.parse_args(["--model", "din"] if module_name == "jobs.tune" else [])
+    parameters = inspect.signature(module.run).parameters
+    keywords = flags_and_source(args) if "source" in parameters else own_flags(args)
+    inspect.signature(module.run).bind("spark", "config", **keywords)  # raises on a flag run does not take
+    for name, value in keywords.items():
+        parameter = parameters[name]
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY, (module_name, name)
+        if parameter.default is not inspect.Parameter.empty and name != "source":
+            assert value == parameter.default or list(value) == list(parameter.default), (module_name, name, value)

@@ -3,7 +3,6 @@ scored on a model's exact test rows, `r2led tune` beats a bad start, and tuned p
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from pyspark.sql import functions as F
 from jobs import assign_sids, build_training_set, collab_vectors, embed_items, generate, ingest, retrieve
 from jobs import report_oracle, sequences, train, train_codebook, tune
 from jobs.oracle_truth import load_oracle_truth
-from jobs.sources.synthetic import synthetic_root
+from jobs.sources.synthetic import read_truth
 from jobs.tables import TableStore
 from r2led_model.tracking import child_runs, run_data
 from r2led_model.tuning import TunedParams, tuned_path
@@ -35,7 +34,7 @@ def world(spark, tmp_path_factory):
     config = config_in(root, *ORACLE)
     generate.run(spark, config)
     for stage in STAGES:
-        stage.run(spark, config, None)
+        stage.run(spark, config)
     return root
 
 
@@ -46,7 +45,7 @@ def configured(root, *overrides):
 def test_every_impression_becomes_a_sample_with_its_drawn_click(spark, world):
     config = configured(world)
     store = TableStore(spark, config.tables)
-    truth = spark.read.parquet(str(synthetic_root(config) / "truth" / "impressions"))
+    truth = read_truth(spark, config, "impressions")
     events = store.read("events")
     assert events.where("behavior = 'imp'").count() == truth.count()
     joined = events.where("behavior = 'imp'").join(truth.select("user_id", "item_id", "ts", F.col("label").alias("drawn")),
@@ -112,7 +111,7 @@ def test_tune_beats_a_bad_start_and_its_parameters_reach_train(spark, world):
     saved = TunedParams.load(tuned_path(config.tuning.output_dir, "din"))
     assert saved == tuned
     # `train --tuned` applies exactly the saved values.
-    result = train.run(spark, config, argparse.Namespace(tuned=True))
+    result = train.run(spark, config, tuned=True)
     params, _, _ = run_data(config.mlflow, result.run_id)
     assert params["model.embedding_dim"] == str(tuned.params["model.embedding_dim"])
     assert float(params["training.learning_rate"]) == pytest.approx(tuned.params["training.learning_rate"])
@@ -122,4 +121,4 @@ def test_tune_beats_a_bad_start_and_its_parameters_reach_train(spark, world):
 def test_train_tuned_without_a_study_names_the_missing_file(spark, world):
     config = configured(world, "model.name=sdim")
     with pytest.raises(FileNotFoundError, match="r2led tune --model"):
-        train.run(spark, config, argparse.Namespace(tuned=True))
+        train.run(spark, config, tuned=True)

@@ -13,7 +13,6 @@ from jobs.benchmarks.naive_retrieval import naive_recent, naive_retrieve_routes,
 from jobs.benchmarks.retrieval import in_memory
 from r2led_model.config import RetrievalConfig
 from r2led_model.retrieval import (
-    Histories,
     RouteCandidates,
     RoutePlan,
     Targets,
