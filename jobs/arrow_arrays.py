@@ -22,6 +22,11 @@ def fixed_width(column: pa.Array | pa.ChunkedArray, width: int, what: str) -> np
     return flat.reshape(len(column), width)  # (n, width)
 
 
+def vectors_of(batch: pa.RecordBatch, width: int) -> np.ndarray:
+    """The `vector` list column of an item_embeddings-shaped Arrow batch as one (n, width) array."""
+    return fixed_width(batch.column("vector"), width, "item_embeddings.vector")
+
+
 def list_column(values: np.ndarray) -> pa.ListArray:
     """(n, k) → a list column of n rows with k values each."""
     n, k = values.shape

@@ -25,7 +25,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.arrow_arrays import fixed_width, list_column
+from jobs.arrow_arrays import list_column, vectors_of
 from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from r2led_model import codebook_store
@@ -44,11 +44,6 @@ class AssignResult:
     items: int
     assigned_now: int
     full_rebuild: bool
-
-
-def vectors_of(batch: pa.RecordBatch, width: int) -> np.ndarray:
-    """The `vector` list column of an Arrow batch as one (n, width) array, without a per-row copy."""
-    return fixed_width(batch.column("vector"), width, "item_embeddings.vector")
 
 
 def semantic_codes(spark: SparkSession, embeddings: DataFrame, codebook: Codebook) -> DataFrame:

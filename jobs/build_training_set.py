@@ -26,10 +26,11 @@ from pyspark.sql import functions as F
 from jobs.als import dense_index
 from jobs.arrow_arrays import fixed_width, list_column
 from jobs.entrypoint import spark_job_main
+from jobs.incremental import not_yet_derived, upsert_derived, versions_compatible
 from jobs.item_feature_lookup import locate
 from jobs.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
-from jobs.tables import TableStore
 from jobs.table_shapes import CANDIDATE_KINDS, candidate_column, candidate_routes, sid_levels
+from jobs.tables import TableStore
 from jobs.user_partitions import co_partitioned, partition_tables
 from r2led_model.config import Config, TrainingSetConfig
 from r2led_model.features import HistoryFeatures, gather, most_recent_positions
@@ -223,37 +224,27 @@ def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
     A full rebuild instead when there is no training set yet or the candidates' feature versions
     differ from the stored examples' (after a retrain of the codebook or collaborative vectors).
     """
-    from jobs.sequences import resplit
-
     store = TableStore(spark, config.tables)
     candidates = store.read("route_candidates")
     if store.exists("training_examples") and store.exists("item_index"):
         versions = candidates.select("codebook_version", "collab_version").distinct()
-        stored = {tuple(r) for r in store.read("training_examples").select(
-            "codebook_version", "collab_version").distinct().collect()}
-        if stored <= {tuple(r) for r in versions.collect()}:
+        stored = store.read("training_examples").select("codebook_version", "collab_version").distinct().collect()
+        if versions_compatible(map(tuple, stored), map(tuple, versions.collect())):
             routes = candidate_routes(candidates.columns)
             levels = sid_levels(store.read("item_sids"))
             new_items = extend_item_index(store, levels)
             # New candidates, and re-derived ones (a recounted hist_len): their examples are (re)built.
-            new = candidates.join(store.read("training_examples").select("sample_id", "hist_len"),
-                                  ["sample_id", "hist_len"], "left_anti").join(
-                store.read("samples").select("sample_id", "item_id", "label"), "sample_id").persist()
-            try:
-                count, inserted = new.count(), 0
-                if count:
-                    sequences = store.read("user_sequences").join(new.select("user_id").distinct(), "user_id",
-                                                                  "left_semi")
-                    examples = build_examples(new, sequences, store.read("item_index"), routes, levels,
-                                              config.training_set).crossJoin(versions)
-                    inserted = store.upsert("training_examples", examples)
-            finally:
-                new.unpersist()
-            moved = resplit(store, "training_examples", config.sequences.split)
+            new = not_yet_derived(candidates, store.read("training_examples")).join(
+                store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
+            update = upsert_derived(
+                store, "training_examples", new, store.read("user_sequences"),
+                lambda rows, owners: build_examples(rows, owners, store.read("item_index"), routes, levels,
+                                                    config.training_set).crossJoin(versions),
+                config.sequences.split)
             log.info("training_examples: %d new samples, %d inserted, %d moved to a new split; %d new items indexed",
-                     count, inserted, moved, new_items)
-            return NewExamples(new_items=new_items, new_samples=count, inserted=inserted, moved=moved,
-                               full_rebuild=False)
+                     update.new_samples, update.inserted, update.moved, new_items)
+            return NewExamples(new_items=new_items, new_samples=update.new_samples, inserted=update.inserted,
+                               moved=update.moved, full_rebuild=False)
     result = run(spark, config)
     return NewExamples(new_items=result.items, new_samples=sum(result.examples_by_split.values()),
                        inserted=sum(result.examples_by_split.values()), moved=0, full_rebuild=True)

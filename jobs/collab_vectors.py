@@ -22,10 +22,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.als import fit_item_vectors
-from jobs.arrow_arrays import list_column
-from jobs.assign_sids import vectors_of
+from jobs.arrow_arrays import list_column, vectors_of
 from jobs.entrypoint import spark_job_main
-from jobs.sequences import training_window_end
+from jobs.splits import training_window_end
 from jobs.tables import TableStore
 from r2led_model.config import Config
 from r2led_model.simhash import simhash_signatures

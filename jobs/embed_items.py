@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from jobs.als import fit_item_vectors
 from jobs.entrypoint import spark_job_main
-from jobs.sequences import training_window_end
+from jobs.splits import training_window_end
 from jobs.tables import TableStore
 from r2led_model.config import Config, EmbeddingConfig
 from r2led_model.text_encoder import ENCODERS, load_text_encoder

@@ -36,6 +36,7 @@ from jobs.dates import parse_day
 from jobs.ledger import DONE, FAILED, RunLedger
 from jobs.run_lock import RunLock
 from jobs.spark_runtime import stage_jobs
+from jobs.stages import DATA_STAGES, STAGE_NAMES, STAGES
 from jobs.tables import TableStore
 from r2led_model.config import Config, split_as_of
 
@@ -211,23 +212,13 @@ def _score(ctx: RunContext) -> StageOutcome:
                                                    "mean_score": round(result.mean_score, 6)})
 
 
-# (stage, function, tables it writes)
-STAGES: tuple[tuple[str, Callable[[RunContext], StageOutcome], tuple[str, ...]], ...] = (
-    ("ingest", _ingest, ("events_rejected", "items", "events")),
-    ("sequences", _sequences, ("user_sequences", "samples")),
-    ("embed-items", _embed_items, ("items_rejected", "item_embeddings")),
-    ("train-codebook", _train_codebook, ()),
-    ("assign-sids", _assign_sids, ("item_sids",)),
-    ("collab-vectors", _collab_vectors, ("item_collab_vectors",)),
-    ("retrieve", _retrieve, ("route_candidates",)),
-    ("build-training-set", _build_training_set, ("item_index", "training_examples")),
-    ("train", _train, ()),
-    ("promote", _promote, ()),
-    ("score", _score, ("predictions",)),
-)
-STAGE_NAMES = tuple(name for name, _, _ in STAGES)
-# What a missed day and a backfill run: everything its data changes, up to the training set.
-DATA_STAGES = STAGE_NAMES[:STAGE_NAMES.index("build-training-set") + 1]
+# Each stage's step in a dated run (`jobs.stages` holds their order and tables).
+NIGHTLY_STEPS: dict[str, Callable[[RunContext], StageOutcome]] = {
+    "ingest": _ingest, "sequences": _sequences, "embed-items": _embed_items, "train-codebook": _train_codebook,
+    "assign-sids": _assign_sids, "collab-vectors": _collab_vectors, "retrieve": _retrieve,
+    "build-training-set": _build_training_set, "train": _train, "promote": _promote, "score": _score,
+}
+assert tuple(NIGHTLY_STEPS) == STAGE_NAMES, "every stage has its nightly step, in stage order"
 
 
 # ---- the ledger -----------------------------------------------------------------------------
@@ -389,7 +380,8 @@ def _retrained(ctx: RunContext, stage: str) -> bool:
 def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageReport],
                 rerun: Callable[[str], bool]) -> None:
     """Run `names` in stage order for `ctx.day`; a stage done before is skipped unless `rerun(name)`."""
-    for name, stage, tables in STAGES:
+    for stage in STAGES:
+        name, tables = stage.name, stage.writes
         if name not in names:
             continue
         if name in ctx.ledger and not rerun(name):
@@ -404,7 +396,7 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
         else:
             if ctx.lock is not None:
                 ctx.lock.renew_if_due()  # raises LockLostError if a run took the lock over: stop before writing
-            _run_stage(ctx, name, stage, tables, reports)
+            _run_stage(ctx, name, NIGHTLY_STEPS[name], tables, reports)
 
 
 def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOutcome],

@@ -21,8 +21,8 @@ from pyspark.sql import functions as F
 
 from jobs.dates import YESTERDAY, parse_day, resolve_run_date
 from jobs.promote import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, PromotionDecision
-from jobs.tables import TableStore
 from jobs.table_shapes import candidate_column, candidate_routes
+from jobs.tables import TableStore
 from r2led_model.config import Config, ConfigError, load_config
 from r2led_model.sid_report import SidReport
 

@@ -16,39 +16,13 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs import (
-    assign_sids,
-    build_training_set,
-    collab_vectors,
-    embed_items,
-    ingest,
-    promote,
-    retrieve,
-    score,
-    sequences,
-    train,
-    train_codebook,
-)
 from jobs.entrypoint import spark_job_main
 from jobs.spark_runtime import stage_jobs
+from jobs.stages import STAGE_NAMES, STAGES
 from jobs.tables import TableStore
 from r2led_model.config import Config
 
 log = logging.getLogger(__name__)
-
-STAGES = (
-    ("ingest", ingest.run),
-    ("sequences", sequences.run),
-    ("embed-items", embed_items.run),
-    ("train-codebook", train_codebook.run),
-    ("assign-sids", assign_sids.run),
-    ("collab-vectors", collab_vectors.run),
-    ("retrieve", retrieve.run),
-    ("build-training-set", build_training_set.run),
-    ("train", train.run),
-    ("promote", promote.run),
-    ("score", score.run),
-)
 REPORTED_TABLES = ("events", "events_rejected", "items", "user_sequences", "samples", "item_embeddings",
                    "items_rejected", "item_sids", "item_collab_vectors", "route_candidates", "item_index",
                    "training_examples", "predictions")
@@ -82,11 +56,11 @@ def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
     No pipeline flag reaches a stage: `pipeline --force` must never become `promote --force`.
     """
     results: dict[str, object] = {}
-    for name, stage in STAGES:
+    for stage in STAGES:
         started = time.perf_counter()
-        with stage_jobs(spark, name):
-            results[name] = stage(spark, config)
-        log.info("stage %s done in %.1fs", name, time.perf_counter() - started)
+        with stage_jobs(spark, stage.name):
+            results[stage.name] = stage.run(spark, config)
+        log.info("stage %s done in %.1fs", stage.name, time.perf_counter() - started)
     store = TableStore(spark, config.tables)
     rows = []
     for table in REPORTED_TABLES:
@@ -101,7 +75,7 @@ def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jobs.dates import date_argument, run_date_argument
-    from jobs.nightly import STAGE_NAMES, check_failure
+    from jobs.nightly import check_failure
 
     parser.add_argument("--date", type=run_date_argument, default=None,
                         help="the nightly run for this day, YYYY-MM-DD, or 'yesterday' (the day before --as-of): "

@@ -28,9 +28,10 @@ from pyspark.sql import functions as F
 from jobs.arrow_arrays import list_column
 from jobs.assign_sids import require_codebook_version
 from jobs.entrypoint import spark_job_main
+from jobs.incremental import not_yet_derived, upsert_derived, versions_compatible
 from jobs.item_feature_lookup import ItemFeatureLookup, locate
-from jobs.tables import TableStore
 from jobs.table_shapes import CANDIDATE_KINDS, CANDIDATE_PARTS, candidate_column, sid_levels
+from jobs.tables import TableStore
 from jobs.user_partitions import co_partitioned, partition_tables
 from r2led_model.config import Config
 from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, retrieve_routes_many
@@ -202,28 +203,20 @@ def retrieve_new(spark: SparkSession, config: Config) -> NewCandidates:
     A full rebuild instead when the table is missing or was built with another codebook or other
     collaborative vectors (after a retrain), since candidates of one table must share one version.
     """
-    from jobs.sequences import resplit
-
     store = TableStore(spark, config.tables)
     inputs = _inputs(store, config)
     if store.exists("route_candidates"):
         stored = store.read("route_candidates").select("codebook_version", "collab_version").distinct().collect()
-        current = [(inputs.codebook_version, inputs.collab_version)]
-        if [tuple(r) for r in stored] in ([], current):
+        if versions_compatible(map(tuple, stored), [(inputs.codebook_version, inputs.collab_version)]):
             # New samples, and stored ones whose hist_len a late behaviour raised (sequences recounts them).
-            new = store.read("samples").join(store.read("route_candidates").select("sample_id", "hist_len"),
-                                             ["sample_id", "hist_len"], "left_anti").persist()
-            try:
-                count, inserted = new.count(), 0
-                if count:
-                    users = new.select("user_id").distinct()
-                    sequences = store.read("user_sequences").join(users, "user_id", "left_semi")
-                    inserted = store.upsert("route_candidates", _candidates(spark, store, inputs, new, sequences))
-            finally:
-                new.unpersist()
-            moved = resplit(store, "route_candidates", config.sequences.split)
-            log.info("route_candidates: %d new samples, %d inserted, %d moved to a new split", count, inserted, moved)
-            return NewCandidates(new_samples=count, inserted=inserted, moved=moved, full_rebuild=False)
+            update = upsert_derived(
+                store, "route_candidates", not_yet_derived(store.read("samples"), store.read("route_candidates")),
+                store.read("user_sequences"), lambda rows, owners: _candidates(spark, store, inputs, rows, owners),
+                config.sequences.split)
+            log.info("route_candidates: %d new samples, %d inserted, %d moved to a new split", update.new_samples,
+                     update.inserted, update.moved)
+            return NewCandidates(new_samples=update.new_samples, inserted=update.inserted, moved=update.moved,
+                                 full_rebuild=False)
     result = run(spark, config)
     return NewCandidates(new_samples=result.samples, inserted=result.samples, moved=0, full_rebuild=True)
 

@@ -28,9 +28,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.entrypoint import spark_job_main
+from jobs.splits import resplit, split_rule, training_window_end
 from jobs.tables import TableStore
-from r2led_model.config import Config, NegativeSamplingConfig, SequencesConfig, SplitConfig, parse_utc_timestamp
-from r2led_model.sample_kernel import NegativeRule, SplitRule, build_samples_sorted
+from r2led_model.config import Config, NegativeSamplingConfig, SequencesConfig, parse_utc_timestamp
+from r2led_model.sample_kernel import NegativeRule, build_samples_sorted
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +89,6 @@ def _hashed_id(*cols: Column) -> Column:
     return F.xxhash64(*cols).bitwiseAND(F.lit(_ID_MASK))
 
 
-def split_rule(config: SplitConfig) -> SplitRule:
-    if config.mode == "time":
-        return SplitRule(mode="time", valid_from=parse_utc_timestamp(config.valid_from),
-                         test_from=parse_utc_timestamp(config.test_from))
-    return SplitRule(mode="last_n", last_n_valid=config.last_n_valid, last_n_test=config.last_n_test)
-
-
-def training_window_end(config: SplitConfig) -> int | None:
-    """Latest ts (exclusive) whose events may shape training-time statistics, or None for all."""
-    return parse_utc_timestamp(config.valid_from) if config.mode == "time" else None
-
-
 def negative_rule(events: DataFrame, config: NegativeSamplingConfig, popularity_until: int | None) -> NegativeRule:
     """Item popularity in the training window, as the CDF negatives are drawn from."""
     window = events if popularity_until is None else events.where(F.col("ts") < popularity_until)
@@ -148,24 +137,6 @@ def build_samples(spark: SparkSession, events: DataFrame, config: SequencesConfi
                                    split=split, negatives=negatives, emit=frame["emit"].to_numpy(bool))
 
     return by_user.mapInPandas(kernel, SAMPLES_SCHEMA)
-
-
-def split_column(config: SplitConfig) -> Column:
-    """The time split as a column over `ts` (the same rule as the kernel's `assign_split`)."""
-    if config.mode != "time":
-        raise ValueError("sequences.split.mode: re-splitting stored rows needs the 'time' split")
-    rule = split_rule(config)
-    return (F.when(F.col("ts") >= rule.test_from, F.lit("test"))
-            .when(F.col("ts") >= rule.valid_from, F.lit("valid")).otherwise(F.lit("train")))
-
-
-def resplit(store: TableStore, table: str, config: SplitConfig) -> int:
-    """Move stored rows whose split the current time rule changes (a rolling split moves a day per
-    run); returns rows moved. Nothing to move commits nothing."""
-    moved = F.col("split") != split_column(config)
-    if store.read(table).where(moved).limit(1).count() == 0:
-        return 0
-    return store.update_where(table, moved, {"split": split_column(config)})
 
 
 @dataclass

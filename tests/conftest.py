@@ -44,34 +44,30 @@ def make_config(tmp_path):
     return make
 
 
-def _first_model_stage(stages) -> int:
-    """Where the full run's stages stop only writing tables: train, promote and score follow."""
-    return [name for name, _ in stages].index("train")
-
-
 @pytest.fixture(scope="session")
 def tiny_tables(spark, tmp_path_factory) -> Path:
     """A workspace holding the tiny synthetic world after every data stage of the full run, built
     once per test run. Modules copy it with `trained_world` (never write into it)."""
-    from jobs import generate, pipeline
+    from jobs import generate
+    from jobs.stages import DATA_STAGES, stages
 
     root = tmp_path_factory.mktemp("tiny-tables")
     config = config_in(root)
     generate.run(spark, config)
-    for _, stage in pipeline.STAGES[:_first_model_stage(pipeline.STAGES)]:
-        stage(spark, config)
+    for stage in stages(DATA_STAGES):
+        stage.run(spark, config)
     return root
 
 
 def trained_world(spark, tables: Path, root: Path, *overrides: str) -> Path:
     """A copy of `tables` at `root`, then the full run's train, promote and score on it with
     `overrides`: the same workspace `generate` + `pipeline` would leave."""
-    from jobs import pipeline
+    from jobs.stages import MODEL_STAGES, stages
 
     shutil.copytree(tables, root)
     config = config_in(root, *overrides)
-    for _, stage in pipeline.STAGES[_first_model_stage(pipeline.STAGES):]:
-        stage(spark, config)
+    for stage in stages(MODEL_STAGES):
+        stage.run(spark, config)
     return root
 
 

@@ -40,20 +40,11 @@ from typing import Mapping, Sequence
 import torch
 from pyspark.sql import SparkSession
 
-from jobs import (
-    assign_sids,
-    build_training_set,
-    collab_vectors,
-    embed_items,
-    generate,
-    ingest,
-    retrieve,
-    sequences,
-    train_codebook,
-)
+from jobs import generate
 from jobs.entrypoint import (ConfigSource, dataset_envs, dataset_label, flags_and_source, load_dataset_config,
                              spark_job_main)
 from jobs.oracle_truth import load_oracle_truth
+from jobs.stages import DATA_STAGES, stages
 from jobs.tables import TableStore
 from jobs.train import TrainJob, evaluate_split, make_feed, model_columns, train_worker
 from jobs.training_data import TrainingData, training_data
@@ -76,8 +67,6 @@ LENGTHS = (200, 1000)  # T_max values the latency part times
 # Training batches kept for the step rate: enough for a steady rate, few enough to hold (a batch of 256
 # rows with a 300-wide `long` group is ~4 MB).
 STEP_BATCHES = 50
-TABLE_STAGES = (ingest.run, sequences.run, embed_items.run, train_codebook.run, assign_sids.run, collab_vectors.run,
-                retrieve.run, build_training_set.run)
 
 
 @dataclass(frozen=True)
@@ -130,8 +119,8 @@ def build_tables(spark: SparkSession, config: Config, rebuild: bool) -> Training
     if rebuild or not store.exists("training_examples"):
         if config.source.kind == "synthetic":
             generate.run(spark, config)
-        for stage in TABLE_STAGES:
-            stage(spark, config)
+        for stage in stages(DATA_STAGES):
+            stage.run(spark, config)
     return training_data(store, config)
 
 

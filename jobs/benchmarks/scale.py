@@ -21,39 +21,21 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs import (
-    assign_sids,
-    build_training_set,
-    collab_vectors,
-    embed_items,
-    generate,
-    ingest,
-    retrieve,
-    sequences,
-    train_codebook,
-)
+from jobs import generate
 from jobs.benchmarks.process_memory import MemorySampler, jvm_pid
 from jobs.entrypoint import spark_job_main
+from jobs.stages import DATA_STAGES, stages
 from jobs.tables import TableStore
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
 
 log = logging.getLogger(__name__)
 
-# stage → (job, tables counted as its rows in, tables counted as its rows out)
-STAGES: tuple[tuple[str, Callable, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("ingest", ingest.run, (), ("events",)),
-    ("sequences", sequences.run, ("events",), ("samples",)),
-    ("embed-items", embed_items.run, ("items",), ("item_embeddings",)),
-    ("train-codebook", train_codebook.run, ("item_embeddings",), ()),
-    ("assign-sids", assign_sids.run, ("item_embeddings",), ("item_sids",)),
-    ("collab-vectors", collab_vectors.run, ("events",), ("item_collab_vectors",)),
-    ("retrieve", retrieve.run, ("samples",), ("route_candidates",)),
-    ("build-training-set", build_training_set.run, ("route_candidates",), ("training_examples",)),
-)
+# Every data stage; the rows of a stage's `reads` count as its rows in, of its `produces` as its rows out.
+SCALED_STAGES = stages(DATA_STAGES)
 
 
 def sized_config(config: Config, folder: Path, sample_share: float) -> Config:
@@ -105,17 +87,17 @@ def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Pat
     store = TableStore(spark, sized.tables)
     pid = jvm_pid(spark)
     results = []
-    for stage, job, inputs, outputs in STAGES:
-        rows_in = _rows(store, inputs) if inputs else generated.events
+    for stage in SCALED_STAGES:
+        rows_in = _rows(store, stage.reads) if stage.reads else generated.events
         spilled_before = spilled_bytes(spark)
         with MemorySampler(pid) as memory:
             started = time.perf_counter()
-            job(spark, sized, None)
+            stage.run(spark, sized)
             seconds = time.perf_counter() - started
         spilled_after = spilled_bytes(spark)
         result = {
-            "bench": "scale", "events": generated.events, "stage": stage, "seconds": round(seconds, 2),
-            "rows_in": rows_in, "rows_out": _rows(store, outputs) if outputs else 1,
+            "bench": "scale", "events": generated.events, "stage": stage.name, "seconds": round(seconds, 2),
+            "rows_in": rows_in, "rows_out": _rows(store, stage.produces) if stage.produces else 1,
             "peak_driver_python_mb": _mb(memory.peak.driver_python_mb), "peak_jvm_mb": _mb(memory.peak.jvm_mb),
             "peak_python_workers_mb": _mb(memory.peak.python_workers_mb),
             "spilled_mb": (None if spilled_before is None or spilled_after is None
@@ -197,7 +179,7 @@ def _plot(results: Sequence[dict], path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     try:
-        for stage, *_ in STAGES:
+        for stage in (s.name for s in SCALED_STAGES):
             points = sorted((r["events"], r["seconds"]) for r in results if r["stage"] == stage)
             if points:
                 axis.plot(*zip(*points), marker="o", label=stage)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.sequences import resplit
+from jobs.splits import resplit
 from jobs.tables import TableStore
 from jobs.training_data import SPLITS, TrainingDataError, _uri, purge_deleted_rows, training_data
 from r2led_model.config import SplitConfig, parse_utc_timestamp

@@ -24,9 +24,11 @@ from jobs.embed_items import embed_new_items
 from jobs.faults import InjectedFailure
 from jobs.ingest import dated_run_id
 from jobs.ledger import LEDGER, RunLedger
-from jobs.nightly import DATA_STAGES, STAGE_NAMES, run_date, summary_table
+from jobs.nightly import run_date, summary_table
 from jobs.run_lock import LOCK_TABLE, LockHeldError, RunLock
-from jobs.sequences import build_user_sequences, split_column
+from jobs.sequences import build_user_sequences
+from jobs.splits import split_column
+from jobs.stages import DATA_STAGES, STAGE_NAMES
 from jobs.tables import TABLES, TableStore
 from jobs.training_data import data_versions, feature_spec
 from r2led_model import codebook_store

@@ -3,15 +3,14 @@ scored on a model's exact test rows, `r2led tune` beats a bad start, and tuned p
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import assign_sids, build_training_set, collab_vectors, embed_items, generate, ingest, retrieve
-from jobs import report_oracle, sequences, train, train_codebook, tune
+from jobs import generate, report_oracle, train, tune
 from jobs.oracle_truth import load_oracle_truth
 from jobs.sources.synthetic import read_truth
+from jobs.stages import DATA_STAGES, stages
 from jobs.tables import TableStore
 from r2led_model.tracking import child_runs, run_data
 from r2led_model.tuning import TunedParams, tuned_path
@@ -25,7 +24,6 @@ ORACLE = ("synthetic.num_users=150", "synthetic.impressions.enabled=true", "synt
 FAST = ("training.batch_size=128", "model.mlp_dims=[16]", "tuning.epochs_per_trial=2", "tuning.startup_trials=2")
 # A deliberately bad start: the smallest learning rate for two epochs barely moves the weights.
 BAD = ("training.learning_rate=0.0001", "training.weight_decay=0.001", "model.dropout=0.5", "model.embedding_dim=8")
-STAGES = (ingest, sequences, embed_items, train_codebook, assign_sids, collab_vectors, retrieve, build_training_set)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +31,7 @@ def world(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("oracle")
     config = config_in(root, *ORACLE)
     generate.run(spark, config)
-    for stage in STAGES:
+    for stage in stages(DATA_STAGES):
         stage.run(spark, config)
     return root
 

@@ -20,6 +20,7 @@ import yaml
 from jobs import pipeline
 from jobs.dates import resolve_run_date
 from jobs.entrypoint import job_parser
+from jobs.stages import STAGE_NAMES
 from tests.conftest import REPO
 
 UTC = dt.timezone.utc
@@ -106,7 +107,7 @@ def test_the_airflow_dag_runs_the_day_before_its_trigger(monkeypatch):
     # the cron timetables of Airflow 2 (interval) and 3 (trigger), data_interval_end is the trigger time.
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     env.filters["ds"] = lambda value: value.strftime("%Y-%m-%d")
-    assert [t["task_id"] for t in tasks] == [name.replace("-", "_") for name, _ in pipeline.STAGES]
+    assert [t["task_id"] for t in tasks] == [name.replace("-", "_") for name in STAGE_NAMES]
     for task in tasks:
         rendered = env.from_string(task["bash_command"]).render(data_interval_end=trigger)
         argv = shlex.split(rendered)
@@ -128,7 +129,7 @@ def test_the_databricks_job_runs_the_day_before_its_trigger():
         return re.sub(r"\{\{\s*([\w.]+)\s*\}\}", lambda m: references[m.group(1)], text)
 
     wheel = [t for t in job["tasks"] if "python_wheel_task" in t]
-    assert len(wheel) == len(pipeline.STAGES)
+    assert len(wheel) == len(STAGE_NAMES)
     for task in wheel:
         argv = [fill(p) for p in task["python_wheel_task"]["parameters"]]
         assert argv[0] == "pipeline"

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 import r2led_model.mlflow_model as mlflow_model
 from jobs import pipeline, promote, score, train
+from jobs.stages import stage
 from jobs.tables import TableStore
 from jobs.training_data import training_data
 from r2led_model.bundle import DataVersions, ModelBundle
@@ -132,7 +133,7 @@ def test_a_pipeline_without_a_date_never_forwards_force_to_promote(spark, world,
     assert promote.run(spark, config).promoted
     worse = train.run(spark, configured(world, *base, "training.epochs=1", "training.learning_rate=1e-7"))
     # Only the promote stage, reached through the real command line of `r2led pipeline --force`.
-    monkeypatch.setattr(pipeline, "STAGES", (("promote", promote.run),))
+    monkeypatch.setattr(pipeline, "STAGES", (stage("promote"),))
     argv = ["--env", "tiny", "--set", f"workspace.root={world}", "--set", f"spark.ivy_dir={IVY_DIR}",
             *[a for o in (*FAST, *base) for a in ("--set", o)], "--force"]
     assert pipeline.main(argv) == 0

@@ -13,10 +13,10 @@ import yaml
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs import pipeline
 from jobs.cli import COMMANDS
 from jobs.notebook_context import (STANDARD_WIDGETS, LocalDbutils, LocalWidgets, last_promotion, notebook_config,
                                    parse_overrides, run_date, widget_values)
+from jobs.stages import STAGE_NAMES
 from jobs.tables import TableStore
 from r2led_model.config import ConfigError, load_config
 from tests.conftest import IVY_DIR, REPO, config_in, trained_world
@@ -173,7 +173,7 @@ def test_nightly_tasks_form_a_dag_of_real_commands_in_pipeline_order():
     for task in tasks:
         for dep in task.get("depends_on", []):
             assert dep["task_key"] in keys, f"{task['task_key']} depends on unknown {dep['task_key']}"
-    stage_order = [name for name, _ in pipeline.STAGES]
+    stage_order = list(STAGE_NAMES)
     wheel = {t["task_key"]: t for t in tasks if "python_wheel_task" in t}
     parameters = {key: t["python_wheel_task"]["parameters"] for key, t in wheel.items()}
     assert {p[0] for p in parameters.values()} == {"pipeline"}
