@@ -217,7 +217,7 @@ class NewExamples:
     full_rebuild: bool
 
 
-def extend_training_set(spark: SparkSession, config: Config) -> NewExamples:
+def update(spark: SparkSession, config: Config) -> NewExamples:
     """Examples for candidates that have none yet or were re-derived (a nightly run), and index rows
     for new items.
 

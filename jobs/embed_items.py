@@ -163,7 +163,7 @@ class NewItemsResult:
     deferred: int
 
 
-def embed_new_items(spark: SparkSession, config: Config) -> NewItemsResult:
+def update(spark: SparkSession, config: Config) -> NewItemsResult:
     """Embed only items not yet in `item_embeddings` (a nightly run), leaving every stored vector as is.
 
     New items with text go through the encoder. A new item without text cannot have an ALS vector

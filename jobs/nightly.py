@@ -95,14 +95,13 @@ def _ingest(ctx: RunContext) -> StageOutcome:
 
 def _sequences(ctx: RunContext) -> StageOutcome:
     from jobs import sequences
-    from jobs.sequences import update_for_new_events
 
     if "sequences" in ctx.rebuild:
         full = sequences.run(ctx.spark, ctx.config)
         return StageOutcome(ctx.store.read("events").count(), sum(full.samples_by_split.values()),
                             {"users": full.users, "action": "rebuilt"})
     # Every batch not yet sampled, whichever run ingested it (a forced ingest, a backfill).
-    result = update_for_new_events(ctx.spark, ctx.config)
+    result = sequences.update(ctx.spark, ctx.config)
     return StageOutcome(result.batch_events, result.samples_inserted,
                         {"users": result.users, "batches": result.batches, "samples_moved": result.samples_moved,
                          "samples_recounted": result.samples_recounted})
@@ -110,12 +109,11 @@ def _sequences(ctx: RunContext) -> StageOutcome:
 
 def _embed_items(ctx: RunContext) -> StageOutcome:
     from jobs import embed_items
-    from jobs.embed_items import embed_new_items
 
     if "embed-items" in ctx.rebuild:
         full = embed_items.run(ctx.spark, ctx.config)
         return StageOutcome(full.items, full.from_text + full.from_als, {"action": "rebuilt"})
-    result = embed_new_items(ctx.spark, ctx.config)
+    result = embed_items.update(ctx.spark, ctx.config)
     return StageOutcome(result.new_items, result.embedded, {"deferred": result.deferred})
 
 
@@ -161,25 +159,23 @@ def _collab_vectors(ctx: RunContext) -> StageOutcome:
 
 def _retrieve(ctx: RunContext) -> StageOutcome:
     from jobs import retrieve
-    from jobs.retrieve import retrieve_new
 
     if "retrieve" in ctx.rebuild:
         full = retrieve.run(ctx.spark, ctx.config)
         return StageOutcome(full.samples, full.samples, {"full_rebuild": True, "action": "rebuilt"})
-    result = retrieve_new(ctx.spark, ctx.config)
+    result = retrieve.update(ctx.spark, ctx.config)
     return StageOutcome(result.new_samples, result.inserted,
                         {"moved": result.moved, "full_rebuild": result.full_rebuild})
 
 
 def _build_training_set(ctx: RunContext) -> StageOutcome:
     from jobs import build_training_set
-    from jobs.build_training_set import extend_training_set
 
     if "build-training-set" in ctx.rebuild:
         full = build_training_set.run(ctx.spark, ctx.config)
         written = sum(full.examples_by_split.values())
         return StageOutcome(written, written, {"full_rebuild": True, "action": "rebuilt"})
-    result = extend_training_set(ctx.spark, ctx.config)
+    result = build_training_set.update(ctx.spark, ctx.config)
     return StageOutcome(result.new_samples, result.inserted,
                         {"moved": result.moved, "new_items": result.new_items, "full_rebuild": result.full_rebuild})
 

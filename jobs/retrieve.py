@@ -196,7 +196,7 @@ class NewCandidates:
     full_rebuild: bool
 
 
-def retrieve_new(spark: SparkSession, config: Config) -> NewCandidates:
+def update(spark: SparkSession, config: Config) -> NewCandidates:
     """Candidates for samples that have none yet, or whose hist_len changed (a nightly run); every other
     stored row stays as it is.
 

@@ -176,7 +176,7 @@ def recount_hist_len(samples: DataFrame, history: DataFrame, since: DataFrame) -
             .withColumn("hist_len", F.col("recounted")).drop("recounted"))
 
 
-def update_for_new_events(spark: SparkSession, config: Config) -> BatchUpdate:
+def update(spark: SparkSession, config: Config) -> BatchUpdate:
     """Fold every ingest batch not yet sampled into the tables, incrementally.
 
     Only the batches' users are rebuilt: their sequences are MERGEd (the same rows a full rebuild

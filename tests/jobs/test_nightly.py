@@ -17,10 +17,9 @@ import torch
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-from jobs import assign_sids, pipeline
+from jobs import assign_sids, embed_items, pipeline
 from jobs.build_training_set import extend_item_index
 from jobs.config_drift import ConfigDriftError
-from jobs.embed_items import embed_new_items
 from jobs.faults import InjectedFailure
 from jobs.ingest import dated_run_id
 from jobs.ledger import LEDGER, RunLedger
@@ -293,7 +292,7 @@ def test_a_new_item_gets_an_index_after_the_others_and_the_champion_scores_it(sp
     new = spark.createDataFrame([(10_000_001, 999, "a brand new item in a brand new category", "synthetic")],
                                 "item_id BIGINT, category_id BIGINT, text STRING, source STRING")
     store.insert_new("items", new)
-    assert embed_new_items(spark, config).embedded == 1
+    assert embed_items.update(spark, config).embedded == 1
     assert assign_sids.run(spark, config).assigned_now == 1
     levels = len(store.read("item_sids").first()["semantic_codes"])
     assert extend_item_index(store, levels) == 1

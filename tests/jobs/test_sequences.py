@@ -141,7 +141,7 @@ def test_negative_sampling_is_deterministic_and_seeded(spark, make_config):
 def test_every_unsampled_batch_is_sampled_and_a_late_behaviour_recounts_later_samples(spark, make_config, items):
     from pyspark.sql import functions as F
 
-    from jobs.sequences import update_for_new_events
+    from jobs import sequences
     from jobs.tables import TableStore
 
     config = make_config("sequences.split.valid_from=2024-01-15", "sequences.split.test_from=2024-01-19")
@@ -150,12 +150,12 @@ def test_every_unsampled_batch_is_sampled_and_a_late_behaviour_recounts_later_sa
     late = (1, 101, day(16), "rating", 0)
     store.insert_new("events", events_frame(spark, [r for r in LABELLED if r != late]).withColumn(
         "ingest_run_id", F.lit("a")))
-    assert update_for_new_events(spark, config).samples_inserted == 5
+    assert sequences.update(spark, config).samples_inserted == 5
     # Batch "b" arrives later (a missed night's ingest, a re-run, a late file): a behaviour dated
     # before two stored samples of user 1, and a new impression of user 2.
     store.insert_new("events", events_frame(spark, [late, (2, 102, day(21), "rating", 1)]).withColumn(
         "ingest_run_id", F.lit("b")))
-    result = update_for_new_events(spark, config)
+    result = sequences.update(spark, config)
     assert (result.batches, result.samples_inserted, result.samples_recounted) == (["b"], 2, 2)
     got = rows(store.read("samples").select("user_id", "item_id", "ts", "label", "hist_len", "split"),
                "user_id", "ts", "item_id")
@@ -171,7 +171,7 @@ def test_every_unsampled_batch_is_sampled_and_a_late_behaviour_recounts_later_sa
     assert rows(store.read("sampled_batches")) == [("a", 5), ("b", 2)]
     # Nothing left to sample: nothing is written.
     version = store.version("samples")
-    assert update_for_new_events(spark, config).batches == []
+    assert sequences.update(spark, config).batches == []
     assert store.version("samples") == version
 
 
