@@ -41,7 +41,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -246,13 +246,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)  # a crash mid-write never leaves a truncated epoch-N.pt behind
-
-
 def _rng_state() -> dict[str, Any]:
     """The python, numpy and torch RNG states as values `torch.load(weights_only=True)` accepts."""
     name, key, pos, has_gauss, gauss = np.random.get_state()
@@ -275,14 +268,182 @@ def _plain_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}  # numpy scalars would need allowlisting to load
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """What ``fit`` writes after each epoch (``epoch-NNNN.pt``); the field names are the file's keys, in order.
+
+    Values are tensors and plain python values only, so ``load_checkpoint`` reads them with ``weights_only=True``.
+    """
+
+    epoch: int
+    model: dict[str, torch.Tensor]  # the task's state dict after this epoch
+    optimizer: dict[str, Any]  # the optimizer's state dict
+    metrics: dict[str, float]  # this epoch's on_epoch metrics
+    history: list[dict[str, float]]  # FitResult.history up to this epoch
+    best_epoch: int
+    best_value: float  # the best epoch's validation AUC as early stopping ranks it (_selection_value)
+    best_metrics: dict[str, float]
+    bad_epochs: int  # epochs in a row since best_epoch that did not beat it
+    rng: dict[str, Any]  # python, numpy and torch RNG states (_rng_state)
+
+    def to_state(self) -> dict[str, Any]:
+        """The dict ``torch.save`` writes; shallow, so the tensors are not copied."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Checkpoint:
+        """The checkpoint in a dict that ``load_checkpoint`` returned (older files too); other keys are ignored."""
+        missing = [f.name for f in fields(cls) if f.name not in state]
+        if missing:
+            raise ValueError(f"not a checkpoint of fit: it lacks {missing} (it has: {', '.join(state)})")
+        return cls(**{f.name: state[f.name] for f in fields(cls)})
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
+    try:
+        return Checkpoint.from_state(load_checkpoint(path))
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path}: {exc}") from exc
+
+
+def _save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(checkpoint.to_state(), partial)
+    os.replace(partial, path)  # a crash mid-write never leaves a truncated epoch-N.pt behind
+
+
 # --------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------
+
+BEST_METRICS = ("valid_auc", "valid_gauc", "valid_logloss", "valid_n")  # FitResult.best_metrics
 
 
 def _selection_value(auc: float) -> float:
     """Validation AUC for early stopping; an undefined AUC (one class) never counts as better."""
     return auc if not math.isnan(auc) else -math.inf
+
+
+@dataclass
+class _EarlyStopping:
+    """The best epoch so far by validation AUC, its weights, and how many epochs since have not beaten it."""
+
+    best_epoch: int = -1
+    best_value: float = -math.inf
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None  # None until an epoch has run
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, metrics: Mapping[str, float], task: nn.Module) -> None:
+        """Rank the epoch's validation AUC; the first epoch seen is the best so far, whatever its AUC."""
+        value = _selection_value(metrics["valid_auc"])
+        if self.best_state is None or value > self.best_value:
+            self.best_epoch, self.best_value, self.bad_epochs = epoch, value, 0
+            self.best_metrics = {k: metrics[k] for k in BEST_METRICS}
+            self.best_state = copy.deepcopy(task.state_dict())
+        else:
+            self.bad_epochs += 1
+
+
+@dataclass(frozen=True)
+class _StartPoint:
+    """Where ``fit`` starts: the first epoch to run, and what the epochs before it left behind."""
+
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopping: _EarlyStopping = field(default_factory=_EarlyStopping)
+    resumed_from: int | None = None
+
+
+def _resume(task: nn.Module, optimizer: torch.optim.Optimizer, *, checkpoint_dir: str | Path | None,
+            log_resume: bool) -> _StartPoint:
+    """Load the latest checkpoint in ``checkpoint_dir`` into the task, optimizer and RNGs; without one, epoch 0."""
+    path = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if path is None:
+        return _StartPoint()
+    checkpoint = _read_checkpoint(path)
+    task.load_state_dict(checkpoint.model)
+    try:
+        optimizer.load_state_dict(checkpoint.optimizer)
+    except ValueError as exc:  # e.g. a checkpoint of the per-route attention layout, before it was batched
+        raise ValueError(f"checkpoint {path}: its optimizer state does not fit this model's parameters ({exc}); "
+                         f"it was written by another model layout: remove {checkpoint_dir} to train from the "
+                         "first epoch") from exc
+    _set_rng_state(checkpoint.rng)
+    best = _read_checkpoint(checkpoint_path(checkpoint_dir, checkpoint.best_epoch))
+    stopping = _EarlyStopping(best_epoch=checkpoint.best_epoch, best_value=checkpoint.best_value,
+                              best_metrics=dict(checkpoint.best_metrics), best_state=best.model,
+                              bad_epochs=checkpoint.bad_epochs)
+    if log_resume:
+        log.info("resuming after epoch %d from %s (best epoch %d)", checkpoint.epoch, path, checkpoint.best_epoch)
+    return _StartPoint(epoch=checkpoint.epoch + 1, history=list(checkpoint.history), stopping=stopping,
+                       resumed_from=checkpoint.epoch)
+
+
+def _wrap_for_ddp(step_module: nn.Module, *, device: torch.device) -> nn.Module:
+    """``step_module`` in DistributedDataParallel when torch.distributed is initialised, else itself."""
+    if not _distributed():
+        return step_module
+    ddp_device = [device] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(step_module, device_ids=ddp_device,
+                                               find_unused_parameters=DDP_FIND_UNUSED_PARAMETERS)
+
+
+def _sum_over_ranks(loss_sum: float, samples: int) -> tuple[float, int]:
+    totals = torch.tensor([loss_sum, float(samples)], dtype=torch.float64)
+    dist.all_reduce(totals)
+    return float(totals[0]), int(totals[1])
+
+
+def _run_epoch(step_module: nn.Module, task: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int,
+               train_batches: Callable[[int], Iterable[Batch]], valid_batches: Callable[[], Iterable[Batch]],
+               device: torch.device, show_progress: bool) -> dict[str, float]:
+    """Train one epoch, then validate → the epoch's metrics (those ``on_epoch`` gets), over all ranks."""
+    epoch_start = time.perf_counter()
+    loss_sum, samples, steps = _train_epoch(step_module, optimizer, train_batches(epoch), device,
+                                            progress=_Progress(enabled=show_progress, desc=f"epoch {epoch}"))
+    train_seconds = time.perf_counter() - epoch_start
+    if _distributed():
+        _sync_after_uneven_epoch(task, optimizer, steps)
+        loss_sum, samples = _sum_over_ranks(loss_sum, samples)
+    valid = evaluate(*_gather_predictions(predict(task, valid_batches(), device)))
+    return {"train_loss": loss_sum / max(samples, 1), "train_samples": float(samples),
+            "valid_auc": valid["auc"], "valid_gauc": valid["gauc"], "valid_logloss": valid["logloss"],
+            "valid_n": float(valid["n"]), "epoch_seconds": time.perf_counter() - epoch_start,
+            "train_samples_per_s": samples / train_seconds if train_seconds > 0 else 0.0}
+
+
+def _log_epoch(epoch: int, metrics: Mapping[str, float], *, best: bool) -> None:
+    log.info("epoch %d: train loss %.4f, valid auc %.4f gauc %.4f logloss %.4f (%.1f s, %.0f samples/s)%s",
+             epoch, metrics["train_loss"], metrics["valid_auc"], metrics["valid_gauc"], metrics["valid_logloss"],
+             metrics["epoch_seconds"], metrics["train_samples_per_s"], " *best*" if best else "")
+
+
+def _save_epoch(checkpoint_dir: str | Path, *, epoch: int, task: nn.Module, optimizer: torch.optim.Optimizer,
+                metrics: Mapping[str, float], history: list[dict[str, float]], stopping: _EarlyStopping) -> None:
+    """Write ``<checkpoint_dir>/epoch-NNNN.pt``: everything ``_resume`` needs to go on after this epoch."""
+    checkpoint = Checkpoint(epoch=epoch, model=task.state_dict(), optimizer=optimizer.state_dict(),
+                            metrics=_plain_metrics(metrics), history=[_plain_metrics(h) for h in history],
+                            best_epoch=stopping.best_epoch, best_value=float(stopping.best_value),
+                            best_metrics=_plain_metrics(stopping.best_metrics), bad_epochs=stopping.bad_epochs,
+                            rng=_rng_state())
+    _save_checkpoint(checkpoint_path(checkpoint_dir, epoch), checkpoint)
+
+
+def _end_epoch(epoch: int, metrics: dict[str, float], *, task: nn.Module, optimizer: torch.optim.Optimizer,
+               history: list[dict[str, float]], stopping: _EarlyStopping, checkpoint_dir: str | Path | None,
+               on_epoch: EpochCallback | None, is_main: bool) -> None:
+    """Rank 0 logs the epoch, writes its checkpoint and calls ``on_epoch``; every rank waits for the checkpoint."""
+    if is_main:
+        _log_epoch(epoch, metrics, best=stopping.bad_epochs == 0)
+        if checkpoint_dir is not None:
+            _save_epoch(checkpoint_dir, epoch=epoch, task=task, optimizer=optimizer, metrics=metrics,
+                        history=history, stopping=stopping)
+        if on_epoch is not None:
+            on_epoch(epoch, dict(metrics))
+    if _distributed() and checkpoint_dir is not None:
+        dist.barrier()  # the checkpoint is complete before any rank goes on (or fails over to it)
 
 
 def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
@@ -302,97 +463,38 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
     """
     started = time.perf_counter()
     device = torch.device(config.device)
-    distributed = _distributed()
-    rank = dist.get_rank() if distributed else 0
-    is_main = rank == 0
+    is_main = not _distributed() or dist.get_rank() == 0
     set_seed(config.seed)
     task.to(device)
     optimizer = make_optimizer(task, config)
-
-    history: list[dict[str, float]] = []
-    best_epoch, best_value, best_metrics, best_state = -1, -math.inf, {}, None
-    bad_epochs, start_epoch, resumed_from = 0, 0, None
-    if resume and checkpoint_dir is not None and (path := latest_checkpoint(checkpoint_dir)) is not None:
-        state = load_checkpoint(path)
-        task.load_state_dict(state["model"])
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except ValueError as exc:  # e.g. a checkpoint of the per-route attention layout, before it was batched
-            raise ValueError(f"checkpoint {path}: its optimizer state does not fit this model's parameters ({exc}); "
-                             f"it was written by another model layout: remove {checkpoint_dir} to train from the "
-                             "first epoch") from exc
-        _set_rng_state(state["rng"])
-        history = list(state["history"])
-        best_epoch, best_value, best_metrics = state["best_epoch"], state["best_value"], dict(state["best_metrics"])
-        bad_epochs, start_epoch, resumed_from = state["bad_epochs"], state["epoch"] + 1, state["epoch"]
-        best_state = load_checkpoint(checkpoint_path(checkpoint_dir, best_epoch))["model"]
-        if is_main:
-            log.info("resuming after epoch %d from %s (best epoch %d)", state["epoch"], path, best_epoch)
-
-    step_module: nn.Module = LossForward(task)
-    if distributed:
-        ddp_device = [device] if device.type == "cuda" else None
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=ddp_device, find_unused_parameters=DDP_FIND_UNUSED_PARAMETERS)
+    start = _resume(task, optimizer, checkpoint_dir=checkpoint_dir, log_resume=is_main) if resume else _StartPoint()
+    history, stopping = start.history, start.stopping
+    step_module = _wrap_for_ddp(LossForward(task), device=device)  # after resume: DDP broadcasts rank 0's weights
 
     samples_seen = 0
-    stopped_early = bad_epochs >= config.patience
-    for epoch in range(start_epoch, config.epochs):
+    stopped_early = stopping.bad_epochs >= config.patience
+    for epoch in range(start.epoch, config.epochs):
         if stopped_early:
             break
-        epoch_start = time.perf_counter()
-        loss_sum, samples, steps = _train_epoch(step_module, optimizer, train_batches(epoch), device,
-                                         progress=_Progress(enabled=is_main and _show_progress(config.progress),
-                                                            desc=f"epoch {epoch}"))
-        train_seconds = time.perf_counter() - epoch_start
-        if distributed:
-            _sync_after_uneven_epoch(task, optimizer, steps)
-            totals = torch.tensor([loss_sum, float(samples)], dtype=torch.float64)
-            dist.all_reduce(totals)
-            loss_sum, samples = float(totals[0]), int(totals[1])
-        samples_seen += samples
-
-        valid = evaluate(*_gather_predictions(predict(task, valid_batches(), device)))
-        metrics = {"train_loss": loss_sum / max(samples, 1), "train_samples": float(samples),
-                   "valid_auc": valid["auc"], "valid_gauc": valid["gauc"], "valid_logloss": valid["logloss"],
-                   "valid_n": float(valid["n"]), "epoch_seconds": time.perf_counter() - epoch_start,
-                   "train_samples_per_s": samples / train_seconds if train_seconds > 0 else 0.0}
+        metrics = _run_epoch(step_module, task, optimizer, epoch=epoch, train_batches=train_batches,
+                             valid_batches=valid_batches, device=device,
+                             show_progress=is_main and _show_progress(config.progress))
+        samples_seen += int(metrics["train_samples"])
         history.append({"epoch": float(epoch), **metrics})
+        stopping.update(epoch, metrics, task)
+        stopped_early = stopping.bad_epochs >= config.patience and epoch + 1 < config.epochs
+        _end_epoch(epoch, metrics, task=task, optimizer=optimizer, history=history, stopping=stopping,
+                   checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, is_main=is_main)
 
-        value = _selection_value(valid["auc"])
-        if best_state is None or value > best_value:
-            best_epoch, best_value, bad_epochs = epoch, value, 0
-            best_metrics = {k: metrics[k] for k in ("valid_auc", "valid_gauc", "valid_logloss", "valid_n")}
-            best_state = copy.deepcopy(task.state_dict())
-        else:
-            bad_epochs += 1
-        stopped_early = bad_epochs >= config.patience and epoch + 1 < config.epochs
-
-        if is_main:
-            log.info("epoch %d: train loss %.4f, valid auc %.4f gauc %.4f logloss %.4f (%.1f s, %.0f samples/s)%s",
-                     epoch, metrics["train_loss"], metrics["valid_auc"], metrics["valid_gauc"],
-                     metrics["valid_logloss"], metrics["epoch_seconds"], metrics["train_samples_per_s"],
-                     "" if bad_epochs else " *best*")
-            if checkpoint_dir is not None:
-                _save_checkpoint(checkpoint_path(checkpoint_dir, epoch), {
-                    "epoch": epoch, "model": task.state_dict(), "optimizer": optimizer.state_dict(),
-                    "metrics": _plain_metrics(metrics), "history": [_plain_metrics(h) for h in history],
-                    "best_epoch": best_epoch, "best_value": float(best_value),
-                    "best_metrics": _plain_metrics(best_metrics), "bad_epochs": bad_epochs, "rng": _rng_state()})
-            if on_epoch is not None:
-                on_epoch(epoch, dict(metrics))
-        if distributed and checkpoint_dir is not None:
-            dist.barrier()  # the checkpoint is complete before any rank goes on (or fails over to it)
-
-    if best_state is None:
-        raise RuntimeError(f"fit: no epoch ran (start epoch {start_epoch}, config.epochs {config.epochs})")
-    task.load_state_dict(best_state)
+    if stopping.best_state is None:
+        raise RuntimeError(f"fit: no epoch ran (start epoch {start.epoch}, config.epochs {config.epochs})")
+    task.load_state_dict(stopping.best_state)
     if is_main:
-        log.info("best epoch %d: valid auc %.4f%s", best_epoch, best_metrics["valid_auc"],
+        log.info("best epoch %d: valid auc %.4f%s", stopping.best_epoch, stopping.best_metrics["valid_auc"],
                  " (stopped early)" if stopped_early else "")
-    return FitResult(best_epoch=best_epoch, best_metrics=best_metrics, history=history,
+    return FitResult(best_epoch=stopping.best_epoch, best_metrics=stopping.best_metrics, history=history,
                      seconds=time.perf_counter() - started, samples_seen=samples_seen,
-                     stopped_early=stopped_early, resumed_from=resumed_from)
+                     stopped_early=stopped_early, resumed_from=start.resumed_from)
 
 
 def make_optimizer(task: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:

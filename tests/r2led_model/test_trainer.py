@@ -20,8 +20,8 @@ from torch import nn
 
 from r2led_model.config import TrainingConfig
 from r2led_model.metrics import evaluate
-from r2led_model.trainer import (_set_rng_state, checkpoint_path, fit, latest_checkpoint, load_checkpoint, predict,
-                                 set_seed)
+from r2led_model.trainer import (Checkpoint, _set_rng_state, checkpoint_path, fit, latest_checkpoint, load_checkpoint,
+                                 predict, set_seed)
 
 NUM_ITEMS = 40
 CONFIG = TrainingConfig(epochs=6, batch_size=64, learning_rate=0.05, patience=2, seed=11, progress="never")
@@ -91,6 +91,19 @@ def valid_batches():
     return batches_of(VALID, 128)
 
 
+def valid_flipped_from(evaluation: int, *, already_run: int = 0):
+    """valid_batches whose labels are inverted from the given evaluation on (0-based, counting ``already_run``
+    evaluations of an earlier run): validation AUC then collapses below every earlier epoch's."""
+    count = [already_run]
+
+    def valid():
+        flip = count[0] >= evaluation
+        count[0] += 1
+        return batches_of({**VALID, "label": 1.0 - VALID["label"]} if flip else VALID, 128)
+
+    return valid
+
+
 def params(task: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in task.state_dict().items()}
 
@@ -129,18 +142,9 @@ def test_fit_learns_a_learnable_problem():
 
 
 def test_early_stopping_restores_the_best_epoch(tmp_path):
-    # Validation labels are inverted from the 3rd evaluation on: AUC collapses below every earlier epoch.
-    evaluations = []
-
-    def drifting_valid():
-        evaluations.append(1)
-        flip = len(evaluations) > 2
-        rows = {**VALID, "label": 1.0 - VALID["label"]} if flip else VALID
-        return batches_of(rows, 128)
-
     task = make_task()
     config = replace(CONFIG, epochs=10, patience=2)
-    result = fit(task, train_batches=train_batches, valid_batches=drifting_valid, config=config,
+    result = fit(task, train_batches=train_batches, valid_batches=valid_flipped_from(2), config=config,
                  checkpoint_dir=tmp_path)
     aucs = [h["valid_auc"] for h in result.history]
     assert len(aucs) == 4 and result.stopped_early  # epochs 2 and 3 did not improve: stop after epoch 3
@@ -217,6 +221,35 @@ def test_checkpointed_rng_states_replay_the_same_draws(tmp_path, written):
     first = draws()
     _set_rng_state(rng)
     assert draws() == first
+
+
+def test_checkpoint_round_trips_the_early_stopping_state(tmp_path):
+    config = replace(CONFIG, epochs=10, patience=3)
+    straight = make_task(seed=4)
+    full = fit(straight, train_batches=train_batches, valid_batches=valid_flipped_from(2), config=config,
+               checkpoint_dir=tmp_path)
+    assert len(full.history) == 5 and full.stopped_early  # epochs 2, 3 and 4 do not beat epoch 0 or 1
+
+    state = load_checkpoint(checkpoint_path(tmp_path, 3))
+    checkpoint = Checkpoint.from_state(state)
+    assert (checkpoint.epoch, checkpoint.best_epoch, checkpoint.bad_epochs) == (3, full.best_epoch, 2)
+    assert checkpoint.history == full.history[:4]
+    assert list(checkpoint.to_state()) == list(state)  # the keys on disk, in their order
+
+    # Resumed after epoch 3 with 2 of 3 bad epochs spent, one more bad epoch stops it, as in the straight run.
+    last_path = checkpoint_path(tmp_path, 4)
+    last = Checkpoint.from_state(load_checkpoint(last_path))
+    last_path.unlink()
+    resumed_task = make_task(seed=99)
+    resumed = fit(resumed_task, train_batches=train_batches, valid_batches=valid_flipped_from(2, already_run=4),
+                  config=config, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.resumed_from == 3 and resumed.stopped_early and resumed.best_epoch == full.best_epoch
+    assert [h["valid_auc"] for h in resumed.history] == [h["valid_auc"] for h in full.history]
+    assert_same(params(resumed_task), params(straight))  # the best epoch's weights, read from its checkpoint
+    rewritten = Checkpoint.from_state(load_checkpoint(last_path))
+    assert (rewritten.best_epoch, rewritten.bad_epochs, rewritten.metrics["train_loss"]) == (
+        last.best_epoch, last.bad_epochs, last.metrics["train_loss"])
+    assert_same(rewritten.model, last.model)
 
 
 def test_without_resume_a_checkpoint_folder_is_not_read(tmp_path):
