@@ -161,7 +161,7 @@ def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResu
                      test_labels: np.ndarray, test_probs: np.ndarray, history_logged: bool) -> None:
     from r2led_model.plots import calibration_figure, loss_curves_figure, roc_figure
 
-    run.log_params({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()})
+    run.log_params(config.model.read_values())  # the other models' sections are at their defaults, unread
     run.log_params({f"training.{k}": v for k, v in dataclasses.asdict(config.training).items()})
     run.log_params({f"spec.{k}": v for k, v in data.spec.to_dict().items()})
     run.log_params({f"input.{k}": v for k, v in dataclasses.asdict(data.versions).items()})

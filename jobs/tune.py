@@ -23,7 +23,7 @@ from jobs.entrypoint import spark_job_main
 from jobs.tables import TableStore
 from jobs.train import TrainJob, train_worker
 from jobs.training_data import TrainingData, training_data
-from r2led_model.config import Config, with_values
+from r2led_model.config import Config, for_model, with_values
 from r2led_model.models import MODELS
 from r2led_model.tracking import nested_run, tracked_run
 from r2led_model.tuning import TunedParams, make_study, pruned, search_space, suggest, tuned_path
@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 
 
 def trial_config(config: Config, model: str, values: dict) -> Config:
-    """The config one trial trains with: the model, the trial's values, the study's epoch budget,
-    one process and no progress bar or checkpoints."""
-    trial = with_values(config, {"model.name": model, **values})
+    """The config one trial trains with: the model (other models' sections at their defaults), the
+    trial's values, the study's epoch budget, one process and no progress bar or checkpoints."""
+    trial = with_values(for_model(config, model), values)
     return dataclasses.replace(trial, training=dataclasses.replace(
         trial.training, epochs=config.tuning.epochs_per_trial, num_processes=1, progress="never"))
 
@@ -43,8 +43,9 @@ def current_values(config: Config, space) -> dict:
     """The config's own values of every key in `space`: a study's first trial can start from them."""
     values = {}
     for param in space:
-        section, name = param.key.split(".")
-        value = getattr(getattr(config, section), name)
+        value: object = config
+        for name in param.key.split("."):
+            value = getattr(value, name)
         if param.kind != "choice":  # e.g. weight_decay 0 sits below a log range: start at its edge
             value = type(value)(min(max(value, param.low), param.high))
         values[param.key] = value
@@ -66,7 +67,7 @@ def tune_model(spark: SparkSession, config: Config, *, model: str, trials: int |
     study = make_study(seed=config.tuning.seed, startup_trials=config.tuning.startup_trials,
                        warmup_epochs=config.tuning.warmup_epochs)
     if start_from_config:
-        study.enqueue_trial(current_values(with_values(config, {"model.name": model}), space))
+        study.enqueue_trial(current_values(for_model(config, model), space))
     started = time.perf_counter()
     with tracked_run(config, run_name=f"tune-{model}", tags={"stage": "tune", "model": model}) as parent:
         parent.log_params({"model": model, "trials": budget, "epochs_per_trial": config.tuning.epochs_per_trial,

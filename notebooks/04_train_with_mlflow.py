@@ -5,7 +5,7 @@
 # MAGIC `jobs.train.train`: the configured model (`model.name`, default R2LED) on
 # MAGIC `training_examples` through Petastorm, early stopping on validation AUC, test metrics, and
 # MAGIC an MLflow run with the model registered under `registry.model_name`. Change the model or an
-# MAGIC ablation through `overrides`, e.g. `model.name=twin` or `model.gate=id_only, training.epochs=5`.
+# MAGIC ablation through `overrides`, e.g. `model.name=twin` or `model.r2led.gate=id_only, training.epochs=5`.
 
 # COMMAND ----------
 

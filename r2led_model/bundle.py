@@ -12,19 +12,39 @@ import functools
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from r2led_model.config import ModelConfig, build_section
+from r2led_model.config import LEGACY_MODEL_KEYS, ModelConfig, build_section, legacy_model_key
 from r2led_model.models import CTRTask, FeatureSpec, build_model
 from r2led_model.models.inputs import columns_for
 
 
-# Options added after the first bundles were written, with the value those bundles were built with.
+# Options added after the first bundles were written, with the value those bundles were built with
+# (flat keys: every bundle written before them stored a flat model dict).
 LEGACY_MODEL_OPTIONS = {"sid_fusion": "sum", "route_occupancy": False}
+
+
+def sectioned_model_values(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A bundle's stored model dict in today's layout. Earlier releases stored it flat (`gate`,
+    `retrieve_k`, `eta_hash_bits`, ... beside `name`): those keys move into the section of the bundle's
+    own model; the ones it never read (another model's options) are dropped, so its sections are those
+    of the model that was built. A dict with sections is returned as it is."""
+    if not any(key in LEGACY_MODEL_KEYS for key in stored):
+        return dict(stored)
+    flat = {**LEGACY_MODEL_OPTIONS, **stored}
+    name = flat["name"]
+    values: dict[str, Any] = {k: v for k, v in flat.items() if k not in LEGACY_MODEL_KEYS}
+    for key, value in flat.items():
+        moved = legacy_model_key(key, name)
+        if moved is not None:
+            section, option = moved.split(".")
+            values.setdefault(section, {})[option] = value
+    return values
+
 
 @dataclass(frozen=True)
 class DataVersions:
@@ -87,9 +107,7 @@ class ModelBundle:
     def from_bytes(cls, data: bytes) -> "ModelBundle":
         stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         meta = json.loads(stored["meta"])
-        # Bundles written before these options existed were built without them.
-        model = {**LEGACY_MODEL_OPTIONS, **meta["model"]}
-        return cls(model_config=build_section(ModelConfig, model, "model"),
+        return cls(model_config=build_section(ModelConfig, sectioned_model_values(meta["model"]), "model"),
                    spec=FeatureSpec.from_dict(meta["spec"]), versions=DataVersions(**meta["versions"]),
                    state_dict=stored["state_dict"])
 

@@ -123,13 +123,17 @@ class TableColumnsConfig:
     category: str | None = None
 
 
+# How Spark reads a table's folder (`spark.read.format`).
+TableFormat = Literal["delta", "parquet", "csv", "json", "orc"]
+
+
 @dataclass(frozen=True)
 class TableItemsConfig:
     """The optional items table: one row per item, read like the events table."""
 
     path: str | None = None
     name: str | None = None
-    format: Literal["delta", "parquet", "csv", "json", "orc"] = "delta"
+    format: TableFormat = "delta"
     options: dict[str, str | bool | int | float] = field(default_factory=dict)
     # The item id column: the same ids as the events' `columns.item` (same `ids` rule).
     item: str = "item_id"
@@ -149,7 +153,7 @@ class TableSourceConfig:
     # (`main.logs.impressions`, read with spark.table).
     path: str | None = None
     name: str | None = None
-    format: Literal["delta", "parquet", "csv", "json", "orc"] = "delta"
+    format: TableFormat = "delta"
     # Reader options passed to Spark's reader, e.g. {header: true, sep: ";"} for CSV.
     options: dict[str, str | bool | int | float] = field(default_factory=dict)
     # The table's date partition column (values YYYY-MM-DD): a daily run reads only that partition.
@@ -368,6 +372,12 @@ class CollabConfig:
     seed: int = 5
 
 
+# Retrieval modes, similarities and fills (`RetrievalConfig`; the kernel `r2led_model.retrieval` checks them).
+RetrievalMode = Literal["mixed", "semantic_only", "collaborative_only", "lambda"]
+Similarity = Literal["hamming", "cosine"]
+FillMode = Literal["pad", "recent"]
+
+
 @dataclass(frozen=True)
 class RetrievalConfig:
     """Multi-route mixed retrieval (design.md §4, "Routes")."""
@@ -381,14 +391,14 @@ class RetrievalConfig:
     # mixed: SID-prefix filter, then collaborative ranking; semantic_only: SID filter, recency
     # ranking; collaborative_only: no SID filter; lambda: no filter, score = λ·min(shared prefix, l)/l
     # + (1−λ)·collab for route sid<l> (shared/L for collab).
-    mode: Literal["mixed", "semantic_only", "collaborative_only", "lambda"] = "mixed"
+    mode: RetrievalMode = "mixed"
     mix_lambda: float = 0.5
-    similarity: Literal["hamming", "cosine"] = "hamming"
+    similarity: Similarity = "hamming"
     simhash_bits: int = 64
     simhash_seed: int = 13
     # Too few survivors: "pad" masks the empty slots; "recent" fills them with the most recent
     # remaining behaviours (marked as fill in the mask's companion).
-    fill: Literal["pad", "recent"] = "pad"
+    fill: FillMode = "pad"
 
 
 @dataclass(frozen=True)
@@ -407,9 +417,96 @@ class TrainingSetConfig:
     files_per_split: int = 8
 
 
+# SID-level fusion of the ID and SID embeddings (`layers.SidGate`).
+GateMode = Literal["gate", "target_gate", "sum", "id_only", "sid_only"]
+# What the gate weighs the ID against: the summed SID levels, or each level on its own.
+SidFusion = Literal["sum", "per_level"]
+# R2LED's route-level fusion (`r2led.RouteFusion`, or `cross`: one attention over every route).
+RouteFusionMode = Literal["attention", "mean", "concat", "cross"]
+
+
+@dataclass(frozen=True)
+class R2LEDConfig:
+    """`model.r2led`: R2LED's own options; the ablations of `r2led benchmark models` vary them."""
+
+    # SID-level fusion of the ID and SID embeddings: gate (σ(W[e_id; e_sid])), target_gate (the gate
+    # also sees the target), sum, id_only, sid_only.
+    gate: GateMode = "gate"
+    # What the gate weighs the ID against: the sum of the SID levels' code embeddings, or each level
+    # on its own (a softmax gate over ID, level 1, ..., level L, per dimension).
+    sid_fusion: SidFusion = "sum"
+    # Route-level fusion: attention / mean / concat over the per-route interests, or cross (the target
+    # attends across every route's candidates at once, each keyed with its route's embedding).
+    # `cross` is the default: on the oracle world's validation split it beat per-route attention then
+    # fusion (README "Measured").
+    route_fusion: RouteFusionMode = "cross"
+    # Add an embedding of each route's pool occupancy (log2 buckets of its valid candidates): how
+    # much of the history matched the target at that route's granularity, which attention averages away.
+    route_occupancy: bool = True
+    # Routes the model reads (a subset of retrieval.routes); empty = every route in the table.
+    routes: tuple[str, ...] = ()
+
+    def check(self, path: str) -> None:
+        repeated = sorted({r for r in self.routes if self.routes.count(r) > 1})
+        if repeated:
+            raise ConfigError(f"{path}.routes: {repeated} listed more than once")
+
+
+@dataclass(frozen=True)
+class TopKRetrievalConfig:
+    """`model.sim_hard`, `model.sim_soft`, `model.twin`: the in-model retrieval over the long history."""
+
+    # Behaviours of the long history kept for target attention.
+    retrieve_k: int = 20
+
+    def check(self, path: str) -> None:
+        if self.retrieve_k < 1:
+            raise ConfigError(f"{path}.retrieve_k: must be >= 1")
+
+
+@dataclass(frozen=True)
+class ETAConfig:
+    """`model.eta`: SimHash retrieval over the item embeddings, then target attention."""
+
+    # Behaviours of the long history kept for target attention.
+    retrieve_k: int = 20
+    # SimHash bits over the item embedding.
+    hash_bits: int = 32
+    # Seed of the fixed Gaussian hyperplanes (a buffer of the model, never trained).
+    seed_hash: int = 11
+
+    def check(self, path: str) -> None:
+        if self.retrieve_k < 1:
+            raise ConfigError(f"{path}.retrieve_k: must be >= 1")
+        if not 1 <= self.hash_bits <= 62:
+            raise ConfigError(f"{path}.hash_bits: must be in [1, 62]")
+
+
+@dataclass(frozen=True)
+class SDIMConfig:
+    """`model.sdim`: random-projection hash buckets over the long history (no attention)."""
+
+    # Hash functions m, and sign bits τ per hash (2^τ buckets each).
+    hashes: int = 4
+    hash_bits: int = 3
+    # Seed of the fixed Gaussian projections (a buffer of the model, never trained).
+    seed_hash: int = 11
+
+    def check(self, path: str) -> None:
+        if self.hashes < 1:
+            raise ConfigError(f"{path}.hashes: must be >= 1")
+        if not 1 <= self.hash_bits <= 16:
+            raise ConfigError(f"{path}.hash_bits: must be in [1, 16]")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which CTR model `r2led train` fits, and its shape (design.md §4, "Refinement", "Baselines")."""
+    """Which CTR model `r2led train` fits, and its shape (design.md §4, "Refinement", "Baselines").
+
+    The shared fields shape every model; each model with options of its own reads them from the section
+    named like the model (din and din_long have none). Only `name`'s section may differ from its defaults:
+    a value in another model's section would be silently unread, so it is an error (`check`).
+    """
 
     # A name from r2led_model.models.MODELS: r2led, din, din_long, sim_hard, sim_soft, eta, sdim, twin.
     name: str = "r2led"
@@ -417,29 +514,84 @@ class ModelConfig:
     attention_heads: int = 2
     mlp_dims: tuple[int, ...] = (128, 64)
     dropout: float = 0.0
-    # SID-level fusion of the ID and SID embeddings: gate (σ(W[e_id; e_sid])), target_gate (the gate
-    # also sees the target), sum, id_only, sid_only.
-    gate: Literal["gate", "target_gate", "sum", "id_only", "sid_only"] = "gate"
-    # What the gate weighs the ID against: the sum of the SID levels' code embeddings, or each level
-    # on its own (a softmax gate over ID, level 1, ..., level L, per dimension).
-    sid_fusion: Literal["sum", "per_level"] = "sum"
-    # Route-level fusion: attention / mean / concat over the per-route interests, or cross (the target
-    # attends across every route's candidates at once, each keyed with its route's embedding).
-    # `cross` is the default: on the oracle world's validation split it beat per-route attention then
-    # fusion (README "Measured").
-    route_fusion: Literal["attention", "mean", "concat", "cross"] = "cross"
-    # Add an embedding of each route's pool occupancy (log2 buckets of its valid candidates): how
-    # much of the history matched the target at that route's granularity, which attention averages away.
-    route_occupancy: bool = True
-    # Routes the model reads (a subset of retrieval.routes); empty = every route in the table.
-    routes: tuple[str, ...] = ()
-    # In-model retrieval for the long-history baselines (SIM-soft, ETA, TWIN): behaviours kept.
-    retrieve_k: int = 20
-    # ETA: SimHash bits over the item embedding; SDIM: hash functions and bits per hash.
-    eta_hash_bits: int = 32
-    sdim_hashes: int = 4
-    sdim_hash_bits: int = 3
-    seed_hash: int = 11
+    r2led: R2LEDConfig = field(default_factory=R2LEDConfig)
+    sim_hard: TopKRetrievalConfig = field(default_factory=TopKRetrievalConfig)
+    sim_soft: TopKRetrievalConfig = field(default_factory=TopKRetrievalConfig)
+    eta: ETAConfig = field(default_factory=ETAConfig)
+    sdim: SDIMConfig = field(default_factory=SDIMConfig)
+    twin: TopKRetrievalConfig = field(default_factory=TopKRetrievalConfig)
+
+    def sections(self) -> dict[str, Any]:
+        """The per-model sections, by the name of the model that reads each."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if dataclasses.is_dataclass(getattr(self, f.name))}
+
+    def check(self) -> None:
+        """The shared fields' bounds, then the named model's section; any other section must be at its defaults."""
+        for ok, key, message in (
+            (self.embedding_dim >= 1, "model.embedding_dim", "must be >= 1"),
+            (self.attention_heads >= 1, "model.attention_heads", "must be >= 1"),
+            (self.embedding_dim % self.attention_heads == 0, "model.attention_heads",
+             "must divide model.embedding_dim"),
+            (0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
+        ):
+            if not ok:
+                raise ConfigError(f"{key}: {message}")
+        for model, section in self.sections().items():
+            if model == self.name:
+                section.check(f"model.{model}")
+                continue
+            default = type(section)()
+            for option in dataclasses.fields(section):
+                if getattr(section, option.name) != getattr(default, option.name):
+                    raise ConfigError(f"model.{model}.{option.name}: model.name is {self.name}, which does not "
+                                      f"read model.{model} (it is read by {model})")
+
+    def switched_to(self, name: str) -> ModelConfig:
+        """This config for model `name`: the shared fields kept, every other model's section back at its
+        defaults (`name` does not read them), as a benchmark or a study trains one config's models in turn."""
+        reset = {model: type(section)() for model, section in self.sections().items() if model != name}
+        return dataclasses.replace(self, name=name, **reset)
+
+    def read_values(self) -> dict[str, Any]:
+        """The keys the named model reads (the shared fields and its own section), dotted under `model.`."""
+        values = {f"model.{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)
+                  if not dataclasses.is_dataclass(getattr(self, f.name))}
+        own = self.sections().get(self.name)
+        if own is not None:
+            values.update({f"model.{self.name}.{k}": v for k, v in dataclasses.asdict(own).items()})
+        return values
+
+
+# Flat model keys of earlier releases → (the option's name in a model's section, the models whose section
+# holds it). A config naming one is refused with its new home; a bundle or tuned parameters saved by
+# such a release are read through `legacy_model_key`.
+LEGACY_MODEL_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gate": ("gate", ("r2led",)),
+    "sid_fusion": ("sid_fusion", ("r2led",)),
+    "route_fusion": ("route_fusion", ("r2led",)),
+    "route_occupancy": ("route_occupancy", ("r2led",)),
+    "routes": ("routes", ("r2led",)),
+    "retrieve_k": ("retrieve_k", ("sim_hard", "sim_soft", "eta", "twin")),
+    "eta_hash_bits": ("hash_bits", ("eta",)),
+    "sdim_hashes": ("hashes", ("sdim",)),
+    "sdim_hash_bits": ("hash_bits", ("sdim",)),
+    "seed_hash": ("seed_hash", ("eta", "sdim")),
+}
+
+
+def legacy_model_key(flat: str, model: str) -> str | None:
+    """The key `<model>.<option>` under `model.` that the earlier flat `model.<flat>` became for `model`, or
+    None when `flat` is no such key or `model` never read it."""
+    option, models = LEGACY_MODEL_KEYS.get(flat, ("", ()))
+    return f"{model}.{option}" if model in models else None
+
+
+def _moved_model_key_error(flat: str, path: str) -> ConfigError:
+    option, models = LEGACY_MODEL_KEYS[flat]
+    homes = [f"model.{m}.{option}" for m in models]
+    where = homes[0] if len(homes) == 1 else f"the section of each model that reads it ({', '.join(homes)})"
+    return ConfigError(f"{path}.{flat} moved to {where}")
 
 
 @dataclass(frozen=True)
@@ -658,6 +810,11 @@ def with_values(config: Config, values: Mapping[str, Any]) -> Config:
     return build_config(merged)
 
 
+def for_model(config: Config, name: str) -> Config:
+    """`config` training model `name` (`ModelConfig.switched_to`: other models' sections at their defaults)."""
+    return build_config(dataclasses.replace(config, model=config.model.switched_to(name)).to_dict())
+
+
 def build_config(values: Mapping[str, Any]) -> Config:
     """Build a Config from plain values; unknown keys and wrong types raise ConfigError."""
     config = _build(Config, values, path="")
@@ -699,6 +856,7 @@ def _check_partial(cls: type, values: Any, path: str) -> None:
         raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(values).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(str(k) for k in values if k not in names)
+    _refuse_moved(cls, unknown, path)
     if unknown:
         where = ", ".join(f"{path}.{k}" if path else k for k in unknown)
         raise ConfigError(f"{where}: unknown config key{'s' if len(unknown) > 1 else ''} "
@@ -711,6 +869,14 @@ def _check_partial(cls: type, values: Any, path: str) -> None:
             _check_partial(section, value, key_path)
         else:
             _coerce(hints[name], value, key_path)
+
+
+def _refuse_moved(cls: type, unknown: Sequence[str], path: str) -> None:
+    """An unknown key that an earlier release had (`model.gate`) is an error naming where it went."""
+    if cls is ModelConfig:
+        for key in unknown:
+            if key in LEGACY_MODEL_KEYS:
+                raise _moved_model_key_error(key, path)
 
 
 def _section_type(tp: Any) -> type | None:
@@ -785,6 +951,7 @@ def _build(cls: type, values: Any, path: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
+    _refuse_moved(cls, unknown, path)
     if unknown:
         where = ", ".join(f"{path}.{k}" if path else k for k in unknown)
         raise ConfigError(f"unknown config key(s): {where} (allowed here: {', '.join(sorted(names))})")
@@ -910,15 +1077,6 @@ def _check_semantics(config: Config) -> None:
         (all(v >= 1 for v in config.retrieval.k_per_route.values()), "retrieval.k_per_route", "values must be >= 1"),
         (0.0 <= config.retrieval.mix_lambda <= 1.0, "retrieval.mix_lambda", "must be in [0, 1]"),
         (config.retrieval.simhash_bits >= 1, "retrieval.simhash_bits", "must be >= 1"),
-        (config.model.embedding_dim >= 1, "model.embedding_dim", "must be >= 1"),
-        (config.model.attention_heads >= 1, "model.attention_heads", "must be >= 1"),
-        (config.model.embedding_dim % config.model.attention_heads == 0, "model.attention_heads",
-         "must divide model.embedding_dim"),
-        (0.0 <= config.model.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
-        (config.model.retrieve_k >= 1, "model.retrieve_k", "must be >= 1"),
-        (1 <= config.model.eta_hash_bits <= 62, "model.eta_hash_bits", "must be in [1, 62]"),
-        (config.model.sdim_hashes >= 1, "model.sdim_hashes", "must be >= 1"),
-        (1 <= config.model.sdim_hash_bits <= 16, "model.sdim_hash_bits", "must be in [1, 16]"),
         (config.training.epochs >= 1, "training.epochs", "must be >= 1"),
         (config.training.batch_size >= 1, "training.batch_size", "must be >= 1"),
         (config.training.learning_rate > 0, "training.learning_rate", "must be positive"),
@@ -965,6 +1123,7 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(f"retrieval.k_per_route: {sorted(unknown_k)} not in retrieval.routes")
     if config.tables.backend == "catalog" and not (config.tables.catalog and config.tables.schema):
         raise ConfigError("tables: backend 'catalog' needs tables.catalog and tables.schema")
+    config.model.check()
     _check_source(config)
 
 

@@ -49,15 +49,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, get_args
 
 import numpy as np
 
+from r2led_model.config import FillMode, RetrievalMode, Similarity
 from r2led_model.simhash import hamming, words_for
 
-MODES = ("mixed", "semantic_only", "collaborative_only", "lambda")
-SIMILARITIES = ("hamming", "cosine")
-FILLS = ("pad", "recent")
+MODES: tuple[str, ...] = get_args(RetrievalMode)
+SIMILARITIES: tuple[str, ...] = get_args(Similarity)
+FILLS: tuple[str, ...] = get_args(FillMode)
 COLLAB_ROUTE = "collab"
 # Samples × history positions ranked at once: a few dozen bytes per cell (S·T·L for the prefix
 # test, a few S·T arrays for keys and orders), so a block's temporaries stay in the CPU caches;

@@ -1,13 +1,14 @@
 """Equal tuning for every model: declared search spaces and the one adapter around Optuna.
 
 Every model searches the same shared space (learning rate, weight decay, dropout, embedding dim);
-models that retrieve inside the network also search their `retrieve_k`. R2LED's k is fixed by the
-Spark retrieval stage (the candidates are precomputed), so it has no model-side k to search. A
-study is TPE (seeded) with median pruning on the per-epoch validation AUC, and every model gets the
+models that retrieve inside the network also search their `model.<name>.retrieve_k`. R2LED's k is
+fixed by the Spark retrieval stage (the candidates are precomputed), so it has no model-side k to
+search. A study is TPE (seeded) with median pruning on the per-epoch validation AUC, and every model gets the
 same number of trials and epochs per trial.
 
 The best parameters are saved as JSON (`TunedParams`): dotted config keys, so `r2led train --tuned`
-and `r2led benchmark models --tuned` apply them like `--set` overrides.
+and `r2led benchmark models --tuned` apply them like `--set` overrides. A file saved when the model
+options were flat (`model.retrieve_k`) loads with them moved to the model's section.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from r2led_model.config import ModelConfig, legacy_model_key
 
 if TYPE_CHECKING:
     from r2led_model.config import Config
@@ -42,14 +45,18 @@ SHARED_SPACE = (
     # Even sizes only: attention heads (2) must divide the embedding dim.
     SearchParam("model.embedding_dim", "choice", choices=(8, 16, 32)),
 )
-RETRIEVE_K = SearchParam("model.retrieve_k", "int", 10, 50, step=10)
-# Models whose long-term part keeps the top `retrieve_k` of the history inside the network.
-_RETRIEVING_MODELS = ("sim_hard", "sim_soft", "eta", "twin")
+# Models whose long-term part keeps the top `retrieve_k` of the history inside the network: those whose
+# section has the option.
+RETRIEVING_MODELS = tuple(name for name, section in ModelConfig().sections().items() if hasattr(section, "retrieve_k"))
+
+
+def retrieve_k_param(model: str) -> SearchParam:
+    return SearchParam(f"model.{model}.retrieve_k", "int", 10, 50, step=10)
 
 
 def search_space(model: str) -> tuple[SearchParam, ...]:
-    """The declared search space of a model (the shared space, plus retrieve_k where it applies)."""
-    return SHARED_SPACE + ((RETRIEVE_K,) if model in _RETRIEVING_MODELS else ())
+    """The declared search space of a model (the shared space, plus its retrieve_k where it has one)."""
+    return SHARED_SPACE + ((retrieve_k_param(model),) if model in RETRIEVING_MODELS else ())
 
 
 def suggest(trial: Any, space: tuple[SearchParam, ...]) -> dict[str, Any]:
@@ -114,7 +121,19 @@ class TunedParams:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no tuned parameters at {path}; run `r2led tune --model <name>` first")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return cls(**{**saved, "params": current_keys(saved["model"], saved["params"])})
+
+
+def current_keys(model: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` of `model` with keys of the flat model layout (`model.retrieve_k`) moved to the model's
+    section (`model.sim_hard.retrieve_k`); a key `model` never read is left for the config to refuse."""
+    out = {}
+    for key, value in params.items():
+        section, _, option = key.partition(".")
+        moved = legacy_model_key(option, model) if section == "model" else None
+        out[f"model.{moved}" if moved else key] = value
+    return out
 
 
 def tuned_path(folder: str | Path, model: str) -> Path:

@@ -50,7 +50,7 @@ from jobs.train import TrainJob, evaluate_split, make_feed, model_columns, train
 from jobs.training_data import TrainingData, training_data
 from jobs.tune import tune_model
 from r2led_model.bundle import ModelBundle
-from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, with_values
+from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, for_model, with_values
 from r2led_model.diagnostics import r2led_diagnostics
 from r2led_model.oracle import OracleTruth, lift_share
 from r2led_model.tuning import TunedParams, tuned_path
@@ -73,12 +73,13 @@ STEP_BATCHES = 50
 class Variant:
     label: str
     model: str
+    # Options of the model's own section (`model.<model>.<option>`), e.g. (("route_fusion", "mean"),).
     overrides: tuple[tuple[str, object], ...] = ()
 
 
 BASELINES = tuple(Variant(name, name) for name in MODELS if name != "r2led")
-# R2LED's defaults: gate, sid_fusion=sum, route_fusion=cross, route_occupancy on, every route. Each
-# ablation changes one of them.
+# R2LED's defaults (model.r2led): gate, sid_fusion=sum, route_fusion=cross, route_occupancy on, every
+# route. Each ablation changes one of them.
 ABLATIONS = (
     Variant("r2led gate=id_only", "r2led", (("gate", "id_only"),)),
     Variant("r2led gate=sid_only", "r2led", (("gate", "sid_only"),)),
@@ -176,15 +177,16 @@ def tuned_for(spark: SparkSession, config: Config, data: TrainingData, model: st
 
 
 def variant_config(config: Config, variant: Variant, tuned: TunedParams | None) -> Config:
-    """The dataset config a variant trains with: tuned parameters (if any), then the variant's own overrides."""
-    values = {**(tuned.params if tuned else {}), "model.name": variant.model,
-              **{f"model.{k}": v for k, v in variant.overrides}}
-    return with_values(config, values)
+    """The dataset config a variant trains with: its model (other models' sections at their defaults), tuned
+    parameters (if any), then the variant's own overrides of its model's section."""
+    values = {**(tuned.params if tuned else {}),
+              **{f"model.{variant.model}.{k}": v for k, v in variant.overrides}}
+    return with_values(for_model(config, variant.model), values)
 
 
 def variant_job(config: Config, data: TrainingData, variant: Variant, seed: int) -> TrainJob:
     """The single-process training job of one variant and seed, without checkpoints or progress output."""
-    model_config = replace(config.model, name=variant.model, **dict(variant.overrides))
+    model_config = variant_config(config, variant, None).model
     training = replace(config.training, seed=seed, num_processes=1, progress="never")
     return TrainJob(model=model_config, training=training, data=data, checkpoint_dir="")
 
@@ -274,7 +276,7 @@ def latency_ms_per_1000(spec: FeatureSpec, config: Config, variant: Variant, len
                         repeats: int = 5) -> float:
     """Median wall time of scoring 1,000 random samples with history width `length` (weights untrained)."""
     spec = replace(spec, long_history=length)
-    model_config = replace(config.model, name=variant.model, **dict(variant.overrides))
+    model_config = variant_config(config, variant, None).model
     torch.manual_seed(0)
     task = CTRTask(build_model(variant.model, spec=spec, config=model_config)).to(device).eval()
     batch = {k: v.to(device) for k, v in random_batch(spec, 1000, fill=1.0).items()}

@@ -42,14 +42,14 @@ class SimHashRetriever(nn.Module):
 
 
 class ETA(InterestCTR):
-    """ETA (Chen et al., 2021): retrieves the retrieve_k `long` behaviours nearest the target in SimHash
-    Hamming distance (eta_hash_bits bits, hyperplanes seeded by seed_hash), then target attention with a
-    recency embedding. forward(batch) → logits (B,).
+    """ETA (Chen et al., 2021): retrieves the model.eta.retrieve_k `long` behaviours nearest the target in
+    SimHash Hamming distance (model.eta.hash_bits bits, hyperplanes seeded by model.eta.seed_hash), then target
+    attention with a recency embedding. forward(batch) → logits (B,).
     """
 
     def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
-        dim = config.embedding_dim
-        retriever = SimHashRetriever(dim=dim, bits=config.eta_hash_bits, seed=config.seed_hash)
+        dim, options = config.embedding_dim, config.eta
+        retriever = SimHashRetriever(dim=dim, bits=options.hash_bits, seed=options.seed_hash)
         attention = TargetAttention(dim=dim, heads=config.attention_heads, recency_buckets=spec.recency_buckets)
-        long_interest = RetrieveThenAttend(retriever=retriever, attention=attention, k=config.retrieve_k)
+        long_interest = RetrieveThenAttend(retriever=retriever, attention=attention, k=options.retrieve_k)
         super().__init__(long_interest=long_interest, **shell_parts(spec=spec, config=config))

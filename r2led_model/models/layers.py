@@ -14,16 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import torch
 from torch import Tensor, nn
 
-from r2led_model.config import ModelConfig
+from r2led_model.config import GateMode, ModelConfig
 from r2led_model.models.inputs import Batch, FeatureSpec
 
-GateMode = Literal["gate", "target_gate", "sum", "id_only", "sid_only"]
-GATE_MODES: tuple[str, ...] = ("gate", "target_gate", "sum", "id_only", "sid_only")
+GATE_MODES: tuple[str, ...] = get_args(GateMode)
 
 # Small init keeps the first attention logits near uniform and the first logits near 0 (loss ≈ log 2).
 EMBEDDING_INIT_STD = 0.1
@@ -151,7 +150,7 @@ class SidGate(nn.Module):
 
 
 class LevelGate(SidGate):
-    """SID-level fusion with one component per SID level (`model.sid_fusion: per_level`).
+    """SID-level fusion with one component per SID level (`model.r2led.sid_fusion: per_level`).
 
     gate / target_gate: h = g_0 ⊙ e_id + Σ_l g_l ⊙ P_l e_l, with (g_0, …, g_L) = softmax over the 1 + L
                  components, per dimension, of W[e_id; e_1; …; e_L] (target_gate: also the target's);
@@ -445,7 +444,7 @@ def shell_parts(*, spec: FeatureSpec, config: ModelConfig, gate: GateMode = "id_
                 with_long: bool = True, per_level: bool = False) -> dict[str, nn.Module]:
     """The embedding, short-term module and head of a model built from (spec, config).
 
-    Baselines call this with the default gate="id_only" (they never read SIDs); R2LED passes config.gate.
+    Baselines call this with the default gate="id_only" (they never read SIDs); R2LED passes config.r2led.gate.
     """
     dim = config.embedding_dim
     return {

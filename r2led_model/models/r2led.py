@@ -6,7 +6,7 @@ job; each arrives as a group r_<route> of k candidates (best first). The model r
   h(v)    = SidGate(e_id(v), e_sid(v)) + e_cat(v)                    (SID-level fusion, `layers.SidGate`)
   u_r     = TargetAttention_r(h_t, {h(v) + e_rec(v) : v ∈ route r})  (per route, own parameters; all
             routes in one batched call, `route_attention.RouteTargetAttention`)
-            [+ e_occ(r, log2 bucket of route r's valid candidates)]   (model.route_occupancy)
+            [+ e_occ(r, log2 bucket of route r's valid candidates)]   (model.r2led.route_occupancy)
   u_long  = RouteFusion(h_t, {u_r})                                  (attention / mean / concat)
        or = TargetAttention(h_t, ∪_r {h(v) + e_rec(v) + e_r})         (cross: one attention over every route)
   u_short = DIN(h_t, short)
@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import get_args
 
 import torch
 from torch import Tensor, nn
 
-from r2led_model.config import ModelConfig
+from r2led_model.config import ModelConfig, RouteFusionMode
 from r2led_model.models.inputs import FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, Target, TargetAttention, masked_softmax, shell_parts
 from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
 
-FUSIONS: tuple[str, ...] = ("attention", "mean", "concat", "cross")
+FUSIONS: tuple[str, ...] = get_args(RouteFusionMode)
 # Occupancy buckets: 0 (empty), then ⌊log2(count)⌋ + 1, capped (k = 20 fills bucket 5).
 OCCUPANCY_BUCKETS = 8
 
@@ -43,7 +43,7 @@ class RouteFusion(nn.Module):
     forward(target (B, d), interests (B, R, d), nonempty (B, R) bool) → (B, d).
     """
 
-    def __init__(self, *, mode: Literal["attention", "mean", "concat"], dim: int, num_routes: int) -> None:
+    def __init__(self, *, mode: RouteFusionMode, dim: int, num_routes: int) -> None:
         super().__init__()
         if mode not in FUSIONS:
             raise ValueError(f"unknown route_fusion {mode!r}; expected one of {', '.join(FUSIONS)}")
@@ -145,11 +145,11 @@ class RouteInterest(nn.Module):
 
 
 def resolve_routes(spec: FeatureSpec, wanted: tuple[str, ...]) -> tuple[str, ...]:
-    """The routes R2LED reads: config.model.routes (in that order), or every route in the spec when empty."""
+    """The routes R2LED reads: model.r2led.routes (in that order), or every route in the spec when empty."""
     routes = tuple(wanted) or spec.routes
     unknown = [r for r in routes if r not in spec.routes]
     if unknown:
-        raise ValueError(f"model.routes {unknown} are not in the data's routes {list(spec.routes)}")
+        raise ValueError(f"model.r2led.routes {unknown} are not in the data's routes {list(spec.routes)}")
     if not routes:
         raise ValueError("R2LED needs at least one route; the feature spec has none")
     return routes
@@ -158,23 +158,24 @@ def resolve_routes(spec: FeatureSpec, wanted: tuple[str, ...]) -> tuple[str, ...
 class R2LED(InterestCTR):
     """R2LED (design.md §4): SID-gated item representation, per-route target attention, route-level fusion.
 
-    Reads r_<route> for each configured route (config.routes, else every spec route) and `short`.
-    config.gate picks the SID-level fusion, config.route_fusion the route-level fusion.
+    Reads r_<route> for each configured route (config.r2led.routes, else every spec route) and `short`.
+    config.r2led.gate picks the SID-level fusion, config.r2led.route_fusion the route-level fusion.
     forward(batch) → logits (B,).
     """
 
     def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
-        routes = resolve_routes(spec, config.routes)
+        options = config.r2led
+        routes = resolve_routes(spec, options.routes)
         dim = config.embedding_dim
         heads, buckets = config.attention_heads, spec.recency_buckets
-        if config.route_fusion == "cross":
+        if options.route_fusion == "cross":
             cross = TargetAttention(dim=dim, heads=heads, recency_buckets=buckets)
             interest = RouteInterest(routes=routes, attention=None, fusion=None, cross=cross, dim=dim,
-                                     occupancy=config.route_occupancy)
+                                     occupancy=options.route_occupancy)
         else:
             attention = RouteTargetAttention(routes=routes, dim=dim, heads=heads, recency_buckets=buckets)
             interest = RouteInterest(routes=routes, attention=attention,
-                                     fusion=RouteFusion(mode=config.route_fusion, dim=dim, num_routes=len(routes)),
-                                     dim=dim, occupancy=config.route_occupancy)
-        super().__init__(long_interest=interest, **shell_parts(spec=spec, config=config, gate=config.gate,
-                                                              per_level=config.sid_fusion == "per_level"))
+                                     fusion=RouteFusion(mode=options.route_fusion, dim=dim, num_routes=len(routes)),
+                                     dim=dim, occupancy=options.route_occupancy)
+        super().__init__(long_interest=interest, **shell_parts(spec=spec, config=config, gate=options.gate,
+                                                              per_level=options.sid_fusion == "per_level"))

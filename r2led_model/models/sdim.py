@@ -47,11 +47,12 @@ class HashBucketInterest(nn.Module):
 
 class SDIM(InterestCTR):
     """SDIM (Cao et al., CIKM 2022): retrieves the `long` behaviours sharing the target's bucket under each of
-    sdim_hashes random-projection hashes (sdim_hash_bits bits each), pools them per hash (normalised sum) and
-    averages over hashes. forward(batch) → logits (B,).
+    model.sdim.hashes random-projection hashes (model.sdim.hash_bits bits each, seeded by model.sdim.seed_hash),
+    pools them per hash (normalised sum) and averages over hashes. forward(batch) → logits (B,).
     """
 
     def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
-        long_interest = HashBucketInterest(dim=config.embedding_dim, hashes=config.sdim_hashes,
-                                           bits=config.sdim_hash_bits, seed=config.seed_hash)
+        options = config.sdim
+        long_interest = HashBucketInterest(dim=config.embedding_dim, hashes=options.hashes, bits=options.hash_bits,
+                                           seed=options.seed_hash)
         super().__init__(long_interest=long_interest, **shell_parts(spec=spec, config=config))

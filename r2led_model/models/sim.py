@@ -35,29 +35,30 @@ class InnerProductRetriever(nn.Module):
 
 
 class _SIM(InterestCTR):
-    retriever_class: type[nn.Module]
-
-    def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
+    def __init__(self, *, spec: FeatureSpec, config: ModelConfig, retriever: nn.Module, retrieve_k: int) -> None:
         attention = TargetAttention(dim=config.embedding_dim, heads=config.attention_heads,
                                     recency_buckets=spec.recency_buckets)
-        long_interest = RetrieveThenAttend(retriever=self.retriever_class(), attention=attention,
-                                           k=config.retrieve_k)
+        long_interest = RetrieveThenAttend(retriever=retriever, attention=attention, k=retrieve_k)
         super().__init__(long_interest=long_interest, **shell_parts(spec=spec, config=config))
 
 
 class SIMHard(_SIM):
-    """SIM hard search (Pi et al., CIKM 2020): retrieves the retrieve_k most recent `long` behaviours whose
-    category equals the target's (an unknown category, index 1, matches nothing), then target attention with
-    a recency embedding. forward(batch) → logits (B,).
-    """
-
-    retriever_class = CategoryRetriever
-
-
-class SIMSoft(_SIM):
-    """SIM soft search (Pi et al., CIKM 2020): retrieves the retrieve_k `long` behaviours with the largest
-    inner product h_j · h_t (embeddings trained jointly; the ranking itself passes no gradient), then target
+    """SIM hard search (Pi et al., CIKM 2020): retrieves the model.sim_hard.retrieve_k most recent `long`
+    behaviours whose category equals the target's (an unknown category, index 1, matches nothing), then target
     attention with a recency embedding. forward(batch) → logits (B,).
     """
 
-    retriever_class = InnerProductRetriever
+    def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
+        super().__init__(spec=spec, config=config, retriever=CategoryRetriever(),
+                         retrieve_k=config.sim_hard.retrieve_k)
+
+
+class SIMSoft(_SIM):
+    """SIM soft search (Pi et al., CIKM 2020): retrieves the model.sim_soft.retrieve_k `long` behaviours with
+    the largest inner product h_j · h_t (embeddings trained jointly; the ranking itself passes no gradient),
+    then target attention with a recency embedding. forward(batch) → logits (B,).
+    """
+
+    def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
+        super().__init__(spec=spec, config=config, retriever=InnerProductRetriever(),
+                         retrieve_k=config.sim_soft.retrieve_k)

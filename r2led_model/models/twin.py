@@ -24,7 +24,7 @@ class AttentionScoreRetriever(nn.Module):
 
 
 class TWIN(InterestCTR):
-    """TWIN (Chang et al., KDD 2023): retrieves the retrieve_k `long` behaviours with the highest ESU
+    """TWIN (Chang et al., KDD 2023): retrieves the model.twin.retrieve_k `long` behaviours with the highest ESU
     target-attention logits (GSU and ESU share one TargetAttention), then ESU attention over them.
     forward(batch) → logits (B,).
     """
@@ -33,5 +33,5 @@ class TWIN(InterestCTR):
         attention = TargetAttention(dim=config.embedding_dim, heads=config.attention_heads,
                                     recency_buckets=spec.recency_buckets)
         long_interest = RetrieveThenAttend(retriever=AttentionScoreRetriever(attention=attention),
-                                           attention=attention, k=config.retrieve_k)
+                                           attention=attention, k=config.twin.retrieve_k)
         super().__init__(long_interest=long_interest, **shell_parts(spec=spec, config=config))

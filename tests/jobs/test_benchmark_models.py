@@ -45,9 +45,19 @@ def test_variant_config_applies_tuned_values_then_the_ablation():
     ablation = next(v for v in ABLATIONS if v.label == "r2led routes=collab")
     out = variant_config(config, ablation, tuned)
     assert out.training.learning_rate == 0.003 and out.model.embedding_dim == 32 and out.model.dropout == 0.2
-    assert out.model.routes == ("collab",) and out.model.name == "r2led"
+    assert out.model.r2led.routes == ("collab",) and out.model.name == "r2led"
     plain = variant_config(config, Variant("din", "din"), None)
     assert plain.training.learning_rate == config.training.learning_rate and plain.model.name == "din"
+
+
+def test_ablations_set_r2leds_section_and_baselines_leave_it_at_its_defaults():
+    config = load_config("oracle", ["model.r2led.gate=sum"])  # a dataset config written for R2LED
+    fusion = variant_config(config, Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)), None)
+    assert (fusion.model.r2led.route_fusion, fusion.model.r2led.gate) == ("mean", "sum")
+    baseline = variant_config(config, Variant("twin", "twin"), None)
+    assert baseline.model.name == "twin" and baseline.model.r2led == type(config.model.r2led)()
+    assert variant_job(config, None, Variant("r2led gate=id_only", "r2led", (("gate", "id_only"),)),
+                       seed=1).model.r2led.gate == "id_only"
 
 
 def test_the_table_shows_the_oracle_and_each_models_share_of_its_lift():

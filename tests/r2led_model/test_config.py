@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from r2led_model.config import Config, ConfigError, build_config, load_config, parse_utc_timestamp, split_as_of
+from r2led_model.config import (Config, ConfigError, ModelConfig, R2LEDConfig, build_config, for_model, load_config,
+                                parse_utc_timestamp, split_as_of)
 
 
 SHIPPED_ENVS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf").glob("*.yaml") if p.stem != "base")
@@ -181,3 +182,83 @@ def test_a_dated_run_rolls_the_time_split_to_its_date():
     split = split_as_of(config, "2024-01-19").sequences.split
     # test = the 2 days up to and including the date; valid = the 3 days before them.
     assert (split.mode, split.valid_from, split.test_from) == ("time", "2024-01-15", "2024-01-18")
+
+
+# ---- per-model sections ----------------------------------------------------------------------
+
+
+def test_each_model_with_options_has_a_section_named_like_it():
+    from r2led_model.models import MODELS
+
+    sections = ModelConfig().sections()
+    assert set(sections) == set(MODELS) - {"din", "din_long"}
+    config = load_config("tiny", ["model.name=eta", "model.eta.hash_bits=12", "model.eta.retrieve_k=30"])
+    assert (config.model.eta.hash_bits, config.model.eta.retrieve_k, config.model.eta.seed_hash) == (12, 30, 11)
+    assert config.model.read_values()["model.eta.hash_bits"] == 12
+    assert not [k for k in config.model.read_values() if k.startswith(("model.r2led.", "model.sdim."))]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.name=din", "model.r2led.gate=id_only"],
+     "model.r2led.gate: model.name is din, which does not read model.r2led (it is read by r2led)"),
+    (["model.name=sim_hard", "model.twin.retrieve_k=30"],
+     "model.twin.retrieve_k: model.name is sim_hard, which does not read model.twin (it is read by twin)"),
+    (["model.sdim.hashes=8"],  # the default model is r2led
+     "model.sdim.hashes: model.name is r2led, which does not read model.sdim (it is read by sdim)"),
+])
+def test_a_key_of_another_models_section_set_away_from_its_default_is_an_error_naming_it(overrides, message):
+    with pytest.raises(ConfigError) as raised:
+        load_config("tiny", overrides)
+    assert str(raised.value) == message
+
+
+def test_another_models_section_at_its_defaults_is_fine_and_a_file_is_checked_like_set(tmp_path):
+    assert load_config("tiny", ["model.name=din", "model.r2led.gate=gate"]).model.name == "din"
+    own = _own(tmp_path, "model:\n  name: twin\n  eta:\n    hash_bits: 16\n")
+    with pytest.raises(ConfigError, match=r"^model\.eta\.hash_bits: model\.name is twin, which does not read"):
+        load_config("tiny", config_file=own)
+
+
+@pytest.mark.parametrize("flat, home", [
+    ("gate=sum", "model.r2led.gate"),
+    ("route_fusion=mean", "model.r2led.route_fusion"),
+    ("routes=[collab]", "model.r2led.routes"),
+    ("eta_hash_bits=8", "model.eta.hash_bits"),
+    ("sdim_hashes=2", "model.sdim.hashes"),
+    ("sdim_hash_bits=2", "model.sdim.hash_bits"),
+])
+def test_an_old_flat_model_key_is_an_error_naming_its_new_home(flat, home):
+    key = f"model.{flat.split('=')[0]}"
+    with pytest.raises(ConfigError) as raised:
+        load_config("tiny", [f"model.{flat}"])
+    assert str(raised.value) == f"--set: {key} moved to {home}"
+
+
+def test_an_old_flat_key_read_by_several_models_names_every_home(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        load_config("tiny", config_file=_own(tmp_path, "model:\n  name: sim_hard\n  retrieve_k: 30\n"))
+    assert str(raised.value) == (f"{tmp_path / 'my.yaml'}: model.retrieve_k moved to the section of each model that "
+                                 "reads it (model.sim_hard.retrieve_k, model.sim_soft.retrieve_k, "
+                                 "model.eta.retrieve_k, model.twin.retrieve_k)")
+    with pytest.raises(ConfigError, match=r"model\.seed_hash moved to .*model\.eta\.seed_hash, model\.sdim\.seed_hash"):
+        build_config({"model": {"name": "eta", "seed_hash": 3}})
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["model.name=eta", "model.eta.hash_bits=63"], "model.eta.hash_bits"),
+    (["model.name=sdim", "model.sdim.hash_bits=17"], "model.sdim.hash_bits"),
+    (["model.name=sdim", "model.sdim.hashes=0"], "model.sdim.hashes"),
+    (["model.name=twin", "model.twin.retrieve_k=0"], "model.twin.retrieve_k"),
+    (["model.r2led.routes=[collab, collab]"], "model.r2led.routes"),
+    (["model.embedding_dim=9"], "model.attention_heads"),
+])
+def test_each_section_checks_its_own_values(overrides, key):
+    with pytest.raises(ConfigError, match=rf"^{key.replace('.', chr(92) + '.')}: "):
+        load_config("tiny", overrides)
+
+
+def test_switching_model_resets_only_the_other_models_sections():
+    config = load_config("tiny", ["model.r2led.route_fusion=mean", "model.embedding_dim=8"])
+    din = for_model(config, "din")
+    assert din.model.name == "din" and din.model.embedding_dim == 8 and din.model.r2led == R2LEDConfig()
+    assert for_model(config, "r2led").model.r2led.route_fusion == "mean"

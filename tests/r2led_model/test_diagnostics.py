@@ -3,12 +3,10 @@ ID weight is what the gate computes."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from r2led_model.config import ModelConfig
+from r2led_model.config import ModelConfig, R2LEDConfig
 from r2led_model.diagnostics import r2led_diagnostics
 from r2led_model.models import build_model
 from r2led_model.models.inputs import FeatureSpec, random_batch
@@ -19,7 +17,7 @@ SPEC = FeatureSpec(num_items=50, num_categories=5, sid_levels=2, sid_vocab=6, ro
 
 def model(**overrides):
     torch.manual_seed(0)
-    return build_model("r2led", spec=SPEC, config=dataclasses.replace(ModelConfig(embedding_dim=8), **overrides))
+    return build_model("r2led", spec=SPEC, config=ModelConfig(embedding_dim=8, r2led=R2LEDConfig(**overrides)))
 
 
 def only_route(batch, keep: str):

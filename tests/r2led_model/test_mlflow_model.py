@@ -28,7 +28,7 @@ from r2led_model.tracking import tracked_run
 
 SPEC = FeatureSpec(num_items=50, num_categories=5, sid_levels=2, sid_vocab=8, routes=("sid1", "collab"),
                    route_k=(3, 2), short_window=3, long_history=6, recency_buckets=4)
-MODEL = ModelConfig(embedding_dim=8, mlp_dims=(16,), retrieve_k=3)
+MODEL = ModelConfig(embedding_dim=8, mlp_dims=(16,))
 
 # Run in a fresh interpreter with `-S`: site-packages is put on sys.path by hand, so the .pth files (the
 # editable install of this project among them) are not processed and `r2led_model` is not importable

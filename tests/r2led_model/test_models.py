@@ -8,17 +8,20 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from r2led_model.config import ModelConfig
+from r2led_model.config import ETAConfig, ModelConfig, R2LEDConfig, SDIMConfig, TopKRetrievalConfig
 from r2led_model.models import MODELS, CTRTask, FeatureSpec, build_model
 from r2led_model.models.inputs import columns_for, random_batch, within_vocab
 from r2led_model.models.layers import Behaviours, Target, masked_softmax, top_k_slots
 
 SPEC = FeatureSpec(num_items=300, num_categories=6, sid_levels=3, sid_vocab=12, routes=("sid1", "sid2", "collab"),
                    route_k=(4, 3, 5), short_window=4, long_history=12, recency_buckets=5)
-CONFIG = ModelConfig(embedding_dim=8, attention_heads=2, mlp_dims=(32, 16), dropout=0.0, retrieve_k=4,
-                     eta_hash_bits=8, sdim_hashes=3, sdim_hash_bits=2)
+RETRIEVE_K = 4
+TOP_K = TopKRetrievalConfig(retrieve_k=RETRIEVE_K)
+CONFIG = ModelConfig(embedding_dim=8, attention_heads=2, mlp_dims=(32, 16), dropout=0.0, sim_hard=TOP_K,
+                     sim_soft=TOP_K, twin=TOP_K, eta=ETAConfig(retrieve_k=RETRIEVE_K, hash_bits=8),
+                     sdim=SDIMConfig(hashes=3, hash_bits=2))
 
-# Every registered model, plus R2LED's main ablations.
+# Every registered model, plus R2LED's main ablations (options of model.r2led).
 VARIANTS = {name: (name, {}) for name in MODELS} | {
     "r2led-id_only": ("r2led", {"gate": "id_only"}),
     "r2led-sid_only": ("r2led", {"gate": "sid_only"}),
@@ -35,7 +38,7 @@ VARIANTS = {name: (name, {}) for name in MODELS} | {
 }
 # Variants whose long interest is exactly zero when every route is empty (occupancy says "nothing matched").
 ZERO_WHEN_EMPTY = [v for v, (name, overrides) in VARIANTS.items()
-                   if name == "r2led" and not dataclasses.replace(CONFIG, **overrides).route_occupancy]
+                   if name == "r2led" and not R2LEDConfig(**overrides).route_occupancy]
 BASELINES = [name for name in MODELS if name != "r2led"]
 TOP_K_BASELINES = ["sim_hard", "sim_soft", "eta", "twin"]
 GROUPS = [f"r_{r}" for r in SPEC.routes] + ["short", "long"]
@@ -44,7 +47,7 @@ GROUPS = [f"r_{r}" for r in SPEC.routes] + ["short", "long"]
 def make(variant: str, spec: FeatureSpec = SPEC, seed: int = 0):
     name, overrides = VARIANTS[variant]
     torch.manual_seed(seed)
-    return build_model(name, spec=spec, config=dataclasses.replace(CONFIG, **overrides))
+    return build_model(name, spec=spec, config=dataclasses.replace(CONFIG, r2led=R2LEDConfig(**overrides)))
 
 
 def batch_of(size: int, seed: int = 1, spec: FeatureSpec = SPEC) -> dict[str, torch.Tensor]:
@@ -223,7 +226,18 @@ def test_top_k_baselines_select_only_real_slots(name):
     real = groups["long"].mask
     assert real.gather(1, idx)[selected].all()  # a selected slot is always a real one
     if name != "sim_hard":  # every real slot is eligible: exactly min(k, #real) are kept
-        assert torch.equal(selected.sum(1), real.sum(1).clamp(max=CONFIG.retrieve_k))
+        assert torch.equal(selected.sum(1), real.sum(1).clamp(max=RETRIEVE_K))
+
+
+@pytest.mark.parametrize("name", TOP_K_BASELINES)
+def test_each_top_k_baseline_keeps_the_k_of_its_own_section(name):
+    config = dataclasses.replace(CONFIG, **{name: dataclasses.replace(getattr(CONFIG, name), retrieve_k=2)})
+    torch.manual_seed(0)
+    model = build_model(name, spec=SPEC, config=config).eval()
+    with torch.no_grad():
+        target, groups = model.encode(dense_batch(16))
+        _, selected = model.long_interest.select(target, groups["long"])
+    assert selected.shape[1] == 2  # the other models' sections (k = 4) are not read
 
 
 @pytest.mark.parametrize("name", ["sim_soft", "eta", "twin"])
@@ -328,7 +342,7 @@ def test_registry_names_and_unknown_model_error():
 
 def test_r2led_rejects_routes_missing_from_the_data():
     with pytest.raises(ValueError, match="sid9"):
-        build_model("r2led", spec=SPEC, config=dataclasses.replace(CONFIG, routes=("sid1", "sid9")))
+        build_model("r2led", spec=SPEC, config=dataclasses.replace(CONFIG, r2led=R2LEDConfig(routes=("sid1", "sid9"))))
 
 
 def test_task_loss_is_bce_and_predict_proba_is_the_sigmoid_of_the_logits():

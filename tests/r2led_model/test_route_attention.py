@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from torch import nn
 
-from r2led_model.config import ModelConfig
+from r2led_model.config import ModelConfig, R2LEDConfig
 from r2led_model.models import build_model
 from r2led_model.models.inputs import FeatureSpec, random_batch
 from r2led_model.models.layers import Behaviours, TargetAttention
@@ -126,7 +124,7 @@ def test_same_seed_gives_the_weights_of_r_separate_target_attentions():
 
 @pytest.mark.parametrize("fusion", ["attention", "mean", "concat"])
 def test_an_r2led_state_dict_with_per_route_attention_keys_loads_and_predicts_the_same(fusion):
-    config = dataclasses.replace(ModelConfig(embedding_dim=8, attention_heads=2), route_fusion=fusion)
+    config = ModelConfig(embedding_dim=8, attention_heads=2, r2led=R2LEDConfig(route_fusion=fusion))
     torch.manual_seed(0)
     model = build_model("r2led", spec=SPEC, config=config).eval()
     prefix = "long_interest.attention."
