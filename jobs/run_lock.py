@@ -4,8 +4,8 @@ the same tables at once.
 A run takes the lock with one conditional MERGE: the row is inserted when there is none, or taken
 over when it is free (owner null) or stale (no heartbeat for `pipeline.lock_timeout_minutes`). Two
 runs racing for it both MERGE into the same one-file table, so Delta's optimistic concurrency
-(Serializable isolation on this table) commits one and refuses the other; the owner read back
-after the MERGE says who won. The holder renews its heartbeat between stages once a quarter of
+(Serializable isolation on this table) commits one and refuses the other; the MERGE's own count
+of rows written says whether this run won, and only a loser reads the row to name the winner. The holder renews its heartbeat between stages once a quarter of
 the timeout has passed since the last renewal (sooner, nobody can have taken it over: that takes a
 heartbeat older than the whole timeout), and frees the lock when it ends, failed or not; a run
 that finds its lock taken over stops before its next stage.
@@ -88,11 +88,13 @@ class RunLock:
         mine = self.store.spark.createDataFrame([(_ROW, self.owner, self.run_date, now, now)], _SCHEMA)
         free_or_stale = F.col("t.owner").isNull() | (F.col("t.heartbeat_at") < F.lit(now - self.timeout_s))
         try:
-            self.store.upsert(LOCK_TABLE, mine, only_if=free_or_stale)
+            # The MERGE wrote this run's row (inserted, or taken over while free or stale) or nothing.
+            taken = self.store.upsert(LOCK_TABLE, mine, only_if=free_or_stale) == 1
         except COMMIT_CONFLICTS:
             log.info("run lock: another run committed first")  # the read below names it
-        holder = self.holder()
-        if holder is None or holder.owner != self.owner:
+            taken = False
+        if not taken:
+            holder = self.holder()
             who = holder.describe(now) if holder else "another run (it has released it since: try again)"
             raise LockHeldError(
                 f"pipeline --date {self.run_date}: the workspace is locked by {who}; nothing was run or written. "
@@ -137,7 +139,7 @@ class RunLock:
         for attempt in range(3):
             try:
                 self.store.update_where(LOCK_TABLE, (F.col("name") == _ROW) & (F.col("owner") == self.owner),
-                                        assignments)
+                                        assignments, count=False)
                 return
             except COMMIT_CONFLICTS:  # a rival's MERGE touched the row first: read it again and retry
                 if attempt == 2:

@@ -389,11 +389,12 @@ class TableStore:
             self._write(spec, df, mode="overwrite", options={})
             return int(self.read(name).count())
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
-        (self.delta(name).alias("t").merge(df.alias("s"), condition)
-         .whenMatchedUpdateAll(condition=only_if).whenNotMatchedInsertAll().execute())
-        metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
+        # The MERGE's own metrics row (num_inserted_rows, num_updated_rows, ...): this commit's counts,
+        # where reading history(1) afterwards could see a later writer's commit, and costs a job.
+        metrics = (self.delta(name).alias("t").merge(df.alias("s"), condition)
+                   .whenMatchedUpdateAll(condition=only_if).whenNotMatchedInsertAll().execute().first())
         faults.commit_point(f"merge into {name}")
-        return int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
+        return int(metrics["num_inserted_rows"]) + int(metrics["num_updated_rows"])
 
     def append(self, name: str, df: DataFrame) -> None:
         """Add `df`'s rows in one commit. Not idempotent by itself: for logs whose readers say what a
@@ -414,10 +415,15 @@ class TableStore:
             log.info("added %s to %s", ", ".join(f.name for f in missing), self.location(name))
         return [f.name for f in missing]
 
-    def update_where(self, name: str, condition: Column | str, assignments: Mapping[str, Column | str]) -> int:
-        """UPDATE the rows matching `condition` (a Column or SQL text); returns rows updated."""
+    def update_where(self, name: str, condition: Column | str, assignments: Mapping[str, Column | str],
+                     *, count: bool = True) -> int | None:
+        """UPDATE the rows matching `condition` (a Column or SQL text); returns rows updated (read from
+        the table's history: Delta's update returns no metrics), or None without `count`."""
         table = self.delta(name)
         table.update(condition=condition, set=dict(assignments))
+        if not count:
+            faults.commit_point(f"update of {name}")
+            return None
         metrics = table.history(1).select("operation", "operationMetrics").first()
         faults.commit_point(f"update of {name}")
         if metrics["operation"] != "UPDATE":
