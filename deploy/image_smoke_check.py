@@ -26,8 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mlflow import MlflowClient
 
-    from jobs.spark_runtime import get_spark
-    from jobs.tables import TableStore
+    from jobs.runtime.spark_runtime import get_spark
+    from jobs.runtime.tables import TableStore
     from r2led_model.config import load_config
 
     config = load_config(args.env, overrides=args.overrides)

@@ -12,9 +12,9 @@
 
 from pyspark.sql import functions as F
 
-from jobs.notebook_context import (STANDARD_WIDGETS, hist_len_buckets, notebook_config, notebook_spark, run_date,
-                                   widget_values)
-from jobs.tables import TableStore
+from jobs.notebook_views.context import (STANDARD_WIDGETS, hist_len_buckets, notebook_config, notebook_spark, run_date,
+                                         widget_values)
+from jobs.runtime.tables import TableStore
 
 widgets = widget_values(dbutils, STANDARD_WIDGETS)
 

@@ -2,16 +2,16 @@
 # MAGIC %md
 # MAGIC # 02 · Inspect Semantic IDs
 # MAGIC
-# MAGIC The current `item_sids` judged by `jobs.report_sids.build_sid_report`: per-level usage and
+# MAGIC The current `item_sids` judged by `jobs.sids.report_sids.build_sid_report`: per-level usage and
 # MAGIC perplexity, collisions before and after the dedup digit, the biggest prefixes with example
 # MAGIC item texts, NMI against the planted taxonomy (synthetic data), and the usage plots.
 # MAGIC Read-only: `r2led report sids` also writes the report to disk and MLflow.
 
 # COMMAND ----------
 
-from jobs.notebook_context import (STANDARD_WIDGETS, notebook_config, notebook_spark, sid_metrics_frame,
-                                   sid_prefix_examples, widget_values)
-from jobs.report_sids import build_sid_report
+from jobs.notebook_views.context import (STANDARD_WIDGETS, notebook_config, notebook_spark, sid_metrics_frame,
+                                         sid_prefix_examples, widget_values)
+from jobs.sids.report_sids import build_sid_report
 from r2led_model.sid_report import plot_prefix_sizes, plot_usage
 
 widgets = widget_values(dbutils, STANDARD_WIDGETS)

@@ -11,9 +11,9 @@
 
 from pyspark.sql import functions as F
 
-from jobs.notebook_context import (STANDARD_WIDGETS, notebook_config, notebook_spark, optional_id,
-                                   resolve_user_id, user_retrieval, widget_values)
-from jobs.tables import TableStore
+from jobs.notebook_views.context import (STANDARD_WIDGETS, notebook_config, notebook_spark, optional_id,
+                                         resolve_user_id, user_retrieval, widget_values)
+from jobs.runtime.tables import TableStore
 
 widgets = widget_values(dbutils, {**STANDARD_WIDGETS, "user_id": "", "sample_id": ""})
 

@@ -2,7 +2,7 @@
 # MAGIC %md
 # MAGIC # 04 · Train with MLflow
 # MAGIC
-# MAGIC `jobs.train.train`: the configured model (`model.name`, default R2LED) on
+# MAGIC `jobs.training.train.train`: the configured model (`model.name`, default R2LED) on
 # MAGIC `training_examples` through Petastorm, early stopping on validation AUC, test metrics, and
 # MAGIC an MLflow run with the model registered under `registry.model_name`. Change the model or an
 # MAGIC ablation through `overrides`, e.g. `model.name=twin` or `model.r2led.gate=id_only, training.epochs=5`.
@@ -11,8 +11,8 @@
 
 import pandas as pd
 
-from jobs.notebook_context import STANDARD_WIDGETS, notebook_config, notebook_spark, widget_values
-from jobs.train import train
+from jobs.notebook_views.context import STANDARD_WIDGETS, notebook_config, notebook_spark, widget_values
+from jobs.training.train import train
 
 widgets = widget_values(dbutils, STANDARD_WIDGETS)
 

@@ -4,15 +4,15 @@
 # MAGIC
 # MAGIC Widget `action`: `review` (default) shows the decision `r2led promote` last recorded on the
 # MAGIC challenger (promoted or not, why, the registered test metrics); `promote` runs
-# MAGIC `jobs.promote.promote` now: the newest version becomes the challenger and replaces the champion
+# MAGIC `jobs.registry.promote.promote` now: the newest version becomes the challenger and replaces the champion
 # MAGIC only if it wins on the same test rows. Then the registry's aliases.
 
 # COMMAND ----------
 
 import pandas as pd
 
-from jobs.notebook_context import (STANDARD_WIDGETS, notebook_config, notebook_spark, promotion_decision,
-                                   registry_state, widget_values)
+from jobs.notebook_views.context import (STANDARD_WIDGETS, notebook_config, notebook_spark, promotion_decision,
+                                         registry_state, widget_values)
 
 dbutils.widgets.dropdown("action", "review", ["review", "promote"], "action")
 widgets = widget_values(dbutils, STANDARD_WIDGETS)

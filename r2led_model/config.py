@@ -243,7 +243,7 @@ class ImpressionConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Planted structure of `r2led generate` (see jobs/generate.py for the process)."""
+    """Planted structure of `r2led generate` (see jobs/ingest/generate.py for the process)."""
 
     seed: int = 7
     num_users: int = 1000

@@ -4,7 +4,7 @@ The kernel ranks blocks of (samples × history positions) cells: one user's stor
 (T behaviours, ascending ts) against all S of that user's labelled samples as (S, T) arrays
 (`retrieve_routes`), or many users at once (`retrieve_routes_many`), where samples of short
 histories are pooled across users and each sample's history is gathered per row. The Spark job
-(`jobs/retrieve.py`) calls `retrieve_routes_many` once per partition; blocks are the only loop.
+(`jobs/retrieval/retrieve.py`) calls `retrieve_routes_many` once per partition; blocks are the only loop.
 
 Point in time: a sample's history is positions [0, end) of the stored sequence with
 end = hist_len − dropped, where hist_len counts the user's behaviours strictly before the

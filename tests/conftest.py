@@ -20,7 +20,7 @@ IVY_DIR = REPO / "workspace" / "ivy2"
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from jobs.spark_runtime import get_spark
+    from jobs.runtime.spark_runtime import get_spark
 
     root = tmp_path_factory.mktemp("spark-session")
     config = load_config("tiny", [f"workspace.root={root}", f"spark.ivy_dir={IVY_DIR}"])
@@ -48,8 +48,8 @@ def make_config(tmp_path):
 def tiny_tables(spark, tmp_path_factory) -> Path:
     """A workspace holding the tiny synthetic world after every data stage of the full run, built
     once per test run. Modules copy it with `trained_world` (never write into it)."""
-    from jobs import generate
-    from jobs.stages import DATA_STAGES, stages
+    from jobs.ingest import generate
+    from jobs.orchestration.stages import DATA_STAGES, stages
 
     root = tmp_path_factory.mktemp("tiny-tables")
     config = config_in(root)
@@ -62,7 +62,7 @@ def tiny_tables(spark, tmp_path_factory) -> Path:
 def trained_world(spark, tables: Path, root: Path, *overrides: str) -> Path:
     """A copy of `tables` at `root`, then the full run's train, promote and score on it with
     `overrides`: the same workspace `generate` + `pipeline` would leave."""
-    from jobs.stages import MODEL_STAGES, stages
+    from jobs.orchestration.stages import MODEL_STAGES, stages
 
     shutil.copytree(tables, root)
     config = config_in(root, *overrides)
@@ -80,8 +80,8 @@ NIGHTLY_DAY1 = "2024-01-18"
 def nightly_day1(spark, tmp_path_factory) -> Path:
     """The tiny world after a clean first `pipeline --date 2024-01-18` (a catch-up) with NIGHTLY_FAST,
     on the session's local[2], built once per test run. Modules copy it (never write into it)."""
-    from jobs import generate
-    from jobs.nightly import run_date
+    from jobs.ingest import generate
+    from jobs.orchestration.nightly import run_date
 
     root = tmp_path_factory.mktemp("nightly-day1") / "workspace"
     config = config_in(root, *NIGHTLY_FAST)

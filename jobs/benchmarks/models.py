@@ -40,15 +40,15 @@ from typing import Mapping, Sequence
 import torch
 from pyspark.sql import SparkSession
 
-from jobs import generate
-from jobs.entrypoint import (ConfigSource, dataset_envs, dataset_label, flags_and_source, load_dataset_config,
-                             spark_job_main)
-from jobs.oracle_truth import load_oracle_truth
-from jobs.stages import DATA_STAGES, stages
-from jobs.tables import TableStore
-from jobs.train import TrainJob, evaluate_split, make_feed, model_columns, train_worker
-from jobs.training_data import TrainingData, training_data
-from jobs.tune import tune_model
+from jobs.ingest import generate
+from jobs.ingest.oracle_truth import load_oracle_truth
+from jobs.orchestration.stages import DATA_STAGES, stages
+from jobs.runtime.entrypoint import (ConfigSource, dataset_envs, dataset_label, flags_and_source, load_dataset_config,
+                                     spark_job_main)
+from jobs.runtime.tables import TableStore
+from jobs.training.training_data import TrainingData, training_data
+from jobs.training.tune import tune_model
+from jobs.training.worker import TrainJob, evaluate_split, make_feed, model_columns, train_worker
 from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, for_model, with_values
 from r2led_model.diagnostics import r2led_diagnostics

@@ -25,11 +25,11 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs import generate
 from jobs.benchmarks.process_memory import MemorySampler, jvm_pid
-from jobs.entrypoint import spark_job_main
-from jobs.stages import DATA_STAGES, stages
-from jobs.tables import TableStore
+from jobs.ingest import generate
+from jobs.orchestration.stages import DATA_STAGES, stages
+from jobs.runtime.entrypoint import spark_job_main
+from jobs.runtime.tables import TableStore
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
 
 log = logging.getLogger(__name__)

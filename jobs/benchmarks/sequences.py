@@ -24,10 +24,12 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs import generate, ingest, sequences
+from jobs.ingest import generate, ingest
+
 from jobs.benchmarks.reference_sequences import run_reference
-from jobs.entrypoint import spark_job_main
-from jobs.tables import TableStore
+from jobs.runtime.entrypoint import spark_job_main
+from jobs.runtime.tables import TableStore
+from jobs.sequences import sequences
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
 
 log = logging.getLogger(__name__)

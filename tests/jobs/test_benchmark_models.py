@@ -11,16 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from jobs.benchmarks.models import (
-    ABLATIONS,
-    CatalogueSetting,
-    Variant,
-    format_table,
-    training_rates,
-    variant_config,
-    variant_job,
-)
-from jobs.training_data import TrainingData
+from jobs.benchmarks.models import (ABLATIONS, CatalogueSetting, Variant, format_table, training_rates, variant_config,
+                                    variant_job)
+from jobs.training.training_data import TrainingData
 from r2led_model.bundle import DataVersions
 from r2led_model.config import load_config
 from r2led_model.models.inputs import FeatureSpec, random_batch

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from jobs import cli
-from jobs.tables import TableStore
+from jobs.runtime.tables import TableStore
 from tests.conftest import IVY_DIR, config_in
 from tests.helpers import write_lines
 
@@ -136,12 +136,12 @@ def test_every_command_loads_its_config_file_and_names_it_in_errors(command, cap
 
 def test_a_commands_config_file_reaches_the_job(monkeypatch, capsys, tmp_path):
     """`r2led ingest --config my.yaml`: the job gets base ← my.yaml ← --set, no env layer (no Spark here)."""
-    import jobs.ingest
-    import jobs.spark_runtime
+    import jobs.ingest.ingest
+    import jobs.runtime.spark_runtime
 
     seen = []
-    monkeypatch.setattr(jobs.spark_runtime, "get_spark", lambda config: "session")
-    monkeypatch.setattr(jobs.ingest, "run", lambda spark, config, **flags: seen.append((spark, config, flags)))
+    monkeypatch.setattr(jobs.runtime.spark_runtime, "get_spark", lambda config: "session")
+    monkeypatch.setattr(jobs.ingest.ingest, "run", lambda spark, config, **flags: seen.append((spark, config, flags)))
     own = tmp_path / "my.yaml"
     own.write_text(f"workspace:\n  root: {tmp_path}\nsource:\n  kind: taobao\n  taobao:\n"
                    f"    paths: [{tmp_path}/logs.csv]\ningest:\n  max_reject_share: 0.3\n", encoding="utf-8")
@@ -160,7 +160,7 @@ def test_a_commands_config_file_reaches_the_job(monkeypatch, capsys, tmp_path):
 
 
 def _benchmark_args(module, argv: list[str]):
-    from jobs.entrypoint import job_parser
+    from jobs.runtime.entrypoint import job_parser
 
     parser = job_parser("r2led benchmark", "")
     module._add_arguments(parser)
@@ -169,7 +169,7 @@ def _benchmark_args(module, argv: list[str]):
 
 def test_benchmark_models_loads_its_dataset_envs_with_the_commands_config_file_and_conf_dir(tmp_path):
     from jobs.benchmarks import models
-    from jobs.entrypoint import ConfigSource
+    from jobs.runtime.entrypoint import ConfigSource
 
     own = tmp_path / "my.yaml"
     own.write_text("model:\n  embedding_dim: 8\n  attention_heads: 2\n", encoding="utf-8")
@@ -206,7 +206,7 @@ def test_benchmark_models_loads_its_dataset_envs_with_the_commands_config_file_a
 
 def test_benchmark_sids_quality_envs_follow_the_commands_config_file(tmp_path):
     from jobs.benchmarks import sids
-    from jobs.entrypoint import ConfigSource, dataset_envs, load_dataset_config
+    from jobs.runtime.entrypoint import ConfigSource, dataset_envs, load_dataset_config
 
     own = tmp_path / "my.yaml"
     own.write_text("codebook:\n  levels: 2\n", encoding="utf-8")
@@ -226,14 +226,14 @@ def test_every_commands_flags_are_typed_keyword_arguments_of_its_run(module_name
     import importlib
     import inspect
 
-    from jobs.entrypoint import flags_and_source, job_parser, own_flags
+    from jobs.runtime.entrypoint import flags_and_source, job_parser, own_flags
 
     module = importlib.import_module(module_name)
     parser = job_parser("r2led job", "")
     for name in ("add_arguments", "_add_arguments"):
         if hasattr(module, name):
             getattr(module, name)(parser)
-    args = parser.parse_args(["--model", "din"] if module_name == "jobs.tune" else [])
+    args = parser.parse_args(["--model", "din"] if module_name == "jobs.training.tune" else [])
     parameters = inspect.signature(module.run).parameters
     keywords = flags_and_source(args) if "source" in parameters else own_flags(args)
     inspect.signature(module.run).bind("spark", "config", **keywords)  # raises on a flag run does not take

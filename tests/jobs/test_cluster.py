@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs import train
-from jobs.ledger import RunLedger
-from jobs.tables import TABLES, TableStore
+from jobs.orchestration.ledger import RunLedger
+from jobs.runtime.tables import TABLES, TableStore
+from jobs.training import train
 from r2led_model.config import split_as_of
 from tests.conftest import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, REPO, config_in
 from tests.helpers import table_snapshot

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from jobs.config_drift import ConfigDriftError, drift, stage_config, stages_to_rebuild, training_fingerprint
+from jobs.orchestration.config_drift import (ConfigDriftError, drift, stage_config, stages_to_rebuild,
+                                             training_fingerprint)
 from r2led_model.config import load_config, with_values
 
 

@@ -9,11 +9,15 @@ import sys
 
 import pytest
 
-from jobs import ingest, pipeline, score
-from jobs.dates import parse_day
-from jobs.ledger import LEDGER
-from jobs.nightly import run_date
-from jobs.tables import TableStore
+from jobs.ingest import ingest
+
+from jobs.orchestration import pipeline
+
+from jobs.orchestration.ledger import LEDGER
+from jobs.orchestration.nightly import run_date
+from jobs.registry import score
+from jobs.runtime.dates import parse_day
+from jobs.runtime.tables import TableStore
 from tests.conftest import IVY_DIR, REPO, config_in
 from tests.helpers import rows
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.splits import resplit
-from jobs.tables import TableStore
-from jobs.training_data import SPLITS, TrainingDataError, _uri, purge_deleted_rows, training_data
+from jobs.runtime.tables import TableStore
+from jobs.sequences.splits import resplit
+from jobs.training.training_data import SPLITS, TrainingDataError, _uri, purge_deleted_rows, training_data
 from r2led_model.config import SplitConfig, parse_utc_timestamp
 from r2led_model.feed import PetastormFeed
 

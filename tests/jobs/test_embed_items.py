@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.embed_items import build_item_embeddings
+from jobs.sids.embed_items import build_item_embeddings
 from r2led_model.config import EmbeddingConfig
 from r2led_model.text_encoder import load_text_encoder
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import generate, ingest, sequences
-from jobs.tables import TableStore
+from jobs.ingest import generate, ingest
+
+from jobs.runtime.tables import TableStore
+from jobs.sequences import sequences
 from tests.conftest import config_in
 from tests.helpers import rows
 

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from jobs import ingest
-from jobs.tables import TableStore
+from jobs.ingest import ingest
+from jobs.runtime.tables import TableStore
 from tests.conftest import IVY_DIR
 from tests.helpers import rows, write_lines
 

@@ -5,8 +5,8 @@ written before `recorded_at` existed is upgraded in place."""
 from __future__ import annotations
 
 from jobs import ledger as ledger_module
-from jobs.ledger import LEDGER, RunLedger
-from jobs.tables import TableStore
+from jobs.orchestration.ledger import LEDGER, RunLedger
+from jobs.runtime.tables import TableStore
 
 OLD_SCHEMA = ("run_date STRING, stage STRING, status STRING, rows_in BIGINT, rows_out BIGINT, seconds DOUBLE, "
               "table_versions STRING, detail STRING")

@@ -17,19 +17,21 @@ import torch
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-from jobs import assign_sids, embed_items, pipeline
-from jobs.build_training_set import extend_item_index
-from jobs.config_drift import ConfigDriftError
-from jobs.faults import InjectedFailure
-from jobs.ingest import dated_run_id
-from jobs.ledger import LEDGER, RunLedger
-from jobs.nightly import run_date, summary_table
-from jobs.run_lock import LOCK_TABLE, LockHeldError, RunLock
-from jobs.sequences import build_user_sequences
-from jobs.splits import split_column
-from jobs.stages import DATA_STAGES, STAGE_NAMES
-from jobs.tables import TABLES, TableStore
-from jobs.training_data import data_versions, feature_spec
+from jobs.sids import assign_sids, embed_items
+
+from jobs.ingest.ingest import dated_run_id
+from jobs.orchestration import pipeline
+from jobs.orchestration.config_drift import ConfigDriftError
+from jobs.orchestration.ledger import LEDGER, RunLedger
+from jobs.orchestration.nightly import run_date, summary_table
+from jobs.orchestration.run_lock import LOCK_TABLE, LockHeldError, RunLock
+from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES
+from jobs.runtime.faults import InjectedFailure
+from jobs.runtime.tables import TABLES, TableStore
+from jobs.sequences.sequences import build_user_sequences
+from jobs.sequences.splits import split_column
+from jobs.training.build_training_set import extend_item_index
+from jobs.training.training_data import data_versions, feature_spec
 from r2led_model import codebook_store
 from r2led_model.bundle import frame_arrays
 from r2led_model.codebook import Codebook

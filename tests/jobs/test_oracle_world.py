@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import generate, report_oracle, train, tune
-from jobs.oracle_truth import load_oracle_truth
-from jobs.sources.synthetic import read_truth
-from jobs.stages import DATA_STAGES, stages
-from jobs.tables import TableStore
+from jobs.ingest import generate
+
+from jobs.ingest.oracle_truth import load_oracle_truth
+from jobs.ingest.sources.synthetic import read_truth
+from jobs.orchestration.stages import DATA_STAGES, stages
+from jobs.runtime.tables import TableStore
+from jobs.training import report_oracle, train, tune
 from r2led_model.tracking import child_runs, run_data
 from r2led_model.tuning import TunedParams, tuned_path
 from tests.conftest import config_in

@@ -14,8 +14,8 @@ import logging
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import pipeline
-from jobs.tables import TableStore
+from jobs.orchestration import pipeline
+from jobs.runtime.tables import TableStore
 from r2led_model.config import load_config
 from r2led_model.mlflow_model import model_version
 from tests.conftest import IVY_DIR

@@ -9,8 +9,10 @@ from dataclasses import replace
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import retrieve, sequences
-from jobs.tables import TableStore
+from jobs.retrieval import retrieve
+
+from jobs.runtime.tables import TableStore
+from jobs.sequences import sequences
 from tests.helpers import rows
 
 BASE = int(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp())
@@ -102,7 +104,7 @@ def test_rerun_is_identical_and_partitioned_by_split(spark, world):
 
 
 def test_training_examples_carry_hand_computed_arrays(spark, world):
-    from jobs import build_training_set
+    from jobs.training import build_training_set
 
     config, store, _ = world
     small = replace(config, training_set=replace(config.training_set, short_window=3, long_history=5))
@@ -127,7 +129,7 @@ def test_training_examples_carry_hand_computed_arrays(spark, world):
 
 
 def test_retrieval_report_counts_pools(spark, world):
-    from jobs.report_retrieval import build_retrieval_report
+    from jobs.retrieval.report_retrieval import build_retrieval_report
 
     config, _, _ = world
     report = build_retrieval_report(spark, config)
@@ -172,7 +174,7 @@ def test_spark_and_single_process_paths_equal_the_kernel_on_random_users(spark, 
 
 
 def test_every_training_example_of_the_tiny_world_equals_the_per_sample_reference(spark, tiny_tables):
-    from jobs.build_training_set import output_columns
+    from jobs.training.build_training_set import output_columns
     from tests.conftest import config_in
     from tests.reference_examples import reference_example
 

@@ -9,8 +9,8 @@ import time
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.run_lock import LOCK_TABLE, LockHeldError, LockLostError, RunLock
-from jobs.tables import TableStore
+from jobs.orchestration.run_lock import LOCK_TABLE, LockHeldError, LockLostError, RunLock
+from jobs.runtime.tables import TableStore
 
 
 def lock(store, owner, day="2024-01-19", timeout_minutes=180):
@@ -78,7 +78,7 @@ def test_renewal_when_due_writes_nothing_until_a_quarter_of_the_timeout_has_pass
     taken_at = store.version(LOCK_TABLE)
     assert holder.renew_if_due() is False and store.version(LOCK_TABLE) == taken_at
 
-    from jobs import run_lock
+    from jobs.orchestration import run_lock
     start = time.monotonic()
     monkeypatch.setattr(run_lock.time, "monotonic", lambda: start + 15 * 60)  # a quarter of 60 minutes later
     assert holder.renew_if_due() is True and store.version(LOCK_TABLE) == taken_at + 1

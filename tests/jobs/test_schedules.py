@@ -17,10 +17,10 @@ import jinja2
 import pytest
 import yaml
 
-from jobs import pipeline
-from jobs.dates import resolve_run_date
-from jobs.entrypoint import job_parser
-from jobs.stages import STAGE_NAMES
+from jobs.orchestration import pipeline
+from jobs.orchestration.stages import STAGE_NAMES
+from jobs.runtime.dates import resolve_run_date
+from jobs.runtime.entrypoint import job_parser
 from tests.conftest import REPO
 
 UTC = dt.timezone.utc
@@ -138,7 +138,7 @@ def test_the_databricks_job_runs_the_day_before_its_trigger():
     references["job.parameters.run_date"] = "2024-01-16"
     assert pipeline_day([fill(p) for p in wheel[0]["python_wheel_task"]["parameters"]][1:]) == "2024-01-16"
     # The review notebook's date widget takes the same value (resolved by the notebook context).
-    from jobs.notebook_context import run_date
+    from jobs.notebook_views.context import run_date
 
     (review,) = [t for t in job["tasks"] if "notebook_task" in t]
     references["job.parameters.run_date"] = parameters["run_date"]

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from jobs.sequences import build_samples, build_user_sequences
+from jobs.sequences.sequences import build_samples, build_user_sequences
 from tests.helpers import rows
 
 BASE = int(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp())
@@ -141,8 +141,8 @@ def test_negative_sampling_is_deterministic_and_seeded(spark, make_config):
 def test_every_unsampled_batch_is_sampled_and_a_late_behaviour_recounts_later_samples(spark, make_config, items):
     from pyspark.sql import functions as F
 
-    from jobs import sequences
-    from jobs.tables import TableStore
+    from jobs.runtime.tables import TableStore
+    from jobs.sequences import sequences
 
     config = make_config("sequences.split.valid_from=2024-01-15", "sequences.split.test_from=2024-01-19")
     store = TableStore(spark, config.tables)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from jobs import assign_sids, train_codebook
-from jobs.assign_sids import require_codebook_version
-from jobs.tables import TableStore
-from jobs.train_codebook import EmbeddingInputError
+from jobs.runtime.tables import TableStore
+from jobs.sids import assign_sids, train_codebook
+from jobs.sids.codebook_versions import require_codebook_version
+from jobs.sids.train_codebook import EmbeddingInputError
 from r2led_model import codebook_store
 from r2led_model.codebook import dedup_digits
 from r2led_model.codebook_store import CodebookVersionError

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import ingest
-from jobs.sources import SourceError, load_source
-from jobs.sources.amazon import string_id
-from jobs.sources.movielens import embedded_dataset_dir
-from jobs.tables import TableStore
+from jobs.ingest import ingest
+from jobs.ingest.sources import SourceError, load_source
+from jobs.ingest.sources.amazon import string_id
+from jobs.ingest.sources.movielens import embedded_dataset_dir
+from jobs.runtime.tables import TableStore
 from tests.conftest import config_in
 from tests.helpers import rows, write_lines
 
@@ -308,7 +308,7 @@ def test_amazon_reviews_and_metadata_of_both_layouts(spark, amazon):
 
 
 def test_amazon_click_threshold_labels_reviews_by_rating_and_needs_no_negatives(spark, tmp_path):
-    from jobs.sequences import needs_negatives
+    from jobs.sequences.sequences import needs_negatives
 
     reviews = [
         '{"overall": 5.0, "reviewerID": "A1", "asin": "B001", "unixReviewTime": 1445040000}',

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from jobs.cli import COMMANDS
-from jobs.spark_runtime import _adopt_submitted_session
+from jobs.runtime.spark_runtime import _adopt_submitted_session
 from tests.conftest import IVY_DIR, REPO
 from tests.spark_submit_support import (
     DELTA_PACKAGE,
@@ -67,7 +67,7 @@ def test_the_wheel_ships_conf_and_every_job(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"r2led_model/conf/base.yaml", "r2led_model/conf/tiny.yaml"} <= names
     job_files = {f"{module.replace('.', '/')}.py" for module, _ in COMMANDS.values()}
-    assert {"jobs/cli.py", "jobs/spark_runtime.py"} | job_files <= names
+    assert {"jobs/cli.py", "jobs/runtime/spark_runtime.py"} | job_files <= names
 
 
 @pytest.mark.slow  # a spark-submit each (JVM start + Ivy resolve): tens of seconds

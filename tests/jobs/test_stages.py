@@ -6,9 +6,11 @@ import inspect
 
 import pytest
 
-from jobs import cli, nightly
-from jobs.stages import DATA_STAGES, MODEL_STAGES, STAGE_NAMES, STAGES, stage, stages
-from jobs.tables import TABLES
+from jobs import cli
+
+from jobs.orchestration import nightly
+from jobs.orchestration.stages import DATA_STAGES, MODEL_STAGES, STAGE_NAMES, STAGES, stage, stages
+from jobs.runtime.tables import TABLES
 
 
 def test_every_stage_is_a_command_whose_run_takes_only_spark_and_config():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.retrieve import route_columns
-from jobs.table_shapes import CANDIDATE_PARTS, candidate_column, candidate_routes, sid_levels
+from jobs.retrieval.retrieve import route_columns
+from jobs.retrieval.table_shapes import CANDIDATE_PARTS, candidate_column, candidate_routes, sid_levels
 from r2led_model.config import load_config
 from r2led_model.retrieval import RoutePlan
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import ingest
-from jobs.sources import SourceError, load_source
-from jobs.tables import TableStore
+from jobs.ingest import ingest
+from jobs.ingest.sources import SourceError, load_source
+from jobs.runtime.tables import TableStore
 from r2led_model.config import ConfigError
 from tests.conftest import config_in
 from tests.helpers import rows, write_lines
@@ -37,7 +37,7 @@ def table_source(**table) -> str:
 
 
 def _string_ids(spark, *keys: str) -> dict[str, int]:
-    from jobs.sources.common import string_id
+    from jobs.ingest.sources.common import string_id
 
     df = spark.createDataFrame([(k,) for k in keys], "k string")
     return {r["k"]: r["id"] for r in df.select("k", string_id(F.col("k")).alias("id")).collect()}

@@ -13,10 +13,12 @@ from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 import r2led_model.mlflow_model as mlflow_model
-from jobs import pipeline, promote, score, train
-from jobs.stages import stage
-from jobs.tables import TableStore
-from jobs.training_data import training_data
+from jobs.orchestration import pipeline
+from jobs.orchestration.stages import stage
+from jobs.registry import promote, score
+from jobs.runtime.tables import TableStore
+from jobs.training import train, worker
+from jobs.training.training_data import training_data
 from r2led_model.bundle import DataVersions, ModelBundle
 from r2led_model.mlflow_model import load_bundle, log_ctr_model, model_version
 from r2led_model.tracking import configure, run_data, tracked_run
@@ -115,9 +117,8 @@ def test_promotion_accepts_better_refuses_worse_and_refuses_a_version_mismatch(s
     # A better-trained model, but built on another codebook: refused, whatever its numbers.
     good = load_bundle(config.mlflow, f"models:/promo/{strong.version}")
     alien = dataclasses.replace(good, versions=dataclasses.replace(good.versions, codebook_version="cb-other"))
-    example = next(iter(train.make_feed(train.TrainJob(good.model_config, config.training,
-                                                       training_data(TableStore(spark, config.tables), config), ""),
-                                        "test", shuffle=False).batches(0)))
+    job = worker.TrainJob(good.model_config, config.training, training_data(TableStore(spark, config.tables), config), "")
+    example = next(iter(worker.make_feed(job, "test", shuffle=False).batches(0)))
     with tracked_run(config, "alien"):
         registered = log_ctr_model(alien, {k: v[:4].numpy() for k, v in example.items()}, "promo", tags={})
     fourth = promote.run(spark, configured(world, *base))

@@ -3,7 +3,7 @@ the options of the model the config was written for do not follow it."""
 
 from __future__ import annotations
 
-from jobs.tune import current_values, trial_config
+from jobs.training.tune import current_values, trial_config
 from r2led_model.config import R2LEDConfig, for_model, load_config
 from r2led_model.tuning import search_space
 

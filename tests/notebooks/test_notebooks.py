@@ -14,10 +14,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.cli import COMMANDS
-from jobs.notebook_context import (STANDARD_WIDGETS, LocalDbutils, LocalWidgets, last_promotion, notebook_config,
-                                   parse_overrides, run_date, widget_values)
-from jobs.stages import STAGE_NAMES
-from jobs.tables import TableStore
+from jobs.notebook_views.context import (STANDARD_WIDGETS, LocalDbutils, LocalWidgets, last_promotion, notebook_config,
+                                         parse_overrides, run_date, widget_values)
+from jobs.orchestration.stages import STAGE_NAMES
+from jobs.runtime.tables import TableStore
 from r2led_model.config import ConfigError, load_config
 from tests.conftest import IVY_DIR, REPO, config_in, trained_world
 

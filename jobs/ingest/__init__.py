@@ -1,0 +1,1 @@
+"""Raw logs in: sources (MovieLens, Amazon, Taobao, Tmall, your own table, synthetic), ingest, the synthetic generator and its truth."""

@@ -1,0 +1,1 @@
+"""What the Databricks notebooks show, as functions they call."""

@@ -1,0 +1,1 @@
+"""The MLflow registry: promotion of a challenger and scoring with the champion."""

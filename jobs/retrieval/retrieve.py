@@ -1,0 +1,245 @@
+"""`r2led retrieve`: `samples` ⋈ `user_sequences` ⋈ SIDs and signatures → `route_candidates`.
+
+Each user's stored sequence (one row, arrays as stored) and that user's samples meet in one hash
+partition by user, so a user's sequence is read once for all of that user's samples; each task
+looks item features up in arrays collected once (`ItemFeatureLookup`) and runs the numpy kernel
+(`r2led_model.retrieval.retrieve_routes_many`) once over all of its users. A sample only ever
+sees positions [0, hist_len − dropped) of the stored sequence: its behaviours strictly before ts.
+
+Output: one row per sample with, per configured route r, `cand_<r>_pos` (positions into the
+user's stored sequence, −1 = empty slot), `cand_<r>_item`, `cand_<r>_mask`, `cand_<r>_pool`
+(pool size before truncation to k); partitioned by split; the codebook and collaborative-vector
+versions it used are columns too. Re-running overwrites with identical rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.orchestration.incremental import not_yet_derived, upsert_derived, versions_compatible
+from jobs.retrieval.table_shapes import CANDIDATE_KINDS, CANDIDATE_PARTS, candidate_column, sid_levels
+from jobs.runtime.arrow_arrays import list_column
+from jobs.runtime.entrypoint import spark_job_main
+from jobs.runtime.tables import TableStore
+from jobs.sequences.user_partitions import co_partitioned, partition_tables
+from jobs.sids.codebook_versions import require_codebook_version
+from jobs.training.item_feature_lookup import ItemFeatureLookup, locate
+from r2led_model.config import Config
+from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, retrieve_routes_many
+
+log = logging.getLogger(__name__)
+
+# (histories, targets, owner, plan) → {route name: candidates}, as `retrieve_routes_many`.
+RankKernel = Callable[[Histories, Targets, np.ndarray, RoutePlan], dict[str, RouteCandidates]]
+
+
+@dataclass
+class RetrieveResult:
+    samples: int
+    codebook_version: str
+    collab_version: str
+    non_empty_share: dict[str, float]
+
+
+def _single(df: DataFrame, column: str, table: str) -> str:
+    values = sorted(r[0] for r in df.select(column).distinct().collect())
+    if len(values) != 1:
+        raise ValueError(f"{table}.{column}: expected one version, found {values}")
+    return values[0]
+
+
+def item_features(store: TableStore) -> DataFrame:
+    """item_id → semantic codes (L), SimHash words (W, null without a vector), category (null if unknown)."""
+    sids = store.read("item_sids").select("item_id", "semantic_codes")
+    collab = store.read("item_collab_vectors").select("item_id", "signature")
+    items = store.read("items").select("item_id", "category_id")
+    return sids.join(collab, "item_id", "left").join(items, "item_id", "left")
+
+
+def route_columns(plan: RoutePlan) -> list[tuple[str, str]]:
+    return [(candidate_column(route, part), CANDIDATE_KINDS[part]) for route in plan.route_names
+            for part in CANDIDATE_PARTS]
+
+
+def _user_histories(sequences: pa.Table, features: ItemFeatureLookup) -> tuple[np.ndarray, Histories]:
+    """One row per user (user_id, item_ids, ts, dropped) → (U,) user ids and their Histories, plus
+    one last empty user that samples without a stored sequence point to."""
+    users = sequences["user_id"].to_numpy()
+    if len(np.unique(users)) != len(users):
+        raise ValueError("user_sequences: a user_id appears in more than one row")
+    item_lists, ts_lists = sequences["item_ids"].combine_chunks(), sequences["ts"].combine_chunks()
+    lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
+    item_ids = item_lists.flatten().to_numpy()  # (N,) flatten honours slices and skips null lists
+    ts = ts_lists.flatten().to_numpy()  # (N,)
+    if len(ts) != len(item_ids):
+        raise ValueError("user_sequences: item_ids and ts differ in length")
+    codes, signatures, categories = features.features(item_ids)
+    starts = np.r_[0, np.cumsum(lengths)].astype(np.int64)  # (U + 1,): the empty user starts at N
+    dropped = np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64)  # (U + 1,)
+    return users, Histories(item_ids=item_ids, ts=ts, sid_codes=codes, starts=starts,
+                            lengths=np.r_[lengths, 0], dropped=dropped, signatures=signatures,
+                            categories=categories)
+
+
+def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: ItemFeatureLookup,
+                             plan: RoutePlan, rank: RankKernel = retrieve_routes_many) -> pa.RecordBatch | None:
+    """Route candidates for every sample of a partition, in the samples' order.
+
+    `sequences`: the stored sequence of (at least) every user with a sample here, one row per user
+    (user_id, item_ids, ts, dropped); `samples`: sample_id, user_id, item_id, ts, hist_len, split.
+    Columns reach numpy as whole buffers and all users are ranked in one kernel call
+    (`rank`, `retrieve_routes_many`): no per-row objects and no per-user loop.
+    """
+    if samples.num_rows == 0:
+        return None
+    samples = samples.combine_chunks()
+    users, histories = _user_histories(sequences, features)
+    by_user = np.argsort(users)
+    slot, has_sequence = locate(users[by_user], samples["user_id"].to_numpy())  # (S,), (S,)
+    owner = np.where(has_sequence, by_user[slot] if len(users) else 0, len(users))  # (S,); else the empty user
+    target_items = samples["item_id"].to_numpy()
+    codes, signatures, categories = features.features(target_items)
+    targets = Targets(item_ids=target_items, hist_len=samples["hist_len"].to_numpy(), sid_codes=codes,
+                      signatures=signatures, categories=categories)
+    found = rank(histories, targets, owner, plan)
+    first_row = histories.starts[owner][:, None]  # (S, 1)
+    arrays = [samples[c] for c in ("sample_id", "user_id", "ts", "hist_len", "split")]
+    names = ["sample_id", "user_id", "ts", "hist_len", "split"]
+    for name, candidates in found.items():
+        at = np.where(candidates.mask, first_row + candidates.positions, 0)  # (S, k) rows into the behaviours
+        items = np.where(candidates.mask, histories.item_ids[at] if len(histories.item_ids) else -1, -1)  # (S, k)
+        arrays += [list_column(candidates.positions.astype(np.int32)), list_column(items.astype(np.int64)),
+                   list_column(candidates.mask), pa.array(candidates.pool_size.astype(np.int32))]
+        names += [candidate_column(name, part) for part in CANDIDATE_PARTS]
+    return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
+                                      names=names)
+
+
+_SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "ts", "hist_len", "split")
+
+
+def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame,
+                           features: Callable[[], DataFrame], plan: RoutePlan, levels: int, words: int,
+                           rank: RankKernel = retrieve_routes_many) -> DataFrame:
+    """`features()` builds the item feature frame (item_id, semantic_codes, signature, category_id);
+    `rank` is the kernel (the benchmark swaps in one that ranks nothing, to time Spark's own share).
+
+    Each user's stored sequence (one row, arrays as stored) and samples meet in one hash partition
+    by user_id; no behaviour is exploded into a row, joined or sorted in Spark. Item features are
+    collected once and travel with the partition function (`ItemFeatureLookup`).
+    """
+    out_columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("hist_len", "BIGINT"),
+                   ("split", "STRING")] + route_columns(plan)
+    schema = ", ".join(f"{name} {kind}" for name, kind in out_columns)
+    lookup = ItemFeatureLookup.from_arrow(features().toArrow(), levels, words)
+    log.info("retrieve: item features of %d items (%.1f MB) travel with the tasks", len(lookup.item_ids),
+             lookup.nbytes / 1e6)
+    rows = co_partitioned(sequences, samples, _SAMPLE_COLUMNS)
+
+    def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        tables = partition_tables(batches, _SAMPLE_COLUMNS)
+        if tables is None:
+            return
+        user_sequences, wanted = tables
+        out = candidates_for_partition(user_sequences.rename_columns(["user_id", "item_ids", "ts", "dropped"]),
+                                       wanted, lookup, plan, rank)
+        if out is not None:
+            yield out
+
+    return rows.mapInArrow(per_partition, schema)
+
+
+@dataclass
+class _Inputs:
+    codebook_version: str
+    collab_version: str
+    levels: int
+    words: int
+    plan: RoutePlan
+
+
+def _inputs(store: TableStore, config: Config) -> _Inputs:
+    sids = store.read("item_sids")
+    codebook_version = _single(sids, "codebook_version", "item_sids")
+    collab_version = _single(store.read("item_collab_vectors"), "version", "item_collab_vectors")
+    require_codebook_version(sids, codebook_version)
+    levels = sid_levels(sids)
+    try:
+        plan = RoutePlan.from_config(config.retrieval, levels)
+    except ValueError as exc:
+        raise ValueError(f"retrieval.routes: {exc} (item_sids holds {levels}-level SIDs)") from exc
+    return _Inputs(codebook_version, collab_version, levels, (config.retrieval.simhash_bits + 63) // 64, plan)
+
+
+def _candidates(spark: SparkSession, store: TableStore, inputs: _Inputs, samples: DataFrame,
+                sequences: DataFrame) -> DataFrame:
+    candidates = build_route_candidates(spark, samples, sequences, lambda: item_features(store), inputs.plan,
+                                        inputs.levels, inputs.words)
+    return (candidates.withColumn("codebook_version", F.lit(inputs.codebook_version))
+            .withColumn("collab_version", F.lit(inputs.collab_version)))
+
+
+@dataclass
+class NewCandidates:
+    new_samples: int
+    inserted: int
+    moved: int
+    full_rebuild: bool
+
+
+def update(spark: SparkSession, config: Config) -> NewCandidates:
+    """Candidates for samples that have none yet, or whose hist_len changed (a nightly run); every other
+    stored row stays as it is.
+
+    A full rebuild instead when the table is missing or was built with another codebook or other
+    collaborative vectors (after a retrain), since candidates of one table must share one version.
+    """
+    store = TableStore(spark, config.tables)
+    inputs = _inputs(store, config)
+    if store.exists("route_candidates"):
+        stored = store.read("route_candidates").select("codebook_version", "collab_version").distinct().collect()
+        if versions_compatible(map(tuple, stored), [(inputs.codebook_version, inputs.collab_version)]):
+            # New samples, and stored ones whose hist_len a late behaviour raised (sequences recounts them).
+            update = upsert_derived(
+                store, "route_candidates", not_yet_derived(store.read("samples"), store.read("route_candidates")),
+                store.read("user_sequences"), lambda rows, owners: _candidates(spark, store, inputs, rows, owners),
+                config.sequences.split)
+            log.info("route_candidates: %d new samples, %d inserted, %d moved to a new split", update.new_samples,
+                     update.inserted, update.moved)
+            return NewCandidates(new_samples=update.new_samples, inserted=update.inserted, moved=update.moved,
+                                 full_rebuild=False)
+    result = run(spark, config)
+    return NewCandidates(new_samples=result.samples, inserted=result.samples, moved=0, full_rebuild=True)
+
+
+def run(spark: SparkSession, config: Config) -> RetrieveResult:
+    store = TableStore(spark, config.tables)
+    inputs = _inputs(store, config)
+    plan, codebook_version, collab_version = inputs.plan, inputs.codebook_version, inputs.collab_version
+    store.overwrite("route_candidates", _candidates(spark, store, inputs, store.read("samples"),
+                                                    store.read("user_sequences")))
+    written = store.read("route_candidates")
+    non_empty = [F.avg((F.col(candidate_column(r, "pool")) > 0).cast("double")).alias(r) for r in plan.route_names]
+    shares = written.agg(*non_empty).first()
+    result = RetrieveResult(samples=written.count(), codebook_version=codebook_version, collab_version=collab_version,
+                            non_empty_share={r: float(shares[r]) for r in plan.route_names})
+    log.info("route_candidates: %d samples; share with a non-empty pool: %s", result.samples,
+             ", ".join(f"{r}={v:.1%}" for r, v in result.non_empty_share.items()))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return spark_job_main(argv, "retrieve", "Precompute per-route retrieval candidates for every sample.", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,461 @@
+"""The only module that knows where tables live and how they are read and written.
+
+Tables are addressed by logical name (design.md §3). With `tables.backend: path` each is a
+Delta folder `<tables.root>/<name>`; with `catalog` it is the managed table
+`<catalog>.<schema>.<name>`. Reads check the contract schema; writes are idempotent:
+a full overwrite, an overwrite of the partitions a run owns, or an insert-only MERGE on a key.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.runtime import faults
+from r2led_model.config import TablesConfig
+
+log = logging.getLogger(__name__)
+
+
+# A commit that lost a race with another writer's (optimistic concurrency): nothing of it is in the table.
+COMMIT_CONFLICTS = (DeltaConcurrentModificationException, ConcurrentWriteException, MetadataChangedException,
+                    ProtocolChangedException, ConcurrentAppendException, ConcurrentDeleteReadException,
+                    ConcurrentDeleteDeleteException, ConcurrentTransactionException)
+
+
+class SchemaMismatchError(ValueError):
+    """A table or DataFrame does not carry the columns its contract promises."""
+
+
+class TableNotFoundError(LookupError):
+    """A job asked for a table that no earlier job has written."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType  # required columns; more are allowed
+    partition_by: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+    doc: str = ""
+    # Shuffle rows by partition value before writing: one file per partition value and task
+    # instead of one per value in every task. Right for many small date partitions, wrong for a
+    # handful of huge ones (it would serialise the write).
+    cluster_by_partition: bool = False
+    # The partition value is a function of the key (events: event_date of ts), so an insert-only
+    # MERGE may look for a key only in the partitions its source rows fall in.
+    partition_follows_key: bool = False
+
+
+def _fields(*pairs: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(n, t, True) for n, t in pairs])
+
+
+_LONG, _INT, _STR, _DOUBLE = T.LongType(), T.IntegerType(), T.StringType(), T.DoubleType()
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "events",
+            _fields(("user_id", _LONG), ("item_id", _LONG), ("ts", _LONG), ("behavior", _STR),
+                    ("label", _INT), ("value", _DOUBLE), ("source", _STR),
+                    ("ingest_run_id", _STR), ("event_date", T.DateType())),
+            partition_by=("event_date",),
+            key=("user_id", "item_id", "ts", "behavior", "label", "value"),
+            cluster_by_partition=True,
+            partition_follows_key=True,
+            doc="one behaviour; label is null for positive-only sources; ts is epoch seconds UTC",
+        ),
+        TableSpec(
+            "events_rejected",
+            _fields(("raw", _STR), ("reason", _STR), ("source_file", _STR),
+                    ("ingest_run_id", _STR)),
+            key=("source_file", "raw", "reason"),
+            doc="one bad input row, verbatim, with why it was refused",
+        ),
+        TableSpec(
+            "items",
+            _fields(("item_id", _LONG), ("category_id", _LONG), ("text", _STR), ("source", _STR)),
+            key=("item_id",),
+            doc="one item; category_id and text are nullable",
+        ),
+        TableSpec(
+            "user_sequences",
+            _fields(("user_id", _LONG), ("item_ids", T.ArrayType(_LONG)), ("ts", T.ArrayType(_LONG)),
+                    ("category_ids", T.ArrayType(_LONG)), ("behaviors", T.ArrayType(_STR)),
+                    ("length", _INT), ("dropped", _LONG)),
+            key=("user_id",),
+            doc="one user; ascending ts; the newest `max_stored` behaviours; `dropped` older ones not "
+                "stored, so a sample's history is item_ids[: hist_len - dropped]",
+        ),
+        TableSpec(
+            "samples",
+            _fields(("sample_id", _LONG), ("user_id", _LONG), ("item_id", _LONG), ("ts", _LONG),
+                    ("label", _INT), ("split", _STR), ("hist_len", _LONG), ("is_sampled_negative", T.BooleanType())),
+            partition_by=("split",),
+            key=("sample_id",),
+            doc="one labelled impression; hist_len counts the user's behaviours strictly before ts",
+        ),
+        TableSpec(
+            "item_embeddings",
+            _fields(("item_id", _LONG), ("vector", T.ArrayType(T.FloatType())), ("encoder", _STR),
+                    ("encoder_version", _STR)),
+            key=("item_id",),
+            doc="one item's content vector; encoder names the text encoder, or the ALS imputation for "
+                "items without text",
+        ),
+        TableSpec(
+            "item_sids",
+            _fields(("item_id", _LONG), ("codes", T.ArrayType(_INT)), ("semantic_codes", T.ArrayType(_INT)),
+                    ("dedup_digit", _INT), ("codebook_version", _STR)),
+            key=("item_id",),
+            doc="one item's SID: codes = the L semantic codes (+ the dedup digit when enabled)",
+        ),
+        TableSpec(
+            "item_collab_vectors",
+            _fields(("item_id", _LONG), ("vector", T.ArrayType(T.FloatType())), ("signature", T.ArrayType(_LONG)),
+                    ("source", _STR), ("version", _STR)),
+            key=("item_id",),
+            doc="one item's collaborative vector and its SimHash signature (uint64 words stored as longs)",
+        ),
+        TableSpec(
+            "route_candidates",
+            _fields(("sample_id", _LONG), ("user_id", _LONG), ("ts", _LONG), ("hist_len", _LONG), ("split", _STR),
+                    ("codebook_version", _STR), ("collab_version", _STR)),
+            partition_by=("split",),
+            key=("sample_id",),
+            doc="one sample's candidates per route: cand_<route>_pos/_item/_mask (fixed length k) and _pool",
+        ),
+        TableSpec(
+            "item_index",
+            _fields(("item_id", _LONG), ("item_idx", _LONG), ("category_id", _LONG), ("category_idx", _INT),
+                    ("sid", T.ArrayType(_INT))),
+            key=("item_id",),
+            doc="dense model indices: item_idx from 1, category_idx 1 = unknown, sid = codes + 1 (0 = padding)",
+        ),
+        TableSpec(
+            "training_examples",
+            _fields(("sample_id", _LONG), ("user_id", _LONG), ("ts", _LONG), ("label", _INT), ("split", _STR),
+                    ("hist_len", _LONG), ("target_item", _LONG), ("target_cat", _LONG),
+                    ("target_sid", T.ArrayType(_LONG)), ("short_item", T.ArrayType(_LONG)),
+                    ("long_item", T.ArrayType(_LONG)), ("codebook_version", _STR), ("collab_version", _STR)),
+            partition_by=("split",),
+            key=("sample_id",),
+            doc="one sample, fixed-length arrays: target_*, r_<route>_*, short_*, long_* (item, cat, sid, "
+                "recency, mask); padding rules in r2led_model/features.py",
+        ),
+        TableSpec(
+            "predictions",
+            _fields(("sample_id", _LONG), ("user_id", _LONG), ("item_id", _LONG), ("ts", _LONG), ("score", T.DoubleType()),
+                    ("model_name", _STR), ("model_version", _STR), ("score_date", _STR)),
+            partition_by=("score_date",),
+            key=("sample_id", "model_name", "model_version"),
+            doc="one scored sample: click probability from a registered model version, per scored date",
+        ),
+        TableSpec(
+            "pipeline_runs",
+            _fields(("run_date", _STR), ("stage", _STR), ("status", _STR), ("rows_in", _LONG), ("rows_out", _LONG),
+                    ("seconds", _DOUBLE), ("table_versions", _STR), ("detail", _STR), ("recorded_at", _LONG)),
+            key=("run_date", "stage", "recorded_at"),
+            doc="the ledger of dated pipeline runs, append-only: one row per stage attempt (done or failed); a "
+                "(run_date, stage) stands as its latest recorded_at (epoch ms, increasing); table_versions is "
+                "JSON of the Delta versions the stage left (jobs/orchestration/ledger.py)",
+        ),
+        TableSpec(
+            "sampled_batches",
+            _fields(("ingest_run_id", _STR), ("events", _LONG)),
+            key=("ingest_run_id",),
+            doc="one ingest batch of `events` and how many of its events sequences had when it sampled them: "
+                "a batch missing here, or holding more events now, is sampled by the next sequences run",
+        ),
+        TableSpec(
+            "pipeline_lock",
+            _fields(("name", _STR), ("owner", _STR), ("run_date", _STR), ("taken_at", _LONG),
+                    ("heartbeat_at", _LONG)),
+            key=("name",),
+            doc="the workspace's run lock: one row; owner is null when free; taken_at and heartbeat_at are "
+                "epoch seconds UTC (jobs/orchestration/run_lock.py)",
+        ),
+        TableSpec(
+            "items_rejected",
+            _fields(("item_id", _LONG), ("stage", _STR), ("reason", _STR)),
+            key=("item_id", "stage"),
+            doc="an item a stage could not process (e.g. no text and no training interactions)",
+        ),
+    )
+}
+
+
+def spec_for(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise TableNotFoundError(f"no table contract named {name!r} (known: {', '.join(sorted(TABLES))})") from None
+
+
+def check_schema(actual: T.StructType, spec: TableSpec, what: str) -> None:
+    """Raise SchemaMismatchError listing missing, wrongly typed and extra columns."""
+    have = {f.name: f.dataType for f in actual.fields}
+    missing = [f.name for f in spec.schema.fields if f.name not in have]
+    wrong = [f"{f.name} ({have[f.name].simpleString()}, expected {f.dataType.simpleString()})"
+             for f in spec.schema.fields if f.name in have and have[f.name] != f.dataType]
+    if missing or wrong:
+        extra = sorted(set(have) - {f.name for f in spec.schema.fields})
+        raise SchemaMismatchError(
+            f"{what} does not match the '{spec.name}' contract: missing columns {missing or 'none'}; "
+            f"wrong types {wrong or 'none'}; extra columns {extra or 'none'}"
+        )
+
+
+class TableStore:
+    """Reads and writes the contract tables under one configured root."""
+
+    def __init__(self, spark: SparkSession, config: TablesConfig):
+        self.spark = spark
+        self.config = config
+
+    # ---- addressing -------------------------------------------------------------------
+
+    def location(self, name: str) -> str:
+        spec_for(name)
+        if self.config.backend == "catalog":
+            return f"{self.config.catalog}.{self.config.schema}.{name}"
+        return str(Path(self.config.root).resolve() / name)
+
+    def sql_name(self, name: str) -> str:
+        """How SQL statements name the table: the catalog name, or delta.`<folder>`."""
+        where = self.location(name)
+        return where if self.config.backend == "catalog" else "delta.`" + where.replace("`", "``") + "`"
+
+    def exists(self, name: str) -> bool:
+        where = self.location(name)
+        if self.config.backend == "catalog":
+            return self.spark.catalog.tableExists(where)
+        return DeltaTable.isDeltaTable(self.spark, where)
+
+    def delta(self, name: str) -> DeltaTable:
+        where = self.location(name)
+        if self.config.backend == "catalog":
+            return DeltaTable.forName(self.spark, where)
+        return DeltaTable.forPath(self.spark, where)
+
+    def version(self, name: str) -> int | None:
+        """The table's current Delta version, or None if it does not exist yet."""
+        if not self.exists(name):
+            return None
+        return int(self.delta(name).history(1).select("version").first()[0])
+
+    # ---- reading ----------------------------------------------------------------------
+
+    def read(self, name: str) -> DataFrame:
+        spec = spec_for(name)
+        if not self.exists(name):
+            raise TableNotFoundError(f"table {name!r} does not exist at {self.location(name)}; run the job that writes it first")
+        where = self.location(name)
+        df = (self.spark.read.table(where) if self.config.backend == "catalog"
+              else self.spark.read.format("delta").load(where))
+        check_schema(df.schema, spec, f"table {where}")
+        return df
+
+    def active_files(self, name: str, partition: Mapping[str, str] | None = None) -> list[str]:
+        """The data files of the table's current snapshot (optionally one partition), as URIs.
+
+        Reading a Delta folder as plain Parquet would also return files that later commits removed;
+        this asks Delta for the live files instead.
+        """
+        files = self.delta(name).toDF().inputFiles()
+        wanted = [f"/{key}={value}/" for key, value in (partition or {}).items()]
+        return sorted(f for f in files if all(w in f for w in wanted))
+
+    def files_with_deletion_vectors(self, name: str) -> list[str]:
+        """Live files of the current snapshot that still physically hold rows the snapshot deleted,
+        i.e. rows a deletion vector marks (UPDATE, MERGE or DELETE on a table with
+        `delta.enableDeletionVectors`). Delta readers skip those rows; a reader of the bare Parquet
+        files (Petastorm) would not.
+
+        Public APIs only (no Delta log internals, so Spark Connect works too): each live file's rows
+        as Delta reads them, against its rows as plain Parquet. A table whose protocol lacks the
+        deletionVectors feature cannot have any and is not scanned.
+        """
+        detail = self.delta(name).detail()
+        if "tableFeatures" in detail.columns and "deletionVectors" not in (detail.first()["tableFeatures"] or []):
+            return []
+        files = self.delta(name).toDF().inputFiles()
+        if not files:
+            return []
+        file = F.col("_metadata.file_path")
+        # Explicit files: Spark infers no partition columns and lists nothing else in the folder.
+        stored = dict(self.spark.read.parquet(*files).groupBy(file).count().collect())  # one row per file
+        live = dict(self.read(name).groupBy(file).count().collect())
+        return sorted(f for f, rows in stored.items() if live.get(f, 0) != rows)
+
+    def purge_deletion_vectors(self, name: str) -> None:
+        """Rewrite the files that carry deletion vectors without their deleted rows, in one commit
+        (`REORG TABLE ... APPLY (PURGE)`); the rows the table reads are unchanged."""
+        self.spark.sql(f"REORG TABLE {self.sql_name(name)} APPLY (PURGE)")
+        faults.commit_point(f"purge of {name}")
+        log.info("purged the deletion vectors of %s", self.location(name))
+
+    # ---- writing ----------------------------------------------------------------------
+
+    def overwrite(self, name: str, df: DataFrame) -> None:
+        """Replace the whole table in one Delta commit (readers see old or new, never half)."""
+        spec = self._conform(name, df)
+        self._write(spec, df, mode="overwrite", options={"overwriteSchema": "true"})
+
+    def overwrite_partitions(self, name: str, df: DataFrame, where: str) -> None:
+        """Atomically replace the rows matching the SQL predicate `where` with `df`."""
+        spec = self._conform(name, df)
+        if not self.exists(name):
+            self._write(spec, df, mode="overwrite", options={})
+            return
+        self._write(spec, df, mode="overwrite", options={"replaceWhere": where})
+
+    def insert_new(self, name: str, df: DataFrame, key: Sequence[str] | None = None,
+                   already_distinct: bool = False) -> int:
+        """MERGE rows whose key is not yet in the table; returns rows inserted.
+
+        Re-running with the same input inserts nothing, which is what makes ingest idempotent.
+        Null-safe key equality, so a null label matches a null label. `already_distinct` skips the
+        de-duplication shuffle for input the caller has de-duplicated on the key.
+        """
+        spec = self._conform(name, df)
+        key = tuple(key or spec.key)
+        df = df.select(*self._columns(spec, df))
+        if not already_distinct:
+            df = df.dropDuplicates(list(key))
+        if not self.exists(name):
+            self._write(spec, df, mode="overwrite", options={})
+            return int(self.read(name).count())
+        if df.limit(1).count() == 0:
+            return 0  # no commit: a nightly stage with nothing new leaves the table's version alone
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+        if spec.partition_by and spec.partition_follows_key:
+            # Restrict the target scan to the partitions present in the source (partition pruning).
+            parts = [r[0] for r in df.select(spec.partition_by[0]).distinct().collect()]
+            if parts:
+                values = ", ".join(f"'{v}'" for v in parts)
+                condition = f"t.`{spec.partition_by[0]}` IN ({values}) AND " + condition
+        (self.delta(name).alias("t").merge(df.alias("s"), condition)
+         .whenNotMatchedInsertAll().execute())
+        metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
+        faults.commit_point(f"merge into {name}")
+        return int(metrics.get("numTargetRowsInserted", 0))
+
+    def create_if_missing(self, name: str, properties: Mapping[str, str] | None = None) -> None:
+        """Create the empty table with its contract columns (and table properties) unless it exists;
+        losing a creation race to another writer is fine."""
+        spec = spec_for(name)
+        if self.exists(name):
+            return
+        builder = DeltaTable.createIfNotExists(self.spark).addColumns(spec.schema)
+        builder = (builder.tableName(self.location(name)) if self.config.backend == "catalog"
+                   else builder.location(self.location(name)))
+        for key, value in (properties or {}).items():
+            builder = builder.property(key, value)
+        try:
+            builder.execute()
+        except Exception:  # a rival created it first (a commit conflict or "already exists"): fine if it is there
+            if not self.exists(name):
+                raise
+
+    def upsert(self, name: str, df: DataFrame, key: Sequence[str] | None = None,
+               only_if: Column | None = None) -> int:
+        """MERGE on the key: matched rows take the new values (only those where `only_if`, over the
+        target `t` and source `s`, holds), new keys are inserted (one commit); returns rows inserted
+        or updated."""
+        spec = self._conform(name, df)
+        key = tuple(key or spec.key)
+        df = df.select(*self._columns(spec, df))
+        if not self.exists(name):
+            self._write(spec, df, mode="overwrite", options={})
+            return int(self.read(name).count())
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+        # The MERGE's own metrics row (num_inserted_rows, num_updated_rows, ...): this commit's counts,
+        # where reading history(1) afterwards could see a later writer's commit, and costs a job.
+        metrics = (self.delta(name).alias("t").merge(df.alias("s"), condition)
+                   .whenMatchedUpdateAll(condition=only_if).whenNotMatchedInsertAll().execute().first())
+        faults.commit_point(f"merge into {name}")
+        return int(metrics["num_inserted_rows"]) + int(metrics["num_updated_rows"])
+
+    def append(self, name: str, df: DataFrame) -> None:
+        """Add `df`'s rows in one commit. Not idempotent by itself: for logs whose readers say what a
+        repeated row means (the pipeline ledger)."""
+        spec = self._conform(name, df)
+        self._write(spec, df, mode="append", options={})
+
+    def add_missing_columns(self, name: str) -> list[str]:
+        """Add the contract columns an existing table lacks (a table written by an older release),
+        as nulls in one commit; returns their names (none: no commit)."""
+        spec = spec_for(name)
+        have = {f.name for f in self.delta(name).toDF().schema.fields}
+        missing = [f for f in spec.schema.fields if f.name not in have]
+        if missing:
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            self.spark.sql(f"ALTER TABLE {self.sql_name(name)} ADD COLUMNS ({columns})")
+            faults.commit_point(f"new columns of {name}")
+            log.info("added %s to %s", ", ".join(f.name for f in missing), self.location(name))
+        return [f.name for f in missing]
+
+    def update_where(self, name: str, condition: Column | str, assignments: Mapping[str, Column | str],
+                     *, count: bool = True) -> int | None:
+        """UPDATE the rows matching `condition` (a Column or SQL text); returns rows updated (read from
+        the table's history: Delta's update returns no metrics), or None without `count`."""
+        table = self.delta(name)
+        table.update(condition=condition, set=dict(assignments))
+        if not count:
+            faults.commit_point(f"update of {name}")
+            return None
+        metrics = table.history(1).select("operation", "operationMetrics").first()
+        faults.commit_point(f"update of {name}")
+        if metrics["operation"] != "UPDATE":
+            return 0
+        return int((metrics["operationMetrics"] or {}).get("numUpdatedRows", 0))
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _conform(self, name: str, df: DataFrame) -> TableSpec:
+        spec = spec_for(name)
+        check_schema(df.schema, spec, f"data written to '{name}'")
+        return spec
+
+    @staticmethod
+    def _columns(spec: TableSpec, df: DataFrame) -> list[str]:
+        """Contract columns first, in contract order, then any extra columns."""
+        required = [f.name for f in spec.schema.fields]
+        return required + [c for c in df.columns if c not in required]
+
+    def _write(self, spec: TableSpec, df: DataFrame, mode: str, options: dict[str, str]) -> None:
+        df = df.select(*self._columns(spec, df))
+        if spec.cluster_by_partition:
+            df = df.repartition(*spec.partition_by)
+        writer = df.write.format("delta").mode(mode)
+        for key, value in options.items():
+            writer = writer.option(key, value)
+        if spec.partition_by:
+            writer = writer.partitionBy(*spec.partition_by)
+        where = self.location(spec.name)
+        if self.config.backend == "catalog":
+            writer.saveAsTable(where)
+        else:
+            writer.save(where)
+        faults.commit_point(f"write of {spec.name}")
+        log.info("wrote %s (%s)", where, mode if not options else ", ".join(f"{k}={v}" for k, v in options.items()))

@@ -1,0 +1,301 @@
+"""`r2led build-training-set`: `route_candidates` + `samples` + sequences → `training_examples`.
+
+Everything the trainer reads, as fixed-length integer arrays (padding rules in
+`r2led_model/features.py`): the target (item, category, SID codes), each route's candidates
+(item, category, SID codes, recency bucket, mask), the short-term window (last
+`training_set.short_window` behaviours), the truncated long history (last
+`training_set.long_history`, for baselines that retrieve inside the model), hist_len, label, split.
+Items and categories get dense indices (`item_index`, 0 = padding), so the trainer's embedding
+tables are sized by `item_index`. Like retrieve, each user's stored sequence and samples meet in
+one partition, and item indices are looked up in arrays that travel with the tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.orchestration.incremental import not_yet_derived, upsert_derived, versions_compatible
+from jobs.retrieval.als import dense_index
+from jobs.retrieval.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
+from jobs.retrieval.table_shapes import CANDIDATE_KINDS, candidate_column, candidate_routes, sid_levels
+from jobs.runtime.arrow_arrays import fixed_width, list_column
+from jobs.runtime.entrypoint import spark_job_main
+from jobs.runtime.tables import TableStore
+from jobs.sequences.user_partitions import co_partitioned, partition_tables
+from jobs.training.item_feature_lookup import locate
+from r2led_model.config import Config, TrainingSetConfig
+from r2led_model.features import HistoryFeatures, gather, most_recent_positions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingSetResult:
+    examples_by_split: dict[str, int]
+    items: int
+    categories: int
+
+
+def with_model_sids(index: DataFrame, sids: DataFrame, levels: int) -> DataFrame:
+    """Index rows (item_id, item_idx, category_id, category_idx) + sid: the item's semantic codes + 1,
+    zeros (padding) for an item without SIDs."""
+    shifted = F.transform("semantic_codes", lambda c: c + 1)
+    return index.join(sids.select("item_id", "semantic_codes"), "item_id", "left").select(
+        "item_id", "item_idx", "category_id", "category_idx",
+        F.coalesce(shifted, F.array(*[F.lit(0)] * levels)).alias("sid"))
+
+
+def build_item_index(spark: SparkSession, items: DataFrame, sids: DataFrame, levels: int) -> DataFrame:
+    """item_id → item_idx (1..I), category_idx (1 unknown, 2..), sid (codes + 1; zeros without SIDs)."""
+    item_idx = dense_index(spark, items, "item_id").withColumn("item_idx", (F.col("item_id_idx") + 1).cast("bigint"))
+    categories = dense_index(spark, items.where(F.col("category_id").isNotNull()), "category_id").withColumn(
+        "category_idx", F.col("category_id_idx") + 2)
+    index = (items.select("item_id", "category_id").join(item_idx.select("item_id", "item_idx"), "item_id")
+             .join(categories.select("category_id", "category_idx"), "category_id", "left")
+             .withColumn("category_idx", F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).cast("int")))
+    return with_model_sids(index, sids, levels)
+
+
+def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
+    array = "ARRAY<BIGINT>"
+    columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("label", "INT"), ("split", "STRING"),
+               ("hist_len", "BIGINT"), ("target_item", "BIGINT"), ("target_cat", "BIGINT"), ("target_sid", array)]
+    for group in [f"r_{route}" for route in routes] + ["short", "long"]:
+        columns += [(f"{group}_{part}", array) for part in ("item", "cat", "sid", "recency", "mask")]
+    return columns
+
+
+_CHUNK = 8192  # samples per output batch of a task
+
+
+def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, routes: Sequence[str],
+                   levels: int, config: TrainingSetConfig, partitions: int | None = None) -> DataFrame:
+    """Examples for `samples` (route candidates ⋈ samples: sample_id, user_id, item_id, ts, label,
+    split, hist_len, cand_<r>_pos, cand_<r>_mask), in retrieve's layout: each user's stored
+    sequence (one row, arrays as stored) and samples meet in one hash partition by user; no
+    behaviour is exploded into a row or joined. `index` (item_index) is collected once and travels
+    with the tasks (`ItemIndexLookup`); each task gathers its samples' features `_CHUNK` samples at
+    a time. `partitions`: how many hash partitions by user (default spark.sql.shuffle.partitions).
+    """
+    lookup = ItemIndexLookup.from_arrow(index.select("item_id", "item_idx", "category_idx", "sid").toArrow(), levels)
+    log.info("build-training-set: the index of %d items (%.1f MB) travels with the tasks", len(lookup.item_ids),
+             lookup.nbytes / 1e6)
+    columns = output_columns(routes)
+    schema = ", ".join(f"{name} {kind}" for name, kind in columns)
+    sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
+                      + [candidate_column(route, part) for route in routes for part in ("pos", "mask")])
+    candidate_arrays = [F.array().cast(CANDIDATE_KINDS[part]).alias(candidate_column(route, part))
+                        for route in routes for part in ("pos", "mask")]
+    rows = co_partitioned(sequences, samples, sample_columns, sample_only=candidate_arrays, partitions=partitions)
+    names = [name for name, _ in columns]
+
+    def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        tables = partition_tables(batches, sample_columns)
+        if tables is None:
+            return
+        user_sequences, wanted = tables
+        histories = PartitionHistories.from_arrow(user_sequences, lookup)
+        # Output in chunks: an example holds ~2,000 values, so a whole partition's at once would not fit.
+        for start in range(0, wanted.num_rows, _CHUNK):
+            yield examples_for_samples(histories, wanted.slice(start, _CHUNK), lookup, routes, config, names)
+
+    return rows.mapInArrow(per_partition, schema)
+
+
+@dataclass(frozen=True)
+class PartitionHistories:
+    """Every user's stored behaviours of one partition laid end to end (N positions), looked up once."""
+
+    features: HistoryFeatures  # (N,) per array; sid (N, L)
+    users: np.ndarray  # (U,) user ids in row order
+    by_user: np.ndarray  # (U,) argsort of users
+    starts: np.ndarray  # (U + 1,) first position of each user; the last is an empty user
+    lengths: np.ndarray  # (U + 1,)
+    dropped: np.ndarray  # (U + 1,)
+
+    @classmethod
+    def from_arrow(cls, sequences: pa.Table, lookup: ItemIndexLookup) -> "PartitionHistories":
+        """`sequences`: user_id, item_ids, history_ts, dropped, one row per user."""
+        users = sequences["user_id"].to_numpy()
+        if len(np.unique(users)) != len(users):
+            raise ValueError("user_sequences: a user_id appears in more than one row")
+        item_lists = sequences["item_ids"].combine_chunks()
+        lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
+        item_idx, category_idx, sid = lookup.indices(item_lists.flatten().to_numpy())
+        ts = sequences["history_ts"].combine_chunks().flatten().to_numpy().astype(np.int64)
+        return cls(features=HistoryFeatures(item_idx=item_idx, category_idx=category_idx, sid=sid, ts=ts),
+                   users=users, by_user=np.argsort(users), starts=np.r_[0, np.cumsum(lengths)].astype(np.int64),
+                   lengths=np.r_[lengths, 0],
+                   dropped=np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64))
+
+    def owners(self, user_ids: np.ndarray) -> np.ndarray:
+        """(S,) user ids → (S,) rows of their users; a user without a stored sequence → the empty user."""
+        slot, has_sequence = locate(self.users[self.by_user], user_ids)  # (S,), (S,)
+        return np.where(has_sequence, self.by_user[slot] if len(self.users) else 0, len(self.users))
+
+
+def examples_for_samples(histories: PartitionHistories, samples: pa.Table, lookup: ItemIndexLookup,
+                         routes: Sequence[str], config: TrainingSetConfig, names: Sequence[str]) -> pa.RecordBatch:
+    """The examples of `samples` (as `build_examples` reads them), all at once: a sample's positions
+    (relative to its user's stored sequence) become rows of the partition's concatenation."""
+    owner = histories.owners(samples["user_id"].to_numpy())  # (S,)
+    first = histories.starts[owner][:, None]  # (S, 1): the owner's first row in the concatenation
+    hist_len = samples["hist_len"].to_numpy().astype(np.int64)
+    ends = np.clip(hist_len - histories.dropped[owner], 0, histories.lengths[owner])  # (S,)
+    sample_ts = samples["ts"].to_numpy().astype(np.int64)
+
+    groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for route in routes:
+        positions = _stack(samples[candidate_column(route, "pos")]).astype(np.int64)  # (S, k)
+        valid = _stack(samples[candidate_column(route, "mask")]).astype(bool)  # (S, k)
+        groups[f"r_{route}"] = (positions, valid)
+    groups["short"] = most_recent_positions(ends, config.short_window)
+    groups["long"] = most_recent_positions(ends, config.long_history)
+
+    target_item, target_cat, target_sid = lookup.indices(samples["item_id"].to_numpy())
+    arrays: dict[str, pa.Array] = {
+        "sample_id": samples["sample_id"], "user_id": samples["user_id"], "ts": samples["ts"],
+        "label": samples["label"], "split": samples["split"], "hist_len": samples["hist_len"],
+        "target_item": pa.array(target_item), "target_cat": pa.array(target_cat), "target_sid": list_column(target_sid),
+    }
+    for group, (positions, valid) in groups.items():
+        rows = np.where(valid, first + positions, 0)  # (S, n) rows of the concatenation
+        for part, values in gather(histories.features, rows, valid, sample_ts, config.recency_buckets).items():
+            arrays[f"{group}_{part}"] = list_column(values)
+    return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+                                       for a in (arrays[name] for name in names)], names=list(names))
+
+
+def _stack(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A list column whose rows hold the same number of values (a route's k) → (n, k)."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    width = len(column[0]) if len(column) else 0
+    return fixed_width(column, width, "route candidates")
+
+
+def appended_index_rows(store: TableStore) -> DataFrame:
+    """Index rows (without sid) for items that have none yet, numbered after the current maximum
+    (ordered by item_id), and new categories likewise: stored indices never change, so a trained
+    model's embedding rows stay aligned."""
+    index = store.read("item_index")
+    fresh = store.read("items").select("item_id", "category_id").join(index.select("item_id"), "item_id", "left_anti")
+    top = index.agg(F.max("item_idx").alias("item"), F.max("category_idx").alias("category")).first()
+    known_categories = index.where(F.col("category_id").isNotNull()).select("category_id", "category_idx").distinct()
+    new_categories = (fresh.where(F.col("category_id").isNotNull()).select("category_id").distinct()
+                      .join(known_categories, "category_id", "left_anti")
+                      .withColumn("category_idx", (F.row_number().over(Window.orderBy("category_id"))
+                                                   + F.lit(int(top["category"] or UNKNOWN_CATEGORY_IDX))).cast("int")))
+    categories = known_categories.unionByName(new_categories)
+    return (fresh.withColumn("item_idx", (F.row_number().over(Window.orderBy("item_id"))
+                                          + F.lit(int(top["item"] or 0))).cast("bigint"))
+            .join(categories, "category_id", "left")
+            .select("item_id", "item_idx", "category_id",
+                    F.coalesce("category_idx", F.lit(UNKNOWN_CATEGORY_IDX)).cast("int").alias("category_idx")))
+
+
+def extend_item_index(store: TableStore, levels: int) -> int:
+    """Append index rows for new items (`appended_index_rows`); returns the items appended."""
+    rows = with_model_sids(appended_index_rows(store), store.read("item_sids"), levels)
+    return store.insert_new("item_index", rows, already_distinct=True)
+
+
+@dataclass
+class NewExamples:
+    new_items: int
+    new_samples: int
+    inserted: int
+    moved: int
+    full_rebuild: bool
+
+
+def update(spark: SparkSession, config: Config) -> NewExamples:
+    """Examples for candidates that have none yet or were re-derived (a nightly run), and index rows
+    for new items.
+
+    A full rebuild instead when there is no training set yet or the candidates' feature versions
+    differ from the stored examples' (after a retrain of the codebook or collaborative vectors).
+    """
+    store = TableStore(spark, config.tables)
+    candidates = store.read("route_candidates")
+    if store.exists("training_examples") and store.exists("item_index"):
+        versions = candidates.select("codebook_version", "collab_version").distinct()
+        stored = store.read("training_examples").select("codebook_version", "collab_version").distinct().collect()
+        if versions_compatible(map(tuple, stored), map(tuple, versions.collect())):
+            routes = candidate_routes(candidates.columns)
+            levels = sid_levels(store.read("item_sids"))
+            new_items = extend_item_index(store, levels)
+            # New candidates, and re-derived ones (a recounted hist_len): their examples are (re)built.
+            new = not_yet_derived(candidates, store.read("training_examples")).join(
+                store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
+            update = upsert_derived(
+                store, "training_examples", new, store.read("user_sequences"),
+                lambda rows, owners: build_examples(rows, owners, store.read("item_index"), routes, levels,
+                                                    config.training_set).crossJoin(versions),
+                config.sequences.split)
+            log.info("training_examples: %d new samples, %d inserted, %d moved to a new split; %d new items indexed",
+                     update.new_samples, update.inserted, update.moved, new_items)
+            return NewExamples(new_items=new_items, new_samples=update.new_samples, inserted=update.inserted,
+                               moved=update.moved, full_rebuild=False)
+    result = run(spark, config)
+    return NewExamples(new_items=result.items, new_samples=sum(result.examples_by_split.values()),
+                       inserted=sum(result.examples_by_split.values()), moved=0, full_rebuild=True)
+
+
+def _one_version_pair(candidates: DataFrame) -> tuple[str, str]:
+    """The (codebook, collaborative) versions of the candidates: retrieve writes one pair per table."""
+    pairs = [tuple(r) for r in candidates.select("codebook_version", "collab_version").distinct().collect()]
+    if len(pairs) != 1:
+        raise ValueError(f"route_candidates: expected one (codebook_version, collab_version), found {sorted(pairs)}")
+    return pairs[0]
+
+
+def run(spark: SparkSession, config: Config) -> TrainingSetResult:
+    store = TableStore(spark, config.tables)
+    candidates = store.read("route_candidates")
+    routes = candidate_routes(candidates.columns)
+    sids = store.read("item_sids")
+    levels = sid_levels(sids)
+    if store.exists("item_index"):
+        # Indices are never reassigned (a registered model's embedding rows stay aligned): new items
+        # are appended and every SID is refreshed from the current item_sids, in one commit.
+        kept = store.read("item_index").select("item_id", "item_idx", "category_id", "category_idx")
+        refreshed = with_model_sids(kept.unionByName(appended_index_rows(store)), sids, levels).persist()
+        refreshed.count()  # materialised before the table it was read from is replaced
+        store.overwrite("item_index", refreshed)
+        refreshed.unpersist()
+    else:
+        store.overwrite("item_index", build_item_index(spark, store.read("items"), sids, levels))
+    samples = candidates.join(store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
+    # `files_per_split` user partitions, each writing one file per split (Petastorm hands whole row
+    # groups to each training process: a split in one file could feed only one), sorted by
+    # sample_id inside (the trainer's shuffle is only reproducible from a reproducible row order).
+    examples = build_examples(samples, store.read("user_sequences"), store.read("item_index"), routes, levels,
+                              config.training_set, partitions=config.training_set.files_per_split)
+    codebook_version, collab_version = _one_version_pair(candidates)
+    examples = (examples.withColumn("codebook_version", F.lit(codebook_version))
+                .withColumn("collab_version", F.lit(collab_version)).sortWithinPartitions("split", "sample_id"))
+    store.overwrite("training_examples", examples)
+    counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
+    index = store.read("item_index")
+    result = TrainingSetResult(examples_by_split=counts, items=index.count(),
+                               categories=index.select("category_idx").distinct().count())
+    log.info("training_examples: %s; routes %s; %d items, %d categories",
+             ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items())), routes, result.items, result.categories)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return spark_job_main(argv, "build-training-set", "Assemble fixed-length training examples.", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
