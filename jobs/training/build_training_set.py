@@ -25,13 +25,13 @@ from pyspark.sql import functions as F
 
 from jobs.orchestration.incremental import not_yet_derived, upsert_derived, versions_compatible
 from jobs.retrieval.als import dense_index
-from jobs.retrieval.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from jobs.retrieval.table_shapes import CANDIDATE_KINDS, candidate_column, candidate_routes, sid_levels
 from jobs.runtime.arrow_arrays import fixed_width, list_column
 from jobs.runtime.entrypoint import spark_job_main
+from jobs.runtime.sorted_lookup import locate
 from jobs.runtime.tables import TableStore
 from jobs.sequences.user_partitions import co_partitioned, partition_tables
-from jobs.training.item_feature_lookup import locate
+from jobs.training.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from r2led_model.config import Config, TrainingSetConfig
 from r2led_model.features import HistoryFeatures, gather, most_recent_positions
 

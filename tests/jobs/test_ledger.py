@@ -4,7 +4,7 @@ written before `recorded_at` existed is upgraded in place."""
 
 from __future__ import annotations
 
-from jobs import ledger as ledger_module
+from jobs.orchestration import ledger as ledger_module
 from jobs.orchestration.ledger import LEDGER, RunLedger
 from jobs.runtime.tables import TableStore
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.runtime.arrow_arrays import fixed_width
-from jobs.training.item_feature_lookup import locate
+from jobs.runtime.sorted_lookup import locate
 from r2led_model.features import PAD
 
 UNKNOWN_CATEGORY_IDX = 1  # category index 0 is padding, 1 is "unknown"

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.runtime.arrow_arrays import fixed_width
+from jobs.runtime.sorted_lookup import locate
 
 UNKNOWN_CATEGORY = -1
 UNKNOWN_CODE = -1
@@ -65,11 +66,3 @@ class ItemFeatureLookup:
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.item_ids, self.codes, self.signatures, self.categories))
-
-
-def locate(sorted_keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n,) ids → (n,) rows of `sorted_keys` (ascending) holding them, and (n,) whether each is there
-    (a row is only meaningful where it is)."""
-    rows = np.minimum(np.searchsorted(sorted_keys, ids), max(len(sorted_keys) - 1, 0))  # (n,)
-    found = sorted_keys[rows] == ids if len(sorted_keys) else np.zeros(len(ids), dtype=bool)  # (n,)
-    return rows, found
