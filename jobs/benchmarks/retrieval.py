@@ -36,12 +36,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
-from jobs.benchmarks.naive_retrieval import naive_retrieve_routes, random_catalogue, random_user_case
 from jobs.retrieval.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.retrieve import RankKernel, build_route_candidates, candidates_for_partition
 from jobs.runtime.arrow_arrays import list_column
 from jobs.runtime.entrypoint import spark_job_main
 from r2led_model.config import Config
+from r2led_model.naive_retrieval import naive_retrieve_routes, random_catalogue, random_user_case
 from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, UserHistory, retrieve_routes_many
 
 log = logging.getLogger(__name__)
