@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r2led_model.retrieval import RouteCandidates, RoutePlan, Targets, UserHistory
+from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, UserHistory
 
 _NO_SCORE = 0
 
@@ -249,3 +249,23 @@ def random_user_case(seed: int, stored: int, samples: int, *, levels: int = 3, a
                       vectors=vectors[target_items], categories=category[target_items],
                       ts=sample_ts.astype(np.int64))
     return history, targets
+
+
+def in_memory(cases: list[tuple[UserHistory, Targets]]) -> tuple[Histories, Targets, np.ndarray]:
+    """Every user's case as one batch for `retrieve_routes_many`: histories end to end, samples
+    user after user, and each sample's user."""
+    histories = [history for history, _ in cases]
+    targets = [t for _, t in cases]
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+
+    def joined(field: str, parts: list) -> np.ndarray:
+        return np.concatenate([np.asarray(getattr(part, field)) for part in parts])
+
+    batch = Histories(item_ids=joined("item_ids", histories), ts=joined("ts", histories),
+                      sid_codes=joined("sid_codes", histories), starts=np.r_[0, np.cumsum(lengths)[:-1]],
+                      lengths=lengths, dropped=np.array([h.dropped for h in histories], dtype=np.int64),
+                      signatures=joined("signatures", histories), vectors=joined("vectors", histories),
+                      categories=joined("categories", histories))
+    batch_targets = Targets(**{field: joined(field, targets) for field in (
+        "item_ids", "hist_len", "sid_codes", "signatures", "vectors", "categories", "ts")})
+    return batch, batch_targets, np.repeat(np.arange(len(cases), dtype=np.int64), [len(t) for t in targets])

@@ -41,7 +41,7 @@ from jobs.retrieval.retrieve import RankKernel, build_route_candidates, candidat
 from jobs.runtime.arrow_arrays import list_column
 from jobs.runtime.entrypoint import spark_job_main
 from r2led_model.config import Config
-from r2led_model.naive_retrieval import naive_retrieve_routes, random_catalogue, random_user_case
+from r2led_model.naive_retrieval import in_memory, naive_retrieve_routes, random_catalogue, random_user_case
 from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, UserHistory, retrieve_routes_many
 
 log = logging.getLogger(__name__)
@@ -54,26 +54,6 @@ FILES_PER_TABLE = 4
 DEFAULT_USERS = {100: 4000, 1000: 600, 10000: 100}
 SAMPLES_PER_USER = 100
 REPEATS = 2  # Spark and the single-process path are timed this many times each; the fastest counts
-
-
-def in_memory(cases: list[tuple[UserHistory, Targets]]) -> tuple[Histories, Targets, np.ndarray]:
-    """Every user's case as one batch for `retrieve_routes_many`: histories end to end, samples
-    user after user, and each sample's user."""
-    histories = [history for history, _ in cases]
-    targets = [t for _, t in cases]
-    lengths = np.array([len(h) for h in histories], dtype=np.int64)
-
-    def joined(field: str, parts: list) -> np.ndarray:
-        return np.concatenate([np.asarray(getattr(part, field)) for part in parts])
-
-    batch = Histories(item_ids=joined("item_ids", histories), ts=joined("ts", histories),
-                      sid_codes=joined("sid_codes", histories), starts=np.r_[0, np.cumsum(lengths)[:-1]],
-                      lengths=lengths, dropped=np.array([h.dropped for h in histories], dtype=np.int64),
-                      signatures=joined("signatures", histories), vectors=joined("vectors", histories),
-                      categories=joined("categories", histories))
-    batch_targets = Targets(**{field: joined(field, targets) for field in (
-        "item_ids", "hist_len", "sid_codes", "signatures", "vectors", "categories", "ts")})
-    return batch, batch_targets, np.repeat(np.arange(len(cases), dtype=np.int64), [len(t) for t in targets])
 
 
 def write_world(folder: Path, users: int, length: int, per_user: int) -> list[tuple[UserHistory, Targets]]:

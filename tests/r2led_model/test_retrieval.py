@@ -9,9 +9,8 @@ import itertools
 import numpy as np
 import pytest
 
-from jobs.benchmarks.retrieval import in_memory
 from r2led_model.config import RetrievalConfig
-from r2led_model.naive_retrieval import naive_recent, naive_retrieve_routes, naive_sim_hard, random_user_case
+from r2led_model.naive_retrieval import in_memory, naive_recent, naive_retrieve_routes, naive_sim_hard, random_user_case
 from r2led_model.retrieval import (
     RouteCandidates,
     RoutePlan,
