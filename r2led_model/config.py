@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import yaml
 
@@ -27,6 +27,13 @@ CONF_DIR_ENV = "R2LED_CONF_DIR"
 
 class ConfigError(ValueError):
     """A config value or key is wrong; the message names the key path."""
+
+
+def _require(path: str, *checks: tuple[bool, str, str]) -> None:
+    """Raise the first failed `(ok, field, message)` of section `path` as "<path>.<field>: <message>"."""
+    for ok, name, message in checks:
+        if not ok:
+            raise ConfigError(f"{path}.{name}: {message}")
 
 
 # --------------------------------------------------------------------------------------
@@ -55,6 +62,9 @@ class SparkConfig:
     warehouse_dir: str = "${workspace.root}/spark-warehouse"
     extra_conf: dict[str, str] = field(default_factory=dict)
 
+    def check(self, path: str) -> None:
+        _require(path, (self.shuffle_partitions > 0, "shuffle_partitions", "must be positive"))
+
 
 @dataclass(frozen=True)
 class TablesConfig:
@@ -63,6 +73,10 @@ class TablesConfig:
     root: str = "${workspace.root}/tables"
     catalog: str | None = None
     schema: str | None = None
+
+    def check(self, path: str) -> None:
+        if self.backend == "catalog" and not (self.catalog and self.schema):
+            raise ConfigError(f"{path}: backend 'catalog' needs {path}.catalog and {path}.schema")
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,10 @@ class AmazonSourceConfig:
     # CTR set-ups on Amazon data do; then no negatives are needed (negatives.enabled: auto).
     click_threshold: float | None = None
 
+    def check(self, path: str) -> None:
+        if self.click_threshold is not None and not 0.0 <= self.click_threshold <= 5.0:
+            raise ConfigError(f"{path}.click_threshold: must be in [0, 5] (ratings are 1..5)")
+
 
 @dataclass(frozen=True)
 class TableColumnsConfig:
@@ -122,6 +140,13 @@ class TableColumnsConfig:
     # The item's category on each event, for tables without an items table (like Taobao's log).
     category: str | None = None
 
+    def check(self, path: str) -> None:
+        for name in ("user", "item", "timestamp"):
+            if not getattr(self, name):
+                raise ConfigError(f"{path}.{name}: required (the events table's {name} column)")
+        if self.timestamp_format is not None and self.timestamp_unit != "timestamp":
+            raise ConfigError(f"{path}.timestamp_format: only with timestamp_unit 'timestamp'")
+
 
 # How Spark reads a table's folder (`spark.read.format`).
 TableFormat = Literal["delta", "parquet", "csv", "json", "orc"]
@@ -143,6 +168,19 @@ class TableItemsConfig:
     # The item text the encoder embeds, a template over the table's columns, e.g.
     # "{title}. {brand}. Category: {category}". A null column renders empty; a list joins with " > ".
     text: str | None = None
+
+    def check(self, path: str) -> None:
+        _check_one_location(self.path, self.name, path)
+        if not self.item:
+            raise ConfigError(f"{path}.item: required (the items table's id column)")
+        if self.text is not None:
+            template_fields(self.text, key=f"{path}.text")
+
+
+def _check_one_location(folder: str | None, name: str | None, path: str) -> None:
+    """A table is read from a folder or by its catalog name, never both."""
+    if (folder is None) == (name is None):
+        raise ConfigError(f"{path}: set exactly one of {path}.path (a folder) or {path}.name (a catalog table)")
 
 
 @dataclass(frozen=True)
@@ -171,6 +209,22 @@ class TableSourceConfig:
     click_threshold: float | None = None
     items: TableItemsConfig | None = None
 
+    def check(self, path: str) -> None:
+        """The labelling rule against the columns it reads (columns and items check themselves; whether
+        `behavior` is accepted depends on ingest.behaviors, so `_check_semantics` checks it)."""
+        _check_one_location(self.path, self.name, path)
+        cols = self.columns
+        if self.labels == "column" and not cols.label:
+            raise ConfigError(f"{path}.columns.label: required with {path}.labels 'column'")
+        if cols.label and self.labels != "column":
+            raise ConfigError(f"{path}.labels: is {self.labels!r} but columns.label is set; "
+                              f"set labels: column to read it, or remove columns.label")
+        if self.labels == "threshold" and (not cols.value or self.click_threshold is None):
+            raise ConfigError(f"{path}.labels: 'threshold' needs {path}.columns.value and "
+                              f"{path}.click_threshold")
+        if self.click_threshold is not None and self.labels != "threshold":
+            raise ConfigError(f"{path}.click_threshold: only with labels 'threshold' (labels is {self.labels!r})")
+
 
 @dataclass(frozen=True)
 class SyntheticSourceConfig:
@@ -188,6 +242,12 @@ class SourceConfig:
     synthetic: SyntheticSourceConfig = field(default_factory=SyntheticSourceConfig)
     table: TableSourceConfig = field(default_factory=TableSourceConfig)
 
+    # Only the section `kind` names is read: `check` walks that one; the others may hold anything.
+    reads_one_section: ClassVar[bool] = True
+
+    def check(self, path: str) -> None:
+        _check_tree(getattr(self, self.kind), f"{path}.{self.kind}")
+
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -199,6 +259,11 @@ class IngestConfig:
     # An ingest whose rejected share of the event rows it is responsible for exceeds this fails (after
     # committing the rejects): a feed that breaks a tenth of its lines is broken, not noisy.
     max_reject_share: float = 0.1
+
+    def check(self, path: str) -> None:
+        _require(path, (0.0 <= self.max_reject_share <= 1.0, "max_reject_share", "must be in [0, 1]"))
+        parse_utc_timestamp(self.min_date, key=f"{path}.min_date")
+        parse_utc_timestamp(self.max_date, key=f"{path}.max_date")
 
 
 @dataclass(frozen=True)
@@ -215,6 +280,15 @@ class CatalogueNoiseConfig:
     mislabel_share: float = 0.0
     # Share of items whose text is degraded: each taxonomy word is dropped or swapped for a synonym.
     text_noise_share: float = 0.0
+
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.category_level in (1, 2, 3), "category_level",
+             "must be 1 (top topic), 2 (mid-level topic) or 3 (leaf)"),
+            (0.0 <= self.mislabel_share <= 1.0, "mislabel_share", "must be in [0, 1]"),
+            (0.0 <= self.text_noise_share <= 1.0, "text_noise_share", "must be in [0, 1]"),
+        )
 
 
 @dataclass(frozen=True)
@@ -239,6 +313,17 @@ class ImpressionConfig:
     affinity: tuple[float, float, float] = (2.5, 1.5, 0.5)
     quality_std: float = 0.5
     user_bias_std: float = 0.3
+
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.per_user >= 1, "per_user", "must be >= 1"),
+            (0.0 <= self.popularity_share <= 1.0, "popularity_share", "must be in [0, 1]"),
+            (all(x >= 0 for x in self.interest_mix) and sum(self.interest_mix) > 0, "interest_mix",
+             "must be three non-negative shares, not all zero"),
+        )
+        if self.quality_std < 0 or self.user_bias_std < 0:
+            raise ConfigError(f"{path}: quality_std and user_bias_std must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -269,6 +354,22 @@ class SyntheticConfig:
     catalogue: CatalogueNoiseConfig = field(default_factory=CatalogueNoiseConfig)
     impressions: ImpressionConfig = field(default_factory=ImpressionConfig)
 
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.num_users > 0, "num_users", "must be positive"),
+            (self.num_items > 0, "num_items", "must be positive"),
+            (self.events_per_user > 0, "events_per_user", "must be positive"),
+            (all(b > 0 for b in self.taxonomy), "taxonomy", "branching must be positive"),
+            (0.0 <= self.noise_share < 1.0, "noise_share", "must be in [0, 1)"),
+            (self.session_length >= 1.0, "session_length", "must be >= 1"),
+            (self.interests_per_user >= 1, "interests_per_user", "must be >= 1"),
+            (self.days >= 1, "days", "must be >= 1"),
+            (0.0 <= self.dormant_share < 1.0, "dormant_share", "must be in [0, 1)"),
+            (0.0 < self.dormant_after <= 1.0, "dormant_after", "must be in (0, 1]"),
+        )
+        parse_utc_timestamp(self.start_date, key=f"{path}.start_date")
+
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -280,6 +381,21 @@ class SplitConfig:
     last_n_valid: int = 1
     last_n_test: int = 1
 
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.last_n_valid >= 0, "last_n_valid", "must be >= 0"),
+            (self.last_n_test >= 0, "last_n_test", "must be >= 0"),
+        )
+        for name in ("valid_from", "test_from"):
+            if getattr(self, name) is not None:
+                parse_utc_timestamp(getattr(self, name), key=f"{path}.{name}")
+        if self.mode == "time":
+            if self.valid_from is None or self.test_from is None:
+                raise ConfigError(f"{path}: mode 'time' needs valid_from and test_from")
+            if parse_utc_timestamp(self.valid_from) > parse_utc_timestamp(self.test_from):
+                raise ConfigError(f"{path}.valid_from: must not be after test_from")
+
 
 @dataclass(frozen=True)
 class NegativeSamplingConfig:
@@ -289,6 +405,13 @@ class NegativeSamplingConfig:
     seed: int = 17
     # Candidates drawn per wanted negative before excluding items the user touched.
     oversample: int = 8
+
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.ratio >= 1, "ratio", "must be >= 1"),
+            (self.oversample >= 1, "oversample", "must be >= 1"),
+        )
 
 
 @dataclass(frozen=True)
@@ -307,6 +430,20 @@ class SequencesConfig:
     samples_from: str | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
     negatives: NegativeSamplingConfig = field(default_factory=NegativeSamplingConfig)
+
+    def check(self, path: str) -> None:
+        """Runs after `split.check` (the walker checks nested sections first), so a time split's cut-offs are set."""
+        _require(
+            path,
+            (self.max_stored > 0, "max_stored", "must be positive"),
+            (self.min_hist_len >= 0, "min_hist_len", "must be >= 0"),
+        )
+        if self.samples_from is None:
+            return
+        samples_from = parse_utc_timestamp(self.samples_from, key=f"{path}.samples_from")
+        if self.split.mode == "time" and samples_from >= parse_utc_timestamp(self.split.valid_from):
+            raise ConfigError(f"{path}.samples_from: {self.samples_from} leaves no training samples: it must be "
+                              f"before {path}.split.valid_from ({self.split.valid_from})")
 
 
 @dataclass(frozen=True)
@@ -335,6 +472,9 @@ class EmbeddingConfig:
     als_alpha: float = 10.0
     seed: int = 3
 
+    def check(self, path: str) -> None:
+        _require(path, (self.batch_size > 0, "batch_size", "must be positive"))
+
 
 @dataclass(frozen=True)
 class CodebookConfig:
@@ -360,6 +500,16 @@ class CodebookConfig:
     # Codebook files (<version>.npz) and `current.json`, the pointer assign-sids follows.
     store_dir: str = "${workspace.root}/codebooks"
 
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.levels >= 1, "levels", "must be >= 1"),
+            (self.codebook_size >= 2, "codebook_size", "must be >= 2"),
+            (self.latent_dim >= 1, "latent_dim", "must be >= 1"),
+            (self.epochs >= 1, "epochs", "must be >= 1"),
+            (self.beta >= 0, "beta", "must be >= 0"),
+        )
+
 
 @dataclass(frozen=True)
 class CollabConfig:
@@ -370,6 +520,13 @@ class CollabConfig:
     reg: float = 0.1
     alpha: float = 10.0
     seed: int = 5
+
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.rank >= 1, "rank", "must be >= 1"),
+            (self.iterations >= 1, "iterations", "must be >= 1"),
+        )
 
 
 # Retrieval modes, similarities and fills (`RetrievalConfig`; the kernel `r2led_model.retrieval` checks them).
@@ -400,6 +557,23 @@ class RetrievalConfig:
     # remaining behaviours (marked as fill in the mask's companion).
     fill: FillMode = "pad"
 
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.k >= 1, "k", "must be >= 1"),
+            (all(v >= 1 for v in self.k_per_route.values()), "k_per_route", "values must be >= 1"),
+            (0.0 <= self.mix_lambda <= 1.0, "mix_lambda", "must be in [0, 1]"),
+            (self.simhash_bits >= 1, "simhash_bits", "must be >= 1"),
+        )
+        # The level bound is checked against the SIDs actually assigned, when retrieval plans its routes.
+        for route in self.routes:
+            level = route[3:] if route.startswith("sid") else ""
+            if route != "collab" and not (level.isdigit() and int(level) >= 1):
+                raise ConfigError(f"{path}.routes: {route!r} is not 'collab' or 'sid<l>' with l >= 1")
+        unknown_k = set(self.k_per_route) - set(self.routes)
+        if unknown_k:
+            raise ConfigError(f"{path}.k_per_route: {sorted(unknown_k)} not in {path}.routes")
+
 
 @dataclass(frozen=True)
 class TrainingSetConfig:
@@ -415,6 +589,15 @@ class TrainingSetConfig:
     # user, each writing one file per split it holds. Petastorm shards by row group, so each
     # process of a distributed training needs its own files: keep this >= training.num_processes.
     files_per_split: int = 8
+
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.short_window >= 1, "short_window", "must be >= 1"),
+            (self.long_history >= 1, "long_history", "must be >= 1"),
+            (self.recency_buckets >= 2, "recency_buckets", "must be >= 2"),
+            (self.files_per_split >= 1, "files_per_split", "must be >= 1"),
+        )
 
 
 # SID-level fusion of the ID and SID embeddings (`layers.SidGate`).
@@ -521,31 +704,34 @@ class ModelConfig:
     sdim: SDIMConfig = field(default_factory=SDIMConfig)
     twin: TopKRetrievalConfig = field(default_factory=TopKRetrievalConfig)
 
+    # Only the section `name` names is read: `check` walks that one and requires the others at their defaults.
+    reads_one_section: ClassVar[bool] = True
+
     def sections(self) -> dict[str, Any]:
         """The per-model sections, by the name of the model that reads each."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if dataclasses.is_dataclass(getattr(self, f.name))}
 
-    def check(self) -> None:
+    def check(self, path: str = "model") -> None:
         """The shared fields' bounds, then the named model's section; any other section must be at its defaults."""
-        for ok, key, message in (
-            (self.embedding_dim >= 1, "model.embedding_dim", "must be >= 1"),
-            (self.attention_heads >= 1, "model.attention_heads", "must be >= 1"),
-            (self.embedding_dim % self.attention_heads == 0, "model.attention_heads",
-             "must divide model.embedding_dim"),
-            (0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
-        ):
-            if not ok:
-                raise ConfigError(f"{key}: {message}")
+        _require(
+            path,
+            (self.embedding_dim >= 1, "embedding_dim", "must be >= 1"),
+            (self.attention_heads >= 1, "attention_heads", "must be >= 1"),
+            # `>= 1 and`: heads of 0 fail the check above, not with a division by zero here.
+            (self.attention_heads >= 1 and self.embedding_dim % self.attention_heads == 0, "attention_heads",
+             f"must divide {path}.embedding_dim"),
+            (0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)"),
+        )
         for model, section in self.sections().items():
             if model == self.name:
-                section.check(f"model.{model}")
+                _check_tree(section, f"{path}.{model}")
                 continue
             default = type(section)()
             for option in dataclasses.fields(section):
                 if getattr(section, option.name) != getattr(default, option.name):
-                    raise ConfigError(f"model.{model}.{option.name}: model.name is {self.name}, which does not "
-                                      f"read model.{model} (it is read by {model})")
+                    raise ConfigError(f"{path}.{model}.{option.name}: {path}.name is {self.name}, which does not "
+                                      f"read {path}.{model} (it is read by {model})")
 
     def switched_to(self, name: str) -> ModelConfig:
         """This config for model `name`: the shared fields kept, every other model's section back at its
@@ -617,6 +803,18 @@ class TrainingConfig:
     # Show a progress bar: auto = only on a terminal.
     progress: Literal["auto", "always", "never"] = "auto"
 
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.epochs >= 1, "epochs", "must be >= 1"),
+            (self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.learning_rate > 0, "learning_rate", "must be positive"),
+            (self.patience >= 1, "patience", "must be >= 1"),
+            (self.num_processes >= 1, "num_processes", "must be >= 1"),
+            (self.reader_workers >= 1, "reader_workers", "must be >= 1"),
+            (self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1"),
+        )
+
 
 @dataclass(frozen=True)
 class RegistryConfig:
@@ -633,6 +831,13 @@ class RegistryConfig:
     # Score table and default model alias for `r2led score`.
     score_alias: str = "champion"
 
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.min_improvement >= 0, "min_improvement", "must be >= 0"),
+            (0.0 <= self.min_first_metric <= 1.0, "min_first_metric", "must be in [0, 1]"),
+        )
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -645,6 +850,14 @@ class PipelineConfig:
     # A dated run holds the workspace's run lock and renews it between stages; a lock not renewed for
     # this long belongs to a dead run and may be taken over. Longer than the slowest stage (train).
     lock_timeout_minutes: int = 180
+
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.valid_days >= 1, "valid_days", "must be >= 1"),
+            (self.test_days >= 1, "test_days", "must be >= 1"),
+            (self.lock_timeout_minutes >= 1, "lock_timeout_minutes", "must be >= 1"),
+        )
 
 
 @dataclass(frozen=True)
@@ -660,6 +873,14 @@ class TuningConfig:
     warmup_epochs: int = 1
     output_dir: str = "${workspace.root}/tuning"
 
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (self.trials >= 1, "trials", "must be >= 1"),
+            (self.epochs_per_trial >= 1, "epochs_per_trial", "must be >= 1"),
+            (self.startup_trials >= 1, "startup_trials", "must be >= 1"),
+        )
+
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
@@ -670,6 +891,13 @@ class BenchmarkConfig:
     # (the rest is history only): 10^8 events of history, about 10^7 samples.
     scale_sizes: tuple[int, ...] = (1_000_000, 10_000_000, 100_000_000)
     scale_sample_share: float = 0.1
+
+    def check(self, path: str) -> None:
+        _require(
+            path,
+            (0.0 < self.scale_sample_share <= 1.0, "scale_sample_share", "must be in (0, 1]"),
+            (all(n > 0 for n in self.scale_sizes), "scale_sizes", "must be positive event counts"),
+        )
 
 
 @dataclass(frozen=True)
@@ -1022,147 +1250,27 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
 
 
 def _check_semantics(config: Config) -> None:
-    """Constraints a type cannot express, each naming its key."""
-    seq = config.sequences
-    checks = [
-        (seq.max_stored > 0, "sequences.max_stored", "must be positive"),
-        (seq.min_hist_len >= 0, "sequences.min_hist_len", "must be >= 0"),
-        (seq.negatives.ratio >= 1, "sequences.negatives.ratio", "must be >= 1"),
-        (seq.negatives.oversample >= 1, "sequences.negatives.oversample", "must be >= 1"),
-        (seq.split.last_n_valid >= 0, "sequences.split.last_n_valid", "must be >= 0"),
-        (seq.split.last_n_test >= 0, "sequences.split.last_n_test", "must be >= 0"),
-        (config.spark.shuffle_partitions > 0, "spark.shuffle_partitions", "must be positive"),
-        (config.synthetic.num_users > 0, "synthetic.num_users", "must be positive"),
-        (config.synthetic.num_items > 0, "synthetic.num_items", "must be positive"),
-        (config.synthetic.events_per_user > 0, "synthetic.events_per_user", "must be positive"),
-        (all(b > 0 for b in config.synthetic.taxonomy), "synthetic.taxonomy", "branching must be positive"),
-        (0.0 <= config.synthetic.noise_share < 1.0, "synthetic.noise_share", "must be in [0, 1)"),
-        (config.synthetic.session_length >= 1.0, "synthetic.session_length", "must be >= 1"),
-        (config.synthetic.interests_per_user >= 1, "synthetic.interests_per_user", "must be >= 1"),
-        (config.synthetic.days >= 1, "synthetic.days", "must be >= 1"),
-        (config.tuning.trials >= 1, "tuning.trials", "must be >= 1"),
-        (config.tuning.epochs_per_trial >= 1, "tuning.epochs_per_trial", "must be >= 1"),
-        (config.tuning.startup_trials >= 1, "tuning.startup_trials", "must be >= 1"),
-        (0.0 <= config.synthetic.dormant_share < 1.0, "synthetic.dormant_share", "must be in [0, 1)"),
-        (0.0 < config.synthetic.dormant_after <= 1.0, "synthetic.dormant_after", "must be in (0, 1]"),
-        (0.0 < config.benchmark.scale_sample_share <= 1.0, "benchmark.scale_sample_share", "must be in (0, 1]"),
-        (all(n > 0 for n in config.benchmark.scale_sizes), "benchmark.scale_sizes", "must be positive event counts"),
-        (config.synthetic.catalogue.category_level in (1, 2, 3), "synthetic.catalogue.category_level",
-         "must be 1 (top topic), 2 (mid-level topic) or 3 (leaf)"),
-        (0.0 <= config.synthetic.catalogue.mislabel_share <= 1.0, "synthetic.catalogue.mislabel_share",
-         "must be in [0, 1]"),
-        (0.0 <= config.synthetic.catalogue.text_noise_share <= 1.0, "synthetic.catalogue.text_noise_share",
-         "must be in [0, 1]"),
-        (config.synthetic.impressions.per_user >= 1, "synthetic.impressions.per_user", "must be >= 1"),
-        (0.0 <= config.synthetic.impressions.popularity_share <= 1.0, "synthetic.impressions.popularity_share",
-         "must be in [0, 1]"),
-        (all(x >= 0 for x in config.synthetic.impressions.interest_mix)
-         and sum(config.synthetic.impressions.interest_mix) > 0, "synthetic.impressions.interest_mix",
-         "must be three non-negative shares, not all zero"),
-        (config.synthetic.impressions.quality_std >= 0 and config.synthetic.impressions.user_bias_std >= 0,
-         "synthetic.impressions", "quality_std and user_bias_std must be >= 0"),
-        (config.embedding.batch_size > 0, "embedding.batch_size", "must be positive"),
-        (config.codebook.levels >= 1, "codebook.levels", "must be >= 1"),
-        (config.codebook.codebook_size >= 2, "codebook.codebook_size", "must be >= 2"),
-        (config.codebook.latent_dim >= 1, "codebook.latent_dim", "must be >= 1"),
-        (config.codebook.epochs >= 1, "codebook.epochs", "must be >= 1"),
-        (config.codebook.beta >= 0, "codebook.beta", "must be >= 0"),
-        (config.collab.rank >= 1, "collab.rank", "must be >= 1"),
-        (config.collab.iterations >= 1, "collab.iterations", "must be >= 1"),
-        (config.retrieval.k >= 1, "retrieval.k", "must be >= 1"),
-        (config.training_set.short_window >= 1, "training_set.short_window", "must be >= 1"),
-        (config.training_set.long_history >= 1, "training_set.long_history", "must be >= 1"),
-        (config.training_set.recency_buckets >= 2, "training_set.recency_buckets", "must be >= 2"),
-        (config.training_set.files_per_split >= 1, "training_set.files_per_split", "must be >= 1"),
-        (all(v >= 1 for v in config.retrieval.k_per_route.values()), "retrieval.k_per_route", "values must be >= 1"),
-        (0.0 <= config.retrieval.mix_lambda <= 1.0, "retrieval.mix_lambda", "must be in [0, 1]"),
-        (config.retrieval.simhash_bits >= 1, "retrieval.simhash_bits", "must be >= 1"),
-        (config.training.epochs >= 1, "training.epochs", "must be >= 1"),
-        (config.training.batch_size >= 1, "training.batch_size", "must be >= 1"),
-        (config.training.learning_rate > 0, "training.learning_rate", "must be positive"),
-        (config.training.patience >= 1, "training.patience", "must be >= 1"),
-        (config.training.num_processes >= 1, "training.num_processes", "must be >= 1"),
-        (config.training.reader_workers >= 1, "training.reader_workers", "must be >= 1"),
-        (config.training.shuffle_buffer >= 1, "training.shuffle_buffer", "must be >= 1"),
-        (config.registry.min_improvement >= 0, "registry.min_improvement", "must be >= 0"),
-        (0.0 <= config.registry.min_first_metric <= 1.0, "registry.min_first_metric", "must be in [0, 1]"),
-        (0.0 <= config.ingest.max_reject_share <= 1.0, "ingest.max_reject_share", "must be in [0, 1]"),
-        (config.pipeline.valid_days >= 1, "pipeline.valid_days", "must be >= 1"),
-        (config.pipeline.test_days >= 1, "pipeline.test_days", "must be >= 1"),
-        (config.pipeline.lock_timeout_minutes >= 1, "pipeline.lock_timeout_minutes", "must be >= 1"),
-    ]
-    for ok, key, message in checks:
-        if not ok:
-            raise ConfigError(f"{key}: {message}")
-    for key, text in (
-        ("ingest.min_date", config.ingest.min_date),
-        ("ingest.max_date", config.ingest.max_date),
-        ("synthetic.start_date", config.synthetic.start_date),
-        ("sequences.samples_from", seq.samples_from),
-        ("sequences.split.valid_from", seq.split.valid_from),
-        ("sequences.split.test_from", seq.split.test_from),
-    ):
-        if text is not None:
-            parse_utc_timestamp(text, key=key)
-    if seq.split.mode == "time":
-        if seq.split.valid_from is None or seq.split.test_from is None:
-            raise ConfigError("sequences.split: mode 'time' needs valid_from and test_from")
-        if parse_utc_timestamp(seq.split.valid_from) > parse_utc_timestamp(seq.split.test_from):
-            raise ConfigError("sequences.split.valid_from: must not be after test_from")
-        if seq.samples_from is not None and (parse_utc_timestamp(seq.samples_from)
-                                             >= parse_utc_timestamp(seq.split.valid_from)):
-            raise ConfigError(f"sequences.samples_from: {seq.samples_from} leaves no training samples: it must be "
-                              f"before sequences.split.valid_from ({seq.split.valid_from})")
-    # The level bound is checked against the SIDs actually assigned, when retrieval plans its routes.
-    for route in config.retrieval.routes:
-        level = route[3:] if route.startswith("sid") else ""
-        if route != "collab" and not (level.isdigit() and int(level) >= 1):
-            raise ConfigError(f"retrieval.routes: {route!r} is not 'collab' or 'sid<l>' with l >= 1")
-    unknown_k = set(config.retrieval.k_per_route) - set(config.retrieval.routes)
-    if unknown_k:
-        raise ConfigError(f"retrieval.k_per_route: {sorted(unknown_k)} not in retrieval.routes")
-    if config.tables.backend == "catalog" and not (config.tables.catalog and config.tables.schema):
-        raise ConfigError("tables: backend 'catalog' needs tables.catalog and tables.schema")
-    config.model.check()
-    _check_source(config)
-
-
-def _check_source(config: Config) -> None:
-    """The selected source's own constraints (the other kinds' sections are not read)."""
-    source = config.source
-    threshold = source.amazon.click_threshold
-    if source.kind == "amazon" and threshold is not None and not 0.0 <= threshold <= 5.0:
-        raise ConfigError("source.amazon.click_threshold: must be in [0, 5] (ratings are 1..5)")
-    if source.kind != "table":
-        return
-    table = source.table
-    for key, where in (("source.table", table), ("source.table.items", table.items)):
-        if where is not None and (where.path is None) == (where.name is None):
-            raise ConfigError(f"{key}: set exactly one of {key}.path (a folder) or {key}.name (a catalog table)")
-    cols = table.columns
-    for name in ("user", "item", "timestamp"):
-        if not getattr(cols, name):
-            raise ConfigError(f"source.table.columns.{name}: required (the events table's {name} column)")
-    if cols.timestamp_format is not None and cols.timestamp_unit != "timestamp":
-        raise ConfigError("source.table.columns.timestamp_format: only with timestamp_unit 'timestamp'")
-    if cols.behavior is None and table.behavior not in config.ingest.behaviors:
+    """Constraints a type cannot express, each naming its key: every section's own `check`, then the one
+    check that spans sections."""
+    _check_tree(config, path="")
+    table = config.source.table
+    if (config.source.kind == "table" and table.columns.behavior is None
+            and table.behavior not in config.ingest.behaviors):
         raise ConfigError(f"source.table.behavior: {table.behavior!r} is not in ingest.behaviors "
                           f"({', '.join(config.ingest.behaviors)}); every row would be rejected")
-    if table.labels == "column" and not cols.label:
-        raise ConfigError("source.table.columns.label: required with source.table.labels 'column'")
-    if cols.label and table.labels != "column":
-        raise ConfigError(f"source.table.labels: is {table.labels!r} but columns.label is set; "
-                          f"set labels: column to read it, or remove columns.label")
-    if table.labels == "threshold" and (not cols.value or table.click_threshold is None):
-        raise ConfigError("source.table.labels: 'threshold' needs source.table.columns.value and "
-                          "source.table.click_threshold")
-    if table.click_threshold is not None and table.labels != "threshold":
-        raise ConfigError(f"source.table.click_threshold: only with labels 'threshold' (labels is {table.labels!r})")
-    if table.items is not None:
-        if not table.items.item:
-            raise ConfigError("source.table.items.item: required (the items table's id column)")
-        if table.items.text is not None:
-            template_fields(table.items.text, key="source.table.items.text")
+
+
+def _check_tree(section: Any, path: str) -> None:
+    """`section.check(path)` where the section has one, after the same for every section nested in it (so a
+    check may compare its fields with a nested section's already-checked ones). A section that
+    `reads_one_section` walks the one it reads itself: the walk stops there."""
+    if not getattr(section, "reads_one_section", False):
+        for f in dataclasses.fields(section):
+            child = getattr(section, f.name)
+            if dataclasses.is_dataclass(child):
+                _check_tree(child, f"{path}.{f.name}" if path else f.name)
+    if hasattr(section, "check"):
+        section.check(path)
 
 
 def template_fields(template: str, key: str) -> tuple[str, ...]:

@@ -262,3 +262,56 @@ def test_switching_model_resets_only_the_other_models_sections():
     din = for_model(config, "din")
     assert din.model.name == "din" and din.model.embedding_dim == 8 and din.model.r2led == R2LEDConfig()
     assert for_model(config, "r2led").model.r2led.route_fusion == "mean"
+
+
+# ---- section checks: each section checks itself, the walker reaches every one ----------------------
+
+
+@pytest.mark.parametrize("override, key", [
+    ("spark.shuffle_partitions=0", "spark.shuffle_partitions"),  # a top-level section
+    ("synthetic.catalogue.mislabel_share=2", "synthetic.catalogue.mislabel_share"),  # nested
+    ("sequences.split.last_n_test=-1", "sequences.split.last_n_test"),  # nested
+])
+def test_a_bad_value_in_a_top_level_or_nested_section_names_its_key(override, key):
+    with pytest.raises(ConfigError, match=rf"^{key.replace('.', chr(92) + '.')}: "):
+        load_config("tiny", [override])
+
+
+def _sections_with_a_check(section, path: str = "") -> set[str]:
+    """The dotted path of every section in the tree that has a `check`, unread ones (other models' and
+    other source kinds' sections) included."""
+    found = {path} if hasattr(section, "check") else set()
+    for f in dataclasses.fields(section):
+        child = getattr(section, f.name)
+        if dataclasses.is_dataclass(child):
+            found |= _sections_with_a_check(child, f"{path}.{f.name}" if path else f.name)
+    return found
+
+
+def test_every_section_with_a_check_is_checked_when_it_is_read(monkeypatch):
+    import r2led_model.config as config_module
+
+    reached: list[set[str]] = []
+
+    def spy(original):
+        def check(self, path):
+            reached[-1].add(path)
+            original(self, path)
+        return check
+
+    for cls in vars(config_module).values():
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and "check" in vars(cls):
+            monkeypatch.setattr(cls, "check", spy(cls.check))
+    table = ('source.table={"path": "/t", "columns": {"user": "u", "item": "i", "timestamp": "t"}, '
+             '"items": {"path": "/i"}}')
+    # Each build selects one model and one source kind: together they read every section.
+    builds = [[f"model.name={name}"] for name in ModelConfig().sections()]
+    builds += [[f"source.kind={f.name}"] for f in dataclasses.fields(config_module.SourceConfig) if f.name != "kind"]
+    for overrides in builds:
+        reached.append(set())
+        config = load_config("tiny", [table, *overrides])
+    expected = _sections_with_a_check(config)
+    assert {"spark", "synthetic.catalogue", "sequences.split", "source.table.items", "model.eta"} <= expected
+    assert set().union(*reached) == expected
+    # A section that is not read is not checked: the first build reads model.r2led and source.synthetic.
+    assert not {"model.eta", "source.table", "source.amazon"} & reached[0]
