@@ -40,7 +40,7 @@ recent first; category −1 = unknown matches nothing) and last-k recency.
 Ranking is one stable argsort per route over an (S, T) key: entries that passed the filter
 first, by score; then (fill="recent") the other valid positions; then positions at or beyond the
 cut. Columns are sorted in reversed position order so that the stable sort puts the later of
-two equal keys first. `jobs/benchmarks/naive_retrieval.py` is an independent per-row
+two equal keys first. `r2led_model/naive_retrieval.py` is an independent per-row
 pure-Python implementation of the same rules, used as the tests' oracle and the benchmark's
 baseline.
 """
