@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+CONSTRAINTS = Path(__file__).resolve().parents[1] / "requirements" / "constraints.txt"
+
 
 def write_lines(path: Path, lines: list[str]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,3 +24,20 @@ def table_snapshot(store, table: str) -> list[tuple]:
     df = store.read(table)
     return sorted(tuple(tuple(v) if isinstance(v, list) else v for v in r)
                   for r in df.select(*sorted(df.columns)).collect())
+
+
+def pinned_versions() -> dict[str, str]:
+    """requirements/constraints.txt as {lower-case name: pinned version}."""
+    pins = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep and not name.startswith("#"):
+            pins[name.lower()] = version
+    return pins
+
+
+def expected_delta_package() -> str:
+    """The Delta jar for the pinned pair: delta-spark_<spark major.minor>_2.13:<delta-spark version>."""
+    pins = pinned_versions()
+    spark_minor = ".".join(pins["pyspark"].split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{pins['delta-spark']}"

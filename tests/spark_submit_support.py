@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jobs.cli import COMMANDS
 from tests.conftest import IVY_DIR, REPO
-from tests.test_dockerfile import expected_delta_package
+from tests.helpers import expected_delta_package
 
 DELTA_PACKAGE = expected_delta_package()
 SUBMIT_SH = REPO / "deploy" / "submit.sh"
@@ -60,7 +61,9 @@ def tail(result: subprocess.CompletedProcess, lines: int = 40) -> str:
 
 
 def submit_job(job: str, wheel: Path, root: Path, *job_args: str) -> subprocess.CompletedProcess:
-    """The documented command: spark-submit --packages <delta> --conf ... --py-files <wheel> jobs/<job>.py ..."""
+    """The documented command: spark-submit --packages <delta> --conf ... --py-files <wheel>
+    jobs/<component>/<job>.py ... (the job's module file, as `jobs.cli.COMMANDS` names it)."""
+    module = COMMANDS[job][0]  # e.g. jobs.ingest.ingest
     cmd = [
         spark_submit(), "--master", "local[2]",
         "--packages", DELTA_PACKAGE,
@@ -68,7 +71,7 @@ def submit_job(job: str, wheel: Path, root: Path, *job_args: str) -> subprocess.
         "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
         "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "--py-files", str(wheel),
-        str(REPO / "jobs" / f"{job}.py"),
+        str(REPO.joinpath(*module.split(".")).with_suffix(".py")),
         "--env", "tiny", "--set", "spark.mode=submit",
         "--set", f"workspace.root={root}", "--set", f"spark.ivy_dir={IVY_DIR}",
         *job_args,

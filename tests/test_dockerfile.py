@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import expected_delta_package
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 SUBMIT_SH = REPO / "deploy" / "submit.sh"
-CONSTRAINTS = REPO / "requirements" / "constraints.txt"
 
 
 @dataclass(frozen=True)
@@ -84,22 +85,6 @@ def final_stage(instructions: list[Instruction]) -> list[Instruction]:
 def shell_commands(run: Instruction) -> list[list[str]]:
     """The simple commands of a RUN line split on &&, ||, ; and |, each as shell words."""
     return [shlex.split(part) for part in re.split(r"&&|\|\||;|\|", run.value) if part.strip()]
-
-
-def pinned_versions() -> dict[str, str]:
-    pins = {}
-    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
-        name, sep, version = line.strip().partition("==")
-        if sep and not name.startswith("#"):
-            pins[name.lower()] = version
-    return pins
-
-
-def expected_delta_package() -> str:
-    """The Delta jar for the pinned pair: delta-spark_<spark major.minor>_2.13:<delta-spark version>."""
-    pins = pinned_versions()
-    spark_minor = ".".join(pins["pyspark"].split(".")[:2])
-    return f"io.delta:delta-spark_{spark_minor}_2.13:{pins['delta-spark']}"
 
 
 # ----------------------------------------------------------------------------------------------
