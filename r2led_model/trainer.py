@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import logging
 import math
 import os
@@ -486,6 +487,12 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
         _end_epoch(epoch, metrics, task=task, optimizer=optimizer, history=history, stopping=stopping,
                    checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, is_main=is_main)
 
+    if isinstance(step_module, nn.parallel.DistributedDataParallel):
+        # DDP's reducer sits in reference cycles (its autograd hooks), so only the cycle collector frees
+        # it; run that now, while the process group and the interpreter are alive: freed at interpreter
+        # exit, after destroy_process_group, its gloo work can abort the process (SIGABRT).
+        del step_module
+        gc.collect()
     if stopping.best_state is None:
         raise RuntimeError(f"fit: no epoch ran (start epoch {start.epoch}, config.epochs {config.epochs})")
     task.load_state_dict(stopping.best_state)
