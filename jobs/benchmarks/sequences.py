@@ -24,9 +24,8 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs.ingest import generate, ingest
-
 from jobs.benchmarks.reference_sequences import run_reference
+from jobs.ingest import generate, ingest
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
 from jobs.sequences import sequences

@@ -33,7 +33,6 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.orchestration import config_drift
-
 from jobs.orchestration.ledger import DONE, FAILED, RunLedger
 from jobs.orchestration.run_lock import RunLock
 from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES, STAGES

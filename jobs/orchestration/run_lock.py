@@ -8,8 +8,8 @@ runs racing for it both MERGE into the same one-file table, so Delta's optimisti
 of rows written says whether this run won, and only a loser reads the row to name the winner. The
 holder renews its heartbeat between stages once a quarter of the timeout has passed since the last
 renewal (sooner, nobody can have taken it over: that takes a heartbeat older than the whole
-timeout), and frees the lock when it ends, failed or not; a run
-that finds its lock taken over stops before its next stage.
+timeout), and frees the lock when it ends, failed or not; a run that finds its lock taken over
+stops before its next stage.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class RunLock:
             # The MERGE wrote this run's row (inserted, or taken over while free or stale) or nothing.
             taken = self.store.upsert(LOCK_TABLE, mine, only_if=free_or_stale) == 1
         except COMMIT_CONFLICTS:
-            log.info("run lock: another run committed first")  # the read below names it
+            log.info("run lock: another run committed first")  # the read below names the winner
             taken = False
         if not taken:
             holder = self.holder()
@@ -102,12 +102,11 @@ class RunLock:
                 f"Wait for that run to end; a lock without a heartbeat for pipeline.lock_timeout_minutes "
                 f"({self.timeout_s // 60}) is taken over by the next run (its table: "
                 f"{self.store.location(LOCK_TABLE)})")
+        self._renewed_at = time.monotonic()
         if before is not None and before.owner != self.owner:
             log.warning("run lock: took over the stale lock of %s", before.describe(now))
-            self._renewed_at = time.monotonic()
             return before
         log.info("run lock taken by %s for --date %s", self.owner, self.run_date)
-        self._renewed_at = time.monotonic()
         return None
 
     def renew_if_due(self) -> bool:

@@ -10,9 +10,7 @@ import sys
 import pytest
 
 from jobs.ingest import ingest
-
 from jobs.orchestration import pipeline
-
 from jobs.orchestration.ledger import LEDGER
 from jobs.orchestration.nightly import run_date
 from jobs.registry import score

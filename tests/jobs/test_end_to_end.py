@@ -7,7 +7,6 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.ingest import generate, ingest
-
 from jobs.runtime.tables import TableStore
 from jobs.sequences import sequences
 from tests.conftest import config_in

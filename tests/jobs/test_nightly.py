@@ -17,8 +17,6 @@ import torch
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-from jobs.sids import assign_sids, embed_items
-
 from jobs.ingest.ingest import dated_run_id
 from jobs.orchestration import pipeline
 from jobs.orchestration.config_drift import ConfigDriftError
@@ -30,6 +28,7 @@ from jobs.runtime.faults import InjectedFailure
 from jobs.runtime.tables import TABLES, TableStore
 from jobs.sequences.sequences import build_user_sequences
 from jobs.sequences.splits import split_column
+from jobs.sids import assign_sids, embed_items
 from jobs.training.build_training_set import extend_item_index
 from jobs.training.training_data import data_versions, feature_spec
 from r2led_model import codebook_store

@@ -8,7 +8,6 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.ingest import generate
-
 from jobs.ingest.oracle_truth import load_oracle_truth
 from jobs.ingest.sources.synthetic import read_truth
 from jobs.orchestration.stages import DATA_STAGES, stages

@@ -10,7 +10,6 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.retrieval import retrieve
-
 from jobs.runtime.tables import TableStore
 from jobs.sequences import sequences
 from tests.helpers import rows

@@ -7,7 +7,6 @@ import inspect
 import pytest
 
 from jobs import cli
-
 from jobs.orchestration import nightly
 from jobs.orchestration.stages import DATA_STAGES, MODEL_STAGES, STAGE_NAMES, STAGES, stage, stages
 from jobs.runtime.tables import TABLES
