@@ -26,6 +26,7 @@ from typing import Sequence
 from pyspark.sql import SparkSession
 
 from jobs.benchmarks.process_memory import MemorySampler, jvm_pid
+from jobs.benchmarks.single_process_stages import retrieve_reference, training_set_reference
 from jobs.ingest import generate
 from jobs.orchestration.stages import DATA_STAGES, stages
 from jobs.runtime.entrypoint import spark_job_main
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # Every data stage; the rows of a stage's `reads` count as its rows in, of its `produces` as its rows out.
 SCALED_STAGES = stages(DATA_STAGES)
+# Stages with a single-process reference of the same work (`single_process_stages`); sequences
+# has its own (`r2led benchmark sequences`), SID assignment too (`r2led benchmark sids`).
+REFERENCES = {"retrieve": retrieve_reference, "build-training-set": training_set_reference}
 
 
 def sized_config(config: Config, folder: Path, sample_share: float) -> Config:
@@ -79,7 +83,10 @@ def _rows(store: TableStore, tables: Sequence[str]) -> int | None:
     return sum(store.read(t).count() for t in tables) if tables else None
 
 
-def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Path, sample_share: float) -> list[dict]:
+def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Path, sample_share: float,
+                   references: bool = False) -> list[dict]:
+    """Every data stage at `events`; `references`: also time each stage's single-process reference
+    (`REFERENCES`) on the same tables, right after the stage."""
     sized = sized_config(config, folder, sample_share)
     generated = generate.run(spark, sized, events=events)
     for name in ("tables", "codebooks"):
@@ -104,18 +111,32 @@ def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Pat
                            else round((spilled_after - spilled_before) / 2**20, 1)),
             "master": spark.sparkContext.master, "samples_from": sized.sequences.samples_from,
         }
+        if references and stage.name in REFERENCES:
+            result.update(_reference(REFERENCES[stage.name], store, sized, folder / "reference" / stage.name,
+                                     spark_seconds=seconds))
         print(json.dumps(result), flush=True)
         results.append(result)
     return results
+
+
+def _reference(reference, store: TableStore, config: Config, out: Path, *, spark_seconds: float) -> dict:
+    started = time.perf_counter()
+    rows = reference(store, config, out)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(out, ignore_errors=True)
+    return {"reference_seconds": round(seconds, 2), "reference_rows": rows,
+            "spark_over_reference": round(spark_seconds / seconds, 2)}
 
 
 def _mb(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = None, keep: bool = False) -> list[dict]:
+def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = None, keep: bool = False,
+        references_up_to: int = 0) -> list[dict]:
     """Every data stage at each event count in `sizes` (default: benchmark.scale_sizes); `keep` keeps
-    each size's tables (they are removed after, since 10^8 events take tens of GB)."""
+    each size's tables (they are removed after, since 10^8 events take tens of GB);
+    `references_up_to`: time the single-process references at the sizes up to this many events."""
     sizes = tuple(sizes or config.benchmark.scale_sizes)
     share = config.benchmark.scale_sample_share
     out_dir = Path(config.benchmark.output_dir)
@@ -123,7 +144,7 @@ def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = No
     results: list[dict] = []
     for events in sizes:
         folder = out_dir / "scale" / f"n{events}"
-        for result in benchmark_size(spark, config, events, folder, share):
+        for result in benchmark_size(spark, config, events, folder, share, references=events <= references_up_to):
             with open(out_dir / "scale.jsonl", "a", encoding="utf-8") as sink:
                 sink.write(json.dumps(result) + "\n")
             results.append(result)
@@ -136,16 +157,21 @@ def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = No
 
 def format_table(results: Sequence[dict]) -> str:
     header = (f"{'events':>12} {'stage':<19} {'seconds':>8} {'rows in':>12} {'rows out':>12} {'jvm MB':>7} "
-              f"{'py MB':>7} {'spill MB':>9}")
+              f"{'py MB':>7} {'spill MB':>9} {'ref s':>7} {'÷ref':>5}")
     lines = [header, "-" * len(header)]
     sizes = sorted({r["events"] for r in results})
     for events in sizes:
         for r in (r for r in results if r["events"] == events):
             lines.append(f"{r['events']:>12,} {r['stage']:<19} {r['seconds']:>8.1f} {_n(r['rows_in']):>12} "
                          f"{_n(r['rows_out']):>12} {_n(r['peak_jvm_mb']):>7} {_n(r['peak_python_workers_mb']):>7} "
-                         f"{_n(r['spilled_mb']):>9}")
-        total = sum(r["seconds"] for r in results if r["events"] == events)
-        lines.append(f"{events:>12,} {'total':<19} {total:>8.1f}")
+                         f"{_n(r['spilled_mb']):>9} {_ratio(r.get('reference_seconds'), 1):>7} "
+                         f"{_ratio(r.get('spark_over_reference'), 2):>5}")
+        seconds = {r["stage"]: r["seconds"] for r in results if r["events"] == events}
+        lines.append(f"{events:>12,} {'total':<19} {sum(seconds.values()):>8.1f}")
+        if seconds.get("retrieve") and "build-training-set" in seconds:
+            # Assembling examples against retrieving their candidates, on the same samples.
+            ratio = seconds["build-training-set"] / seconds["retrieve"]
+            lines.append(f"{events:>12,} {'training-set÷retr.':<19} {ratio:>8.2f}")
     if len(sizes) > 1:
         lines.append(growth_lines(results, sizes[-2], sizes[-1]))
     return "\n".join(lines)
@@ -163,6 +189,10 @@ def growth_lines(results: Sequence[dict], small: int, large: int) -> str:
     total = sum(after.values()) / (sum(before.values()) * factor)
     return (f"growth from {small:,} to {large:,} events (time ratio / events ratio; 1.00 = linear): "
             + ", ".join(parts) + f"; total {total:.2f}x of a linear extrapolation")
+
+
+def _ratio(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def _n(value) -> str:
@@ -197,6 +227,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
                         help="event counts to run (default: benchmark.scale_sizes)")
     parser.add_argument("--keep", action="store_true", help="keep each size's tables (default: removed after)")
+    parser.add_argument("--references-up-to", type=int, default=0, metavar="EVENTS",
+                        help="also time the single-process references of retrieve and build-training-set at "
+                             "the sizes up to EVENTS (default 0: none; the reference holds a stage's inputs "
+                             "in memory)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

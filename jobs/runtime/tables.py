@@ -9,9 +9,10 @@ a full overwrite, an overwrite of the partitions a run owns, or an insert-only M
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from delta.exceptions import (
     ConcurrentAppendException,
@@ -46,6 +47,11 @@ class SchemaMismatchError(ValueError):
 
 class TableNotFoundError(LookupError):
     """A job asked for a table that no earlier job has written."""
+
+
+# A task writing `in_task_order` keeps up to this many files open (one per partition value); past
+# it Spark sorts the rest by partition value (correct, only slower).
+_OPEN_FILES_PER_TASK = 16
 
 
 @dataclass(frozen=True)
@@ -316,10 +322,31 @@ class TableStore:
 
     # ---- writing ----------------------------------------------------------------------
 
-    def overwrite(self, name: str, df: DataFrame) -> None:
-        """Replace the whole table in one Delta commit (readers see old or new, never half)."""
+    def overwrite(self, name: str, df: DataFrame, *, in_task_order: bool = False) -> None:
+        """Replace the whole table in one Delta commit (readers see old or new, never half).
+
+        `in_task_order`: each task's rows already come in the order its files should hold; they are
+        written as they come, one open file per partition value, instead of being sorted by the
+        partition columns first (a sort that spills wide rows to disk).
+        """
         spec = self._conform(name, df)
-        self._write(spec, df, mode="overwrite", options={"overwriteSchema": "true"})
+        if in_task_order and spec.partition_by:
+            with self._session_conf("spark.sql.maxConcurrentOutputFileWriters", str(_OPEN_FILES_PER_TASK)):
+                self._write(spec, df, mode="overwrite", options={"overwriteSchema": "true"})
+        else:
+            self._write(spec, df, mode="overwrite", options={"overwriteSchema": "true"})
+
+    @contextmanager
+    def _session_conf(self, key: str, value: str) -> Iterator[None]:
+        previous = self.spark.conf.get(key, None)
+        self.spark.conf.set(key, value)
+        try:
+            yield
+        finally:
+            if previous is None:
+                self.spark.conf.unset(key)
+            else:
+                self.spark.conf.set(key, previous)
 
     def overwrite_partitions(self, name: str, df: DataFrame, where: str) -> None:
         """Atomically replace the rows matching the SQL predicate `where` with `df`."""

@@ -100,15 +100,23 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
 
     def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         tables = partition_tables(batches, sample_columns)
-        if tables is None:
-            return
-        user_sequences, wanted = tables
-        histories = PartitionHistories.from_arrow(user_sequences, lookup)
-        # Output in chunks: an example holds ~2,000 values, so a whole partition's at once would not fit.
-        for start in range(0, wanted.num_rows, _CHUNK):
-            yield examples_for_samples(histories, wanted.slice(start, _CHUNK), lookup, routes, config, names)
+        if tables is not None:
+            yield from examples_for_partition(*tables, lookup, routes, config, names)
 
     return rows.mapInArrow(per_partition, schema)
+
+
+def examples_for_partition(sequences: pa.Table, samples: pa.Table, lookup: ItemIndexLookup, routes: Sequence[str],
+                           config: TrainingSetConfig, names: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The examples of one partition's `samples` (as `build_examples` reads them), given the stored
+    `sequences` (user_id, item_ids, history_ts, dropped) of at least their users, ordered by
+    (split, sample_id): each split's file then holds its samples by sample_id (the trainer's
+    shuffle is only reproducible from a reproducible row order) without Spark sorting wide rows."""
+    histories = PartitionHistories.from_arrow(sequences, lookup)
+    samples = samples.sort_by([("split", "ascending"), ("sample_id", "ascending")])
+    # Output in chunks: an example holds ~2,000 values, so a whole partition's at once would not fit.
+    for start in range(0, samples.num_rows, _CHUNK):
+        yield examples_for_samples(histories, samples.slice(start, _CHUNK), lookup, routes, config, names)
 
 
 @dataclass(frozen=True)
@@ -276,14 +284,14 @@ def run(spark: SparkSession, config: Config) -> TrainingSetResult:
         store.overwrite("item_index", build_item_index(spark, store.read("items"), sids, levels))
     samples = candidates.join(store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
     # `files_per_split` user partitions, each writing one file per split (Petastorm hands whole row
-    # groups to each training process: a split in one file could feed only one), sorted by
-    # sample_id inside (the trainer's shuffle is only reproducible from a reproducible row order).
+    # groups to each training process: a split in one file could feed only one), in the order
+    # `build_examples` emits them: by sample_id inside each file.
     examples = build_examples(samples, store.read("user_sequences"), store.read("item_index"), routes, levels,
                               config.training_set, partitions=config.training_set.files_per_split)
     codebook_version, collab_version = _one_version_pair(candidates)
     examples = (examples.withColumn("codebook_version", F.lit(codebook_version))
-                .withColumn("collab_version", F.lit(collab_version)).sortWithinPartitions("split", "sample_id"))
-    store.overwrite("training_examples", examples)
+                .withColumn("collab_version", F.lit(collab_version)))
+    store.overwrite("training_examples", examples, in_task_order=True)
     counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
     index = store.read("item_index")
     result = TrainingSetResult(examples_by_split=counts, items=index.count(),

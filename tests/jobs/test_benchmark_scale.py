@@ -1,14 +1,19 @@
-"""`r2led benchmark scale`'s own arithmetic and its memory sampler (the stages it times are tested
-on their own)."""
+"""`r2led benchmark scale`'s own arithmetic, its memory sampler and its single-process references
+(the stages it times are tested on their own)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import pyarrow.dataset as ds
+
 from jobs.benchmarks.process_memory import MemorySampler
 from jobs.benchmarks.scale import format_table, growth_lines, sized_config
+from jobs.benchmarks.single_process_stages import retrieve_reference, snapshot, training_set_reference
+from jobs.runtime.tables import TableStore
 from r2led_model.config import parse_utc_timestamp
+from tests.conftest import config_in
 
 
 def test_each_size_samples_only_its_last_days_and_writes_inside_its_folder(make_config, tmp_path):
@@ -42,3 +47,17 @@ def test_the_sampler_sees_this_process_grow():
     assert sampler.peak.driver_python_mb is not None and sampler.peak.driver_python_mb > 200
     assert sampler.peak.jvm_mb is not None and sampler.peak.python_workers_mb is not None
     del ballast
+
+
+def test_the_single_process_references_write_exactly_the_rows_of_their_spark_stages(spark, tiny_tables, tmp_path):
+    config = config_in(tiny_tables)
+    store = TableStore(spark, config.tables)
+    for reference, table in ((retrieve_reference, "route_candidates"), (training_set_reference, "training_examples")):
+        rows = reference(store, config, tmp_path / table)
+        written = ds.dataset(tmp_path / table, format="parquet", partitioning="hive").to_table().sort_by("sample_id")
+        stored = snapshot(store, table).sort_by("sample_id")
+        # Every column but the version stamps the Spark stage adds after its partition function.
+        assert set(stored.column_names) - set(written.column_names) == {"codebook_version", "collab_version"}
+        stored = stored.select(written.column_names)
+        assert rows == written.num_rows == stored.num_rows > 1000, table
+        assert written.cast(stored.schema).equals(stored), table

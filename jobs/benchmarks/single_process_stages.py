@@ -1,0 +1,138 @@
+"""Single-process references of retrieve and build-training-set for `r2led benchmark scale`.
+
+Each does its stage's work in one Python process, without Spark: read the stage's input tables
+(the Parquet files of their current Delta snapshots), split the users into as many groups as the
+Spark stage has partitions, run the stage's own per-partition function on each group
+(`retrieve.candidates_for_partition`, `build_training_set.examples_for_partition`) and write the
+rows as Parquet partitioned by split. The Spark stage's time over its reference's is what Spark's
+reading, shuffling and Arrow hand-offs cost on top of the vectorised work.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterator, Sequence
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from jobs.retrieval.item_feature_lookup import ItemFeatureLookup
+from jobs.retrieval.retrieve import candidates_for_partition
+from jobs.retrieval.table_shapes import candidate_column, candidate_routes
+from jobs.runtime.tables import TableStore, spec_for
+from jobs.training.build_training_set import examples_for_partition, output_columns
+from jobs.training.item_index_lookup import ItemIndexLookup
+from r2led_model.config import Config
+from r2led_model.retrieval import RoutePlan
+
+
+def snapshot(store: TableStore, name: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows of `name`'s current snapshot, read from its Parquet files by pyarrow (partition
+    columns from the paths). Refuses a snapshot whose rows the files alone do not give (deletion
+    vectors): the benchmark writes every table in one overwrite, so its snapshots have none."""
+    if store.config.backend != "path":
+        raise ValueError(f"{name}: the single-process reference reads tables of the path backend only")
+    df = store.read(name)
+    files = [unquote(urlparse(uri).path) for uri in df.inputFiles()]
+    partitioning = ds.partitioning(flavor="hive") if spec_for(name).partition_by else None
+    table = ds.dataset(files, format="parquet", partitioning=partitioning,
+                       partition_base_dir=store.location(name)).to_table(columns=list(columns) if columns else None)
+    if table.num_rows != df.count():
+        raise ValueError(f"{name}: its files hold {table.num_rows} rows, its snapshot {df.count()}")
+    return table
+
+
+def joined(left: pa.Table, right: pa.Table, key: str, inner: bool = False) -> pa.Table:
+    """`left` with the other columns of its row in `right` (unique on `key`): nulls where it has none,
+    or, `inner`, without those rows. (Arrow's hash join does not carry list columns.)"""
+    at = pc.index_in(left[key], value_set=right[key])  # (n,) row of `right`, null without one
+    if inner:
+        left, at = left.filter(pc.is_valid(at)), at.filter(pc.is_valid(at))
+    matched = right.drop_columns([key]).take(at)
+    for name in matched.column_names:
+        left = left.append_column(name, matched[name])
+    return left
+
+
+def user_groups(user_ids: pa.ChunkedArray, groups: int) -> pa.Array:
+    """(n,) user ids → (n,) group in [0, groups): every row of one user in one group."""
+    return pa.array(np.abs(user_ids.to_numpy()) % groups)
+
+
+def _grouped(sequences: pa.Table, samples: pa.Table, groups: int) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """(sequences, samples) of each group of users that has samples."""
+    sequence_group, sample_group = user_groups(sequences["user_id"], groups), user_groups(samples["user_id"], groups)
+    for group in range(groups):
+        wanted = samples.filter(pc.equal(sample_group, group))
+        if wanted.num_rows:
+            yield sequences.filter(pc.equal(sequence_group, group)), wanted
+
+
+def _write(batches: Iterator[pa.RecordBatch], schema: pa.Schema, out: Path) -> int:
+    """Write `batches` as Parquet partitioned by split under `out` (replaced); returns rows written."""
+    shutil.rmtree(out, ignore_errors=True)
+    written = 0
+
+    def counted() -> Iterator[pa.RecordBatch]:
+        nonlocal written
+        for batch in batches:
+            written += batch.num_rows
+            yield batch
+
+    ds.write_dataset(counted(), out, schema=schema, format="parquet", partitioning=["split"],
+                     partitioning_flavor="hive")
+    return written
+
+
+def retrieve_reference(store: TableStore, config: Config, out: Path) -> int:
+    """retrieve's work on `store`'s samples and sequences; returns the candidate rows written."""
+    sids = snapshot(store, "item_sids", ["item_id", "semantic_codes"])
+    levels = len(sids["semantic_codes"][0]) if sids.num_rows else 0
+    words = (config.retrieval.simhash_bits + 63) // 64
+    plan = RoutePlan.from_config(config.retrieval, levels)
+    features = joined(joined(sids, snapshot(store, "item_collab_vectors", ["item_id", "signature"]), "item_id"),
+                      snapshot(store, "items", ["item_id", "category_id"]), "item_id")
+    lookup = ItemFeatureLookup.from_arrow(features, levels, words)
+    sequences = snapshot(store, "user_sequences", ["user_id", "item_ids", "ts", "dropped"])
+    samples = snapshot(store, "samples", ["sample_id", "user_id", "item_id", "ts", "hist_len", "split"])
+    batches = (candidates_for_partition(group_sequences, group_samples, lookup, plan)
+               for group_sequences, group_samples in _grouped(sequences, samples, config.spark.shuffle_partitions))
+    first = next(batches, None)
+    if first is None:
+        return 0
+    return _write(_chain(first, batches), first.schema, out)
+
+
+def training_set_reference(store: TableStore, config: Config, out: Path) -> int:
+    """build-training-set's work on `store`'s route candidates and the item index as stored; returns
+    the example rows written."""
+    candidates = snapshot(store, "route_candidates")
+    routes = candidate_routes(candidates.column_names)
+    sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
+                      + [candidate_column(route, part) for route in routes for part in ("pos", "mask")])
+    samples = joined(candidates.drop_columns(["split"]),
+                     snapshot(store, "samples", ["sample_id", "item_id", "label", "split"]), "sample_id",
+                     inner=True).select(sample_columns)
+    index = snapshot(store, "item_index", ["item_id", "item_idx", "category_idx", "sid"])
+    levels = len(index["sid"][0]) if index.num_rows else 0
+    lookup = ItemIndexLookup.from_arrow(index, levels)
+    sequences = snapshot(store, "user_sequences", ["user_id", "item_ids", "ts", "dropped"]).rename_columns(
+        ["user_id", "item_ids", "history_ts", "dropped"])
+    names = [name for name, _ in output_columns(routes)]
+    batches = (batch for group_sequences, group_samples in
+               _grouped(sequences, samples, config.training_set.files_per_split)
+               for batch in examples_for_partition(group_sequences, group_samples, lookup, routes,
+                                                   config.training_set, names))
+    first = next(batches, None)
+    if first is None:
+        return 0
+    return _write(_chain(first, batches), first.schema, out)
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
