@@ -891,11 +891,15 @@ class BenchmarkConfig:
     # (the rest is history only): 10^8 events of history, about 10^7 samples.
     scale_sizes: tuple[int, ...] = (1_000_000, 10_000_000, 100_000_000)
     scale_sample_share: float = 0.1
+    # Partitions grow with the events there: one user partition (and training file per split) per
+    # this many events, never fewer than spark.shuffle_partitions, so a task's share stays bounded.
+    scale_events_per_partition: int = 1_250_000
 
     def check(self, path: str) -> None:
         _require(
             path,
             (0.0 < self.scale_sample_share <= 1.0, "scale_sample_share", "must be in (0, 1]"),
+            (self.scale_events_per_partition >= 1, "scale_events_per_partition", "must be >= 1"),
             (all(n > 0 for n in self.scale_sizes), "scale_sizes", "must be positive event counts"),
         )
 

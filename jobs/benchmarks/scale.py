@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -42,9 +43,10 @@ SCALED_STAGES = stages(DATA_STAGES)
 REFERENCES = {"retrieve": retrieve_reference, "build-training-set": training_set_reference}
 
 
-def sized_config(config: Config, folder: Path, sample_share: float) -> Config:
+def sized_config(config: Config, folder: Path, sample_share: float, events: int = 0) -> Config:
     """The config reading and writing only inside `folder`, with the training window and the time
-    split inside the last `sample_share` of the synthetic days."""
+    split inside the last `sample_share` of the synthetic days, and one user partition (and
+    training file per split) per `benchmark.scale_events_per_partition` of the `events`."""
     start = dt.date.fromisoformat(config.synthetic.start_date)
     days = config.synthetic.days
 
@@ -53,8 +55,11 @@ def sized_config(config: Config, folder: Path, sample_share: float) -> Config:
 
     split = replace(config.sequences.split, mode="time", valid_from=day_at(1 - sample_share / 3),
                     test_from=day_at(1 - sample_share / 6))
+    partitions = max(config.spark.shuffle_partitions, math.ceil(events / config.benchmark.scale_events_per_partition))
     return replace(
         config,
+        spark=replace(config.spark, shuffle_partitions=partitions),
+        training_set=replace(config.training_set, files_per_split=max(config.training_set.files_per_split, partitions)),
         source=replace(config.source, kind="synthetic", synthetic=SyntheticSourceConfig(path=str(folder / "raw"))),
         tables=TablesConfig(backend="path", root=str(folder / "tables")),
         sequences=replace(config.sequences, split=split, samples_from=day_at(1 - sample_share)),
@@ -87,7 +92,9 @@ def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Pat
                    references: bool = False) -> list[dict]:
     """Every data stage at `events`; `references`: also time each stage's single-process reference
     (`REFERENCES`) on the same tables, right after the stage."""
-    sized = sized_config(config, folder, sample_share)
+    sized = sized_config(config, folder, sample_share, events)
+    # The session was started with the env's partitions; this size's count holds while it runs.
+    spark.conf.set("spark.sql.shuffle.partitions", str(sized.spark.shuffle_partitions))
     generated = generate.run(spark, sized, events=events)
     for name in ("tables", "codebooks"):
         shutil.rmtree(folder / name, ignore_errors=True)
@@ -110,6 +117,7 @@ def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Pat
             "spilled_mb": (None if spilled_before is None or spilled_after is None
                            else round((spilled_after - spilled_before) / 2**20, 1)),
             "master": spark.sparkContext.master, "samples_from": sized.sequences.samples_from,
+            "partitions": sized.spark.shuffle_partitions,
         }
         if references and stage.name in REFERENCES:
             result.update(_reference(REFERENCES[stage.name], store, sized, folder / "reference" / stage.name,

@@ -27,6 +27,14 @@ def test_each_size_samples_only_its_last_days_and_writes_inside_its_folder(make_
         assert Path(path).is_relative_to(tmp_path / "n1000")
 
 
+def test_partitions_grow_with_the_events_and_never_drop_below_the_envs(make_config, tmp_path):
+    config = make_config("benchmark.scale_events_per_partition=1000000")
+    floor = config.spark.shuffle_partitions
+    assert sized_config(config, tmp_path, 0.1, events=1000).spark.shuffle_partitions == floor
+    large = sized_config(config, tmp_path, 0.1, events=100_000_000)
+    assert large.spark.shuffle_partitions == large.training_set.files_per_split == max(floor, 100)
+
+
 def test_growth_is_each_stage_time_ratio_over_the_events_ratio():
     results = [{"events": 1000, "stage": "ingest", "seconds": 10.0}, {"events": 1000, "stage": "retrieve", "seconds": 5.0},
                {"events": 10000, "stage": "ingest", "seconds": 50.0},
