@@ -27,7 +27,8 @@ from typing import Sequence
 from pyspark.sql import SparkSession
 
 from jobs.benchmarks.process_memory import MemorySampler, jvm_pid
-from jobs.benchmarks.single_process_stages import retrieve_reference, training_set_reference
+from jobs.benchmarks.single_process_stages import (collab_vectors_reference, retrieve_reference,
+                                                   training_set_reference)
 from jobs.ingest import generate
 from jobs.orchestration.stages import DATA_STAGES, stages
 from jobs.runtime.entrypoint import spark_job_main
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 SCALED_STAGES = stages(DATA_STAGES)
 # Stages with a single-process reference of the same work (`single_process_stages`); sequences
 # has its own (`r2led benchmark sequences`), SID assignment too (`r2led benchmark sids`).
-REFERENCES = {"retrieve": retrieve_reference, "build-training-set": training_set_reference}
+REFERENCES = {"collab-vectors": collab_vectors_reference, "retrieve": retrieve_reference,
+              "build-training-set": training_set_reference}
 
 
 def sized_config(config: Config, folder: Path, sample_share: float, events: int = 0) -> Config:
@@ -89,9 +91,9 @@ def _rows(store: TableStore, tables: Sequence[str]) -> int | None:
 
 
 def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Path, sample_share: float,
-                   references: bool = False) -> list[dict]:
-    """Every data stage at `events`; `references`: also time each stage's single-process reference
-    (`REFERENCES`) on the same tables, right after the stage."""
+                   references: bool = False, until: str = DATA_STAGES[-1]) -> list[dict]:
+    """Every data stage up to `until` at `events`; `references`: also time each stage's
+    single-process reference (`REFERENCES`) on the same tables, right after the stage."""
     sized = sized_config(config, folder, sample_share, events)
     # The session was started with the env's partitions; this size's count holds while it runs.
     spark.conf.set("spark.sql.shuffle.partitions", str(sized.spark.shuffle_partitions))
@@ -101,7 +103,7 @@ def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Pat
     store = TableStore(spark, sized.tables)
     pid = jvm_pid(spark)
     results = []
-    for stage in SCALED_STAGES:
+    for stage in SCALED_STAGES[:DATA_STAGES.index(until) + 1]:
         rows_in = _rows(store, stage.reads) if stage.reads else generated.events
         spilled_before = spilled_bytes(spark)
         with MemorySampler(pid) as memory:
@@ -141,10 +143,13 @@ def _mb(value: float | None) -> float | None:
 
 
 def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = None, keep: bool = False,
-        references_up_to: int = 0) -> list[dict]:
-    """Every data stage at each event count in `sizes` (default: benchmark.scale_sizes); `keep` keeps
-    each size's tables (they are removed after, since 10^8 events take tens of GB);
-    `references_up_to`: time the single-process references at the sizes up to this many events."""
+        references_up_to: int = 0, until: str = DATA_STAGES[-1]) -> list[dict]:
+    """Every data stage (up to `until`) at each event count in `sizes` (default:
+    benchmark.scale_sizes); `keep` keeps each size's tables (they are removed after, since 10^8
+    events take tens of GB); `references_up_to`: time the single-process references at the sizes up
+    to this many events."""
+    if until not in DATA_STAGES:
+        raise ValueError(f"until: {until!r} is not a data stage ({', '.join(DATA_STAGES)})")
     sizes = tuple(sizes or config.benchmark.scale_sizes)
     share = config.benchmark.scale_sample_share
     out_dir = Path(config.benchmark.output_dir)
@@ -152,7 +157,8 @@ def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = No
     results: list[dict] = []
     for events in sizes:
         folder = out_dir / "scale" / f"n{events}"
-        for result in benchmark_size(spark, config, events, folder, share, references=events <= references_up_to):
+        for result in benchmark_size(spark, config, events, folder, share, references=events <= references_up_to,
+                                     until=until):
             with open(out_dir / "scale.jsonl", "a", encoding="utf-8") as sink:
                 sink.write(json.dumps(result) + "\n")
             results.append(result)
@@ -235,10 +241,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
                         help="event counts to run (default: benchmark.scale_sizes)")
     parser.add_argument("--keep", action="store_true", help="keep each size's tables (default: removed after)")
+    parser.add_argument("--until", choices=DATA_STAGES, default=DATA_STAGES[-1],
+                        help="the last stage to run (default: build-training-set)")
     parser.add_argument("--references-up-to", type=int, default=0, metavar="EVENTS",
-                        help="also time the single-process references of retrieve and build-training-set at "
-                             "the sizes up to EVENTS (default 0: none; the reference holds a stage's inputs "
-                             "in memory)")
+                        help="also time the single-process references of collab-vectors, retrieve and "
+                             "build-training-set at the sizes up to EVENTS (default 0: none; a reference holds "
+                             "its stage's inputs in memory)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,14 @@
-"""Single-process references of retrieve and build-training-set for `r2led benchmark scale`.
+"""Single-process references of collab-vectors, retrieve and build-training-set for
+`r2led benchmark scale`.
 
 Each does its stage's work in one Python process, without Spark: read the stage's input tables
-(the Parquet files of their current Delta snapshots), split the users into as many groups as the
-Spark stage has partitions, run the stage's own per-partition function on each group
-(`retrieve.candidates_for_partition`, `build_training_set.examples_for_partition`) and write the
-rows as Parquet partitioned by split. The Spark stage's time over its reference's is what Spark's
-reading, shuffling and Arrow hand-offs cost on top of the vectorised work.
+(the Parquet files of their current Delta snapshots), compute, and write Parquet. retrieve's and
+build-training-set's split the users into as many groups as the Spark stage has partitions and run
+the stage's own per-partition function on each group (`retrieve.candidates_for_partition`,
+`build_training_set.examples_for_partition`), writing by split; collab-vectors' counts the
+training window's (user, item) pairs, fits the same implicit ALS in numpy (`reference_als`) and
+signs the item vectors with the same SimHash. The Spark stage's time over its reference's is what
+Spark's reading, shuffling and hand-offs cost on top of the vectorised work.
 """
 
 from __future__ import annotations
@@ -19,15 +22,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
+from jobs.benchmarks.reference_als import Pairs, implicit_als
 from jobs.retrieval.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.retrieve import candidates_for_partition
 from jobs.retrieval.table_shapes import candidate_column, candidate_routes
+from jobs.runtime.arrow_arrays import list_column
 from jobs.runtime.tables import TableStore, spec_for
+from jobs.sequences.splits import training_window_end
 from jobs.training.build_training_set import examples_for_partition, output_columns
 from jobs.training.item_index_lookup import ItemIndexLookup
 from r2led_model.config import Config
 from r2led_model.retrieval import RoutePlan
+from r2led_model.simhash import simhash_signatures
 
 
 def snapshot(store: TableStore, name: str, columns: Sequence[str] | None = None) -> pa.Table:
@@ -38,7 +46,11 @@ def snapshot(store: TableStore, name: str, columns: Sequence[str] | None = None)
         raise ValueError(f"{name}: the single-process reference reads tables of the path backend only")
     df = store.read(name)
     files = [unquote(urlparse(uri).path) for uri in df.inputFiles()]
-    partitioning = ds.partitioning(flavor="hive") if spec_for(name).partition_by else None
+    # Partition values are parsed from the paths only when a partition column is asked for.
+    wanted = set(columns) if columns else None
+    partition_columns = set(spec_for(name).partition_by)
+    partitioning = (ds.partitioning(flavor="hive")
+                    if partition_columns and (wanted is None or wanted & partition_columns) else None)
     table = ds.dataset(files, format="parquet", partitioning=partitioning,
                        partition_base_dir=store.location(name)).to_table(columns=list(columns) if columns else None)
     if table.num_rows != df.count():
@@ -86,6 +98,26 @@ def _write(batches: Iterator[pa.RecordBatch], schema: pa.Schema, out: Path) -> i
     ds.write_dataset(counted(), out, schema=schema, format="parquet", partitioning=["split"],
                      partitioning_flavor="hive")
     return written
+
+
+def collab_vectors_reference(store: TableStore, config: Config, out: Path) -> int:
+    """collab-vectors' work on `store`'s events; returns the item vectors written."""
+    events = snapshot(store, "events", ["user_id", "item_id", "ts"])
+    until = training_window_end(config.sequences.split)
+    if until is not None:
+        events = events.filter(pc.less(events["ts"], until))
+    user_ids, users = np.unique(events["user_id"].to_numpy(), return_inverse=True)
+    item_ids, items = np.unique(events["item_id"].to_numpy(), return_inverse=True)
+    c = config.collab
+    _, item_vectors = implicit_als(Pairs.counted(users, items), rank=c.rank, iterations=c.iterations, reg=c.reg,
+                                   alpha=c.alpha, seed=c.seed)  # (I, rank)
+    words = simhash_signatures(item_vectors, config.retrieval.simhash_bits, config.retrieval.simhash_seed)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    rows = pa.table({"item_id": item_ids, "vector": list_column(item_vectors), "signature": list_column(
+        words.view(np.int64))})
+    pq.write_table(rows, out / "part-0.parquet")
+    return rows.num_rows
 
 
 def retrieve_reference(store: TableStore, config: Config, out: Path) -> int:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from jobs.benchmarks.process_memory import MemorySampler
 from jobs.benchmarks.scale import format_table, growth_lines, sized_config
-from jobs.benchmarks.single_process_stages import retrieve_reference, snapshot, training_set_reference
+from jobs.benchmarks.reference_als import Pairs, implicit_als
+from jobs.benchmarks.single_process_stages import (collab_vectors_reference, retrieve_reference, snapshot,
+                                                   training_set_reference)
 from jobs.runtime.tables import TableStore
 from r2led_model.config import parse_utc_timestamp
 from tests.conftest import config_in
@@ -69,3 +73,29 @@ def test_the_single_process_references_write_exactly_the_rows_of_their_spark_sta
         stored = stored.select(written.column_names)
         assert rows == written.num_rows == stored.num_rows > 1000, table
         assert written.cast(stored.schema).equals(stored), table
+
+
+def test_the_reference_als_puts_items_of_one_audience_together():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 400, 20_000)
+    items = rng.integers(0, 50, 20_000) * 2 + users % 2  # even users touch even items, odd users odd ones
+    pairs = Pairs.counted(users, items)
+    assert pairs.strength.sum() == 20_000 and len(pairs.rows) == len(np.unique(users * 100 + items))
+    _, vectors = implicit_als(pairs, rank=8, iterations=5, reg=0.1, alpha=10.0, seed=1)  # (100, 8)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine = unit @ unit.T  # (100, 100)
+    same_audience = (np.arange(100)[:, None] % 2) == (np.arange(100)[None, :] % 2)
+    assert cosine[same_audience].mean() > 0.7 and abs(cosine[~same_audience].mean()) < 0.2
+
+
+def test_the_collab_vectors_reference_signs_every_item_spark_fits(spark, tiny_tables, tmp_path):
+    config = config_in(tiny_tables)
+    store = TableStore(spark, config.tables)
+    rows = collab_vectors_reference(store, config, tmp_path / "collab")
+    written = pq.read_table(tmp_path / "collab")
+    stored = snapshot(store, "item_collab_vectors", ["item_id", "vector", "signature"])
+    # The same items (those with a training-window behaviour), vectors and signatures of the same widths.
+    assert rows == written.num_rows == stored.num_rows > 100
+    assert sorted(written["item_id"].to_pylist()) == sorted(stored["item_id"].to_pylist())
+    for column in ("vector", "signature"):
+        assert {len(v) for v in written[column].to_pylist()} == {len(stored[column][0])}
