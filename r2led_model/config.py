@@ -259,6 +259,13 @@ class IngestConfig:
     # An ingest whose rejected share of the event rows it is responsible for exceeds this fails (after
     # committing the rejects): a feed that breaks a tenth of its lines is broken, not noisy.
     max_reject_share: float = 0.1
+    # A dated run whose day has no input at all (an empty or missing day folder: a quiet day, an outage):
+    # "allow" ingests nothing, warns and records it in the ledger, and the run goes on; "fail" stops it.
+    # A day whose rows are all bad fails either way.
+    empty_day: Literal["allow", "fail"] = "allow"
+    # An event whose item is not in the items table (a source with item metadata): "reject" it as
+    # unknown_item, or "create" the item (no text, the event's category) so it trains as itself.
+    unknown_items: Literal["reject", "create"] = "reject"
 
     def check(self, path: str) -> None:
         _require(path, (0.0 <= self.max_reject_share <= 1.0, "max_reject_share", "must be in [0, 1]"))
