@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import re
 import types
 import typing
@@ -34,6 +35,73 @@ def _require(path: str, *checks: tuple[bool, str, str]) -> None:
     for ok, name, message in checks:
         if not ok:
             raise ConfigError(f"{path}.{name}: {message}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers one config key accepts (`RANGES`): from `low` to `high`, either end open (excluded) or
+    absent; `why`, if any, ends the error message. Only finite numbers are in any range."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
+
+    def contains(self, value: int | float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high}"
+        return "any finite number"
+
+
+# The ranges `RANGES` uses most. Seeds stop at 2^63 - 1: Spark's rand takes a signed long, numpy a non-negative int.
+COUNT = Range(low=1)
+NON_NEGATIVE = Range(low=0)
+POSITIVE = Range(low=0, low_open=True)
+SHARE = Range(low=0, high=1)
+SEED = Range(low=0, high=2**63 - 1)
+ANY_NUMBER = Range()
+
+
+class _DuplicateKeyError(yaml.MarkedYAMLError):
+    """A mapping names one key twice (PyYAML would silently keep the last)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings refuse a key given twice: two `source:` blocks in one file are a mistake
+    that safe_load hides by dropping the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden key by key
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base constructor names it
+                continue
+            if earlier is not key_node:
+                raise _DuplicateKeyError(
+                    problem=f"duplicate key {key!r} (first at line {earlier.start_mark.line + 1}): "
+                            "YAML would keep only the last",
+                    problem_mark=key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_StrictLoader)
 
 
 # --------------------------------------------------------------------------------------
@@ -61,9 +129,6 @@ class SparkConfig:
     local_dir: str = "${workspace.root}/tmp"
     warehouse_dir: str = "${workspace.root}/spark-warehouse"
     extra_conf: dict[str, str] = field(default_factory=dict)
-
-    def check(self, path: str) -> None:
-        _require(path, (self.shuffle_partitions > 0, "shuffle_partitions", "must be positive"))
 
 
 @dataclass(frozen=True)
@@ -111,10 +176,6 @@ class AmazonSourceConfig:
     # item). A number: explicit labels, rating >= click_threshold is a click (1), below it 0, as many
     # CTR set-ups on Amazon data do; then no negatives are needed (negatives.enabled: auto).
     click_threshold: float | None = None
-
-    def check(self, path: str) -> None:
-        if self.click_threshold is not None and not 0.0 <= self.click_threshold <= 5.0:
-            raise ConfigError(f"{path}.click_threshold: must be in [0, 5] (ratings are 1..5)")
 
 
 @dataclass(frozen=True)
@@ -268,9 +329,12 @@ class IngestConfig:
     unknown_items: Literal["reject", "create"] = "reject"
 
     def check(self, path: str) -> None:
-        _require(path, (0.0 <= self.max_reject_share <= 1.0, "max_reject_share", "must be in [0, 1]"))
-        parse_utc_timestamp(self.min_date, key=f"{path}.min_date")
-        parse_utc_timestamp(self.max_date, key=f"{path}.max_date")
+        if not self.behaviors:
+            raise ConfigError(f"{path}.behaviors: empty: every event would be rejected as unknown_behavior")
+        low = parse_utc_timestamp(self.min_date, key=f"{path}.min_date")
+        if parse_utc_timestamp(self.max_date, key=f"{path}.max_date") <= low:
+            raise ConfigError(f"{path}.max_date: {self.max_date!r} must be after {path}.min_date ({self.min_date!r}): "
+                              "the window [min_date, max_date) would reject every event")
 
 
 @dataclass(frozen=True)
@@ -287,15 +351,6 @@ class CatalogueNoiseConfig:
     mislabel_share: float = 0.0
     # Share of items whose text is degraded: each taxonomy word is dropped or swapped for a synonym.
     text_noise_share: float = 0.0
-
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.category_level in (1, 2, 3), "category_level",
-             "must be 1 (top topic), 2 (mid-level topic) or 3 (leaf)"),
-            (0.0 <= self.mislabel_share <= 1.0, "mislabel_share", "must be in [0, 1]"),
-            (0.0 <= self.text_noise_share <= 1.0, "text_noise_share", "must be in [0, 1]"),
-        )
 
 
 @dataclass(frozen=True)
@@ -322,15 +377,8 @@ class ImpressionConfig:
     user_bias_std: float = 0.3
 
     def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.per_user >= 1, "per_user", "must be >= 1"),
-            (0.0 <= self.popularity_share <= 1.0, "popularity_share", "must be in [0, 1]"),
-            (all(x >= 0 for x in self.interest_mix) and sum(self.interest_mix) > 0, "interest_mix",
-             "must be three non-negative shares, not all zero"),
-        )
-        if self.quality_std < 0 or self.user_bias_std < 0:
-            raise ConfigError(f"{path}: quality_std and user_bias_std must be >= 0")
+        # Each share is >= 0 (RANGES); they are normalised, so they cannot all be zero.
+        _require(path, (sum(self.interest_mix) > 0, "interest_mix", "must be three non-negative shares, not all zero"))
 
 
 @dataclass(frozen=True)
@@ -362,19 +410,6 @@ class SyntheticConfig:
     impressions: ImpressionConfig = field(default_factory=ImpressionConfig)
 
     def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.num_users > 0, "num_users", "must be positive"),
-            (self.num_items > 0, "num_items", "must be positive"),
-            (self.events_per_user > 0, "events_per_user", "must be positive"),
-            (all(b > 0 for b in self.taxonomy), "taxonomy", "branching must be positive"),
-            (0.0 <= self.noise_share < 1.0, "noise_share", "must be in [0, 1)"),
-            (self.session_length >= 1.0, "session_length", "must be >= 1"),
-            (self.interests_per_user >= 1, "interests_per_user", "must be >= 1"),
-            (self.days >= 1, "days", "must be >= 1"),
-            (0.0 <= self.dormant_share < 1.0, "dormant_share", "must be in [0, 1)"),
-            (0.0 < self.dormant_after <= 1.0, "dormant_after", "must be in (0, 1]"),
-        )
         parse_utc_timestamp(self.start_date, key=f"{path}.start_date")
 
 
@@ -389,11 +424,6 @@ class SplitConfig:
     last_n_test: int = 1
 
     def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.last_n_valid >= 0, "last_n_valid", "must be >= 0"),
-            (self.last_n_test >= 0, "last_n_test", "must be >= 0"),
-        )
         for name in ("valid_from", "test_from"):
             if getattr(self, name) is not None:
                 parse_utc_timestamp(getattr(self, name), key=f"{path}.{name}")
@@ -412,13 +442,6 @@ class NegativeSamplingConfig:
     seed: int = 17
     # Candidates drawn per wanted negative before excluding items the user touched.
     oversample: int = 8
-
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.ratio >= 1, "ratio", "must be >= 1"),
-            (self.oversample >= 1, "oversample", "must be >= 1"),
-        )
 
 
 @dataclass(frozen=True)
@@ -440,11 +463,6 @@ class SequencesConfig:
 
     def check(self, path: str) -> None:
         """Runs after `split.check` (the walker checks nested sections first), so a time split's cut-offs are set."""
-        _require(
-            path,
-            (self.max_stored > 0, "max_stored", "must be positive"),
-            (self.min_hist_len >= 0, "min_hist_len", "must be >= 0"),
-        )
         if self.samples_from is None:
             return
         samples_from = parse_utc_timestamp(self.samples_from, key=f"{path}.samples_from")
@@ -479,9 +497,6 @@ class EmbeddingConfig:
     als_alpha: float = 10.0
     seed: int = 3
 
-    def check(self, path: str) -> None:
-        _require(path, (self.batch_size > 0, "batch_size", "must be positive"))
-
 
 @dataclass(frozen=True)
 class CodebookConfig:
@@ -507,16 +522,6 @@ class CodebookConfig:
     # Codebook files (<version>.npz) and `current.json`, the pointer assign-sids follows.
     store_dir: str = "${workspace.root}/codebooks"
 
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.levels >= 1, "levels", "must be >= 1"),
-            (self.codebook_size >= 2, "codebook_size", "must be >= 2"),
-            (self.latent_dim >= 1, "latent_dim", "must be >= 1"),
-            (self.epochs >= 1, "epochs", "must be >= 1"),
-            (self.beta >= 0, "beta", "must be >= 0"),
-        )
-
 
 @dataclass(frozen=True)
 class CollabConfig:
@@ -527,13 +532,6 @@ class CollabConfig:
     reg: float = 0.1
     alpha: float = 10.0
     seed: int = 5
-
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.rank >= 1, "rank", "must be >= 1"),
-            (self.iterations >= 1, "iterations", "must be >= 1"),
-        )
 
 
 # Retrieval modes, similarities and fills (`RetrievalConfig`; the kernel `r2led_model.retrieval` checks them).
@@ -565,13 +563,6 @@ class RetrievalConfig:
     fill: FillMode = "pad"
 
     def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.k >= 1, "k", "must be >= 1"),
-            (all(v >= 1 for v in self.k_per_route.values()), "k_per_route", "values must be >= 1"),
-            (0.0 <= self.mix_lambda <= 1.0, "mix_lambda", "must be in [0, 1]"),
-            (self.simhash_bits >= 1, "simhash_bits", "must be >= 1"),
-        )
         # The level bound is checked against the SIDs actually assigned, when retrieval plans its routes.
         for route in self.routes:
             level = route[3:] if route.startswith("sid") else ""
@@ -596,15 +587,6 @@ class TrainingSetConfig:
     # user, each writing one file per split it holds. Petastorm shards by row group, so each
     # process of a distributed training needs its own files: keep this >= training.num_processes.
     files_per_split: int = 8
-
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.short_window >= 1, "short_window", "must be >= 1"),
-            (self.long_history >= 1, "long_history", "must be >= 1"),
-            (self.recency_buckets >= 2, "recency_buckets", "must be >= 2"),
-            (self.files_per_split >= 1, "files_per_split", "must be >= 1"),
-        )
 
 
 # SID-level fusion of the ID and SID embeddings (`layers.SidGate`).
@@ -649,10 +631,6 @@ class TopKRetrievalConfig:
     # Behaviours of the long history kept for target attention.
     retrieve_k: int = 20
 
-    def check(self, path: str) -> None:
-        if self.retrieve_k < 1:
-            raise ConfigError(f"{path}.retrieve_k: must be >= 1")
-
 
 @dataclass(frozen=True)
 class ETAConfig:
@@ -665,12 +643,6 @@ class ETAConfig:
     # Seed of the fixed Gaussian hyperplanes (a buffer of the model, never trained).
     seed_hash: int = 11
 
-    def check(self, path: str) -> None:
-        if self.retrieve_k < 1:
-            raise ConfigError(f"{path}.retrieve_k: must be >= 1")
-        if not 1 <= self.hash_bits <= 62:
-            raise ConfigError(f"{path}.hash_bits: must be in [1, 62]")
-
 
 @dataclass(frozen=True)
 class SDIMConfig:
@@ -681,12 +653,6 @@ class SDIMConfig:
     hash_bits: int = 3
     # Seed of the fixed Gaussian projections (a buffer of the model, never trained).
     seed_hash: int = 11
-
-    def check(self, path: str) -> None:
-        if self.hashes < 1:
-            raise ConfigError(f"{path}.hashes: must be >= 1")
-        if not 1 <= self.hash_bits <= 16:
-            raise ConfigError(f"{path}.hash_bits: must be in [1, 16]")
 
 
 @dataclass(frozen=True)
@@ -720,15 +686,13 @@ class ModelConfig:
                 if dataclasses.is_dataclass(getattr(self, f.name))}
 
     def check(self, path: str = "model") -> None:
-        """The shared fields' bounds, then the named model's section; any other section must be at its defaults."""
+        """The heads against the width, then the named model's section; any other section must be at its defaults.
+        (Each number's own range is in RANGES, checked before this.)"""
         _require(
             path,
-            (self.embedding_dim >= 1, "embedding_dim", "must be >= 1"),
-            (self.attention_heads >= 1, "attention_heads", "must be >= 1"),
-            # `>= 1 and`: heads of 0 fail the check above, not with a division by zero here.
+            # `>= 1 and`: a direct call (a bundle's config) may come without the range check before it.
             (self.attention_heads >= 1 and self.embedding_dim % self.attention_heads == 0, "attention_heads",
              f"must divide {path}.embedding_dim"),
-            (0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)"),
         )
         for model, section in self.sections().items():
             if model == self.name:
@@ -810,18 +774,6 @@ class TrainingConfig:
     # Show a progress bar: auto = only on a terminal.
     progress: Literal["auto", "always", "never"] = "auto"
 
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.epochs >= 1, "epochs", "must be >= 1"),
-            (self.batch_size >= 1, "batch_size", "must be >= 1"),
-            (self.learning_rate > 0, "learning_rate", "must be positive"),
-            (self.patience >= 1, "patience", "must be >= 1"),
-            (self.num_processes >= 1, "num_processes", "must be >= 1"),
-            (self.reader_workers >= 1, "reader_workers", "must be >= 1"),
-            (self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1"),
-        )
-
 
 @dataclass(frozen=True)
 class RegistryConfig:
@@ -838,13 +790,6 @@ class RegistryConfig:
     # Score table and default model alias for `r2led score`.
     score_alias: str = "champion"
 
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.min_improvement >= 0, "min_improvement", "must be >= 0"),
-            (0.0 <= self.min_first_metric <= 1.0, "min_first_metric", "must be in [0, 1]"),
-        )
-
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -857,14 +802,6 @@ class PipelineConfig:
     # A dated run holds the workspace's run lock and renews it between stages; a lock not renewed for
     # this long belongs to a dead run and may be taken over. Longer than the slowest stage (train).
     lock_timeout_minutes: int = 180
-
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.valid_days >= 1, "valid_days", "must be >= 1"),
-            (self.test_days >= 1, "test_days", "must be >= 1"),
-            (self.lock_timeout_minutes >= 1, "lock_timeout_minutes", "must be >= 1"),
-        )
 
 
 @dataclass(frozen=True)
@@ -880,14 +817,6 @@ class TuningConfig:
     warmup_epochs: int = 1
     output_dir: str = "${workspace.root}/tuning"
 
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (self.trials >= 1, "trials", "must be >= 1"),
-            (self.epochs_per_trial >= 1, "epochs_per_trial", "must be >= 1"),
-            (self.startup_trials >= 1, "startup_trials", "must be >= 1"),
-        )
-
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
@@ -901,14 +830,6 @@ class BenchmarkConfig:
     # Partitions grow with the events there: one user partition (and training file per split) per
     # this many events, never fewer than spark.shuffle_partitions, so a task's share stays bounded.
     scale_events_per_partition: int = 1_250_000
-
-    def check(self, path: str) -> None:
-        _require(
-            path,
-            (0.0 < self.scale_sample_share <= 1.0, "scale_sample_share", "must be in (0, 1]"),
-            (self.scale_events_per_partition >= 1, "scale_events_per_partition", "must be >= 1"),
-            (all(n > 0 for n in self.scale_sizes), "scale_sizes", "must be positive event counts"),
-        )
 
 
 @dataclass(frozen=True)
@@ -939,6 +860,64 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Every number of every section: section → field → its range. A tuple's or a mapping's numbers each lie in the
+# field's range; None (an optional number left unset) is always allowed. `_check_tree` applies it to each
+# section it reads, before the section's own `check`, which holds only the rules that relate several fields.
+RANGES: dict[type, dict[str, Range]] = {
+    SparkConfig: {"shuffle_partitions": COUNT},
+    MovieLensSourceConfig: {"click_threshold": Range(low=0, high=5, why="ratings are 1..5")},
+    TmallSourceConfig: {"year": Range(low=1970, high=2099, why="the year of the log's mmdd time stamps")},
+    AmazonSourceConfig: {"click_threshold": Range(low=0, high=5, why="ratings are 1..5")},
+    # A threshold on the table's own value column (a rating, a dwell time): its scale is the table's.
+    TableSourceConfig: {"click_threshold": ANY_NUMBER},
+    IngestConfig: {"max_reject_share": SHARE},
+    CatalogueNoiseConfig: {
+        "category_level": Range(low=1, high=3, why="1 top topic, 2 mid-level topic, 3 leaf"),
+        "mislabel_share": SHARE, "text_noise_share": SHARE},
+    ImpressionConfig: {
+        "per_user": COUNT, "popularity_share": SHARE, "interest_mix": NON_NEGATIVE, "base_logit": ANY_NUMBER,
+        "affinity": ANY_NUMBER, "quality_std": NON_NEGATIVE, "user_bias_std": NON_NEGATIVE},
+    SyntheticConfig: {
+        "seed": SEED, "num_users": COUNT, "events_per_user": COUNT, "num_items": COUNT, "taxonomy": COUNT,
+        "zipf_exponent": Range(low=0, why="0 is uniform popularity"), "interests_per_user": COUNT,
+        "session_length": Range(low=1, why="items per interest session"),
+        "noise_share": Range(low=0, high=1, high_open=True), "days": COUNT,
+        "partitions": Range(low=0, why="0 picks from the event count"),
+        "dormant_share": Range(low=0, high=1, high_open=True),
+        "dormant_after": Range(low=0, high=1, low_open=True, why="a share of the days")},
+    SplitConfig: {"last_n_valid": NON_NEGATIVE, "last_n_test": NON_NEGATIVE},
+    NegativeSamplingConfig: {"ratio": COUNT, "seed": SEED, "oversample": COUNT},
+    SequencesConfig: {"max_stored": COUNT, "min_hist_len": NON_NEGATIVE},
+    EmbeddingConfig: {"batch_size": COUNT, "als_rank": COUNT, "als_iterations": COUNT, "als_reg": NON_NEGATIVE,
+                      "als_alpha": NON_NEGATIVE, "seed": SEED},
+    CodebookConfig: {
+        "levels": COUNT, "codebook_size": Range(low=2, why="one code cannot tell items apart"), "latent_dim": COUNT,
+        "hidden_dims": COUNT, "beta": NON_NEGATIVE, "epochs": COUNT, "batch_size": COUNT, "learning_rate": POSITIVE,
+        "seed": SEED, "kmeans_iterations": COUNT,
+        "dead_code_min_uses": Range(low=0, why="0 never re-seeds a code"), "max_train_items": COUNT},
+    CollabConfig: {"rank": COUNT, "iterations": COUNT, "reg": NON_NEGATIVE, "alpha": NON_NEGATIVE, "seed": SEED},
+    RetrievalConfig: {"k": COUNT, "k_per_route": COUNT, "mix_lambda": SHARE,
+                      "simhash_bits": Range(low=1, high=64, why="bits of one 64-bit signature"), "simhash_seed": SEED},
+    TrainingSetConfig: {"short_window": COUNT, "long_history": COUNT,
+                        "recency_buckets": Range(low=2, why="bucket 0 is padding"), "files_per_split": COUNT},
+    TopKRetrievalConfig: {"retrieve_k": COUNT},
+    ETAConfig: {"retrieve_k": COUNT, "hash_bits": Range(low=1, high=62), "seed_hash": SEED},
+    SDIMConfig: {"hashes": COUNT, "hash_bits": Range(low=1, high=16, why="2^hash_bits buckets per hash"),
+                 "seed_hash": SEED},
+    ModelConfig: {"embedding_dim": COUNT, "attention_heads": COUNT, "mlp_dims": COUNT,
+                  "dropout": Range(low=0, high=1, high_open=True)},
+    TrainingConfig: {"epochs": COUNT, "batch_size": COUNT, "learning_rate": POSITIVE, "weight_decay": NON_NEGATIVE,
+                     "patience": COUNT, "seed": SEED, "num_processes": COUNT, "reader_workers": COUNT,
+                     "shuffle_buffer": COUNT},
+    RegistryConfig: {"min_improvement": NON_NEGATIVE, "min_first_metric": Range(low=0, high=1, why="an AUC")},
+    PipelineConfig: {"valid_days": COUNT, "test_days": COUNT, "lock_timeout_minutes": COUNT},
+    TuningConfig: {"trials": COUNT, "epochs_per_trial": COUNT, "seed": SEED, "startup_trials": COUNT,
+                   "warmup_epochs": NON_NEGATIVE},
+    BenchmarkConfig: {"sequence_sizes": COUNT, "scale_sizes": COUNT,
+                      "scale_sample_share": Range(low=0, high=1, low_open=True), "scale_events_per_partition": COUNT},
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -1018,17 +997,18 @@ def load_config(
         known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != BASE_ENV)
         raise ConfigError(f"unknown env {env!r}: no {env_file} "
                           f"(known: {', '.join(known)}; or {BASE_ENV!r}: {base_file.name} alone)")
-    files = [base_file] if env == BASE_ENV else [base_file, env_file]
+    # (file, whether it is the user's own --config file)
+    files = [(base_file, False)] if env == BASE_ENV else [(base_file, False), (env_file, False)]
     if config_file:
         own = Path(config_file)
         if not own.is_file():
             looked = "" if own.is_absolute() else f" (looked at {own.resolve()})"
             raise ConfigError(f"config file {own} not found{looked}")
-        files.append(own)
+        files.append((own, True))
     # Start from the schema's defaults so that defaults may use ${...} placeholders too.
     merged: dict[str, Any] = Config().to_dict()
-    for path in files:
-        layer = _read_yaml(path)
+    for path, is_own in files:
+        layer = _read_yaml(path, own=is_own)
         _check_layer(layer, source=str(path))
         merged = _deep_merge(merged, layer, where=str(path))
     merged["env"] = env
@@ -1061,11 +1041,16 @@ def build_config(values: Mapping[str, Any]) -> Config:
     return config
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, *, own: bool = False) -> dict[str, Any]:
+    """One YAML layer as a mapping. `own`: the user's --config file, which must set something (an empty
+    one is a wrong path or an unsaved editor, not a wish for the defaults)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = _load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except _DuplicateKeyError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: {exc.problem}") from None
     except yaml.MarkedYAMLError as exc:
         # Lines and columns from 1, as editors count; the context names where the broken construct began.
         mark = exc.problem_mark or exc.context_mark
@@ -1075,6 +1060,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}{began}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        if own:
+            raise ConfigError(f"{path}: empty config file (no keys set); give it some keys or leave out --config")
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config sections, got {type(data).__name__}")
     return data
@@ -1147,7 +1136,9 @@ def _apply_override(values: dict[str, Any], override: str) -> dict[str, Any]:
         raise ConfigError(f"--set {override!r}: empty key segment")
     # YAML parsing gives `3` → int, `true` → bool, `[1, 2]` → list; strings stay strings.
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
+    except _DuplicateKeyError as exc:
+        raise ConfigError(f"--set {override!r}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {override!r}: not a YAML value ({getattr(exc, 'problem', None) or exc})") from None
     nested: Any = value
@@ -1241,15 +1232,20 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads 1e-7 (no dot) as a string; accept what a user obviously meant.
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            # YAML 1.1 reads 1e-7 (no dot) as a string; accept what a user obviously meant.
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+        except OverflowError:  # an int beyond any float
+            number = math.inf
+        # A config number is finite: `.inf` passes `> 0`, `nan` passes any `if x < low: raise`, and either would
+        # surface far from its key (a diverged training, an endless loop).
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: expected a finite number, got {number!r}")
+        return number
     if tp is str:
         # YAML reads an unquoted 2024-01-01 as a date; keep it as the string the user wrote.
         if isinstance(value, (dt.date, dt.datetime)):
@@ -1272,16 +1268,34 @@ def _check_semantics(config: Config) -> None:
 
 
 def _check_tree(section: Any, path: str) -> None:
-    """`section.check(path)` where the section has one, after the same for every section nested in it (so a
-    check may compare its fields with a nested section's already-checked ones). A section that
-    `reads_one_section` walks the one it reads itself: the walk stops there."""
+    """The section's numbers against `RANGES`, then `section.check(path)` where it has one, after the same
+    for every section nested in it (so a check may compare its fields with a nested section's already-checked
+    ones). A section that `reads_one_section` walks the one it reads itself: the walk stops there."""
     if not getattr(section, "reads_one_section", False):
         for f in dataclasses.fields(section):
             child = getattr(section, f.name)
             if dataclasses.is_dataclass(child):
                 _check_tree(child, f"{path}.{f.name}" if path else f.name)
+    _check_ranges(section, path)
     if hasattr(section, "check"):
         section.check(path)
+
+
+def _check_ranges(section: Any, path: str) -> None:
+    """Each number of `section` in its `RANGES` range, or a ConfigError naming its key and the range."""
+    for name, allowed in RANGES.get(type(section), {}).items():
+        key = f"{path}.{name}" if path else name
+        value = getattr(section, name)
+        if isinstance(value, tuple):
+            numbers = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            numbers = [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            numbers = [(key, value)]
+        for where, number in numbers:
+            if number is not None and not allowed.contains(number):
+                why = f" ({allowed.why})" if allowed.why else ""
+                raise ConfigError(f"{where}: must be {allowed}, got {number!r}{why}")
 
 
 def template_fields(template: str, key: str) -> tuple[str, ...]:

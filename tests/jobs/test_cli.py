@@ -82,12 +82,39 @@ def test_config_errors_exit_2_and_name_the_key(capsys, tmp_path):
     assert "resolved config" not in captured.out  # it stopped before printing or running anything
 
     assert cli.main(["ingest", *_job_args(tmp_path, "sequences.max_stored=0")]) == 2
-    assert "sequences.max_stored: must be positive" in capsys.readouterr().err
+    assert "sequences.max_stored: must be >= 1, got 0" in capsys.readouterr().err
 
     assert cli.main(["ingest", "--env", "nosuchenv"]) == 2
     err = capsys.readouterr().err
     assert "unknown env 'nosuchenv'" in err and "tiny" in err  # lists the known envs
     assert not (tmp_path / "tables").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("codebook.batch_size=0", "codebook.batch_size: must be >= 1, got 0"),
+    ("training.learning_rate=.inf", "training.learning_rate: expected a finite number, got inf"),
+    ("model.mlp_dims=[32, -1]", "model.mlp_dims[1]: must be >= 1, got -1"),
+])
+def test_a_number_out_of_range_exits_2_before_spark_starts(capsys, tmp_path, override, message):
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    assert cli.main(["train", *_job_args(tmp_path, override)]) == 2
+    captured = capsys.readouterr()
+    assert "r2led train: config error: " in captured.err and message in captured.err
+    assert "resolved config" not in captured.out
+    assert SparkSession.getActiveSession() is active  # no session was started for it
+    assert not (tmp_path / "tables").exists()
+
+
+def test_a_config_file_with_a_key_twice_or_no_key_exits_2_naming_it(capsys, tmp_path):
+    own = tmp_path / "my.yaml"
+    own.write_text("source:\n  kind: taobao\nsource:\n  kind: tmall\n", encoding="utf-8")
+    assert cli.main(["ingest", "--config", str(own)]) == 2
+    assert f"config error: {own}:3:1: duplicate key 'source' (first at line 1)" in capsys.readouterr().err
+    own.write_text("# to do\n", encoding="utf-8")
+    assert cli.main(["ingest", "--config", str(own)]) == 2
+    assert f"config error: {own}: empty config file" in capsys.readouterr().err
 
 
 def test_ingest_through_the_cli_prints_its_config_and_writes_tables(spark, capsys, tmp_path):

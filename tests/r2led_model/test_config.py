@@ -278,9 +278,11 @@ def test_a_bad_value_in_a_top_level_or_nested_section_names_its_key(override, ke
 
 
 def _sections_with_a_check(section, path: str = "") -> set[str]:
-    """The dotted path of every section in the tree that has a `check`, unread ones (other models' and
-    other source kinds' sections) included."""
-    found = {path} if hasattr(section, "check") else set()
+    """The dotted path of every section in the tree that has a `check` or numbers in `RANGES`, unread ones
+    (other models' and other source kinds' sections) included."""
+    from r2led_model.config import RANGES
+
+    found = {path} if hasattr(section, "check") or type(section) in RANGES else set()
     for f in dataclasses.fields(section):
         child = getattr(section, f.name)
         if dataclasses.is_dataclass(child):
@@ -288,7 +290,7 @@ def _sections_with_a_check(section, path: str = "") -> set[str]:
     return found
 
 
-def test_every_section_with_a_check_is_checked_when_it_is_read(monkeypatch):
+def test_every_section_with_a_check_or_a_range_is_checked_when_it_is_read(monkeypatch):
     import r2led_model.config as config_module
 
     reached: list[set[str]] = []
@@ -302,6 +304,14 @@ def test_every_section_with_a_check_is_checked_when_it_is_read(monkeypatch):
     for cls in vars(config_module).values():
         if isinstance(cls, type) and dataclasses.is_dataclass(cls) and "check" in vars(cls):
             monkeypatch.setattr(cls, "check", spy(cls.check))
+    check_ranges = config_module._check_ranges
+
+    def ranges_spy(section, path):
+        if type(section) in config_module.RANGES:
+            reached[-1].add(path)
+        check_ranges(section, path)
+
+    monkeypatch.setattr(config_module, "_check_ranges", ranges_spy)
     table = ('source.table={"path": "/t", "columns": {"user": "u", "item": "i", "timestamp": "t"}, '
              '"items": {"path": "/i"}}')
     # Each build selects one model and one source kind: together they read every section.
@@ -311,7 +321,8 @@ def test_every_section_with_a_check_is_checked_when_it_is_read(monkeypatch):
         reached.append(set())
         config = load_config("tiny", [table, *overrides])
     expected = _sections_with_a_check(config)
-    assert {"spark", "synthetic.catalogue", "sequences.split", "source.table.items", "model.eta"} <= expected
+    assert {"spark", "synthetic.catalogue", "sequences.split", "source.table.items", "model.eta", "model.sim_hard",
+            "source.tmall"} <= expected
     assert set().union(*reached) == expected
     # A section that is not read is not checked: the first build reads model.r2led and source.synthetic.
     assert not {"model.eta", "source.table", "source.amazon"} & reached[0]
