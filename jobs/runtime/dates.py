@@ -9,6 +9,9 @@ One date semantics for every scheduler: a nightly run processes the (UTC) day be
 `r2led pipeline --date yesterday --as-of T` resolves to T - 1 day, where the scheduler passes its
 trigger's date as T (Databricks: `{{job.trigger.time.iso_date}}`, Airflow: `{{ data_interval_end | ds }}`)
 because neither templating language can subtract a day; without `--as-of`, T is today in UTC (cron).
+
+A date given on the command line is at most tomorrow in UTC (today somewhere east of UTC): a run date
+further ahead has no data yet, and is a typo (2099 for 2009) or a template filled in wrongly.
 """
 
 from __future__ import annotations
@@ -25,20 +28,34 @@ YESTERDAY = "yesterday"
 
 def parse_day(text: object, what: str = "date") -> str:
     """`text` as a canonical YYYY-MM-DD string, or ValueError naming `what`."""
+    try:
+        return _canonical_day(text)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+def _canonical_day(text: object) -> str:
     if not isinstance(text, str) or not _ISO_DAY.fullmatch(text):
-        raise ValueError(f"{what}: {text!r} is not a YYYY-MM-DD date")
+        raise ValueError(f"{text!r} is not a YYYY-MM-DD date")
     try:
         return dt.date.fromisoformat(text).isoformat()
     except ValueError:
-        raise ValueError(f"{what}: {text!r} is not a calendar date") from None
+        raise ValueError(f"{text!r} is not a calendar date") from None
 
 
 def date_argument(text: str) -> str:
-    """argparse `type` for `--date`: a bad value is a usage error (exit 2) before any work starts."""
+    """argparse `type` for `--date` and `--as-of`: a bad value is a usage error (exit 2) before any work
+    starts. The message leaves the flag out: argparse prefixes it (`argument --as-of: ...`), so each flag
+    that uses this type is named right."""
     try:
-        return parse_day(text, "--date")
+        day = _canonical_day(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    latest = utc_today() + dt.timedelta(days=1)
+    if dt.date.fromisoformat(day) > latest:
+        raise argparse.ArgumentTypeError(f"{day!r} is in the future (after tomorrow, {latest.isoformat()}, UTC): "
+                                         "a day in the future has no data yet")
+    return day
 
 
 def run_date_argument(text: str) -> str:

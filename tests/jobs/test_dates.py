@@ -86,3 +86,64 @@ def test_the_library_calls_below_main_refuse_a_bad_date(spark, tmp_path):
     with pytest.raises(ValueError, match="is not a calendar date"):
         run_date(spark, config, "2024-13-01")
     assert not (tmp_path / "tables").exists() and not TableStore(spark, config.tables).exists(LEDGER)
+
+
+# ---- dates from the future, and which flag a bad date came from -------------------------------------
+
+
+def _parse(add_arguments, argv: list[str]):
+    from jobs.runtime.entrypoint import job_parser
+
+    parser = job_parser("r2led job", "")
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("add_arguments", [score.add_arguments, ingest._add_arguments, pipeline.add_arguments],
+                         ids=["score", "ingest", "pipeline"])
+def test_a_date_in_the_future_is_a_usage_error(add_arguments, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _parse(add_arguments, ["--date", "2099-12-31"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --date: '2099-12-31' is in the future (after tomorrow, " in err
+    assert "a day in the future has no data yet" in err
+
+
+def test_every_command_main_refuses_a_future_date_before_loading_config(capsys, tmp_path):
+    for main in (score.main, ingest.main, pipeline.main):
+        with pytest.raises(SystemExit) as exit_:
+            main(_argv(tmp_path, "--date", "2099-12-31"))
+        assert exit_.value.code == 2
+        captured = capsys.readouterr()
+        assert "'2099-12-31' is in the future" in captured.err and "resolved config" not in captured.out
+    assert not (tmp_path / "tables").exists()
+
+
+def test_today_and_tomorrow_utc_are_accepted_the_day_after_is_not(monkeypatch, capsys):
+    import datetime as dt
+
+    from jobs.runtime import dates
+
+    monkeypatch.setattr(dates, "utc_today", lambda: dt.date(2024, 2, 28))
+    # Tomorrow in UTC is today somewhere east of it: a scheduler there may name it.
+    for day in ("2024-02-27", "2024-02-28", "2024-02-29"):
+        assert _parse(pipeline.add_arguments, ["--date", day]).date == day
+    with pytest.raises(SystemExit):
+        _parse(pipeline.add_arguments, ["--date", "2024-03-01"])
+    assert "argument --date: '2024-03-01' is in the future (after tomorrow, 2024-02-29, UTC)" in capsys.readouterr().err
+    assert _parse(pipeline.add_arguments, ["--date", "yesterday", "--as-of", "2024-02-29"]).as_of == "2024-02-29"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("2024-02-30", "'2024-02-30' is not a calendar date"),
+    ("20240116", "'20240116' is not a YYYY-MM-DD date"),
+    ("2099-12-31", "'2099-12-31' is in the future"),
+])
+def test_a_bad_as_of_is_labelled_as_of(bad, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _parse(pipeline.add_arguments, ["--date", "yesterday", "--as-of", bad])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --as-of: {message}" in err
+    assert "--date" not in err.splitlines()[-1]  # the error line names only the flag it came from
