@@ -16,7 +16,7 @@ date changes are moved in place. Every stage attempt is recorded in the `pipelin
 every write is an idempotent MERGE, UPDATE or partition overwrite, so a re-run after a crash
 anywhere ends with the tables a clean run leaves.
 `--backfill` re-runs the data stages of a processed date whose input grew (late files). A run
-holds the workspace's run lock (`jobs.orchestration.run_lock`) from before it reads the ledger until it ends.
+holds the workspace's run lock (`jobs.runtime.run_lock`) from before it reads the ledger until it ends.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Callable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.orchestration import config_drift
+from jobs.orchestration import config_drift, table_guard
 from jobs.orchestration.ledger import DONE, FAILED, RunLedger
-from jobs.orchestration.run_lock import RunLock
+from jobs.runtime.run_lock import RunLock
 from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES, STAGES
 from jobs.runtime import faults
 from jobs.runtime.dates import parse_day
@@ -75,7 +75,7 @@ class RunContext:
     catch_up: bool  # no earlier date has been ingested: this run ingests every day up to its own
     ledger: dict[str, dict] = field(default_factory=dict)  # stage → this date's ledger row
     ledger_prefix: str = ""  # "backfill/": a backfill's stages are recorded beside the date's own
-    lock: RunLock | None = None  # the workspace's run lock, renewed when due before each stage that runs
+    lock: RunLock | None = None  # the workspace's run lock, checked before each stage that runs
     rebuild: frozenset[str] = frozenset()  # stages run in full: their config changed (--rebuild)
 
 
@@ -85,10 +85,16 @@ class RunContext:
 def _ingest(ctx: RunContext) -> StageOutcome:
     from jobs.ingest.ingest import ingest_day
 
-    result = ingest_day(ctx.spark, ctx.config, ctx.day, catch_up=ctx.catch_up)
+    # A rebuild re-reads every day up to the date: the insert-only MERGE restores what a damaged
+    # events table lost and adds nothing it kept.
+    catch_up = ctx.catch_up or "ingest" in ctx.rebuild
+    result = ingest_day(ctx.spark, ctx.config, ctx.day, catch_up=catch_up)
+    if getattr(result, "empty_day", False):
+        log.warning("%s: an empty day, no input to ingest (ingest.empty_day: allow); the run goes on", ctx.day)
     # rows read = accepted + rejected + deferred; accepted = new + exact duplicates + already present.
     return StageOutcome(result.rows_read, result.events_inserted,
-                        {"run_id": result.run_id, "catch_up": ctx.catch_up, "accepted": result.rows_accepted,
+                        {"run_id": result.run_id, "catch_up": catch_up, "accepted": result.rows_accepted,
+                         "empty_day": bool(getattr(result, "empty_day", False)),
                          "rejected": result.event_rows_rejected, "rejected_by_reason": result.rejected_by_reason,
                          "item_lines_rejected": result.item_lines_rejected, "deferred": result.rows_deferred,
                          "duplicates_dropped": result.duplicates_dropped, "already_present": result.already_present,
@@ -276,7 +282,8 @@ def check_failure(text: str) -> tuple[str, int]:
 def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = False,
              force_stages: tuple[str, ...] = (), retrain: bool = False, rebuild: bool = False,
              until: str | None = None, inject_failure: tuple[str, int] | None = None,
-             backfill: bool = False) -> list[StageReport]:
+             backfill: bool = False, skip_days: tuple[str, ...] = (),
+             rebuild_from: str | None = None) -> list[StageReport]:
     """Run (or resume) the nightly pipeline for `day`, after every earlier day it missed
     (`days_to_run`: those run their data stages); returns one report per stage run, in order.
 
@@ -287,19 +294,29 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
     A config that changed since the tables were built is refused before anything is written
     (`jobs.orchestration.config_drift`); `retrain` accepts codebook and collaborative changes, `rebuild` every
     change after ingest, rebuilding in full the data stages whose config changed.
+
+    Tables missing or behind the versions the ledger recorded stop the run before any write
+    (`jobs.orchestration.table_guard`); `rebuild_from` accepts that for the tables of that stage and
+    every later one, and rebuilds them in full for `day` (ingest re-reads every day up to it).
+    `skip_days`: missed days the operator gives up on (a broken day folder): recorded in the ledger as
+    skipped, nothing ingested for them; a `--backfill` of such a day later ingests what it then has.
     """
     day = parse_day(day)  # it becomes a ledger key, a folder name and a replaceWhere: never unchecked text
-    unknown = sorted(set(force_stages) - set(STAGE_NAMES) | ({until} - set(STAGE_NAMES) if until else set()))
+    skip_days = tuple(sorted({parse_day(d) for d in skip_days}))
+    named = set(force_stages) | ({until} if until else set()) | ({rebuild_from} if rebuild_from else set())
+    unknown = sorted(named - set(STAGE_NAMES))
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
     store = TableStore(spark, config.tables)
     # Taken before the ledger is read (what this run decides from it cannot go stale) and before any
     # write; a run that finds it held raises LockHeldError having written nothing.
-    lock = RunLock(store, run_date=day, timeout_minutes=config.pipeline.lock_timeout_minutes)
+    lock = RunLock(store, run_date=day, timeout_minutes=config.pipeline.lock_timeout_minutes,
+                   command=f"pipeline --date {day}" + (" --backfill" if backfill else ""))
     lock.acquire()
     try:
         return _run_locked(spark, config, store, lock, day, force=force, force_stages=force_stages, retrain=retrain,
-                           rebuild=rebuild, until=until, inject_failure=inject_failure, backfill=backfill)
+                           rebuild=rebuild, until=until, inject_failure=inject_failure, backfill=backfill,
+                           skip_days=skip_days, rebuild_from=rebuild_from)
     finally:
         try:
             lock.release()
@@ -309,7 +326,8 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
 
 def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: RunLock, day: str, *, force: bool,
                 force_stages: tuple[str, ...], retrain: bool, rebuild: bool, until: str | None,
-                inject_failure: tuple[str, int] | None, backfill: bool) -> list[StageReport]:
+                inject_failure: tuple[str, int] | None, backfill: bool, skip_days: tuple[str, ...],
+                rebuild_from: str | None) -> list[StageReport]:
     run_ledger = RunLedger(store)
     run_ledger.upgrade()  # a ledger written by an older release gains recorded_at (under the lock)
     ledger = run_ledger.state()
@@ -318,19 +336,33 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
         if not processed or day > processed[-1]:
             raise ValueError(f"--backfill {day}: only a processed date can be backfilled (last processed: "
                              f"{processed[-1] if processed else 'none'}); run pipeline --date {day} instead")
-        if force or force_stages or retrain or rebuild or until:
+        if force or force_stages or retrain or rebuild or until or skip_days or rebuild_from:
             raise ValueError("--backfill runs every data stage of the date: it takes no --force, --force-stage, "
-                             "--retrain, --rebuild or --until")
+                             "--retrain, --rebuild, --until, --skip-day or --rebuild-from")
     else:
         newer = sorted({r["run_date"] for r in ledger if r["run_date"] > day and r["stage"] == "ingest"})
         if newer and not force:
             raise ValueError(f"--date {day}: {newer[-1]} already ran; re-running an older date would roll the split "
                              f"back (use --force to do it anyway, or --backfill to add late data of {day})")
+    # Before any write: every table the ledger knows is there, at least at its recorded version.
+    damaged = table_guard.check_tables(store, ledger, day=day, rebuild_from=rebuild_from)
     # Before any write: a config that changed since the tables were built is refused or rebuilt.
     rebuilt = config_drift.stages_to_rebuild(ledger, config, retrain=retrain, rebuild=rebuild)
     if rebuilt:
         log.info("config changed for %s: rebuilt in full (--rebuild)", ", ".join(sorted(rebuilt)))
     days = [day] if backfill else days_to_run(ledger, day)
+    not_missed = sorted(set(skip_days) - set(days[:-1]))
+    if not_missed:
+        raise ValueError(f"--skip-day {', '.join(not_missed)}: only a missed day this run would catch up on can be "
+                         f"skipped (missed days: {', '.join(days[:-1]) or 'none'}); the run's own date cannot")
+    if rebuild_from:
+        from_here = STAGE_NAMES[STAGE_NAMES.index(rebuild_from):]
+        rebuilt = rebuilt | frozenset(s for s in DATA_STAGES if s in from_here)
+        for problem in damaged:
+            log.warning("--rebuild-from %s: %s; rebuilt", rebuild_from, problem)
+        table_guard.move_damaged_aside(store, table_guard.tables_from(rebuild_from))
+    forced_from = frozenset(STAGE_NAMES[STAGE_NAMES.index(rebuild_from):]) if rebuild_from else frozenset()
+    first_day = next(d for d in days if d not in skip_days)  # the one that rebuilds, if anything is
     if len(days) > 1:
         log.info("--date %s: catching up on %s first (data stages only)", day, ", ".join(days[:-1]))
     if inject_failure:
@@ -343,6 +375,9 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
                              ledger_prefix="backfill/", lock=lock)
             _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: True)
         for current in ([] if backfill else days):
+            if current in skip_days:
+                _skip_day(run_ledger, current, reports)
+                continue
             if current != days[0]:
                 ledger = run_ledger.state()  # the days run so far in this call count as ingested
             ingested_before = any(r["stage"] == "ingest" and r["status"] == DONE and r["run_date"] < current
@@ -350,18 +385,29 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
             ctx = RunContext(spark, split_as_of(config, current), current, retrain and current == day, store,
                              run_ledger, catch_up=not ingested_before,
                              ledger={r["stage"]: r for r in ledger if r["run_date"] == current and r["status"] == DONE},
-                             lock=lock, rebuild=rebuilt if current == days[0] else frozenset())
+                             lock=lock, rebuild=rebuilt if current == first_day else frozenset())
             if current != day:
                 _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: name in ctx.rebuild)
                 continue
             names = STAGE_NAMES[:STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES
             _run_stages(ctx, names, reports, rerun=lambda name: force or name in force_stages or name in ctx.rebuild
-                        or (retrain and not _retrained(ctx, name)))
+                        or name in forced_from or (retrain and not _retrained(ctx, name)))
     finally:
         faults.disarm()
         print(summary_table(day, reports, backfill=backfill), flush=True)
         _log_summary(config, day, reports, backfill=backfill)
     return reports
+
+
+def _skip_day(run_ledger: RunLedger, day: str, reports: list[StageReport]) -> None:
+    """Record every data stage of `day` as done with nothing ingested (`--skip-day`): later runs no
+    longer catch up on it; `--backfill` of the day ingests what its folder holds by then."""
+    log.warning("--skip-day %s: the day is skipped, nothing of it is ingested (recorded in the ledger)", day)
+    for name in DATA_STAGES:
+        detail = {"skipped_day": True, "reason": "--skip-day"}
+        run_ledger.record({"run_date": day, "stage": name, "status": DONE, "rows_in": 0, "rows_out": 0,
+                           "seconds": 0.0, "table_versions": "{}", "detail": json.dumps(detail, sort_keys=True)})
+        reports.append(StageReport(name, "skipped", 0, 0, detail=detail, day=day))
 
 
 def _retrained(ctx: RunContext, stage: str) -> bool:
@@ -393,7 +439,7 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
             log.info("stage %s: already done for %s, skipped", name, ctx.day)
         else:
             if ctx.lock is not None:
-                ctx.lock.renew_if_due()  # raises LockLostError if a run took the lock over: stop before writing
+                ctx.lock.check_held(f"stage {name}")  # LockLostError if a run took the lock over
             _run_stage(ctx, name, NIGHTLY_STEPS[name], tables, reports)
 
 
@@ -454,6 +500,10 @@ def _note(report: StageReport) -> str:
     d = report.detail
     if "error" in d:
         return str(d["error"])[:120]
+    if d.get("skipped_day"):
+        return "day skipped by the operator (--skip-day): nothing ingested"
+    if report.stage == "ingest" and d.get("empty_day"):
+        return "empty day: no input for the date, nothing ingested (ingest.empty_day: allow)"
     if report.stage == "ingest" and "accepted" in d:
         counts = f"read = {d['accepted']:,} accepted + {d['rejected']:,} rejected" + (
             f" + {d['deferred']:,} deferred" if d.get("deferred") else "")

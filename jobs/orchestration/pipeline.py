@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 
 from jobs.orchestration.stages import STAGE_NAMES, STAGES
 from jobs.runtime.entrypoint import spark_job_main
+from jobs.runtime.run_lock import RunLock
 from jobs.runtime.spark_runtime import stage_jobs
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
@@ -30,7 +31,8 @@ REPORTED_TABLES = ("events", "events_rejected", "items", "user_sequences", "samp
 
 def run(spark: SparkSession, config: Config, *, date: str | None = None, as_of: str | None = None,
         force: bool = False, force_stage: Sequence[str] = (), retrain: bool = False, rebuild: bool = False,
-        until: str | None = None, backfill: bool = False, inject_failure: tuple[str, int] | None = None) -> object:
+        until: str | None = None, backfill: bool = False, inject_failure: tuple[str, int] | None = None,
+        skip_day: Sequence[str] = (), rebuild_from: str | None = None) -> object:
     """The nightly run of `date` ("yesterday" counts back from `as_of`), or with no date the full run,
     which takes none of the dated flags."""
     if date:
@@ -41,10 +43,12 @@ def run(spark: SparkSession, config: Config, *, date: str | None = None, as_of: 
         if day != date:
             log.info("--date %s (as of %s) is %s", date, as_of or "today, UTC", day)
         return run_date(spark, config, day, force=force, force_stages=tuple(force_stage), retrain=retrain,
-                        rebuild=rebuild, until=until, inject_failure=inject_failure, backfill=backfill)
+                        rebuild=rebuild, until=until, inject_failure=inject_failure, backfill=backfill,
+                        skip_days=tuple(skip_day), rebuild_from=rebuild_from)
     dated_only = [flag for flag, value in (("--force", force), ("--as-of", as_of), ("--force-stage", force_stage),
                                            ("--retrain", retrain), ("--rebuild", rebuild), ("--until", until),
-                                           ("--backfill", backfill)) if value]
+                                           ("--backfill", backfill), ("--skip-day", skip_day),
+                                           ("--rebuild-from", rebuild_from)) if value]
     if dated_only:
         log.warning("%s apply to dated runs only (--date); the full run ignores them", ", ".join(dated_only))
     return run_full(spark, config)
@@ -53,15 +57,17 @@ def run(spark: SparkSession, config: Config, *, date: str | None = None, as_of: 
 def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
     """Every stage over all the data (the embedded default's `make run`), each with its own defaults.
 
-    No pipeline flag reaches a stage: `pipeline --force` must never become `promote --force`.
+    No pipeline flag reaches a stage: `pipeline --force` must never become `promote --force`. It holds
+    the workspace's run lock throughout, as a dated run does.
     """
     results: dict[str, object] = {}
-    for stage in STAGES:
-        started = time.perf_counter()
-        with stage_jobs(spark, stage.name):
-            results[stage.name] = stage.run(spark, config)
-        log.info("stage %s done in %.1fs", stage.name, time.perf_counter() - started)
     store = TableStore(spark, config.tables)
+    with RunLock(store, timeout_minutes=config.pipeline.lock_timeout_minutes, command="pipeline (full run)"):
+        for stage in STAGES:
+            started = time.perf_counter()
+            with stage_jobs(spark, stage.name):
+                results[stage.name] = stage.run(spark, config)
+            log.info("stage %s done in %.1fs", stage.name, time.perf_counter() - started)
     rows = []
     for table in REPORTED_TABLES:
         df = store.read(table)
@@ -98,6 +104,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backfill", action="store_true",
                         help="with --date of a processed day: ingest its late input and re-derive exactly the rows "
                              "it changes, up to build-training-set (no training, no scoring)")
+    parser.add_argument("--skip-day", action="append", default=[], type=date_argument, metavar="YYYY-MM-DD",
+                        help="with --date: give up on this missed day (a broken or lost day folder): recorded in "
+                             "the ledger as skipped, nothing ingested for it; --backfill of it later ingests what "
+                             "it holds then (repeatable)")
+    parser.add_argument("--rebuild-from", default=None, choices=STAGE_NAMES, metavar="STAGE",
+                        help="with --date: tables missing or behind the ledger (a lost _delta_log, deleted commits) "
+                             "written by STAGE or a later stage are rebuilt in full for the date (ingest re-reads "
+                             "every day up to it); a damaged folder is moved aside under <tables.root>/_damaged")
     # Tests and drills: fail at the N-th commit inside STAGE (STAGE[:N]).
     parser.add_argument("--inject-failure", type=check_failure, default=None, help=argparse.SUPPRESS)
 

@@ -114,7 +114,8 @@ def run_job(
         print(f"r2led {name}: config error: {exc}", file=sys.stderr)
         return 2
     own = f", config={args.config}" if getattr(args, "config", None) else ""
-    print(f"# r2led {name}: resolved config (env={config.env}{own})\n{config.to_yaml()}", flush=True)
+    # Secrets shown as ***: this lands in job logs; the body gets the real values.
+    print(f"# r2led {name}: resolved config (env={config.env}{own})\n{config.to_redacted_yaml()}", flush=True)
     started = time.perf_counter()
     try:
         body(config, args)
@@ -141,8 +142,19 @@ def spark_job_main(
     args = parser.parse_args(argv)
 
     def body(config: Config, parsed: argparse.Namespace) -> object:
+        from jobs.orchestration.stages import STAGE_NAMES
         from jobs.runtime.spark_runtime import get_spark
 
-        return run(get_spark(config), config, **keywords(parsed))
+        spark = get_spark(config)
+        if name not in STAGE_NAMES:  # the pipeline takes the lock itself; other commands write no table
+            return run(spark, config, **keywords(parsed))
+        from jobs.runtime.run_lock import RunLock
+        from jobs.runtime.tables import TableStore
+
+        # A stage run on its own writes the tables a pipeline run may be writing: it takes the same
+        # lock, or refuses (exit 1, nothing written) while a run holds it.
+        with RunLock(TableStore(spark, config.tables), timeout_minutes=config.pipeline.lock_timeout_minutes,
+                     command=f"r2led {name}"):
+            return run(spark, config, **keywords(parsed))
 
     return run_job(args, name, body)

@@ -9,6 +9,7 @@ a full overwrite, an overwrite of the partitions a run owns, or an insert-only M
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.runtime import faults
+from jobs.runtime import commit_guard, faults
 from r2led_model.config import TablesConfig
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ class SchemaMismatchError(ValueError):
 
 class TableNotFoundError(LookupError):
     """A job asked for a table that no earlier job has written."""
+
+
+class DamagedTableError(RuntimeError):
+    """A table's folder holds data files but no Delta log: writing there would replace the table."""
 
 
 # A task writing `in_task_order` keeps up to this many files open (one per partition value); past
@@ -93,9 +98,10 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "events_rejected",
             _fields(("raw", _STR), ("reason", _STR), ("source_file", _STR),
-                    ("ingest_run_id", _STR)),
-            key=("source_file", "raw", "reason"),
-            doc="one bad input row, verbatim, with why it was refused",
+                    ("ingest_run_id", _STR), ("occurrence", _INT)),
+            key=("source_file", "raw", "reason", "occurrence"),
+            doc="one bad input row, verbatim, with why it was refused; occurrence numbers identical rows of "
+                "one file (1, 2, ...) so each copy is stored (a table from before it gains it as 1: ingest)",
         ),
         TableSpec(
             "items",
@@ -195,10 +201,11 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "pipeline_lock",
             _fields(("name", _STR), ("owner", _STR), ("run_date", _STR), ("taken_at", _LONG),
-                    ("heartbeat_at", _LONG)),
+                    ("heartbeat_at", _LONG), ("timeout_s", _LONG), ("command", _STR)),
             key=("name",),
             doc="the workspace's run lock: one row; owner is null when free; taken_at and heartbeat_at are "
-                "epoch seconds UTC (jobs/orchestration/run_lock.py)",
+                "epoch seconds UTC; timeout_s is the holder's own staleness timeout; command names the holding "
+                "run (jobs/runtime/run_lock.py)",
         ),
         TableSpec(
             "items_rejected",
@@ -208,6 +215,18 @@ TABLES: dict[str, TableSpec] = {
         ),
     )
 }
+
+
+def first_data_file(folder: Path) -> Path | None:
+    """A Parquet file anywhere under `folder` (None if there is none, or no folder): stops at the first."""
+    if not folder.is_dir():
+        return None
+    for current, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != "_delta_log")
+        for file in sorted(files):
+            if file.endswith(".parquet"):
+                return Path(current) / file
+    return None
 
 
 def spec_for(name: str) -> TableSpec:
@@ -252,10 +271,22 @@ class TableStore:
         return where if self.config.backend == "catalog" else "delta.`" + where.replace("`", "``") + "`"
 
     def exists(self, name: str) -> bool:
+        """Whether the table exists. A folder with data files and no Delta log (a partial restore, a sync
+        that missed `_delta_log`) is neither: DamagedTableError, since a write would start a new table
+        over the old files and a read would find nothing."""
         where = self.location(name)
         if self.config.backend == "catalog":
             return self.spark.catalog.tableExists(where)
-        return DeltaTable.isDeltaTable(self.spark, where)
+        if DeltaTable.isDeltaTable(self.spark, where):
+            return True
+        damaged = first_data_file(Path(where))
+        if damaged is not None:
+            raise DamagedTableError(
+                f"table {name!r}: {where} holds data files ({damaged.relative_to(where)}, ...) but no Delta log "
+                f"({where}/_delta_log is missing or empty); nothing was read or written. Restore the folder's "
+                f"_delta_log from a backup, or move the folder away to rebuild the table (a dated run: "
+                f"`pipeline --date D --rebuild-from STAGE` moves it aside and rebuilds from the stage that writes it)")
+        return False
 
     def delta(self, name: str) -> DeltaTable:
         where = self.location(name)
@@ -316,6 +347,7 @@ class TableStore:
     def purge_deletion_vectors(self, name: str) -> None:
         """Rewrite the files that carry deletion vectors without their deleted rows, in one commit
         (`REORG TABLE ... APPLY (PURGE)`); the rows the table reads are unchanged."""
+        self._before_commit(f"a purge of {name}")
         self.spark.sql(f"REORG TABLE {self.sql_name(name)} APPLY (PURGE)")
         faults.commit_point(f"purge of {name}")
         log.info("purged the deletion vectors of %s", self.location(name))
@@ -381,6 +413,7 @@ class TableStore:
             if parts:
                 values = ", ".join(f"'{v}'" for v in parts)
                 condition = f"t.`{spec.partition_by[0]}` IN ({values}) AND " + condition
+        self._before_commit(f"a merge into {name}")
         (self.delta(name).alias("t").merge(df.alias("s"), condition)
          .whenNotMatchedInsertAll().execute())
         metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
@@ -405,7 +438,7 @@ class TableStore:
                 raise
 
     def upsert(self, name: str, df: DataFrame, key: Sequence[str] | None = None,
-               only_if: Column | None = None) -> int:
+               only_if: Column | None = None, guarded: bool = True) -> int:
         """MERGE on the key: matched rows take the new values (only those where `only_if`, over the
         target `t` and source `s`, holds), new keys are inserted (one commit); returns rows inserted
         or updated."""
@@ -413,14 +446,16 @@ class TableStore:
         key = tuple(key or spec.key)
         df = df.select(*self._columns(spec, df))
         if not self.exists(name):
-            self._write(spec, df, mode="overwrite", options={})
+            self._write(spec, df, mode="overwrite", options={}, guarded=guarded)
             return int(self.read(name).count())
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+        self._before_commit(f"a merge into {name}", guarded)
         # The MERGE's own metrics row (num_inserted_rows, num_updated_rows, ...): this commit's counts,
         # where reading history(1) afterwards could see a later writer's commit, and costs a job.
         metrics = (self.delta(name).alias("t").merge(df.alias("s"), condition)
                    .whenMatchedUpdateAll(condition=only_if).whenNotMatchedInsertAll().execute().first())
-        faults.commit_point(f"merge into {name}")
+        if guarded:
+            faults.commit_point(f"merge into {name}")
         return int(metrics["num_inserted_rows"]) + int(metrics["num_updated_rows"])
 
     def append(self, name: str, df: DataFrame) -> None:
@@ -437,19 +472,25 @@ class TableStore:
         missing = [f for f in spec.schema.fields if f.name not in have]
         if missing:
             columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            self._before_commit(f"new columns of {name}")
             self.spark.sql(f"ALTER TABLE {self.sql_name(name)} ADD COLUMNS ({columns})")
             faults.commit_point(f"new columns of {name}")
             log.info("added %s to %s", ", ".join(f.name for f in missing), self.location(name))
         return [f.name for f in missing]
 
     def update_where(self, name: str, condition: Column | str, assignments: Mapping[str, Column | str],
-                     *, count: bool = True) -> int | None:
+                     *, count: bool = True, guarded: bool = True) -> int | None:
         """UPDATE the rows matching `condition` (a Column or SQL text); returns rows updated (read from
-        the table's history: Delta's update returns no metrics), or None without `count`."""
+        the table's history: Delta's update returns no metrics), or None without `count`.
+
+        `guarded=False`: the run lock's own writes, which are neither checked against the lock nor
+        fault-injection points."""
         table = self.delta(name)
+        self._before_commit(f"an update of {name}", guarded)
         table.update(condition=condition, set=dict(assignments))
         if not count:
-            faults.commit_point(f"update of {name}")
+            if guarded:
+                faults.commit_point(f"update of {name}")
             return None
         metrics = table.history(1).select("operation", "operationMetrics").first()
         faults.commit_point(f"update of {name}")
@@ -458,6 +499,10 @@ class TableStore:
         return int((metrics["operationMetrics"] or {}).get("numUpdatedRows", 0))
 
     # ---- helpers ----------------------------------------------------------------------
+
+    def _before_commit(self, what: str, guarded: bool = True) -> None:
+        if guarded:
+            commit_guard.before_commit(what)
 
     def _conform(self, name: str, df: DataFrame) -> TableSpec:
         spec = spec_for(name)
@@ -470,7 +515,9 @@ class TableStore:
         required = [f.name for f in spec.schema.fields]
         return required + [c for c in df.columns if c not in required]
 
-    def _write(self, spec: TableSpec, df: DataFrame, mode: str, options: dict[str, str]) -> None:
+    def _write(self, spec: TableSpec, df: DataFrame, mode: str, options: dict[str, str],
+               guarded: bool = True) -> None:
+        self._before_commit(f"a write of {spec.name}", guarded)
         df = df.select(*self._columns(spec, df))
         if spec.cluster_by_partition:
             df = df.repartition(*spec.partition_by)
@@ -484,5 +531,6 @@ class TableStore:
             writer.saveAsTable(where)
         else:
             writer.save(where)
-        faults.commit_point(f"write of {spec.name}")
+        if guarded:
+            faults.commit_point(f"write of {spec.name}")
         log.info("wrote %s (%s)", where, mode if not options else ", ".join(f"{k}={v}" for k, v in options.items()))

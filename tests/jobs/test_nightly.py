@@ -22,7 +22,7 @@ from jobs.orchestration import pipeline
 from jobs.orchestration.config_drift import ConfigDriftError
 from jobs.orchestration.ledger import LEDGER, RunLedger
 from jobs.orchestration.nightly import run_date, summary_table
-from jobs.orchestration.run_lock import LOCK_TABLE, LockHeldError, RunLock
+from jobs.runtime.run_lock import LOCK_TABLE, LockHeldError, RunLock
 from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES
 from jobs.runtime.faults import InjectedFailure
 from jobs.runtime.tables import TABLES, TableStore
