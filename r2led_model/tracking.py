@@ -103,13 +103,13 @@ class Run:
 
 @contextlib.contextmanager
 def tracked_run(config: Config, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[Run]:
-    """An MLflow run in the dataset's experiment, with the resolved config logged as config.yaml."""
+    """An MLflow run in the dataset's experiment, with the resolved config logged as config.yaml (secrets redacted)."""
     import mlflow
 
     experiment_id = ensure_experiment(config.mlflow, experiment_name(config))
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {})) as active:
         run = Run(active.info.run_id)
-        run.log_text(config.to_yaml(), "config.yaml")
+        run.log_text(config.to_redacted_yaml(), "config.yaml")  # secrets as ***: whoever reads the run sees it
         log.info("mlflow run %s (%s) in %s", active.info.run_id, run_name, experiment_name(config))
         yield run
 
