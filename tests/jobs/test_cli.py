@@ -13,6 +13,7 @@ import re
 import pytest
 
 from jobs import cli
+from jobs.runtime.run_lock import LOCK_TABLE
 from jobs.runtime.tables import TableStore
 from tests.conftest import IVY_DIR, config_in
 from tests.helpers import write_lines
@@ -140,7 +141,8 @@ def test_a_failing_job_exits_1(spark, capsys, tmp_path):
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert "r2led ingest failed" in err and str(missing) in err
-    assert not (tmp_path / "tables").exists()
+    # Nothing written but the run lock a stage command takes (and released).
+    assert [p.name for p in (tmp_path / "tables").iterdir()] == [LOCK_TABLE]
 
 
 # ---- --config: your own file, for every command and every benchmark's dataset envs --------------
@@ -161,20 +163,21 @@ def test_every_command_loads_its_config_file_and_names_it_in_errors(command, cap
     assert f"config file {tmp_path / 'absent.yaml'} not found" in capsys.readouterr().err
 
 
-def test_a_commands_config_file_reaches_the_job(monkeypatch, capsys, tmp_path):
-    """`r2led ingest --config my.yaml`: the job gets base ← my.yaml ← --set, no env layer (no Spark here)."""
+def test_a_commands_config_file_reaches_the_job(spark, monkeypatch, capsys, tmp_path):
+    """`r2led ingest --config my.yaml`: the job gets base ← my.yaml ← --set, no env layer (the test's session,
+    whatever the file says about Spark; the stage takes its run lock in it)."""
     import jobs.ingest.ingest
     import jobs.runtime.spark_runtime
 
     seen = []
-    monkeypatch.setattr(jobs.runtime.spark_runtime, "get_spark", lambda config: "session")
-    monkeypatch.setattr(jobs.ingest.ingest, "run", lambda spark, config, **flags: seen.append((spark, config, flags)))
+    monkeypatch.setattr(jobs.runtime.spark_runtime, "get_spark", lambda config: spark)
+    monkeypatch.setattr(jobs.ingest.ingest, "run", lambda session, config, **flags: seen.append((session, config, flags)))
     own = tmp_path / "my.yaml"
     own.write_text(f"workspace:\n  root: {tmp_path}\nsource:\n  kind: taobao\n  taobao:\n"
                    f"    paths: [{tmp_path}/logs.csv]\ningest:\n  max_reject_share: 0.3\n", encoding="utf-8")
     assert cli.main(["ingest", "--config", str(own), "--set", "ingest.max_reject_share=0.4", "--date", "2024-01-02"]) == 0
-    ((spark, config, flags),) = seen
-    assert spark == "session" and flags == {"date": "2024-01-02", "catch_up": False}  # typed keywords
+    ((session, config, flags),) = seen
+    assert session is spark and flags == {"date": "2024-01-02", "catch_up": False}  # typed keywords
     assert config.env == "base"  # --config without --env: base.yaml alone
     assert config.source.kind == "taobao" and config.source.taobao.paths == (f"{tmp_path}/logs.csv",)
     assert config.ingest.max_reject_share == 0.4  # --set over the file
