@@ -229,6 +229,14 @@ def first_data_file(folder: Path) -> Path | None:
     return None
 
 
+def _has_commits(log_dir: Path) -> bool:
+    """A Delta log with at least one commit or checkpoint (a folder whose every commit was deleted has none).
+    Only a local folder is listed; elsewhere Delta's own answer stands."""
+    if not log_dir.is_dir():
+        return not log_dir.parent.exists()  # not a local path: isDeltaTable decided
+    return any(p.suffix == ".json" or p.name.endswith(".checkpoint.parquet") for p in log_dir.iterdir())
+
+
 def spec_for(name: str) -> TableSpec:
     try:
         return TABLES[name]
@@ -277,7 +285,7 @@ class TableStore:
         where = self.location(name)
         if self.config.backend == "catalog":
             return self.spark.catalog.tableExists(where)
-        if DeltaTable.isDeltaTable(self.spark, where):
+        if DeltaTable.isDeltaTable(self.spark, where) and _has_commits(Path(where) / "_delta_log"):
             return True
         damaged = first_data_file(Path(where))
         if damaged is not None:

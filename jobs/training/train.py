@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession
 
 from jobs.ingest.oracle_truth import load_oracle_truth
 from jobs.orchestration.config_drift import training_fingerprint
-from jobs.runtime import faults
+from jobs.runtime import commit_guard, faults
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
 from jobs.training.training_data import TrainingData, training_data
@@ -126,6 +126,7 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
         log_training_run(run, config, data, worker, valid, test, test_labels, test_probs,
                          history_logged=config.training.num_processes == 1)
         example = next(iter(make_feed(job, "test", shuffle=False).batches(0)))
+        commit_guard.before_commit("the model registration")  # a run that lost the lock registers nothing
         registered = log_ctr_model(
             bundle, {k: v[:5].numpy() for k, v in example.items()}, config.registry.model_name,
             tags={**dataclasses.asdict(data.versions), "architecture": config.model.name,
