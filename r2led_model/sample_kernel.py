@@ -11,6 +11,12 @@ Negatives: per positive, draws u = splitmix64(seed, sample_id, draw) / 2^64 are 
 the popularity CDF; draws that hit an item the user ever touched, or repeat an earlier draw, are
 skipped; the first `ratio` survivors are kept. The result depends only on the seed, the sample
 and the CDF, never on partitioning or batch order.
+
+Sample ids: the Spark job hashes each event's whole `events` key (SAMPLE_ID_KEY) into its sample's
+id, so two events that differ only in label (a click and a non-click of one item in one second)
+are two samples with two ids. SAMPLE_ID_SCHEME numbers that rule: stored ids, and the negatives
+drawn from them, belong to the scheme that computed them, and the dated pipeline refuses to add
+rows of another scheme beside them (`jobs.orchestration.config_drift`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+# Scheme 1 hashed (user_id, item_id, ts, behavior, value): a labelled click and non-click in one
+# second shared one id. Scheme 2 adds the label, which makes the id key the `events` key.
+SAMPLE_ID_SCHEME = 2
+SAMPLE_ID_KEY = ("user_id", "item_id", "ts", "behavior", "label", "value")
 SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "ts", "label", "hist_len", "split", "is_sampled_negative")
 
 

@@ -14,6 +14,11 @@ writes anything. A change that an incremental run would silently mix with the st
   events stored under the old rules cannot be re-read from logs that may be gone; use a new
   workspace (`tables.root`) for the new source.
 
+Some rules that shape rows are this release's code, not config: the scheme that computes sample
+ids (`BUILT_WITH`). They are recorded and compared like config keys, so tables whose rows follow
+an older release's rule are refused, never extended with rows of the new one (a new sample id
+beside the old id of the same event); `--rebuild` rebuilds them under the new rule.
+
 Paths and tuning knobs that do not change rows (batch sizes for inference, files per split) are
 not part of any fingerprint. The model and training sections are not refused (each night trains a
 new challenger); they key the reuse of a finished training run instead (`training_fingerprint`).
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from r2led_model.config import Config
+from r2led_model.sample_kernel import SAMPLE_ID_SCHEME
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,13 @@ IGNORED = ("sequences.split", "embedding.batch_size", "training_set.files_per_sp
 IGNORED_NAMES = ("path", "paths", "reviews_paths", "metadata_paths", "store_dir")
 # What accepts a change to a stage's own keys: "rebuild" also accepts "retrain"-able ones.
 ACCEPTED_BY: dict[str, str] = {"train-codebook": "retrain", "collab-vectors": "retrain", "ingest": "never"}
+# Release rules recorded as keys of the section they belong to: key → (this release's value, the
+# value tables built before the key was recorded follow, what changed).
+BUILT_WITH: dict[str, tuple[Any, Any, str]] = {
+    "sequences.sample_id_scheme": (
+        SAMPLE_ID_SCHEME, 1,
+        "sample ids now include the label, so stored samples would get a second row under a new id"),
+}
 TRAINING_SECTIONS = ("model", "training")
 TRAINING_IGNORED = ("training.checkpoint_dir", "training.progress", "training.device", "training.num_processes",
                     "training.reader_workers")
@@ -125,8 +138,9 @@ def _sections_of(stage: str, values: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def stage_config(config: Config, stage: str) -> dict[str, Any]:
-    """The values of every key that shaped `stage`'s rows (its own and its inputs'), by dotted key."""
-    values = _plain(config)
+    """The values of every key that shaped `stage`'s rows (its own and its inputs'), by dotted key;
+    this release's rules (`BUILT_WITH`) among them."""
+    values = {**_plain(config), **{key: now for key, (now, _, _) in BUILT_WITH.items()}}
     return _selected(values, _sections_of(stage, values), IGNORED)
 
 
@@ -159,6 +173,14 @@ def changes(recorded: Mapping[str, Any], current: Mapping[str, Any],
     return out
 
 
+def _built_unrecorded(ledger: Sequence[Mapping[str, Any]], stage: str) -> bool:
+    """A finished run of `stage` wrote its tables (it recorded their versions) but no config: a
+    release from before configs were recorded built them. (A day recorded as skipped wrote nothing.)"""
+    return any(r["stage"].rsplit("/", 1)[-1] == stage and r["status"] == "done"
+               and "config" not in json.loads(r["detail"] or "{}") and json.loads(r.get("table_versions") or "{}")
+               for r in ledger)
+
+
 def latest_detail(ledger: Sequence[Mapping[str, Any]], stage: str, key: str) -> Any:
     """`detail[key]` of the latest finished run of `stage` (a backfill's included) that recorded it."""
     rows = [r for r in ledger if r["stage"].rsplit("/", 1)[-1] == stage and r["status"] == "done"]
@@ -177,12 +199,19 @@ def last_recorded(ledger: Sequence[Mapping[str, Any]], stage: str) -> dict[str, 
 def drift(ledger: Sequence[Mapping[str, Any]], config: Config) -> dict[str, list[Change]]:
     """Stage → the changes since its last finished run (stages without a change or a record left out)."""
     out = {}
+    # A record without a release rule's key was written under the rule before it.
+    before_rules = {key: old for key, (_, old, _) in BUILT_WITH.items()}
     for stage in OWN_SECTIONS:
+        current = stage_config(config, stage)
         recorded = last_recorded(ledger, stage)
-        if recorded is not None:
-            found = changes(recorded, stage_config(config, stage), defaults=stage_config(Config(), stage))
-            if found:
-                out[stage] = found
+        if recorded is None:
+            if not _built_unrecorded(ledger, stage):
+                continue
+            # Built by a release that recorded no config: only this release's rules can be compared.
+            recorded, current = {}, {k: v for k, v in current.items() if k in BUILT_WITH}
+        found = changes(recorded, current, defaults={**stage_config(Config(), stage), **before_rules})
+        if found:
+            out[stage] = found
     return out
 
 
@@ -203,6 +232,12 @@ def stages_to_rebuild(ledger: Sequence[Mapping[str, Any]], config: Config, *, re
     allowed = rebuild or (retrain and needed == {"retrain"})
     if not allowed:
         flag = "--rebuild" if "rebuild" in needed else "--retrain (or --rebuild)"
+        releases = [f"{key} changed with this release: {BUILT_WITH[key][2]}" for key in keys if key in BUILT_WITH]
+        if releases:
+            raise ConfigDriftError(
+                f"config drift: {listed}. {'; '.join(releases)}. The tables of {', '.join(found)} were built by an "
+                "older release; `r2led pipeline --date D --rebuild` rebuilds them in full under this release's rules "
+                "and the current config.")
         raise ConfigDriftError(
             f"config drift: {listed}. The tables of {', '.join(found)} were built with other values; rerun with "
             f"{flag} to rebuild them under the new config, or restore the old values.")

@@ -13,6 +13,10 @@ behaviour) and running the numpy kernel `r2led_model.sample_kernel` on each part
 and, for positive-only logs, `ratio` negatives per positive drawn with probability proportional to
 training-window popularity, never an item the user touched. Draws are a counter-based hash of
 (seed, sample_id, draw index): deterministic and independent of partitioning.
+
+A sample's id hashes its event's whole `events` key, label included (`SAMPLE_ID_KEY`): an
+explicit-label source that logs a click and a non-click of one item in one second gives two
+samples, each with its own id and label.
 """
 
 from __future__ import annotations
@@ -28,16 +32,18 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.tables import TableStore
+from jobs.runtime.tables import TableStore, spec_for
 from jobs.sequences.splits import resplit, split_rule, training_window_end
 from r2led_model.config import Config, NegativeSamplingConfig, SequencesConfig, parse_utc_timestamp
-from r2led_model.sample_kernel import NegativeRule, build_samples_sorted
+from r2led_model.sample_kernel import SAMPLE_ID_KEY, NegativeRule, build_samples_sorted
 
 log = logging.getLogger(__name__)
 
 _ID_MASK = 0x7FFFFFFFFFFFFFFF  # ids are non-negative longs
 SAMPLES_SCHEMA = ("sample_id BIGINT, user_id BIGINT, item_id BIGINT, ts BIGINT, label INT, hist_len BIGINT, "
                   "split STRING, is_sampled_negative BOOLEAN")
+# An events key that changed would change every id: bump SAMPLE_ID_SCHEME with it.
+assert spec_for("events").key == SAMPLE_ID_KEY, "a sample's id hashes exactly its event's key"
 
 
 @dataclass
@@ -85,8 +91,9 @@ def _from(samples_from: str | None) -> Column:
     return F.lit(True) if samples_from is None else F.col("ts") >= F.lit(parse_utc_timestamp(samples_from))
 
 
-def _hashed_id(*cols: Column) -> Column:
-    return F.xxhash64(*cols).bitwiseAND(F.lit(_ID_MASK))
+def sample_id() -> Column:
+    """The id of the sample an `events` row becomes: a hash of the row's whole key (SAMPLE_ID_SCHEME)."""
+    return F.xxhash64(*SAMPLE_ID_KEY).bitwiseAND(F.lit(_ID_MASK))
 
 
 def negative_rule(events: DataFrame, config: NegativeSamplingConfig, popularity_until: int | None) -> NegativeRule:
@@ -119,7 +126,7 @@ def build_samples(spark: SparkSession, events: DataFrame, config: SequencesConfi
     split = split_rule(config.split)
     min_hist_len = config.min_hist_len
     rows = events.select(
-        _hashed_id("user_id", "item_id", "ts", "behavior", "value").alias("sample_id"),
+        sample_id().alias("sample_id"),
         "user_id", "item_id", "ts", "behavior", "label", "value",
         _in("behavior", config.history_behaviors).alias("in_history"),
         (_in("behavior", config.sample_behaviors) & _from(config.samples_from)).alias("is_sample"),
@@ -195,7 +202,7 @@ def update(spark: SparkSession, config: Config) -> BatchUpdate:
         fresh = events.where(in_batches)
         since = fresh.groupBy("user_id").agg(F.min("ts").alias("since")).persist()
         theirs = events.join(since, "user_id")
-        event_sample_id = _hashed_id("user_id", "item_id", "ts", "behavior", "value")
+        event_sample_id = sample_id()
         stored = store.read("samples").join(since, "user_id", "left_semi") if store.exists("samples") else None
         if stored is not None:
             # An event sampled before (a re-ingested batch) is not sampled again: its negatives were drawn then.

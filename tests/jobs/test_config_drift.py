@@ -10,6 +10,7 @@ import pytest
 from jobs.orchestration.config_drift import (ConfigDriftError, drift, stage_config, stages_to_rebuild,
                                              training_fingerprint)
 from r2led_model.config import load_config, with_values
+from r2led_model.sample_kernel import SAMPLE_ID_SCHEME
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,37 @@ def test_each_change_names_its_keys_and_the_flag_that_accepts_it(config):
             stages_to_rebuild(ledger, with_values(config, source), retrain=True, rebuild=True)
 
 
-def test_a_ledger_without_recorded_config_is_not_checked(config):
-    old = [{"run_date": "2024-01-18", "stage": s, "status": "done", "detail": "{}"} for s in ALL]
-    assert drift(old, with_values(config, {"retrieval.k": 5})) == {}
+def test_a_ledger_without_recorded_config_is_checked_only_for_the_release_rules(config):
+    old = [{"run_date": "2024-01-18", "stage": s, "status": "done", "detail": "{}", "table_versions": '{"t": 3}'}
+           for s in ALL]
+    found = drift(old, with_values(config, {"retrieval.k": 5}))
+    # Its values are unknown; the sample id scheme it was built with is not (there was only one).
+    assert {stage: [str(c) for c in cs] for stage, cs in found.items()} == {
+        stage: ["sequences.sample_id_scheme: 1 -> 2"] for stage in ("sequences", "retrieve", "build-training-set")}
+    assert drift([], config) == {}  # nothing built yet: nothing to compare
+    # A day recorded as done without running (it wrote no table) says nothing about how tables were built.
+    skipped = [{**row, "detail": '{"skipped_day": true}', "table_versions": "{}"} for row in old]
+    assert drift(skipped, config) == {}
+
+
+def test_tables_built_with_the_old_sample_id_scheme_are_refused_before_new_ids_join_them(config):
+    # Recorded by the release whose sample ids left the label out: its records lack the key.
+    ledger = ledger_of(config, *ALL)
+    for row in ledger:
+        recorded = json.loads(row["detail"])
+        recorded["config"].pop("sequences.sample_id_scheme", None)
+        row["detail"] = json.dumps(recorded)
+    assert stage_config(config, "sequences")["sequences.sample_id_scheme"] == SAMPLE_ID_SCHEME == 2
+    assert "sequences.sample_id_scheme" in stage_config(config, "build-training-set")
+    assert "sequences.sample_id_scheme" not in stage_config(config, "train-codebook")
+    for retrain in (False, True):
+        with pytest.raises(ConfigDriftError, match=r"sequences\.sample_id_scheme: 1 -> 2\. .*include the label.*"
+                                                   r"`r2led pipeline --date D --rebuild` rebuilds them in full"):
+            stages_to_rebuild(ledger, config, retrain=retrain, rebuild=False)
+    assert stages_to_rebuild(ledger, config, retrain=False, rebuild=True) == {
+        "sequences", "retrieve", "build-training-set"}
+    # What the rebuild records is the current scheme: the next night runs as usual.
+    assert drift(ledger_of(config, *ALL), config) == {}
 
 
 def test_the_latest_finished_run_is_the_reference(config):
@@ -102,3 +131,21 @@ def test_a_key_a_later_release_added_is_drift_only_when_set_away_from_its_defaul
     windowed = with_values(config, {"sequences.samples_from": "2024-01-10"})
     with pytest.raises(ConfigDriftError, match=r'sequences\.samples_from: null -> "2024-01-10"'):
         stages_to_rebuild(ledger, windowed, retrain=False, rebuild=False)
+
+
+def test_a_dated_run_on_tables_of_the_old_sample_id_scheme_writes_nothing(spark, make_config):
+    from jobs.orchestration.ledger import RunLedger
+    from jobs.orchestration.nightly import run_date
+    from jobs.runtime.tables import TableStore
+
+    config = make_config()
+    store = TableStore(spark, config.tables)
+    ledger = RunLedger(store)
+    for stage in ALL:  # a night of the release before the scheme was recorded
+        recorded = {k: v for k, v in stage_config(config, stage).items() if k != "sequences.sample_id_scheme"}
+        ledger.record({"run_date": "2024-01-18", "stage": stage, "status": "done", "rows_in": 1, "rows_out": 1,
+                       "seconds": 1.0, "table_versions": "{}", "detail": json.dumps({"config": recorded})})
+    with pytest.raises(ConfigDriftError, match=r"sample_id_scheme: 1 -> 2.*pipeline --date D --rebuild"):
+        run_date(spark, config, "2024-01-19")
+    assert [name for name in ("events", "samples", "route_candidates") if store.exists(name)] == []
+    assert len(ledger.state()) == len(ALL)

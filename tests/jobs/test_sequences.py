@@ -208,3 +208,48 @@ def test_samples_from_after_the_validation_start_is_refused_naming_the_key(make_
 
     with pytest.raises(ConfigError, match=r"sequences\.samples_from: 2024-01-20 leaves no training samples"):
         make_config("sequences.samples_from=2024-01-20")
+
+
+# An explicit-label source logging a click and a non-click of one item in one second: the events key
+# (label included) keeps both, and so must the samples.
+CLICK_AND_NON_CLICK = [(1, 100, day(5), "rating", 1, 4.0), (1, 100, day(5), "rating", 0, 4.0)]
+
+
+def _valued(spark, records, run_id: str = "run"):
+    """records: (user, item, ts, behavior, label, value)."""
+    data = [(u, i, t, b, l, v, "test", run_id, dt.datetime.fromtimestamp(t, dt.timezone.utc).date())
+            for u, i, t, b, l, v in records]
+    return spark.createDataFrame(data, EVENT_SCHEMA)
+
+
+def test_two_events_differing_only_in_label_are_two_samples_with_their_own_ids(spark, make_config):
+    config = make_config().sequences
+    earlier = [(1, 101, day(2), "rating", 1, 3.0)]
+    samples = build_samples(spark, _valued(spark, earlier + CLICK_AND_NON_CLICK), config)
+    got = rows(samples.where(f"ts = {day(5)}").select("sample_id", "item_id", "label", "hist_len"), "label")
+    assert [(item, label, hist_len) for _, item, label, hist_len in got] == [(100, 0, 1), (100, 1, 1)]
+    assert got[0][0] != got[1][0]
+    assert samples.select("sample_id").distinct().count() == samples.count() == 3
+    # The id is a pure function of the event's key: the same pair gives the same two ids again.
+    again = build_samples(spark, _valued(spark, CLICK_AND_NON_CLICK).repartition(2), config)
+    assert sorted(r[0] for r in again.select("sample_id").collect()) == sorted(r[0] for r in got)
+
+
+def test_the_nightly_path_stores_both_and_never_samples_either_twice(spark, make_config, items):
+    from pyspark.sql import functions as F
+
+    from jobs.runtime.tables import TableStore
+    from jobs.sequences import sequences
+
+    config = make_config()
+    store = TableStore(spark, config.tables)
+    store.overwrite("items", items.withColumn("source", F.lit("test")))
+    store.insert_new("events", _valued(spark, CLICK_AND_NON_CLICK, "a"))
+    assert sequences.update(spark, config).samples_inserted == 2
+    first = rows(store.read("samples").select("sample_id", "label"), "label")
+    # A late behaviour before the pair: both are recounted in place, neither is sampled again.
+    store.insert_new("events", _valued(spark, [(1, 101, day(2), "rating", 1, 3.0)], "b"))
+    result = sequences.update(spark, config)
+    assert (result.samples_inserted, result.samples_recounted) == (1, 2)
+    got = rows(store.read("samples").where(f"ts = {day(5)}").select("sample_id", "label", "hist_len"), "label")
+    assert got == [(first[0][0], 0, 1), (first[1][0], 1, 1)] and first[0][0] != first[1][0]
