@@ -3,7 +3,9 @@ a hand-run assign-sids follows. Versions are content hashes, so publishing the s
 is a no-op and two different codebooks never share a name.
 
 Every file is written atomically (a temporary file renamed into place) and checked on read: the
-content hash of what is loaded must be the version asked for. The dated pipeline does not follow
+content hash of what is loaded must be the version asked for. Temporary files are written in a
+private staging folder inside the store that is removed whatever happens (a full disk, an
+interrupted write), so a failed publish leaves the store as it was. The dated pipeline does not follow
 `current.json`: it records the version in its ledger and asks for that version by name, so a
 codebook trained by hand between two nights never leaks into the next one.
 """
@@ -12,8 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from r2led_model.codebook import Codebook
 
@@ -28,17 +34,35 @@ def publish(codebook: Codebook, store_dir: str | Path, mlflow_run_id: str | None
     """Save the codebook under its version and point `current.json` at it (both atomic renames).
 
     A file already under that name is kept only if its content has that version (a file left by
-    an older, non-atomic writer may be truncated)."""
+    an older, non-atomic writer may be truncated). A write that fails leaves no temporary file, the
+    previous codebook files and pointer untouched, and raises."""
     store = Path(store_dir)
     store.mkdir(parents=True, exist_ok=True)
     path = store / f"{codebook.version}.npz"
-    if not path.exists() or not _holds(path, codebook.version):
-        codebook.save(path)
     pointer = {"version": codebook.version, "file": path.name, "mlflow_run_id": mlflow_run_id}
-    staging = store / f".{POINTER}.{os.getpid()}.tmp"
-    staging.write_text(json.dumps(pointer, indent=2))
-    os.replace(staging, store / POINTER)
+    with _staging(store) as staging:
+        if not path.exists() or not _holds(path, codebook.version):
+            os.replace(codebook.save(staging / path.name), path)
+        _write_synced(staging / POINTER, json.dumps(pointer, indent=2).encode())
+        os.replace(staging / POINTER, store / POINTER)
     return path
+
+
+@contextmanager
+def _staging(store: Path) -> Iterator[Path]:
+    """A fresh folder in `store` (same file system: renames out of it are atomic), removed on exit."""
+    folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=store))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _read(path: Path) -> Codebook:
