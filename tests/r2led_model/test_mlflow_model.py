@@ -150,3 +150,26 @@ def test_a_package_imported_from_a_wheel_is_extracted_into_a_folder_mlflow_can_c
     assert not (tmp_path / "code" / "jobs").exists()
     with pytest.raises(FileNotFoundError, match="neither a folder nor inside a zip"):
         package_folder(tmp_path / "nowhere" / "r2led_model", tmp_path / "code2")
+
+
+def test_deleting_the_previous_champions_version_leaves_no_stale_alias(make_config):
+    """Promotion's alias moves on a real registry: once the replaced champion's version is deleted,
+    `previous_champion` reads as missing (the registry drops a deleted version's aliases), never as
+    a version that is gone."""
+    from jobs.registry.promote import CHAMPION, PREVIOUS_CHAMPION, _move_champion
+    from r2led_model.mlflow_model import model_version
+    from r2led_model.tracking import configure
+
+    config = make_config()
+    configure(config.mlflow)  # a sqlite registry in the test's folder
+    client = MlflowClient()
+    client.create_registered_model("ctr")
+    first, second = (client.create_model_version("ctr", f"file:///nowhere/{i}").version for i in (1, 2))
+    _move_champion(config, "ctr", str(first), expected=None)
+    _move_champion(config, "ctr", str(second), expected=str(first))
+    assert model_version(config.mlflow, "ctr", alias=PREVIOUS_CHAMPION).version == str(first)
+
+    client.delete_model_version("ctr", first)
+    assert client.get_registered_model("ctr").aliases == {CHAMPION: int(second)}
+    assert model_version(config.mlflow, "ctr", alias=PREVIOUS_CHAMPION) is None
+    assert model_version(config.mlflow, "ctr", alias=CHAMPION).version == str(second)
