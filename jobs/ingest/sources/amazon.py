@@ -15,8 +15,8 @@ from __future__ import annotations
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.ingest.sources.common import (ParsedSource, first_reason, raw_event_frame, read_lines, require_files,
-                                        string_id, to_double, to_long)
+from jobs.ingest.sources.common import (ParsedSource, first_reason, non_finite, raw_event_frame, read_lines,
+                                        require_files, string_id, to_double, to_long)
 from r2led_model.config import AmazonSourceConfig
 
 
@@ -53,7 +53,8 @@ def load_amazon(spark: SparkSession, config: AmazonSourceConfig) -> ParsedSource
         .when(ts.isNull(), F.lit("bad_timestamp")),
         # An explicit label needs the rating it is read from.
         F.when(F.lit(explicit) & rating_t.isNull(), F.lit("missing_value")),
-        F.when(rating_t.isNotNull() & (rating.isNull() | (rating < 0) | (rating > 5)), F.lit("bad_value")),
+        F.when(rating_t.isNotNull() & (rating.isNull() | non_finite(rating) | (rating < 0) | (rating > 5)),
+               F.lit("bad_value")),
     )
     label = (rating >= F.lit(config.click_threshold)).cast("int") if explicit else F.lit(None)
     events = raw_event_frame(lines.select(

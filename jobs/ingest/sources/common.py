@@ -34,6 +34,12 @@ class ParsedSource:
     files: tuple[str, ...]
     # True when only one day's drop folder was read: the folder, not the event date, is the day's batch.
     read_by_day: bool = False
+    # True for a daily read scoped by each row's timestamp (a table without a partition column): the
+    # rows dated up to the day and those without a usable timestamp; a row of an earlier day belongs
+    # to its own day's run and is read only to be accounted for (stored already, or late).
+    reads_until_day: bool = False
+    # What a daily read read, for messages: the day's folder or partition (None: the source's files).
+    day_input: str | None = None
 
 
 def require_files(paths: Iterable[str], what: str) -> tuple[str, ...]:
@@ -77,6 +83,24 @@ def to_double(text: Column) -> Column:
     return text.try_cast("double")
 
 
+def to_id(text: Column) -> Column:
+    """An integer id from text, also when written as an integral decimal ("123.0", as a float
+    column exported to CSV writes it); "123.5" or "1e3" give null (a bad id)."""
+    return F.regexp_replace(text, r"^(-?[0-9]+)\.0*$", "$1").try_cast("bigint")
+
+
+def integral(number: Column) -> Column:
+    """A floating or decimal number as a long when it is a whole number that fits, else null."""
+    whole = ~F.isnan(number.cast("double")) & (number == F.floor(number))
+    return F.when(whole, number.try_cast("bigint"))
+
+
+def non_finite(number: Column) -> Column:
+    """NaN, +Infinity or -Infinity: no usable value (Spark orders NaN above every number, so a
+    threshold would call it a click)."""
+    return F.isnan(number) | (F.abs(number) == F.lit(float("inf")))
+
+
 def id_reason(text: Column, parsed: Column, name: str) -> Column:
     """'missing_<name>' for an empty field, 'bad_<name>' for one that is not a non-negative integer."""
     return (F.when(text.isNull(), F.lit(f"missing_{name}"))
@@ -93,11 +117,18 @@ def first_reason(*reasons: Column) -> Column:
     return F.coalesce(*reasons)
 
 
+_RAW_EVENT_TYPES = {"raw": "string", "source_file": "string", "user_id": "bigint", "item_id": "bigint",
+                    "ts": "bigint", "behavior": "string", "label": "int", "value": "double",
+                    "category_id": "bigint", "reason": "string"}
+
+
+def empty_events(spark: SparkSession) -> DataFrame:
+    """No event rows, in RAW_EVENT_COLUMNS (a day whose folder is missing or holds no data file)."""
+    return spark.createDataFrame([], ", ".join(f"{c} {_RAW_EVENT_TYPES[c]}" for c in RAW_EVENT_COLUMNS))
+
+
 def raw_event_frame(df: DataFrame) -> DataFrame:
     """Select the RAW_EVENT_COLUMNS, adding null ones a loader did not set, with fixed types."""
-    types = {"raw": "string", "source_file": "string", "user_id": "bigint", "item_id": "bigint",
-             "ts": "bigint", "behavior": "string", "label": "int", "value": "double",
-             "category_id": "bigint", "reason": "string"}
     return df.select(*[
-        (F.col(c) if c in df.columns else F.lit(None)).cast(types[c]).alias(c) for c in RAW_EVENT_COLUMNS
+        (F.col(c) if c in df.columns else F.lit(None)).cast(_RAW_EVENT_TYPES[c]).alias(c) for c in RAW_EVENT_COLUMNS
     ])

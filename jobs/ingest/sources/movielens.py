@@ -14,8 +14,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.ingest.sources.common import (ParsedSource, SourceError, field, first_reason, id_reason, raw_event_frame,
-                                        read_lines, require_files, to_double, to_long)
+from jobs.ingest.sources.common import (ParsedSource, SourceError, field, first_reason, id_reason, non_finite,
+                                        raw_event_frame, read_lines, require_files, to_double, to_id, to_long)
 from r2led_model.config import MovieLensSourceConfig
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
@@ -45,7 +45,7 @@ def load_movielens(spark: SparkSession, config: MovieLensSourceConfig) -> Parsed
     lines = read_lines(spark, [inter_file], header=INTER_HEADER)
     parts = F.split("raw", "\t", -1)
     user_t, item_t, rating_t, ts_t = (field(parts, i) for i in range(4))
-    user, item, rating = to_long(user_t), to_long(item_t), to_double(rating_t)
+    user, item, rating = to_id(user_t), to_id(item_t), to_double(rating_t)
     # Timestamps are typed float in the header but written as integers; a float that does not fit
     # a long (NaN, 1e30) must become a reject, not a cast overflow that stops the job.
     ts_float = to_double(ts_t)
@@ -56,7 +56,7 @@ def load_movielens(spark: SparkSession, config: MovieLensSourceConfig) -> Parsed
         id_reason(item_t, item, "item_id"),
         F.when(ts_t.isNull(), F.lit("missing_timestamp")).when(ts.isNull(), F.lit("bad_timestamp")),
         F.when(rating_t.isNull(), F.lit("missing_value"))
-        .when(rating.isNull() | (rating < 0) | (rating > 5), F.lit("bad_value")),
+        .when(rating.isNull() | non_finite(rating) | (rating < 0) | (rating > 5), F.lit("bad_value")),
     )
     events = raw_event_frame(lines.select(
         "raw", "source_file", user.alias("user_id"), item.alias("item_id"), ts.alias("ts"),
@@ -68,7 +68,7 @@ def load_movielens(spark: SparkSession, config: MovieLensSourceConfig) -> Parsed
     item_lines = read_lines(spark, [item_file], header=ITEM_HEADER)
     iparts = F.split("raw", "\t", -1)
     id_t, title, year, genres = (field(iparts, i) for i in range(4))
-    item_id = to_long(id_t)
+    item_id = to_id(id_t)
     genre_list = F.split(F.coalesce(genres, F.lit("")), " ")
     first_genre = F.get(genre_list, 0)
     genre_index = F.array_position(F.array(*[F.lit(g) for g in GENRES]), first_genre)

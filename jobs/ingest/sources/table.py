@@ -14,11 +14,17 @@ keeps its own column names and types. Each row of the table is one event row (RA
 
 Bad rows get the reasons every source uses (missing_/bad_user_id, missing_/bad_item_id,
 missing_/bad_timestamp, missing_behavior, missing_/bad_label, missing_/bad_value,
-bad_category_id); `jobs.ingest.ingest` adds the shared checks. A daily read (`day`) reads one partition
-when `partition_column` is set (a partition filter Spark pushes into the scan) and otherwise
-filters on the timestamp column, written as comparisons of the column itself so that Delta and
-Parquet skip the files whose statistics lie outside the day. Rows without a usable timestamp
-belong to no day: a whole read (`r2led ingest` without `--date`, a first run's catch-up) rejects them.
+bad_category_id); `jobs.ingest.ingest` adds the shared checks. An id may be written as an integral
+decimal (123.0, a float column's way); 123.5 is a bad id. NaN and ±Infinity are a `bad_value`.
+
+A daily read (`day`) reads one partition when `partition_column` is set (a partition filter Spark
+pushes into the scan): the partition is the day's batch. Without it, each row's timestamp says its
+day, and the read takes every row dated up to the end of the day plus the rows without a usable
+timestamp (a filter on the column itself, so Delta and Parquet skip the files wholly after the
+day): `jobs.ingest.ingest` accepts the day's rows, rejects the unusable ones, and only accounts
+for the rows of earlier days (stored by their own day's run, or late: left for a backfill of their
+day), so nothing read goes uncounted. Finding late rows takes reading the earlier days; a
+`partition_column` keeps a daily read to one partition.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.ingest.sources.common import ParsedSource, SourceError, first_reason, raw_event_frame, string_id
+from jobs.ingest.sources.common import (ParsedSource, SourceError, first_reason, integral, non_finite, raw_event_frame,
+                                        string_id, to_id)
 from jobs.runtime.dates import parse_day
 from r2led_model.config import TableItemsConfig, TableSourceConfig, template_fields
 
@@ -49,17 +56,22 @@ def load_table(spark: SparkSession, config: TableSourceConfig, day: str | None =
     mapping = {key: getattr(config.columns, key)
                for key in ("user", "item", "timestamp", "behavior", "label", "value", "category")}
     _require_columns(table, {f"columns.{k}": v for k, v in mapping.items() if v}, "source.table", config)
+    day_input = None
     if day is not None:
         day = parse_day(day)  # it becomes a filter literal: never unchecked text
         table = table.where(_day_filter(table, config, day))
+        if config.partition_column:
+            day_input = f"{config.name or config.path} ({config.partition_column} = {day})"
     events = _parse_events(table, config)
     files = (_identity(spark, config.path, config.name),)
     items = items_rejected = None
     if config.items is not None:
         items, items_rejected = _parse_items(spark, config.items, ids=config.ids)
         files += (_identity(spark, config.items.path, config.items.name),)
+    by_partition = day is not None and config.partition_column is not None
     return ParsedSource(name="table", events=events, items=items, items_rejected=items_rejected, files=files,
-                        read_by_day=day is not None)
+                        read_by_day=by_partition, reads_until_day=day is not None and not by_partition,
+                        day_input=day_input)
 
 
 def read_table(spark: SparkSession, *, path: str | None, name: str | None, format: str,
@@ -135,7 +147,12 @@ def _id(column: Column, dtype: T.DataType, *, ids: str, name: str) -> tuple[Colu
     text = _text(column)
     if ids == "string":
         return F.when(text.isNotNull(), string_id(text)), F.when(text.isNull(), F.lit(f"missing_{name}"))
-    parsed = column.cast("bigint") if isinstance(dtype, T.IntegralType) else text.try_cast("bigint")
+    if isinstance(dtype, T.IntegralType):
+        parsed = column.cast("bigint")
+    elif isinstance(dtype, T.FractionalType):
+        parsed = integral(column)  # 123.0 is the id 123 (a float column written by pandas); 123.5 is bad
+    else:
+        parsed = to_id(text)
     reason = (F.when(text.isNull(), F.lit(f"missing_{name}"))
               .when(parsed.isNull() | (parsed < 0), F.lit(f"bad_{name}")))
     return parsed, reason
@@ -182,10 +199,10 @@ def _label(column: Column, dtype: T.DataType) -> tuple[Column, Column]:
 
 
 def _number(column: Column, dtype: T.DataType) -> tuple[Column, Column]:
-    """A double, and 'bad_value' for text that is not a number."""
+    """A double, and 'bad_value' for text that is not a number or for NaN / ±Infinity."""
     text = _text(column)
     value = column.cast("double") if isinstance(dtype, T.NumericType) else text.try_cast("double")
-    return value, F.when(text.isNotNull() & value.isNull(), F.lit("bad_value"))
+    return value, F.when(text.isNotNull() & (value.isNull() | non_finite(value)), F.lit("bad_value"))
 
 
 def _path_text(column: Column, dtype: T.DataType) -> Column:
@@ -201,12 +218,16 @@ def _category(column: Column, dtype: T.DataType, bad: str) -> tuple[Column, Colu
     if isinstance(dtype, T.IntegralType):
         parsed = column.cast("bigint")
         return parsed, F.when(parsed < 0, F.lit(bad))
+    if isinstance(dtype, T.FractionalType):  # a numeric id stored as a float: 12.0 is 12
+        parsed = integral(column)
+        return parsed, F.when(column.isNotNull() & (parsed.isNull() | (parsed < 0)), F.lit(bad))
     text = _path_text(column, dtype)
     return F.when(text.isNotNull(), string_id(text)), F.lit(None)
 
 
 def _day_filter(df: DataFrame, config: TableSourceConfig, day: str) -> Column:
-    """Only `day`'s rows, as a predicate Spark can push into the scan."""
+    """What a daily read of `day` reads, as a predicate Spark can push into the scan: the day's
+    partition, or without one the rows up to the day's end and those without a usable timestamp."""
     schema = {f.name: f.dataType for f in df.schema.fields}
     if config.partition_column:
         partition = config.partition_column
@@ -217,25 +238,29 @@ def _day_filter(df: DataFrame, config: TableSourceConfig, day: str) -> Column:
         literal = F.to_date(F.lit(day)) if isinstance(dtype, T.DateType) else F.lit(day)
         log.info("source.table: daily read of partition %s = %s", partition, day)
         return _col(partition) == literal
+    # No partition: each row's timestamp says its day. Every row up to the day's end is read (an
+    # earlier day's row is late or stored already: ingest accounts for it) and every row without a
+    # usable timestamp (a reject); only the files wholly after the day are skipped.
     column, dtype = _col(config.columns.timestamp), schema[config.columns.timestamp]
     _check_timestamp_type(dtype, config)
-    start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc)
-    end = start + dt.timedelta(days=1)
-    low, high = int(start.timestamp()), int(end.timestamp())
-    log.info("source.table: daily read of %s in [%s, %s)", config.columns.timestamp, start, end)
+    end = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
+    high = int(end.timestamp())
+    log.info("source.table: daily read of the rows with %s before %s, and those without a usable timestamp",
+             config.columns.timestamp, end)
     if isinstance(dtype, T.DateType):
-        return column == F.to_date(F.lit(day))
+        return column.isNull() | (column < F.to_date(F.lit(end.date().isoformat())))
     if isinstance(dtype, T.TimestampType):
-        return (column >= F.timestamp_seconds(F.lit(low))) & (column < F.timestamp_seconds(F.lit(high)))
+        return column.isNull() | (column < F.timestamp_seconds(F.lit(high)))
     if isinstance(dtype, T.TimestampNTZType):
-        return ((column >= F.lit(start.replace(tzinfo=None)).cast("timestamp_ntz"))
-                & (column < F.lit(end.replace(tzinfo=None)).cast("timestamp_ntz")))
+        return column.isNull() | (column < F.lit(end.replace(tzinfo=None)).cast("timestamp_ntz"))
     if isinstance(dtype, T.NumericType):
         scale = 1000 if config.columns.timestamp_unit == "milliseconds" else 1
-        return (column >= F.lit(low * scale)) & (column < F.lit(high * scale))
+        # Past the bound (NaN included: Spark orders it above every number) a value is no time at all.
+        # Integer literals: a long column compared with a double is cast, and no file is skipped.
+        return column.isNull() | (column < F.lit(high * scale)) | (column >= F.lit(int(_MAX_ABS_SECONDS) * scale))
     # Text: only the parsed time can say (no statistics to skip by).
     seconds = _epoch_seconds(column, dtype, config.columns.timestamp_unit, config.columns.timestamp_format)
-    return (seconds >= low) & (seconds < high)
+    return seconds.isNull() | (seconds < high)
 
 
 # ---- the two tables --------------------------------------------------------------------------

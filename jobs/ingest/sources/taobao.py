@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.ingest.sources.common import (ParsedSource, field, first_reason, id_reason, raw_event_frame, read_lines,
-                                        require_files, to_long)
+                                        require_files, to_id, to_long)
 from r2led_model.config import TaobaoSourceConfig
 
 
@@ -23,7 +23,7 @@ def parse_user_behavior_csv(spark: SparkSession, paths: Sequence[str], *, with_l
     parts = F.split("raw", ",", -1)
     fields = 6 if with_label else 5
     user_t, item_t, cat_t, behavior_t, ts_t = (field(parts, i) for i in range(5))
-    user, item, category, ts = to_long(user_t), to_long(item_t), to_long(cat_t), to_long(ts_t)
+    user, item, category, ts = to_id(user_t), to_id(item_t), to_id(cat_t), to_long(ts_t)
     checks = [
         F.when(F.size(parts) != fields, F.lit("wrong_field_count")),
         id_reason(user_t, user, "user_id"),

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.ingest.sources.common import (ParsedSource, field, first_reason, id_reason, raw_event_frame, read_lines,
-                                        require_files, to_long)
+                                        require_files, to_id)
 from r2led_model.config import TmallSourceConfig
 
 HEADER = "user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type"
@@ -23,7 +23,7 @@ def load_tmall(spark: SparkSession, config: TmallSourceConfig) -> ParsedSource:
     lines = read_lines(spark, files, header=HEADER)
     parts = F.split("raw", ",", -1)
     user_t, item_t, cat_t, _seller, _brand, day_t, action_t = (field(parts, i) for i in range(7))
-    user, item, category = to_long(user_t), to_long(item_t), to_long(cat_t)
+    user, item, category = to_id(user_t), to_id(item_t), to_id(cat_t)
     # try_to_timestamp gives null for 1301 or 0230 instead of failing the job.
     day = F.expr(f"try_to_timestamp(concat('{config.year:04d}', lpad(`time_stamp`, 4, '0')), 'yyyyMMdd')")
     lines = lines.withColumn("time_stamp", day_t)
