@@ -25,7 +25,7 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs.runtime import faults
+from jobs.runtime import commit_guard, faults
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
 from jobs.training.training_data import TrainingData, training_data
@@ -148,6 +148,7 @@ def _move_champion(config: Config, name: str, version: str, *, expected: str | N
     """
     from r2led_model.mlflow_model import model_version, set_alias
 
+    commit_guard.before_commit("the champion alias move")  # a run that lost the run lock moves nothing
     now = model_version(config.mlflow, name, alias=CHAMPION)
     found = now.version if now else None
     if found != expected:
