@@ -166,13 +166,18 @@ class Codebook:
         # Through a buffer: np.savez would append ".npz" to a path that lacks it.
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        # Atomic: a crash mid-write leaves a stray temporary file, never a truncated codebook under its name.
+        # Atomic: never a truncated codebook under its name; a failed write (a full disk) removes its
+        # temporary file (only a killed process can leave one behind).
         staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(staging, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, path)
+        try:
+            with open(staging, "wb") as handle:
+                handle.write(buffer.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staging, path)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod

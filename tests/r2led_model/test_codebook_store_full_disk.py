@@ -90,3 +90,14 @@ def test_a_full_disk_while_the_pointer_is_written_keeps_the_previous_one(tmp_pat
     assert (tmp_path / "current.json").read_text() == pointer
     assert codebook_store.load(tmp_path).version == first.version
     assert codebook_store.load(tmp_path, second.version).version == second.version
+
+
+def test_a_full_disk_while_a_codebook_is_saved_directly_leaves_no_temporary_file(tmp_path, monkeypatch):
+    target = tmp_path / "models" / "cb.npz"
+    codebook(0).save(target)
+    saved = target.read_bytes()
+    monkeypatch.setattr(codebook_module, "open", FullDisk(room=100).open, raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        codebook(1).save(target)
+    monkeypatch.undo()
+    assert store_files(tmp_path / "models") == ["cb.npz"] and target.read_bytes() == saved
