@@ -111,7 +111,8 @@ def test_a_missing_partition_and_a_whole_file_without_the_day_are_empty_days(spa
 
 SCHEMA = "u long, i long, t long"
 DAY_ROWS = [(u, 10, at(D, u)) for u in range(1, 7)]  # six good rows of D
-NO_TIME = [(7, 10, None), (8, 10, None), (9, 10, 10**14), (10, 10, 10**14 + 1)]  # missing / bad timestamps
+# Rows no day's read would reach: missing or bad timestamps, and one after ingest.max_date (2100-01-01).
+UNUSABLE = [(7, 10, None), (8, 10, None), (9, 10, 10**14), (10, 10, 10**14 + 1), (13, 10, at("2101-01-01"))]
 LATE = [(11, 10, at(BEFORE, 20))]  # a row of the day before, appended with D's rows
 NEXT = [(12, 10, at(AFTER))]
 
@@ -129,29 +130,30 @@ def test_a_table_without_partition_column_accounts_for_every_row_and_reports_lat
     store = TableStore(spark, config().tables)
     append([(21, 10, at(BEFORE, 1)), (22, 10, at(BEFORE, 2))])
     assert ingest.ingest_day(spark, config(), BEFORE).events_inserted == 2
-    append(DAY_ROWS + NO_TIME + LATE + NEXT)
+    append(DAY_ROWS + UNUSABLE + LATE + NEXT)
 
-    # Four of D's ten rows have no usable timestamp: 40% rejected, more than the 10% a feed may break.
-    with pytest.raises(ingest.IngestRejectedError, match=r"4 of 10 rows rejected \(40\.0%\)"):
+    # Five of the eleven rows D's read owns are unusable: 45% rejected, more than a feed may break (10%).
+    with pytest.raises(ingest.IngestRejectedError, match=r"5 of 11 rows rejected \(45\.5%\)"):
         ingest.ingest_day(spark, config(), D)
     assert sorted(r["reason"] for r in store.read("events_rejected").collect()) == (
-        ["bad_timestamp"] * 2 + ["missing_timestamp"] * 2)
+        ["bad_timestamp"] * 2 + ["impossible_timestamp"] + ["missing_timestamp"] * 2)
 
     with caplog.at_level(logging.WARNING):
         result = ingest.ingest_day(spark, config(LENIENT), D)
-    assert result.rejected_by_reason == {"missing_timestamp": 2, "bad_timestamp": 2}  # a re-run of D: still D's
+    # A re-run of D: the rejects D's run recorded are still D's.
+    assert result.rejected_by_reason == {"missing_timestamp": 2, "bad_timestamp": 2, "impossible_timestamp": 1}
     assert (result.rows_accepted, result.events_inserted, result.rows_deferred) == (6, 6, 0)
     assert result.late_rows_by_day == {BEFORE: 1} and result.late_rows_not_ingested == 1
     assert result.rows_stored_earlier == 2  # the day before's two events
-    assert result.rows_read == 13 == accounted(result)  # every row up to D's end; the 20th's is not read
+    assert result.rows_read == 14 == accounted(result)  # every row but the 20th's
     assert f"late rows of {BEFORE} (1)" in warnings_of(caplog) and "--backfill" in warnings_of(caplog)
     assert "late, not ingested" in result.summary() and "stored earlier" in result.summary()
 
     # The next day meets the same rejects: recorded by D's run, they count there, so this day is clean.
     nxt = ingest.ingest_day(spark, config(), AFTER)
     assert (nxt.rows_accepted, nxt.events_inserted, nxt.rows_rejected) == (1, 1, 0)
-    assert nxt.rows_stored_earlier == 2 + 6 + 4 and nxt.late_rows_by_day == {BEFORE: 1}
-    assert nxt.rows_read == 14 == accounted(nxt)
+    assert nxt.rows_stored_earlier == 2 + 6 + 5 and nxt.late_rows_by_day == {BEFORE: 1}
+    assert nxt.rows_read == 15 == accounted(nxt)
 
     # A backfill of the late row's day takes it; then nothing is late any more.
     back = ingest.ingest_day(spark, config(), BEFORE)

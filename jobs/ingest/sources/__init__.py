@@ -36,7 +36,10 @@ def load_source(spark: SparkSession, config: Config, day: str | None = None) -> 
     if kind == "table":
         from jobs.ingest.sources.table import load_table
 
-        return load_table(spark, config.source.table, day=day)
+        from r2led_model.config import parse_utc_timestamp
+
+        return load_table(spark, config.source.table, day=day,
+                          impossible_from=parse_utc_timestamp(config.ingest.max_date))
     raise SourceError(f"source.kind: no loader for {kind!r}")
 
 

@@ -19,12 +19,13 @@ decimal (123.0, a float column's way); 123.5 is a bad id. NaN and ±Infinity are
 
 A daily read (`day`) reads one partition when `partition_column` is set (a partition filter Spark
 pushes into the scan): the partition is the day's batch. Without it, each row's timestamp says its
-day, and the read takes every row dated up to the end of the day plus the rows without a usable
-timestamp (a filter on the column itself, so Delta and Parquet skip the files wholly after the
-day): `jobs.ingest.ingest` accepts the day's rows, rejects the unusable ones, and only accounts
-for the rows of earlier days (stored by their own day's run, or late: left for a backfill of their
-day), so nothing read goes uncounted. Finding late rows takes reading the earlier days; a
-`partition_column` keeps a daily read to one partition.
+day, and the read takes every row dated up to the end of the day plus the rows no daily read would
+otherwise reach: without a usable timestamp, or dated at or after `ingest.max_date` (a filter on
+the column itself, so Delta and Parquet skip the files wholly between the two). `jobs.ingest.ingest`
+accepts the day's rows, rejects the unusable ones, and only accounts for the rows of earlier days
+(stored by their own day's run, or late: left for a backfill of their day), so nothing read goes
+uncounted. Finding late rows takes reading the earlier days; a `partition_column` keeps a daily
+read to one partition.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ _MAX_ABS_SECONDS = 1e13
 _TIME_TYPES = (T.TimestampType, T.TimestampNTZType, T.DateType)
 
 
-def load_table(spark: SparkSession, config: TableSourceConfig, day: str | None = None) -> ParsedSource:
-    """The mapped events (with `day`, only that day's) and the items table, if configured."""
+def load_table(spark: SparkSession, config: TableSourceConfig, day: str | None = None, *,
+               impossible_from: int | None = None) -> ParsedSource:
+    """The mapped events (with `day`, what a daily read reads: see the module docstring) and the
+    items table, if configured. `impossible_from`: epoch seconds from which a time is impossible
+    (ingest.max_date); a daily read without a partition column reads those rows too, to reject them."""
     table = read_table(spark, path=config.path, name=config.name, format=config.format,
                        options=config.options, what="source.table")
     mapping = {key: getattr(config.columns, key)
@@ -59,7 +63,8 @@ def load_table(spark: SparkSession, config: TableSourceConfig, day: str | None =
     day_input = None
     if day is not None:
         day = parse_day(day)  # it becomes a filter literal: never unchecked text
-        table = table.where(_day_filter(table, config, day))
+        table = table.where(_day_filter(table, config, day, int(_MAX_ABS_SECONDS) if impossible_from is None
+                                        else impossible_from))
         if config.partition_column:
             day_input = f"{config.name or config.path} ({config.partition_column} = {day})"
     events = _parse_events(table, config)
@@ -225,9 +230,9 @@ def _category(column: Column, dtype: T.DataType, bad: str) -> tuple[Column, Colu
     return F.when(text.isNotNull(), string_id(text)), F.lit(None)
 
 
-def _day_filter(df: DataFrame, config: TableSourceConfig, day: str) -> Column:
+def _day_filter(df: DataFrame, config: TableSourceConfig, day: str, impossible_from: int) -> Column:
     """What a daily read of `day` reads, as a predicate Spark can push into the scan: the day's
-    partition, or without one the rows up to the day's end and those without a usable timestamp."""
+    partition, or without one the rows up to the day's end and those no daily read would reach."""
     schema = {f.name: f.dataType for f in df.schema.fields}
     if config.partition_column:
         partition = config.partition_column
@@ -239,28 +244,35 @@ def _day_filter(df: DataFrame, config: TableSourceConfig, day: str) -> Column:
         log.info("source.table: daily read of partition %s = %s", partition, day)
         return _col(partition) == literal
     # No partition: each row's timestamp says its day. Every row up to the day's end is read (an
-    # earlier day's row is late or stored already: ingest accounts for it) and every row without a
-    # usable timestamp (a reject); only the files wholly after the day are skipped.
+    # earlier day's row is late or stored already: ingest accounts for it), and every row that no
+    # day will ever read: without a usable timestamp, or at or after `impossible_from`
+    # (ingest.max_date), both rejects. Only the files wholly between the two are skipped.
     column, dtype = _col(config.columns.timestamp), schema[config.columns.timestamp]
     _check_timestamp_type(dtype, config)
     end = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
     high = int(end.timestamp())
-    log.info("source.table: daily read of the rows with %s before %s, and those without a usable timestamp",
-             config.columns.timestamp, end)
+    never = min(int(_MAX_ABS_SECONDS), impossible_from)
+    log.info("source.table: daily read of the rows with %s before %s, and those no day reads", config.columns.timestamp,
+             end)
     if isinstance(dtype, T.DateType):
-        return column.isNull() | (column < F.to_date(F.lit(end.date().isoformat())))
+        never_day = dt.datetime.fromtimestamp(never, dt.timezone.utc).date() + dt.timedelta(days=1)
+        return (column.isNull() | (column < F.to_date(F.lit(end.date().isoformat())))
+                | (column >= F.to_date(F.lit(never_day.isoformat()))))
     if isinstance(dtype, T.TimestampType):
-        return column.isNull() | (column < F.timestamp_seconds(F.lit(high)))
+        return (column.isNull() | (column < F.timestamp_seconds(F.lit(high)))
+                | (column >= F.timestamp_seconds(F.lit(never))))
     if isinstance(dtype, T.TimestampNTZType):
-        return column.isNull() | (column < F.lit(end.replace(tzinfo=None)).cast("timestamp_ntz"))
+        naive = dt.datetime.fromtimestamp(never, dt.timezone.utc).replace(tzinfo=None)
+        return (column.isNull() | (column < F.lit(end.replace(tzinfo=None)).cast("timestamp_ntz"))
+                | (column >= F.lit(naive).cast("timestamp_ntz")))
     if isinstance(dtype, T.NumericType):
         scale = 1000 if config.columns.timestamp_unit == "milliseconds" else 1
-        # Past the bound (NaN included: Spark orders it above every number) a value is no time at all.
-        # Integer literals: a long column compared with a double is cast, and no file is skipped.
-        return column.isNull() | (column < F.lit(high * scale)) | (column >= F.lit(int(_MAX_ABS_SECONDS) * scale))
+        # NaN is read too: Spark orders it above every number. Integer literals: a long column
+        # compared with a double is cast, and then no file is skipped.
+        return column.isNull() | (column < F.lit(high * scale)) | (column >= F.lit(never * scale))
     # Text: only the parsed time can say (no statistics to skip by).
     seconds = _epoch_seconds(column, dtype, config.columns.timestamp_unit, config.columns.timestamp_format)
-    return seconds.isNull() | (seconds < high)
+    return seconds.isNull() | (seconds < high) | (seconds >= never)
 
 
 # ---- the two tables --------------------------------------------------------------------------
