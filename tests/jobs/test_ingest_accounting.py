@@ -161,6 +161,11 @@ def test_a_table_without_partition_column_accounts_for_every_row_and_reports_lat
     assert store.read("events").count() == 2 + 6 + 1 + 1
     assert ingest.ingest_day(spark, config(), AFTER).late_rows_by_day == {}
 
+    # A day without a row of its own is an empty day, though every earlier row is read and counted.
+    quiet = ingest.ingest_day(spark, config(), "2024-01-21")
+    assert quiet.empty_day and (quiet.rows_accepted, quiet.rows_rejected, quiet.late_rows_not_ingested) == (0, 0, 0)
+    assert quiet.rows_read == quiet.rows_stored_earlier == 3 + 6 + 5 + 1
+
 
 # ------------------------------------------------------------------------------------------------
 # c, d. Unknown items and a catalogue that lists an item twice
