@@ -191,8 +191,17 @@ def _build_training_set(ctx: RunContext) -> StageOutcome:
 def _train(ctx: RunContext) -> StageOutcome:
     from jobs.training.train import train
 
+    counts = {r["split"]: int(r["count"]) for r in
+              ctx.store.read("training_examples").groupBy("split").count().collect()}
+    empty = [split for split in ("train", "valid", "test") if not counts.get(split)]
+    if empty:
+        # Quiet days in the rolling window: a challenger could not be validated or compared with the
+        # champion on the same test rows. The champion stays, and scores the day.
+        log.warning("%s: no training examples in split(s) %s (quiet days in the rolling window): no challenger "
+                    "is trained tonight", ctx.day, ", ".join(empty))
+        return StageOutcome(counts.get("train", 0), 0, {"action": "not trained", "empty_splits": empty})
     result = train(ctx.spark, ctx.config, run_tags={"pipeline_date": ctx.day})
-    train_rows = ctx.store.read("training_examples").where(F.col("split") == "train").count()
+    train_rows = counts["train"]
     return StageOutcome(train_rows, 1, {"model_version": result.version, "run_id": result.run_id,
                                **{f"test_{k}": v for k, v in result.test.items() if k != "n"}})
 
@@ -200,9 +209,10 @@ def _train(ctx: RunContext) -> StageOutcome:
 def _promote(ctx: RunContext) -> StageOutcome:
     from jobs.registry.promote import promote
 
-    trained = ctx.ledger.get("train")
-    version = json.loads(trained["detail"])["model_version"] if trained else None
-    decision = promote(ctx.spark, ctx.config, version=version)
+    trained = json.loads(ctx.ledger["train"]["detail"] or "{}") if "train" in ctx.ledger else {}
+    if trained.get("action") == "not trained":
+        return StageOutcome(0, 0, {"action": "no challenger", "promoted": False})
+    decision = promote(ctx.spark, ctx.config, version=trained.get("model_version"))
     return StageOutcome(1, int(decision.promoted),
                         {"challenger": decision.challenger_version, "champion_before": decision.champion_version,
                          "promoted": decision.promoted, "reason": decision.reason[:300]})
@@ -510,6 +520,10 @@ def _note(report: StageReport) -> str:
         return f"{counts}; catch-up: every day up to the date" if d.get("catch_up") else counts
     if report.stage == "ingest" and d.get("catch_up"):
         return "catch-up: every day up to the date"
+    if report.stage == "train" and d.get("action") == "not trained":
+        return f"not trained: no examples in split(s) {', '.join(d['empty_splits'])} (quiet days); the champion stays"
+    if report.stage == "promote" and d.get("action") == "no challenger":
+        return "no challenger tonight"
     if "action" in d:
         return f"{d['action']} {d.get('codebook_version') or d.get('collab_version')}"
     if report.stage == "train" and "model_version" in d:
