@@ -13,7 +13,7 @@ export JAVA_HOME
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: run test setup bench-sequences clean-workspace
+.PHONY: run test test-fast setup bench-sequences clean-workspace
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The edit loop's tier (about a minute): the library (no Spark) and the argument checks.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/r2led_model tests/jobs/test_dates.py tests/jobs/test_schedules.py
 
 bench-sequences: $(STAMP)
 	$(BIN)/r2led benchmark sequences --env $(ENV)
