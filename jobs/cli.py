@@ -46,7 +46,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: r2led <command> [--env ENV] [--config FILE] [--set key=value ...] [options]", "", "commands:"]
+    lines = ["usage: r2led <command> [--env ENV] [--config FILE] [--set key=value ...] [options]",
+             "       r2led --version", "", "commands:"]
     lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
     lines += [f"  report {name:<15} {text}" for name, (_, text) in REPORTS.items()]
     lines += [f"  benchmark {name:<12} {text}" for name, (_, text) in BENCHMARKS.items()]
@@ -56,11 +57,24 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _version() -> str:
+    """The installed package's version (a source tree that is not installed has none to report)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("r2led")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"r2led {_version()}")
+        return 0
     command, rest = args[0], args[1:]
     table = COMMANDS
     groups = {"benchmark": BENCHMARKS, "report": REPORTS}

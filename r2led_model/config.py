@@ -664,8 +664,9 @@ class ModelConfig:
     a value in another model's section would be silently unread, so it is an error (`check`).
     """
 
-    # A name from r2led_model.models.MODELS: r2led, din, din_long, sim_hard, sim_soft, eta, sdim, twin.
-    name: str = "r2led"
+    # A model of r2led_model.models.MODELS (which asserts it has exactly these): an unknown name is
+    # refused at load, before a session starts.
+    name: Literal["r2led", "din", "din_long", "sim_hard", "sim_soft", "eta", "sdim", "twin"] = "r2led"
     embedding_dim: int = 16
     attention_heads: int = 2
     mlp_dims: tuple[int, ...] = (128, 64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 from torch import nn
 
 from r2led_model.config import ModelConfig
@@ -24,6 +26,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "sdim": SDIM,
     "twin": TWIN,
 }
+assert set(MODELS) == set(typing.get_args(typing.get_type_hints(ModelConfig)["name"])), \
+    "model.name's allowed values in the config schema are exactly the registered models"
 
 
 def build_model(name: str, *, spec: FeatureSpec, config: ModelConfig) -> nn.Module:

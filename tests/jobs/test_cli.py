@@ -95,6 +95,7 @@ def test_config_errors_exit_2_and_name_the_key(capsys, tmp_path):
     ("codebook.batch_size=0", "codebook.batch_size: must be >= 1, got 0"),
     ("training.learning_rate=.inf", "training.learning_rate: expected a finite number, got inf"),
     ("model.mlp_dims=[32, -1]", "model.mlp_dims[1]: must be >= 1, got -1"),
+    ("model.name=transformer", "model.name: 'transformer' is not one of 'r2led', 'din', 'din_long'"),
 ])
 def test_a_number_out_of_range_exits_2_before_spark_starts(capsys, tmp_path, override, message):
     from pyspark.sql import SparkSession
@@ -106,6 +107,13 @@ def test_a_number_out_of_range_exits_2_before_spark_starts(capsys, tmp_path, ove
     assert "resolved config" not in captured.out
     assert SparkSession.getActiveSession() is active  # no session was started for it
     assert not (tmp_path / "tables").exists()
+
+
+def test_version_prints_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"r2led {version('r2led')}"
 
 
 def test_a_config_file_with_a_key_twice_or_no_key_exits_2_naming_it(capsys, tmp_path):
