@@ -133,6 +133,62 @@ def load_bundle() -> tuple[dict, dict[Path, dict]]:
     return root, {p: yaml.safe_load(p.read_text()) for p in included}
 
 
+def target_variables(target: str, given: dict[str, str] | None = None) -> dict[str, object]:
+    """The bundle's variables as `databricks bundle deploy -t <target> --var k=v` resolves them: `given`
+    (`--var`) over the target's values over the defaults, `${var.x}` inside a value resolved; a variable
+    left without a value is an error, as the CLI makes it."""
+    root, _ = load_bundle()
+    declared = root["variables"]
+    overrides = root["targets"][target].get("variables", {})
+    values = {name: v["default"] for name, v in declared.items() if "default" in v}
+    values.update(overrides)
+    values.update(given or {})
+    missing = set(declared) - set(values)
+    assert not missing, f"target {target}: no value assigned to required variable(s) {sorted(missing)}"
+    assert set(overrides) <= set(declared), set(overrides) - set(declared)
+
+    def resolve(value: object, seen: tuple[str, ...] = ()) -> object:
+        if not isinstance(value, str):
+            return value
+
+        def one(m: re.Match) -> str:
+            assert m.group(1) not in seen, f"variable cycle through {m.group(1)}"
+            return str(resolve(values[m.group(1)], (*seen, m.group(1))))
+
+        whole = re.fullmatch(r"\$\{var\.(\w+)\}", value)
+        if whole and not isinstance(values[whole.group(1)], str):
+            return values[whole.group(1)]  # a complex variable, referenced whole
+        return re.sub(r"\$\{var\.(\w+)\}", one, value)
+
+    return {name: resolve(value) for name, value in values.items()}
+
+
+def resolved_job(target: str, given: dict[str, str] | None = None) -> dict:
+    """The nightly job with the target's variables filled in (Databricks' own {{...}} references left as they are)."""
+    variables = target_variables(target, given)
+    _, resources = load_bundle()
+    (job,) = [job for doc in resources.values() for key, job in doc["resources"]["jobs"].items()
+              if key == "r2led_nightly"]
+
+    def fill(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: fill(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v) for v in node]
+        if isinstance(node, str):
+            whole = re.fullmatch(r"\$\{var\.(\w+)\}", node)
+            if whole:
+                return variables[whole.group(1)]
+            return re.sub(r"\$\{var\.(\w+)\}", lambda m: str(variables[m.group(1)]), node)
+        return node
+
+    return fill(job)
+
+
+# Prod has no default service principal: every prod command names one, as here.
+PROD_VARS = {"service_principal": "00000000-0000-0000-0000-000000000000"}
+
+
 def nightly_tasks() -> tuple[Path, list[dict]]:
     _, resources = load_bundle()
     found = [(path, job) for path, doc in resources.items() for key, job in doc["resources"]["jobs"].items()
@@ -199,22 +255,91 @@ def test_nightly_tasks_form_a_dag_of_real_commands_in_pipeline_order():
         assert any(lib.get("whl", "").endswith("dist/*.whl") for lib in task["libraries"])
 
 
-def test_wheel_entry_point_and_parameters_resolve_to_a_valid_config():
+def task_configs(job: dict) -> dict[str, object]:
+    """Each task's resolved Config: a wheel task's `--env`/`--set` parameters, a notebook task's
+    `env`/`overrides` widgets, loaded as the job would load them."""
+    configs = {}
+    for task in job["tasks"]:
+        if "python_wheel_task" in task:
+            params = task["python_wheel_task"]["parameters"]
+            env = params[params.index("--env") + 1]
+            sets = [params[i + 1] for i, p in enumerate(params) if p == "--set"]
+        else:
+            widgets = task["notebook_task"]["base_parameters"]
+            env, sets = widgets["env"], parse_overrides(widgets["overrides"])
+        configs[task["task_key"]] = load_config(env, sets)
+    return configs
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_wheel_entry_point_and_parameters_resolve_to_a_valid_config(target):
     (entry,) = importlib.metadata.entry_points(group="console_scripts", name="r2led")
     assert entry.value == "jobs.cli:main"
+    job = resolved_job(target, PROD_VARS if target == "prod" else None)
+    schema = {"dev": "r2led_dev", "prod": "r2led"}[target]
+    assert all(t["python_wheel_task"]["entry_point"] == entry.name for t in job["tasks"] if "python_wheel_task" in t)
+    for key, config in task_configs(job).items():
+        assert (config.tables.backend, config.tables.catalog, config.tables.schema) == ("catalog", "main", schema), key
+
+
+def test_dev_and_prod_write_to_disjoint_models_experiments_and_volumes():
+    """A dev run can neither move prod's champion alias nor write prod's experiments, codebooks or checkpoints."""
+    where = {}
+    for target, given in {"dev": None, "prod": PROD_VARS}.items():
+        configs = task_configs(resolved_job(target, given))
+        places = {(c.tables.catalog, c.tables.schema, c.registry.model_name, c.mlflow.experiment_prefix,
+                   c.codebook.store_dir, c.training.checkpoint_dir) for c in configs.values()}
+        assert len(places) == 1, f"{target}: tasks disagree on where they write: {places}"  # incl. the notebook
+        where[target] = places.pop()
+    assert where["prod"] == ("main", "r2led", "main.r2led.r2led_ctr", "/Shared/r2led",
+                             "/Volumes/main/r2led/artifacts/codebooks", "/Volumes/main/r2led/artifacts/checkpoints")
+    assert where["dev"] == ("main", "r2led_dev", "main.r2led_dev.r2led_ctr", "/Shared/r2led_dev",
+                            "/Volumes/main/r2led_dev/artifacts/codebooks",
+                            "/Volumes/main/r2led_dev/artifacts/checkpoints")
+    dev, prod = where["dev"], where["prod"]
+    assert (dev[0], dev[1]) != (prod[0], prod[1])
+    for d, p in zip(dev[2:], prod[2:]):
+        assert d != p and not d.startswith(p + "/") and not p.startswith(d + "/"), (d, p)
+    # Prod's paths are the ones conf/databricks.yaml names, so the switch to variables moved nothing.
+    base = load_config("databricks", [])
+    assert prod[2:] == (base.registry.model_name, base.mlflow.experiment_prefix, base.codebook.store_dir,
+                        base.training.checkpoint_dir)
+
+
+def test_a_schema_given_on_the_command_line_moves_every_write_with_it():
+    config = task_configs(resolved_job("dev", {"schema": "r2led_alice"}))["train"]
+    assert (config.registry.model_name, config.mlflow.experiment_prefix, config.codebook.store_dir) == (
+        "main.r2led_alice.r2led_ctr", "/Shared/r2led_alice", "/Volumes/main/r2led_alice/artifacts/codebooks")
+
+
+def test_dev_schedule_is_paused_and_prod_runs_as_a_service_principal_with_its_own_alerts():
     root, _ = load_bundle()
-    defaults = {name: str(v["default"]) for name, v in root["variables"].items()}
+    dev, prod = resolved_job("dev"), resolved_job("prod", PROD_VARS)
+    assert dev["schedule"]["pause_status"] == "PAUSED"
+    assert prod["schedule"]["pause_status"] == "UNPAUSED"
+    assert dev["schedule"]["quartz_cron_expression"] == prod["schedule"]["quartz_cron_expression"]
+    # Failure emails are a list from a variable: empty unless the target (or --var) names addresses.
+    assert dev["email_notifications"]["on_failure"] == []
+    assert isinstance(prod["email_notifications"]["on_failure"], list)
+    mailed = resolved_job("prod", {**PROD_VARS, "failure_emails": ["oncall@example.com"]})
+    assert mailed["email_notifications"]["on_failure"] == ["oncall@example.com"]
+    # Prod runs as the service principal, which has no default: a prod deploy without one fails.
+    assert root["targets"]["prod"]["run_as"] == {"service_principal_name": "${var.service_principal}"}
+    assert target_variables("prod", PROD_VARS)["service_principal"] == PROD_VARS["service_principal"]
+    with pytest.raises(AssertionError, match="required variable.*service_principal"):
+        target_variables("prod")
+    assert "run_as" not in root["targets"]["dev"]
+
+
+def test_every_task_retries_after_a_pause():
+    """Retries are safe: each task is `pipeline --date D --until STAGE`, which skips the stages already done."""
     _, tasks = nightly_tasks()
     for task in tasks:
-        if "python_wheel_task" not in task:
-            continue
-        params = [re.sub(r"\$\{var\.(\w+)\}", lambda m: defaults[m.group(1)], p)
-                  for p in task["python_wheel_task"]["parameters"]]
-        assert task["python_wheel_task"]["entry_point"] == entry.name
-        env = params[params.index("--env") + 1]
-        sets = [params[i + 1] for i, p in enumerate(params) if p == "--set"]
-        config = load_config(env, sets)
-        assert (config.tables.backend, config.tables.catalog, config.tables.schema) == ("catalog", "main", "r2led")
+        assert task.get("max_retries", 0) >= 1, task["task_key"]
+        assert task.get("min_retry_interval_millis", 0) >= 60_000, task["task_key"]
+        if "python_wheel_task" in task:
+            params = task["python_wheel_task"]["parameters"]
+            assert params[0] == "pipeline" and "--until" in params and "--date" in params, task["task_key"]
 
 
 def test_notebook_tasks_point_at_existing_notebooks_with_the_standard_widgets():
@@ -225,8 +350,11 @@ def test_notebook_tasks_point_at_existing_notebooks_with_the_standard_widgets():
         notebook = (path.parent / task["notebook_task"]["notebook_path"]).resolve()
         assert notebook.is_file() and notebook in NOTEBOOKS
         assert {"env", "date", "overrides"} <= set(task["notebook_task"]["base_parameters"])
-        assert parse_overrides(task["notebook_task"]["base_parameters"]["overrides"]) == [
-            "tables.catalog=${var.catalog}", "tables.schema=${var.schema}"]
+    # A notebook task overrides the same keys, to the same values, as the wheel tasks.
+    params = next(t["python_wheel_task"]["parameters"] for t in tasks if "python_wheel_task" in t)
+    sets = [params[i + 1] for i, p in enumerate(params) if p == "--set"]
+    for task in notebook_tasks:
+        assert parse_overrides(task["notebook_task"]["base_parameters"]["overrides"]) == sets
     review = next(t for t in notebook_tasks if t["notebook_task"]["notebook_path"].endswith("05_review_promotion.py"))
     assert [d["task_key"] for d in review["depends_on"]] == ["promote"]
 
