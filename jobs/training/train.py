@@ -68,6 +68,19 @@ def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResu
     run.log_figure(loss_curves_figure(worker.history), "plots/loss_curves.png")
 
 
+def log_input_tables(store: TableStore, versions: dict[str, int | None]) -> None:
+    """The Delta tables a training run read, at the versions it read, as the active MLflow run's input
+    datasets (lineage a registry reader follows back to the tables): context "training", the version as
+    a tag (a path-based Delta source does not record it)."""
+    import mlflow
+
+    for table, version in sorted(versions.items()):
+        where = store.location(table)
+        located = {"table_name": where} if store.config.backend == "catalog" else {"path": where}
+        dataset = mlflow.data.load_delta(**located, version=version, name=table)
+        mlflow.log_input(dataset, context="training", tags={"delta_version": str(version)})
+
+
 def registered_for(config: Config, tags: Mapping[str, str]) -> TrainResult | None:
     """The registered version a finished training run with these tags produced, if any (a re-run of a
     dated pipeline reuses it instead of registering a duplicate)."""
@@ -123,6 +136,8 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
         truth = load_oracle_truth(spark, config)
         valid, _, _ = evaluate_split(job, task, "valid")
         test, test_labels, test_probs = evaluate_split(job, task, "test", truth)
+        log_input_tables(store, {"training_examples": data.versions.training_examples_version,
+                                 "item_index": data.versions.item_index_version})
         log_training_run(run, config, data, worker, valid, test, test_labels, test_probs,
                          history_logged=config.training.num_processes == 1)
         example = next(iter(make_feed(job, "test", shuffle=False).batches(0)))

@@ -3,6 +3,8 @@ synthetic world built by the real pipeline; plus a 2-process TorchDistributor ru
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 from pathlib import Path
 
@@ -58,6 +60,13 @@ def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spar
     assert [m.step for m in history] == list(range(len(history))) and len(history) >= 2
     assert {"config.yaml", "history.json", "plots/roc.png", "plots/calibration.png",
             "plots/loss_curves.png"} <= set(artifacts)
+    # Lineage: the Delta tables it read, at the versions it read, as the run's input datasets.
+    inputs = {i.dataset.name: (json.loads(i.dataset.source), {t.key: t.value for t in i.tags})
+              for i in MlflowClient().get_run(result.run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"training_examples", "item_index"}
+    for table, (source, tags) in inputs.items():
+        assert source == {"path": store.location(table)}
+        assert tags == {"mlflow.data.context": "training", "delta_version": str(store.version(table))}
     # The registered version: tagged with its inputs, with a signature and pinned requirements.
     version = MlflowClient().get_model_version(config.registry.model_name, result.version)
     assert version.tags["codebook_version"] == params["input.codebook_version"]
