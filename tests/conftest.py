@@ -7,6 +7,7 @@ own scratch lives in a session temp folder; Delta jars are cached in the repo's 
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,22 @@ from r2led_model.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 IVY_DIR = REPO / "workspace" / "ivy2"
+
+
+@pytest.fixture
+def restore_logging():
+    """Jobs call logging.basicConfig(force=True) on stderr (`run_job`); put the root logger back afterwards.
+    A module whose tests run jobs in-process uses it for every test (`pytest.mark.usefixtures`)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

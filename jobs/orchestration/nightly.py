@@ -89,12 +89,12 @@ def _ingest(ctx: RunContext) -> StageOutcome:
     # events table lost and adds nothing it kept.
     catch_up = ctx.catch_up or "ingest" in ctx.rebuild
     result = ingest_day(ctx.spark, ctx.config, ctx.day, catch_up=catch_up)
-    if getattr(result, "empty_day", False):
+    if result.empty_day:
         log.warning("%s: an empty day, no input to ingest (ingest.empty_day: allow); the run goes on", ctx.day)
     # rows read = accepted + rejected + deferred; accepted = new + exact duplicates + already present.
     return StageOutcome(result.rows_read, result.events_inserted,
                         {"run_id": result.run_id, "catch_up": catch_up, "accepted": result.rows_accepted,
-                         "empty_day": bool(getattr(result, "empty_day", False)),
+                         "empty_day": result.empty_day,
                          "rejected": result.event_rows_rejected, "rejected_by_reason": result.rejected_by_reason,
                          "item_lines_rejected": result.item_lines_rejected, "deferred": result.rows_deferred,
                          "duplicates_dropped": result.duplicates_dropped, "already_present": result.already_present,

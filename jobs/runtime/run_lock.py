@@ -222,7 +222,3 @@ class RunLock:
                 if attempt == 2:
                     raise
 
-
-def command_lock(store: TableStore, *, command: str, timeout_minutes: float) -> RunLock:
-    """The lock a command that writes tables holds while it runs (`with command_lock(...):`)."""
-    return RunLock(store, timeout_minutes=timeout_minutes, command=command)

@@ -7,7 +7,6 @@ session already running (getOrCreate) instead of starting a second JVM.
 
 from __future__ import annotations
 
-import logging
 import re
 
 import pytest
@@ -26,19 +25,7 @@ TAOBAO = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """Jobs call logging.basicConfig(force=True) on stderr; put the root logger back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")  # jobs reconfigure the root logger
 
 
 def _job_args(root, *overrides: str) -> list[str]:

@@ -3,7 +3,6 @@ MLflow run's config.yaml artifact), while the job itself still gets the real val
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -21,19 +20,7 @@ EXTRA_CONF = ('spark.extra_conf={"spark.hadoop.fs.s3a.secret.key": "' + SECRET +
               '"spark.sql.shuffle.partitions": "4", "spark.hadoop.fs.s3a.endpoint": "http://minio:9000"}')
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """`run_job` calls logging.basicConfig(force=True) on stderr; put the root logger back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")  # jobs reconfigure the root logger
 
 
 @pytest.mark.parametrize("key", ["password", "db_passwd", "api_key", "accessKey", "apiKey", "auth_token", "token",
