@@ -14,6 +14,9 @@ Two uses: the tests' independent oracle for the vectorised kernel, and the basel
 retrieval benchmark puts the kernel beside. `random_user_case` builds seeded random inputs with
 many ties (small code alphabets, few signature bits, integer-valued vectors) for both.
 
+No similarity: a pair where either item's signature (or vector) is all zero ("no collaborative
+vector") ranks after every pair with one, by recency among themselves (sim01 = 0 in lambda mode).
+
 Cosine: dot / (|t| · |h|) with 0 for a zero vector, the same operations in the same order as the
 kernel, so integer-valued vectors give bit-identical scores; for arbitrary floats the two sum a
 dot product in different orders and may order near-ties (within rounding) differently.
@@ -127,19 +130,21 @@ def naive_retrieve_routes(history: UserHistory, targets: Targets, plan: RoutePla
                 if plan.mode == "semantic_only":
                     key = _NO_SCORE
                 elif plan.similarity == "hamming":
+                    known = any(h_sig[p]) and any(t_sig[s])
                     distance = _hamming(h_sig[p], t_sig[s])
                     if plan.mode == "lambda":
-                        similarity = 1 - distance / bits
+                        similarity = 1 - distance / bits if known else 0.0
                         key = -(lam * (_lcp(h_codes[p], t_codes[s], depth) / depth) + (1 - lam) * similarity)
                     else:
-                        key = distance
+                        key = distance if known else bits + 1
                 else:
+                    known = any(h_vec[p]) and any(t_vec[s])
                     cosine = _cosine(t_vec[s], h_vec[p])
                     if plan.mode == "lambda":
-                        similarity = (cosine + 1) / 2
+                        similarity = (cosine + 1) / 2 if known else 0.0
                         key = -(lam * (_lcp(h_codes[p], t_codes[s], depth) / depth) + (1 - lam) * similarity)
                     else:
-                        key = -cosine
+                        key = -cosine if known else 2.0
                 pool.append((key, -p, p))
             rows.append(_choose(pool, others, route.k, plan.fill))
         out[route.name] = _pack(rows) if rows else _pack_empty(route.k)

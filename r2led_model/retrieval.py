@@ -16,7 +16,9 @@ Routes (one per entry of `RetrievalConfig.routes`, each keeping its own k):
     target's (semantic view), ranked by collaborative similarity to the target (collaborative
     view): SimHash Hamming distance ascending, or cosine descending.
   * "collab": the whole history, ranked the same way.
-Ties are broken by recency (the later position first). Modes:
+Ties are broken by recency (the later position first). An item without a collaborative vector
+(all-zero signature words or vector) has no similarity to anything: such pairs rank after every
+pair with one, so for a cold target the routes fall back to recency. Modes:
   * mixed: as above.
   * semantic_only: the same SID filters, every route ranked by recency only (no collaborative
     view anywhere, so "collab" becomes the most recent k).
@@ -54,7 +56,7 @@ from typing import Callable, Iterator, Mapping, get_args
 import numpy as np
 
 from r2led_model.config import FillMode, RetrievalMode, Similarity
-from r2led_model.simhash import hamming, words_for
+from r2led_model.simhash import has_signature, hamming, words_for
 
 MODES: tuple[str, ...] = get_args(RetrievalMode)
 SIMILARITIES: tuple[str, ...] = get_args(Similarity)
@@ -69,6 +71,8 @@ _ROUTE_NAME = re.compile(r"^sid([0-9]+)$")
 # Sort keys of the two classes that follow the ranked pool: fill candidates, then invalid.
 _FLOAT_FILL_KEY = np.finfo(np.float64).max
 _FLOAT_INVALID_KEY = np.inf
+# Mixed-mode cosine key of a pair without a similarity: past every −cosine in [−1, 1].
+_NO_COSINE_KEY = 2.0
 
 
 # --------------------------------------------------------------------------------------
@@ -351,15 +355,17 @@ def cosine_matrix(history_vectors: np.ndarray, target_vectors: np.ndarray) -> np
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)  # (S, T)
 
 
-def _cosine_rows(history_vectors: np.ndarray, target_vectors: np.ndarray) -> np.ndarray:
-    """(1 or S, T', d) history vectors and (S, d) targets → (S, T') cosine, as `cosine_matrix`."""
-    if history_vectors.shape[0] == 1:
-        return cosine_matrix(history_vectors[0], target_vectors)
-    hv = np.asarray(history_vectors, dtype=np.float64)  # (S, T', d)
+def _cosine_rows(history_vectors: np.ndarray, target_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(1 or S, T', d) history vectors and (S, d) targets → (S, T') cosine as `cosine_matrix`, and (S, T')
+    bool: both vectors non-zero (the pair has a similarity at all)."""
+    hv = np.asarray(history_vectors, dtype=np.float64)  # (1 or S, T', d)
     tv = np.asarray(target_vectors, dtype=np.float64)  # (S, d)
+    if hv.shape[0] == 1:
+        return cosine_matrix(hv[0], tv), (tv != 0).any(axis=1)[:, None] & (hv[0] != 0).any(axis=1)[None, :]
     dots = np.einsum("std,sd->st", hv, tv)  # (S, T')
     norms = np.sqrt((tv * tv).sum(axis=1))[:, None] * np.sqrt((hv * hv).sum(axis=2))  # (S, T')
-    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)  # (S, T')
+    known = (tv != 0).any(axis=1)[:, None] & (hv != 0).any(axis=2)  # (S, T')
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0), known
 
 
 def _check_inputs(histories: Histories, targets: Targets, owner: np.ndarray, plan: RoutePlan) -> None:
@@ -604,19 +610,24 @@ def _similarity_key(histories: Histories, targets: Targets, plan: RoutePlan,
     mixed / collaborative_only: a sort key, smaller = more similar (Hamming distance or −cosine),
     and the largest value an integer key can take (None for float keys). lambda: sim01 in [0, 1],
     larger = more similar (1 − d / bits or (cos + 1) / 2), and None; `_lambda_score` mixes it per route.
+
+    A pair where either item has no collaborative vector (an all-zero signature or vector) has no
+    similarity: it ranks after every pair that has one (key bits + 1, or 2 past the cosine range;
+    sim01 = 0), so among such pairs recency decides, not the popcount of the other signature.
     """
     if plan.similarity == "hamming":
         h_sig = block.history(np.asarray(histories.signatures))  # (1 or S_b, T', W)
         t_sig = np.asarray(targets.signatures)[block.rows][:, None, :]  # (S_b, 1, W)
         distance = hamming(t_sig, h_sig)  # (S_b, T')
+        known = has_signature(t_sig) & has_signature(h_sig)  # (S_b, T')
         if plan.mode != "lambda":
-            return distance, plan.simhash_bits
-        return 1 - distance / plan.simhash_bits, None  # (S_b, T') in [0, 1]
-    cosine = _cosine_rows(block.history(np.asarray(histories.vectors)),
-                          np.asarray(targets.vectors)[block.rows])  # (S_b, T')
+            return np.where(known, distance, plan.simhash_bits + 1), plan.simhash_bits + 1
+        return np.where(known, 1 - distance / plan.simhash_bits, 0.0), None  # (S_b, T') in [0, 1]
+    cosine, known = _cosine_rows(block.history(np.asarray(histories.vectors)),
+                                 np.asarray(targets.vectors)[block.rows])  # (S_b, T'), (S_b, T')
     if plan.mode != "lambda":
-        return -cosine, None
-    return (cosine + 1) / 2, None  # (S_b, T') in [0, 1]
+        return np.where(known, -cosine, _NO_COSINE_KEY), None
+    return np.where(known, (cosine + 1) / 2, 0.0), None  # (S_b, T') in [0, 1]
 
 
 def _lambda_score(lcp: np.ndarray, collab_part: np.ndarray, level: int, plan: RoutePlan) -> np.ndarray:

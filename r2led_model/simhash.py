@@ -79,6 +79,13 @@ def popcount(words: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
+def has_signature(signatures: np.ndarray) -> np.ndarray:
+    """(..., W) uint64 → (...) bool: not all-zero. All-zero words stand for "no collaborative vector"
+    (what a catalogue lookup gives an item without one); a real vector gets them only if it lies on
+    the negative side of every hyperplane (probability 2^-bits) or is zero, which has no direction."""
+    return (np.asarray(signatures) != 0).any(axis=-1)
+
+
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamming distance of (..., W) uint64 signatures, broadcast over the leading axes → (...) int64."""
     a = np.asarray(a)

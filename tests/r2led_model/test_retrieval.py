@@ -32,7 +32,7 @@ from r2led_model.retrieval import (
 # The user's two oldest behaviours were cut from storage (dropped = 2), so end = hist_len − 2.
 #
 #   pos  item  ts   SID (c1,c2,c3)  signature (4 bits)  category
-#   0    101   100  (1,1,1)         0b0000              7
+#   0    101   100  (1,1,1)         0b0101              7
 #   1    102   110  (1,2,1)         0b0011              7
 #   2    103   120  (2,1,1)         0b0001              8
 #   3    104   130  (1,1,2)         0b0111              7
@@ -56,7 +56,7 @@ HISTORY = UserHistory(
     item_ids=np.array([101, 102, 103, 104, 105, 106, 107, 108]),
     ts=np.array([100, 110, 120, 130, 140, 150, 160, 170]),
     sid_codes=np.array([[1, 1, 1], [1, 2, 1], [2, 1, 1], [1, 1, 2], [1, 1, 1], [3, 3, 3], [1, 2, 2], [1, 1, 1]]),
-    signatures=np.array([[0b0000], [0b0011], [0b0001], [0b0111], [0b0001], [0b1111], [0b0001], [0b1000]],
+    signatures=np.array([[0b0101], [0b0011], [0b0001], [0b0111], [0b0001], [0b1111], [0b0001], [0b1000]],
                         dtype=np.uint64),
     categories=np.array([7, 7, 8, 7, -1, 9, 8, 7]),
     dropped=2,
@@ -186,8 +186,39 @@ def test_cosine_ties_are_broken_by_recency():
                       vectors=np.array([[1.0, 0.0]]))
     got = retrieve_routes(history, targets, RoutePlan.from_config(
         RetrievalConfig(routes=("collab",), k=6, similarity="cosine"), levels=3))["collab"]
-    # 2 and 0 tie at 1 (2 is later); 4; then 5 and 1 tie at 0 (5 is later); 3 last.
-    assert got.positions.tolist() == [[2, 0, 4, 5, 1, 3]]
+    # 2 and 0 tie at 1 (2 is later); 4; 1 at 0; 3 at −1; 5 last: a zero vector has no similarity at all.
+    assert got.positions.tolist() == [[2, 0, 4, 1, 3, 5]]
+
+
+NO_VECTOR = np.zeros(1, dtype=np.uint64)  # an all-zero signature: the catalogue has no vector for the item
+
+
+@pytest.mark.parametrize("mode", ["mixed", "collaborative_only", "lambda"])
+def test_a_target_without_a_vector_ranks_its_pool_by_recency(mode):
+    # Signatures of very different popcounts: by Hamming distance to an all-zero signature the order
+    # would be 0 (popcount 1), 2 (2), 3 (3), 1 (4); with no similarity, recency decides.
+    history = UserHistory(item_ids=np.arange(4), ts=np.arange(4), sid_codes=np.ones((4, 3), int),
+                          signatures=np.array([[0b0001], [0b1111], [0b0011], [0b0111]], dtype=np.uint64))
+    targets = Targets(item_ids=np.array([9]), hist_len=np.array([4]), sid_codes=np.ones((1, 3), int),
+                      signatures=NO_VECTOR[None, :])
+    route_plan = RoutePlan.from_config(RetrievalConfig(routes=("sid1", "collab"), k=4, simhash_bits=4, mode=mode),
+                                       levels=3)
+    got = retrieve_routes(history, targets, route_plan)
+    naive = naive_retrieve_routes(history, targets, route_plan)
+    for route in ("sid1", "collab"):
+        assert got[route].positions.tolist() == [[3, 2, 1, 0]]
+        assert naive[route].positions.tolist() == [[3, 2, 1, 0]]
+
+
+def test_a_behaviour_without_a_vector_ranks_after_every_behaviour_with_one():
+    # Target 0b0011. Distances: pos 0 → 2, pos 1 → no vector, pos 2 → 0, pos 3 → 4 (the farthest known).
+    history = UserHistory(item_ids=np.arange(4), ts=np.arange(4), sid_codes=np.ones((4, 3), int),
+                          signatures=np.array([[0b0101], [0b0000], [0b0011], [0b1100]], dtype=np.uint64))
+    targets = Targets(item_ids=np.array([9]), hist_len=np.array([4]), sid_codes=np.ones((1, 3), int),
+                      signatures=np.array([[0b0011]], dtype=np.uint64))
+    route_plan = RoutePlan.from_config(RetrievalConfig(routes=("collab",), k=4, simhash_bits=4), levels=3)
+    assert retrieve_routes(history, targets, route_plan)["collab"].positions.tolist() == [[2, 0, 3, 1]]
+    assert naive_retrieve_routes(history, targets, route_plan)["collab"].positions.tolist() == [[2, 0, 3, 1]]
 
 
 def test_sim_hard_takes_the_targets_category_most_recent_first():
