@@ -26,6 +26,22 @@ class CategoryRetriever(nn.Module):
         return torch.zeros_like(behaviours.h[..., 0]), eligible  # (B, n), (B, n)
 
 
+class SidPrefixRetriever(nn.Module):
+    """SIM hard search on semantic IDs: eligible = the behaviour's first `prefix` SID codes equal the target's
+    (a target whose prefix holds an unknown code, index 0, matches nothing); ranked by recency only, as the
+    category search is."""
+
+    def __init__(self, *, prefix: int) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def forward(self, target: Target, behaviours: Behaviours) -> tuple[Tensor, Tensor]:
+        t_codes = target.sid[:, None, :self.prefix]  # (B, L) → (B, 1, p)
+        same = (behaviours.sid[:, :, :self.prefix] == t_codes).all(dim=-1)  # (B, n, p) → (B, n)
+        eligible = same & (t_codes > 0).all(dim=-1)  # (B, n)
+        return torch.zeros_like(behaviours.h[..., 0]), eligible  # (B, n), (B, n)
+
+
 class InnerProductRetriever(nn.Module):
     """SIM soft search: score_j = h_j · h_t with the model's own (jointly trained) item embeddings."""
 
@@ -45,12 +61,20 @@ class _SIM(InterestCTR):
 class SIMHard(_SIM):
     """SIM hard search (Pi et al., CIKM 2020): retrieves the model.sim_hard.retrieve_k most recent `long`
     behaviours whose category equals the target's (an unknown category, index 1, matches nothing), then target
-    attention with a recency embedding. forward(batch) → logits (B,).
+    attention with a recency embedding. With `model.sim_hard.match: sid_prefix` the match is on the first
+    `sid_prefix` SID codes instead. forward(batch) → logits (B,).
     """
 
     def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
-        super().__init__(spec=spec, config=config, retriever=CategoryRetriever(),
-                         retrieve_k=config.sim_hard.retrieve_k)
+        options = config.sim_hard
+        if options.match == "sid_prefix":
+            if options.sid_prefix > spec.sid_levels:
+                raise ValueError(f"model.sim_hard.sid_prefix: {options.sid_prefix} is more than the "
+                                 f"{spec.sid_levels} SID levels of the training examples")
+            retriever: nn.Module = SidPrefixRetriever(prefix=options.sid_prefix)
+        else:
+            retriever = CategoryRetriever()
+        super().__init__(spec=spec, config=config, retriever=retriever, retrieve_k=options.retrieve_k)
 
 
 class SIMSoft(_SIM):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from r2led_model.config import ETAConfig, ModelConfig, R2LEDConfig, SDIMConfig, TopKRetrievalConfig
+from r2led_model.config import (ConfigError, ETAConfig, ModelConfig, R2LEDConfig, SDIMConfig, SIMHardConfig,
+                                TopKRetrievalConfig)
 from r2led_model.models import MODELS, CTRTask, FeatureSpec, build_model
 from r2led_model.models.inputs import columns_for, random_batch, within_vocab
 from r2led_model.models.layers import Behaviours, Target, masked_softmax, top_k_slots
@@ -17,7 +18,8 @@ SPEC = FeatureSpec(num_items=300, num_categories=6, sid_levels=3, sid_vocab=12, 
                    route_k=(4, 3, 5), short_window=4, long_history=12, recency_buckets=5)
 RETRIEVE_K = 4
 TOP_K = TopKRetrievalConfig(retrieve_k=RETRIEVE_K)
-CONFIG = ModelConfig(embedding_dim=8, attention_heads=2, mlp_dims=(32, 16), dropout=0.0, sim_hard=TOP_K,
+CONFIG = ModelConfig(embedding_dim=8, attention_heads=2, mlp_dims=(32, 16), dropout=0.0,
+                     sim_hard=SIMHardConfig(retrieve_k=RETRIEVE_K),
                      sim_soft=TOP_K, twin=TOP_K, eta=ETAConfig(retrieve_k=RETRIEVE_K, hash_bits=8),
                      sdim=SDIMConfig(hashes=3, hash_bits=2))
 
@@ -153,6 +155,44 @@ def test_baselines_never_read_sids(name):
     with torch.no_grad():
         assert torch.equal(model(scrambled), model(batch))
     assert not any("sid" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_sid_controls_fuse_their_items_sids_as_r2led_does(name):
+    torch.manual_seed(0)
+    model = build_model(name, spec=SPEC, config=dataclasses.replace(CONFIG, name=name, item_sids=True)).eval()
+    torch.manual_seed(0)
+    r2led = build_model("r2led", spec=SPEC, config=dataclasses.replace(CONFIG, name="r2led"))
+    batch = batch_of(8)
+    other_sids = dict(batch, target_sid=batch["target_sid"] % 5 + 1)
+    with torch.no_grad():
+        assert not torch.allclose(model(other_sids), model(batch))
+    assert model.embedding.fusion.mode == r2led.embedding.fusion.mode == R2LEDConfig().gate
+    own = {n: p.shape for n, p in model.embedding.named_parameters()}
+    assert own == {n: p.shape for n, p in r2led.embedding.named_parameters()}
+
+
+def test_item_sids_is_refused_for_r2led():
+    with pytest.raises(ConfigError, match="model.item_sids"):
+        dataclasses.replace(CONFIG, name="r2led", item_sids=True).check()
+
+
+def test_sim_hard_over_a_sid_prefix_keeps_the_most_recent_matching_behaviours():
+    config = dataclasses.replace(CONFIG, name="sim_hard", sim_hard=SIMHardConfig(
+        retrieve_k=3, match="sid_prefix", sid_prefix=2))
+    retrieval = build_model("sim_hard", spec=SPEC, config=config).long_interest
+    sid = torch.tensor([[[4, 2, 1], [4, 2, 9], [4, 3, 1], [5, 2, 1], [4, 2, 5], [4, 2, 2], [0, 0, 0]]])  # (1, 7, L)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0]]).bool()
+    behaviours = Behaviours(h=torch.randn(1, 7, CONFIG.embedding_dim), mask=mask, recency=mask.long(),
+                            cat=torch.full((1, 7), 2), sid=sid)
+    target = Target(h=torch.randn(1, CONFIG.embedding_dim), cat=torch.tensor([2]), sid=torch.tensor([[4, 2, 7]]))
+    idx, selected = retrieval.select(target, behaviours)
+    assert idx[selected].tolist() == [0, 1, 4]  # prefix (4, 2), most recent (lowest slot) first, k = 3
+    unknown = Target(h=target.h, cat=target.cat, sid=torch.tensor([[0, 0, 0]]))  # unknown codes match nothing
+    assert not retrieval.select(unknown, behaviours)[1].any()
+    with pytest.raises(ValueError, match="sid_prefix"):
+        build_model("sim_hard", spec=SPEC, config=dataclasses.replace(config, sim_hard=SIMHardConfig(
+            match="sid_prefix", sid_prefix=4)))
 
 
 def test_sid_only_r2led_reads_sids_and_not_item_ids():
