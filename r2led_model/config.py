@@ -351,6 +351,10 @@ class CatalogueNoiseConfig:
     mislabel_share: float = 0.0
     # Share of items whose text is degraded: each taxonomy word is dropped or swapped for a synonym.
     text_noise_share: float = 0.0
+    # Share of top topics whose titles are unreliable: their items' texts are degraded with
+    # `noisy_top_text_noise_share` instead of `text_noise_share` (0: every topic alike, the older worlds).
+    noisy_top_share: float = 0.0
+    noisy_top_text_noise_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -375,6 +379,17 @@ class ImpressionConfig:
     affinity: tuple[float, float, float] = (2.5, 1.5, 0.5)
     quality_std: float = 0.5
     user_bias_std: float = 0.3
+    # Impressions fall on days [from_day, synthetic.days): a log that keeps only the training window's
+    # impressions (0: the whole period, the older worlds).
+    from_day: int = 0
+    # Share of impressions showing an item of one of the user's latent communities (`synthetic.communities`),
+    # and the logit such an item's click gains.
+    community_share: float = 0.0
+    community_affinity: float = 0.0
+    # Share of impressions in a new-arrivals slot: an item launched (`synthetic.launch_share`) within the
+    # last `fresh_days` days, by popularity among them.
+    fresh_share: float = 0.0
+    fresh_days: int = 7
 
     def check(self, path: str) -> None:
         # Each share is >= 0 (RANGES); they are normalised, so they cannot all be zero.
@@ -406,11 +421,39 @@ class SyntheticConfig:
     # days, yet still drive clicks: only the lifelong history holds them.
     dormant_share: float = 0.0
     dormant_after: float = 0.3
+    # Latent communities that cut across the taxonomy (0: none, the older worlds): each is
+    # `community_size` items drawn by popularity from the whole catalogue (no item in two); each user
+    # belongs to `communities_per_user` of them, and `community_share` of their page views are of
+    # those communities' items. Co-visitation shows them; item text and SIDs do not.
+    communities: int = 0
+    community_size: int = 100
+    communities_per_user: int = 2
+    community_share: float = 0.0
+    # Share of items launched during the period, uniformly over its last `launch_days` days: before
+    # its launch an item is in no page view and no impression (0: every item is there from the start).
+    launch_share: float = 0.0
+    launch_days: int = 30
     catalogue: CatalogueNoiseConfig = field(default_factory=CatalogueNoiseConfig)
     impressions: ImpressionConfig = field(default_factory=ImpressionConfig)
 
     def check(self, path: str) -> None:
         parse_utc_timestamp(self.start_date, key=f"{path}.start_date")
+        shown = self.impressions
+        _require(
+            path,
+            (self.communities * self.community_size <= self.num_items, "community_size",
+             f"{self.communities} communities of {self.community_size} items need more than num_items "
+             f"({self.num_items}): no item is in two communities"),
+            (self.communities > 0 or (self.community_share == 0 and shown.community_share == 0), "communities",
+             "is 0, so community_share and impressions.community_share must be 0"),
+            (self.launch_share == 0 or self.launch_days <= self.days, "launch_days",
+             f"must be at most days ({self.days})"),
+            (shown.from_day < self.days, "impressions.from_day", f"must be before days ({self.days})"),
+            (self.launch_share > 0 or shown.fresh_share == 0, "impressions.fresh_share",
+             "needs launch_share > 0: only launched items are new arrivals"),
+            (shown.community_share + shown.fresh_share <= 1, "impressions.fresh_share",
+             "plus impressions.community_share must be at most 1 (shares of the same impressions)"),
+        )
 
 
 @dataclass(frozen=True)
@@ -880,10 +923,13 @@ RANGES: dict[type, dict[str, Range]] = {
     IngestConfig: {"max_reject_share": SHARE},
     CatalogueNoiseConfig: {
         "category_level": Range(low=1, high=3, why="1 top topic, 2 mid-level topic, 3 leaf"),
-        "mislabel_share": SHARE, "text_noise_share": SHARE},
+        "mislabel_share": SHARE, "text_noise_share": SHARE, "noisy_top_share": SHARE,
+        "noisy_top_text_noise_share": SHARE},
     ImpressionConfig: {
         "per_user": COUNT, "popularity_share": SHARE, "interest_mix": NON_NEGATIVE, "base_logit": ANY_NUMBER,
-        "affinity": ANY_NUMBER, "quality_std": NON_NEGATIVE, "user_bias_std": NON_NEGATIVE},
+        "affinity": ANY_NUMBER, "quality_std": NON_NEGATIVE, "user_bias_std": NON_NEGATIVE,
+        "from_day": NON_NEGATIVE, "community_share": SHARE, "community_affinity": ANY_NUMBER,
+        "fresh_share": SHARE, "fresh_days": COUNT},
     SyntheticConfig: {
         "seed": SEED, "num_users": COUNT, "events_per_user": COUNT, "num_items": COUNT, "taxonomy": COUNT,
         "zipf_exponent": Range(low=0, why="0 is uniform popularity"), "interests_per_user": COUNT,
@@ -891,7 +937,9 @@ RANGES: dict[type, dict[str, Range]] = {
         "noise_share": Range(low=0, high=1, high_open=True), "days": COUNT,
         "partitions": Range(low=0, why="0 picks from the event count"),
         "dormant_share": Range(low=0, high=1, high_open=True),
-        "dormant_after": Range(low=0, high=1, low_open=True, why="a share of the days")},
+        "dormant_after": Range(low=0, high=1, low_open=True, why="a share of the days"),
+        "communities": Range(low=0, why="0 is none"), "community_size": COUNT, "communities_per_user": COUNT,
+        "community_share": SHARE, "launch_share": SHARE, "launch_days": COUNT},
     SplitConfig: {"last_n_valid": NON_NEGATIVE, "last_n_test": NON_NEGATIVE},
     NegativeSamplingConfig: {"ratio": COUNT, "seed": SEED, "oversample": COUNT},
     SequencesConfig: {"max_stored": COUNT, "min_hist_len": NON_NEGATIVE},

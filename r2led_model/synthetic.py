@@ -14,7 +14,18 @@ depend only on ``(seed, user_id)`` and the world, so any batching of user ids (e
   still lets them drive clicks);
 * a catalogue that is not the taxonomy (`synthetic.catalogue`): the `category_id` a model sees names
   a node at a configurable level, a share of items carry another node's category, and a share of
-  item texts lose taxonomy words or name them by a synonym.
+  item texts lose taxonomy words or name them by a synonym; with `noisy_top_share`, the titles of
+  some top topics are degraded far more often than the rest (`top_text_noise` per item);
+* latent communities (`synthetic.communities`) that cut across the taxonomy: disjoint sets of items
+  drawn by popularity from the whole catalogue; each user belongs to a few, and `community_share`
+  of their page views are of those communities' items (`interest` -2), so co-visitation reveals
+  them while item text does not;
+* items launched late (`synthetic.launch_share`): launched uniformly over the last `launch_days`
+  days, and seen in no page view before (`launch_ts` per item). A draw that lands on an item not
+  yet launched is drawn again from where it came (the leaf, the community, the catalogue).
+
+Each of these draws from its own random stream, so a world with the knob off is byte-identical to a
+world generated before the knob existed.
 """
 
 from __future__ import annotations
@@ -91,8 +102,15 @@ SYNONYMS = {
 _TEXT_DROP, _TEXT_SWAP = 1 / 3, 2 / 3  # a degraded text's word: dropped below 1/3, a synonym below 2/3
 
 _WORLD_STREAM, _USER_STREAM = 0, 1  # keep world and user random streams apart
-# Later streams, so a world without catalogue noise or dormancy is byte-identical to older worlds.
-_CATALOGUE_STREAM, _DORMANT_STREAM = 2, 4
+# Later streams, so a world without catalogue noise, dormancy, communities, launches or noisy top
+# topics is byte-identical to older worlds. 3 is r2led_model.impressions'.
+_CATALOGUE_STREAM, _DORMANT_STREAM, _COMMUNITY_STREAM, _LAUNCH_STREAM, _NOISY_TOP_STREAM = 2, 4, 5, 6, 7
+_MEMBERSHIP, _VISITS = 0, 1  # sub-streams of a user's community stream
+# Page-view `interest` codes besides a topic id: popularity noise, a visit to one of the user's communities.
+NOISE_INTEREST, COMMUNITY_INTEREST = -1, -2
+# Draws that land on an item not launched yet are drawn again this often; what is still unlaunched then
+# (a leaf or community whose every item is late) is dropped.
+_LAUNCH_REDRAWS = 16
 _SECONDS_PER_DAY = 86_400
 _COUNT_SIGMA = 0.6  # log-normal spread of events per user
 _INTEREST_ALPHA = 1.0  # Dirichlet concentration of a user's interest weights
@@ -121,6 +139,14 @@ class SyntheticWorld:
     item_mislabelled: np.ndarray  # (num_items,) bool, category is not the item's own node
     item_text_noisy: np.ndarray  # (num_items,) bool, text degraded
     item_quality: np.ndarray  # (num_items,) float64 standard-normal quality (scaled by the impression config)
+    top_text_noise: np.ndarray  # (n1,) float64 text noise share of each top topic
+    item_community: np.ndarray  # (num_items,) int64 the item's community, -1 for none
+    community_items: np.ndarray  # (C·S,) item ids grouped by community
+    community_item_cdf: np.ndarray  # (C·S,) community id + within-community popularity CDF, aligned to community_items
+    item_launch: np.ndarray  # (num_items,) int64 epoch second from which the item can be seen
+    fresh_items: np.ndarray  # (F,) late-launched item ids, by launch time
+    fresh_launch: np.ndarray  # (F,) their launch seconds, ascending
+    fresh_popularity_cum: np.ndarray  # (F + 1,) cumulative popularity over fresh_items, from 0
 
 
 def _node_names(pool: list[str], count: int, rng: np.random.Generator) -> tuple[str, ...]:
@@ -164,7 +190,8 @@ def build_world(config: SyntheticConfig) -> SyntheticWorld:
 
     catalogue_rng = np.random.default_rng([config.seed, _CATALOGUE_STREAM])
     noise = config.catalogue
-    noisy_text = catalogue_rng.random(num_items) < noise.text_noise_share
+    top_noise = _top_text_noise(config)
+    noisy_text = catalogue_rng.random(num_items) < top_noise[path[:, 0]]
     word_fate = catalogue_rng.random((num_items, 3))  # (items, 3 levels): drop / synonym / keep
     word_fate[~noisy_text] = 1.0
     names = (l1_names, l2_names, l3_names)
@@ -193,6 +220,10 @@ def build_world(config: SyntheticConfig) -> SyntheticWorld:
     within[np.r_[sorted_leaf[1:] != sorted_leaf[:-1], True]] = 1.0  # exact end of each leaf
     item_cdf = np.cumsum(popularity)
     item_cdf[-1] = 1.0
+    community, community_items, community_cdf = _communities(config, popularity)
+    launch = _launch_times(config, num_items)
+    fresh = np.flatnonzero(launch > parse_utc_timestamp(config.start_date))  # launched after the start
+    fresh = fresh[np.argsort(launch[fresh], kind="stable")]
     log.debug("synthetic world: %d items, %d leaves", num_items, num_leaves)
     return SyntheticWorld(
         item_leaf=_frozen(item_leaf), leaf_path=_frozen(leaf_path), item_popularity=_frozen(popularity),
@@ -201,8 +232,57 @@ def build_world(config: SyntheticConfig) -> SyntheticWorld:
         leaf_popularity=_frozen(leaf_popularity), leaf_items=_frozen(leaf_items),
         leaf_item_cdf=_frozen(within + sorted_leaf), item_cdf=_frozen(item_cdf),
         item_category=_frozen(category), item_mislabelled=_frozen(mislabelled),
-        item_text_noisy=_frozen(noisy_text), item_quality=_frozen(quality),
+        item_text_noisy=_frozen(noisy_text), item_quality=_frozen(quality), top_text_noise=_frozen(top_noise),
+        item_community=_frozen(community), community_items=_frozen(community_items),
+        community_item_cdf=_frozen(community_cdf), item_launch=_frozen(launch), fresh_items=_frozen(fresh),
+        fresh_launch=_frozen(launch[fresh]), fresh_popularity_cum=_frozen(np.r_[0.0, np.cumsum(popularity[fresh])]),
     )
+
+
+def _top_text_noise(config: SyntheticConfig) -> np.ndarray:
+    """(n1,) the text noise share of each top topic: round(noisy_top_share · n1) of them, chosen
+    uniformly, get `noisy_top_text_noise_share`; the rest `text_noise_share`."""
+    noise, n1 = config.catalogue, config.taxonomy[0]
+    shares = np.full(n1, noise.text_noise_share, dtype=np.float64)
+    noisy = int(round(noise.noisy_top_share * n1))
+    if noisy:
+        rng = np.random.default_rng([config.seed, _NOISY_TOP_STREAM])
+        shares[rng.permutation(n1)[:noisy]] = noise.noisy_top_text_noise_share
+    return shares
+
+
+def _communities(config: SyntheticConfig, popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item_community (num_items,), community_items (C·S,), community_item_cdf (C·S,)).
+
+    C·S distinct items drawn by popularity (Gumbel top-k) and dealt to the C communities at random,
+    so every community holds head and tail items of every topic. The CDF of community c is offset by
+    c, so one searchsorted draws an item of each visit's community by popularity.
+    """
+    count, size = config.communities, config.community_size
+    item_community = np.full(popularity.size, -1, dtype=np.int64)
+    if count == 0:
+        return item_community, np.empty(0, np.int64), np.empty(0, np.float64)
+    rng = np.random.default_rng([config.seed, _COMMUNITY_STREAM])
+    keys = np.log(popularity) + rng.gumbel(size=popularity.size)
+    members = rng.permutation(np.argsort(-keys, kind="stable")[:count * size]).reshape(count, size)  # (C, S)
+    item_community[members] = np.arange(count)[:, None]
+    weight = popularity[members]  # (C, S)
+    cdf = np.cumsum(weight, axis=1) / weight.sum(axis=1, keepdims=True)
+    cdf[:, -1] = 1.0
+    return item_community, members.ravel().astype(np.int64), (cdf + np.arange(count)[:, None]).ravel()
+
+
+def _launch_times(config: SyntheticConfig, num_items: int) -> np.ndarray:
+    """(num_items,) launch second of each item: the period's start, or for `launch_share` of the
+    items a uniform second of its last `launch_days` days."""
+    t0 = parse_utc_timestamp(config.start_date, key="synthetic.start_date")
+    launch = np.full(num_items, t0, dtype=np.int64)
+    if config.launch_share > 0:
+        rng = np.random.default_rng([config.seed, _LAUNCH_STREAM])
+        late = rng.random(num_items) < config.launch_share
+        t1 = t0 + config.days * _SECONDS_PER_DAY
+        launch[late] = rng.integers(t1 - config.launch_days * _SECONDS_PER_DAY, t1, int(late.sum()))
+    return launch
 
 
 def _noisy_word(name: str, fate: float) -> str:
@@ -217,7 +297,8 @@ def _noisy_word(name: str, fate: float) -> str:
 
 def item_frame(world: SyntheticWorld) -> pd.DataFrame:
     """One row per item: id, the catalogue's category, text, the planted taxonomy path, popularity,
-    quality, and whether the category or the text was degraded."""
+    quality, whether the category or the text was degraded, the text noise share of its top topic,
+    its community (-1: none) and its launch second."""
     path = world.leaf_path[world.item_leaf]
     return pd.DataFrame({
         "item_id": np.arange(world.item_leaf.size, dtype=np.int64),
@@ -228,6 +309,9 @@ def item_frame(world: SyntheticWorld) -> pd.DataFrame:
         "quality": world.item_quality.astype(np.float64),
         "mislabelled": world.item_mislabelled.astype(bool),
         "text_noisy": world.item_text_noisy.astype(bool),
+        "top_text_noise": world.top_text_noise[path[:, 0]].astype(np.float64),
+        "community_id": world.item_community.astype(np.int64),
+        "launch_ts": world.item_launch.astype(np.int64),
     })
 
 
@@ -277,6 +361,56 @@ def user_profile(world: SyntheticWorld, config: SyntheticConfig, user_id: int) -
     share = np.diff(cdf, axis=1, prepend=0.0)  # (k, m) CDF → per-leaf probability
     return UserProfile(topics=topics, weights=weights, leaf_share=share,
                        dormant=dormant_interests(config, user_id, topics.size))
+
+
+def user_communities(config: SyntheticConfig, user_id: int) -> np.ndarray:
+    """(c,) the user's communities, ascending: `communities_per_user` of them (at most all), uniformly,
+    from the user's own community stream; empty without communities."""
+    if config.communities == 0:
+        return np.empty(0, dtype=np.int64)
+    rng = np.random.default_rng([config.seed, _COMMUNITY_STREAM, int(user_id), _MEMBERSHIP])
+    count = min(config.communities_per_user, config.communities)
+    return np.sort(rng.permutation(config.communities)[:count]).astype(np.int64)
+
+
+def community_pick(world: SyntheticWorld, communities: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """(n,) an item of each of `communities` (n,), by popularity inside it, from uniforms `u` (n,)."""
+    slot = np.searchsorted(world.community_item_cdf, communities + u, side="right")
+    return world.community_items[np.minimum(slot, world.community_items.size - 1)]
+
+
+class DrawSource:
+    """Where a drawn item came from, so a redraw (of an item not launched yet) comes from the same place."""
+
+    CATALOGUE, LEAF, COMMUNITY = 0, 1, 2
+
+
+def redraw_unlaunched(world: SyntheticWorld, items: np.ndarray, ts: np.ndarray, source: np.ndarray,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(items (n,), launched (n,) bool): each item seen before its launch drawn again from its `source`
+    (DrawSource: the catalogue by popularity, the item's leaf, the item's community) until it is launched
+    at `ts`, at most `_LAUNCH_REDRAWS` times; `launched` is False where that failed (the caller drops it).
+
+    items, ts, source: (n,). No uniform is drawn when every item is already launched, so a world
+    without late launches is unchanged.
+    """
+    items = np.array(items, dtype=np.int64)
+    for _ in range(_LAUNCH_REDRAWS):
+        late = np.flatnonzero(ts < world.item_launch[items])
+        if late.size == 0:
+            break
+        u, kind = rng.random(late.size), source[late]
+        old = items[late]
+        from_catalogue = np.minimum(np.searchsorted(world.item_cdf, u, side="right"), world.item_cdf.size - 1)
+        leaf = world.item_leaf[old]
+        from_leaf = world.leaf_items[np.minimum(np.searchsorted(world.leaf_item_cdf, leaf + u, side="right"),
+                                                world.leaf_items.size - 1)]
+        community = np.maximum(world.item_community[old], 0)
+        from_community = (community_pick(world, community, u) if world.community_items.size
+                          else from_catalogue)
+        items[late] = np.select([kind == DrawSource.LEAF, kind == DrawSource.COMMUNITY],
+                                [from_leaf, from_community], default=from_catalogue)
+    return items, ts >= world.item_launch[items]
 
 
 def dormant_interests(config: SyntheticConfig, user_id: int, count: int) -> np.ndarray:
@@ -397,11 +531,26 @@ def _one_user(world: SyntheticWorld, config: SyntheticConfig, user_id: int,
         # A dormant interest's sessions after the cut leave no trace (noise events stay).
         late_silent = (ts >= dormant_from(config)) & np.isin(interest, topics[silent])
         items, interest, ts = items[~late_silent], interest[~late_silent], ts[~late_silent]
+    if config.community_share > 0:
+        # A share of the page views that remain are visits to the user's communities, wherever they fall.
+        visits = np.random.default_rng([config.seed, _COMMUNITY_STREAM, int(user_id), _VISITS])
+        member_of = user_communities(config, user_id)
+        visit = np.flatnonzero(visits.random(items.size) < config.community_share)
+        which = member_of[visits.integers(0, member_of.size, visit.size)]
+        items[visit] = community_pick(world, which, visits.random(visit.size))
+        interest[visit] = COMMUNITY_INTEREST
+    if config.launch_share > 0:
+        source = np.select([interest >= 0, interest == COMMUNITY_INTEREST],
+                           [DrawSource.LEAF, DrawSource.COMMUNITY], default=DrawSource.CATALOGUE)
+        rng = np.random.default_rng([config.seed, _LAUNCH_STREAM, int(user_id)])
+        items, launched = redraw_unlaunched(world, items, ts, source, rng)
+        items, interest, ts = items[launched], interest[launched], ts[launched]
     return items, interest, ts
 
 
 def generate_user_events(world: SyntheticWorld, config: SyntheticConfig, user_ids: np.ndarray) -> pd.DataFrame:
-    """Page views of the given users, sorted by (user_id, ts); `interest` is -1 for noise."""
+    """Page views of the given users, sorted by (user_id, ts); `interest` is the planted topic the view
+    came from, NOISE_INTEREST (-1) for popularity noise, COMMUNITY_INTEREST (-2) for a community visit."""
     users = np.unique(np.asarray(user_ids, dtype=np.int64))
     t0 = parse_utc_timestamp(config.start_date, key="synthetic.start_date")
     t1 = t0 + config.days * _SECONDS_PER_DAY
