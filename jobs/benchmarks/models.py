@@ -33,13 +33,18 @@ import re
 import statistics
 import sys
 import time
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from pyspark.sql import SparkSession
 
+from jobs.benchmarks.paired_evaluation import (format_delta, format_segments, overall, paired_rows, prediction_path,
+                                                save_predictions)
+from jobs.benchmarks.row_segments import segments_of_test_rows
 from jobs.ingest import generate
 from jobs.ingest.oracle_truth import load_oracle_truth
 from jobs.orchestration.stages import DATA_STAGES, stages
@@ -48,7 +53,7 @@ from jobs.runtime.entrypoint import (ConfigSource, dataset_envs, dataset_label, 
 from jobs.runtime.tables import TableStore
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.tune import tune_model
-from jobs.training.worker import TrainJob, evaluate_split, make_feed, model_columns, train_worker
+from jobs.training.worker import TrainJob, evaluate_rows, make_feed, model_columns, train_worker
 from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, for_model, with_values
 from r2led_model.diagnostics import r2led_diagnostics
@@ -75,9 +80,16 @@ class Variant:
     model: str
     # Options of the model's own section (`model.<model>.<option>`), e.g. (("route_fusion", "mean"),).
     overrides: tuple[tuple[str, object], ...] = ()
+    # Shared model keys (`model.<key>`), e.g. (("item_sids", True),).
+    shared: tuple[tuple[str, object], ...] = ()
 
 
 BASELINES = tuple(Variant(name, name) for name in MODELS if name != "r2led")
+# Fair controls: every baseline given the SID-level item embeddings R2LED's items get ("+sid"), and SIM's
+# hard search on a SID prefix instead of the category (R2LED's semantic filter alone). Level 2: the
+# catalogue's category is coarser than the interests a shopper has, the second SID level is closer to them.
+CONTROLS = (*(Variant(f"{v.label}+sid", v.model, shared=(("item_sids", True),)) for v in BASELINES),
+            Variant("sim_hard sid2-prefix", "sim_hard", (("match", "sid_prefix"), ("sid_prefix", 2))))
 # R2LED's defaults (model.r2led): gate, sid_fusion=sum, route_fusion=cross, route_occupancy on, every
 # route. Each ablation changes one of them.
 ABLATIONS = (
@@ -94,14 +106,21 @@ ABLATIONS = (
 )
 
 
-def variants(names: Sequence[str] | None, ablations: bool) -> list[Variant]:
-    chosen = [Variant("r2led", "r2led"), *BASELINES]
+def variants(names: Sequence[str] | None, ablations: bool, controls: bool = True) -> list[Variant]:
+    """R2LED and the baselines of `names` (all by default), their "+sid" controls, then R2LED's ablations."""
+    chosen = [Variant("r2led", "r2led"), *BASELINES, *(CONTROLS if controls else ())]
     if names:
         unknown = sorted(set(names) - set(MODELS))
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
         chosen = [v for v in chosen if v.model in names]
-    return chosen + (list(ABLATIONS) if ablations else [])
+    return chosen + ([v for v in ABLATIONS if not names or "r2led" in names] if ablations else [])
+
+
+def init_seed(label: str, seed: int) -> int:
+    """The training seed of a variant's run `seed`: the run's seed and the variant's label together, so no
+    two variants start from the same weights (SIM-hard, SIM-soft, ETA and TWIN share their first layers)."""
+    return seed * 1_000_003 + zlib.crc32(label.encode()) % 1_000_000
 
 
 def dataset_config(source: ConfigSource, env: str, folder: Path, overrides: Sequence[str]) -> Config:
@@ -180,19 +199,22 @@ def variant_config(config: Config, variant: Variant, tuned: TunedParams | None) 
     """The dataset config a variant trains with: its model (other models' sections at their defaults), tuned
     parameters (if any), then the variant's own overrides of its model's section."""
     values = {**(tuned.params if tuned else {}),
-              **{f"model.{variant.model}.{k}": v for k, v in variant.overrides}}
+              **{f"model.{variant.model}.{k}": v for k, v in variant.overrides},
+              **{f"model.{k}": v for k, v in variant.shared}}
     return with_values(for_model(config, variant.model), values)
 
 
 def variant_job(config: Config, data: TrainingData, variant: Variant, seed: int) -> TrainJob:
     """The single-process training job of one variant and seed, without checkpoints or progress output."""
     model_config = variant_config(config, variant, None).model
-    training = replace(config.training, seed=seed, num_processes=1, progress="never")
+    training = replace(config.training, seed=init_seed(variant.label, seed), num_processes=1, progress="never")
     return TrainJob(model=model_config, training=training, data=data, checkpoint_dir="")
 
 
 def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequence[int],
-            truth: OracleTruth | None = None) -> dict:
+            truth: OracleTruth | None = None, predictions: Path | None = None) -> dict:
+    """Each seed trained and scored on the test split (its rows saved under `predictions` for the paired
+    comparisons) → mean and SD over seeds of every metric."""
     per_seed, diagnosis = [], None
     for seed in seeds:
         job = variant_job(config, data, variant, seed)
@@ -202,7 +224,9 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
         bundle = ModelBundle(model_config=job.model, spec=data.spec, versions=data.versions,
                              state_dict=worker.state_dict)
         task = bundle.build()
-        test, _, _ = evaluate_split(job, task, "test", truth)
+        test, rows = evaluate_rows(job, task, "test", truth)
+        if predictions is not None:
+            save_predictions(prediction_path(predictions, variant.label, seed), rows)
         if variant.model == "r2led" and not per_seed:  # seed 0's model: what its gate and fusion do
             diagnosis = r2led_diagnostics(task.model, make_feed(job, "test", shuffle=False).batches(0))
         per_seed.append({**test, "train_s": seconds, "train_samples_per_s": worker.samples_seen / max(seconds, 1e-9),
@@ -310,10 +334,37 @@ def metric_name(*parts: str) -> str:
     return ".".join(re.sub(r"[^0-9A-Za-z_\-.:/]", "_", part.replace("=", "-").replace(" ", "_")) for part in parts)
 
 
+def save_segments(folder: Path, segments: Mapping[str, np.ndarray]) -> None:
+    """The dataset's test rows and their segment values (`row_segments`), beside the saved predictions."""
+    path = folder / "predictions" / "segments.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{name: np.asarray(values) for name, values in segments.items()})
+
+
+def load_segments(folder: Path) -> dict[str, np.ndarray] | None:
+    path = folder / "predictions" / "segments.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def paired_for(rows: Sequence[dict]) -> list[dict]:
+    """The paired comparisons (with R2LED, overall and per segment) of one dataset's quality rows, from the
+    predictions its runs saved; [] for rows saved before predictions were kept."""
+    folder = rows[0].get("predictions_dir")
+    if not folder:
+        return []
+    return paired_rows(Path(folder), [r["variant"] for r in rows], rows[0]["seeds"],
+                       segments=load_segments(Path(folder)))
+
+
 def format_table(results: Sequence[dict]) -> str:
     lines = []
     for env in dict.fromkeys(r["env"] for r in results if r["bench"] == "models_quality"):
         rows = [r for r in results if r["bench"] == "models_quality" and r["env"] == env]
+        paired = paired_for(rows)
+        deltas = overall(paired)
         lines.append(f"{env} ({rows[0]['train_rows']:,} train / {rows[0]['test_rows']:,} test rows, "
                      f"seeds {rows[0]['seeds']}, device {rows[0]['device']})")
         oracle = all("oracle_auc" in r for r in rows)
@@ -330,16 +381,24 @@ def format_table(results: Sequence[dict]) -> str:
                              f"{learnable:.4f} (lift {lift_share(learnable, rows[0]['oracle_auc']):.3f})")
         lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15}"
                      + (f" {'lift':>6}" if oracle else "")
-                     + f" {'best ep':>8} {'train s':>8} {'train/s':>8} {'feed/s':>8} {'step/s':>8}")
+                     + f" {'best ep':>8} {'train s':>8} {'train/s':>8} {'feed/s':>8} {'step/s':>8}"
+                     + (f"  {'Δ AUC vs r2led [95% CI]':<28}" if deltas else ""))
         for r in rows:
             lines.append(f"  {r['variant']:<22} {r['auc']:.4f}±{r['auc_std']:.4f} {r['gauc']:.4f}±{r['gauc_std']:.4f} "
                          f"{r['logloss']:.4f}±{r['logloss_std']:.4f}"
                          + (f" {r['lift_share']:>6.3f}" if oracle else "")
                          + f" {_best_epochs(r)} {r['train_s']:>8.1f} {r['train_samples_per_s']:>8,.0f}"
-                         + f" {_rate(r, 'feed_samples_per_s')} {_rate(r, 'step_samples_per_s')}")
+                         + f" {_rate(r, 'feed_samples_per_s')} {_rate(r, 'step_samples_per_s')}"
+                         + (f"  {format_delta(deltas.get(r['variant'])):<28}" if deltas else ""))
         if oracle:
             lines.append("  lift = (AUC - 0.5) / (oracle AUC - 0.5), mean over seeds")
         lines.append("  best ep: the epoch early stopping kept, per seed (1 = the first; at most the run's max epochs)")
+        if deltas:
+            lines.append("  Δ AUC: mean over seeds minus r2led's, paired on the same test rows; 95% CI from the user "
+                         "bootstrap (every seed of both on each resample)")
+            segment_table = format_segments(paired)
+            if segment_table:
+                lines.append(segment_table)
         lines.append("  train/s: whole training run; feed/s: one epoch of its feed alone; step/s: its forward, "
                      "backward and Adam step alone on batches in memory (rows/s)")
         diagnosed = [r for r in rows if r.get("diagnostics")]
@@ -430,10 +489,11 @@ def summarize(sink: Path, figure: Path) -> list[dict]:
 def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSource(),
         envs: Sequence[str] | None = None, tuned: bool = False, trials: int | None = None,
         tuning_dir: Path | None = None, sweep: Sequence[CatalogueSetting] | None = None,
-        models: Sequence[str] | None = None, no_ablations: bool = False, seeds: int = SEEDS, epochs: int = EPOCHS,
+        models: Sequence[str] | None = None, no_ablations: bool = False, no_controls: bool = False, seeds: int = SEEDS, epochs: int = EPOCHS,
         lengths: Sequence[int] = LENGTHS, dataset_set: Sequence[str] = (), rebuild: bool = False,
         summarize_only: bool = False) -> list[dict]:
-    """Every variant of `models` (all by default, with the ablations unless `no_ablations`) on each
+    """Every variant of `models` (all by default, with the +sid controls unless `no_controls` and the ablations
+    unless `no_ablations`) on each
     dataset env of `envs` for `seeds` seeds of at most `epochs` epochs, `tuned` first (`trials` per
     model, or the parameters saved in `tuning_dir`), over each catalogue setting of `sweep`; then
     latency at each T_max of `lengths`. `summarize_only`: no runs, the newest results' table."""
@@ -441,7 +501,7 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
 
     out = Path(config.benchmark.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = variants(models, not no_ablations)
+    chosen = variants(models, not no_ablations, not no_controls)
     seed_list = list(range(seeds))
     extra = [f"training.epochs={epochs}", *dataset_set]
     device = config.training.device
@@ -469,28 +529,30 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
                                                    *(setting.overrides() if setting else [])])
             data = build_tables(spark, dataset, rebuild)
             truth = load_oracle_truth(spark, dataset)
+            save_segments(folder, segments_of_test_rows(spark, dataset))
             spec_for_latency = spec_for_latency or data.spec
             feeds: dict[tuple[str, ...], FeedPass] = {}  # this dataset's feed passes, by columns read
             # The ablations run on the first setting only: the sweep is about where R2LED wins.
-            for variant in (chosen if position == 0 else [v for v in chosen if v not in ABLATIONS]):
+            for variant in (chosen if position == 0 else [v for v in chosen if v not in (*ABLATIONS, *CONTROLS)]):
                 if tuned and variant.model not in tuned_params:
                     # Tuned once per env, on its first setting: every model the same budget on the same data.
                     tuned_params[variant.model] = tuned_for(spark, dataset, data, variant.model, trials,
                                                             folder / "tuning", reuse=tuning_dir)
                 params = tuned_params.get(variant.model) if tuned else None
                 variant_dataset = variant_config(dataset, variant, params)
-                summary = quality(variant_dataset, data, variant, seed_list, truth)
+                summary = quality(variant_dataset, data, variant, seed_list, truth, predictions=folder)
                 summary.update(training_rates(variant_job(variant_dataset, data, variant, seed_list[0]), feeds))
                 results.append({"bench": "models_quality", "env": name, "source": dataset.source.kind,
                                 "variant": variant.label, "model": variant.model, "device": device,
                                 "train_rows": data.rows["train"], "test_rows": data.rows["test"],
                                 "epochs": dataset.training.epochs, "tuned": params.params if params else None,
-                                "tuning_trials": params.trials if params else 0, **summary})
+                                "tuning_trials": params.trials if params else 0, "predictions_dir": str(folder),
+                                "init_seeds": [init_seed(variant.label, seed) for seed in seed_list], **summary})
                 emit(results[-1], sink)
     if spec_for_latency is None:
         spec_for_latency = catalogue_spec(config)
     if lengths:
-        for variant in chosen:
+        for variant in (v for v in chosen if v not in CONTROLS):  # a control's latency is its baseline's
             for length in lengths:
                 ms = latency_ms_per_1000(spec_for_latency, config, variant, length, device)
                 results.append({"bench": "models_latency", "variant": variant.label, "t_max": length,
@@ -532,6 +594,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and mislabel share, e.g. 3:0 2:0.1 1:0.1")
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(MODELS)} (default: all)")
     parser.add_argument("--no-ablations", action="store_true", help="skip the R2LED ablation variants")
+    parser.add_argument("--no-controls", action="store_true",
+                        help="skip the fair controls (every baseline +sid, SIM-hard on a SID prefix)")
     parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds per variant (0..n-1)")
     parser.add_argument("--epochs", type=int, default=EPOCHS,
                         help="maximum epochs per run (early stopping still applies)")

@@ -19,7 +19,7 @@ from r2led_model.metrics import evaluate
 from r2led_model.models import CTRTask, build_model
 from r2led_model.models.inputs import columns_for
 from r2led_model.oracle import OracleTruth, oracle_metrics, with_ceiling
-from r2led_model.trainer import fit, predict_rows, set_seed
+from r2led_model.trainer import RowPredictions, fit, predict_rows, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,19 @@ def run_distributed(spark: SparkSession, job: TrainJob) -> WorkerResult:
     return result
 
 
-def evaluate_split(job: TrainJob, task: CTRTask, split: str,
-                   truth: OracleTruth | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(metrics, labels, probs) on one split; with an oracle-scored world's `truth`, the metrics also
+def evaluate_rows(job: TrainJob, task: CTRTask, split: str,
+                  truth: OracleTruth | None = None) -> tuple[dict, RowPredictions]:
+    """(metrics, the rows' predictions) on one split; with an oracle-scored world's `truth`, the metrics also
     hold the oracle's on the same rows and the model's share of its lift (`r2led_model.oracle`)."""
     rows = predict_rows(task, make_feed(job, split, shuffle=False).batches(0), job.training.device)
     metrics = evaluate(rows.users, rows.labels, rows.probs)
     if truth is not None and rows.sample_ids is not None:
         metrics = with_ceiling(metrics, oracle_metrics(truth, rows.sample_ids, rows.users, rows.labels))
+    return metrics, rows
+
+
+def evaluate_split(job: TrainJob, task: CTRTask, split: str,
+                   truth: OracleTruth | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(metrics, labels, probs) on one split (`evaluate_rows`)."""
+    metrics, rows = evaluate_rows(job, task, split, truth)
     return metrics, rows.labels, rows.probs
