@@ -802,9 +802,20 @@ class TrainingConfig:
     epochs: int = 10
     batch_size: int = 256
     learning_rate: float = 1e-3
+    # The item ID table and per-item bias: a row gets a gradient only in batches that hold its item, so it
+    # takes far fewer steps than shared weights; 10x the default learning_rate lets tail items move at all.
+    item_learning_rate: float = 1e-2
+    # Decoupled (AdamW) decay of dense weights only; embedding rows and biases never decay (r2led_model.optim).
     weight_decay: float = 0.0
-    # Stop when validation AUC has not improved for this many epochs; the best epoch is kept.
-    patience: int = 2
+    # Validation points per epoch, spaced by training steps (the epoch's end is one). 4: a model that
+    # overfits within an epoch is caught near its best, not one whole epoch later. The first epoch
+    # (and every epoch under DDP) is validated at its end only.
+    evals_per_epoch: int = 4
+    # An evaluation that does not beat the best validation AUC multiplies every learning rate by this.
+    lr_plateau_factor: float = 0.5
+    # Stop after this many evaluations in a row without a better validation AUC; the best evaluation's
+    # weights are kept. 4: one epoch of evaluations at evals_per_epoch 4, with the rate cut at each.
+    patience: int = 4
     seed: int = 42
     device: str = "cpu"
     # > 1: train under Spark's TorchDistributor with this many processes (gloo on CPU).
@@ -962,6 +973,8 @@ RANGES: dict[type, dict[str, Range]] = {
     ModelConfig: {"embedding_dim": COUNT, "attention_heads": COUNT, "mlp_dims": COUNT,
                   "dropout": Range(low=0, high=1, high_open=True)},
     TrainingConfig: {"epochs": COUNT, "batch_size": COUNT, "learning_rate": POSITIVE, "weight_decay": NON_NEGATIVE,
+                     "item_learning_rate": POSITIVE, "evals_per_epoch": COUNT,
+                     "lr_plateau_factor": Range(low=0, high=1, low_open=True, why="1 never cuts the rate"),
                      "patience": COUNT, "seed": SEED, "num_processes": COUNT, "reader_workers": COUNT,
                      "shuffle_buffer": COUNT},
     RegistryConfig: {"min_improvement": NON_NEGATIVE, "min_first_metric": Range(low=0, high=1, why="an AUC")},

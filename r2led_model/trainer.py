@@ -1,4 +1,4 @@
-"""The model-agnostic training loop: Adam, early stopping on validation AUC, checkpoints, DDP.
+"""The model-agnostic training loop: one optimizer and schedule for every model, early stopping, checkpoints, DDP.
 
 What the loop needs from a model is a *task wrapper* (torchrec style: the model returns logits, the
 task owns the loss): an ``nn.Module`` with
@@ -12,6 +12,12 @@ Batches are dicts of tensors (``r2led_model.models.inputs``) that also carry ``l
 Petastorm (``r2led_model.feed``) or built in memory: ``train_batches(epoch)`` gives one epoch of this
 process's training batches, ``valid_batches()`` this process's validation batches.
 
+The training regime is the same for every model: ``RowwiseAdam`` (``r2led_model.optim``: the item rows at
+their own learning rate, embedding rows updated lazily, decoupled decay of dense weights only), validation
+``training.evals_per_epoch`` times per epoch, every learning rate cut by ``training.lr_plateau_factor`` at an
+evaluation that does not beat the best validation AUC, and a stop after ``training.patience`` such
+evaluations in a row; the best evaluation's weights are kept.
+
 Distributed mode (``torch.distributed`` initialised, e.g. under Spark's TorchDistributor with gloo):
   * The loop wraps ``LossForward(task)`` in DistributedDataParallel. Its ``forward(batch)`` returns
     ``task.loss(batch)``, so every training step goes through DDP's forward (which prepares the
@@ -23,10 +29,13 @@ Distributed mode (``torch.distributed`` initialised, e.g. under Spark's TorchDis
     rank that took every step are broadcast to all (else Adam's moments would differ between ranks and
     the ranks would compute gradients at different weights in the next epoch).
   * Validation predictions of every rank are gathered (``all_gather_object``) and every rank computes
-    the same metrics on the union, so all ranks take the same early-stopping decision and keep the same
-    best weights. ``on_epoch``, logging and checkpoint files are rank 0's.
+    the same metrics on the union, so all ranks take the same early-stopping decision, the same learning-rate
+    cuts, and keep the same best weights. ``on_epoch``, logging and checkpoint files are rank 0's.
+  * Validation runs at each epoch's end only: inside ``join()`` the ranks run out of batches at different
+    steps, so there is no step at which all of them could stop to validate together.
 
-Epochs are numbered from 0.
+Epochs are numbered from 0; a training step is one optimizer step, counted from the first epoch (under DDP,
+those of the rank that took the most).
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +62,7 @@ from torch import nn
 
 from r2led_model.config import TrainingConfig
 from r2led_model.metrics import evaluate
+from r2led_model.optim import RowwiseAdam, learning_rate_scale, parameter_groups, scale_learning_rates
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +81,17 @@ DDP_FIND_UNUSED_PARAMETERS = True
 
 @dataclass
 class FitResult:
-    """What ``fit`` did; ``history`` holds one dict per epoch run (the ``on_epoch`` metrics)."""
+    """What ``fit`` did; ``history`` holds one dict per evaluation, resumed ones included (see ``fit``)."""
 
-    best_epoch: int
-    best_metrics: dict[str, float]  # valid_auc, valid_gauc, valid_logloss, valid_n of the best epoch
+    best_epoch: int  # the epoch of the best evaluation
+    best_metrics: dict[str, float]  # valid_auc, valid_gauc, valid_logloss, valid_n of the best evaluation
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     samples_seen: int = 0  # training samples over all ranks, this call only
     stopped_early: bool = False
     resumed_from: int | None = None  # the epoch of the checkpoint resumed from
+    best_step: int = -1  # the training step of the best evaluation
+    evaluations: int = 0  # evaluations run by this call
 
 
 # --------------------------------------------------------------------------------------
@@ -274,18 +286,25 @@ class Checkpoint:
     """What ``fit`` writes after each epoch (``epoch-NNNN.pt``); the field names are the file's keys, in order.
 
     Values are tensors and plain python values only, so ``load_checkpoint`` reads them with ``weights_only=True``.
+    The fields with defaults came with evaluations inside epochs: a file written before lacks them.
     """
 
     epoch: int
     model: dict[str, torch.Tensor]  # the task's state dict after this epoch
-    optimizer: dict[str, Any]  # the optimizer's state dict
+    optimizer: dict[str, Any]  # the optimizer's state dict (its groups' learning rates, cuts included)
     metrics: dict[str, float]  # this epoch's on_epoch metrics
     history: list[dict[str, float]]  # FitResult.history up to this epoch
     best_epoch: int
-    best_value: float  # the best epoch's validation AUC as early stopping ranks it (_selection_value)
+    best_value: float  # the best evaluation's validation AUC as early stopping ranks it (_selection_value)
     best_metrics: dict[str, float]
-    bad_epochs: int  # epochs in a row since best_epoch that did not beat it
+    bad_epochs: int  # evaluations in a row since the best that did not beat it (named when there was one per epoch)
     rng: dict[str, Any]  # python, numpy and torch RNG states (_rng_state)
+    step: int = 0  # training steps after this epoch
+    epoch_steps: int = 0  # this epoch's training steps: they space the next epoch's evaluations
+    best_step: int = -1
+    # The best evaluation's weights when it fell inside this epoch, before its end (else they are `model` of
+    # the checkpoint of best_epoch): so a resumed run keeps the same best weights.
+    best_model: dict[str, torch.Tensor] | None = None
 
     def to_state(self) -> dict[str, Any]:
         """The dict ``torch.save`` writes; shallow, so the tensors are not copied."""
@@ -294,10 +313,11 @@ class Checkpoint:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Checkpoint:
         """The checkpoint in a dict that ``load_checkpoint`` returned (older files too); other keys are ignored."""
-        missing = [f.name for f in fields(cls) if f.name not in state]
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in state]
         if missing:
             raise ValueError(f"not a checkpoint of fit: it lacks {missing} (it has: {', '.join(state)})")
-        return cls(**{f.name: state[f.name] for f in fields(cls)})
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
 
 def _read_checkpoint(path: Path) -> Checkpoint:
@@ -328,23 +348,25 @@ def _selection_value(auc: float) -> float:
 
 @dataclass
 class _EarlyStopping:
-    """The best epoch so far by validation AUC, its weights, and how many epochs since have not beaten it."""
+    """The best evaluation so far by validation AUC, its weights, and how many evaluations since have not beaten it."""
 
     best_epoch: int = -1
+    best_step: int = -1
     best_value: float = -math.inf
     best_metrics: dict[str, float] = field(default_factory=dict)
-    best_state: dict[str, torch.Tensor] | None = None  # None until an epoch has run
-    bad_epochs: int = 0
+    best_state: dict[str, torch.Tensor] | None = None  # None until an evaluation has run
+    bad_evaluations: int = 0
 
-    def update(self, epoch: int, metrics: Mapping[str, float], task: nn.Module) -> None:
-        """Rank the epoch's validation AUC; the first epoch seen is the best so far, whatever its AUC."""
+    def update(self, *, epoch: int, step: int, metrics: Mapping[str, float], task: nn.Module) -> bool:
+        """Rank an evaluation's validation AUC → whether it is the new best (the first one seen always is)."""
         value = _selection_value(metrics["valid_auc"])
         if self.best_state is None or value > self.best_value:
-            self.best_epoch, self.best_value, self.bad_epochs = epoch, value, 0
+            self.best_epoch, self.best_step, self.best_value, self.bad_evaluations = epoch, step, value, 0
             self.best_metrics = {k: metrics[k] for k in BEST_METRICS}
             self.best_state = copy.deepcopy(task.state_dict())
-        else:
-            self.bad_epochs += 1
+            return True
+        self.bad_evaluations += 1
+        return False
 
 
 @dataclass(frozen=True)
@@ -355,6 +377,24 @@ class _StartPoint:
     history: list[dict[str, float]] = field(default_factory=list)
     stopping: _EarlyStopping = field(default_factory=_EarlyStopping)
     resumed_from: int | None = None
+    step: int = 0  # training steps taken before `epoch`
+    epoch_steps: int = 0  # steps of the epoch before `epoch` (0: none, or not recorded)
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any], *, path: Path,
+                          checkpoint_dir: str | Path) -> None:
+    if not all("rowwise" in group for group in state["param_groups"]):
+        # Written by the single Adam that trained every model before RowwiseAdam: its moments do not map onto
+        # the parameter groups, so they start afresh (the weights, RNGs and early stopping still resume).
+        log.warning("checkpoint %s: its optimizer state is the single Adam group of earlier versions; the "
+                    "optimizer's moments start afresh", path)
+        return
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError as exc:  # e.g. a checkpoint of the per-route attention layout, before it was batched
+        raise ValueError(f"checkpoint {path}: its optimizer state does not fit this model's parameters ({exc}); "
+                         f"it was written by another model layout: remove {checkpoint_dir} to train from the "
+                         "first epoch") from exc
 
 
 def _resume(task: nn.Module, optimizer: torch.optim.Optimizer, *, checkpoint_dir: str | Path | None,
@@ -365,21 +405,17 @@ def _resume(task: nn.Module, optimizer: torch.optim.Optimizer, *, checkpoint_dir
         return _StartPoint()
     checkpoint = _read_checkpoint(path)
     task.load_state_dict(checkpoint.model)
-    try:
-        optimizer.load_state_dict(checkpoint.optimizer)
-    except ValueError as exc:  # e.g. a checkpoint of the per-route attention layout, before it was batched
-        raise ValueError(f"checkpoint {path}: its optimizer state does not fit this model's parameters ({exc}); "
-                         f"it was written by another model layout: remove {checkpoint_dir} to train from the "
-                         "first epoch") from exc
+    _load_optimizer_state(optimizer, checkpoint.optimizer, path=path, checkpoint_dir=checkpoint_dir)
     _set_rng_state(checkpoint.rng)
     best = _read_checkpoint(checkpoint_path(checkpoint_dir, checkpoint.best_epoch))
-    stopping = _EarlyStopping(best_epoch=checkpoint.best_epoch, best_value=checkpoint.best_value,
-                              best_metrics=dict(checkpoint.best_metrics), best_state=best.model,
-                              bad_epochs=checkpoint.bad_epochs)
+    stopping = _EarlyStopping(best_epoch=checkpoint.best_epoch, best_step=checkpoint.best_step,
+                              best_value=checkpoint.best_value, best_metrics=dict(checkpoint.best_metrics),
+                              best_state=best.best_model if best.best_model is not None else best.model,
+                              bad_evaluations=checkpoint.bad_epochs)
     if log_resume:
         log.info("resuming after epoch %d from %s (best epoch %d)", checkpoint.epoch, path, checkpoint.best_epoch)
     return _StartPoint(epoch=checkpoint.epoch + 1, history=list(checkpoint.history), stopping=stopping,
-                       resumed_from=checkpoint.epoch)
+                       resumed_from=checkpoint.epoch, step=checkpoint.step, epoch_steps=checkpoint.epoch_steps)
 
 
 def _wrap_for_ddp(step_module: nn.Module, *, device: torch.device) -> nn.Module:
@@ -397,50 +433,120 @@ def _sum_over_ranks(loss_sum: float, samples: int) -> tuple[float, int]:
     return float(totals[0]), int(totals[1])
 
 
+def evaluation_steps(previous_epoch_steps: int, evals_per_epoch: int) -> frozenset[int]:
+    """The steps of an epoch after which ``fit`` validates before the epoch's end: ``evals_per_epoch - 1``
+    points spread evenly over the previous epoch's length (k·S // E), since a Petastorm epoch's batch count is
+    not known before it ends. None in a first epoch (S = 0); fewer when S < E."""
+    return frozenset(k * previous_epoch_steps // evals_per_epoch for k in range(1, evals_per_epoch)) - {0}
+
+
+@dataclass
+class _EpochStats:
+    """An epoch's training so far: Σ loss × rows, rows and steps (this rank's, until summed over ranks), and
+    the seconds spent in training steps (validation excluded)."""
+
+    loss_sum: float = 0.0
+    samples: int = 0
+    steps: int = 0
+    train_seconds: float = 0.0
+
+
+@dataclass
+class _Evaluator:
+    """Validates, ranks the evaluation for early stopping and cuts the learning rates after one that is not
+    the best; each evaluation is one ``history`` entry."""
+
+    task: nn.Module
+    optimizer: torch.optim.Optimizer
+    valid_batches: Callable[[], Iterable[Batch]]
+    device: torch.device
+    config: TrainingConfig
+    stopping: _EarlyStopping
+    history: list[dict[str, float]]
+    is_main: bool
+    count: int = 0  # evaluations run by this fit call
+
+    def __call__(self, *, epoch: int, step: int, stats: _EpochStats, epoch_started: float) -> dict[str, float]:
+        """Validate after ``step`` → the history entry (also appended to ``history``)."""
+        valid = evaluate(*_gather_predictions(predict(self.task, self.valid_batches(), self.device)))
+        entry = {"epoch": float(epoch), "step": float(step),
+                 "train_loss": stats.loss_sum / max(stats.samples, 1), "train_samples": float(stats.samples),
+                 "valid_auc": valid["auc"], "valid_gauc": valid["gauc"], "valid_logloss": valid["logloss"],
+                 "valid_n": float(valid["n"]), "epoch_seconds": time.perf_counter() - epoch_started,
+                 "train_samples_per_s": stats.samples / stats.train_seconds if stats.train_seconds > 0 else 0.0}
+        best = self.stopping.update(epoch=epoch, step=step, metrics=entry, task=self.task)
+        if not best:
+            scale_learning_rates(self.optimizer, self.config.lr_plateau_factor)
+        entry["learning_rate"] = self.config.learning_rate * learning_rate_scale(self.optimizer)  # after the cut
+        self.history.append(entry)
+        self.count += 1
+        if self.is_main:
+            _log_evaluation(entry, best=best)
+        return entry
+
+    @property
+    def exhausted(self) -> bool:
+        """``config.patience`` evaluations in a row have not beaten the best one."""
+        return self.stopping.bad_evaluations >= self.config.patience
+
+
+def _log_evaluation(entry: Mapping[str, float], *, best: bool) -> None:
+    log.info("epoch %d step %d: train loss %.4f, valid auc %.4f gauc %.4f logloss %.4f, lr %.3g "
+             "(%.1f s, %.0f samples/s)%s", entry["epoch"], entry["step"], entry["train_loss"], entry["valid_auc"],
+             entry["valid_gauc"], entry["valid_logloss"], entry["learning_rate"], entry["epoch_seconds"],
+             entry["train_samples_per_s"], " *best*" if best else "")
+
+
 def _run_epoch(step_module: nn.Module, task: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int,
-               train_batches: Callable[[int], Iterable[Batch]], valid_batches: Callable[[], Iterable[Batch]],
-               device: torch.device, show_progress: bool) -> dict[str, float]:
-    """Train one epoch, then validate → the epoch's metrics (those ``on_epoch`` gets), over all ranks."""
-    epoch_start = time.perf_counter()
-    loss_sum, samples, steps = _train_epoch(step_module, optimizer, train_batches(epoch), device,
-                                            progress=_Progress(enabled=show_progress, desc=f"epoch {epoch}"))
-    train_seconds = time.perf_counter() - epoch_start
+               start_step: int, evaluate_after: frozenset[int], train_batches: Callable[[int], Iterable[Batch]],
+               evaluator: _Evaluator, device: torch.device, show_progress: bool
+               ) -> tuple[dict[str, float], _EpochStats, bool]:
+    """Train one epoch, validating after the steps in ``evaluate_after`` and at its end → (the last
+    evaluation's history entry, the epoch's training over all ranks, whether early stopping cut it short)."""
+    epoch_started = time.perf_counter()
+    entries: list[dict[str, float]] = []
+
+    def evaluate_inside(stats: _EpochStats) -> bool:
+        entries.append(evaluator(epoch=epoch, step=start_step + stats.steps, stats=stats,
+                                 epoch_started=epoch_started))
+        return evaluator.exhausted
+
+    stats, cut_short = _train_epoch(step_module, optimizer, train_batches(epoch), device,
+                                    progress=_Progress(enabled=show_progress, desc=f"epoch {epoch}"),
+                                    evaluate_after=evaluate_after, evaluate=evaluate_inside)
     if _distributed():
-        _sync_after_uneven_epoch(task, optimizer, steps)
-        loss_sum, samples = _sum_over_ranks(loss_sum, samples)
-    valid = evaluate(*_gather_predictions(predict(task, valid_batches(), device)))
-    return {"train_loss": loss_sum / max(samples, 1), "train_samples": float(samples),
-            "valid_auc": valid["auc"], "valid_gauc": valid["gauc"], "valid_logloss": valid["logloss"],
-            "valid_n": float(valid["n"]), "epoch_seconds": time.perf_counter() - epoch_start,
-            "train_samples_per_s": samples / train_seconds if train_seconds > 0 else 0.0}
-
-
-def _log_epoch(epoch: int, metrics: Mapping[str, float], *, best: bool) -> None:
-    log.info("epoch %d: train loss %.4f, valid auc %.4f gauc %.4f logloss %.4f (%.1f s, %.0f samples/s)%s",
-             epoch, metrics["train_loss"], metrics["valid_auc"], metrics["valid_gauc"], metrics["valid_logloss"],
-             metrics["epoch_seconds"], metrics["train_samples_per_s"], " *best*" if best else "")
+        steps = _sync_after_uneven_epoch(task, optimizer, stats.steps)
+        loss_sum, samples = _sum_over_ranks(stats.loss_sum, stats.samples)
+        stats = replace(stats, loss_sum=loss_sum, samples=samples, steps=steps)
+    if not cut_short:
+        entries.append(evaluator(epoch=epoch, step=start_step + stats.steps, stats=stats,
+                                 epoch_started=epoch_started))
+    return entries[-1], stats, cut_short
 
 
 def _save_epoch(checkpoint_dir: str | Path, *, epoch: int, task: nn.Module, optimizer: torch.optim.Optimizer,
-                metrics: Mapping[str, float], history: list[dict[str, float]], stopping: _EarlyStopping) -> None:
+                metrics: Mapping[str, float], history: list[dict[str, float]], stopping: _EarlyStopping,
+                step: int, epoch_steps: int) -> None:
     """Write ``<checkpoint_dir>/epoch-NNNN.pt``: everything ``_resume`` needs to go on after this epoch."""
+    best_inside = stopping.best_epoch == epoch and stopping.best_step != step  # not at the epoch's end
     checkpoint = Checkpoint(epoch=epoch, model=task.state_dict(), optimizer=optimizer.state_dict(),
                             metrics=_plain_metrics(metrics), history=[_plain_metrics(h) for h in history],
                             best_epoch=stopping.best_epoch, best_value=float(stopping.best_value),
-                            best_metrics=_plain_metrics(stopping.best_metrics), bad_epochs=stopping.bad_epochs,
-                            rng=_rng_state())
+                            best_metrics=_plain_metrics(stopping.best_metrics),
+                            bad_epochs=stopping.bad_evaluations, rng=_rng_state(), step=step,
+                            epoch_steps=epoch_steps, best_step=stopping.best_step,
+                            best_model=stopping.best_state if best_inside else None)
     _save_checkpoint(checkpoint_path(checkpoint_dir, epoch), checkpoint)
 
 
 def _end_epoch(epoch: int, metrics: dict[str, float], *, task: nn.Module, optimizer: torch.optim.Optimizer,
-               history: list[dict[str, float]], stopping: _EarlyStopping, checkpoint_dir: str | Path | None,
-               on_epoch: EpochCallback | None, is_main: bool) -> None:
-    """Rank 0 logs the epoch, writes its checkpoint and calls ``on_epoch``; every rank waits for the checkpoint."""
+               history: list[dict[str, float]], stopping: _EarlyStopping, step: int, epoch_steps: int,
+               checkpoint_dir: str | Path | None, on_epoch: EpochCallback | None, is_main: bool) -> None:
+    """Rank 0 writes the epoch's checkpoint and calls ``on_epoch``; every rank waits for the checkpoint."""
     if is_main:
-        _log_epoch(epoch, metrics, best=stopping.bad_epochs == 0)
         if checkpoint_dir is not None:
             _save_epoch(checkpoint_dir, epoch=epoch, task=task, optimizer=optimizer, metrics=metrics,
-                        history=history, stopping=stopping)
+                        history=history, stopping=stopping, step=step, epoch_steps=epoch_steps)
         if on_epoch is not None:
             on_epoch(epoch, dict(metrics))
     if _distributed() and checkpoint_dir is not None:
@@ -453,11 +559,21 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
         resume: bool = False) -> FitResult:
     """Train ``task`` for up to ``config.epochs`` epochs, stop early on validation AUC, keep the best weights.
 
-    After each epoch: validation metrics (over all ranks), ``on_epoch(epoch, metrics)`` on rank 0, and a
-    checkpoint ``<checkpoint_dir>/epoch-NNNN.pt`` (weights, optimizer, epoch, metrics, early-stopping
-    state, RNG states) when a folder is given. Training stops once ``config.patience`` epochs in a row
-    have not improved the best validation AUC; the best epoch's weights are loaded into ``task`` before
-    returning. ``resume=True`` continues after the latest checkpoint in ``checkpoint_dir`` (if any).
+    Evaluations: ``config.evals_per_epoch`` per epoch, the last at the epoch's end and the others after
+    ``evaluation_steps(previous epoch's steps)``, so the first epoch (which has no length to go by) validates
+    at its end only; under torch.distributed every epoch validates at its end only (see the module docstring).
+    An evaluation that does not beat the best validation AUC so far multiplies every learning rate by
+    ``config.lr_plateau_factor``; once ``config.patience`` evaluations in a row have not beaten it, training
+    stops, mid-epoch too (that epoch then ends at the evaluation). The best evaluation's weights are loaded
+    into ``task`` before returning.
+
+    ``history`` (FitResult, checkpoints) holds one entry per evaluation: epoch, step (training steps since the
+    first epoch), train_loss and train_samples of the epoch so far, valid_auc / gauc / logloss / n,
+    epoch_seconds and train_samples_per_s so far, and learning_rate (the base rate after this evaluation's
+    cut). After each epoch: ``on_epoch(epoch, metrics)`` on rank 0 with the epoch's last entry (without
+    ``epoch``), and a checkpoint ``<checkpoint_dir>/epoch-NNNN.pt`` (weights, optimizer with its learning
+    rates, history, early-stopping state, step counts, RNG states) when a folder is given. ``resume=True``
+    continues after the latest checkpoint in ``checkpoint_dir`` (if any).
 
     The model's initial weights are the caller's: seed (``set_seed``) before building the model for
     reproducible runs. The task is moved to ``config.device``.
@@ -471,20 +587,24 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
     start = _resume(task, optimizer, checkpoint_dir=checkpoint_dir, log_resume=is_main) if resume else _StartPoint()
     history, stopping = start.history, start.stopping
     step_module = _wrap_for_ddp(LossForward(task), device=device)  # after resume: DDP broadcasts rank 0's weights
+    evaluator = _Evaluator(task=task, optimizer=optimizer, valid_batches=valid_batches, device=device,
+                           config=config, stopping=stopping, history=history, is_main=is_main)
 
-    samples_seen = 0
-    stopped_early = stopping.bad_epochs >= config.patience
+    samples_seen, step, epoch_steps = 0, start.step, start.epoch_steps
+    stopped_early = evaluator.exhausted
     for epoch in range(start.epoch, config.epochs):
         if stopped_early:
             break
-        metrics = _run_epoch(step_module, task, optimizer, epoch=epoch, train_batches=train_batches,
-                             valid_batches=valid_batches, device=device,
-                             show_progress=is_main and _show_progress(config.progress))
-        samples_seen += int(metrics["train_samples"])
-        history.append({"epoch": float(epoch), **metrics})
-        stopping.update(epoch, metrics, task)
-        stopped_early = stopping.bad_epochs >= config.patience and epoch + 1 < config.epochs
-        _end_epoch(epoch, metrics, task=task, optimizer=optimizer, history=history, stopping=stopping,
+        inside = frozenset() if _distributed() else evaluation_steps(epoch_steps, config.evals_per_epoch)
+        entry, stats, cut_short = _run_epoch(step_module, task, optimizer, epoch=epoch, start_step=step,
+                                             evaluate_after=inside, train_batches=train_batches,
+                                             evaluator=evaluator, device=device,
+                                             show_progress=is_main and _show_progress(config.progress))
+        samples_seen += stats.samples
+        step, epoch_steps = step + stats.steps, stats.steps
+        stopped_early = cut_short or (evaluator.exhausted and epoch + 1 < config.epochs)
+        _end_epoch(epoch, {k: v for k, v in entry.items() if k != "epoch"}, task=task, optimizer=optimizer,
+                   history=history, stopping=stopping, step=step, epoch_steps=epoch_steps,
                    checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, is_main=is_main)
 
     if isinstance(step_module, nn.parallel.DistributedDataParallel):
@@ -497,16 +617,21 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
         raise RuntimeError(f"fit: no epoch ran (start epoch {start.epoch}, config.epochs {config.epochs})")
     task.load_state_dict(stopping.best_state)
     if is_main:
-        log.info("best epoch %d: valid auc %.4f%s", stopping.best_epoch, stopping.best_metrics["valid_auc"],
-                 " (stopped early)" if stopped_early else "")
+        log.info("best evaluation: epoch %d step %d, valid auc %.4f%s", stopping.best_epoch, stopping.best_step,
+                 stopping.best_metrics["valid_auc"], " (stopped early)" if stopped_early else "")
     return FitResult(best_epoch=stopping.best_epoch, best_metrics=stopping.best_metrics, history=history,
                      seconds=time.perf_counter() - started, samples_seen=samples_seen,
-                     stopped_early=stopped_early, resumed_from=start.resumed_from)
+                     stopped_early=stopped_early, resumed_from=start.resumed_from, best_step=stopping.best_step,
+                     evaluations=evaluator.count)
 
 
 def make_optimizer(task: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
-    """The optimizer ``fit`` trains with: Adam over the task's parameters."""
-    return torch.optim.Adam(task.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    """The optimizer ``fit`` trains with: RowwiseAdam over the task's parameter groups (``r2led_model.optim``):
+    item rows at ``config.item_learning_rate``, other parameters at ``config.learning_rate``, decoupled
+    ``config.weight_decay`` on dense weights only."""
+    return RowwiseAdam(parameter_groups(task, learning_rate=config.learning_rate,
+                                        item_learning_rate=config.item_learning_rate,
+                                        weight_decay=config.weight_decay), lr=config.learning_rate)
 
 
 def train_step(step_module: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
@@ -525,27 +650,47 @@ def train_step(step_module: nn.Module, optimizer: torch.optim.Optimizer, batch: 
 
 
 def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
-                 device: torch.device, *, progress: _Progress) -> tuple[float, int, int]:
-    """One pass over this rank's batches → (Σ loss × batch size, samples, steps) of this rank."""
+                 device: torch.device, *, progress: _Progress, evaluate_after: frozenset[int] = frozenset(),
+                 evaluate: Callable[[_EpochStats], bool] | None = None) -> tuple[_EpochStats, bool]:
+    """One pass over this rank's batches → (this rank's training statistics, whether ``evaluate`` stopped it).
+
+    After a step whose count is in ``evaluate_after``, when another batch follows (the epoch's end has its
+    own evaluation), ``evaluate(stats so far)`` runs; it returns True to stop the epoch there.
+    """
     step_module.train()
-    loss_sum, samples, steps = 0.0, 0, 0
+    stats = _EpochStats()
+    stopped = False
     ddp = isinstance(step_module, nn.parallel.DistributedDataParallel)
     join = step_module.join() if ddp else contextlib.nullcontext()
+    iterator = iter(batches)
     try:
         with join:
-            for batch in batches:
+            clock = time.perf_counter()
+            for batch in iterator:
+                if evaluate is not None and stats.steps in evaluate_after:
+                    stats.train_seconds += time.perf_counter() - clock
+                    stopped = evaluate(stats)
+                    step_module.train()
+                    clock = time.perf_counter()
+                    if stopped:
+                        break
                 loss_value, size = train_step(step_module, optimizer, batch, device)
-                loss_sum += loss_value * size
-                samples += size
-                steps += 1
+                stats.loss_sum += loss_value * size
+                stats.samples += size
+                stats.steps += 1
                 progress.update(loss_value)
+            stats.train_seconds += time.perf_counter() - clock
     finally:
         progress.close()
-    return loss_sum, samples, steps
+        close = getattr(iterator, "close", None)
+        if stopped and close is not None:
+            close()  # a generator left mid-epoch (a Petastorm reader) releases its resources now
+    return stats, stopped
 
 
-def _sync_after_uneven_epoch(task: nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> None:
-    """After an epoch with uneven shards, make every rank's weights and optimizer state the same.
+def _sync_after_uneven_epoch(task: nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> int:
+    """After an epoch with uneven shards, make every rank's weights and optimizer state the same → the
+    epoch's step count of the rank that took the most (whose state every rank now has).
 
     Under ``join()`` a rank that ran out of batches stops stepping its optimizer, so its Adam moments fall
     behind, and DDP only re-syncs the weights. Every rank that took the most steps applied the same
@@ -554,7 +699,7 @@ def _sync_after_uneven_epoch(task: nn.Module, optimizer: torch.optim.Optimizer, 
     counts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(counts, steps)
     if len(set(counts)) == 1:
-        return
+        return steps
     source = counts.index(max(counts))
     with torch.no_grad():
         for tensor in [*task.parameters(), *task.buffers()]:
@@ -563,3 +708,4 @@ def _sync_after_uneven_epoch(task: nn.Module, optimizer: torch.optim.Optimizer, 
     dist.broadcast_object_list(holder, src=source)
     if dist.get_rank() != source:
         optimizer.load_state_dict(holder[0])
+    return max(counts)

@@ -1,7 +1,7 @@
 """Equal tuning for every model: declared search spaces and the one adapter around Optuna.
 
-Every model searches the same shared space (learning rate, weight decay, dropout, embedding dim);
-models that retrieve inside the network also search their `model.<name>.retrieve_k`. R2LED's k is
+Every model searches the same shared space (learning rate, item learning rate, weight decay, dropout,
+embedding dim); models that retrieve inside the network also search their `model.<name>.retrieve_k`. R2LED's k is
 fixed by the Spark retrieval stage (the candidates are precomputed), so it has no model-side k to
 search. A study is TPE (seeded) with median pruning on the per-epoch validation AUC, and every model gets the
 same number of trials and epochs per trial.
@@ -23,7 +23,7 @@ from r2led_model.config import ModelConfig, legacy_model_key
 if TYPE_CHECKING:
     from r2led_model.config import Config
 
-SHARED_SPACE_NOTE = "learning_rate, weight_decay, dropout, embedding_dim"
+SHARED_SPACE_NOTE = "learning_rate, item_learning_rate, weight_decay, dropout, embedding_dim"
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class SearchParam:
 
 SHARED_SPACE = (
     SearchParam("training.learning_rate", "log_float", 1e-4, 1e-2),
+    # The ID table and per-item bias (r2led_model.optim): from the base rate's range up to 10x its top.
+    SearchParam("training.item_learning_rate", "log_float", 1e-4, 1e-1),
     SearchParam("training.weight_decay", "log_float", 1e-8, 1e-3),
     SearchParam("model.dropout", "float", 0.0, 0.5),
     # Even sizes only: attention heads (2) must divide the embedding dim.

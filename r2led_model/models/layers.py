@@ -26,6 +26,9 @@ GATE_MODES: tuple[str, ...] = get_args(GateMode)
 
 # Small init keeps the first attention logits near uniform and the first logits near 0 (loss ≈ log 2).
 EMBEDDING_INIT_STD = 0.1
+# Item ID rows start ten times smaller: most items are seen in few batches (long tail), and a row that has not
+# trained yet should add little noise to h(v), so that an unseen item is scored by its category and SIDs.
+ITEM_INIT_STD = 0.01
 
 
 # --------------------------------------------------------------------------------------
@@ -202,13 +205,14 @@ class ItemEmbedding(nn.Module):
     e_cat: num_categories × d. Every table has padding row 0 (a zero vector). The category embedding is
     *added* after fusion (one more field of the item, kept out of the ID/SID gate so the gate only weighs
     ID against SID). Tables the fusion does not read (SID tables for id_only, the ID table for sid_only)
-    are not created.
+    are not created. The ID table starts at std ITEM_INIT_STD, the others at EMBEDDING_INIT_STD.
     """
 
     def __init__(self, *, num_items: int, num_categories: int, sid_levels: int, sid_vocab: int, dim: int,
                  fusion: SidGate) -> None:
         super().__init__()
         self.dim = dim
+        self.num_items = num_items  # rows of the ID table (padding 0 included), also without one (sid_only)
         self.sid_levels = sid_levels
         self.fusion = fusion
         self.item = nn.Embedding(num_items, dim, padding_idx=0) if fusion.uses_id else None
@@ -216,7 +220,7 @@ class ItemEmbedding(nn.Module):
         self.sid = (nn.ModuleList(nn.Embedding(sid_vocab, dim, padding_idx=0) for _ in range(sid_levels))
                     if fusion.uses_sid else None)
         for table in self.tables():
-            nn.init.normal_(table.weight, std=EMBEDDING_INIT_STD)
+            nn.init.normal_(table.weight, std=ITEM_INIT_STD if table is self.item else EMBEDDING_INIT_STD)
             with torch.no_grad():
                 table.weight[0].zero_()
 
@@ -393,9 +397,11 @@ class MLPHead(nn.Module):
 class InterestCTR(nn.Module):
     """The shell every model shares: embed, pool long- and short-term interest, score.
 
-    logit = head([h_t, u_long, u_short, h_t ⊙ u_long]); without a long-term module (DIN) the head reads
-    [h_t, u_short]. The short-term module is a DinAttention over `short` in every model, so models differ
-    only in `long_interest`. forward(batch) → logits (B,); the batch's `label` is never read.
+    logit = head([h_t, u_long, u_short, h_t ⊙ u_long]) + b(t); without a long-term module (DIN) the head reads
+    [h_t, u_short]. b(t) is a per-item bias (a num_items × 1 table, zero at the start and for padding): an
+    item's own click rate, which the head need not encode in h_t. The short-term module is a DinAttention
+    over `short` in every model, so models differ only in `long_interest`. forward(batch) → logits (B,); the
+    batch's `label` is never read. State dicts saved before the bias existed load with b = 0.
     """
 
     def __init__(self, *, embedding: ItemEmbedding, long_interest: nn.Module | None, short_interest: DinAttention,
@@ -405,6 +411,15 @@ class InterestCTR(nn.Module):
         self.long_interest = long_interest
         self.short_interest = short_interest
         self.head = head
+        # from_pretrained: zeros without a random draw, so the other parameters keep their seeded values.
+        self.item_bias = nn.Embedding.from_pretrained(torch.zeros(embedding.num_items, 1), freeze=False,
+                                                      padding_idx=0)  # (num_items, 1)
+
+    def item_parameters(self) -> list[nn.Parameter]:
+        """The parameters with one row per item (ID table, unless sid_only, and the bias): the optimizer gives
+        them `training.item_learning_rate` (r2led_model.optim)."""
+        table = self.embedding.item
+        return [*([table.weight] if table is not None else []), self.item_bias.weight]
 
     @property
     def input_groups(self) -> tuple[str, ...]:
@@ -432,12 +447,22 @@ class InterestCTR(nn.Module):
 
     def forward(self, batch: Batch) -> Tensor:
         target, groups = self.encode(batch)
+        bias = self.item_bias(batch["target_item"]).squeeze(-1)  # (B, 1) → (B,)
         u_short = self.short_interest(target.h, groups["short"])  # (B, d)
         if self.long_interest is None:
-            return self.head(torch.cat([target.h, u_short], dim=-1))  # (B, 2d) → (B,)
+            return self.head(torch.cat([target.h, u_short], dim=-1)) + bias  # (B, 2d) → (B,)
         u_long = self.long_interest(target, groups)  # (B, d)
         features = torch.cat([target.h, u_long, u_short, target.h * u_long], dim=-1)  # (B, 4d)
-        return self.head(features)  # (B,)
+        return self.head(features) + bias  # (B,)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # A state dict of this model saved before the per-item bias existed: the bias it was trained without is 0.
+        key = f"{prefix}item_bias.weight"
+        if key not in state_dict and any(k.startswith(f"{prefix}head.") for k in state_dict):
+            state_dict[key] = torch.zeros_like(self.item_bias.weight)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
 
 def shell_parts(*, spec: FeatureSpec, config: ModelConfig, gate: GateMode = "id_only",

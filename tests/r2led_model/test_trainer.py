@@ -24,7 +24,9 @@ from r2led_model.trainer import (Checkpoint, _set_rng_state, checkpoint_path, fi
                                  predict, set_seed)
 
 NUM_ITEMS = 40
-CONFIG = TrainingConfig(epochs=6, batch_size=64, learning_rate=0.05, patience=2, seed=11, progress="never")
+# One evaluation per epoch: these tests count evaluations as epochs (test_training_regime.py tests several).
+CONFIG = TrainingConfig(epochs=6, batch_size=64, learning_rate=0.05, patience=2, seed=11, progress="never",
+                        evals_per_epoch=1)
 
 
 @pytest.fixture(autouse=True)
@@ -300,7 +302,8 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
                      train_batches=lambda e: batches_of(shard, 64,
                                                         torch.randperm(n, generator=torch.Generator().manual_seed(e))),
                      valid_batches=lambda: batches_of(valid_shard, 100),
-                     config=replace(CONFIG, epochs=3, patience=3),
+                     # Four evaluations per epoch asked for: under DDP each epoch validates at its end only.
+                     config=replace(CONFIG, epochs=3, patience=3, evals_per_epoch=4),
                      on_epoch=lambda epoch, m: calls.append(epoch))
         torch.save({"params": params(task), "best_epoch": result.best_epoch, "history": result.history,
                     "calls": calls, "samples_seen": result.samples_seen, "step_weights": task.step_weights}, Path(out_dir) / f"rank{rank}.pt")
@@ -316,6 +319,7 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
     assert ranks[0]["best_epoch"] == ranks[1]["best_epoch"]
     assert ranks[0]["history"][-1]["valid_auc"] == ranks[1]["history"][-1]["valid_auc"]
     assert all(h["valid_n"] == 512 for h in ranks[0]["history"])  # metrics over both ranks' predictions
+    assert [h["step"] for h in ranks[0]["history"]] == [10, 20, 30]  # one evaluation per epoch, steps of rank 0
     assert ranks[0]["samples_seen"] == 3 * 1024
     assert ranks[0]["calls"] == [0, 1, 2] and ranks[1]["calls"] == []  # on_epoch on rank 0 only
     assert ranks[0]["history"][-1]["valid_auc"] > 0.85
