@@ -675,6 +675,21 @@ class TopKRetrievalConfig:
     retrieve_k: int = 20
 
 
+# What SIM's hard search matches on (`model.sim_hard.match`).
+SimHardMatch = Literal["category", "sid_prefix"]
+
+
+@dataclass(frozen=True)
+class SIMHardConfig(TopKRetrievalConfig):
+    """`model.sim_hard`: SIM's hard search over the long history, by category or by a SID prefix."""
+
+    # What a behaviour must share with the target to be retrieved: its category (SIM's hard search), or
+    # its first `sid_prefix` SID codes (a control: R2LED's semantic filter alone, without its collaborative
+    # ranking, its other routes or its fusion).
+    match: SimHardMatch = "category"
+    sid_prefix: int = 1
+
+
 @dataclass(frozen=True)
 class ETAConfig:
     """`model.eta`: SimHash retrieval over the item embeddings, then target attention."""
@@ -714,8 +729,12 @@ class ModelConfig:
     attention_heads: int = 2
     mlp_dims: tuple[int, ...] = (128, 64)
     dropout: float = 0.0
+    # A baseline's items fused with their SIDs too, as R2LED's default fuses them (`model.r2led.gate` and
+    # `sid_fusion` at their defaults): the "+SID" controls, which see all the item information R2LED sees.
+    # R2LED always reads SIDs, so it refuses this key.
+    item_sids: bool = False
     r2led: R2LEDConfig = field(default_factory=R2LEDConfig)
-    sim_hard: TopKRetrievalConfig = field(default_factory=TopKRetrievalConfig)
+    sim_hard: SIMHardConfig = field(default_factory=SIMHardConfig)
     sim_soft: TopKRetrievalConfig = field(default_factory=TopKRetrievalConfig)
     eta: ETAConfig = field(default_factory=ETAConfig)
     sdim: SDIMConfig = field(default_factory=SDIMConfig)
@@ -737,6 +756,8 @@ class ModelConfig:
             # `>= 1 and`: a direct call (a bundle's config) may come without the range check before it.
             (self.attention_heads >= 1 and self.embedding_dim % self.attention_heads == 0, "attention_heads",
              f"must divide {path}.embedding_dim"),
+            (not (self.item_sids and self.name == "r2led"), "item_sids",
+             "r2led always fuses its items' IDs and SIDs (model.r2led.gate); this key is for the baselines"),
         )
         for model, section in self.sections().items():
             if model == self.name:
@@ -967,6 +988,7 @@ RANGES: dict[type, dict[str, Range]] = {
     TrainingSetConfig: {"short_window": COUNT, "long_history": COUNT,
                         "recency_buckets": Range(low=2, why="bucket 0 is padding"), "files_per_split": COUNT},
     TopKRetrievalConfig: {"retrieve_k": COUNT},
+    SIMHardConfig: {"retrieve_k": COUNT, "sid_prefix": COUNT},
     ETAConfig: {"retrieve_k": COUNT, "hash_bits": Range(low=1, high=62), "seed_hash": SEED},
     SDIMConfig: {"hashes": COUNT, "hash_bits": Range(low=1, high=16, why="2^hash_bits buckets per hash"),
                  "seed_hash": SEED},

@@ -42,6 +42,7 @@ class Target:
 
     h: Tensor  # (B, d)
     cat: Tensor  # (B,)
+    sid: Tensor | None = None  # (B, L) SID codes, 0 = padding / unknown
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,18 @@ class Behaviours:
     mask: Tensor  # (B, n) bool
     recency: Tensor  # (B, n)
     cat: Tensor  # (B, n)
+    sid: Tensor | None = None  # (B, n, L) SID codes, 0 = padding / unknown
 
     def take(self, idx: Tensor, selected: Tensor) -> Behaviours:
         """The slots at idx (B, k), with mask `selected` (B, k) (a gathered padded slot stays masked)."""
         d = self.h.shape[-1]
         h = self.h.gather(1, idx[:, :, None].expand(-1, -1, d))  # (B, k, d)
+        sid = None
+        if self.sid is not None:
+            sid = self.sid.gather(1, idx[:, :, None].expand(-1, -1, self.sid.shape[-1]))  # (B, k, L)
+            sid = sid * selected[:, :, None]
         return Behaviours(h=h, mask=selected, recency=self.recency.gather(1, idx) * selected,
-                          cat=self.cat.gather(1, idx) * selected)
+                          cat=self.cat.gather(1, idx) * selected, sid=sid)
 
 
 # --------------------------------------------------------------------------------------
@@ -442,8 +448,8 @@ class InterestCTR(nn.Module):
             sid = batch[f"{group}_sid"].reshape(b, n, levels)  # (B, n·L) → (B, n, L)
             cat = batch[f"{group}_cat"]
             groups[group] = Behaviours(h=self.embedding(item, cat, sid, context), mask=batch[f"{group}_mask"].bool(),
-                                       recency=batch[f"{group}_recency"], cat=cat)
-        return Target(h=h_t, cat=batch["target_cat"]), groups
+                                       recency=batch[f"{group}_recency"], cat=cat, sid=sid)
+        return Target(h=h_t, cat=batch["target_cat"], sid=batch["target_sid"]), groups
 
     def forward(self, batch: Batch) -> Tensor:
         target, groups = self.encode(batch)
@@ -465,12 +471,18 @@ class InterestCTR(nn.Module):
                                       error_msgs)
 
 
-def shell_parts(*, spec: FeatureSpec, config: ModelConfig, gate: GateMode = "id_only",
-                with_long: bool = True, per_level: bool = False) -> dict[str, nn.Module]:
+def shell_parts(*, spec: FeatureSpec, config: ModelConfig, gate: GateMode | None = None,
+                with_long: bool = True, per_level: bool | None = None) -> dict[str, nn.Module]:
     """The embedding, short-term module and head of a model built from (spec, config).
 
-    Baselines call this with the default gate="id_only" (they never read SIDs); R2LED passes config.r2led.gate.
+    R2LED passes its own gate and per_level. Baselines leave them None: their items are ID-only, or, with
+    `model.item_sids` (the "+SID" controls), fused with the SIDs exactly as R2LED's default fuses them
+    (`model.r2led`'s gate and sid_fusion, which a baseline's config keeps at their defaults).
     """
+    if gate is None:
+        gate = config.r2led.gate if config.item_sids else "id_only"
+    if per_level is None:
+        per_level = config.item_sids and config.r2led.sid_fusion == "per_level"
     dim = config.embedding_dim
     return {
         "embedding": item_embedding(spec=spec, dim=dim, gate=gate, per_level=per_level),
