@@ -41,8 +41,18 @@ def calibration_figure(labels: np.ndarray, probs: np.ndarray, title: str, bins: 
     return figure
 
 
+def _fractional_epochs(history: Sequence[dict]) -> list[float]:
+    """Each evaluation's x: its epoch plus the share of that epoch's steps done (the epoch's last evaluation
+    is at its end); entries without a step (one evaluation per epoch) sit at their epoch + 1."""
+    last_step: dict[float, float] = {}
+    for h in history:
+        last_step[h["epoch"]] = max(last_step.get(h["epoch"], 0.0), float(h.get("step", 0.0)))
+    return [h["epoch"] + (float(h["step"]) / last_step[h["epoch"]] if h.get("step") and last_step[h["epoch"]] else 1.0)
+            for h in history]
+
+
 def loss_curves_figure(history: Sequence[dict]):
-    epochs = [h["epoch"] for h in history]
+    epochs = _fractional_epochs(history)
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
     left.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
     left.plot(epochs, [h["valid_logloss"] for h in history], marker="o", label="valid logloss")
