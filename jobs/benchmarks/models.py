@@ -1,4 +1,4 @@
-"""`r2led benchmark models`: R2LED, every baseline and the main ablations on the same data and seeds.
+"""`r2led benchmark models`: R2LED, every baseline, fair controls and the main ablations on the same data.
 
 For each dataset env (default: `local` = MovieLens-100K and `synthetic_long`), the pipeline stages up to
 build-training-set run once into `<benchmark.output_dir>/models/<env>/` (reused on later runs
@@ -21,6 +21,14 @@ runs, and reuses the saved parameters while the data is unchanged; R2LED's ablat
 tuned parameters. `--sweep LEVEL:SHARE ...` repeats each synthetic dataset with the catalogue's
 category at another taxonomy level and mislabel share (the parameters tuned on the first setting are
 reused on the others), so the table shows where R2LED wins and where it does not.
+
+Fair controls run beside the baselines (unless `--no-controls`): each baseline "+sid" (its items fused
+with their SIDs as R2LED's are, `model.item_sids`) and SIM-hard on a SID prefix. Each variant trains
+from its own seed (`init_seed`), and every seed's test predictions are saved under
+`<dataset>/predictions/`, so each row is paired with R2LED's on the same test rows: the mean-over-seeds
+AUC difference with its user-bootstrap 95% CI, overall and per segment of the test rows (target
+warmth; on a world with truth, dormant-interest targets, community- or taxonomy-driven relevance,
+noisy or clean text: `row_segments`). `--summarize` recomputes them from the saved predictions.
 """
 
 from __future__ import annotations
