@@ -108,9 +108,9 @@ _CATALOGUE_STREAM, _DORMANT_STREAM, _COMMUNITY_STREAM, _LAUNCH_STREAM, _NOISY_TO
 _MEMBERSHIP, _VISITS = 0, 1  # sub-streams of a user's community stream
 # Page-view `interest` codes besides a topic id: popularity noise, a visit to one of the user's communities.
 NOISE_INTEREST, COMMUNITY_INTEREST = -1, -2
-# Draws that land on an item not launched yet are drawn again this often; what is still unlaunched then
-# (a leaf or community whose every item is late) is dropped.
-_LAUNCH_REDRAWS = 16
+# Draws that land on an item not launched yet are drawn again (rejection) this often; the few left then
+# (a leaf whose popularity is mostly one late item) get an exact draw among the launched items.
+_LAUNCH_REDRAWS = 8
 _SECONDS_PER_DAY = 86_400
 _COUNT_SIGMA = 0.6  # log-normal spread of events per user
 _INTEREST_ALPHA = 1.0  # Dirichlet concentration of a user's interest weights
@@ -387,30 +387,52 @@ class DrawSource:
 
 def redraw_unlaunched(world: SyntheticWorld, items: np.ndarray, ts: np.ndarray, source: np.ndarray,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(items (n,), launched (n,) bool): each item seen before its launch drawn again from its `source`
-    (DrawSource: the catalogue by popularity, the item's leaf, the item's community) until it is launched
-    at `ts`, at most `_LAUNCH_REDRAWS` times; `launched` is False where that failed (the caller drops it).
+    """(items (n,), launched (n,) bool): each item seen before its launch replaced by a draw from its
+    `source` (DrawSource: the catalogue, the item's leaf, the item's community) by popularity among the
+    items launched by `ts`; `launched` is False where that place has none yet (the caller drops it).
 
-    items, ts, source: (n,). No uniform is drawn when every item is already launched, so a world
-    without late launches is unchanged.
+    items, ts, source: (n,). Rejection first (`_LAUNCH_REDRAWS` rounds of drawing again from the
+    source), then an exact draw for what is left; both give the popularity distribution restricted to
+    launched items. No uniform is drawn when every item is already launched, so a world without late
+    launches is unchanged.
     """
     items = np.array(items, dtype=np.int64)
     for _ in range(_LAUNCH_REDRAWS):
         late = np.flatnonzero(ts < world.item_launch[items])
         if late.size == 0:
-            break
-        u, kind = rng.random(late.size), source[late]
-        old = items[late]
-        from_catalogue = np.minimum(np.searchsorted(world.item_cdf, u, side="right"), world.item_cdf.size - 1)
-        leaf = world.item_leaf[old]
-        from_leaf = world.leaf_items[np.minimum(np.searchsorted(world.leaf_item_cdf, leaf + u, side="right"),
-                                                world.leaf_items.size - 1)]
-        community = np.maximum(world.item_community[old], 0)
-        from_community = (community_pick(world, community, u) if world.community_items.size
-                          else from_catalogue)
-        items[late] = np.select([kind == DrawSource.LEAF, kind == DrawSource.COMMUNITY],
-                                [from_leaf, from_community], default=from_catalogue)
+            return items, np.ones(items.size, dtype=bool)
+        items[late] = _draw_from_source(world, items[late], source[late], rng.random(late.size))
+    late = np.flatnonzero(ts < world.item_launch[items])
+    for index in late.tolist():
+        candidates = _source_items(world, int(items[index]), int(source[index]))
+        weight = world.item_popularity[candidates] * (world.item_launch[candidates] <= ts[index])
+        if weight.sum() > 0:
+            cdf = np.cumsum(weight) / weight.sum()
+            items[index] = candidates[min(int(np.searchsorted(cdf, rng.random(), side="right")), cdf.size - 1)]
     return items, ts >= world.item_launch[items]
+
+
+def _draw_from_source(world: SyntheticWorld, items: np.ndarray, source: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """(n,) a fresh draw by popularity from where each of `items` (n,) came (`source` (n,)), uniforms u (n,)."""
+    from_catalogue = np.minimum(np.searchsorted(world.item_cdf, u, side="right"), world.item_cdf.size - 1)
+    leaf = world.item_leaf[items]
+    from_leaf = world.leaf_items[np.minimum(np.searchsorted(world.leaf_item_cdf, leaf + u, side="right"),
+                                            world.leaf_items.size - 1)]
+    if world.community_items.size:
+        from_community = community_pick(world, np.maximum(world.item_community[items], 0), u)
+    else:
+        from_community = from_catalogue
+    return np.select([source == DrawSource.LEAF, source == DrawSource.COMMUNITY],
+                     [from_leaf, from_community], default=from_catalogue)
+
+
+def _source_items(world: SyntheticWorld, item: int, source: int) -> np.ndarray:
+    """Every item of the place `item` was drawn from: its leaf, its community, or the catalogue."""
+    if source == DrawSource.LEAF:
+        return np.flatnonzero(world.item_leaf == world.item_leaf[item])
+    if source == DrawSource.COMMUNITY and world.item_community[item] >= 0:
+        return np.flatnonzero(world.item_community == world.item_community[item])
+    return np.arange(world.item_leaf.size)
 
 
 def dormant_interests(config: SyntheticConfig, user_id: int, count: int) -> np.ndarray:

@@ -10,8 +10,10 @@ Output (read back by `source.kind: synthetic`):
     <root>/items/part-*.json                         item_id, category_id, text
     <root>/impressions/event_date=YYYY-MM-DD/*.csv   with synthetic.impressions.enabled: user_id,item_id,
                                                      category_id,behavior (imp),ts,label
-    <root>/truth/items, <root>/truth/user_interests  planted taxonomy, catalogue noise and interests (Parquet)
-    <root>/truth/impressions                         every impression's click probability, relation, exposure
+    <root>/truth/items, <root>/truth/user_interests  planted taxonomy, catalogue noise (text_noisy, top_text_noise),
+                                                     community_id, launch_ts, and interests (Parquet)
+    <root>/truth/impressions                         every impression's click probability, relation, exposure,
+                                                     community and dormant_target
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 EVENT_SCHEMA = "user_id BIGINT, item_id BIGINT, category_id BIGINT, behavior STRING, ts BIGINT, interest BIGINT"
 INTEREST_SCHEMA = "user_id BIGINT, interest_rank BIGINT, topic_l2 BIGINT, weight DOUBLE, dormant BOOLEAN"
 IMPRESSION_SCHEMA = ("user_id BIGINT, item_id BIGINT, category_id BIGINT, behavior STRING, ts BIGINT, label INT, "
-                     "click_prob DOUBLE, relation BIGINT, exposure BIGINT")
+                     "click_prob DOUBLE, relation BIGINT, exposure BIGINT, community BOOLEAN, dormant_target BOOLEAN")
 # Aim for ~2M events per task: big enough to amortise the world build, small enough for memory.
 EVENTS_PER_PARTITION = 2_000_000
 

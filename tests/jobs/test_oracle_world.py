@@ -94,6 +94,11 @@ def test_the_learnable_ceiling_learns_quality_only_from_training_clicks(spark, w
     for split in ("valid", "test"):
         m = report[split]
         assert m["relation_lift"] == pytest.approx((m["relation_auc"] - 0.5) / (m["auc"] - 0.5))
+        assert "relation_community_auc" not in m  # a world without communities has no such partial oracle
+    # The world's shape: no communities here, so that share is 0; every test row has a hist_len.
+    shape = report["shape"]
+    assert shape["test_rows"] == report["test"]["n"] and shape["community_target_share"] == 0
+    assert shape["hist_len_median"] >= config.sequences.min_hist_len and shape["oracle_vs_relation"]["se"] > 0
 
 
 def test_tune_beats_a_bad_start_and_its_parameters_reach_train(spark, world):

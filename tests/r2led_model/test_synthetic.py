@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from r2led_model.config import SyntheticConfig, parse_utc_timestamp
+from r2led_model.config import CatalogueNoiseConfig, ImpressionConfig, SyntheticConfig, parse_utc_timestamp
+from r2led_model.impressions import generate_user_impressions
 from r2led_model.synthetic import (
     COLOUR_WORDS,
     L1_WORDS,
@@ -204,3 +206,51 @@ def test_empty_batch_has_the_schema(world):
     assert empty.empty and list(empty.columns) == ["user_id", "item_id", "category_id", "behavior", "ts", "interest"]
     assert empty["ts"].dtype == np.int64
     assert user_interest_frame(world, CONFIG, np.array([], dtype=np.int64)).empty
+
+
+# --------------------------------------------------------------------------------------------------
+# Older worlds are pinned: the new knobs (communities, launches, noisy top topics, impressions from a
+# day, community and new-arrival slots) draw from their own streams, so with them off a world is
+# byte-identical to one generated before they existed.
+# --------------------------------------------------------------------------------------------------
+
+PINNED_ITEM_COLUMNS = ("item_id", "category_id", "text", "topic_l1", "topic_l2", "topic_l3", "popularity", "quality",
+                       "mislabelled", "text_noisy")
+PINNED_EVENT_COLUMNS = ("user_id", "item_id", "category_id", "behavior", "ts", "interest")
+PINNED_INTEREST_COLUMNS = ("user_id", "interest_rank", "topic_l2", "weight", "dormant")
+PINNED_IMPRESSION_COLUMNS = ("user_id", "item_id", "category_id", "behavior", "ts", "label", "click_prob", "relation",
+                             "exposure")
+# SHA-256 of those columns (names, then raw values; text joined by \x1f) for two older worlds, computed with
+# the generator as it was before communities, launches and noisy top topics were added.
+PINNED_WORLDS = (
+    (SyntheticConfig(seed=11, num_users=30, num_items=600, taxonomy=(4, 3, 3)),
+     "5648de2745abb4a24c40181bfea309dea7424cd17fd670992b6cd737093babe0"),
+    (SyntheticConfig(seed=5, num_users=40, events_per_user=80, num_items=4000, taxonomy=(6, 4, 5),
+                     interests_per_user=5, days=30, dormant_share=0.4, dormant_after=0.5,
+                     catalogue=CatalogueNoiseConfig(category_level=2, mislabel_share=0.2, text_noise_share=0.4),
+                     impressions=ImpressionConfig(enabled=True, per_user=60)),
+     "01fc8015195eac9b536266271ab19ac0ae255f83451018403313559c4cfd7b4f"),
+)
+
+
+def _digest(frames) -> str:
+    digest = hashlib.sha256()
+    for frame, columns in frames:
+        for column in columns:
+            values = frame[column]
+            digest.update(column.encode())
+            if values.dtype == object:
+                digest.update("\x1f".join(map(str, values)).encode())
+            else:
+                digest.update(np.ascontiguousarray(values.to_numpy()).tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("config, expected", PINNED_WORLDS, ids=["plain", "oracle-like"])
+def test_worlds_with_the_new_knobs_off_are_the_older_worlds(config, expected):
+    world = build_world(config)
+    users = np.arange(config.num_users)
+    assert _digest([(item_frame(world), PINNED_ITEM_COLUMNS),
+                    (generate_user_events(world, config, users), PINNED_EVENT_COLUMNS),
+                    (user_interest_frame(world, config, users), PINNED_INTEREST_COLUMNS),
+                    (generate_user_impressions(world, config, users), PINNED_IMPRESSION_COLUMNS)]) == expected

@@ -24,8 +24,8 @@ from jobs.ingest.sources.taobao import parse_user_behavior_csv
 from r2led_model.config import Config
 
 
-# What `<root>/truth/` holds: items (planted topics, quality), user_interests, impressions (click
-# probabilities and relations).
+# What `<root>/truth/` holds: items (planted topics, quality, catalogue noise, community, launch time),
+# user_interests, impressions (click probabilities, relations, exposure, community, dormant_target).
 TRUTH_TABLES = ("items", "user_interests", "impressions")
 
 

@@ -1,0 +1,74 @@
+"""The tiny twin of the lifelong world (conf/lifelong_tiny.yaml) through generate, every data stage and
+`r2led report oracle`: the plants survive ingest, and the report prints the world's shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.ingest import generate
+from jobs.ingest.sources.synthetic import read_truth
+from jobs.orchestration.stages import DATA_STAGES, stages
+from jobs.runtime.tables import TableStore
+from jobs.training import report_oracle
+from r2led_model.config import parse_utc_timestamp
+from tests.conftest import config_in
+
+SHAPE_KEYS = {"test_rows", "test_users", "long_history", "hist_len_median", "hist_len_p90", "beyond_window_share",
+              "cold_target_share", "dormant_target_share", "dormant_beyond_window_share", "community_target_share",
+              "noisy_text_target_share", "oracle_vs_relation"}
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lifelong")
+    config = config_in(root, env="lifelong_tiny")
+    generate.run(spark, config)
+    for stage in stages(DATA_STAGES):
+        stage.run(spark, config)
+    return config
+
+
+def test_launches_and_the_impression_window_survive_ingest(spark, world):
+    store = TableStore(spark, world.tables)
+    events = store.read("events")
+    launch = read_truth(spark, world, "items").select("item_id", "launch_ts")
+    assert events.join(launch, "item_id").where(F.col("ts") < F.col("launch_ts")).count() == 0
+    start = parse_utc_timestamp(world.synthetic.start_date)
+    assert read_truth(spark, world, "items").where(F.col("launch_ts") > start).count() > 0  # some launch late
+    first_impression = start + world.synthetic.impressions.from_day * 86_400
+    assert events.where("behavior = 'imp'").agg(F.min("ts")).first()[0] >= first_impression
+    truth = read_truth(spark, world, "impressions")
+    assert {"community", "dormant_target"} <= set(truth.columns)
+    assert truth.where("community").count() > 0 and truth.where("dormant_target").count() > 0
+    samples = store.read("samples")
+    assert samples.agg(F.min("ts")).first()[0] >= parse_utc_timestamp(world.sequences.samples_from)
+
+
+def test_report_oracle_prints_the_world_shape(spark, world, capsys):
+    report = report_oracle.run(spark, world)
+    printed = capsys.readouterr().out
+    shape = report["shape"]
+    assert set(shape) == SHAPE_KEYS
+    examples = TableStore(spark, world.tables).read("training_examples")
+    test = examples.where("split = 'test'")
+    assert shape["test_rows"] == test.count() == report["test"]["n"]
+    assert shape["test_users"] == test.select("user_id").distinct().count()
+    assert shape["long_history"] == world.training_set.long_history
+    # Histories run past the baselines' window; every segment the world plants shows up in the test rows.
+    assert shape["hist_len_median"] > world.training_set.long_history
+    assert shape["hist_len_p90"] >= shape["hist_len_median"]
+    for key in ("cold_target_share", "dormant_target_share", "community_target_share", "noisy_text_target_share"):
+        assert 0 < shape[key] < 1, key
+    assert 0 <= shape["dormant_beyond_window_share"] <= 1
+    paired = shape["oracle_vs_relation"]
+    assert paired["se"] > 0 and paired["low"] <= paired["difference"] <= paired["high"]
+    assert "relation_community_auc" in report["test"]
+    for text in ("world shape (test)", "history length: median", "cold targets", "dormant-interest targets",
+                 "community targets", "paired scale", "relation + community membership"):
+        assert text in printed, text
+    saved = json.loads((Path(world.workspace.root) / "reports" / "oracle" / "report.json").read_text())
+    assert saved["shape"]["test_rows"] == shape["test_rows"]
