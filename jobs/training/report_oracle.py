@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 
 from jobs.ingest.oracle_truth import load_oracle_truth, load_sample_truth
 from jobs.runtime.entrypoint import spark_job_main
+from jobs.training.reference_rows import REFERENCE_LABELS, reference_metrics
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
 from r2led_model.oracle import OracleTruth, lift_share, oracle_metrics
@@ -73,6 +74,12 @@ def build_oracle_report(spark: SparkSession, config: Config) -> dict:
         "items": items, "with_any": int(per_item.size), "median": float(np.median(counts)),
         "mean": float(counts.mean()), "p90": float(np.percentile(counts, 90))}
     report["shape"] = world_shape(spark, config, truth)
+    references = reference_metrics(spark, config)
+    if references is not None:
+        for name, by_split in references.items():
+            for split, metrics in by_split.items():
+                metrics["lift"] = lift_share(metrics["auc"], report[split]["auc"])
+        report["references"] = references
     return report
 
 
@@ -157,6 +164,12 @@ def format_report(report: dict) -> str:
     per_item = report["train_impressions_per_item"]
     lines.append(f"train impressions per item: median {per_item['median']:.0f}, mean {per_item['mean']:.1f}, "
                  f"p90 {per_item['p90']:.0f}; {per_item['with_any']:,} of {per_item['items']:,} items have any")
+    if "references" in report:
+        lines.append("content features alone (point-in-time logistic regressions on the planted topics, fitted "
+                     "on the training rows):")
+        for name, by_split in report["references"].items():
+            cells = "  ".join(f"{split} AUC {m['auc']:.4f} lift {m['lift']:.3f}" for split, m in by_split.items())
+            lines.append(f"  {REFERENCE_LABELS[name]:<52} {cells}")
     if "shape" in report:
         lines += format_shape(report["shape"])
     return "\n".join(lines)

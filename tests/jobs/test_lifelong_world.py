@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from jobs.benchmarks.row_segments import segments_of_test_rows
 from jobs.ingest import generate
 from jobs.ingest.sources.synthetic import read_truth
 from jobs.orchestration.stages import DATA_STAGES, stages
@@ -72,3 +74,22 @@ def test_report_oracle_prints_the_world_shape(spark, world, capsys):
         assert text in printed, text
     saved = json.loads((Path(world.workspace.root) / "reports" / "oracle" / "report.json").read_text())
     assert saved["shape"]["test_rows"] == shape["test_rows"]
+    # Content features alone, on the very rows the oracle is scored on.
+    references = report["references"]
+    assert set(references) == {"topic_counts", "topic_counts_item_encoding"}
+    for by_split in references.values():
+        assert by_split["test"]["n"] == report["test"]["n"] and by_split["valid"]["n"] == report["valid"]["n"]
+        assert 0 < by_split["test"]["auc"] < 1
+    assert "content features alone" in printed
+
+
+def test_every_test_row_gets_its_segments(spark, world):
+    segments = segments_of_test_rows(spark, world)
+    test_ids = np.sort(TableStore(spark, world.tables).read("training_examples").where("split = 'test'")
+                       .select("sample_id").toPandas()["sample_id"].to_numpy())
+    assert np.array_equal(segments["sample_id"], test_ids)
+    assert set(segments) == {"sample_id", "warmth", "dormant", "relevance", "text"}
+    assert set(segments["warmth"]) <= {"0", "1-4", "5-19", "20+"} and "0" in set(segments["warmth"])
+    assert set(segments["dormant"]) == {"yes", "no"} and set(segments["text"]) <= {"noisy", "clean"}
+    assert set(segments["relevance"]) <= {"community", "taxonomy", "both", "none"}
+    assert len(set(segments["relevance"])) >= 2  # both planted forces show up in the tiny world's test rows

@@ -13,7 +13,8 @@ SHIPPED_ENVS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "co
 
 
 def test_the_shipped_envs_are_the_ones_documented():
-    assert SHIPPED_ENVS == ["databricks", "local", "oracle", "synthetic", "synthetic_long", "tiny"]
+    assert SHIPPED_ENVS == ["databricks", "lifelong", "lifelong_tiny", "local", "oracle", "synthetic", "synthetic_long",
+                            "tiny"]
 
 
 @pytest.mark.parametrize("env", SHIPPED_ENVS)
