@@ -64,6 +64,7 @@ from jobs.training.tune import tune_model
 from jobs.training.worker import TrainJob, evaluate_rows, make_feed, model_columns, train_worker
 from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, for_model, with_values
+from r2led_model.counterfactuals import frozen, mean_refinement
 from r2led_model.diagnostics import r2led_diagnostics
 from r2led_model.oracle import OracleTruth, lift_share
 from r2led_model.tuning import TunedParams, tuned_path
@@ -219,11 +220,45 @@ def variant_job(config: Config, data: TrainingData, variant: Variant, seed: int)
     return TrainJob(model=model_config, training=training, data=data, checkpoint_dir="")
 
 
+COUNTERFACTUALS = ("r2led frozen gate", "r2led frozen route weights")
+
+
+def counterfactual_runs(job: TrainJob, task: CTRTask, truth: OracleTruth | None) -> dict[str, tuple[dict, object]]:
+    """R2LED's refinement counterfactuals (`r2led_model.counterfactuals`), the means taken on the valid split:
+    {label: (test metrics, test rows)} for each that the model has (no gate, no route weights: none)."""
+    means = mean_refinement(task.model, make_feed(job, "valid", shuffle=False).batches(0))
+    out = {}
+    for label, frozen_parts in zip(COUNTERFACTUALS, ({"gate": means.gate}, {"route": means.route})):
+        if next(iter(frozen_parts.values())) is None:
+            continue
+        with frozen(task.model, **frozen_parts):
+            out[label] = evaluate_rows(job, task, "test", truth)
+    return out
+
+
+def seed_summary(per_seed: Sequence[dict], seeds: Sequence[int]) -> dict:
+    """Mean and SD over seeds of every metric of the per-seed dicts, rounded, with each seed's AUC and epoch."""
+    def mean_std(key: str) -> tuple[float, float]:
+        values = [r[key] for r in per_seed]
+        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+    summary = {}
+    keys = ["auc", "gauc", "logloss", "train_s", "train_samples_per_s"]
+    if all("oracle_auc" in r for r in per_seed):
+        keys += [k for k in per_seed[0] if k.startswith("oracle_")] + ["lift_share"]
+    for key in keys:
+        summary[key], summary[f"{key}_std"] = mean_std(key)
+    return {**{k: round(v, 5) for k, v in summary.items()}, "seeds": list(seeds),
+            "per_seed_auc": [round(r["auc"], 5) for r in per_seed], "best_epochs": [r["best_epoch"] for r in per_seed]}
+
+
 def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequence[int],
             truth: OracleTruth | None = None, predictions: Path | None = None) -> dict:
     """Each seed trained and scored on the test split (its rows saved under `predictions` for the paired
-    comparisons) → mean and SD over seeds of every metric."""
+    comparisons) → mean and SD over seeds of every metric. R2LED itself also gets its counterfactuals
+    (`COUNTERFACTUALS`, same weights), summarised under "counterfactuals"."""
     per_seed, diagnosis = [], None
+    counterfactual: dict[str, list[dict]] = {}
     for seed in seeds:
         job = variant_job(config, data, variant, seed)
         started = time.perf_counter()
@@ -237,24 +272,19 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
             save_predictions(prediction_path(predictions, variant.label, seed), rows)
         if variant.model == "r2led" and not per_seed:  # seed 0's model: what its gate and fusion do
             diagnosis = r2led_diagnostics(task.model, make_feed(job, "test", shuffle=False).batches(0))
-        per_seed.append({**test, "train_s": seconds, "train_samples_per_s": worker.samples_seen / max(seconds, 1e-9),
-                         "best_epoch": worker.best_epoch})
+        run = {"train_s": seconds, "train_samples_per_s": worker.samples_seen / max(seconds, 1e-9),
+               "best_epoch": worker.best_epoch}
+        per_seed.append({**test, **run})
+        if variant == Variant("r2led", "r2led"):
+            for label, (metrics, frozen_rows) in counterfactual_runs(job, task, truth).items():
+                counterfactual.setdefault(label, []).append({**metrics, **run})
+                if predictions is not None:
+                    save_predictions(prediction_path(predictions, label, seed), frozen_rows)
         log.info("%s seed %d: test AUC %.4f GAUC %.4f LogLoss %.4f (%.1fs)", variant.label, seed, test["auc"],
                  test["gauc"], test["logloss"], seconds)
-
-    def mean_std(key: str) -> tuple[float, float]:
-        values = [r[key] for r in per_seed]
-        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-    summary = {}
-    keys = ["auc", "gauc", "logloss", "train_s", "train_samples_per_s"]
-    if all("oracle_auc" in r for r in per_seed):
-        keys += [k for k in per_seed[0] if k.startswith("oracle_")] + ["lift_share"]
-    for key in keys:
-        summary[key], summary[f"{key}_std"] = mean_std(key)
-    return {**{k: round(v, 5) for k, v in summary.items()}, "seeds": list(seeds),
-            **({"diagnostics": diagnosis} if diagnosis else {}),
-            "per_seed_auc": [round(r["auc"], 5) for r in per_seed], "best_epochs": [r["best_epoch"] for r in per_seed]}
+    return {**seed_summary(per_seed, seeds), **({"diagnostics": diagnosis} if diagnosis else {}),
+            **({"counterfactuals": {label: seed_summary(runs, seeds) for label, runs in counterfactual.items()}}
+               if counterfactual else {})}
 
 
 @dataclass(frozen=True)
@@ -557,6 +587,12 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
                                 "tuning_trials": params.trials if params else 0, "predictions_dir": str(folder),
                                 "init_seeds": [init_seed(variant.label, seed) for seed in seed_list], **summary})
                 emit(results[-1], sink)
+                for label, frozen_summary in summary.get("counterfactuals", {}).items():
+                    # Same weights, a part frozen at its mean: a row of its own, paired with R2LED like any other.
+                    results.append({**results[-1], "variant": label, "counterfactual": True, **frozen_summary})
+                    results[-1].pop("counterfactuals", None)
+                    results[-1].pop("diagnostics", None)
+                    emit(results[-1], sink)
     if spec_for_latency is None:
         spec_for_latency = catalogue_spec(config)
     if lengths:

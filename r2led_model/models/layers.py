@@ -12,7 +12,7 @@ a zero vector, not NaN), pooling multiplies by the mask, and retrieval never sel
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import get_args
 
@@ -126,6 +126,8 @@ class SidGate(nn.Module):
         self.project = nn.Linear(dim, dim, bias=False) if self.uses_sid else None  # P
         gate_inputs = {"gate": 2 * dim, "target_gate": 4 * dim}.get(mode)
         self.gate = nn.Linear(gate_inputs, dim) if gate_inputs else None  # W
+        # A counterfactual (`r2led_model.counterfactuals`): a fixed g for every item instead of σ(W[...]).
+        self.frozen: Tensor | None = None
 
     @property
     def uses_id(self) -> bool:
@@ -154,8 +156,13 @@ class SidGate(nn.Module):
             # (B, 2d) → (B, 1, …, 1, 2d) → (..., 2d): the same target context for every slot of the row
             ctx = context.reshape(context.shape[0], *([1] * (e_id.dim() - 2)), context.shape[-1])
             gate_in.append(ctx.expand(*e_id.shape[:-1], ctx.shape[-1]))
-        g = torch.sigmoid(self.gate(torch.cat(gate_in, dim=-1)))  # (..., d)
+        g = torch.sigmoid(self.gate(torch.cat(gate_in, dim=-1))) if self.frozen is None else self.frozen  # (..., d)
         return g * e_id + (1 - g) * p_sid
+
+    def weights(self, e_id: Tensor, e_sid: Tensor, context: Tensor | None = None) -> Tensor:
+        """The gate g (..., d) the fusion would apply (gate / target_gate modes)."""
+        gate_in = [e_id, e_sid] + ([context] if context is not None else [])
+        return torch.sigmoid(self.gate(torch.cat(gate_in, dim=-1)))
 
 
 class LevelGate(SidGate):
@@ -180,6 +187,7 @@ class LevelGate(SidGate):
         components = (1 + levels) * dim
         gate_inputs = {"gate": components, "target_gate": 2 * components}.get(mode)
         self.gate = nn.Linear(gate_inputs, components) if gate_inputs else None
+        self.frozen: Tensor | None = None  # a fixed (1+L, d) share of each component (counterfactual)
 
     def context(self, e_id: Tensor | None, e_sid: Tensor | None) -> Tensor | None:
         if self.mode != "target_gate":
@@ -199,9 +207,17 @@ class LevelGate(SidGate):
         if self.mode == "target_gate":
             ctx = context.reshape(context.shape[0], *([1] * (e_id.dim() - 2)), context.shape[-1])
             gate_in.append(ctx.expand(*e_id.shape[:-1], ctx.shape[-1]))
+        if self.frozen is not None:
+            return (self.frozen * components).sum(dim=-2)  # (1+L, d) broadcast over (..., 1+L, d) → (..., d)
         logits = self.gate(torch.cat(gate_in, dim=-1))  # (..., (1+L)·d)
         g = torch.softmax(logits.reshape(*components.shape), dim=-2)  # (..., (1+L)·d) → (..., 1+L, d)
         return (g * components).sum(dim=-2)  # (..., d)
+
+    def weights(self, e_id: Tensor, e_sid: Tensor, context: Tensor | None = None) -> Tensor:
+        """The components' shares (..., 1+L, d): ID first, then each SID level."""
+        gate_in = [e_id, e_sid.flatten(-2)] + ([context] if context is not None else [])
+        logits = self.gate(torch.cat(gate_in, dim=-1))  # (..., (1+L)·d)
+        return torch.softmax(logits.reshape(*e_id.shape[:-1], -1, e_id.shape[-1]), dim=-2)  # (..., 1+L, d)
 
 
 class ItemEmbedding(nn.Module):
@@ -311,10 +327,18 @@ class TargetAttention(nn.Module):
         """Pre-softmax attention logits, mean over heads: (B, n)."""
         return self._logits(target, self._keys(behaviours)).mean(dim=1)
 
-    def forward(self, target: Tensor, behaviours: Behaviours) -> Tensor:
+    def weights(self, target: Tensor, behaviours: Behaviours) -> Tensor:
+        """The attention weights (B, H, n) of every head over the behaviours (0 on padding)."""
+        return masked_softmax(self._logits(target, self._keys(behaviours)), behaviours.mask[:, None, :])
+
+    def forward(self, target: Tensor, behaviours: Behaviours,
+                reweight: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """`reweight` (a counterfactual) maps the weights (B, H, n) to the ones pooled instead."""
         keys = self._keys(behaviours)  # (B, n, d)
         b, _, d = keys.shape
         weights = masked_softmax(self._logits(target, keys), behaviours.mask[:, None, :])  # (B, H, n)
+        if reweight is not None:
+            weights = reweight(weights)
         v = self._heads(self.value(keys))  # (B, H, n, d/H)
         pooled = (weights[:, :, None, :] @ v).reshape(b, d)  # (B, H, 1, d/H) → (B, d)
         return self.out(pooled)

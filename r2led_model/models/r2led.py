@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import get_args
 
 import torch
@@ -57,6 +58,8 @@ class RouteFusion(nn.Module):
             self.key = nn.Linear(dim, dim, bias=False)
         elif mode == "concat":
             self.project = nn.Linear(num_routes * dim, dim)
+        # A counterfactual (`r2led_model.counterfactuals`): fixed route weights (R,) instead of the attention's.
+        self.frozen: Tensor | None = None
 
     def forward(self, target: Tensor, interests: Tensor, nonempty: Tensor) -> Tensor:
         if self.mode == "mean":
@@ -68,10 +71,36 @@ class RouteFusion(nn.Module):
             # With every route empty the bias alone would leak in; keep "all empty → 0".
             return projected * nonempty.any(dim=1, keepdim=True)
         values = interests + self.route_embedding[None]  # (B, R, d)
+        weights = self.weights(target, interests, nonempty)  # (B, R)
+        if self.frozen is not None:
+            weights = renormalised(self.frozen[None, :] * nonempty)  # (R,) → (B, R), over the routes listened to
+        return (weights[:, :, None] * values).sum(dim=1)  # (B, d)
+
+    def weights(self, target: Tensor, interests: Tensor, nonempty: Tensor) -> Tensor:
+        """attention mode: the softmax weights (B, R) over the routes listened to."""
+        values = interests + self.route_embedding[None]  # (B, R, d)
         q = self.query(target)[:, None, :]  # (B, d) → (B, 1, d)
         logits = (q * self.key(values)).sum(-1) / math.sqrt(self.dim)  # (B, R)
-        weights = masked_softmax(logits, nonempty)  # (B, R)
-        return (weights[:, :, None] * values).sum(dim=1)  # (B, d)
+        return masked_softmax(logits, nonempty)  # (B, R)
+
+
+def renormalised(weights: Tensor) -> Tensor:
+    """Non-negative weights (..., R) scaled to sum to 1 over the last axis (all-zero rows stay 0)."""
+    return weights / weights.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def route_mass(weights: Tensor, widths: list[int]) -> Tensor:
+    """Attention weights over the routes' candidates side by side (..., R·k) → each route's mass (..., R)."""
+    return torch.stack([part.sum(dim=-1) for part in torch.split(weights, widths, dim=-1)], dim=-1)
+
+
+def route_mass_fixed(weights: Tensor, *, mass: Tensor, widths: list[int]) -> Tensor:
+    """The weights (B, H, R·k) rescaled so each route holds the share `mass` (R,) of the row's attention,
+    renormalised over the routes with any weight; within a route the candidates keep their proportions."""
+    current = route_mass(weights, widths)  # (B, H, R)
+    wanted = renormalised(mass * (current > 0))  # (B, H, R)
+    scale = wanted / current.clamp(min=1e-12)  # (B, H, R)
+    return weights * torch.repeat_interleave(scale, torch.tensor(widths, device=weights.device), dim=-1)
 
 
 def occupancy_bucket(count: Tensor) -> Tensor:
@@ -109,6 +138,9 @@ class RouteInterest(nn.Module):
         self.occupancy = nn.Embedding(len(routes) * OCCUPANCY_BUCKETS, dim) if occupancy else None
         if self.occupancy is not None:
             nn.init.normal_(self.occupancy.weight, std=0.1)
+        # A counterfactual for `cross` (`r2led_model.counterfactuals`): a fixed share of the attention's mass
+        # per route (R,), each route's candidates keeping their weights relative to each other.
+        self.frozen_route_mass: Tensor | None = None
 
     def _occupancy(self, pools: list[Behaviours]) -> Tensor:
         """(B, R, d) embedding of each route's bucket of valid candidates."""
@@ -125,8 +157,12 @@ class RouteInterest(nn.Module):
                                mask=torch.cat([p.mask for p in keyed], dim=1),
                                recency=torch.cat([p.recency for p in keyed], dim=1),
                                cat=torch.cat([p.cat for p in keyed], dim=1))
+            reweight = None
+            if self.frozen_route_mass is not None:
+                widths = [pool.mask.shape[1] for pool in pools]
+                reweight = partial(route_mass_fixed, mass=self.frozen_route_mass, widths=widths)
             # The attention's output bias would leak into rows with no candidate at all: keep those at 0.
-            u_long = self.cross(target.h, joint) * joint.mask.any(dim=1, keepdim=True)  # (B, d)
+            u_long = self.cross(target.h, joint, reweight=reweight) * joint.mask.any(dim=1, keepdim=True)  # (B, d)
             if self.occupancy is not None:
                 u_long = u_long + self._occupancy(pools).sum(dim=1)  # (B, R, d) → (B, d)
             return u_long
