@@ -588,7 +588,8 @@ class RetrievalConfig:
     """Multi-route mixed retrieval (design.md §4, "Routes")."""
 
     # "sid<l>" is the semantic route at SID prefix length l (1..codebook.levels); "collab" ranks the
-    # whole history by collaborative similarity.
+    # whole history by collaborative similarity. "category" (not one of R2LED's routes) is SIM's hard
+    # search run offline over the whole stored history, for the two-stage baseline (model.sim_hard.search).
     routes: tuple[str, ...] = ("sid1", "sid2", "sid3", "collab")
     # Candidates kept per route, unless k_per_route names the route.
     k: int = 20
@@ -609,8 +610,8 @@ class RetrievalConfig:
         # The level bound is checked against the SIDs actually assigned, when retrieval plans its routes.
         for route in self.routes:
             level = route[3:] if route.startswith("sid") else ""
-            if route != "collab" and not (level.isdigit() and int(level) >= 1):
-                raise ConfigError(f"{path}.routes: {route!r} is not 'collab' or 'sid<l>' with l >= 1")
+            if route not in ("collab", "category") and not (level.isdigit() and int(level) >= 1):
+                raise ConfigError(f"{path}.routes: {route!r} is not 'collab', 'category' or 'sid<l>' with l >= 1")
         unknown_k = set(self.k_per_route) - set(self.routes)
         if unknown_k:
             raise ConfigError(f"{path}.k_per_route: {sorted(unknown_k)} not in {path}.routes")
@@ -677,6 +678,8 @@ class TopKRetrievalConfig:
 
 # What SIM's hard search matches on (`model.sim_hard.match`).
 SimHardMatch = Literal["category", "sid_prefix"]
+# Where SIM-hard's search runs (`model.sim_hard.search`).
+SimHardSearch = Literal["in_model", "offline"]
 
 
 @dataclass(frozen=True)
@@ -688,6 +691,14 @@ class SIMHardConfig(TopKRetrievalConfig):
     # ranking, its other routes or its fusion).
     match: SimHardMatch = "category"
     sid_prefix: int = 1
+    # in_model: over the `long_history` slots of each example (what an online model reads); offline: the
+    # precomputed "category" route of `retrieval.routes`, searched over the whole stored history by the
+    # retrieve job (the same reach as R2LED's routes; `match` must then be category).
+    search: SimHardSearch = "in_model"
+
+    def check(self, path: str) -> None:
+        _require(path, (not (self.search == "offline" and self.match != "category"), "search",
+                        "offline search reads the precomputed 'category' route: set match to category"))
 
 
 @dataclass(frozen=True)

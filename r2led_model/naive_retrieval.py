@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, UserHistory
+from r2led_model.retrieval import CATEGORY_LEVEL, Histories, RouteCandidates, RoutePlan, Targets, UserHistory
 
 _NO_SCORE = 0
 
@@ -114,6 +114,9 @@ def naive_retrieve_routes(history: UserHistory, targets: Targets, plan: RoutePla
     bits, levels, lam = plan.simhash_bits, plan.levels, plan.mix_lambda
     out = {}
     for route in plan.routes:
+        if route.level == CATEGORY_LEVEL:
+            out[route.name] = naive_sim_hard(history, targets, route.k, fill=plan.fill)
+            continue
         depth = route.level if route.level > 0 else levels  # lambda: SID levels the semantic term looks at
         rows = []
         for s in range(len(hist_len)):

@@ -16,6 +16,9 @@ Routes (one per entry of `RetrievalConfig.routes`, each keeping its own k):
     target's (semantic view), ranked by collaborative similarity to the target (collaborative
     view): SimHash Hamming distance ascending, or cosine descending.
   * "collab": the whole history, ranked the same way.
+  * "category": SIM's hard search run offline over the whole stored history, for a two-stage baseline
+    (not one of R2LED's routes): the behaviours of the target's category, most recent first, in every
+    mode (category −1 = unknown matches nothing).
 Ties are broken by recency (the later position first). An item without a collaborative vector
 (all-zero signature words or vector) has no similarity to anything: such pairs rank after every
 pair with one, so for a cold target the routes fall back to recency. Modes:
@@ -62,6 +65,8 @@ MODES: tuple[str, ...] = get_args(RetrievalMode)
 SIMILARITIES: tuple[str, ...] = get_args(Similarity)
 FILLS: tuple[str, ...] = get_args(FillMode)
 COLLAB_ROUTE = "collab"
+CATEGORY_ROUTE = "category"
+CATEGORY_LEVEL = -1  # RouteSpec.level of the category route: no SID prefix
 # Samples × history positions ranked at once: a few dozen bytes per cell (S·T·L for the prefix
 # test, a few S·T arrays for keys and orders), so a block's temporaries stay in the CPU caches;
 # bigger blocks measured slower (`r2led benchmark retrieval`).
@@ -82,7 +87,7 @@ _NO_COSINE_KEY = 2.0
 
 @dataclass(frozen=True)
 class RouteSpec:
-    """One route: its name, the SID prefix length it filters on (0 for "collab") and its k."""
+    """One route: its name, the SID prefix length it filters on (0 for "collab", −1 for "category") and its k."""
 
     name: str
     level: int
@@ -112,7 +117,7 @@ class RoutePlan:
         for route in self.routes:
             if route.k < 1:
                 raise ValueError(f"route {route.name!r}: k must be >= 1, got {route.k}")
-            expected = 0 if route.name == COLLAB_ROUTE else _route_level(route.name, self.levels)
+            expected = _route_level(route.name, self.levels)
             if route.level != expected:
                 raise ValueError(f"route {route.name!r}: level {route.level} != {expected}")
         if self.mode not in MODES:
@@ -129,7 +134,7 @@ class RoutePlan:
     def from_config(cls, config, levels: int) -> "RoutePlan":
         """From a `RetrievalConfig` and the number of SID levels L of the codebook in use."""
         routes = tuple(
-            RouteSpec(name=name, level=0 if name == COLLAB_ROUTE else _route_level(name, levels),
+            RouteSpec(name=name, level=_route_level(name, levels),
                       k=int(config.k_per_route.get(name, config.k)))
             for name in config.routes)
         unknown = set(config.k_per_route) - set(config.routes)
@@ -144,7 +149,12 @@ class RoutePlan:
 
     @property
     def max_level(self) -> int:
-        return max(r.level for r in self.routes)
+        return max(0, *(r.level for r in self.routes))
+
+    @property
+    def by_category(self) -> bool:
+        """Whether a route filters by category (and the kernel needs categories)."""
+        return any(r.level == CATEGORY_LEVEL for r in self.routes)
 
     def route(self, name: str) -> RouteSpec:
         for r in self.routes:
@@ -154,9 +164,15 @@ class RoutePlan:
 
 
 def _route_level(name: str, levels: int) -> int:
+    """A route name's level: l for "sid<l>", 0 for "collab", CATEGORY_LEVEL for "category"."""
+    if name == COLLAB_ROUTE:
+        return 0
+    if name == CATEGORY_ROUTE:
+        return CATEGORY_LEVEL
     match = _ROUTE_NAME.match(name)
     if not match or not 1 <= int(match.group(1)) <= levels:
-        raise ValueError(f"route {name!r} is not {COLLAB_ROUTE!r} or 'sid<l>' with 1 <= l <= {levels}")
+        raise ValueError(f"route {name!r} is not {COLLAB_ROUTE!r}, {CATEGORY_ROUTE!r} or 'sid<l>' with "
+                         f"1 <= l <= {levels}")
     return int(match.group(1))
 
 
@@ -385,7 +401,12 @@ def _check_inputs(histories: Histories, targets: Targets, owner: np.ndarray, pla
         for name, codes in (("history.sid_codes", histories.sid_codes), ("targets.sid_codes", targets.sid_codes)):
             if np.ndim(codes) != 2 or np.shape(codes)[1] < needs_codes:
                 raise ValueError(f"{name}: expected (n, >= {needs_codes}) SID codes, got shape {np.shape(codes)}")
-    if plan.mode == "semantic_only":
+    if plan.by_category:
+        for name, cats, n in (("history.categories", histories.categories, N),
+                              ("targets.categories", targets.categories, S)):
+            if cats is None or len(cats) != n:
+                raise ValueError(f"{name}: the {CATEGORY_ROUTE!r} route needs {n} categories")
+    if plan.mode == "semantic_only" or all(r.level == CATEGORY_LEVEL for r in plan.routes):
         return
     if plan.similarity == "hamming":
         width = words_for(plan.simhash_bits)
@@ -575,16 +596,22 @@ def retrieve_routes_many(histories: Histories, targets: Targets, owner: np.ndarr
     levels = plan.levels if plan.mode == "lambda" else plan.max_level
     h_codes = _compact_codes(np.asarray(histories.sid_codes)[:, :levels]) if need_prefix else None  # (N, L)
     t_codes = np.asarray(targets.sid_codes)[:, :levels] if need_prefix else None  # (S, L)
+    similar = plan.mode != "semantic_only" and any(r.level != CATEGORY_LEVEL for r in plan.routes)
 
     def rank_block(block: _Block) -> dict[str, RouteCandidates]:
         rows, valid = block.rows, block.valid
         lcp = _prefix_lengths(block.history(h_codes), t_codes[rows]) if need_prefix else None  # (S_b, T')
-        key, key_top = (None, None) if plan.mode == "semantic_only" else _similarity_key(
-            histories, targets, plan, block)
+        key, key_top = _similarity_key(histories, targets, plan, block) if similar else (None, None)
         # lambda: key is sim01; its (1 − λ) share is the same for every route.
         collab_part = (1 - plan.mix_lambda) * key if plan.mode == "lambda" else None  # (S_b, T')
         found = {}
         for route in plan.routes:
+            if route.level == CATEGORY_LEVEL:
+                h_cat = block.history(np.asarray(histories.categories))  # (1 or S_b, T')
+                t_cat = np.asarray(targets.categories)[rows][:, None]  # (S_b, 1)
+                found[route.name] = _rank(None, None, valid & (h_cat == t_cat) & (t_cat >= 0), valid, route.k,
+                                          plan.fill)
+                continue
             passes = valid & (lcp >= route.level) if filtered and route.level > 0 else valid  # (S_b, T')
             if plan.mode == "lambda":
                 route_key = -_lambda_score(lcp, collab_part, route.level, plan)  # (S_b, T'), per route
@@ -675,7 +702,7 @@ def _recency_route(history: UserHistory, targets: Targets, k: int, fill: str, ma
 
 
 __all__ = [
-    "COLLAB_ROUTE", "MAX_CELLS", "MODES", "Histories", "RouteCandidates", "RoutePlan", "RouteSpec", "Targets",
+    "CATEGORY_ROUTE", "COLLAB_ROUTE", "MAX_CELLS", "MODES", "Histories", "RouteCandidates", "RoutePlan", "RouteSpec", "Targets",
     "UserHistory", "assert_point_in_time", "cosine_matrix", "history_end", "retrieve_recent", "retrieve_routes",
     "retrieve_routes_many", "retrieve_sim_hard", "shared_prefix_length",
 ]

@@ -70,6 +70,7 @@ from r2led_model.oracle import OracleTruth, lift_share
 from r2led_model.tuning import TunedParams, tuned_path
 from r2led_model.models import MODELS, CTRTask, build_model
 from r2led_model.models.inputs import Batch, FeatureSpec, random_batch
+from r2led_model.retrieval import CATEGORY_ROUTE
 from r2led_model.trainer import LossForward, make_optimizer, set_seed, train_step
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,10 @@ BASELINES = tuple(Variant(name, name) for name in MODELS if name != "r2led")
 # hard search on a SID prefix instead of the category (R2LED's semantic filter alone). Level 2: the
 # catalogue's category is coarser than the interests a shopper has, the second SID level is closer to them.
 CONTROLS = (*(Variant(f"{v.label}+sid", v.model, shared=(("item_sids", True),)) for v in BASELINES),
-            Variant("sim_hard sid2-prefix", "sim_hard", (("match", "sid_prefix"), ("sid_prefix", 2))))
+            Variant("sim_hard sid2-prefix", "sim_hard", (("match", "sid_prefix"), ("sid_prefix", 2))),
+            # Two-stage: the same search run offline over the whole stored history (R2LED's reach); needs
+            # the "category" route in retrieval.routes, and is skipped on data without it.
+            Variant("sim_hard offline", "sim_hard", (("search", "offline"),)))
 # R2LED's defaults (model.r2led): gate, sid_fusion=sum, route_fusion=cross, route_occupancy on, every
 # route. Each ablation changes one of them.
 ABLATIONS = (
@@ -572,6 +576,10 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
             feeds: dict[tuple[str, ...], FeedPass] = {}  # this dataset's feed passes, by columns read
             # The ablations run on the first setting only: the sweep is about where R2LED wins.
             for variant in (chosen if position == 0 else [v for v in chosen if v not in (*ABLATIONS, *CONTROLS)]):
+                if dict(variant.overrides).get("search") == "offline" and CATEGORY_ROUTE not in data.spec.routes:
+                    log.info("%s: skipped, retrieval.routes of %s has no %r route", variant.label, name,
+                             CATEGORY_ROUTE)
+                    continue
                 if tuned and variant.model not in tuned_params:
                     # Tuned once per env, on its first setting: every model the same budget on the same data.
                     tuned_params[variant.model] = tuned_for(spark, dataset, data, variant.model, trials,

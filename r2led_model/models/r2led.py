@@ -27,6 +27,7 @@ from r2led_model.config import ModelConfig, RouteFusionMode
 from r2led_model.models.inputs import FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, Target, TargetAttention, masked_softmax, shell_parts
 from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
+from r2led_model.retrieval import CATEGORY_ROUTE
 
 FUSIONS: tuple[str, ...] = get_args(RouteFusionMode)
 # Occupancy buckets: 0 (empty), then ⌊log2(count)⌋ + 1, capped (k = 20 fills bucket 5).
@@ -181,8 +182,9 @@ class RouteInterest(nn.Module):
 
 
 def resolve_routes(spec: FeatureSpec, wanted: tuple[str, ...]) -> tuple[str, ...]:
-    """The routes R2LED reads: model.r2led.routes (in that order), or every route in the spec when empty."""
-    routes = tuple(wanted) or spec.routes
+    """The routes R2LED reads: model.r2led.routes (in that order), or every R2LED route in the spec when empty
+    (the "category" route is the two-stage SIM-hard baseline's, not R2LED's)."""
+    routes = tuple(wanted) or tuple(r for r in spec.routes if r != CATEGORY_ROUTE)
     unknown = [r for r in routes if r not in spec.routes]
     if unknown:
         raise ValueError(f"model.r2led.routes {unknown} are not in the data's routes {list(spec.routes)}")

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from r2led_model.config import ModelConfig
 from r2led_model.models.inputs import FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, RetrieveThenAttend, Target, TargetAttention, shell_parts
+from r2led_model.retrieval import CATEGORY_ROUTE
 
 UNKNOWN_CATEGORY = 1  # category index 1 is "unknown" (features.py): never a match
 
@@ -42,6 +43,14 @@ class SidPrefixRetriever(nn.Module):
         return torch.zeros_like(behaviours.h[..., 0]), eligible  # (B, n), (B, n)
 
 
+class PrecomputedRetriever(nn.Module):
+    """The group already holds the search's result, best first (an offline route): every real slot is eligible,
+    all scores equal, so the top k are the first k."""
+
+    def forward(self, target: Target, behaviours: Behaviours) -> tuple[Tensor, Tensor]:
+        return torch.zeros_like(behaviours.h[..., 0]), torch.ones_like(behaviours.mask)  # (B, n), (B, n)
+
+
 class InnerProductRetriever(nn.Module):
     """SIM soft search: score_j = h_j · h_t with the model's own (jointly trained) item embeddings."""
 
@@ -51,10 +60,11 @@ class InnerProductRetriever(nn.Module):
 
 
 class _SIM(InterestCTR):
-    def __init__(self, *, spec: FeatureSpec, config: ModelConfig, retriever: nn.Module, retrieve_k: int) -> None:
+    def __init__(self, *, spec: FeatureSpec, config: ModelConfig, retriever: nn.Module, retrieve_k: int,
+                 group: str = "long") -> None:
         attention = TargetAttention(dim=config.embedding_dim, heads=config.attention_heads,
                                     recency_buckets=spec.recency_buckets)
-        long_interest = RetrieveThenAttend(retriever=retriever, attention=attention, k=retrieve_k)
+        long_interest = RetrieveThenAttend(retriever=retriever, attention=attention, k=retrieve_k, group=group)
         super().__init__(long_interest=long_interest, **shell_parts(spec=spec, config=config))
 
 
@@ -62,11 +72,20 @@ class SIMHard(_SIM):
     """SIM hard search (Pi et al., CIKM 2020): retrieves the model.sim_hard.retrieve_k most recent `long`
     behaviours whose category equals the target's (an unknown category, index 1, matches nothing), then target
     attention with a recency embedding. With `model.sim_hard.match: sid_prefix` the match is on the first
-    `sid_prefix` SID codes instead. forward(batch) → logits (B,).
+    `sid_prefix` SID codes instead. With `search: offline` it reads the precomputed "category" route (the same
+    search over the whole stored history, run by the retrieve job) instead of searching `long`.
+    forward(batch) → logits (B,).
     """
 
     def __init__(self, *, spec: FeatureSpec, config: ModelConfig) -> None:
         options = config.sim_hard
+        if options.search == "offline":
+            if CATEGORY_ROUTE not in spec.routes:
+                raise ValueError(f"model.sim_hard.search: offline reads the {CATEGORY_ROUTE!r} route, which the "
+                                 f"training examples lack (routes {list(spec.routes)}): add it to retrieval.routes")
+            super().__init__(spec=spec, config=config, retriever=PrecomputedRetriever(),
+                             retrieve_k=options.retrieve_k, group=f"r_{CATEGORY_ROUTE}")
+            return
         if options.match == "sid_prefix":
             if options.sid_prefix > spec.sid_levels:
                 raise ValueError(f"model.sim_hard.sid_prefix: {options.sid_prefix} is more than the "

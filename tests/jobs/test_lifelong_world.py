@@ -93,3 +93,12 @@ def test_every_test_row_gets_its_segments(spark, world):
     assert set(segments["dormant"]) == {"yes", "no"} and set(segments["text"]) <= {"noisy", "clean"}
     assert set(segments["relevance"]) <= {"community", "taxonomy", "both", "none"}
     assert len(set(segments["relevance"])) >= 2  # both planted forces show up in the tiny world's test rows
+
+
+def test_the_offline_category_route_holds_only_the_targets_category(spark, world):
+    examples = TableStore(spark, world.tables).read("training_examples")
+    rows = examples.select("target_cat", "r_category_cat", "r_category_mask").toPandas()
+    cats = np.stack(rows["r_category_cat"].to_numpy())  # (S, k)
+    mask = np.stack(rows["r_category_mask"].to_numpy()).astype(bool)  # (S, k)
+    assert mask.any()
+    assert (cats[mask] == np.repeat(rows["target_cat"].to_numpy(), mask.sum(axis=1))).all()

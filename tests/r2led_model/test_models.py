@@ -195,6 +195,27 @@ def test_sim_hard_over_a_sid_prefix_keeps_the_most_recent_matching_behaviours():
             match="sid_prefix", sid_prefix=4)))
 
 
+def test_two_stage_sim_hard_reads_the_offline_category_route_best_first():
+    spec = dataclasses.replace(SPEC, routes=(*SPEC.routes, "category"), route_k=(*SPEC.route_k, 6))
+    config = dataclasses.replace(CONFIG, name="sim_hard", sim_hard=SIMHardConfig(retrieve_k=4, search="offline"))
+    torch.manual_seed(0)
+    model = build_model("sim_hard", spec=spec, config=config).eval()
+    assert model.input_groups == ("r_category", "short")
+    mask = torch.tensor([[1, 1, 0, 1, 1, 1]]).bool()
+    pool = Behaviours(h=torch.randn(1, 6, CONFIG.embedding_dim), mask=mask, recency=mask.long(),
+                      cat=torch.full((1, 6), 5))
+    target = Target(h=torch.randn(1, CONFIG.embedding_dim), cat=torch.tensor([2]))  # categories are not re-checked
+    idx, selected = model.long_interest.select(target, pool)
+    assert idx[selected].tolist() == [0, 1, 3, 4]  # the route's order, padding skipped, k = 4
+    # R2LED never reads the baseline's route by default.
+    torch.manual_seed(0)
+    assert "r_category" not in build_model("r2led", spec=spec, config=CONFIG).input_groups
+    with pytest.raises(ValueError, match="retrieval.routes"):
+        build_model("sim_hard", spec=SPEC, config=config)
+    with pytest.raises(ConfigError, match="model.sim_hard.search"):
+        SIMHardConfig(search="offline", match="sid_prefix").check("model.sim_hard")
+
+
 def test_sid_only_r2led_reads_sids_and_not_item_ids():
     model = make("r2led-sid_only").eval()
     batch = batch_of(8)

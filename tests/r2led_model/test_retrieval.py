@@ -326,6 +326,26 @@ def test_vectorised_equals_naive(users, mode, similarity, fill):
             check_invariants(history, targets, fast[name], fill)
 
 
+@pytest.mark.parametrize("mode,fill", list(itertools.product(["mixed", "semantic_only", "lambda"], ["pad", "recent"])))
+def test_the_category_route_is_sim_hard_over_the_whole_stored_history(users, mode, fill):
+    for history, targets, bits in users:
+        config = RetrievalConfig(routes=("sid2", "category", "collab"), k=5, k_per_route={"category": 7}, mode=mode,
+                                 simhash_bits=bits, fill=fill)
+        route_plan = RoutePlan.from_config(config, levels=3)
+        fast = retrieve_routes(history, targets, route_plan)
+        slow = naive_retrieve_routes(history, targets, route_plan)
+        assert list(fast) == ["sid2", "category", "collab"]
+        for name in fast:
+            assert same(fast[name], slow[name]), (mode, fill, name, len(history))
+        assert same(fast["category"], retrieve_sim_hard(history, targets, 7, fill=fill))
+        check_invariants(history, targets, fast["category"], fill)
+    alone = RoutePlan.from_config(RetrievalConfig(routes=("category",), k=3), levels=3)
+    got = retrieve_routes(HISTORY, TARGETS, alone)["category"]  # needs neither SIDs' prefixes nor signatures
+    assert got.positions.tolist() == [[7, 3, 1], [2, -1, -1], EMPTY3]  # A: category 7; B: category 8 before ts 135
+    with pytest.raises(ValueError, match="categories"):
+        retrieve_routes(dataclasses.replace(HISTORY, categories=None), TARGETS, alone)
+
+
 def test_pool_size_counts_the_valid_prefix_matches(users):
     for history, targets, bits in users:
         got = retrieve_routes(history, targets, RoutePlan.from_config(
