@@ -31,7 +31,7 @@ def warmth_bucket(train_impressions: np.ndarray) -> np.ndarray:
     return np.asarray(WARMTH_BUCKETS)[np.searchsorted(_WARMTH_EDGES, counts, side="right")]
 
 
-def _ordered_values(values: np.ndarray) -> list:
+def ordered_values(values: np.ndarray) -> list:
     """The distinct values of a segment column, warmth buckets in their natural order, others sorted."""
     distinct = np.unique(values).tolist()
     if set(map(str, distinct)) <= set(WARMTH_BUCKETS):
@@ -78,7 +78,7 @@ def segment_table(*, users: np.ndarray, labels: np.ndarray, scores: Mapping[str,
         raise ValueError(f"segment_table: inputs differ in length: {lengths}")
     slices = [("all", "all", np.ones(y.size, bool))]
     for family, column in columns.items():
-        slices += [(family, str(value), column == value) for value in _ordered_values(column)]
+        slices += [(family, str(value), column == value) for value in ordered_values(column)]
     table = []
     for family, value, mask in slices:
         table += _segment_rows(segment=family, value=value, users=u[mask], labels=y[mask],

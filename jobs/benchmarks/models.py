@@ -501,7 +501,8 @@ def plot(results: Sequence[dict], path: Path) -> None:
         points = sorted((r["t_max"], r["ms_per_1000"]) for r in latency if r["variant"] == label)
         axes[-1].plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
     axes[-1].set(xlabel="T_max", ylabel="ms per 1,000 samples", title="inference latency", yscale="log")
-    axes[-1].legend(fontsize=7)
+    if latency:
+        axes[-1].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from r2led_model.paired_bootstrap import user_bootstrap_aucs
+from r2led_model.segments import ordered_values
 from r2led_model.trainer import RowPredictions
 
 REFERENCE = "r2led"
@@ -117,7 +118,7 @@ def paired_rows(folder: Path, labels: Sequence[str], seeds: Sequence[int], *,
             continue
         scores = _aligned(scores, reference, label)
         for family, values in families.items():
-            for value in dict.fromkeys(sorted(values.tolist(), key=str)):
+            for value in ordered_values(values):
                 rows = values == value
                 y = reference.labels[rows]
                 entry = {"variant": label, "segment": family, "value": str(value), "n": int(rows.sum()),
