@@ -902,6 +902,10 @@ class TuningConfig:
     startup_trials: int = 4
     # Epochs a trial always runs before it may be pruned.
     warmup_epochs: int = 1
+    # Share of users (a hash of user_id and `seed`: the same users for every model) whose train and valid
+    # rows the trials train and validate on; the seeded runs after tuning use every user. Below 1 keeps
+    # an equal budget affordable on a large world.
+    user_share: float = 1.0
     output_dir: str = "${workspace.root}/tuning"
 
 
@@ -1013,7 +1017,7 @@ RANGES: dict[type, dict[str, Range]] = {
     RegistryConfig: {"min_improvement": NON_NEGATIVE, "min_first_metric": Range(low=0, high=1, why="an AUC")},
     PipelineConfig: {"valid_days": COUNT, "test_days": COUNT, "lock_timeout_minutes": COUNT},
     TuningConfig: {"trials": COUNT, "epochs_per_trial": COUNT, "seed": SEED, "startup_trials": COUNT,
-                   "warmup_epochs": NON_NEGATIVE},
+                   "warmup_epochs": NON_NEGATIVE, "user_share": Range(low=0, high=1, low_open=True)},
     BenchmarkConfig: {"sequence_sizes": COUNT, "scale_sizes": COUNT,
                       "scale_sample_share": Range(low=0, high=1, low_open=True), "scale_events_per_partition": COUNT},
 }

@@ -123,6 +123,48 @@ def purge_deleted_rows(store: TableStore, name: str = "training_examples") -> bo
     return True
 
 
+def user_sample(store: TableStore, data: TrainingData, *, share: float, seed: int, folder: str,
+                splits: tuple[str, ...] = ("train", "valid")) -> TrainingData:
+    """`data` with the given splits cut to a share of the users (pmod(xxhash64(user_id, seed), 10,000) <
+    share · 10,000, so the same users whatever reads it), written once per training_examples version under
+    `folder`; the other splits keep their files. Rows and spec describe what the sample holds."""
+    if share >= 1.0:
+        return data
+    version = data.versions.training_examples_version
+    root = f"{folder.rstrip('/')}/users-{share:g}-seed{seed}-v{version}"
+    examples = store.read("training_examples")
+    chosen = F.pmod(F.xxhash64(F.col("user_id"), F.lit(seed)), F.lit(10_000)) < F.lit(int(round(share * 10_000)))
+    files, rows = dict(data.files), dict(data.rows)
+    spark = examples.sparkSession
+    for split in splits:
+        path = f"{root}/{split}"
+        if not _exists(f"{path}/_SUCCESS"):
+            sample = examples.where((F.col("split") == split) & chosen)
+            (sample.repartition(max(1, len(data.files[split])), "user_id").sortWithinPartitions("sample_id")
+             .write.mode("overwrite").parquet(path))
+        written = spark.read.parquet(path)
+        rows[split] = written.count()
+        if not rows[split]:
+            raise TrainingDataError(f"tuning.user_share {share:g} leaves no {split} rows; raise it")
+        files[split] = by_first_sample(sorted({_uri(f) for f in written.inputFiles()}))
+    log.info("user sample %.3g (seed %d): %s rows under %s", share, seed,
+             {s: rows[s] for s in splits}, root)
+    return TrainingData(files=files, rows=rows, spec=data.spec, versions=data.versions)
+
+
+def _exists(path: str) -> bool:
+    """Whether a file exists (a local path or a URI pyarrow knows); an unknown scheme counts as missing,
+    which only costs writing the sample again."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    try:
+        filesystem, inner = pafs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
+        return filesystem.get_file_info(inner).type == pafs.FileType.File
+    except (OSError, ValueError, pa.ArrowException):
+        return False
+
+
 def training_data(store: TableStore, config: Config) -> TrainingData:
     # First: the files and the version recorded below must both be those of the purged table.
     purge_deleted_rows(store, "training_examples")

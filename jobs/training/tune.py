@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession
 
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
-from jobs.training.training_data import TrainingData, training_data
+from jobs.training.training_data import TrainingData, training_data, user_sample
 from jobs.training.worker import TrainJob, train_worker
 from r2led_model.config import Config, for_model, with_values
 from r2led_model.models import MODELS
@@ -62,7 +62,10 @@ def tune_model(spark: SparkSession, config: Config, *, model: str, trials: int |
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
     budget = trials or config.tuning.trials
-    data = data or training_data(TableStore(spark, config.tables), config)
+    store = TableStore(spark, config.tables)
+    full = data or training_data(store, config)
+    data = user_sample(store, full, share=config.tuning.user_share, seed=config.tuning.seed,
+                       folder=f"{config.tuning.output_dir}/data")
     space = search_space(model)
     study = make_study(seed=config.tuning.seed, startup_trials=config.tuning.startup_trials,
                        warmup_epochs=config.tuning.warmup_epochs)
@@ -100,8 +103,8 @@ def tune_model(spark: SparkSession, config: Config, *, model: str, trials: int |
             model=model, params=dict(study.best_params), best_valid_auc=float(study.best_value), trials=budget,
             completed=states.count("COMPLETE"), pruned=states.count("PRUNED"),
             epochs_per_trial=config.tuning.epochs_per_trial, seed=config.tuning.seed, study_run_id=parent.run_id,
-            data={"env": config.env, "rows": dict(data.rows),
-                  "training_examples_version": data.versions.training_examples_version})
+            data={"env": config.env, "rows": dict(full.rows), "user_share": config.tuning.user_share,
+                  "tuned_rows": dict(data.rows), "training_examples_version": data.versions.training_examples_version})
         parent.log_metrics({"best_valid_auc": result.best_valid_auc, "completed": result.completed,
                             "pruned": result.pruned, "seconds": time.perf_counter() - started})
         parent.log_dict(result.__dict__, "tuned.json")

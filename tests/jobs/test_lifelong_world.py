@@ -16,6 +16,7 @@ from jobs.ingest.sources.synthetic import read_truth
 from jobs.orchestration.stages import DATA_STAGES, stages
 from jobs.runtime.tables import TableStore
 from jobs.training import report_oracle
+from jobs.training.training_data import training_data, user_sample
 from r2led_model.config import parse_utc_timestamp
 from tests.conftest import config_in
 
@@ -102,3 +103,20 @@ def test_the_offline_category_route_holds_only_the_targets_category(spark, world
     mask = np.stack(rows["r_category_mask"].to_numpy()).astype(bool)  # (S, k)
     assert mask.any()
     assert (cats[mask] == np.repeat(rows["target_cat"].to_numpy(), mask.sum(axis=1))).all()
+
+
+def test_tuning_reads_the_same_share_of_users_for_every_model(spark, world, tmp_path):
+    store = TableStore(spark, world.tables)
+    data = training_data(store, world)
+    sample = user_sample(store, data, share=0.5, seed=3, folder=str(tmp_path))
+    again = user_sample(store, data, share=0.5, seed=3, folder=str(tmp_path))  # reused, not drawn again
+    assert sample.files == again.files and sample.files["test"] == data.files["test"]
+    examples = store.read("training_examples")
+    for split in ("train", "valid"):
+        rows = spark.read.parquet(*sample.files[split]).select("user_id", "sample_id").toPandas()
+        assert 0 < len(rows) == sample.rows[split] < data.rows[split]
+        users = set(rows["user_id"])
+        every = examples.where(F.col("split") == split).select("user_id", "sample_id").toPandas()
+        # Every row of a chosen user, and only chosen users.
+        assert sorted(every[every["user_id"].isin(users)]["sample_id"]) == sorted(rows["sample_id"])
+    assert user_sample(store, data, share=1.0, seed=3, folder=str(tmp_path)) is data
