@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 CONSTRAINTS = Path(__file__).resolve().parents[1] / "requirements" / "constraints.txt"
 
 
@@ -41,3 +45,26 @@ def expected_delta_package() -> str:
     pins = pinned_versions()
     spark_minor = ".".join(pins["pyspark"].split(".")[:2])
     return f"io.delta:delta-spark_{spark_minor}_2.13:{pins['delta-spark']}"
+
+
+class ClickTask(nn.Module):
+    """A task wrapper (loss, predict_proba) around a model that maps a batch to logits (B,), for trainer tests."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def loss(self, batch):
+        return F.binary_cross_entropy_with_logits(self.model(batch), batch["label"])
+
+    def predict_proba(self, batch):
+        return torch.sigmoid(self.model(batch))
+
+
+def click_rows(n: int, seed: int, num_items: int) -> dict[str, torch.Tensor]:
+    """Learnable clicks: even items are clicked 90% of the time, odd items 10%."""
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, num_items, (n,), generator=g)
+    p = torch.where(items % 2 == 0, 0.9, 0.1)
+    return {"target_item": items, "user_id": torch.randint(0, 20, (n,), generator=g),
+            "label": (torch.rand(n, generator=g) < p).float()}

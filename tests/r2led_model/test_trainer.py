@@ -15,13 +15,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 from torch import nn
 
 from r2led_model.config import TrainingConfig
 from r2led_model.metrics import evaluate
 from r2led_model.trainer import (Checkpoint, _set_rng_state, checkpoint_path, fit, latest_checkpoint, load_checkpoint,
                                  predict, set_seed)
+from tests.helpers import ClickTask, click_rows
 
 NUM_ITEMS = 40
 # One evaluation per epoch: these tests count evaluations as epochs (test_training_regime.py tests several).
@@ -49,30 +49,13 @@ class ItemLogit(nn.Module):
         return self.out(self.embedding(batch["target_item"])).squeeze(-1)  # (B,)
 
 
-class ClickTask(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def loss(self, batch):
-        return F.binary_cross_entropy_with_logits(self.model(batch), batch["label"])
-
-    def predict_proba(self, batch):
-        return torch.sigmoid(self.model(batch))
-
-
 def make_task(seed: int = 0) -> ClickTask:
     set_seed(seed)
     return ClickTask(ItemLogit())
 
 
 def make_rows(n: int, seed: int) -> dict[str, torch.Tensor]:
-    """Learnable clicks: even items are clicked 90% of the time, odd items 10%."""
-    g = torch.Generator().manual_seed(seed)
-    items = torch.randint(1, NUM_ITEMS, (n,), generator=g)
-    p = torch.where(items % 2 == 0, 0.9, 0.1)
-    return {"target_item": items, "user_id": torch.randint(0, 20, (n,), generator=g),
-            "label": (torch.rand(n, generator=g) < p).float()}
+    return click_rows(n, seed, NUM_ITEMS)
 
 
 def batches_of(rows: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor | None = None):

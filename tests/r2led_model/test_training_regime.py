@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from r2led_model.bundle import DataVersions, ModelBundle
@@ -19,6 +18,7 @@ from r2led_model.models.layers import ITEM_INIT_STD
 from r2led_model.optim import RowwiseAdam
 from r2led_model.trainer import (Checkpoint, LossForward, checkpoint_path, evaluation_steps, fit, load_checkpoint,
                                  make_optimizer, set_seed, train_step)
+from tests.helpers import ClickTask, click_rows
 
 SPEC = FeatureSpec(num_items=200, num_categories=6, sid_levels=2, sid_vocab=10, routes=("sid1", "collab"),
                    route_k=(3, 3), short_window=4, long_history=8, recency_buckets=4)
@@ -168,30 +168,13 @@ class ItemLogit(nn.Module):
         return self.out(self.embedding(batch["target_item"])).squeeze(-1)  # (B, 1) → (B,)
 
 
-class ClickTask(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def loss(self, batch):
-        return F.binary_cross_entropy_with_logits(self.model(batch), batch["label"])
-
-    def predict_proba(self, batch):
-        return torch.sigmoid(self.model(batch))
-
-
 def make_task(seed: int = 0) -> ClickTask:
     set_seed(seed)
     return ClickTask(ItemLogit())
 
 
 def make_rows(n: int, seed: int) -> dict[str, torch.Tensor]:
-    """Learnable clicks: even items are clicked 90% of the time, odd items 10%."""
-    g = torch.Generator().manual_seed(seed)
-    items = torch.randint(1, NUM_ITEMS, (n,), generator=g)
-    p = torch.where(items % 2 == 0, 0.9, 0.1)
-    return {"target_item": items, "user_id": torch.randint(0, 20, (n,), generator=g),
-            "label": (torch.rand(n, generator=g) < p).float()}
+    return click_rows(n, seed, NUM_ITEMS)
 
 
 TRAIN, VALID = make_rows(1024, seed=1), make_rows(512, seed=2)
