@@ -435,6 +435,13 @@ def format_table(results: Sequence[dict]) -> str:
         if oracle:
             lines.append("  lift = (AUC - 0.5) / (oracle AUC - 0.5), mean over seeds")
         lines.append("  best ep: the epoch early stopping kept, per seed (1 = the first; at most the run's max epochs)")
+        tuned = {r["model"]: r["tuned"] for r in rows if r.get("tuned")}
+        if tuned:
+            lines.append(f"  tuned parameters ({rows[0].get('tuning_trials', '?')} trials each; controls and "
+                         "ablations use their model's):")
+            for model, params in tuned.items():
+                values = ", ".join(f"{k.split('.', 1)[-1]}={_short(v)}" for k, v in sorted(params.items()))
+                lines.append(f"    {model:<10} {values}")
         if deltas:
             lines.append("  Δ AUC: mean over seeds minus r2led's, paired on the same test rows; 95% CI from the user "
                          "bootstrap (every seed of both on each resample)")
@@ -466,6 +473,11 @@ def format_table(results: Sequence[dict]) -> str:
             if "r2led" in cells and "din_long" in cells:
                 lines.append(f"  din_long / r2led at T={t}: {cells['din_long'] / cells['r2led']:.2f}x")
     return "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    """A tuned value as the table prints it: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _best_epochs(row: Mapping) -> str:

@@ -72,7 +72,10 @@ def test_paired_rows_per_segment_and_the_table_shows_the_interval(tmp_path):
     base = {"bench": "models_quality", "env": "w", "train_rows": 1, "test_rows": signal.size, "seeds": [0, 1],
             "device": "cpu", "auc": 0.7, "auc_std": 0.0, "gauc": 0.7, "gauc_std": 0.0, "logloss": 0.5,
             "logloss_std": 0.0, "train_s": 1.0, "train_samples_per_s": 1.0, "predictions_dir": str(tmp_path)}
-    table = format_table([{**base, "variant": "r2led"}, {**base, "variant": "din"}])
+    tuned = {"training.learning_rate": 0.0012345, "model.embedding_dim": 16}
+    table = format_table([{**base, "variant": "r2led", "model": "r2led", "tuned": tuned, "tuning_trials": 8},
+                          {**base, "variant": "din", "model": "din"}])
+    assert "r2led      embedding_dim=16, learning_rate=0.00123" in table and "8 trials each" in table
     overall = next(r for r in paired_rows(tmp_path, ["r2led", "din"], [0, 1]) if r["variant"] == "din")
     assert f"{overall['delta']:+.4f} [{overall['delta_low']:+.4f}, {overall['delta_high']:+.4f}]" in table
     assert "warmth=20+" in table and "AUC per segment" in table
