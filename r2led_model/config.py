@@ -852,10 +852,15 @@ class TrainingConfig:
     device: str = "cpu"
     # > 1: train under Spark's TorchDistributor with this many processes (gloo on CPU).
     num_processes: int = 1
-    # Petastorm reader threads per process. One keeps the epoch order exactly reproducible (and
-    # measured faster on 2 cores); more threads deliver row groups in timing-dependent order.
+    # What reads the Parquet row groups (r2led_model.feed): Petastorm 0.12 runs only on pyarrow < 15, and
+    # Databricks runtimes ship newer; `arrow` (plain pyarrow) reads the same row groups in the same order.
+    # auto = Petastorm where it imports and pyarrow < 15, else arrow (the choice is logged).
+    feed: Literal["auto", "petastorm", "arrow"] = "auto"
+    # Reader threads per process. One keeps Petastorm's epoch order exactly reproducible (and measured
+    # faster on 2 cores); more Petastorm threads deliver row groups in timing-dependent order. The arrow
+    # feed's threads only read ahead: its order never depends on thread timing.
     reader_workers: int = 1
-    # Rows kept in the in-memory shuffle buffer between Petastorm and the batcher.
+    # Rows kept in the in-memory shuffle buffer between the reader and the batcher.
     shuffle_buffer: int = 20_000
     checkpoint_dir: str = "${workspace.root}/checkpoints"
     # Show a progress bar: auto = only on a terminal.

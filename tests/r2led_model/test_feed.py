@@ -1,7 +1,10 @@
-"""PetastormFeed: every row once per epoch, sharding without overlap, batch contract, shuffle determinism."""
+"""The feeds: every row once per epoch, sharding without overlap, batch contract, shuffle determinism, and
+ArrowFeed (plain pyarrow) yielding PetastormFeed's batches; training.feed choosing between them."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from r2led_model.feed import PetastormFeed, count_row_groups, count_rows
+from r2led_model import feed as feed_module
+from r2led_model.arrow_feed import ArrowFeed
+from r2led_model.config import ConfigError, TrainingConfig, load_config
+from r2led_model.feed import PetastormFeed, build_feed, count_row_groups, count_rows, shard_row_groups
 
 COLUMNS = ["sample_id", "user_id", "target_item", "target_sid", "r_sid1_item", "label"]
 SID_LEVELS = 3
@@ -45,10 +51,14 @@ def split_files(tmp_path_factory) -> list[str]:
     return paths
 
 
-def feed(files, **kwargs) -> PetastormFeed:
+# The row groups those files hold, as sample_id ranges (row group i over the files in order, then within each).
+ROW_GROUPS = (range(0, 13), range(13, 25), range(25, 35), range(35, 45), range(45, 55), range(55, 75), range(75, 77))
+
+
+def feed(files, implementation=PetastormFeed, **kwargs) -> PetastormFeed | ArrowFeed:
     options = {"columns": COLUMNS, "batch_size": 8, "shuffle": False, "seed": 3, "workers": 1,
                "shuffle_buffer": 1000, **kwargs}
-    return PetastormFeed(files=files, **options)
+    return implementation(files=files, **options)
 
 
 def sample_ids(f: PetastormFeed, epoch: int = 0) -> list[int]:
@@ -135,3 +145,118 @@ def test_small_shuffle_buffer_streams_every_row_once(split_files):
     ids = sample_ids(f, 0)
     assert Counter(ids) == Counter(range(TOTAL))
     assert [len(b["sample_id"]) for b in f.batches(1)] == [5] * (TOTAL // 5) + [TOTAL % 5]
+
+
+# ArrowFeed against PetastormFeed, and training.feed.
+
+def batch_ids(f, epoch: int) -> list[list[int]]:
+    return [batch["sample_id"].tolist() for batch in f.batches(epoch)]
+
+
+def test_row_group_table_matches_the_files(split_files):
+    assert [list(g) for g in ROW_GROUPS] == [ids for ids in (
+        sorted(sample_ids(feed(split_files, rank=r, world_size=7))) for r in range(7))]
+
+
+@pytest.mark.parametrize("buffer, batch_size, workers", [
+    (1000, 8, 1),  # the whole shard fits the buffer
+    (16, 5, 1),  # a small buffer emits while reading goes on
+    (1000, 8, 3),  # several reader threads: Petastorm's order is reproducible only because the shard fits
+])
+def test_arrow_yields_petastorms_batches_per_epoch_and_rank(split_files, buffer, batch_size, workers):
+    for rank in (0, 1):
+        options = {"shuffle": True, "rank": rank, "world_size": 2, "shuffle_buffer": buffer,
+                   "batch_size": batch_size, "workers": workers}
+        petastorm, arrow = feed(split_files, **options), feed(split_files, ArrowFeed, **options)
+        for epoch in (0, 1):
+            expected = batch_ids(petastorm, epoch)
+            assert batch_ids(arrow, epoch) == expected  # same batches in the same order
+            assert len(sum(expected, [])) == (35, 42)[rank]  # rank 0: row groups 0, 2, 4, 6; rank 1: 1, 3, 5
+
+
+def test_arrow_unshuffled_reads_in_file_order_like_petastorm(split_files):
+    assert sample_ids(feed(split_files, ArrowFeed)) == list(range(TOTAL))
+    assert sample_ids(feed(split_files[::-1], ArrowFeed)) == sample_ids(feed(split_files[::-1]))
+    assert batch_ids(feed(split_files, ArrowFeed, rank=1, world_size=2), 0) == \
+        batch_ids(feed(split_files, rank=1, world_size=2), 0)
+
+
+def test_both_feeds_give_the_same_columns_dtypes_and_values_per_batch(split_files):
+    options = {"shuffle": True, "rank": 1, "world_size": 2, "batch_size": 10}
+    petastorm = list(feed(split_files, **options).batches(1))
+    arrow = list(feed(split_files, ArrowFeed, **options).batches(1))
+    assert [len(b["sample_id"]) for b in arrow] == [10] * 4 + [2]  # rank 1 holds 42 rows
+    for p, a in zip(petastorm, arrow, strict=True):
+        assert list(a) == list(p) == COLUMNS  # only the model's columns ("unused" stays behind), in order
+        for name in COLUMNS:
+            assert a[name].dtype == p[name].dtype and a[name].shape == p[name].shape, name
+            assert torch.equal(a[name], p[name]), name
+        assert a["target_sid"].shape == (len(a["sample_id"]), SID_LEVELS) and a["label"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("implementation", [PetastormFeed, ArrowFeed])
+def test_a_rank_never_sees_another_ranks_row_group(split_files, implementation):
+    own = {0: set().union(*ROW_GROUPS[0::2]), 1: set().union(*ROW_GROUPS[1::2])}
+    for rank in (0, 1):
+        f = feed(split_files, implementation, shuffle=True, rank=rank, world_size=2, shuffle_buffer=16)
+        for epoch in (0, 1, 2):
+            ids = sample_ids(f, epoch)
+            assert sorted(ids) == sorted(own[rank])  # every row of its own row groups once, nothing else
+
+
+def test_arrow_epochs_shuffle_differently(split_files):
+    f = feed(split_files, ArrowFeed, shuffle=True, rank=0, world_size=2)
+    epoch0, epoch1 = sample_ids(f, 0), sample_ids(f, 1)
+    assert sorted(epoch0) == sorted(epoch1)
+    assert epoch0 != epoch1 and epoch0 != sorted(epoch0)
+    assert sample_ids(feed(split_files, ArrowFeed, shuffle=True, rank=0, world_size=2), 1) == epoch1  # reproducible
+
+
+def test_shard_row_groups_keeps_the_set_and_shuffles_the_order():
+    assert shard_row_groups(7, rank=1, world_size=2, shuffle=False, seed=3, epoch=0) == [1, 3, 5]
+    orders = [shard_row_groups(7, rank=0, world_size=2, shuffle=True, seed=3, epoch=e) for e in range(6)]
+    assert all(sorted(o) == [0, 2, 4, 6] for o in orders)
+    assert len({tuple(o) for o in orders}) > 1
+
+
+def test_training_feed_arrow_works_on_the_pinned_stack(split_files):
+    config = load_config("base", overrides=["training.feed=arrow", "training.batch_size=10"]).training
+    f = build_feed(config, files=split_files, columns=COLUMNS, shuffle=False)
+    assert isinstance(f, ArrowFeed)
+    assert [len(b["sample_id"]) for b in f.batches(0)] == [10] * 7 + [7]
+    assert sample_ids(f) == list(range(TOTAL))
+    with pytest.raises(ConfigError, match=r"training\.feed: 'spark' is not one of"):
+        load_config("base", overrides=["training.feed=spark"])
+
+
+@pytest.fixture
+def fresh_announcements(monkeypatch):
+    monkeypatch.setattr(feed_module, "_announced", set())
+
+
+def test_auto_takes_petastorm_where_it_runs_and_logs_why_once(split_files, fresh_announcements, caplog):
+    with caplog.at_level(logging.INFO, logger="r2led_model.feed"):
+        feeds = [build_feed(TrainingConfig(feed="auto"), files=split_files, columns=COLUMNS, shuffle=False)
+                 for _ in range(2)]
+    assert all(type(f) is PetastormFeed for f in feeds)
+    assert [r.getMessage() for r in caplog.records] == ["training feed: petastorm (training.feed is 'auto' and "
+                                                        "Petastorm runs here (pyarrow 14.0.2))"]
+
+
+def test_auto_takes_arrow_on_new_pyarrow_and_forced_petastorm_names_the_key(split_files, fresh_announcements,
+                                                                          monkeypatch, caplog):
+    monkeypatch.setattr(feed_module.pyarrow, "__version__", "17.0.0")
+    with caplog.at_level(logging.INFO, logger="r2led_model.feed"):
+        f = build_feed(TrainingConfig(feed="auto"), files=split_files, columns=COLUMNS, shuffle=False)
+    assert type(f) is ArrowFeed and sample_ids(f) == list(range(TOTAL))
+    assert "training feed: arrow (training.feed is 'auto' and Petastorm cannot run: pyarrow 17.0.0" in caplog.text
+    with pytest.raises(ConfigError, match=r"training\.feed: 'petastorm' cannot run here: pyarrow 17\.0\.0 .*< 15"):
+        build_feed(TrainingConfig(feed="petastorm"), files=split_files, columns=COLUMNS, shuffle=False)
+
+
+def test_petastorm_that_does_not_import_is_not_chosen(split_files, fresh_announcements, monkeypatch):
+    monkeypatch.setitem(sys.modules, "petastorm", None)  # `import petastorm` now raises ImportError
+    f = build_feed(TrainingConfig(feed="auto"), files=split_files, columns=COLUMNS, shuffle=False)
+    assert type(f) is ArrowFeed
+    with pytest.raises(ConfigError, match=r"training\.feed: 'petastorm' cannot run here: petastorm does not import"):
+        build_feed(TrainingConfig(feed="petastorm"), files=split_files, columns=COLUMNS, shuffle=False)
