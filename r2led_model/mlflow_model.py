@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import Model, infer_signature
 
 from r2led_model.bundle import ModelBundle, frame_arrays, predict_arrays
@@ -114,11 +115,42 @@ def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], 
     return RegisteredVersion(registered_name, version, run_id, dict(tags))
 
 
+# Registry searches use the one filter form the Databricks Unity Catalog registry accepts: a single
+# equality on `name` or on `run_id`; no AND, no tags, no LIKE, and no order_by (MLflow's UC store
+# refuses it). Every other registry accepts that form too; anything finer is filtered here, in Python.
+REGISTRY_FILTER_KEYS = ("name", "run_id")
+# Versions per search page (Databricks caps a page at 10,000).
+SEARCH_PAGE_SIZE = 1000
+
+
+def registry_filter(key: str, value: str) -> str:
+    """`key = 'value'`: the one model-version search filter every registry accepts (REGISTRY_FILTER_KEYS)."""
+    if key not in REGISTRY_FILTER_KEYS:
+        raise ValueError(f"a registry search filters on one of {', '.join(REGISTRY_FILTER_KEYS)}, not {key!r}")
+    if "'" in value:
+        raise ValueError(f"{key} {value!r}: a registry search filter cannot hold a quote")
+    return f"{key} = '{value}'"
+
+
+def _versions_named(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of `name`, page after page. A search result may lack tags and aliases (Unity
+    Catalog leaves them out): read a version with `get_model_version` for those."""
+    found: list[ModelVersion] = []
+    token = None
+    while True:
+        page = client.search_model_versions(registry_filter("name", name), max_results=SEARCH_PAGE_SIZE,
+                                            page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
 def versions_of_run(config: MlflowConfig, name: str, run_id: str) -> list[str]:
     """Versions of `name` registered from `run_id`, newest first."""
     configure(config)
-    found = MlflowClient().search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    return [v.version for v in sorted(found, key=lambda v: -int(v.version))]
+    found = [v for v in _versions_named(MlflowClient(), name) if v.run_id == run_id]
+    return [str(v.version) for v in sorted(found, key=lambda v: -int(v.version))]
 
 
 def model_version(config: MlflowConfig, name: str, *, version: str | None = None,
@@ -132,10 +164,10 @@ def model_version(config: MlflowConfig, name: str, *, version: str | None = None
         elif version is not None:
             found = client.get_model_version(name, version)
         else:
-            versions = client.search_model_versions(f"name='{name}'")
+            versions = _versions_named(client, name)
             if not versions:
                 return None
-            found = max(versions, key=lambda v: int(v.version))
+            found = client.get_model_version(name, max(versions, key=lambda v: int(v.version)).version)
     except mlflow.exceptions.MlflowException as exc:
         if alias is not None and ("alias" in str(exc).lower() or "not found" in str(exc).lower()
                                   or "RESOURCE_DOES_NOT_EXIST" in str(exc)):

@@ -173,3 +173,27 @@ def test_deleting_the_previous_champions_version_leaves_no_stale_alias(make_conf
     assert client.get_registered_model("ctr").aliases == {CHAMPION: int(second)}
     assert model_version(config.mlflow, "ctr", alias=PREVIOUS_CHAMPION) is None
     assert model_version(config.mlflow, "ctr", alias=CHAMPION).version == str(second)
+
+
+def test_versions_of_a_run_and_the_newest_version_read_every_page_of_a_real_registry(make_config, monkeypatch):
+    """The searches UC allows (by name alone, then by run in Python) across the SQLite registry's real
+    page tokens (tests/r2led_model/test_registry_filters.py checks the filters against UC's rules)."""
+    import r2led_model.mlflow_model as mlflow_model
+    from r2led_model.mlflow_model import model_version, versions_of_run
+    from r2led_model.tracking import configure
+
+    config = make_config()
+    configure(config.mlflow)
+    monkeypatch.setattr(mlflow_model, "SEARCH_PAGE_SIZE", 2)
+    client = MlflowClient()
+    client.create_registered_model("ctr")
+    runs = []
+    for name in ("first", "second"):
+        with tracked_run(config, name) as run:
+            runs.append(run.run_id)
+    for i, run_id in enumerate([runs[0], runs[1], runs[0], runs[1], runs[0]]):
+        client.create_model_version("ctr", f"file:///nowhere/{i}", run_id=run_id, tags={"n": str(i)})
+    assert versions_of_run(config.mlflow, "ctr", runs[0]) == ["5", "3", "1"]
+    assert versions_of_run(config.mlflow, "ctr", runs[1]) == ["4", "2"]
+    newest = model_version(config.mlflow, "ctr")
+    assert (newest.version, newest.run_id, newest.tags) == ("5", runs[0], {"n": "4"})
