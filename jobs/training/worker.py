@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from jobs.training.training_data import TrainingData
 from r2led_model.config import ModelConfig, TrainingConfig
-from r2led_model.feed import PetastormFeed
+from r2led_model.feed import Feed, build_feed
 from r2led_model.metrics import evaluate
 from r2led_model.models import CTRTask, build_model
 from r2led_model.models.inputs import columns_for
@@ -50,10 +50,10 @@ def model_columns(job: TrainJob) -> list[str]:
     return columns_for(model.input_groups) + list(ID_COLUMNS)
 
 
-def make_feed(job: TrainJob, split: str, *, shuffle: bool, rank: int = 0, world_size: int = 1) -> PetastormFeed:
-    return PetastormFeed(files=job.data.files[split], columns=model_columns(job), batch_size=job.training.batch_size,
-                         shuffle=shuffle, seed=job.training.seed, rank=rank, world_size=world_size,
-                         workers=job.training.reader_workers, shuffle_buffer=job.training.shuffle_buffer)
+def make_feed(job: TrainJob, split: str, *, shuffle: bool, rank: int = 0, world_size: int = 1) -> Feed:
+    """The split's feed of the model's columns: Petastorm or the pyarrow reader, as `training.feed` picks."""
+    return build_feed(job.training, files=job.data.files[split], columns=model_columns(job), shuffle=shuffle,
+                      rank=rank, world_size=world_size)
 
 
 def train_worker(job: TrainJob, on_epoch=None) -> WorkerResult | None:
