@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import mlflow
 import mlflow.pyfunc
@@ -59,6 +59,11 @@ class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
     """Input: a dict of int64 arrays named like the training_examples columns the model reads
     (or a DataFrame of them, array cells as lists). Output: click probabilities (N,).
 
+    `predict`'s `model_input: pd.DataFrame` hint is one MLflow reads as "validate nothing, infer no
+    signature" (a dict hint would make it warn that it cannot validate one): the logged tensor
+    signature describes the input, and its enforcement hands `predict` the dict of int64 arrays
+    (a DataFrame passed to the loaded model included); the class itself also takes a DataFrame.
+
     It stays here under this name: versions logged before models-from-code hold a cloudpickle of an
     instance, which refers to `r2led_model.mlflow_model.CtrPyfuncModel`; `mlflow.pyfunc.load_model`
     still loads them (MLflow unpickles, as MLFLOW_ALLOW_PICKLE_DESERIALIZATION allows by default), with
@@ -69,7 +74,7 @@ class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
         self.bundle = ModelBundle.from_bytes(Path(context.artifacts[BUNDLE_ARTIFACT]).read_bytes())
         self.task = self.bundle.build()
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         if isinstance(model_input, pd.DataFrame):
             model_input = frame_arrays(model_input, self.bundle.input_columns)
         return predict_arrays(self.task, {c: model_input[c] for c in self.bundle.input_columns})
