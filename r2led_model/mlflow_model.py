@@ -94,12 +94,14 @@ class RegisteredVersion:
     version: str
     run_id: str
     tags: dict[str, str]
+    model_id: str | None = None  # the MLflow 3 LoggedModel `log_ctr_model` logged (None when only looked up)
 
 
 def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], registered_name: str,
-                  tags: Mapping[str, str]) -> RegisteredVersion:
+                  tags: Mapping[str, str], metrics: Mapping[str, float] | None = None) -> RegisteredVersion:
     """Log the model in the active run (as code: no pickle), register it under `registered_name`, tag
-    the new version."""
+    the new version, and log `metrics` (the test numbers) to the run and to the logged model, where
+    the model's and the version's pages show them."""
     task = bundle.build()
     example = {c: np.asarray(input_example[c], dtype=np.int64) for c in bundle.input_columns}
     signature = infer_signature(example, predict_arrays(task, example))
@@ -111,13 +113,15 @@ def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], 
             name="model", python_model=str(package / PYFUNC_CODE.name), artifacts={BUNDLE_ARTIFACT: str(path)},
             code_paths=[str(package)], signature=signature, input_example=example,
             pip_requirements=pip_requirements(), registered_model_name=registered_name)
+    if metrics:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=info.model_id)
     client = MlflowClient()
     version = str(info.registered_model_version)
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, version, key, str(value))
     run_id = mlflow.active_run().info.run_id
     log.info("registered %s version %s (run %s)", registered_name, version, run_id)
-    return RegisteredVersion(registered_name, version, run_id, dict(tags))
+    return RegisteredVersion(registered_name, version, run_id, dict(tags), info.model_id)
 
 
 # Registry searches use the one filter form the Databricks Unity Catalog registry accepts: a single

@@ -48,7 +48,7 @@ class TrainResult:
     test: dict
 
 
-def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResult, valid: dict, test: dict,
+def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResult, valid: dict,
                      test_labels: np.ndarray, test_probs: np.ndarray, history_logged: bool) -> None:
     from r2led_model.plots import calibration_figure, loss_curves_figure, roc_figure
 
@@ -59,8 +59,9 @@ def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResu
     run.log_params({f"rows.{k}": v for k, v in data.rows.items()})
     for entry in [] if history_logged else worker.history:  # distributed runs log rank 0's history afterwards
         run.log_metrics({k: v for k, v in entry.items() if k != "epoch" and v is not None}, step=entry["epoch"])
+    # The test_* metrics are logged with the model (`log_ctr_model`): to this run and to the logged model.
     run.log_metrics({"best_epoch": worker.best_epoch, "train_seconds": worker.seconds,
-                     **{f"best_valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()}})
+                     **{f"best_valid_{k}": v for k, v in valid.items()}})
     run.log_dict({"history": worker.history}, "history.json")
     run.log_figure(roc_figure(test_labels, test_probs, f"{config.model.name}: test ROC"), "plots/roc.png")
     run.log_figure(calibration_figure(test_labels, test_probs, f"{config.model.name}: calibration"),
@@ -138,14 +139,15 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
         test, test_labels, test_probs = evaluate_split(job, task, "test", truth)
         log_input_tables(store, {"training_examples": data.versions.training_examples_version,
                                  "item_index": data.versions.item_index_version})
-        log_training_run(run, config, data, worker, valid, test, test_labels, test_probs,
+        log_training_run(run, config, data, worker, valid, test_labels, test_probs,
                          history_logged=config.training.num_processes == 1)
         example = next(iter(make_feed(job, "test", shuffle=False).batches(0)))
         commit_guard.before_commit("the model registration")  # a run that lost the lock registers nothing
         registered = log_ctr_model(
             bundle, {k: v[:5].numpy() for k, v in example.items()}, config.registry.model_name,
             tags={**dataclasses.asdict(data.versions), "architecture": config.model.name,
-                  **{f"test_{k}": f"{v:.6f}" for k, v in test.items() if k != "n"}})
+                  **{f"test_{k}": f"{v:.6f}" for k, v in test.items() if k != "n"}},
+            metrics={f"test_{k}": v for k, v in test.items()})
         faults.commit_point("model registration")
     log.info("%s version %s: valid AUC %.4f, test AUC %.4f GAUC %.4f LogLoss %.4f", registered.name,
              registered.version, valid["auc"], test["auc"], test["gauc"], test["logloss"])

@@ -70,6 +70,12 @@ def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spar
     # The registered version: tagged with its inputs, with a signature and pinned requirements.
     version = MlflowClient().get_model_version(config.registry.model_name, result.version)
     assert version.tags["codebook_version"] == params["input.codebook_version"]
+    # The logged model behind the version carries the run's test metrics (the oracle's among them).
+    test_metrics = {k: v for k, v in metrics.items() if k.startswith("test_")}
+    assert {"test_auc", "test_gauc", "test_logloss", "test_oracle_auc"} <= set(test_metrics)
+    logged = mlflow.models.get_model_info(f"models:/{config.registry.model_name}/{result.version}").model_id
+    assert {m.key: m.value for m in mlflow.get_logged_model(logged).metrics} == test_metrics
+    assert test_metrics["test_auc"] == pytest.approx(result.test["auc"])
     assert version.tags["architecture"] == "r2led"
     info = mlflow.models.get_model_info(f"models:/{config.registry.model_name}/{result.version}")
     assert "target_item" in info.signature.inputs.input_names()

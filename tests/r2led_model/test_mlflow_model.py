@@ -81,10 +81,17 @@ def test_a_logged_model_holds_no_pickle_and_predicts_from_its_folder_alone(make_
     config = make_config()
     bundle = make_bundle()
     inputs = inputs_for(bundle)
+    test = {"test_auc": 0.71, "test_gauc": 0.64, "test_logloss": 0.52, "test_n": 300.0}
     with tracked_run(config, "log"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        registered = log_ctr_model(bundle, {c: v[:4] for c, v in inputs.items()}, "ctr", tags={"k": "v"})
+        registered = log_ctr_model(bundle, {c: v[:4] for c, v in inputs.items()}, "ctr", tags={"k": "v"},
+                                   metrics=test)
     assert type_hint_warnings(w.message for w in caught) == []
+    # The test metrics sit on the logged model (the version's model) and, once each, on the run.
+    assert registered.model_id == mlflow.models.get_model_info(f"models:/ctr/{registered.version}").model_id
+    assert {m.key: m.value for m in mlflow.get_logged_model(registered.model_id).metrics} == test
+    assert {k: v for k, v in MlflowClient().get_run(registered.run_id).data.metrics.items()} == test
+    assert [len(MlflowClient().get_metric_history(registered.run_id, k)) for k in test] == [1, 1, 1, 1]
     uri = f"models:/ctr/{registered.version}"
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "model")))
 
