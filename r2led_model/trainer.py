@@ -72,8 +72,8 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 # Columns that identify a row but feed no model: left on the CPU.
 ID_COLUMNS = ("user_id", "sample_id")
 CHECKPOINT_PATTERN = re.compile(r"^epoch-(\d+)\.pt$")
-# Without tqdm, an enabled progress display logs a line every this many batches.
-PROGRESS_LOG_EVERY = 200
+# Off a terminal (a job's log), an enabled progress display logs a line at most this often, in seconds.
+PROGRESS_LOG_SECONDS = 30.0
 # Models written elsewhere may hold parameters that some batches leave unused (an optional module);
 # DDP then needs to search the graph for them, which costs little on CTR-sized models.
 DDP_FIND_UNUSED_PARAMETERS = True
@@ -125,29 +125,70 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _show_progress(mode: str) -> bool:
-    return mode == "always" or (mode == "auto" and sys.stderr.isatty())
+def _progress_style(mode: str) -> str | None:
+    """How ``training.progress`` shows an epoch: "bar" (tqdm) on a terminal or with "always", "lines" (log
+    lines) off a terminal with "auto", None with "never"."""
+    if mode == "never":
+        return None
+    return "bar" if mode == "always" or sys.stderr.isatty() else "lines"
+
+
+def _progress_clock() -> float:
+    """Seconds, for the progress lines' pacing and rates."""
+    return time.monotonic()
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 class _Progress:
-    """A tqdm bar when tqdm is installed, else a log line every PROGRESS_LOG_EVERY batches; or nothing."""
+    """One epoch's progress: a tqdm bar (style "bar", when tqdm is installed), else a log line at most every
+    PROGRESS_LOG_SECONDS (style "lines"), or nothing (None).
 
-    def __init__(self, *, enabled: bool, desc: str) -> None:
-        self.enabled, self.desc, self.count, self.bar = enabled, desc, 0, None
-        if enabled:
+    A line gives the batches and rows so far and the rows per second; when the epoch's length is known
+    (``expected_batches``: the previous epoch's batch count) also the share of it done and the time left,
+    e.g. ``epoch 3: 42% (1,260/3,000 batches), 322,560 rows, 5,376 rows/s, ETA 1m22s, loss 0.4521``.
+    """
+
+    def __init__(self, *, style: str | None, desc: str, expected_batches: int | None = None) -> None:
+        self.desc, self.expected = desc, expected_batches or None
+        self.batches, self.rows, self.bar = 0, 0, None
+        self.lines = style is not None
+        if style == "bar":
             try:
                 from tqdm.auto import tqdm
             except ImportError:
-                return
-            self.bar = tqdm(desc=desc, unit="batch", leave=False, file=sys.stderr)
+                pass
+            else:
+                self.bar = tqdm(desc=desc, total=self.expected, unit="batch", leave=False, file=sys.stderr)
+                self.lines = False
+        self.started = self.last_line = _progress_clock() if self.lines else 0.0
 
-    def update(self, loss: float) -> None:
-        self.count += 1
+    def update(self, loss: float, rows: int) -> None:
+        self.batches += 1
+        self.rows += rows
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        elif self.enabled and self.count % PROGRESS_LOG_EVERY == 0:
-            log.info("%s: %d batches, loss %.4f", self.desc, self.count, loss)
+        elif self.lines:
+            now = _progress_clock()
+            if now - self.last_line >= PROGRESS_LOG_SECONDS:
+                self.last_line = now
+                log.info("%s", self._line(loss, elapsed=now - self.started))
+
+    def _line(self, loss: float, *, elapsed: float) -> str:
+        so_far = f"{self.rows:,} rows, {self.rows / elapsed:,.0f} rows/s"
+        if self.expected and self.batches < self.expected:  # an epoch may run past the previous one's length
+            left = elapsed / self.batches * (self.expected - self.batches)
+            return (f"{self.desc}: {100 * self.batches / self.expected:.0f}% ({self.batches:,}/{self.expected:,} "
+                    f"batches), {so_far}, ETA {_duration(left)}, loss {loss:.4f}")
+        return f"{self.desc}: {self.batches:,} batches, {so_far}, loss {loss:.4f}"
 
     def close(self) -> None:
         if self.bar is not None:
@@ -499,7 +540,7 @@ def _log_evaluation(entry: Mapping[str, float], *, best: bool) -> None:
 
 def _run_epoch(step_module: nn.Module, task: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int,
                start_step: int, evaluate_after: frozenset[int], train_batches: Callable[[int], Iterable[Batch]],
-               evaluator: _Evaluator, device: torch.device, show_progress: bool
+               evaluator: _Evaluator, device: torch.device, progress: _Progress
                ) -> tuple[dict[str, float], _EpochStats, bool]:
     """Train one epoch, validating after the steps in ``evaluate_after`` and at its end → (the last
     evaluation's history entry, the epoch's training over all ranks, whether early stopping cut it short)."""
@@ -512,7 +553,7 @@ def _run_epoch(step_module: nn.Module, task: nn.Module, optimizer: torch.optim.O
         return evaluator.exhausted
 
     stats, cut_short = _train_epoch(step_module, optimizer, train_batches(epoch), device,
-                                    progress=_Progress(enabled=show_progress, desc=f"epoch {epoch}"),
+                                    progress=progress,
                                     evaluate_after=evaluate_after, evaluate=evaluate_inside)
     if _distributed():
         steps = _sync_after_uneven_epoch(task, optimizer, stats.steps)
@@ -591,6 +632,7 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
                            config=config, stopping=stopping, history=history, is_main=is_main)
 
     samples_seen, step, epoch_steps = 0, start.step, start.epoch_steps
+    progress_style = _progress_style(config.progress) if is_main else None
     stopped_early = evaluator.exhausted
     for epoch in range(start.epoch, config.epochs):
         if stopped_early:
@@ -599,7 +641,8 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
         entry, stats, cut_short = _run_epoch(step_module, task, optimizer, epoch=epoch, start_step=step,
                                              evaluate_after=inside, train_batches=train_batches,
                                              evaluator=evaluator, device=device,
-                                             show_progress=is_main and _show_progress(config.progress))
+                                             progress=_Progress(style=progress_style, desc=f"epoch {epoch}",
+                                                                expected_batches=epoch_steps))
         samples_seen += stats.samples
         step, epoch_steps = step + stats.steps, stats.steps
         stopped_early = cut_short or (evaluator.exhausted and epoch + 1 < config.epochs)
@@ -678,7 +721,7 @@ def _train_epoch(step_module: nn.Module, optimizer: torch.optim.Optimizer, batch
                 stats.loss_sum += loss_value * size
                 stats.samples += size
                 stats.steps += 1
-                progress.update(loss_value)
+                progress.update(loss_value, size)
             stats.train_seconds += time.perf_counter() - clock
     finally:
         progress.close()
