@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from jobs.runtime.dates import date_argument, parse_day
 from jobs.runtime.entrypoint import spark_job_main
+from jobs.runtime.spark_progress import stage_progress
 from jobs.runtime.tables import TableStore
 from jobs.training.training_data import data_versions, feature_spec
 from r2led_model.bundle import ModelBundle, frame_arrays, predict_arrays
@@ -120,8 +121,9 @@ def score(spark: SparkSession, config: Config, date: str | None = None, model_ur
     day = date or latest_date(examples)
     rows = (examples.where(F.to_date(F.from_unixtime("ts")) == F.lit(day).cast("date"))
             .join(store.read("samples").select("sample_id", "item_id"), "sample_id"))
-    store.overwrite_partitions("predictions", score_frame(spark, rows, bundle, name, version, day),
-                               where=f"score_date = '{day}'")
+    with stage_progress(spark, "score"):
+        store.overwrite_partitions("predictions", score_frame(spark, rows, bundle, name, version, day),
+                                   where=f"score_date = '{day}'")
     written = store.read("predictions").where(F.col("score_date") == day)
     stats = written.agg(F.count("*").alias("rows"), F.avg("score").alias("mean")).first()
     result = ScoreResult(day, name, version, int(stats["rows"]), float(stats["mean"] or 0.0))

@@ -29,6 +29,7 @@ from jobs.retrieval.table_shapes import CANDIDATE_KINDS, candidate_column, candi
 from jobs.runtime.arrow_arrays import fixed_width, list_column
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.sorted_lookup import locate
+from jobs.runtime.spark_progress import stage_progress
 from jobs.runtime.tables import TableStore
 from jobs.sequences.user_partitions import co_partitioned, partition_tables
 from jobs.training.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
@@ -244,11 +245,12 @@ def update(spark: SparkSession, config: Config) -> NewExamples:
             # New candidates, and re-derived ones (a recounted hist_len): their examples are (re)built.
             new = not_yet_derived(candidates, store.read("training_examples")).join(
                 store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
-            update = upsert_derived(
-                store, "training_examples", new, store.read("user_sequences"),
-                lambda rows, owners: build_examples(rows, owners, store.read("item_index"), routes, levels,
-                                                    config.training_set).crossJoin(versions),
-                config.sequences.split)
+            with stage_progress(spark, "build-training-set"):
+                update = upsert_derived(
+                    store, "training_examples", new, store.read("user_sequences"),
+                    lambda rows, owners: build_examples(rows, owners, store.read("item_index"), routes, levels,
+                                                        config.training_set).crossJoin(versions),
+                    config.sequences.split)
             log.info("training_examples: %d new samples, %d inserted, %d moved to a new split; %d new items indexed",
                      update.new_samples, update.inserted, update.moved, new_items)
             return NewExamples(new_items=new_items, new_samples=update.new_samples, inserted=update.inserted,
@@ -291,7 +293,8 @@ def run(spark: SparkSession, config: Config) -> TrainingSetResult:
     codebook_version, collab_version = _one_version_pair(candidates)
     examples = (examples.withColumn("codebook_version", F.lit(codebook_version))
                 .withColumn("collab_version", F.lit(collab_version)))
-    store.overwrite("training_examples", examples, in_task_order=True)
+    with stage_progress(spark, "build-training-set"):
+        store.overwrite("training_examples", examples, in_task_order=True)
     counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}
     index = store.read("item_index")
     result = TrainingSetResult(examples_by_split=counts, items=index.count(),
