@@ -100,8 +100,8 @@ class RegisteredVersion:
 def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], registered_name: str,
                   tags: Mapping[str, str], metrics: Mapping[str, float] | None = None) -> RegisteredVersion:
     """Log the model in the active run (as code: no pickle), register it under `registered_name`, tag
-    the new version, and log `metrics` (the test numbers) to the run and to the logged model, where
-    the model's and the version's pages show them."""
+    the new version, and log `metrics` (the test numbers) to the run and to the MLflow 3 logged model
+    behind the version."""
     task = bundle.build()
     example = {c: np.asarray(input_example[c], dtype=np.int64) for c in bundle.input_columns}
     signature = infer_signature(example, predict_arrays(task, example))
