@@ -246,14 +246,20 @@ def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(s
 
 
 def test_two_process_torch_distributor_training_learns_what_one_process_does(spark, world):
-    config = configured(world, "registry.model_name=distributed", "training.num_processes=2", "training.epochs=2")
+    # Two ranks of half a batch each average their gradients: the same number and size of steps as one
+    # process (the loop's learning-rate cuts and evaluations count steps and epochs, not rows); one
+    # evaluation an epoch in both, as distributed training evaluates at epoch ends only.
+    one_process = configured(world, "registry.model_name=single", "training.epochs=2", "training.evals_per_epoch=1")
+    half_batch = one_process.training.batch_size // 2
+    config = configured(world, "registry.model_name=distributed", "training.num_processes=2", "training.epochs=2",
+                        f"training.batch_size={half_batch}", "training.evals_per_epoch=1")
     result = train.run(spark, config)
     params, metrics, _ = run_data(config.mlflow, result.run_id)
     assert params["training.num_processes"] == "2"
     assert metrics["best_valid_auc"] == pytest.approx(result.valid["auc"])
     assert model_version(config.mlflow, "distributed", version=result.version) is not None
-    # Two ranks each take half of every epoch's shuffled rows and average their gradients: not the
-    # same steps as one process, so not the same weights; the model quality must stay within 0.03 AUC.
-    single = train.run(spark, configured(world, "registry.model_name=single", "training.epochs=2"))
+    # Each rank takes half of every epoch's shuffled rows, so the steps see other rows in another order than
+    # one process: not the same weights; the model quality must stay within 0.03 AUC.
+    single = train.run(spark, one_process)
     assert abs(result.test["auc"] - single.test["auc"]) <= 0.03, (result.test, single.test)
     assert result.test["auc"] > 0.6 and single.test["auc"] > 0.6
