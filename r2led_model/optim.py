@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adamw import adamw
 
 GROUP_NAMES = ("item", "embedding", "dense", "other")
 
@@ -99,27 +100,31 @@ class RowwiseAdam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            update = self._rows if group["rowwise"] else self._dense
-            for param in group["params"]:
-                if param.grad is not None:
-                    update(param, param.grad, self.state[param], group)
+            if group["rowwise"]:
+                for param in group["params"]:
+                    if param.grad is not None:
+                        self._rows(param, param.grad, self.state[param], group)
+            else:
+                self._dense_group(group)
         return loss
 
-    @staticmethod
-    def _dense(param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        (beta1, beta2), lr, eps, decay = group["betas"], group["lr"], group["eps"], group["weight_decay"]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(param)
-            state["exp_avg_sq"] = torch.zeros_like(param)
-        state["step"] += 1
-        step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        if decay:
-            param.mul_(1 - lr * decay)
-        denom = (exp_avg_sq / (1 - beta2 ** step)).sqrt_().add_(eps)
-        param.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1 ** step))
+    def _dense_group(self, group: dict[str, Any]) -> None:
+        """The AdamW step of every parameter of a dense group with a gradient, in one multi-tensor call
+        (torch's own AdamW kernels: a small model's step is otherwise dominated by per-tensor overhead)."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for param in params:
+            state = self.state[param]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(param)
+                state["exp_avg_sq"] = torch.zeros_like(param)
+        states = [self.state[p] for p in params]
+        beta1, beta2 = group["betas"]
+        adamw(params, [p.grad for p in params], [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+              [], [st["step"] for st in states], foreach=True, amsgrad=False, beta1=beta1, beta2=beta2,
+              lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
     @staticmethod
     def _rows(param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
@@ -129,19 +134,29 @@ class RowwiseAdam(torch.optim.Optimizer):
             state["row_step"] = torch.zeros(param.shape[:-1], dtype=param.dtype, device=param.device)  # (...,)
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_avg_sq"] = torch.zeros_like(param)
-        row_step, exp_avg, exp_avg_sq = state["row_step"], state["exp_avg"], state["exp_avg_sq"]
-        touched = grad.ne(0).any(dim=-1, keepdim=True)  # (..., 1): the rows this step updates
-        # torch.where, not arithmetic with a 0/1 mask: an untouched row keeps its exact bits.
-        exp_avg.copy_(torch.where(touched, exp_avg * beta1 + grad * (1 - beta1), exp_avg))
-        exp_avg_sq.copy_(torch.where(touched, exp_avg_sq * beta2 + grad * grad * (1 - beta2), exp_avg_sq))
-        row_step.add_(touched.squeeze(-1).to(row_step.dtype))
-        steps = row_step.clamp(min=1).unsqueeze(-1)  # (...,) → (..., 1); clamped: untouched rows may have 0 steps
-        step_size = lr / (1 - beta1 ** steps)  # (..., 1)
-        denom = (exp_avg_sq / (1 - beta2 ** steps)).sqrt_().add_(eps)
-        change = step_size * exp_avg / denom
+        width = param.shape[-1]
+        # Only the touched rows are read and written (gathered by index): a step costs what the batch touched,
+        # not the table's size. Untouched rows keep their exact bits.
+        rows = grad.reshape(-1, width)  # (..., d) → (R, d)
+        touched = rows.ne(0).any(dim=1).nonzero().squeeze(1)  # (T,) indices of the rows this step updates
+        if touched.numel() == 0:
+            return
+        weights, m_all, v_all = param.view(-1, width), state["exp_avg"].view(-1, width), state["exp_avg_sq"].view(-1, width)
+        steps_all = state["row_step"].view(-1)  # (R,)
+        g = rows.index_select(0, touched)  # (T, d)
+        m = m_all.index_select(0, touched).mul_(beta1).add_(g, alpha=1 - beta1)  # (T, d)
+        v = v_all.index_select(0, touched).mul_(beta2).addcmul_(g, g, value=1 - beta2)  # (T, d)
+        steps = steps_all.index_select(0, touched).add_(1)  # (T,)
+        m_all.index_copy_(0, touched, m)
+        v_all.index_copy_(0, touched, v)
+        steps_all.index_copy_(0, touched, steps)
+        steps = steps.unsqueeze(1)  # (T,) → (T, 1)
+        denom = (v / (1 - beta2 ** steps)).sqrt_().add_(eps)  # (T, d)
+        w = weights.index_select(0, touched)  # (T, d)
+        change = (lr / (1 - beta1 ** steps)) * m / denom
         if decay:
-            change = change + lr * decay * param
-        param.sub_(torch.where(touched, change, torch.zeros_like(change)))
+            change = change + lr * decay * w
+        weights.index_copy_(0, touched, w - change)
 
 
 def scale_learning_rates(optimizer: torch.optim.Optimizer, factor: float) -> None:
