@@ -34,6 +34,8 @@ setup(
         "sentence-transformers>=6,<7",
         # `r2led tune`: hyperparameter search with the same budget for every model.
         "optuna>=5,<6",
+        # `report oracle`'s content-features reference (a logistic regression).
+        "scikit-learn>=1.3",
         # Training plots and the trainer's progress bar.
         "matplotlib>=3.8",
         "tqdm>=4.60",
