@@ -68,3 +68,34 @@ def click_rows(n: int, seed: int, num_items: int) -> dict[str, torch.Tensor]:
     p = torch.where(items % 2 == 0, 0.9, 0.1)
     return {"target_item": items, "user_id": torch.randint(0, 20, (n,), generator=g),
             "label": (torch.rand(n, generator=g) < p).float()}
+
+
+def batches_of(rows: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor | None = None):
+    """The rows as a list of batches of `batch_size`, in `order` (a permutation of the row indices) if given."""
+    order = torch.arange(len(rows["label"])) if order is None else order
+    return [{k: v[order[i:i + batch_size]] for k, v in rows.items()} for i in range(0, len(order), batch_size)]
+
+
+def labels_flipped_from(rows: dict[str, torch.Tensor], evaluation: int, *, already_run: int = 0):
+    """A valid_batches callable over `rows` whose labels are inverted from the given call on (0-based, counting
+    ``already_run`` calls of an earlier run): validation AUC then collapses below every earlier one."""
+    count = [already_run]
+
+    def valid():
+        flip = count[0] >= evaluation
+        count[0] += 1
+        return batches_of({**rows, "label": 1.0 - rows["label"]} if flip else rows, 128)
+
+    return valid
+
+
+def state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the module's state dict."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Two state dicts with the same keys and bit-identical tensors."""
+    assert a.keys() == b.keys()
+    for k, value in a.items():
+        assert torch.equal(value, b[k]), k

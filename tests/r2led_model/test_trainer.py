@@ -21,7 +21,7 @@ from r2led_model.config import TrainingConfig
 from r2led_model.metrics import evaluate
 from r2led_model.trainer import (Checkpoint, _set_rng_state, checkpoint_path, fit, latest_checkpoint, load_checkpoint,
                                  predict, set_seed)
-from tests.helpers import ClickTask, click_rows
+from tests.helpers import ClickTask, assert_same, batches_of, click_rows, labels_flipped_from, state_copy
 
 NUM_ITEMS = 40
 # One evaluation per epoch: these tests count evaluations as epochs (test_training_regime.py tests several).
@@ -58,14 +58,12 @@ def make_rows(n: int, seed: int) -> dict[str, torch.Tensor]:
     return click_rows(n, seed, NUM_ITEMS)
 
 
-def batches_of(rows: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor | None = None):
-    n = len(rows["label"])
-    order = torch.arange(n) if order is None else order
-    return [{k: v[order[i:i + batch_size]] for k, v in rows.items()} for i in range(0, n, batch_size)]
-
-
 TRAIN = make_rows(1024, seed=1)
 VALID = make_rows(512, seed=2)
+
+
+def valid_flipped_from(evaluation: int, *, already_run: int = 0):
+    return labels_flipped_from(VALID, evaluation, already_run=already_run)
 
 
 def train_batches(epoch: int):
@@ -74,29 +72,6 @@ def train_batches(epoch: int):
 
 def valid_batches():
     return batches_of(VALID, 128)
-
-
-def valid_flipped_from(evaluation: int, *, already_run: int = 0):
-    """valid_batches whose labels are inverted from the given evaluation on (0-based, counting ``already_run``
-    evaluations of an earlier run): validation AUC then collapses below every earlier epoch's."""
-    count = [already_run]
-
-    def valid():
-        flip = count[0] >= evaluation
-        count[0] += 1
-        return batches_of({**VALID, "label": 1.0 - VALID["label"]} if flip else VALID, 128)
-
-    return valid
-
-
-def params(task: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in task.state_dict().items()}
-
-
-def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k, value in a.items():
-        assert torch.equal(value, b[k]), k
 
 
 def test_predict_returns_users_labels_probs_in_order():
@@ -134,9 +109,9 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     aucs = [h["valid_auc"] for h in result.history]
     assert len(aucs) == 4 and result.stopped_early  # epochs 2 and 3 did not improve: stop after epoch 3
     assert result.best_epoch == int(np.argmax(aucs)) and result.best_epoch in (0, 1)
-    assert_same(params(task), load_checkpoint(checkpoint_path(tmp_path, result.best_epoch))["model"])
+    assert_same(state_copy(task), load_checkpoint(checkpoint_path(tmp_path, result.best_epoch))["model"])
     last = load_checkpoint(checkpoint_path(tmp_path, 3))["model"]
-    assert not torch.equal(params(task)["model.out.weight"], last["model.out.weight"])
+    assert not torch.equal(state_copy(task)["model.out.weight"], last["model.out.weight"])
     assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 3)
 
 
@@ -145,7 +120,7 @@ def test_same_seed_gives_identical_parameters():
     for _ in range(2):
         task = make_task(seed=5)
         fit(task, train_batches=train_batches, valid_batches=valid_batches, config=replace(CONFIG, epochs=3))
-        runs.append(params(task))
+        runs.append(state_copy(task))
     assert_same(*runs)
     other = make_task(seed=6)
     assert not torch.equal(other.state_dict()["model.embedding.weight"], runs[0]["model.embedding.weight"])
@@ -187,7 +162,7 @@ def test_resume_continues_after_the_latest_checkpoint(tmp_path, written):
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     assert resumed.best_epoch == full.best_epoch
     assert [h["valid_auc"] for h in resumed.history] == [h["valid_auc"] for h in full.history]
-    assert_same(params(resumed_task), params(straight))
+    assert_same(state_copy(resumed_task), state_copy(straight))
 
 
 @pytest.mark.parametrize("written", ["current", "legacy"])
@@ -230,7 +205,7 @@ def test_checkpoint_round_trips_the_early_stopping_state(tmp_path):
                   config=config, checkpoint_dir=tmp_path, resume=True)
     assert resumed.resumed_from == 3 and resumed.stopped_early and resumed.best_epoch == full.best_epoch
     assert [h["valid_auc"] for h in resumed.history] == [h["valid_auc"] for h in full.history]
-    assert_same(params(resumed_task), params(straight))  # the best epoch's weights, read from its checkpoint
+    assert_same(state_copy(resumed_task), state_copy(straight))  # the best epoch's weights, read from its checkpoint
     rewritten = Checkpoint.from_state(load_checkpoint(last_path))
     assert (rewritten.best_epoch, rewritten.bad_epochs, rewritten.metrics["train_loss"]) == (
         last.best_epoch, last.bad_epochs, last.metrics["train_loss"])
@@ -288,7 +263,7 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
                      # Four evaluations per epoch asked for: under DDP each epoch validates at its end only.
                      config=replace(CONFIG, epochs=3, patience=3, evals_per_epoch=4),
                      on_epoch=lambda epoch, m: calls.append(epoch))
-        torch.save({"params": params(task), "best_epoch": result.best_epoch, "history": result.history,
+        torch.save({"params": state_copy(task), "best_epoch": result.best_epoch, "history": result.history,
                     "calls": calls, "samples_seen": result.samples_seen, "step_weights": task.step_weights}, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()  # as train_worker does: no rank tears its connections down while another still sends
     finally:

@@ -18,7 +18,7 @@ from r2led_model.models.layers import ITEM_INIT_STD
 from r2led_model.optim import RowwiseAdam
 from r2led_model.trainer import (Checkpoint, LossForward, checkpoint_path, evaluation_steps, fit, load_checkpoint,
                                  make_optimizer, set_seed, train_step)
-from tests.helpers import ClickTask, click_rows
+from tests.helpers import ClickTask, assert_same, batches_of, click_rows, labels_flipped_from, state_copy
 
 SPEC = FeatureSpec(num_items=200, num_categories=6, sid_levels=2, sid_vocab=10, routes=("sid1", "collab"),
                    route_k=(3, 3), short_window=4, long_history=8, recency_buckets=4)
@@ -180,36 +180,12 @@ def make_rows(n: int, seed: int) -> dict[str, torch.Tensor]:
 TRAIN, VALID = make_rows(1024, seed=1), make_rows(512, seed=2)
 
 
-def batches_of(rows: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor | None = None):
-    order = torch.arange(len(rows["label"])) if order is None else order
-    return [{k: v[order[i:i + batch_size]] for k, v in rows.items()} for i in range(0, len(order), batch_size)]
+def valid_flipped_from(evaluation: int, *, already_run: int = 0):
+    return labels_flipped_from(VALID, evaluation, already_run=already_run)
 
 
 def train_batches(epoch: int):
     return batches_of(TRAIN, 64, torch.randperm(1024, generator=torch.Generator().manual_seed(epoch)))
-
-
-def valid_flipped_from(evaluation: int, *, already_run: int = 0):
-    """valid_batches whose labels are inverted from the given evaluation on (0-based, counting ``already_run``
-    evaluations of an earlier run): validation AUC then collapses below every earlier one."""
-    count = [already_run]
-
-    def valid():
-        flip = count[0] >= evaluation
-        count[0] += 1
-        return batches_of({**VALID, "label": 1.0 - VALID["label"]} if flip else VALID, 128)
-
-    return valid
-
-
-def state(task: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in task.state_dict().items()}
-
-
-def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k, value in a.items():
-        assert torch.equal(value, b[k]), k
 
 
 def test_evaluation_points_spread_over_the_previous_epochs_length():
@@ -272,7 +248,7 @@ def test_resume_replays_evaluations_inside_epochs_learning_rate_cuts_and_a_mid_e
     for key in ("step", "valid_auc", "learning_rate"):
         assert [h[key] for h in resumed.history] == [h[key] for h in straight.history], key
     assert (resumed.best_epoch, resumed.best_step) == (straight.best_epoch, straight.best_step)
-    assert_same(state(resumed_task), state(straight_task))  # the mid-epoch best, read from its epoch's checkpoint
+    assert_same(state_copy(resumed_task), state_copy(straight_task))  # the mid-epoch best, read from its epoch's checkpoint
 
 
 def test_a_checkpoint_written_before_evaluations_inside_epochs_still_resumes(tmp_path):
