@@ -45,10 +45,10 @@ def reference_metrics(spark: SparkSession, config: Config) -> dict[str, dict[str
     out: dict[str, dict[str, dict]] = {}
     for name, with_encoding in REFERENCES.items():
         fitted = fit_reference(history=history, samples=samples, item_topics=topics, with_item_encoding=with_encoding)
-        by_id = dict(zip(fitted.sample_ids.tolist(), range(fitted.sample_ids.size)))
+        order = np.argsort(fitted.sample_ids, kind="stable")  # the fitted rows by sample id, for one searchsorted
         out[name] = {}
         for split in ("valid", "test"):
             rows = samples[samples["split"].eq(split)]
-            at = np.array([by_id[s] for s in rows["sample_id"].tolist()], dtype=np.int64)
+            at = order[np.searchsorted(fitted.sample_ids, rows["sample_id"].to_numpy(), sorter=order)]
             out[name][split] = evaluate(rows["user_id"].to_numpy(), rows["label"].to_numpy(), fitted.scores[at])
     return out
