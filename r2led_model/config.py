@@ -634,7 +634,7 @@ class TrainingSetConfig:
 
 
 # SID-level fusion of the ID and SID embeddings (`layers.SidGate`).
-GateMode = Literal["gate", "target_gate", "sum", "id_only", "sid_only"]
+GateMode = Literal["gate", "target_gate", "warmth", "sum", "id_only", "sid_only"]
 # What the gate weighs the ID against: the summed SID levels, or each level on its own.
 SidFusion = Literal["sum", "per_level"]
 # R2LED's route-level fusion (`r2led.RouteFusion`, or `cross`: one attention over every route).
@@ -646,8 +646,18 @@ class R2LEDConfig:
     """`model.r2led`: R2LED's own options; the ablations of `r2led benchmark models` vary them."""
 
     # SID-level fusion of the ID and SID embeddings: gate (σ(W[e_id; e_sid])), target_gate (the gate
-    # also sees the target), sum, id_only, sid_only.
+    # also sees the target), warmth (one weight per item from its training impressions and normalised
+    # ID and SID embeddings: `layers.WarmthGate`), sum, id_only, sid_only.
     gate: GateMode = "gate"
+    # The warmth gate's item warmth: log2 buckets of an item's training impressions (0, 1, 2-3, 4-7, ...,
+    # the last bucket open-ended).
+    warmth_buckets: int = 8
+    # With the warmth gate, an item with fewer training impressions than this has no ID of its own: it
+    # reads one shared, trained out-of-vocabulary row (its ID row would be untrained noise).
+    id_min_count: int = 1
+    # With the warmth gate, the share of ID lookups replaced by the out-of-vocabulary row while training
+    # (DropoutNet), so the gate learns what the SIDs say without the ID; never while scoring.
+    id_dropout: float = 0.1
     # What the gate weighs the ID against: the sum of the SID levels' code embeddings, or each level
     # on its own (a softmax gate over ID, level 1, ..., level L, per dimension).
     sid_fusion: SidFusion = "sum"
@@ -666,6 +676,8 @@ class R2LEDConfig:
         repeated = sorted({r for r in self.routes if self.routes.count(r) > 1})
         if repeated:
             raise ConfigError(f"{path}.routes: {repeated} listed more than once")
+        _require(path, (not (self.gate == "warmth" and self.sid_fusion == "per_level"), "sid_fusion",
+                        "the warmth gate weighs the ID against the summed SID levels: set sid_fusion to sum"))
 
 
 @dataclass(frozen=True)
@@ -1008,6 +1020,8 @@ RANGES: dict[type, dict[str, Range]] = {
     TrainingSetConfig: {"short_window": COUNT, "long_history": COUNT,
                         "recency_buckets": Range(low=2, why="bucket 0 is padding"), "files_per_split": COUNT},
     TopKRetrievalConfig: {"retrieve_k": COUNT},
+    R2LEDConfig: {"warmth_buckets": Range(low=2, high=40, why="log2 buckets of a count"), "id_min_count": NON_NEGATIVE,
+                  "id_dropout": Range(low=0, high=1, high_open=True)},
     SIMHardConfig: {"retrieve_k": COUNT, "sid_prefix": COUNT},
     ETAConfig: {"retrieve_k": COUNT, "hash_bits": Range(low=1, high=62), "seed_hash": SEED},
     SDIMConfig: {"hashes": COUNT, "hash_bits": Range(low=1, high=16, why="2^hash_bits buckets per hash"),

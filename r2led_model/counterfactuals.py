@@ -1,6 +1,7 @@
 """Counterfactual ablations of a trained R2LED that need no retraining: what its refinement stage is worth.
 
-* frozen gate: the SID-level gate g (σ(W[e_id; e_sid]), or the per-level softmax shares) replaced by its
+* frozen gate: the SID-level gate g (σ(W[e_id; e_sid]), the per-level softmax shares, or the warmth gate's
+  one weight per item) replaced by its
   mean over a split's targets, the same g for every item. A gate that does not vary by item is a fixed
   rescaling: if the frozen model scores as well, the gate is not choosing.
 * frozen route weights: the route-level fusion's weights replaced by their mean, the same for every row:
@@ -24,7 +25,6 @@ from r2led_model.models.inputs import Batch
 from r2led_model.models.layers import Behaviours
 from r2led_model.models.r2led import R2LED, route_mass
 
-GATED = ("gate", "target_gate")
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,8 @@ class MeanRefinement:
 
 
 def _gate_weights(model: R2LED, batch: Batch) -> Tensor | None:
-    """(B, d) or (B, 1+L, d): the gate of the batch's targets."""
-    embedding = model.embedding
-    if embedding.fusion.mode not in GATED:
-        return None
-    e_id, e_sid = embedding.lookup(batch["target_item"], batch["target_sid"])
-    return embedding.fusion.weights(e_id, e_sid, embedding.fusion.context(e_id, e_sid))
+    """(B, d), (B, 1+L, d) or (B, 1) (warmth): the gate of the batch's targets."""
+    return model.embedding.gate_weights(batch["target_item"], batch["target_sid"])
 
 
 def _route_weights(model: R2LED, batch: Batch) -> Tensor | None:

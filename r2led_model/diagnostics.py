@@ -25,19 +25,12 @@ from r2led_model.models.r2led import R2LED
 
 def _gate_id_weight(model: R2LED, batch: Batch) -> Tensor | None:
     """(B,) mean ID weight of the gate for the batch's targets, or None for a gate-free fusion."""
-    embedding = model.embedding
-    fusion = embedding.fusion
-    if fusion.mode not in ("gate", "target_gate"):
+    weights = model.embedding.gate_weights(batch["target_item"], batch["target_sid"])
+    if weights is None:
         return None
-    e_id, e_sid = embedding.lookup(batch["target_item"], batch["target_sid"])
-    context = fusion.context(e_id, e_sid)
-    if fusion.per_level:
-        gate_in = [e_id, e_sid.flatten(-2)] + ([context] if context is not None else [])
-        logits = fusion.gate(torch.cat(gate_in, dim=-1))  # (B, (1+L)·d)
-        shares = torch.softmax(logits.reshape(e_id.shape[0], -1, e_id.shape[-1]), dim=1)  # (B, 1+L, d)
-        return shares[:, 0].mean(dim=-1)
-    gate_in = [e_id, e_sid] + ([context] if context is not None else [])
-    return torch.sigmoid(fusion.gate(torch.cat(gate_in, dim=-1))).mean(dim=-1)  # (B, d) → (B,)
+    if model.embedding.fusion.per_level:
+        return weights[:, 0].mean(dim=-1)  # the ID component's share: (B, 1+L, d) → (B,)
+    return weights.mean(dim=-1)  # (B, d) or (B, 1) (warmth) → (B,)
 
 
 def _route_weights(model: R2LED, batch: Batch) -> tuple[Tensor, Tensor]:

@@ -89,6 +89,18 @@ def count_rows(files: Sequence[str]) -> int:
     return sum(_read_metadata(str(f)).num_rows for f in files)
 
 
+def value_counts(files: Sequence[str], column: str, size: int) -> np.ndarray:
+    """(size,) int64: how often each value 0..size-1 occurs in an integer `column` of these Parquet files
+    (only that column is read; values outside the range are not counted)."""
+    counts = np.zeros(size, dtype=np.int64)
+    for f in files:
+        filesystem, fs_path = _locate(str(f))
+        values = pq.read_table(fs_path, columns=[column], filesystem=filesystem).column(column).to_numpy()
+        values = values[(values >= 0) & (values < size)]
+        counts += np.bincount(values, minlength=size)
+    return counts
+
+
 def count_row_groups(files: Sequence[str]) -> int:
     """Row groups in these Parquet files, the unit Petastorm shards and shuffles by."""
     return sum(_read_metadata(str(f)).num_row_groups for f in files)

@@ -61,7 +61,8 @@ from jobs.runtime.entrypoint import (ConfigSource, dataset_envs, dataset_label, 
 from jobs.runtime.tables import TableStore
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.tune import tune_model
-from jobs.training.worker import TrainJob, evaluate_rows, make_feed, model_columns, train_worker
+from jobs.training.worker import (TrainJob, evaluate_rows, make_feed, model_columns, train_worker,
+                                  training_impressions)
 from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, for_model, with_values
 from r2led_model.counterfactuals import frozen, mean_refinement
@@ -317,7 +318,10 @@ def step_samples_per_s(job: TrainJob, batches: Sequence[Batch]) -> float:
     (Adam's state and the allocator's first buffers are set up once per run, not per step)."""
     device = torch.device(job.training.device)
     set_seed(job.training.seed)
-    task = CTRTask(build_model(job.model.name, spec=job.data.spec, config=job.model)).to(device)
+    task = CTRTask(build_model(job.model.name, spec=job.data.spec, config=job.model))
+    if task.model.reads_item_impressions:
+        task.model.set_item_impressions(training_impressions(job))
+    task = task.to(device)
     step_module = LossForward(task).train()
     optimizer = make_optimizer(task, job.training)
     train_step(step_module, optimizer, batches[0], device)

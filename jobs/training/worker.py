@@ -10,11 +10,12 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from pyspark.sql import SparkSession
 
 from jobs.training.training_data import TrainingData
 from r2led_model.config import ModelConfig, TrainingConfig
-from r2led_model.feed import Feed, build_feed
+from r2led_model.feed import Feed, build_feed, value_counts
 from r2led_model.metrics import evaluate
 from r2led_model.models import CTRTask, build_model
 from r2led_model.models.inputs import columns_for
@@ -56,6 +57,12 @@ def make_feed(job: TrainJob, split: str, *, shuffle: bool, rank: int = 0, world_
                       rank=rank, world_size=world_size)
 
 
+def training_impressions(job: TrainJob) -> torch.Tensor:
+    """Each item's impressions in the train split (num_items,): how much its ID row can learn, as the warmth
+    gate reads it. Only the train split's own rows, so validation and test never inform it."""
+    return torch.from_numpy(value_counts(job.data.files["train"], "target_item", job.data.spec.num_items))
+
+
 def train_worker(job: TrainJob, on_epoch=None) -> WorkerResult | None:
     """One training process: single-process, or one rank of a TorchDistributor run (env RANK/WORLD_SIZE).
 
@@ -70,6 +77,8 @@ def train_worker(job: TrainJob, on_epoch=None) -> WorkerResult | None:
     try:
         set_seed(job.training.seed)
         task = CTRTask(build_model(job.model.name, spec=job.data.spec, config=job.model))
+        if task.model.reads_item_impressions:
+            task.model.set_item_impressions(training_impressions(job))
         train_feed = make_feed(job, "train", shuffle=True, rank=rank, world_size=world_size)
         valid_feed = make_feed(job, "valid", shuffle=False, rank=rank, world_size=world_size)
         result = fit(task, train_batches=train_feed.batches, valid_batches=lambda: valid_feed.batches(0),

@@ -116,6 +116,7 @@ class SidGate(nn.Module):
     """
 
     per_level = False
+    uses_warmth = False  # reads the items' warmth buckets (WarmthGate)
 
     def __init__(self, *, dim: int, mode: GateMode) -> None:
         super().__init__()
@@ -124,6 +125,8 @@ class SidGate(nn.Module):
         self.mode = mode
         self.dim = dim
         self.project = nn.Linear(dim, dim, bias=False) if self.uses_sid else None  # P
+        if mode == "warmth":
+            raise ValueError("the warmth gate is WarmthGate (item_embedding builds it)")
         gate_inputs = {"gate": 2 * dim, "target_gate": 4 * dim}.get(mode)
         self.gate = nn.Linear(gate_inputs, dim) if gate_inputs else None  # W
         # A counterfactual (`r2led_model.counterfactuals`): a fixed g for every item instead of σ(W[...]).
@@ -143,7 +146,8 @@ class SidGate(nn.Module):
             return None
         return torch.cat([e_id, e_sid], dim=-1)  # (B, 2d)
 
-    def forward(self, e_id: Tensor | None, e_sid: Tensor | None, context: Tensor | None = None) -> Tensor:
+    def forward(self, e_id: Tensor | None, e_sid: Tensor | None, context: Tensor | None = None,
+                warmth: Tensor | None = None) -> Tensor:
         if self.mode == "id_only":
             return e_id
         p_sid = self.project(e_sid)  # (..., d)
@@ -159,7 +163,8 @@ class SidGate(nn.Module):
         g = torch.sigmoid(self.gate(torch.cat(gate_in, dim=-1))) if self.frozen is None else self.frozen  # (..., d)
         return g * e_id + (1 - g) * p_sid
 
-    def weights(self, e_id: Tensor, e_sid: Tensor, context: Tensor | None = None) -> Tensor:
+    def weights(self, e_id: Tensor, e_sid: Tensor, context: Tensor | None = None,
+                warmth: Tensor | None = None) -> Tensor:
         """The gate g (..., d) the fusion would apply (gate / target_gate modes)."""
         gate_in = [e_id, e_sid] + ([context] if context is not None else [])
         return torch.sigmoid(self.gate(torch.cat(gate_in, dim=-1)))
@@ -194,7 +199,8 @@ class LevelGate(SidGate):
             return None
         return torch.cat([e_id, e_sid.flatten(-2)], dim=-1)  # (B, d) + (B, L, d) → (B, (1+L)·d)
 
-    def forward(self, e_id: Tensor | None, e_sid: Tensor | None, context: Tensor | None = None) -> Tensor:
+    def forward(self, e_id: Tensor | None, e_sid: Tensor | None, context: Tensor | None = None,
+                warmth: Tensor | None = None) -> Tensor:
         if self.mode == "id_only":
             return e_id
         projected = torch.stack([p(e_sid[..., level, :]) for level, p in enumerate(self.project)], dim=-2)  # (..., L, d)
@@ -213,11 +219,64 @@ class LevelGate(SidGate):
         g = torch.softmax(logits.reshape(*components.shape), dim=-2)  # (..., (1+L)·d) → (..., 1+L, d)
         return (g * components).sum(dim=-2)  # (..., d)
 
-    def weights(self, e_id: Tensor, e_sid: Tensor, context: Tensor | None = None) -> Tensor:
+    def weights(self, e_id: Tensor, e_sid: Tensor, context: Tensor | None = None,
+                warmth: Tensor | None = None) -> Tensor:
         """The components' shares (..., 1+L, d): ID first, then each SID level."""
         gate_in = [e_id, e_sid.flatten(-2)] + ([context] if context is not None else [])
         logits = self.gate(torch.cat(gate_in, dim=-1))  # (..., (1+L)·d)
         return torch.softmax(logits.reshape(*e_id.shape[:-1], -1, e_id.shape[-1]), dim=-2)  # (..., 1+L, d)
+
+
+# The warmth gate's prior at initialisation: the logit of its ID weight runs from −WARMTH_PRIOR_LOGIT
+# for never-seen items to +WARMTH_PRIOR_LOGIT for the warmest bucket (σ(±1.5) ≈ 0.18 / 0.82).
+WARMTH_PRIOR_LOGIT = 1.5
+
+
+def warmth_bucket(count: Tensor, buckets: int) -> Tensor:
+    """count (...) int → log2 bucket (...): 0 for 0, 1 for 1, 2 for 2–3, 3 for 4–7, …, buckets − 1 and up."""
+    bucket = torch.floor(torch.log2(count.clamp(min=1).to(torch.float32))).long() + 1
+    return torch.where(count > 0, bucket, torch.zeros_like(bucket)).clamp(max=buckets - 1)
+
+
+class WarmthGate(SidGate):
+    """SID-level fusion with one ID weight per item, chosen by how well the item's ID can be trained
+    (`model.r2led.gate: warmth`).
+
+    h = g · e_id + (1 − g) · P·e_sid,  g = σ(u · [n(e_id); n(e_sid)] + b[warmth])
+
+    warmth: the item's log2 bucket of training impressions (`warmth_bucket`); b: one bias per bucket,
+    starting at the prior "SIDs for cold, ID for warm" (a logit ramp, WARMTH_PRIOR_LOGIT); n: layer norm
+    without affine parameters, so the gate reads what the embeddings say, not their scale (a rarely
+    updated ID row is small); u starts at 0, so g starts at the prior. One scalar per item keeps it
+    readable: `weights` is the ID's share. Items too rare to own an ID, and dropped IDs while training,
+    read a shared out-of-vocabulary row (`ItemEmbedding`).
+    """
+
+    uses_warmth = True
+
+    def __init__(self, *, dim: int, buckets: int) -> None:
+        nn.Module.__init__(self)
+        self.mode, self.dim, self.buckets = "warmth", dim, buckets
+        self.project = nn.Linear(dim, dim, bias=False)  # P
+        self.gate = nn.Linear(2 * dim, 1, bias=False)  # u
+        nn.init.zeros_(self.gate.weight)
+        self.warmth_bias = nn.Parameter(torch.linspace(-WARMTH_PRIOR_LOGIT, WARMTH_PRIOR_LOGIT, buckets))  # b
+        self.frozen: Tensor | None = None  # a fixed (1,) ID weight for every item (counterfactual)
+
+    def context(self, e_id: Tensor | None, e_sid: Tensor | None) -> Tensor | None:
+        return None
+
+    def forward(self, e_id: Tensor | None, e_sid: Tensor | None, context: Tensor | None = None,
+                warmth: Tensor | None = None) -> Tensor:
+        g = self.weights(e_id, e_sid, warmth=warmth) if self.frozen is None else self.frozen  # (..., 1)
+        return g * e_id + (1 - g) * self.project(e_sid)  # (..., d)
+
+    def weights(self, e_id: Tensor, e_sid: Tensor, context: Tensor | None = None,
+                warmth: Tensor | None = None) -> Tensor:
+        """The ID weight g (..., 1); warmth (...) buckets."""
+        normed = torch.cat([nn.functional.layer_norm(e_id, (self.dim,)),
+                            nn.functional.layer_norm(e_sid, (self.dim,))], dim=-1)  # (..., 2d)
+        return torch.sigmoid(self.gate(normed) + self.warmth_bias[warmth][..., None])  # (..., 1)
 
 
 class ItemEmbedding(nn.Module):
@@ -228,10 +287,15 @@ class ItemEmbedding(nn.Module):
     *added* after fusion (one more field of the item, kept out of the ID/SID gate so the gate only weighs
     ID against SID). Tables the fusion does not read (SID tables for id_only, the ID table for sid_only)
     are not created. The ID table starts at std ITEM_INIT_STD, the others at EMBEDDING_INIT_STD.
+
+    With the warmth gate the embedding also holds each item's training impressions (`impressions`, a
+    buffer the trainer fills: `set_item_impressions`; saved with the weights) and one shared
+    out-of-vocabulary ID row: an item with fewer than `id_min_count` impressions reads it instead of its
+    own row, and so does a share `id_dropout` of ID lookups while training.
     """
 
     def __init__(self, *, num_items: int, num_categories: int, sid_levels: int, sid_vocab: int, dim: int,
-                 fusion: SidGate) -> None:
+                 fusion: SidGate, id_min_count: int = 1, id_dropout: float = 0.0) -> None:
         super().__init__()
         self.dim = dim
         self.num_items = num_items  # rows of the ID table (padding 0 included), also without one (sid_only)
@@ -245,13 +309,41 @@ class ItemEmbedding(nn.Module):
             nn.init.normal_(table.weight, std=ITEM_INIT_STD if table is self.item else EMBEDDING_INIT_STD)
             with torch.no_grad():
                 table.weight[0].zero_()
+        self.id_min_count, self.id_dropout = id_min_count, id_dropout
+        self.oov: nn.Parameter | None = None
+        if fusion.uses_warmth:
+            self.oov = nn.Parameter(torch.randn(dim) * ITEM_INIT_STD)  # (d,)
+            self.register_buffer("impressions", torch.zeros(num_items, dtype=torch.long))  # (num_items,)
 
     def tables(self) -> list[nn.Embedding]:
         return [t for t in [self.item, self.category, *(self.sid or [])] if t is not None]
 
+    def set_item_impressions(self, counts: Tensor) -> None:
+        """Each item's training impressions (num_items,) as the warmth gate reads them; a no-op without one."""
+        if self.oov is not None:
+            if counts.shape != self.impressions.shape:
+                raise ValueError(f"impressions for {tuple(counts.shape)} items; the ID table has "
+                                 f"{tuple(self.impressions.shape)}")
+            self.impressions.copy_(counts)
+
+    def warmth(self, item: Tensor) -> Tensor | None:
+        """item (B, *n) → the warmth gate's buckets (B, *n), or None without the warmth gate."""
+        if self.oov is None:
+            return None
+        return warmth_bucket(self.impressions[item], self.fusion.buckets)
+
     def lookup(self, item: Tensor, sid: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """item (B, *n), sid (B, *n, L) → e_id (B, *n, d) or None, e_sid (B, *n, d) or None."""
-        e_id = self.item(item) if self.item is not None else None
+        e_id = None
+        if self.item is not None:
+            if self.oov is None:
+                e_id = self.item(item)
+            else:
+                oov = (self.impressions[item] < self.id_min_count) & (item > 0)  # (B, *n)
+                if self.training and self.id_dropout > 0:
+                    oov |= (torch.rand(item.shape, device=item.device) < self.id_dropout) & (item > 0)
+                # Row 0 (padding, never updated) in place of an OOV item: its own row is neither read nor touched.
+                e_id = torch.where(oov[..., None], self.oov, self.item(item.masked_fill(oov, 0)))  # (B, *n, d)
         e_sid = None
         if self.sid is not None:
             levels = [table(sid[..., level]) for level, table in enumerate(self.sid)]  # L × (B, *n, d)
@@ -259,23 +351,38 @@ class ItemEmbedding(nn.Module):
             e_sid = torch.stack(levels, dim=-2) if self.fusion.per_level else sum(levels)
         return e_id, e_sid
 
+    def gate_weights(self, item: Tensor, sid: Tensor) -> Tensor | None:
+        """The gate's weights for targets item (B,), sid (B, L): (B, d) gate / target_gate, (B, 1+L, d)
+        per level, (B, 1) warmth; None for a fusion without a gate."""
+        if self.fusion.mode not in ("gate", "target_gate", "warmth"):
+            return None
+        e_id, e_sid = self.lookup(item, sid)
+        return self.fusion.weights(e_id, e_sid, self.fusion.context(e_id, e_sid), warmth=self.warmth(item))
+
     def embed_target(self, item: Tensor, cat: Tensor, sid: Tensor) -> tuple[Tensor, Tensor | None]:
         """item (B,), cat (B,), sid (B, L) → h_t (B, d) and the gate context (B, 2d) or None."""
         e_id, e_sid = self.lookup(item, sid)
         context = self.fusion.context(e_id, e_sid)
-        return self.fusion(e_id, e_sid, context) + self.category(cat), context
+        return self.fusion(e_id, e_sid, context, warmth=self.warmth(item)) + self.category(cat), context
 
     def forward(self, item: Tensor, cat: Tensor, sid: Tensor, context: Tensor | None = None) -> Tensor:
         """item (B, n), cat (B, n), sid (B, n, L), context (B, 2d) or None → h (B, n, d)."""
         e_id, e_sid = self.lookup(item, sid)
-        return self.fusion(e_id, e_sid, context) + self.category(cat)
+        return self.fusion(e_id, e_sid, context, warmth=self.warmth(item)) + self.category(cat)
 
 
-def item_embedding(*, spec: FeatureSpec, dim: int, gate: GateMode, per_level: bool = False) -> ItemEmbedding:
+def item_embedding(*, spec: FeatureSpec, dim: int, gate: GateMode, per_level: bool = False,
+                   warmth_buckets: int = 8, id_min_count: int = 1, id_dropout: float = 0.0) -> ItemEmbedding:
     """The ItemEmbedding of a FeatureSpec with the given SID fusion (baselines: gate="id_only")."""
-    fusion = LevelGate(dim=dim, mode=gate, levels=spec.sid_levels) if per_level else SidGate(dim=dim, mode=gate)
+    if gate == "warmth":
+        fusion: SidGate = WarmthGate(dim=dim, buckets=warmth_buckets)
+    elif per_level:
+        fusion = LevelGate(dim=dim, mode=gate, levels=spec.sid_levels)
+    else:
+        fusion = SidGate(dim=dim, mode=gate)
     return ItemEmbedding(num_items=spec.num_items, num_categories=spec.num_categories, sid_levels=spec.sid_levels,
-                         sid_vocab=spec.sid_vocab, dim=dim, fusion=fusion)
+                         sid_vocab=spec.sid_vocab, dim=dim, fusion=fusion, id_min_count=id_min_count,
+                         id_dropout=id_dropout)
 
 
 # --------------------------------------------------------------------------------------
@@ -452,6 +559,16 @@ class InterestCTR(nn.Module):
         return [*([table.weight] if table is not None else []), self.item_bias.weight]
 
     @property
+    def reads_item_impressions(self) -> bool:
+        """Whether the item representation reads each item's training impressions (the warmth gate)."""
+        return self.embedding.oov is not None
+
+    def set_item_impressions(self, counts: Tensor) -> None:
+        """Each item's training impressions (num_items,), for an item representation that reads them (the
+        warmth gate); the trainer calls it before training, and a saved model keeps them."""
+        self.embedding.set_item_impressions(counts)
+
+    @property
     def input_groups(self) -> tuple[str, ...]:
         """The behaviour groups this model reads (r_<route>, short, long)."""
         long_groups = tuple(self.long_interest.groups) if self.long_interest is not None else ()
@@ -509,7 +626,9 @@ def shell_parts(*, spec: FeatureSpec, config: ModelConfig, gate: GateMode | None
         per_level = config.item_sids and config.r2led.sid_fusion == "per_level"
     dim = config.embedding_dim
     return {
-        "embedding": item_embedding(spec=spec, dim=dim, gate=gate, per_level=per_level),
+        "embedding": item_embedding(spec=spec, dim=dim, gate=gate, per_level=per_level,
+                                    warmth_buckets=config.r2led.warmth_buckets,
+                                    id_min_count=config.r2led.id_min_count, id_dropout=config.r2led.id_dropout),
         "short_interest": DinAttention(dim=dim),
         "head": MLPHead(in_dim=InterestCTR.head_inputs(dim, with_long=with_long), dims=config.mlp_dims,
                         dropout=config.dropout),

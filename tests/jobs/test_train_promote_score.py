@@ -263,3 +263,19 @@ def test_two_process_torch_distributor_training_learns_what_one_process_does(spa
     single = train.run(spark, one_process)
     assert abs(result.test["auc"] - single.test["auc"]) <= 0.03, (result.test, single.test)
     assert result.test["auc"] > 0.6 and single.test["auc"] > 0.6
+
+
+def test_the_warmth_gate_is_trained_with_each_items_train_split_impressions_and_keeps_them(spark, world):
+    config = configured(world, "model.r2led.gate=warmth", "training.epochs=1")
+    store = TableStore(spark, config.tables)
+    data = training_data(store, config)
+    job = worker.TrainJob(model=config.model, training=config.training, data=data, checkpoint_dir="")
+    result = worker.train_worker(job)
+    # Counted again by Spark from the table: only train rows, by target item.
+    counted = (store.read("training_examples").where(F.col("split") == "train")
+               .groupBy("target_item").count().collect())
+    expected = torch.zeros(data.spec.num_items, dtype=torch.long)
+    for row in counted:
+        expected[row["target_item"]] = row["count"]
+    assert torch.equal(result.state_dict["embedding.impressions"], expected)
+    assert expected.sum() == data.rows["train"]
