@@ -638,7 +638,7 @@ GateMode = Literal["gate", "target_gate", "warmth", "sum", "id_only", "sid_only"
 # What the gate weighs the ID against: the summed SID levels, or each level on its own.
 SidFusion = Literal["sum", "per_level"]
 # R2LED's route-level fusion (`r2led.RouteFusion`, or `cross`: one attention over every route).
-RouteFusionMode = Literal["attention", "mean", "concat", "cross"]
+RouteFusionMode = Literal["attention", "target_aware", "constant_query", "mean", "concat", "cross"]
 
 
 @dataclass(frozen=True)
@@ -661,8 +661,11 @@ class R2LEDConfig:
     # What the gate weighs the ID against: the sum of the SID levels' code embeddings, or each level
     # on its own (a softmax gate over ID, level 1, ..., level L, per dimension).
     sid_fusion: SidFusion = "sum"
-    # Route-level fusion: attention / mean / concat over the per-route interests, or cross (the target
-    # attends across every route's candidates at once, each keyed with its route's embedding).
+    # Route-level fusion: attention / mean / concat over the per-route interests; target_aware (an
+    # attention over the routes whose query is the target's context: its representation, SID levels
+    # and warmth; normalised, with a learned temperature) and constant_query (the same attention with one
+    # learned query for every target: the control that isolates listening to the target); or cross (the
+    # target attends across every route's candidates at once, each keyed with its route's embedding).
     # `cross` is the default: on the oracle world's validation split it beat per-route attention then
     # fusion (README "Measured").
     route_fusion: RouteFusionMode = "cross"

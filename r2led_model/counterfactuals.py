@@ -23,7 +23,7 @@ from torch import Tensor
 
 from r2led_model.models.inputs import Batch
 from r2led_model.models.layers import Behaviours
-from r2led_model.models.r2led import R2LED, route_mass
+from r2led_model.models.r2led import R2LED, WEIGHTED, route_mass
 
 
 
@@ -53,10 +53,10 @@ def _route_weights(model: R2LED, batch: Batch) -> Tensor | None:
                            cat=torch.cat([p.cat for p in pools], dim=1))  # R × (B, k, ·) → (B, R·k, ·)
         mass = route_mass(interest.cross.weights(target.h, joint), [p.mask.shape[1] for p in pools])  # (B, H, R)
         return mass[joint.mask.any(dim=1)].reshape(-1, len(pools))  # rows with a candidate: (B', H, R) → (B'·H, R)
-    if interest.fusion.mode != "attention":
+    if interest.fusion.mode not in WEIGHTED:
         return None
     interests, listened = interest.route_interests(target, pools)
-    return interest.fusion.weights(target.h, interests, listened)  # (B, R)
+    return interest.fusion.weights(target.h, interests, listened, target.warmth)  # (B, R)
 
 
 @torch.no_grad()

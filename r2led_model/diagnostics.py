@@ -20,7 +20,7 @@ from torch import Tensor
 
 from r2led_model.models.inputs import Batch
 from r2led_model.models.layers import Behaviours, masked_softmax
-from r2led_model.models.r2led import R2LED
+from r2led_model.models.r2led import R2LED, WEIGHTED
 
 
 def _gate_id_weight(model: R2LED, batch: Batch) -> Tensor | None:
@@ -50,13 +50,11 @@ def _route_weights(model: R2LED, batch: Batch) -> tuple[Tensor, Tensor]:
         widths = [pool.mask.shape[1] for pool in pools]
         return torch.stack([part.sum(dim=1) for part in torch.split(weights, widths, dim=1)], dim=1), nonempty
     fusion = interest.fusion
-    if fusion.mode != "attention":
+    if fusion.mode not in WEIGHTED:
         mean = nonempty.float() / nonempty.float().sum(dim=1, keepdim=True).clamp(min=1)
         return mean, nonempty
     interests, mask = interest.route_interests(target, pools)  # (B, R, d), (B, R)
-    values = interests + fusion.route_embedding[None]  # (B, R, d)
-    logits = (fusion.query(target.h)[:, None, :] * fusion.key(values)).sum(-1) / fusion.dim ** 0.5  # (B, R)
-    return masked_softmax(logits, mask), nonempty
+    return fusion.weights(target.h, interests, mask, target.warmth), nonempty  # (B, R)
 
 
 @torch.no_grad()

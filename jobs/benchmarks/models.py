@@ -111,17 +111,34 @@ ABLATIONS = (
     Variant("r2led gate=sid_only", "r2led", (("gate", "sid_only"),)),
     Variant("r2led gate=sum", "r2led", (("gate", "sum"),)),
     Variant("r2led gate=target_gate", "r2led", (("gate", "target_gate"),)),
+    Variant("r2led gate=warmth", "r2led", (("gate", "warmth"),)),
     Variant("r2led sid_fusion=per_level", "r2led", (("sid_fusion", "per_level"),)),
     Variant("r2led fusion=attention", "r2led", (("route_fusion", "attention"),)),
     Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)),
+    Variant("r2led fusion=concat", "r2led", (("route_fusion", "concat"),)),
+    Variant("r2led fusion=target_aware", "r2led", (("route_fusion", "target_aware"),)),
+    Variant("r2led fusion=constant_query", "r2led", (("route_fusion", "constant_query"),)),
+    # The refinement stage of issue "bi-level fusion" together: the warmth gate and the target-aware fusion,
+    # and the same with the constant query (its control).
+    Variant("r2led warmth+target_aware", "r2led", (("gate", "warmth"), ("route_fusion", "target_aware"))),
+    Variant("r2led warmth+constant_query", "r2led", (("gate", "warmth"), ("route_fusion", "constant_query"))),
     Variant("r2led no occupancy", "r2led", (("route_occupancy", False),)),
     Variant("r2led routes=collab", "r2led", (("routes", ("collab",)),)),
     Variant("r2led routes=sid only", "r2led", (("routes", ("sid1", "sid2", "sid3")),)),
 )
 
 
-def variants(names: Sequence[str] | None, ablations: bool, controls: bool = True) -> list[Variant]:
-    """R2LED and the baselines of `names` (all by default), their "+sid" controls, then R2LED's ablations."""
+def variants(names: Sequence[str] | None, ablations: bool, controls: bool = True,
+             labels: Sequence[str] | None = None) -> list[Variant]:
+    """R2LED and the baselines of `names` (all by default), their "+sid" controls, then R2LED's ablations;
+    with `labels`, only the variants of those labels (any of the above, whatever `names` says)."""
+    every = [Variant("r2led", "r2led"), *BASELINES, *CONTROLS, *ABLATIONS]
+    if labels:
+        known = {v.label: v for v in every}
+        unknown = [label for label in labels if label not in known]
+        if unknown:
+            raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
+        return [known[label] for label in dict.fromkeys(labels)]
     chosen = [Variant("r2led", "r2led"), *BASELINES, *(CONTROLS if controls else ())]
     if names:
         unknown = sorted(set(names) - set(MODELS))
@@ -548,7 +565,8 @@ def summarize(sink: Path, figure: Path) -> list[dict]:
 def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSource(),
         envs: Sequence[str] | None = None, tuned: bool = False, trials: int | None = None,
         tuning_dir: Path | None = None, sweep: Sequence[CatalogueSetting] | None = None,
-        models: Sequence[str] | None = None, no_ablations: bool = False, no_controls: bool = False, seeds: int = SEEDS, epochs: int = EPOCHS,
+        models: Sequence[str] | None = None, no_ablations: bool = False, no_controls: bool = False,
+        only_variants: Sequence[str] | None = None, seeds: int = SEEDS, epochs: int = EPOCHS,
         lengths: Sequence[int] = LENGTHS, dataset_set: Sequence[str] = (), rebuild: bool = False,
         summarize_only: bool = False) -> list[dict]:
     """Every variant of `models` (all by default, with the +sid controls unless `no_controls` and the ablations
@@ -560,7 +578,7 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
 
     out = Path(config.benchmark.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = variants(models, not no_ablations, not no_controls)
+    chosen = variants(models, not no_ablations, not no_controls, only_variants)
     seed_list = list(range(seeds))
     extra = [f"training.epochs={epochs}", *dataset_set]
     device = config.training.device
@@ -663,6 +681,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and mislabel share, e.g. 3:0 2:0.1 1:0.1")
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(MODELS)} (default: all)")
     parser.add_argument("--no-ablations", action="store_true", help="skip the R2LED ablation variants")
+    labels = [v.label for v in (Variant("r2led", "r2led"), *BASELINES, *CONTROLS, *ABLATIONS)]
+    parser.add_argument("--variants", dest="only_variants", nargs="+", default=None, metavar="LABEL", choices=labels,
+                        help="run only these variants, by their table label (e.g. 'r2led gate=warmth'); "
+                             "overrides --models, --no-ablations and --no-controls")
     parser.add_argument("--no-controls", action="store_true",
                         help="skip the fair controls (every baseline +sid, SIM-hard on a SID prefix)")
     parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds per variant (0..n-1)")

@@ -43,6 +43,7 @@ class Target:
     h: Tensor  # (B, d)
     cat: Tensor  # (B,)
     sid: Tensor | None = None  # (B, L) SID codes, 0 = padding / unknown
+    warmth: Tensor | None = None  # (B,) warmth bucket of the item's training impressions (warmth gate only)
 
 
 @dataclass(frozen=True)
@@ -590,7 +591,8 @@ class InterestCTR(nn.Module):
             cat = batch[f"{group}_cat"]
             groups[group] = Behaviours(h=self.embedding(item, cat, sid, context), mask=batch[f"{group}_mask"].bool(),
                                        recency=batch[f"{group}_recency"], cat=cat, sid=sid)
-        return Target(h=h_t, cat=batch["target_cat"], sid=batch["target_sid"]), groups
+        return Target(h=h_t, cat=batch["target_cat"], sid=batch["target_sid"],
+                      warmth=self.embedding.warmth(batch["target_item"])), groups
 
     def forward(self, batch: Batch) -> Tensor:
         target, groups = self.encode(batch)

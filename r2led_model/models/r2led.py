@@ -22,6 +22,7 @@ from typing import get_args
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from r2led_model.config import ModelConfig, RouteFusionMode
 from r2led_model.models.inputs import FeatureSpec
@@ -30,6 +31,10 @@ from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
 from r2led_model.retrieval import CATEGORY_ROUTE
 
 FUSIONS: tuple[str, ...] = get_args(RouteFusionMode)
+# The route fusions that weigh routes by an attention (their weights are what the counterfactual freezes).
+WEIGHTED = ("attention", "target_aware", "constant_query")
+# The normalised route attentions: with the target as the query, or with one constant query.
+LISTENING = ("target_aware", "constant_query")
 # Occupancy buckets: 0 (empty), then ⌊log2(count)⌋ + 1, capped (k = 20 fills bucket 5).
 OCCUPANCY_BUCKETS = 8
 
@@ -39,13 +44,20 @@ class RouteFusion(nn.Module):
 
     attention: q = W_q h_t, key_r = W_k (u_r + e_r), u_long = Σ_r softmax_r(q · key_r / √d) (u_r + e_r),
                with e_r a learned route embedding; routes whose pool is empty are masked out.
+    target_aware: q = LN(W_q [LN(h_t); e_warm(t)]), key_r = LN(W_k (u_r + e_r)),
+               u_long = Σ_r softmax_r(τ · q · key_r / √d) (u_r + e_r): the query carries what the target is
+               (its fused representation, so its ID, SID levels and category, and its warmth bucket when the
+               gate reads one), the layer norms keep the logits at unit scale from the first step, and τ is a
+               learned temperature (log-parameterised, starting at 1).
+    constant_query: as target_aware with one learned query for every row (the control: the same inputs,
+               keys, values and temperature, but no target).
     mean:      u_long = mean of u_r over the routes with a non-empty pool.
     concat:    u_long = W [u_1; …; u_R] (an empty route's u_r is 0).
     Every mode gives u_long = 0 when all routes are empty.
     forward(target (B, d), interests (B, R, d), nonempty (B, R) bool) → (B, d).
     """
 
-    def __init__(self, *, mode: RouteFusionMode, dim: int, num_routes: int) -> None:
+    def __init__(self, *, mode: RouteFusionMode, dim: int, num_routes: int, warmth_buckets: int = 0) -> None:
         super().__init__()
         if mode not in FUSIONS:
             raise ValueError(f"unknown route_fusion {mode!r}; expected one of {', '.join(FUSIONS)}")
@@ -57,12 +69,23 @@ class RouteFusion(nn.Module):
             self.route_embedding = nn.Parameter(torch.randn(num_routes, dim) * 0.1)  # (R, d)
             self.query = nn.Linear(dim, dim, bias=False)
             self.key = nn.Linear(dim, dim, bias=False)
+        elif mode in LISTENING:
+            self.route_embedding = nn.Parameter(torch.randn(num_routes, dim) * 0.1)  # (R, d)
+            self.key = nn.Linear(dim, dim, bias=False)
+            self.log_temperature = nn.Parameter(torch.zeros(()))  # τ = exp(0) = 1 at the start
+            if mode == "target_aware":
+                # Bucket 0 (cold, or no warmth known) is a learned row too: a cold target is a context.
+                self.warmth = nn.Embedding(max(warmth_buckets, 1), dim)
+                nn.init.normal_(self.warmth.weight, std=0.1)
+                self.query = nn.Linear(2 * dim, dim, bias=False)
+            else:
+                self.constant = nn.Parameter(torch.randn(dim))  # (d,) the query of every row
         elif mode == "concat":
             self.project = nn.Linear(num_routes * dim, dim)
         # A counterfactual (`r2led_model.counterfactuals`): fixed route weights (R,) instead of the attention's.
         self.frozen: Tensor | None = None
 
-    def forward(self, target: Tensor, interests: Tensor, nonempty: Tensor) -> Tensor:
+    def forward(self, target: Tensor, interests: Tensor, nonempty: Tensor, warmth: Tensor | None = None) -> Tensor:
         if self.mode == "mean":
             count = nonempty.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
             return (interests * nonempty[:, :, None]).sum(dim=1) / count  # (B, d)
@@ -72,14 +95,24 @@ class RouteFusion(nn.Module):
             # With every route empty the bias alone would leak in; keep "all empty → 0".
             return projected * nonempty.any(dim=1, keepdim=True)
         values = interests + self.route_embedding[None]  # (B, R, d)
-        weights = self.weights(target, interests, nonempty)  # (B, R)
+        weights = self.weights(target, interests, nonempty, warmth)  # (B, R)
         if self.frozen is not None:
             weights = renormalised(self.frozen[None, :] * nonempty)  # (R,) → (B, R), over the routes listened to
         return (weights[:, :, None] * values).sum(dim=1)  # (B, d)
 
-    def weights(self, target: Tensor, interests: Tensor, nonempty: Tensor) -> Tensor:
-        """attention mode: the softmax weights (B, R) over the routes listened to."""
+    def weights(self, target: Tensor, interests: Tensor, nonempty: Tensor, warmth: Tensor | None = None) -> Tensor:
+        """attention, target_aware, constant_query: the softmax weights (B, R) over the routes listened to."""
         values = interests + self.route_embedding[None]  # (B, R, d)
+        if self.mode in LISTENING:
+            keys = F.layer_norm(self.key(values), (self.dim,))  # (B, R, d)
+            if self.mode == "target_aware":
+                bucket = warmth if warmth is not None else torch.zeros_like(target[:, 0], dtype=torch.long)
+                context = torch.cat([F.layer_norm(target, (self.dim,)), self.warmth(bucket)], dim=-1)  # (B, 2d)
+                q = F.layer_norm(self.query(context), (self.dim,))  # (B, d)
+            else:
+                q = F.layer_norm(self.constant, (self.dim,)).expand(target.shape[0], -1)  # (d,) → (B, d)
+            logits = (q[:, None, :] * keys).sum(-1) * self.log_temperature.exp() / math.sqrt(self.dim)  # (B, R)
+            return masked_softmax(logits, nonempty)
         q = self.query(target)[:, None, :]  # (B, d) → (B, 1, d)
         logits = (q * self.key(values)).sum(-1) / math.sqrt(self.dim)  # (B, R)
         return masked_softmax(logits, nonempty)  # (B, R)
@@ -168,7 +201,7 @@ class RouteInterest(nn.Module):
                 u_long = u_long + self._occupancy(pools).sum(dim=1)  # (B, R, d) → (B, d)
             return u_long
         interests, listened = self.route_interests(target, pools)
-        return self.fusion(target.h, interests, listened)
+        return self.fusion(target.h, interests, listened, target.warmth)
 
     def route_interests(self, target: Target, pools: list[Behaviours]) -> tuple[Tensor, Tensor]:
         """What RouteFusion reads: the interests u_r (B, R, d) and the routes it may listen to (B, R) bool."""
@@ -213,7 +246,8 @@ class R2LED(InterestCTR):
         else:
             attention = RouteTargetAttention(routes=routes, dim=dim, heads=heads, recency_buckets=buckets)
             interest = RouteInterest(routes=routes, attention=attention,
-                                     fusion=RouteFusion(mode=options.route_fusion, dim=dim, num_routes=len(routes)),
+                                     fusion=RouteFusion(mode=options.route_fusion, dim=dim, num_routes=len(routes),
+                                                        warmth_buckets=options.warmth_buckets),
                                      dim=dim, occupancy=options.route_occupancy)
         super().__init__(long_interest=interest, **shell_parts(spec=spec, config=config, gate=options.gate,
                                                               per_level=options.sid_fusion == "per_level"))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from jobs.benchmarks.models import (ABLATIONS, CatalogueSetting, Variant, format_table, training_rates, variant_config,
-                                    variant_job)
+                                    variant_job, variants)
 from jobs.training.training_data import TrainingData
 from r2led_model.bundle import DataVersions
 from r2led_model.config import load_config
@@ -126,3 +126,15 @@ def test_sweep_labels_become_metric_names_mlflow_accepts(tmp_path):
         run_id = tracked.run_id
     configure(config.mlflow)
     assert MlflowClient().get_run(run_id).data.metrics == {name: 0.7}
+
+
+def test_variants_by_label_pick_exactly_those_and_an_unknown_label_exits_2_before_spark(capsys):
+    from jobs.benchmarks import models as bench
+
+    picked = variants(None, True, True, ["r2led gate=warmth", "din+sid", "r2led gate=warmth"])
+    assert [v.label for v in picked] == ["r2led gate=warmth", "din+sid"]
+    assert dict(picked[0].overrides) == {"gate": "warmth"} and dict(picked[1].shared) == {"item_sids": True}
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--variants", "r2led gate=nonsense"])
+    assert exit_info.value.code == 2
+    assert "r2led gate=nonsense" in capsys.readouterr().err
