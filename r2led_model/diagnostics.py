@@ -7,12 +7,16 @@ routes the route-level fusion listens to. Read by `r2led benchmark models` besid
   everything alike, i.e. it is not choosing.
 * routes: the share of the route-level fusion's weight each route receives, over test rows (cross:
   the target attention's mass on each route's candidates, mean over heads; attention: the fusion's
-  softmax over routes), and the share of rows in which each route's pool is non-empty.
+  softmax over routes), and the share of rows in which each route's pool is non-empty; the mean entropy
+  of the route weights (log R for a fusion that weighs every route alike in every row).
+* by segment: the same per value of each segment family of the test rows (target warmth, dormant
+  interest, community- or taxonomy-driven relevance, noisy or clean text): a gate that chooses rises
+  with warmth; a fusion that listens weighs routes differently where their reliability differs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -57,12 +61,33 @@ def _route_weights(model: R2LED, batch: Batch) -> tuple[Tensor, Tensor]:
     return fusion.weights(target.h, interests, mask, target.warmth), nonempty  # (B, R)
 
 
+def route_entropy(weights: np.ndarray) -> np.ndarray:
+    """(n, R) route weights → (n,) entropy in nats (0: one route takes all; log R: every route alike)."""
+    safe = np.where(weights > 0, weights, 1.0)
+    return -(weights * np.log(safe)).sum(axis=1)
+
+
+def _summary(routes: list[str], g: np.ndarray | None, w: np.ndarray, n: np.ndarray) -> dict:
+    out = {"rows": int(w.shape[0]), "route_weight": dict(zip(routes, np.round(w.mean(axis=0), 4).tolist())),
+           "route_nonempty": dict(zip(routes, np.round(n.mean(axis=0), 4).tolist())),
+           "route_entropy": round(float(route_entropy(w).mean()), 4)}
+    if g is not None:
+        out["gate_id_weight"] = {"mean": round(float(g.mean()), 4), "p10": round(float(np.quantile(g, 0.1)), 4),
+                                 "p90": round(float(np.quantile(g, 0.9)), 4)}
+    return out
+
+
 @torch.no_grad()
-def r2led_diagnostics(model: R2LED, batches: Iterable[Batch], max_rows: int = 20_000) -> dict:
-    """Gate and route-fusion statistics of a trained R2LED over (up to `max_rows` of) the batches."""
+def r2led_diagnostics(model: R2LED, batches: Iterable[Batch], max_rows: int = 20_000,
+                      segments: Mapping[str, np.ndarray] | None = None) -> dict:
+    """Gate and route-fusion statistics of a trained R2LED over (up to `max_rows` of) the batches.
+
+    With `segments` ({"sample_id": (m,) ascending, family: (m,) value per row}, as `benchmark models`
+    saves them), the same statistics per value of each family under "by_segment", for the rows whose
+    sample_id the batches carry."""
     was_training = model.training
     model.eval()
-    gates, weights, nonempty, seen = [], [], [], 0
+    gates, weights, nonempty, ids, seen = [], [], [], [], 0
     try:
         for batch in batches:
             g = _gate_id_weight(model, batch)
@@ -71,6 +96,8 @@ def r2led_diagnostics(model: R2LED, batches: Iterable[Batch], max_rows: int = 20
             w, n = _route_weights(model, batch)
             weights.append(w.numpy())
             nonempty.append(n.numpy())
+            if "sample_id" in batch:
+                ids.append(batch["sample_id"].numpy())
             seen += w.shape[0]
             if seen >= max_rows:
                 break
@@ -78,10 +105,20 @@ def r2led_diagnostics(model: R2LED, batches: Iterable[Batch], max_rows: int = 20
         model.train(was_training)
     routes = list(model.long_interest.routes)
     w, n = np.concatenate(weights).astype(np.float64), np.concatenate(nonempty).astype(np.float64)
-    out = {"rows": int(w.shape[0]), "route_weight": dict(zip(routes, np.round(w.mean(axis=0), 4).tolist())),
-           "route_nonempty": dict(zip(routes, np.round(n.mean(axis=0), 4).tolist()))}
-    if gates:
-        g = np.concatenate(gates)
-        out["gate_id_weight"] = {"mean": round(float(g.mean()), 4), "p10": round(float(np.quantile(g, 0.1)), 4),
-                                 "p90": round(float(np.quantile(g, 0.9)), 4)}
+    g = np.concatenate(gates).astype(np.float64) if gates else None
+    out = _summary(routes, g, w, n)
+    if segments is not None and ids and len(ids) == len(weights):
+        sample_ids = np.concatenate(ids)
+        known = np.asarray(segments["sample_id"])
+        position = np.clip(np.searchsorted(known, sample_ids), 0, max(len(known) - 1, 0))
+        found = known[position] == sample_ids if len(known) else np.zeros(len(sample_ids), bool)
+        out["by_segment"] = {}
+        for family, values in segments.items():
+            if family == "sample_id":
+                continue
+            row_values = np.asarray(values)[position]
+            out["by_segment"][family] = {
+                str(value): _summary(routes, g[chosen] if g is not None else None, w[chosen], n[chosen])
+                for value in sorted(set(row_values[found].tolist()))
+                for chosen in [found & (row_values == value)]}
     return out

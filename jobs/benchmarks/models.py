@@ -83,6 +83,8 @@ LENGTHS = (200, 1000)  # T_max values the latency part times
 # Training batches kept for the step rate: enough for a steady rate, few enough to hold (a batch of 256
 # rows with a 300-wide `long` group is ~4 MB).
 STEP_BATCHES = 50
+# Test rows R2LED's diagnostics read: every row of the lifelong world's test split, so each segment has its own.
+DIAGNOSED_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,8 @@ def seed_summary(per_seed: Sequence[dict], seeds: Sequence[int]) -> dict:
 
 
 def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequence[int],
-            truth: OracleTruth | None = None, predictions: Path | None = None) -> dict:
+            truth: OracleTruth | None = None, predictions: Path | None = None,
+            segments: Mapping[str, np.ndarray] | None = None) -> dict:
     """Each seed trained and scored on the test split (its rows saved under `predictions` for the paired
     comparisons) → mean and SD over seeds of every metric. R2LED itself also gets its counterfactuals
     (`COUNTERFACTUALS`, same weights), summarised under "counterfactuals"."""
@@ -293,7 +296,8 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
         if predictions is not None:
             save_predictions(prediction_path(predictions, variant.label, seed), rows)
         if variant.model == "r2led" and not per_seed:  # seed 0's model: what its gate and fusion do
-            diagnosis = r2led_diagnostics(task.model, make_feed(job, "test", shuffle=False).batches(0))
+            diagnosis = r2led_diagnostics(task.model, make_feed(job, "test", shuffle=False).batches(0),
+                                          max_rows=DIAGNOSED_ROWS, segments=segments)
         run = {"train_s": seconds, "train_samples_per_s": worker.samples_seen / max(seconds, 1e-9),
                "best_epoch": worker.best_epoch}
         per_seed.append({**test, **run})
@@ -481,6 +485,18 @@ def format_table(results: Sequence[dict]) -> str:
                 gate_text = f"{gate['mean']:.3f} [{gate['p10']:.3f}, {gate['p90']:.3f}]" if gate else "-"
                 weights = "  ".join(f"{k} {v:.3f} ({d['route_nonempty'][k]:.2f})" for k, v in d["route_weight"].items())
                 lines.append(f"  {r['variant']:<28} gate {gate_text:<22} {weights}")
+            segmented = [r for r in diagnosed if r["diagnostics"].get("by_segment")]
+            if segmented:
+                lines.append("  the same by segment: gate ID weight mean; route weights (in route order); entropy")
+                for r in segmented:
+                    for family, values in r["diagnostics"]["by_segment"].items():
+                        cells = []
+                        for value, d in values.items():
+                            gate = d.get("gate_id_weight")
+                            cells.append(f"{value}: " + (f"g {gate['mean']:.2f} " if gate else "")
+                                         + "/".join(f"{v:.2f}" for v in d["route_weight"].values())
+                                         + f" H {d['route_entropy']:.2f}")
+                        lines.append(f"    {r['variant']:<28} {family:<9} " + "; ".join(cells))
     latency = [r for r in results if r["bench"] == "models_latency"]
     if latency:
         lengths = sorted({r["t_max"] for r in latency})
@@ -606,7 +622,8 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
                                                    *(setting.overrides() if setting else [])])
             data = build_tables(spark, dataset, rebuild)
             truth = load_oracle_truth(spark, dataset)
-            save_segments(folder, segments_of_test_rows(spark, dataset))
+            segments = segments_of_test_rows(spark, dataset)
+            save_segments(folder, segments)
             spec_for_latency = spec_for_latency or data.spec
             feeds: dict[tuple[str, ...], FeedPass] = {}  # this dataset's feed passes, by columns read
             # The ablations run on the first setting only: the sweep is about where R2LED wins.
@@ -621,7 +638,8 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
                                                             folder / "tuning", reuse=tuning_dir)
                 params = tuned_params.get(variant.model) if tuned else None
                 variant_dataset = variant_config(dataset, variant, params)
-                summary = quality(variant_dataset, data, variant, seed_list, truth, predictions=folder)
+                summary = quality(variant_dataset, data, variant, seed_list, truth, predictions=folder,
+                                  segments=segments)
                 summary.update(training_rates(variant_job(variant_dataset, data, variant, seed_list[0]), feeds))
                 results.append({"bench": "models_quality", "env": name, "source": dataset.source.kind,
                                 "variant": variant.label, "model": variant.model, "device": device,

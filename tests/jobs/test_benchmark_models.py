@@ -65,6 +65,12 @@ def test_the_table_shows_the_oracle_and_each_models_share_of_its_lift():
     assert table.splitlines()[3].rstrip().endswith(" -        -")  # a row saved before the rates existed
     assert table.splitlines()[4].split()[5] == "1/4/2"  # the epoch each seed kept, counted from 1
     assert table.splitlines()[3].split()[5] == "-"  # a row saved before it was recorded
+    segment = {"rows": 3, "route_weight": {"sid1": 0.25, "collab": 0.75}, "route_nonempty": {"sid1": 1.0, "collab": 1.0},
+               "route_entropy": 0.56, "gate_id_weight": {"mean": 0.81, "p10": 0.7, "p90": 0.9}}
+    diagnosed = {**row, "diagnostics": {**segment, "by_segment": {"warmth": {"0": {**segment, "gate_id_weight": {
+        "mean": 0.19, "p10": 0.1, "p90": 0.3}}, "20+": segment}}}}
+    lines = format_table([diagnosed]).splitlines()
+    assert "    r2led                        warmth    0: g 0.19 0.25/0.75 H 0.56; 20+: g 0.81 0.25/0.75 H 0.56" in lines
 
 
 SPEC = FeatureSpec(num_items=40, num_categories=5, sid_levels=2, sid_vocab=6, routes=("sid1", "collab"),

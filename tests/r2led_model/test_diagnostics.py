@@ -3,6 +3,7 @@ ID weight is what the gate computes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,3 +54,30 @@ def got_rows_with_candidates(batch) -> float:
     """Share of rows with at least one candidate in some route (the others give no weight at all)."""
     any_route = torch.stack([batch[f"r_{r}_mask"].bool().any(dim=1) for r in SPEC.routes], dim=1).any(dim=1)
     return float(any_route.float().mean())
+
+
+def test_by_segment_each_value_holds_the_statistics_of_its_own_rows():
+    torch.manual_seed(0)
+    config = ModelConfig(embedding_dim=8, r2led=R2LEDConfig(gate="warmth", route_fusion="target_aware"))
+    warm = build_model("r2led", spec=SPEC, config=config)
+    counts = torch.zeros(SPEC.num_items, dtype=torch.long)
+    counts[25:] = 40  # items 25.. warm, the rest cold
+    warm.set_item_impressions(counts)
+    batch = random_batch(SPEC, 40, torch.Generator().manual_seed(5), fill=1.2)
+    batch["sample_id"] = torch.arange(100, 140)
+    # Segments keyed by sample_id (ascending), one row (99) the batch lacks, as a saved segments file may.
+    ids = np.arange(99, 140)
+    warmth = np.where(np.r_[0, batch["target_item"].numpy()] >= 25, "20+", "0").astype(str)
+    segments = {"sample_id": ids, "warmth": warmth, "half": np.where(ids < 120, "a", "b")}
+    got = r2led_diagnostics(warm, [batch], segments=segments)
+    by = got["by_segment"]
+    assert set(by) == {"warmth", "half"}
+    assert by["half"]["a"]["rows"] == 20 and by["half"]["b"]["rows"] == 20
+    g = warm.embedding.gate_weights(batch["target_item"], batch["target_sid"]).squeeze(-1).detach().numpy()
+    is_warm = batch["target_item"].numpy() >= 25
+    assert by["warmth"]["20+"]["gate_id_weight"]["mean"] == pytest.approx(g[is_warm].mean(), abs=1e-4)
+    assert by["warmth"]["0"]["gate_id_weight"]["mean"] == pytest.approx(g[~is_warm].mean(), abs=1e-4)
+    # Untrained, the warmth gate is its prior: more ID for warm targets.
+    assert by["warmth"]["20+"]["gate_id_weight"]["mean"] > 0.5 > by["warmth"]["0"]["gate_id_weight"]["mean"]
+    for value in by["half"].values():
+        assert 0.0 <= value["route_entropy"] <= np.log(len(SPEC.routes)) + 1e-6
