@@ -638,6 +638,8 @@ GateMode = Literal["gate", "target_gate", "warmth", "sum", "id_only", "sid_only"
 # What the gate weighs the ID against: the summed SID levels, or each level on its own.
 SidFusion = Literal["sum", "per_level"]
 # R2LED's route-level fusion (`r2led.RouteFusion`, or `cross`: one attention over every route).
+# How R2LED reads the nested SID routes' pools (`model.r2led.sid_pools`).
+SidPools = Literal["nested", "exclusive"]
 RouteFusionMode = Literal["attention", "target_aware", "constant_query", "mean", "concat", "cross"]
 
 
@@ -674,6 +676,10 @@ class R2LEDConfig:
     route_occupancy: bool = True
     # Routes the model reads (a subset of retrieval.routes); empty = every route in the table.
     routes: tuple[str, ...] = ()
+    # The SID routes' pools are nested (a behaviour sharing the target's first 3 codes also shares its
+    # first 2, so it may sit in sid3's, sid2's and sid1's pools at once and weigh three times); exclusive
+    # keeps each behaviour in the finest SID route that holds it (masked out of the coarser pools).
+    sid_pools: SidPools = "nested"
 
     def check(self, path: str) -> None:
         repeated = sorted({r for r in self.routes if self.routes.count(r) > 1})

@@ -117,7 +117,7 @@ class RoutePlan:
         for route in self.routes:
             if route.k < 1:
                 raise ValueError(f"route {route.name!r}: k must be >= 1, got {route.k}")
-            expected = _route_level(route.name, self.levels)
+            expected = route_level(route.name, self.levels)
             if route.level != expected:
                 raise ValueError(f"route {route.name!r}: level {route.level} != {expected}")
         if self.mode not in MODES:
@@ -134,7 +134,7 @@ class RoutePlan:
     def from_config(cls, config, levels: int) -> "RoutePlan":
         """From a `RetrievalConfig` and the number of SID levels L of the codebook in use."""
         routes = tuple(
-            RouteSpec(name=name, level=_route_level(name, levels),
+            RouteSpec(name=name, level=route_level(name, levels),
                       k=int(config.k_per_route.get(name, config.k)))
             for name in config.routes)
         unknown = set(config.k_per_route) - set(config.routes)
@@ -163,7 +163,7 @@ class RoutePlan:
         raise KeyError(name)
 
 
-def _route_level(name: str, levels: int) -> int:
+def route_level(name: str, levels: int) -> int:
     """A route name's level: l for "sid<l>", 0 for "collab", CATEGORY_LEVEL for "category"."""
     if name == COLLAB_ROUTE:
         return 0

@@ -125,6 +125,7 @@ ABLATIONS = (
     Variant("r2led warmth+target_aware", "r2led", (("gate", "warmth"), ("route_fusion", "target_aware"))),
     Variant("r2led warmth+constant_query", "r2led", (("gate", "warmth"), ("route_fusion", "constant_query"))),
     Variant("r2led no occupancy", "r2led", (("route_occupancy", False),)),
+    Variant("r2led sid_pools=exclusive", "r2led", (("sid_pools", "exclusive"),)),
     Variant("r2led routes=collab", "r2led", (("routes", ("collab",)),)),
     Variant("r2led routes=sid only", "r2led", (("routes", ("sid1", "sid2", "sid3")),)),
 )

@@ -15,6 +15,7 @@ job; each arrives as a group r_<route> of k candidates (best first). The model r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from functools import partial
@@ -25,10 +26,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from r2led_model.config import ModelConfig, RouteFusionMode
-from r2led_model.models.inputs import FeatureSpec
+from r2led_model.models.inputs import Batch, FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, Target, TargetAttention, masked_softmax, shell_parts
 from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
-from r2led_model.retrieval import CATEGORY_ROUTE
+from r2led_model.retrieval import CATEGORY_ROUTE, route_level
 
 FUSIONS: tuple[str, ...] = get_args(RouteFusionMode)
 # The route fusions that weigh routes by an attention (their weights are what the counterfactual freezes).
@@ -214,6 +215,27 @@ class RouteInterest(nn.Module):
         return interests, nonempty
 
 
+def exclusive_sid_pools(groups: Mapping[str, Behaviours], items: Mapping[str, Tensor], *,
+                        levels: int) -> dict[str, Behaviours]:
+    """The SID routes' pools with each behaviour kept only in the finest SID route holding it.
+
+    groups: the embedded groups by name (r_sid<l> among them); items: each group's item indices (B, k).
+    A slot of r_sid<l> whose item is also a real slot of some r_sid<m>, m > l, is masked out (padding
+    and the other groups unchanged)."""
+    sid_routes = sorted((route_level(g[len("r_"):], levels), g) for g in groups
+                        if g.startswith("r_sid"))  # (level, group), coarse first
+    out = dict(groups)
+    for position, (_, coarse) in enumerate(sid_routes):
+        finer = [g for _, g in sid_routes[position + 1:]]
+        if not finer:
+            continue
+        held = torch.cat([items[g].masked_fill(~groups[g].mask, -1) for g in finer], dim=1)  # (B, Σk), -1 = empty
+        repeated = (items[coarse][:, :, None] == held[:, None, :]).any(dim=2)  # (B, k, 1) vs (B, 1, Σk) → (B, k)
+        mask = groups[coarse].mask & ~repeated
+        out[coarse] = dataclasses.replace(groups[coarse], mask=mask, recency=groups[coarse].recency * mask)
+    return out
+
+
 def resolve_routes(spec: FeatureSpec, wanted: tuple[str, ...]) -> tuple[str, ...]:
     """The routes R2LED reads: model.r2led.routes (in that order), or every R2LED route in the spec when empty
     (the "category" route is the two-stage SIM-hard baseline's, not R2LED's)."""
@@ -251,3 +273,11 @@ class R2LED(InterestCTR):
                                      dim=dim, occupancy=options.route_occupancy)
         super().__init__(long_interest=interest, **shell_parts(spec=spec, config=config, gate=options.gate,
                                                               per_level=options.sid_fusion == "per_level"))
+        self.exclusive_sid_pools = options.sid_pools == "exclusive"
+
+    def encode(self, batch: Batch) -> tuple[Target, dict[str, Behaviours]]:
+        target, groups = super().encode(batch)
+        if self.exclusive_sid_pools:
+            groups = exclusive_sid_pools(groups, {g: batch[f"{g}_item"] for g in groups},
+                                         levels=self.embedding.sid_levels)
+        return target, groups

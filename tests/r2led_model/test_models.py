@@ -42,6 +42,7 @@ VARIANTS = {name: (name, {}) for name in MODELS} | {
     "r2led-target_aware": ("r2led", {"route_fusion": "target_aware", "gate": "warmth", "id_min_count": 0}),
     "r2led-target_aware-no_occupancy": ("r2led", {"route_fusion": "target_aware", "route_occupancy": False}),
     "r2led-constant_query": ("r2led", {"route_fusion": "constant_query"}),
+    "r2led-exclusive": ("r2led", {"sid_pools": "exclusive"}),
     "r2led-constant_query-no_occupancy": ("r2led", {"route_fusion": "constant_query", "route_occupancy": False}),
 }
 # Variants whose long interest is exactly zero when every route is empty (occupancy says "nothing matched").

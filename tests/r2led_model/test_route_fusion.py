@@ -74,3 +74,21 @@ def test_the_temperature_is_learned_from_one_at_the_start():
     target, interests, nonempty = two_targets_two_routes()
     module(target, interests, nonempty).sum().backward()
     assert module.log_temperature.grad is not None and module.log_temperature.grad.abs() > 0
+
+
+def test_exclusive_sid_pools_keep_each_behaviour_in_its_finest_sid_route_only():
+    from r2led_model.models.layers import Behaviours
+    from r2led_model.models.r2led import exclusive_sid_pools
+
+    def group(items: list[int]) -> Behaviours:
+        item = torch.tensor([items])
+        mask = item > 0
+        return Behaviours(h=torch.ones(1, len(items), 2), mask=mask, recency=mask.long() * 3, cat=mask.long())
+
+    items = {"r_sid1": [5, 6, 7, 0], "r_sid2": [6, 0], "r_sid3": [7], "r_collab": [5, 7], "short": [6]}
+    groups = {name: group(values) for name, values in items.items()}
+    out = exclusive_sid_pools(groups, {name: torch.tensor([v]) for name, v in items.items()}, levels=3)
+    assert out["r_sid1"].mask.tolist() == [[True, False, False, False]]  # 6 is in sid2, 7 in sid3
+    assert out["r_sid1"].recency.tolist() == [[3, 0, 0, 0]]
+    assert out["r_sid2"].mask.tolist() == [[True, False]]  # 6 is in no finer pool
+    assert out["r_sid3"] is groups["r_sid3"] and out["r_collab"] is groups["r_collab"]  # untouched
