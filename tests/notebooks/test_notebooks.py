@@ -218,7 +218,8 @@ def test_nightly_job_is_scheduled_on_a_spark4_cluster():
     assert len(job["schedule"]["quartz_cron_expression"].split()) in (6, 7)
     clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
     root, _ = load_bundle()
-    assert root["variables"]["spark_version"]["default"].startswith("17.3.x-scala2.13")
+    # An ML runtime: the standard one has no torch, and the wheel leaves torch to the runtime.
+    assert root["variables"]["spark_version"]["default"] == "17.3.x-cpu-ml-scala2.13"
     assert all(t["job_cluster_key"] in clusters for t in job["tasks"])
 
 
