@@ -333,14 +333,20 @@ class ItemEmbedding(nn.Module):
             return None
         return warmth_bucket(self.impressions[item], self.fusion.buckets)
 
-    def lookup(self, item: Tensor, sid: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """item (B, *n), sid (B, *n, L) → e_id (B, *n, d) or None, e_sid (B, *n, d) or None."""
+    def lookup(self, item: Tensor, sid: Tensor, real: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """item (B, *n), sid (B, *n, L) → e_id (B, *n, d) or None, e_sid (B, *n, d) or None.
+
+        real (B, *n) bool, where known: the slots that hold an item. With the warmth gate a real slot whose
+        index is 0 (an item indexed after the model was trained, `inputs.within_vocab`) reads the OOV row,
+        as an item too rare to own an ID does; elsewhere index 0 is padding."""
         e_id = None
         if self.item is not None:
             if self.oov is None:
                 e_id = self.item(item)
             else:
                 oov = (self.impressions[item] < self.id_min_count) & (item > 0)  # (B, *n)
+                if real is not None:
+                    oov |= real & (item == 0)
                 if self.training and self.id_dropout > 0:
                     oov |= (torch.rand(item.shape, device=item.device) < self.id_dropout) & (item > 0)
                 # Row 0 (padding, never updated) in place of an OOV item: its own row is neither read nor touched.
@@ -357,18 +363,20 @@ class ItemEmbedding(nn.Module):
         per level, (B, 1) warmth; None for a fusion without a gate."""
         if self.fusion.mode not in ("gate", "target_gate", "warmth"):
             return None
-        e_id, e_sid = self.lookup(item, sid)
+        e_id, e_sid = self.lookup(item, sid, real=torch.ones_like(item, dtype=torch.bool))
         return self.fusion.weights(e_id, e_sid, self.fusion.context(e_id, e_sid), warmth=self.warmth(item))
 
     def embed_target(self, item: Tensor, cat: Tensor, sid: Tensor) -> tuple[Tensor, Tensor | None]:
         """item (B,), cat (B,), sid (B, L) → h_t (B, d) and the gate context (B, 2d) or None."""
-        e_id, e_sid = self.lookup(item, sid)
+        e_id, e_sid = self.lookup(item, sid, real=torch.ones_like(item, dtype=torch.bool))  # every target is an item
         context = self.fusion.context(e_id, e_sid)
         return self.fusion(e_id, e_sid, context, warmth=self.warmth(item)) + self.category(cat), context
 
-    def forward(self, item: Tensor, cat: Tensor, sid: Tensor, context: Tensor | None = None) -> Tensor:
-        """item (B, n), cat (B, n), sid (B, n, L), context (B, 2d) or None → h (B, n, d)."""
-        e_id, e_sid = self.lookup(item, sid)
+    def forward(self, item: Tensor, cat: Tensor, sid: Tensor, context: Tensor | None = None,
+                real: Tensor | None = None) -> Tensor:
+        """item (B, n), cat (B, n), sid (B, n, L), context (B, 2d) or None, real (B, n) bool (the mask) or
+        None → h (B, n, d)."""
+        e_id, e_sid = self.lookup(item, sid, real)
         return self.fusion(e_id, e_sid, context, warmth=self.warmth(item)) + self.category(cat)
 
 
@@ -589,7 +597,8 @@ class InterestCTR(nn.Module):
             b, n = item.shape
             sid = batch[f"{group}_sid"].reshape(b, n, levels)  # (B, n·L) → (B, n, L)
             cat = batch[f"{group}_cat"]
-            groups[group] = Behaviours(h=self.embedding(item, cat, sid, context), mask=batch[f"{group}_mask"].bool(),
+            mask = batch[f"{group}_mask"].bool()
+            groups[group] = Behaviours(h=self.embedding(item, cat, sid, context, real=mask), mask=mask,
                                        recency=batch[f"{group}_recency"], cat=cat, sid=sid)
         return Target(h=h_t, cat=batch["target_cat"], sid=batch["target_sid"],
                       warmth=self.embedding.warmth(batch["target_item"])), groups

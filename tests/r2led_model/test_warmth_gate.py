@@ -135,3 +135,16 @@ def test_the_frozen_counterfactual_uses_one_id_weight_for_every_item():
         expected = means.gate * e_id + (1 - means.gate) * fusion.project(e_sid) + model.embedding.category(b["target_cat"])
         assert torch.allclose(h, expected, atol=1e-6)
     assert model.embedding.fusion.frozen is None
+
+
+def test_a_target_indexed_after_training_reads_the_oov_row_not_the_padding_row():
+    model = warmth_model(id_min_count=0, id_dropout=0.0).eval()
+    model.set_item_impressions(torch.full((SPEC.num_items,), 9, dtype=torch.long))
+    sid = torch.ones(2, SPEC.sid_levels, dtype=torch.long)
+    # within_vocab maps an item the model has no row for to 0; as a target (always a real item) it is unknown.
+    e_id, _ = model.embedding.lookup(torch.tensor([0, 3]), sid, real=torch.tensor([True, True]))
+    assert torch.equal(e_id[0], model.embedding.oov.detach())
+    assert torch.equal(e_id[1], model.embedding.item.weight[3].detach())
+    h_unknown = model.embedding.embed_target(torch.tensor([0]), torch.tensor([1]), sid[:1])[0]
+    h_padding = model.embedding(torch.tensor([[0]]), torch.tensor([[1]]), sid[:1, None], real=torch.tensor([[False]]))
+    assert not torch.allclose(h_unknown, h_padding[:, 0])
