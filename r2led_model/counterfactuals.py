@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from r2led_model.features import route_group
 from r2led_model.models.inputs import Batch
 from r2led_model.models.layers import Behaviours
 from r2led_model.models.r2led import R2LED, WEIGHTED, route_mass
@@ -45,7 +46,7 @@ def _route_weights(model: R2LED, batch: Batch) -> Tensor | None:
     """(B·H, R) route masses of the cross attention (one row per head) or (B, R) fusion weights."""
     interest = model.long_interest
     target, groups = model.encode(batch)
-    pools = [groups[f"r_{route}"] for route in interest.routes]
+    pools = [groups[route_group(route)] for route in interest.routes]
     if interest.cross is not None:
         joint = Behaviours(h=torch.cat([p.h + interest.route_embedding[r] for r, p in enumerate(pools)], dim=1),
                            mask=torch.cat([p.mask for p in pools], dim=1),

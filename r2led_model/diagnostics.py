@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from r2led_model.features import route_group
 from r2led_model.models.inputs import Batch
 from r2led_model.models.layers import Behaviours, masked_softmax
 from r2led_model.models.r2led import R2LED, WEIGHTED
@@ -41,7 +42,7 @@ def _route_weights(model: R2LED, batch: Batch) -> tuple[Tensor, Tensor]:
     """((B, R) fusion weight per route, (B, R) non-empty) for the batch."""
     interest = model.long_interest
     target, groups = model.encode(batch)
-    pools = [groups[f"r_{route}"] for route in interest.routes]
+    pools = [groups[route_group(route)] for route in interest.routes]
     nonempty = torch.stack([pool.mask.any(dim=1) for pool in pools], dim=1)  # (B, R)
     if interest.cross is not None:
         keyed = [pool.h + interest.route_embedding[r] for r, pool in enumerate(pools)]

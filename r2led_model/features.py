@@ -13,11 +13,29 @@ Padding conventions (every array the trainer reads):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 PAD = 0
+# A retrieval route's group of candidates in a batch and in `training_examples` (columns r_<route>_<part>).
+ROUTE_GROUP_PREFIX = "r_"
+
+
+def route_group(route: str) -> str:
+    """The batch group (and training_examples column prefix) of a retrieval route: r_<route>."""
+    return f"{ROUTE_GROUP_PREFIX}{route}"
+
+
+def group_route(group: str) -> str | None:
+    """The route of a batch group r_<route>, or None for short and long."""
+    return group[len(ROUTE_GROUP_PREFIX):] if group.startswith(ROUTE_GROUP_PREFIX) else None
+
+
+def example_routes(columns: Iterable[str]) -> tuple[str, ...]:
+    """The routes a training_examples-shaped frame holds, in column order (a route's `_item` column names it)."""
+    return tuple(route for c in columns if c.endswith("_item") and (route := group_route(c[:-len("_item")])))
 
 
 @dataclass(frozen=True)

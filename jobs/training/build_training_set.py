@@ -34,7 +34,7 @@ from jobs.runtime.tables import TableStore
 from jobs.sequences.user_partitions import co_partitioned, partition_tables
 from jobs.training.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from r2led_model.config import Config, TrainingSetConfig
-from r2led_model.features import HistoryFeatures, gather, most_recent_positions
+from r2led_model.features import HistoryFeatures, gather, most_recent_positions, route_group
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
     array = "ARRAY<BIGINT>"
     columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("label", "INT"), ("split", "STRING"),
                ("hist_len", "BIGINT"), ("target_item", "BIGINT"), ("target_cat", "BIGINT"), ("target_sid", array)]
-    for group in [f"r_{route}" for route in routes] + ["short", "long"]:
+    for group in [route_group(route) for route in routes] + ["short", "long"]:
         columns += [(f"{group}_{part}", array) for part in ("item", "cat", "sid", "recency", "mask")]
     return columns
 
@@ -166,7 +166,7 @@ def examples_for_samples(histories: PartitionHistories, samples: pa.Table, looku
     for route in routes:
         positions = _stack(samples[candidate_column(route, "pos")]).astype(np.int64)  # (S, k)
         valid = _stack(samples[candidate_column(route, "mask")]).astype(bool)  # (S, k)
-        groups[f"r_{route}"] = (positions, valid)
+        groups[route_group(route)] = (positions, valid)
     groups["short"] = most_recent_positions(ends, config.short_window)
     groups["long"] = most_recent_positions(ends, config.long_history)
 

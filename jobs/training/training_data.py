@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from jobs.runtime.tables import TableStore
 from r2led_model.bundle import DataVersions
 from r2led_model.config import Config
+from r2led_model.features import example_routes, route_group
 from r2led_model.models import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ class TrainingData:
 
 def feature_spec(store: TableStore, config: Config) -> FeatureSpec:
     examples = store.read("training_examples")
-    routes = tuple(c[len("r_"):-len("_item")] for c in examples.columns if c.startswith("r_") and c.endswith("_item"))
-    widths = examples.select(*[F.size(f"r_{r}_item").alias(r) for r in routes], F.size("short_item").alias("short"),
+    routes = example_routes(examples.columns)
+    widths = examples.select(*[F.size(f"{route_group(r)}_item").alias(r) for r in routes], F.size("short_item").alias("short"),
                              F.size("long_item").alias("long"), F.size("target_sid").alias("levels")).first()
     if widths is None:
         raise TrainingDataError("training_examples is empty; run build-training-set first")

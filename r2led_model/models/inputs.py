@@ -19,7 +19,10 @@ from typing import Iterable, Mapping
 
 import torch
 
+from r2led_model.features import group_route, route_group
+
 GROUP_PARTS = ("item", "cat", "sid", "recency", "mask")
+
 TARGET_COLUMNS = ("target_item", "target_cat", "target_sid")
 
 Batch = Mapping[str, torch.Tensor]
@@ -44,7 +47,7 @@ class FeatureSpec:
             return self.short_window
         if group == "long":
             return self.long_history
-        return self.route_k[self.routes.index(group[len("r_"):])]
+        return self.route_k[self.routes.index(group_route(group))]
 
     def to_dict(self) -> dict:
         return {"num_items": self.num_items, "num_categories": self.num_categories, "sid_levels": self.sid_levels,
@@ -99,7 +102,7 @@ def random_batch(spec: FeatureSpec, batch_size: int, generator: torch.Generator 
         "target_sid": ints(spec.sid_vocab, batch_size, levels),
         "label": torch.randint(0, 2, (batch_size,), generator=g).float(),
     }
-    groups = [f"r_{r}" for r in spec.routes] + ["short", "long"]
+    groups = [route_group(r) for r in spec.routes] + ["short", "long"]
     for group in groups:
         n = spec.width(group)
         lengths = (torch.rand(batch_size, generator=g) * (n + 1) * fill / 0.7).long().clamp(0, n)  # (B,)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from r2led_model.config import ModelConfig, RouteFusionMode
+from r2led_model.features import group_route, route_group
 from r2led_model.models.inputs import Batch, FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, Target, TargetAttention, masked_softmax, shell_parts
 from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
@@ -164,7 +165,7 @@ class RouteInterest(nn.Module):
         if attention is not None and attention.routes != tuple(routes):
             raise ValueError(f"the route attention's routes {attention.routes} differ from {tuple(routes)}")
         self.routes = routes
-        self.groups = tuple(f"r_{route}" for route in routes)
+        self.groups = tuple(route_group(route) for route in routes)
         self.attention = attention
         self.fusion = fusion
         self.cross = cross
@@ -184,7 +185,7 @@ class RouteInterest(nn.Module):
         return self.occupancy(occupancy_bucket(count) + offset[None, :])  # (B, R) → (B, R, d)
 
     def forward(self, target: Target, behaviours: Mapping[str, Behaviours]) -> Tensor:
-        pools = [behaviours[f"r_{route}"] for route in self.routes]
+        pools = [behaviours[route_group(route)] for route in self.routes]
         if self.cross is not None:
             keyed = [Behaviours(h=pool.h + self.route_embedding[r], mask=pool.mask, recency=pool.recency, cat=pool.cat)
                      for r, pool in enumerate(pools)]
@@ -222,8 +223,8 @@ def exclusive_sid_pools(groups: Mapping[str, Behaviours], items: Mapping[str, Te
     groups: the embedded groups by name (r_sid<l> among them); items: each group's item indices (B, k).
     A slot of r_sid<l> whose item is also a real slot of some r_sid<m>, m > l, is masked out (padding
     and the other groups unchanged)."""
-    sid_routes = sorted((route_level(g[len("r_"):], levels), g) for g in groups
-                        if g.startswith("r_sid"))  # (level, group), coarse first
+    sid_routes = sorted((route_level(group_route(g), levels), g) for g in groups
+                        if (group_route(g) or "").startswith("sid"))  # (level, group), coarse first
     out = dict(groups)
     for position, (_, coarse) in enumerate(sid_routes):
         finer = [g for _, g in sid_routes[position + 1:]]

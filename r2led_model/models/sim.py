@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from r2led_model.config import ModelConfig
+from r2led_model.features import route_group
 from r2led_model.models.inputs import FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, RetrieveThenAttend, Target, TargetAttention, shell_parts
 from r2led_model.retrieval import CATEGORY_ROUTE
@@ -84,7 +85,7 @@ class SIMHard(_SIM):
                 raise ValueError(f"model.sim_hard.search: offline reads the {CATEGORY_ROUTE!r} route, which the "
                                  f"training examples lack (routes {list(spec.routes)}): add it to retrieval.routes")
             super().__init__(spec=spec, config=config, retriever=PrecomputedRetriever(),
-                             retrieve_k=options.retrieve_k, group=f"r_{CATEGORY_ROUTE}")
+                             retrieve_k=options.retrieve_k, group=route_group(CATEGORY_ROUTE))
             return
         if options.match == "sid_prefix":
             if options.sid_prefix > spec.sid_levels:
