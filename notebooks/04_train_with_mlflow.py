@@ -11,8 +11,10 @@
 
 import pandas as pd
 
-from jobs.notebook_views.context import STANDARD_WIDGETS, notebook_config, notebook_spark, widget_values
+from jobs.notebook_views.context import (STANDARD_WIDGETS, notebook_config, notebook_spark, refinement_view,
+                                         widget_values)
 from jobs.training.train import train
+from r2led_model.plots import refinement_figure
 
 widgets = widget_values(dbutils, STANDARD_WIDGETS)
 
@@ -35,3 +37,17 @@ print(f"registered {result.model_name} version {result.version}; MLflow run id {
 
 metrics = pd.DataFrame([{"split": "valid", **result.valid}, {"split": "test", **result.test}])
 display(metrics)
+
+# COMMAND ----------
+
+# MAGIC %md ## What R2LED's refinement does, by target warmth
+# MAGIC
+# MAGIC The SID-level gate's mean ID weight (a gate that chooses trusts the ID more for targets with more
+# MAGIC training impressions) and each route's share of the route fusion, on the test split. Also in the run as
+# MAGIC `diagnostics.json` and `plots/refinement.png`. Empty for the baselines.
+
+# COMMAND ----------
+
+display(refinement_view(result.diagnostics))
+if result.diagnostics:
+    display(refinement_figure(result.diagnostics))

@@ -26,6 +26,7 @@ from r2led_model.features import route_group
 from r2led_model.models.inputs import Batch
 from r2led_model.models.layers import Behaviours, masked_softmax
 from r2led_model.models.r2led import R2LED, WEIGHTED
+from r2led_model.segments import ordered_values, warmth_bucket
 
 
 def _gate_id_weight(model: R2LED, batch: Batch) -> Tensor | None:
@@ -80,15 +81,17 @@ def _summary(routes: list[str], g: np.ndarray | None, w: np.ndarray, n: np.ndarr
 
 @torch.no_grad()
 def r2led_diagnostics(model: R2LED, batches: Iterable[Batch], max_rows: int = 20_000,
-                      segments: Mapping[str, np.ndarray] | None = None) -> dict:
+                      segments: Mapping[str, np.ndarray] | None = None,
+                      item_impressions: np.ndarray | None = None) -> dict:
     """Gate and route-fusion statistics of a trained R2LED over (up to `max_rows` of) the batches.
 
     With `segments` ({"sample_id": (m,) ascending, family: (m,) value per row}, as `benchmark models`
     saves them), the same statistics per value of each family under "by_segment", for the rows whose
-    sample_id the batches carry."""
+    sample_id the batches carry. With `item_impressions` (num_items,) (each item's train-split
+    impressions), a "warmth" family is computed from the rows' targets where `segments` has none."""
     was_training = model.training
     model.eval()
-    gates, weights, nonempty, ids, seen = [], [], [], [], 0
+    gates, weights, nonempty, ids, targets, seen = [], [], [], [], [], 0
     try:
         for batch in batches:
             g = _gate_id_weight(model, batch)
@@ -99,6 +102,7 @@ def r2led_diagnostics(model: R2LED, batches: Iterable[Batch], max_rows: int = 20
             nonempty.append(n.numpy())
             if "sample_id" in batch:
                 ids.append(batch["sample_id"].numpy())
+            targets.append(batch["target_item"].numpy())
             seen += w.shape[0]
             if seen >= max_rows:
                 break
@@ -108,18 +112,27 @@ def r2led_diagnostics(model: R2LED, batches: Iterable[Batch], max_rows: int = 20
     w, n = np.concatenate(weights).astype(np.float64), np.concatenate(nonempty).astype(np.float64)
     g = np.concatenate(gates).astype(np.float64) if gates else None
     out = _summary(routes, g, w, n)
+    by_segment: dict[str, dict] = {}
     if segments is not None and ids and len(ids) == len(weights):
         sample_ids = np.concatenate(ids)
         known = np.asarray(segments["sample_id"])
         position = np.clip(np.searchsorted(known, sample_ids), 0, max(len(known) - 1, 0))
         found = known[position] == sample_ids if len(known) else np.zeros(len(sample_ids), bool)
-        out["by_segment"] = {}
         for family, values in segments.items():
-            if family == "sample_id":
-                continue
-            row_values = np.asarray(values)[position]
-            out["by_segment"][family] = {
-                str(value): _summary(routes, g[chosen] if g is not None else None, w[chosen], n[chosen])
-                for value in sorted(set(row_values[found].tolist()))
-                for chosen in [found & (row_values == value)]}
+            if family != "sample_id":
+                by_segment[family] = _by_value(routes, g, w, n, np.asarray(values)[position], found)
+    if item_impressions is not None and "warmth" not in by_segment:
+        target = np.concatenate(targets)
+        counts = np.asarray(item_impressions)[np.clip(target, 0, len(item_impressions) - 1)]
+        by_segment["warmth"] = _by_value(routes, g, w, n, warmth_bucket(counts), np.ones(len(target), bool))
+    if by_segment:
+        out["by_segment"] = by_segment
     return out
+
+
+def _by_value(routes: list[str], g: np.ndarray | None, w: np.ndarray, n: np.ndarray, row_values: np.ndarray,
+              found: np.ndarray) -> dict:
+    """{value: `_summary` of the rows (among `found`) holding it}, warmth buckets in their natural order."""
+    return {str(value): _summary(routes, g[chosen] if g is not None else None, w[chosen], n[chosen])
+            for value in ordered_values(row_values[found])
+            for chosen in [found & (row_values == value)]}

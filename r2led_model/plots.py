@@ -1,4 +1,5 @@
-"""Evaluation plots logged with every training run: ROC, calibration, loss curves."""
+"""Evaluation plots logged with every training run: ROC, calibration, loss curves; for R2LED, what its
+refinement stage does by target warmth."""
 
 from __future__ import annotations
 
@@ -62,5 +63,27 @@ def loss_curves_figure(history: Sequence[dict]):
     right.plot(epochs, [h["valid_gauc"] for h in history], marker="o", label="valid GAUC")
     right.set(xlabel="epoch", title="validation")
     right.legend()
+    figure.tight_layout()
+    return figure
+
+
+def refinement_figure(diagnostics: dict, family: str = "warmth"):
+    """R2LED's gate ID weight and route-fusion weights per value of one segment family
+    (`r2led_model.diagnostics.r2led_diagnostics`'s "by_segment"): a gate that chooses rises with warmth."""
+    values = diagnostics.get("by_segment", {}).get(family, {})
+    labels = list(values)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    gates = [v.get("gate_id_weight", {}).get("mean", np.nan) for v in values.values()]
+    left.bar(labels, gates, color="tab:blue")
+    left.set(xlabel=f"target {family}", ylabel="mean ID weight", ylim=(0, 1), title="SID-level gate")
+    bottom = np.zeros(len(labels))
+    routes = list(diagnostics.get("route_weight", {}))
+    for route in routes:
+        heights = np.array([v["route_weight"][route] for v in values.values()])
+        right.bar(labels, heights, bottom=bottom, label=route)
+        bottom += heights
+    right.set(xlabel=f"target {family}", ylabel="mean weight", ylim=(0, 1), title="route fusion")
+    if routes:
+        right.legend(fontsize="small")
     figure.tight_layout()
     return figure

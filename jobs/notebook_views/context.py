@@ -313,3 +313,16 @@ def promotion_decision(spark: SparkSession, config: Config, action: str) -> Prom
     if action == "review":
         return last_promotion(config)
     raise ConfigError(f"action widget: {action!r} is not 'review' or 'promote'")
+
+
+# ---- R2LED's refinement --------------------------------------------------------------
+
+
+def refinement_view(diagnostics: Mapping[str, Any] | None, family: str = "warmth") -> pd.DataFrame:
+    """One row per value of a segment family of R2LED's diagnostics (`TrainResult.diagnostics`): test rows,
+    the gate's mean ID weight, each route's fusion weight and the weights' entropy. Empty for other models."""
+    values = (diagnostics or {}).get("by_segment", {}).get(family, {})
+    return pd.DataFrame([{family: value, "rows": d["rows"],
+                          "gate_id_weight": d.get("gate_id_weight", {}).get("mean"),
+                          **{f"weight_{route}": w for route, w in d["route_weight"].items()},
+                          "route_entropy": d["route_entropy"]} for value, d in values.items()])

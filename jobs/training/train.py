@@ -9,7 +9,8 @@ weights and the epoch history, and the driver alone evaluates, logs and register
 The MLflow run holds the resolved config, the Delta versions of the inputs, the codebook and
 collaborative-vector versions, per-epoch metrics, test metrics, ROC / calibration / loss plots, and
 the model (a models-from-code pyfunc, `r2led_model/pyfunc_model.py`, with its signature and pinned
-requirements), registered under `registry.model_name`.
+requirements), registered under `registry.model_name`; for R2LED also what its gate and route fusion do
+by target warmth (`diagnostics.json`, `plots/refinement.png`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from jobs.runtime import commit_guard, faults
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
 from jobs.training.training_data import TrainingData, training_data
-from jobs.training.worker import TrainJob, WorkerResult, evaluate_split, make_feed, run_distributed, train_worker
+from jobs.training.worker import (TrainJob, WorkerResult, evaluate_split, make_feed, run_distributed, train_worker,
+                                  training_impressions)
 from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config
 
@@ -46,6 +48,9 @@ class TrainResult:
     best_epoch: int
     valid: dict
     test: dict
+    # R2LED's refinement diagnostics on the test split (`r2led_model.diagnostics`), by target warmth;
+    # None for other models and for a reused run.
+    diagnostics: dict | None = None
 
 
 def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResult, valid: dict,
@@ -67,6 +72,22 @@ def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResu
     run.log_figure(calibration_figure(test_labels, test_probs, f"{config.model.name}: calibration"),
                    "plots/calibration.png")
     run.log_figure(loss_curves_figure(worker.history), "plots/loss_curves.png")
+
+
+def log_refinement(run, job: TrainJob, task) -> dict:
+    """What the trained R2LED's gate and route fusion do on the test split, overall and by target warmth
+    (train-split impressions), logged as `diagnostics.json`, a few metrics and `plots/refinement.png`."""
+    from r2led_model.diagnostics import r2led_diagnostics
+    from r2led_model.plots import refinement_figure
+
+    diagnostics = r2led_diagnostics(task.model, make_feed(job, "test", shuffle=False).batches(0),
+                                    item_impressions=training_impressions(job).numpy())
+    run.log_dict(diagnostics, "diagnostics.json")
+    run.log_metrics({"diag_route_entropy": diagnostics["route_entropy"],
+                     **({"diag_gate_id_weight": diagnostics["gate_id_weight"]["mean"]}
+                        if "gate_id_weight" in diagnostics else {})})
+    run.log_figure(refinement_figure(diagnostics), "plots/refinement.png")
+    return diagnostics
 
 
 def log_input_tables(store: TableStore, versions: dict[str, int | None]) -> None:
@@ -141,6 +162,7 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
                                  "item_index": data.versions.item_index_version})
         log_training_run(run, config, data, worker, valid, test_labels, test_probs,
                          history_logged=config.training.num_processes == 1)
+        diagnostics = log_refinement(run, job, task) if config.model.name == "r2led" else None
         example = next(iter(make_feed(job, "test", shuffle=False).batches(0)))
         commit_guard.before_commit("the model registration")  # a run that lost the lock registers nothing
         registered = log_ctr_model(
@@ -155,7 +177,7 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
         log.info("oracle on the same test rows: AUC %.4f GAUC %.4f LogLoss %.4f; share of the oracle's lift %.3f",
                  test["oracle_auc"], test["oracle_gauc"], test["oracle_logloss"], test["lift_share"])
     return TrainResult(model_name=registered.name, version=registered.version, run_id=registered.run_id,
-                       best_epoch=worker.best_epoch, valid=valid, test=test)
+                       best_epoch=worker.best_epoch, valid=valid, test=test, diagnostics=diagnostics)
 
 
 def run(spark: SparkSession, config: Config, *, tuned: bool = False) -> TrainResult:

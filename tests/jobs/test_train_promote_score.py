@@ -61,7 +61,13 @@ def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spar
     history = MlflowClient().get_metric_history(result.run_id, "valid_auc")
     assert [m.step for m in history] == list(range(len(history))) and len(history) >= 2
     assert {"config.yaml", "history.json", "plots/roc.png", "plots/calibration.png",
-            "plots/loss_curves.png"} <= set(artifacts)
+            "plots/loss_curves.png", "diagnostics.json", "plots/refinement.png"} <= set(artifacts)
+    # R2LED's refinement diagnostics: every test row, split by its target's train-split impressions.
+    diagnostics = result.diagnostics
+    assert diagnostics["rows"] == result.test["n"]
+    assert sum(v["rows"] for v in diagnostics["by_segment"]["warmth"].values()) == result.test["n"]
+    assert 0.0 < sum(diagnostics["route_weight"].values()) <= 1.0 + 1e-3  # rounded; rows without a candidate weigh none
+    assert metrics["diag_route_entropy"] == pytest.approx(diagnostics["route_entropy"])
     # Lineage: the Delta tables it read, at the versions it read, as the run's input datasets.
     inputs = {i.dataset.name: (json.loads(i.dataset.source), {t.key: t.value for t in i.tags})
               for i in MlflowClient().get_run(result.run_id).inputs.dataset_inputs}

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from jobs.cli import COMMANDS
 from jobs.notebook_views.context import (STANDARD_WIDGETS, LocalDbutils, LocalWidgets, last_promotion, notebook_config,
-                                         parse_overrides, run_date, widget_values)
+                                         parse_overrides, refinement_view, run_date, widget_values)
 from jobs.orchestration.stages import STAGE_NAMES
 from jobs.runtime.tables import TableStore
 from r2led_model.config import ConfigError, load_config
@@ -445,6 +445,10 @@ def test_04_train_registers_a_new_version_with_metrics(spark, world):
     assert int(result.version) >= 2  # the world's pipeline registered version 1
     assert result.run_id and 0.0 <= result.test["auc"] <= 1.0
     assert list(ns["metrics"]["split"]) == ["valid", "test"]
+    # R2LED's refinement by target warmth: the buckets in their order, every test row in one of them.
+    view = refinement_view(result.diagnostics)
+    assert set(view["warmth"]) <= {"0", "1-4", "5-19", "20+"} and view["rows"].sum() == result.test["n"]
+    assert view["gate_id_weight"].between(0, 1).all()
 
 
 def test_05_review_shows_the_recorded_decision_and_promote_records_a_new_one(spark, world):

@@ -81,3 +81,17 @@ def test_by_segment_each_value_holds_the_statistics_of_its_own_rows():
     assert by["warmth"]["20+"]["gate_id_weight"]["mean"] > 0.5 > by["warmth"]["0"]["gate_id_weight"]["mean"]
     for value in by["half"].values():
         assert 0.0 <= value["route_entropy"] <= np.log(len(SPEC.routes)) + 1e-6
+
+
+def test_warmth_from_item_impressions_splits_rows_by_their_targets_train_impressions():
+    m = model(gate="warmth")
+    batch = random_batch(SPEC, 30, torch.Generator().manual_seed(6), fill=1.2)
+    impressions = np.zeros(SPEC.num_items, dtype=np.int64)
+    impressions[10:20], impressions[20:] = 3, 50
+    m.set_item_impressions(torch.from_numpy(impressions))
+    got = r2led_diagnostics(m, [batch], item_impressions=impressions)["by_segment"]["warmth"]
+    target = batch["target_item"].numpy()
+    expected = {"0": int((target < 10).sum()), "1-4": int(((target >= 10) & (target < 20)).sum()),
+                "20+": int((target >= 20).sum())}
+    assert {k: v["rows"] for k, v in got.items()} == {k: v for k, v in expected.items() if v}
+    assert list(got) == [k for k in ("0", "1-4", "20+") if expected[k]]  # natural order
