@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from pyspark.sql import SparkSession
 
-from jobs.benchmarks.paired_evaluation import (format_delta, format_segments, overall, paired_rows, prediction_path,
-                                                save_predictions)
+from jobs.benchmarks.paired_evaluation import (format_comparisons, format_delta, format_segments, overall,
+                                                paired_comparisons, paired_rows, prediction_path, save_predictions)
 from jobs.benchmarks.row_segments import segments_of_test_rows
 from jobs.ingest import generate
 from jobs.ingest.oracle_truth import load_oracle_truth
@@ -245,15 +245,18 @@ def variant_job(config: Config, data: TrainingData, variant: Variant, seed: int)
     return TrainJob(model=model_config, training=training, data=data, checkpoint_dir="")
 
 
-COUNTERFACTUALS = ("r2led frozen gate", "r2led frozen route weights")
+COUNTERFACTUALS = ("frozen gate", "frozen route weights")
 
 
-def counterfactual_runs(job: TrainJob, task: CTRTask, truth: OracleTruth | None) -> dict[str, tuple[dict, object]]:
-    """R2LED's refinement counterfactuals (`r2led_model.counterfactuals`), the means taken on the valid split:
-    {label: (test metrics, test rows)} for each that the model has (no gate, no route weights: none)."""
+def counterfactual_runs(job: TrainJob, task: CTRTask, truth: OracleTruth | None,
+                        variant: str = "r2led") -> dict[str, tuple[dict, object]]:
+    """An R2LED variant's refinement counterfactuals (`r2led_model.counterfactuals`), the means taken on the
+    valid split: {"<variant> frozen gate" / "... frozen route weights": (test metrics, test rows)} for each
+    that the model has (no gate, no route weights: none)."""
     means = mean_refinement(task.model, make_feed(job, "valid", shuffle=False).batches(0))
     out = {}
-    for label, frozen_parts in zip(COUNTERFACTUALS, ({"gate": means.gate}, {"route": means.route})):
+    for part, frozen_parts in zip(COUNTERFACTUALS, ({"gate": means.gate}, {"route": means.route})):
+        label = f"{variant} {part}"
         if next(iter(frozen_parts.values())) is None:
             continue
         with frozen(task.model, **frozen_parts):
@@ -281,7 +284,7 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
             truth: OracleTruth | None = None, predictions: Path | None = None,
             segments: Mapping[str, np.ndarray] | None = None) -> dict:
     """Each seed trained and scored on the test split (its rows saved under `predictions` for the paired
-    comparisons) → mean and SD over seeds of every metric. R2LED itself also gets its counterfactuals
+    comparisons) → mean and SD over seeds of every metric. Every R2LED variant also gets its counterfactuals
     (`COUNTERFACTUALS`, same weights), summarised under "counterfactuals"."""
     per_seed, diagnosis = [], None
     counterfactual: dict[str, list[dict]] = {}
@@ -302,8 +305,8 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
         run = {"train_s": seconds, "train_samples_per_s": worker.samples_seen / max(seconds, 1e-9),
                "best_epoch": worker.best_epoch}
         per_seed.append({**test, **run})
-        if variant == Variant("r2led", "r2led"):
-            for label, (metrics, frozen_rows) in counterfactual_runs(job, task, truth).items():
+        if variant.model == "r2led":  # every R2LED variant: what its own gate and route weights are worth
+            for label, (metrics, frozen_rows) in counterfactual_runs(job, task, truth, variant.label).items():
                 counterfactual.setdefault(label, []).append({**metrics, **run})
                 if predictions is not None:
                     save_predictions(prediction_path(predictions, label, seed), frozen_rows)
@@ -565,8 +568,9 @@ def emit(result: dict, sink: Path) -> None:
         handle.write(json.dumps(result) + "\n")
 
 
-def summarize(sink: Path, figure: Path) -> list[dict]:
-    """The newest result per (env, variant) and per (variant, T_max) in the sink: table and plot."""
+def summarize(sink: Path, figure: Path, pairs: Sequence[tuple[str, str]] = ()) -> list[dict]:
+    """The newest result per (env, variant) and per (variant, T_max) in the sink: table and plot; with
+    `pairs`, each (variant, reference) pair's paired difference on every env's saved predictions."""
     latest: dict[tuple, dict] = {}
     for line in sink.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
@@ -575,6 +579,11 @@ def summarize(sink: Path, figure: Path) -> list[dict]:
         latest[key] = r  # re-inserted: order follows the newest run
     results = sorted(latest.values(), key=lambda r: r["bench"] != "models_quality")
     print(format_table(results), flush=True)
+    for env in dict.fromkeys(r["env"] for r in results if r["bench"] == "models_quality"):
+        rows = [r for r in results if r["bench"] == "models_quality" and r["env"] == env]
+        if pairs and rows[0].get("predictions_dir"):
+            print(f"{env}\n" + format_comparisons(paired_comparisons(Path(rows[0]["predictions_dir"]), pairs,
+                                                                       rows[0]["seeds"])), flush=True)
     plot(results, figure)
     return results
 
@@ -583,7 +592,8 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
         envs: Sequence[str] | None = None, tuned: bool = False, trials: int | None = None,
         tuning_dir: Path | None = None, sweep: Sequence[CatalogueSetting] | None = None,
         models: Sequence[str] | None = None, no_ablations: bool = False, no_controls: bool = False,
-        only_variants: Sequence[str] | None = None, seeds: int = SEEDS, epochs: int = EPOCHS,
+        only_variants: Sequence[str] | None = None, pairs: Sequence[Sequence[str]] = (), seeds: int = SEEDS,
+        epochs: int = EPOCHS,
         lengths: Sequence[int] = LENGTHS, dataset_set: Sequence[str] = (), rebuild: bool = False,
         summarize_only: bool = False) -> list[dict]:
     """Every variant of `models` (all by default, with the +sid controls unless `no_controls` and the ablations
@@ -601,7 +611,7 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
     device = config.training.device
     sink = out / "models.jsonl"
     if summarize_only:
-        return summarize(sink, out / "models.png")
+        return summarize(sink, out / "models.png", pairs=[tuple(p) for p in pairs])
     results: list[dict] = []
     spec_for_latency = None
     for env in dataset_envs(source, envs, DEFAULT_ENVS):
@@ -714,6 +724,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override applied to every dataset env (repeatable)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the benchmark's tables even if present")
+    parser.add_argument("--pair", dest="pairs", nargs=2, action="append", default=[], metavar=("LABEL", "REFERENCE"),
+                        help="with --summarize: also print LABEL's AUC minus REFERENCE's with its paired CI "
+                             "(repeatable), e.g. --pair 'r2led fusion=target_aware' 'r2led fusion=concat'")
     parser.add_argument("--summarize", dest="summarize_only", action="store_true",
                         help="no runs: print the table and plot of the newest results in models.jsonl")
 

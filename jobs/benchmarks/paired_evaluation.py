@@ -131,6 +131,41 @@ def paired_rows(folder: Path, labels: Sequence[str], seeds: Sequence[int], *,
     return out
 
 
+def paired_comparisons(folder: Path, pairs: Sequence[tuple[str, str]], seeds: Sequence[int], *,
+                       reps: int = REPS) -> list[dict]:
+    """For each (variant, reference) pair, on the whole test set: the variant's mean-over-seeds AUC minus the
+    reference's, with the paired user-bootstrap CI (as `paired_rows`, with any saved variant as the
+    reference). A pair whose predictions are not saved for every seed gives {"variant", "reference",
+    "missing"}."""
+    out = []
+    for label, against in pairs:
+        scores, reference = load_seed_scores(folder, label, seeds), load_seed_scores(folder, against, seeds)
+        if scores is None or reference is None:
+            out.append({"variant": label, "reference": against,
+                        "missing": [name for name, got in ((label, scores), (against, reference)) if got is None]})
+            continue
+        if not np.array_equal(scores.sample_ids, reference.sample_ids):
+            raise ValueError(f"{label}: its test rows differ from {against}'s: pair only runs on the same tables")
+        out.append({"variant": label, "reference": against, "n": int(reference.sample_ids.size),
+                    **seed_mean_difference(users=reference.users, labels=reference.labels, model=scores.probs,
+                                           reference=reference.probs, reps=reps)})
+    return out
+
+
+def format_comparisons(rows: Sequence[dict]) -> str:
+    """The pairs of `paired_comparisons` as text lines."""
+    lines = ["  paired comparisons (Δ AUC, mean over seeds, 95% CI from the user bootstrap; * = excludes 0)"]
+    for row in rows:
+        name = f"{row['variant']} − {row['reference']}"
+        if "missing" in row:
+            lines.append(f"    {name:<58} no saved predictions for {', '.join(row['missing'])}")
+            continue
+        excludes = row["delta_low"] > 0 or row["delta_high"] < 0
+        lines.append(f"    {name:<58} {row['delta']:+.4f} [{row['delta_low']:+.4f}, {row['delta_high']:+.4f}]"
+                     + ("*" if excludes else ""))
+    return "\n".join(lines)
+
+
 def overall(rows: Sequence[dict]) -> dict[str, dict]:
     """Each variant's whole-test-set row of `paired_rows`, by label."""
     return {r["variant"]: r for r in rows if r["segment"] == "all"}

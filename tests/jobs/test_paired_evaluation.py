@@ -97,3 +97,24 @@ def test_predictions_without_sample_ids_are_refused(tmp_path):
     with pytest.raises(ValueError, match="sample ids"):
         save_predictions(tmp_path / "x.npz", RowPredictions(sample_ids=None, users=np.zeros(1), labels=np.zeros(1),
                                                             probs=np.zeros(1)))
+
+
+def test_paired_comparisons_take_any_saved_variant_as_the_reference(tmp_path):
+    from jobs.benchmarks.paired_evaluation import format_comparisons, paired_comparisons
+
+    rng = np.random.default_rng(3)
+    n = 400
+    users, labels = rng.integers(0, 40, n), rng.integers(0, 2, n)
+    good = labels + rng.normal(0, 0.6, n)  # informative
+    poor = labels + rng.normal(0, 3.0, n)  # barely
+    for label, scores in (("a", good), ("b", poor)):
+        for seed in (0, 1):
+            save_predictions(prediction_path(tmp_path, label, seed),
+                             RowPredictions(sample_ids=np.arange(n), users=users, labels=labels,
+                                            probs=1 / (1 + np.exp(-(scores + rng.normal(0, 0.01, n))))))
+    rows = paired_comparisons(tmp_path, [("a", "b"), ("b", "a"), ("a", "missing")], [0, 1], reps=200)
+    assert rows[0]["delta"] > 0 and rows[0]["delta_low"] > 0  # a is clearly better than b
+    assert rows[1]["delta"] == pytest.approx(-rows[0]["delta"])
+    assert rows[2]["missing"] == ["missing"]
+    text = format_comparisons(rows)
+    assert "a − b" in text and "*" in text.splitlines()[1] and "no saved predictions for missing" in text
