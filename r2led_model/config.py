@@ -638,9 +638,9 @@ GateMode = Literal["gate", "target_gate", "warmth", "sum", "id_only", "sid_only"
 # What the gate weighs the ID against: the summed SID levels, or each level on its own.
 SidFusion = Literal["sum", "per_level"]
 # R2LED's route-level fusion (`r2led.RouteFusion`, or `cross`: one attention over every route).
+RouteFusionMode = Literal["attention", "target_aware", "constant_query", "mean", "concat", "cross"]
 # How R2LED reads the nested SID routes' pools (`model.r2led.sid_pools`).
 SidPools = Literal["nested", "exclusive"]
-RouteFusionMode = Literal["attention", "target_aware", "constant_query", "mean", "concat", "cross"]
 
 
 @dataclass(frozen=True)

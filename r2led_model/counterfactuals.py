@@ -1,8 +1,7 @@
 """Counterfactual ablations of a trained R2LED that need no retraining: what its refinement stage is worth.
 
 * frozen gate: the SID-level gate g (σ(W[e_id; e_sid]), the per-level softmax shares, or the warmth gate's
-  one weight per item) replaced by its
-  mean over a split's targets, the same g for every item. A gate that does not vary by item is a fixed
+  one weight per item) replaced by its mean over a split's targets, the same g for every item. A gate that does not vary by item is a fixed
   rescaling: if the frozen model scores as well, the gate is not choosing.
 * frozen route weights: the route-level fusion's weights replaced by their mean, the same for every row:
   the attention fusion's softmax over routes, or (cross) each route's share of the target attention's mass,
@@ -25,7 +24,6 @@ from r2led_model.features import route_group
 from r2led_model.models.inputs import Batch
 from r2led_model.models.layers import Behaviours
 from r2led_model.models.r2led import R2LED, WEIGHTED, route_mass
-
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,7 @@ from jobs.runtime.entrypoint import (ConfigSource, dataset_envs, dataset_label, 
 from jobs.runtime.tables import TableStore
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.tune import tune_model
-from jobs.training.worker import (TrainJob, evaluate_rows, make_feed, model_columns, train_worker,
-                                  training_impressions)
+from jobs.training.worker import TrainJob, evaluate_rows, make_feed, model_columns, new_task, train_worker
 from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, for_model, with_values
 from r2led_model.counterfactuals import frozen, mean_refinement
@@ -131,13 +130,16 @@ ABLATIONS = (
 )
 
 
+# Every row the table can have, in table order (`--variants` picks from these by label).
+EVERY_VARIANT = (Variant("r2led", "r2led"), *BASELINES, *CONTROLS, *ABLATIONS)
+
+
 def variants(names: Sequence[str] | None, ablations: bool, controls: bool = True,
              labels: Sequence[str] | None = None) -> list[Variant]:
     """R2LED and the baselines of `names` (all by default), their "+sid" controls, then R2LED's ablations;
     with `labels`, only the variants of those labels (any of the above, whatever `names` says)."""
-    every = [Variant("r2led", "r2led"), *BASELINES, *CONTROLS, *ABLATIONS]
     if labels:
-        known = {v.label: v for v in every}
+        known = {v.label: v for v in EVERY_VARIANT}
         unknown = [label for label in labels if label not in known]
         if unknown:
             raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
@@ -343,10 +345,7 @@ def step_samples_per_s(job: TrainJob, batches: Sequence[Batch]) -> float:
     (Adam's state and the allocator's first buffers are set up once per run, not per step)."""
     device = torch.device(job.training.device)
     set_seed(job.training.seed)
-    task = CTRTask(build_model(job.model.name, spec=job.data.spec, config=job.model))
-    if task.model.reads_item_impressions:
-        task.model.set_item_impressions(training_impressions(job))
-    task = task.to(device)
+    task = new_task(job).to(device)
     step_module = LossForward(task).train()
     optimizer = make_optimizer(task, job.training)
     train_step(step_module, optimizer, batches[0], device)
@@ -710,8 +709,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and mislabel share, e.g. 3:0 2:0.1 1:0.1")
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(MODELS)} (default: all)")
     parser.add_argument("--no-ablations", action="store_true", help="skip the R2LED ablation variants")
-    labels = [v.label for v in (Variant("r2led", "r2led"), *BASELINES, *CONTROLS, *ABLATIONS)]
-    parser.add_argument("--variants", dest="only_variants", nargs="+", default=None, metavar="LABEL", choices=labels,
+    parser.add_argument("--variants", dest="only_variants", nargs="+", default=None, metavar="LABEL",
+                        choices=[v.label for v in EVERY_VARIANT],
                         help="run only these variants, by their table label (e.g. 'r2led gate=warmth'); "
                              "overrides --models, --no-ablations and --no-controls")
     parser.add_argument("--no-controls", action="store_true",
@@ -724,7 +723,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override applied to every dataset env (repeatable)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the benchmark's tables even if present")
-    parser.add_argument("--pair", dest="pairs", nargs=2, action="append", default=[], metavar=("LABEL", "REFERENCE"),
+    parser.add_argument("--pair", dest="pairs", nargs=2, action="append", default=[],
+                        metavar=("LABEL", "REFERENCE"),
                         help="with --summarize: also print LABEL's AUC minus REFERENCE's with its paired CI "
                              "(repeatable), e.g. --pair 'r2led fusion=target_aware' 'r2led fusion=concat'")
     parser.add_argument("--summarize", dest="summarize_only", action="store_true",

@@ -45,8 +45,9 @@ class TrainingData:
 def feature_spec(store: TableStore, config: Config) -> FeatureSpec:
     examples = store.read("training_examples")
     routes = example_routes(examples.columns)
-    widths = examples.select(*[F.size(f"{route_group(r)}_item").alias(r) for r in routes], F.size("short_item").alias("short"),
-                             F.size("long_item").alias("long"), F.size("target_sid").alias("levels")).first()
+    widths = examples.select(*[F.size(f"{route_group(r)}_item").alias(r) for r in routes],
+                             F.size("short_item").alias("short"), F.size("long_item").alias("long"),
+                             F.size("target_sid").alias("levels")).first()
     if widths is None:
         raise TrainingDataError("training_examples is empty; run build-training-set first")
     index = store.read("item_index").agg(

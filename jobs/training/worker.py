@@ -63,6 +63,15 @@ def training_impressions(job: TrainJob) -> torch.Tensor:
     return torch.from_numpy(value_counts(job.data.files["train"], "target_item", job.data.spec.num_items))
 
 
+def new_task(job: TrainJob) -> CTRTask:
+    """The job's model, freshly built (seeded by the caller), holding what it reads of the train split
+    before training: each item's impressions, for a warmth gate."""
+    task = CTRTask(build_model(job.model.name, spec=job.data.spec, config=job.model))
+    if task.model.reads_item_impressions:
+        task.model.set_item_impressions(training_impressions(job))
+    return task
+
+
 def train_worker(job: TrainJob, on_epoch=None) -> WorkerResult | None:
     """One training process: single-process, or one rank of a TorchDistributor run (env RANK/WORLD_SIZE).
 
@@ -76,9 +85,7 @@ def train_worker(job: TrainJob, on_epoch=None) -> WorkerResult | None:
     rank = dist.get_rank() if dist.is_initialized() else 0
     try:
         set_seed(job.training.seed)
-        task = CTRTask(build_model(job.model.name, spec=job.data.spec, config=job.model))
-        if task.model.reads_item_impressions:
-            task.model.set_item_impressions(training_impressions(job))
+        task = new_task(job)
         train_feed = make_feed(job, "train", shuffle=True, rank=rank, world_size=world_size)
         valid_feed = make_feed(job, "valid", shuffle=False, rank=rank, world_size=world_size)
         result = fit(task, train_batches=train_feed.batches, valid_batches=lambda: valid_feed.batches(0),

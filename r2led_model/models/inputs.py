@@ -22,7 +22,6 @@ import torch
 from r2led_model.features import group_route, route_group
 
 GROUP_PARTS = ("item", "cat", "sid", "recency", "mask")
-
 TARGET_COLUMNS = ("target_item", "target_cat", "target_sid")
 
 Batch = Mapping[str, torch.Tensor]

@@ -233,8 +233,9 @@ class LevelGate(SidGate):
 WARMTH_PRIOR_LOGIT = 1.5
 
 
-def warmth_bucket(count: Tensor, buckets: int) -> Tensor:
-    """count (...) int → log2 bucket (...): 0 for 0, 1 for 1, 2 for 2–3, 3 for 4–7, …, buckets − 1 and up."""
+def log2_bucket(count: Tensor, buckets: int) -> Tensor:
+    """count (...) int → log2 bucket (...): 0 for 0, 1 for 1, 2 for 2–3, 3 for 4–7, …, buckets − 1 and up
+    (an item's warmth here, a route pool's occupancy in `r2led`)."""
     bucket = torch.floor(torch.log2(count.clamp(min=1).to(torch.float32))).long() + 1
     return torch.where(count > 0, bucket, torch.zeros_like(bucket)).clamp(max=buckets - 1)
 
@@ -245,7 +246,7 @@ class WarmthGate(SidGate):
 
     h = g · e_id + (1 − g) · P·e_sid,  g = σ(u · [n(e_id); n(e_sid)] + b[warmth])
 
-    warmth: the item's log2 bucket of training impressions (`warmth_bucket`); b: one bias per bucket,
+    warmth: the item's log2 bucket of training impressions (`log2_bucket`); b: one bias per bucket,
     starting at the prior "SIDs for cold, ID for warm" (a logit ramp, WARMTH_PRIOR_LOGIT); n: layer norm
     without affine parameters, so the gate reads what the embeddings say, not their scale (a rarely
     updated ID row is small); u starts at 0, so g starts at the prior. One scalar per item keeps it
@@ -331,7 +332,7 @@ class ItemEmbedding(nn.Module):
         """item (B, *n) → the warmth gate's buckets (B, *n), or None without the warmth gate."""
         if self.oov is None:
             return None
-        return warmth_bucket(self.impressions[item], self.fusion.buckets)
+        return log2_bucket(self.impressions[item], self.fusion.buckets)
 
     def lookup(self, item: Tensor, sid: Tensor, real: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """item (B, *n), sid (B, *n, L) → e_id (B, *n, d) or None, e_sid (B, *n, d) or None.

@@ -28,7 +28,8 @@ from torch.nn import functional as F
 from r2led_model.config import ModelConfig, RouteFusionMode
 from r2led_model.features import group_route, route_group
 from r2led_model.models.inputs import Batch, FeatureSpec
-from r2led_model.models.layers import Behaviours, InterestCTR, Target, TargetAttention, masked_softmax, shell_parts
+from r2led_model.models.layers import (Behaviours, InterestCTR, Target, TargetAttention, log2_bucket, masked_softmax,
+                                       shell_parts)
 from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
 from r2led_model.retrieval import CATEGORY_ROUTE, route_level
 
@@ -141,8 +142,7 @@ def route_mass_fixed(weights: Tensor, *, mass: Tensor, widths: list[int]) -> Ten
 
 def occupancy_bucket(count: Tensor) -> Tensor:
     """Valid candidates per route (B, R) → bucket (B, R): 0 for none, ⌊log2(count)⌋ + 1 otherwise, capped."""
-    bucket = torch.floor(torch.log2(count.clamp(min=1).float())).long() + 1
-    return torch.where(count > 0, bucket.clamp(max=OCCUPANCY_BUCKETS - 1), torch.zeros_like(bucket))
+    return log2_bucket(count, OCCUPANCY_BUCKETS)
 
 
 class RouteInterest(nn.Module):

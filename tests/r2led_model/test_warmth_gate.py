@@ -16,7 +16,7 @@ from r2led_model.counterfactuals import frozen, mean_refinement
 from r2led_model.feed import value_counts
 from r2led_model.models import CTRTask, FeatureSpec, build_model
 from r2led_model.models.inputs import random_batch
-from r2led_model.models.layers import WARMTH_PRIOR_LOGIT, warmth_bucket
+from r2led_model.models.layers import WARMTH_PRIOR_LOGIT, log2_bucket
 
 SPEC = FeatureSpec(num_items=64, num_categories=5, sid_levels=2, sid_vocab=9, routes=("sid1", "collab"),
                    route_k=(3, 3), short_window=3, long_history=6, recency_buckets=4)
@@ -31,8 +31,8 @@ def warmth_model(**options) -> torch.nn.Module:
 
 def test_warmth_buckets_are_log2_of_the_count_capped_at_the_last():
     counts = torch.tensor([0, 1, 2, 3, 4, 7, 8, 100, 10_000])
-    assert warmth_bucket(counts, 8).tolist() == [0, 1, 2, 2, 3, 3, 4, 7, 7]
-    assert warmth_bucket(counts, 3).tolist() == [0, 1, 2, 2, 2, 2, 2, 2, 2]
+    assert log2_bucket(counts, 8).tolist() == [0, 1, 2, 2, 3, 3, 4, 7, 7]
+    assert log2_bucket(counts, 3).tolist() == [0, 1, 2, 2, 2, 2, 2, 2, 2]
 
 
 def test_at_initialisation_the_gate_trusts_sids_for_cold_items_and_the_id_for_warm_ones():
