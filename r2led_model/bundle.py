@@ -20,7 +20,10 @@ import torch
 
 from r2led_model.config import LEGACY_MODEL_KEYS, ModelConfig, build_section, legacy_model_key
 from r2led_model.models import CTRTask, FeatureSpec, build_model
-from r2led_model.models.inputs import columns_for
+from r2led_model.models.inputs import INPUT_LAYOUT, WIDE_LAYOUT, columns_for
+from r2led_model.models.item_lookup import lookup_disagreements
+
+LOOKUP_KEY = "item_lookup"  # the state dict prefix of a model's item lookups (`InterestCTR.item_lookup`)
 
 
 # Options added after the first bundles were written, with the value those bundles were built with
@@ -72,16 +75,35 @@ class ModelBundle:
         """The task wrapper around a freshly built model with these weights, in eval mode, on CPU."""
         model = build_model(self.model_config.name, spec=self.spec, config=self.model_config)
         model.load_state_dict(self.state_dict)
-        return CTRTask(model, vocab=self.spec).eval()
+        return CTRTask(model).eval()
+
+    @property
+    def input_layout(self) -> int:
+        """The input contract the model reads: 2 (item indices and recency per slot; it holds its item
+        lookups) or 1 (saved before them: every slot's category, SID codes and mask as inputs)."""
+        lookup = self.state_dict.get(f"{LOOKUP_KEY}.category")
+        return INPUT_LAYOUT if lookup is not None and len(lookup) else WIDE_LAYOUT
 
     @functools.cached_property
     def input_columns(self) -> list[str]:
+        """The columns a caller passes (the pyfunc's signature): those of the model's input layout."""
         model = build_model(self.model_config.name, spec=self.spec, config=self.model_config)
-        return columns_for(model.input_groups)
+        return columns_for(model.input_groups, self.input_layout)
 
-    def incompatibilities(self, spec: FeatureSpec, versions: DataVersions) -> list[str]:
-        """Why this model cannot score inputs built with `spec` and `versions` (empty: it can)."""
+    @functools.cached_property
+    def narrow_columns(self) -> list[str]:
+        """The layout-2 columns `training_examples` holds, which the scorer passes once the model holds
+        lookups (`with_item_lookup`), whatever layout it was saved with."""
+        model = build_model(self.model_config.name, spec=self.spec, config=self.model_config)
+        return columns_for(model.input_groups, INPUT_LAYOUT)
+
+    def incompatibilities(self, spec: FeatureSpec, versions: DataVersions,
+                          lookups: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:
+        """Why this model cannot score inputs built with `spec` and `versions`, and with the current item
+        `lookups` (category, sid) where given (empty: it can)."""
         problems = self.versions.compatible_with(versions)
+        if lookups is not None:
+            problems += self.lookup_incompatibilities(*lookups)
         # Indices are append-only, so a model can score items and categories indexed after it
         # (`CTRTask` maps them to padding/unknown); fewer indices than it knows means another index.
         for name in ("num_items", "num_categories"):
@@ -94,9 +116,26 @@ class ModelBundle:
                 problems.append(f"feature spec {name}: {mine} != current {theirs}")
         return problems
 
+    def lookup_incompatibilities(self, category: np.ndarray, sid: np.ndarray) -> list[str]:
+        """Why the current item lookups (`lookup_arrays` of today's item_index) cannot extend the model's
+        (empty: they can). A model saved without lookups (input layout 1) takes them from the tables."""
+        if self.input_layout != INPUT_LAYOUT:
+            return []
+        mine = (self.state_dict[f"{LOOKUP_KEY}.category"].numpy(), self.state_dict[f"{LOOKUP_KEY}.sid"].numpy())
+        problems = lookup_disagreements(mine, (category, sid))
+        return [f"item lookups differ from item_index ({'; '.join(problems)}): the index or the SIDs changed "
+                "since the model was trained; retrain it on the current tables"] if problems else []
+
+    def with_item_lookup(self, category: np.ndarray, sid: np.ndarray) -> "ModelBundle":
+        """This bundle holding the current item lookups (items indexed after training included), as the
+        scorer runs it; check `lookup_incompatibilities` first."""
+        state = {**self.state_dict, f"{LOOKUP_KEY}.category": torch.as_tensor(category, dtype=torch.long),
+                 f"{LOOKUP_KEY}.sid": torch.as_tensor(sid, dtype=torch.long)}
+        return dataclasses.replace(self, state_dict=state)
+
     def meta(self) -> dict:
         return {"model": dataclasses.asdict(self.model_config), "spec": self.spec.to_dict(),
-                "versions": dataclasses.asdict(self.versions)}
+                "versions": dataclasses.asdict(self.versions), "input_layout": self.input_layout}
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

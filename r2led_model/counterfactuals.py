@@ -37,7 +37,7 @@ class MeanRefinement:
 
 def _gate_weights(model: R2LED, batch: Batch) -> Tensor | None:
     """(B, d), (B, 1+L, d) or (B, 1) (warmth): the gate of the batch's targets."""
-    return model.embedding.gate_weights(batch["target_item"], batch["target_sid"])
+    return model.gate_weights(batch)
 
 
 def _route_weights(model: R2LED, batch: Batch) -> Tensor | None:

@@ -31,7 +31,7 @@ from r2led_model.segments import ordered_values, warmth_bucket
 
 def _gate_id_weight(model: R2LED, batch: Batch) -> Tensor | None:
     """(B,) mean ID weight of the gate for the batch's targets, or None for a gate-free fusion."""
-    weights = model.embedding.gate_weights(batch["target_item"], batch["target_sid"])
+    weights = model.gate_weights(batch)
     if weights is None:
         return None
     if model.embedding.fusion.per_level:

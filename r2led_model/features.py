@@ -3,10 +3,12 @@
 Padding conventions (every array the trainer reads):
   * index 0 means "nothing here": item indices, category indices and SID codes are stored +1, so
     the padding slot never collides with a real item, category or code 0;
-  * a `*_mask` array is 1 for a real behaviour and 0 for padding, and padding always has index 0;
+  * a slot is real iff its item index is not 0 (the wide layout's `*_mask` array says the same: 1 for a
+    real behaviour, 0 for padding); padding has recency 0;
   * route candidates keep the retrieval order (best first); the short window and the long history
     are most recent first; padding fills the tail;
-  * SID arrays are flattened row-major: slot j's L codes are at [j·L, (j+1)·L);
+  * SID arrays (looked up by the model, `models/item_lookup.py`) are flattened row-major: slot j's L codes
+    are at [j·L, (j+1)·L);
   * recency is a bucket of the time between the behaviour and the sample:
     1 + min(floor(log2(1 + hours)), recency_buckets − 2), and 0 for padding.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PAD = 0
+UNKNOWN_CATEGORY = 1  # category index 0 is padding, 1 an item whose category is unknown
 # A retrieval route's group of candidates in a batch and in `training_examples` (columns r_<route>_<part>).
 ROUTE_GROUP_PREFIX = "r_"
 
@@ -40,11 +43,9 @@ def example_routes(columns: Iterable[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class HistoryFeatures:
-    """One user's stored sequence, already mapped to model indices (T positions)."""
+    """Stored behaviours, already mapped to model indices (T positions)."""
 
-    item_idx: np.ndarray  # (T,) int64, ≥ 1
-    category_idx: np.ndarray  # (T,) int64, ≥ 1 (1 = unknown category)
-    sid: np.ndarray  # (T, L) int64, codes + 1
+    item_idx: np.ndarray  # (T,) int64, ≥ 1 (0 for an item the index does not know)
     ts: np.ndarray  # (T,) int64
 
 
@@ -55,27 +56,17 @@ def recency_bucket(delta_seconds: np.ndarray, buckets: int) -> np.ndarray:
 
 def gather(history: HistoryFeatures, positions: np.ndarray, valid: np.ndarray, sample_ts: np.ndarray,
            buckets: int) -> dict[str, np.ndarray]:
-    """Features of the behaviours at `positions` (S, n) where `valid` (S, n), padding elsewhere.
+    """What is per sample of the behaviours at `positions` (S, n) where `valid` (S, n), padding elsewhere.
 
-    → item (S, n), cat (S, n), sid (S, n·L), recency (S, n), mask (S, n), all int64.
+    → item (S, n), recency (S, n), int64. A valid slot whose item the index does not know is padding
+    (item 0): it has no representation to read.
     """
-    s, n = positions.shape
-    levels = history.sid.shape[1]
-    safe = np.where(valid, positions, 0)  # (S, n): any index for padded slots, masked below
     if len(history.item_idx) == 0:
-        safe = np.zeros_like(positions)
-        valid = np.zeros_like(valid)
-        history = HistoryFeatures(np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros((1, levels), np.int64),
-                                  np.zeros(1, np.int64))
-    sid = np.where(valid[:, :, None], history.sid[safe], PAD)  # (S, n, L)
+        return {"item": np.zeros(positions.shape, np.int64), "recency": np.zeros(positions.shape, np.int64)}
+    safe = np.where(valid, positions, 0)  # (S, n): any index for padded slots, masked below
+    item = np.where(valid, history.item_idx[safe], PAD)  # (S, n)
     delta = sample_ts[:, None] - history.ts[safe]  # (S, n)
-    return {
-        "item": np.where(valid, history.item_idx[safe], PAD),
-        "cat": np.where(valid, history.category_idx[safe], PAD),
-        "sid": sid.reshape(s, n * levels),  # (S, n·L), row-major per slot
-        "recency": np.where(valid, recency_bucket(delta, buckets), PAD),
-        "mask": valid.astype(np.int64),
-    }
+    return {"item": item, "recency": np.where(item != PAD, recency_bucket(delta, buckets), PAD)}
 
 
 def most_recent_positions(ends: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

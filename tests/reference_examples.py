@@ -1,6 +1,7 @@
 """A training example computed the slow, obvious way: one sample at a time, from plain Python
-values of the stored tables. The reference build-training-set's vectorised path is checked against
-(never imported by production code)."""
+values of the stored tables, in the wide layout (every slot's item, category, SID codes, recency and
+mask). build-training-set's narrow examples, widened by the model's item lookups, are checked against
+it (never imported by production code)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ def reference_example(sample: Mapping[str, Any], sequence: Mapping[str, Any] | N
     def group(positions: Sequence[int | None]) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {"item": [], "cat": [], "sid": [], "recency": [], "mask": []}
         for position in positions:
-            if position is None:
+            # A slot is real iff its item has an index: an item missing from it is padding too.
+            if position is None or items[position] not in index:
                 out["item"].append(0), out["cat"].append(0), out["recency"].append(0), out["mask"].append(0)
                 out["sid"] += [0] * levels
                 continue
-            item_idx, category_idx, sid = index.get(items[position], missing)
+            item_idx, category_idx, sid = index[items[position]]
             out["item"].append(item_idx), out["cat"].append(category_idx), out["mask"].append(1)
             out["recency"].append(recency(sample["ts"], times[position], buckets))
             out["sid"] += list(sid)

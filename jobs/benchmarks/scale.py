@@ -2,7 +2,8 @@
 
 For each size in `benchmark.scale_sizes` (or `--sizes`, events): generate the raw logs (not timed),
 then run ingest → sequences → embed-items → train-codebook → assign-sids → collab-vectors →
-retrieve → build-training-set into fresh tables, each timed alone, with its rows in and out,
+retrieve → build-training-set into fresh tables, each timed alone, with its rows in and out, the
+bytes of the tables it writes (and per row written),
 the peak memory of the driver, the JVM and the Python workers (`process_memory`) and the bytes
 Spark spilled. A training window (`sequences.samples_from`) keeps the last
 `benchmark.scale_sample_share` of the days as samples and every event as history, so the top size
@@ -111,9 +112,12 @@ def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Pat
             stage.run(spark, sized)
             seconds = time.perf_counter() - started
         spilled_after = spilled_bytes(spark)
+        rows_out = _rows(store, stage.produces) if stage.produces else 1
+        bytes_out = sum(store.size_in_bytes(t) for t in stage.produces) if stage.produces else None
         result = {
             "bench": "scale", "events": generated.events, "stage": stage.name, "seconds": round(seconds, 2),
-            "rows_in": rows_in, "rows_out": _rows(store, stage.produces) if stage.produces else 1,
+            "rows_in": rows_in, "rows_out": rows_out, "bytes_out": bytes_out,
+            "bytes_per_row_out": round(bytes_out / rows_out, 1) if bytes_out and rows_out else None,
             "peak_driver_python_mb": _mb(memory.peak.driver_python_mb), "peak_jvm_mb": _mb(memory.peak.jvm_mb),
             "peak_python_workers_mb": _mb(memory.peak.python_workers_mb),
             "spilled_mb": (None if spilled_before is None or spilled_after is None
@@ -170,14 +174,15 @@ def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = No
 
 
 def format_table(results: Sequence[dict]) -> str:
-    header = (f"{'events':>12} {'stage':<19} {'seconds':>8} {'rows in':>12} {'rows out':>12} {'jvm MB':>7} "
-              f"{'py MB':>7} {'spill MB':>9} {'ref s':>7} {'÷ref':>5}")
+    header = (f"{'events':>12} {'stage':<19} {'seconds':>8} {'rows in':>12} {'rows out':>12} {'B/row':>7} "
+              f"{'jvm MB':>7} {'py MB':>7} {'spill MB':>9} {'ref s':>7} {'÷ref':>5}")
     lines = [header, "-" * len(header)]
     sizes = sorted({r["events"] for r in results})
     for events in sizes:
         for r in (r for r in results if r["events"] == events):
             lines.append(f"{r['events']:>12,} {r['stage']:<19} {r['seconds']:>8.1f} {_n(r['rows_in']):>12} "
-                         f"{_n(r['rows_out']):>12} {_n(r['peak_jvm_mb']):>7} {_n(r['peak_python_workers_mb']):>7} "
+                         f"{_n(r['rows_out']):>12} {_n(r.get('bytes_per_row_out')):>7} {_n(r['peak_jvm_mb']):>7} "
+                         f"{_n(r['peak_python_workers_mb']):>7} "
                          f"{_n(r['spilled_mb']):>9} {_ratio(r.get('reference_seconds'), 1):>7} "
                          f"{_ratio(r.get('spark_over_reference'), 2):>5}")
         seconds = {r["stage"]: r["seconds"] for r in results if r["events"] == events}

@@ -149,9 +149,7 @@ def training_set_reference(store: TableStore, config: Config, out: Path) -> int:
     samples = joined(candidates.drop_columns(["split"]),
                      snapshot(store, "samples", ["sample_id", "item_id", "label", "split"]), "sample_id",
                      inner=True).select(sample_columns)
-    index = snapshot(store, "item_index", ["item_id", "item_idx", "category_idx", "sid"])
-    levels = len(index["sid"][0]) if index.num_rows else 0
-    lookup = ItemIndexLookup.from_arrow(index, levels)
+    lookup = ItemIndexLookup.from_arrow(snapshot(store, "item_index", ["item_id", "item_idx"]))
     sequences = snapshot(store, "user_sequences", ["user_id", "item_ids", "ts", "dropped"]).rename_columns(
         ["user_id", "item_ids", "history_ts", "dropped"])
     names = [name for name, _ in output_columns(routes)]

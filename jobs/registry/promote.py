@@ -55,12 +55,14 @@ class PromotionDecision:
 
 def feature_problems(bundle: ModelBundle, data: TrainingData, whose: str) -> list[str]:
     """Why `bundle` cannot score the current tables (empty list: it can)."""
-    return [f"{whose} {problem}" for problem in bundle.incompatibilities(data.spec, data.versions)]
+    lookups = (data.item_category, data.item_sid) if data.item_category is not None else None
+    return [f"{whose} {problem}" for problem in bundle.incompatibilities(data.spec, data.versions, lookups)]
 
 
 def score_on_test(config: Config, data: TrainingData, bundle: ModelBundle) -> dict:
     job = TrainJob(model=bundle.model_config, training=config.training, data=data, checkpoint_dir="")
-    metrics, _, _ = evaluate_split(job, bundle.build(), "test")
+    # Both models read the current item lookups (a champion saved before it held lookups takes them from here).
+    metrics, _, _ = evaluate_split(job, bundle.with_item_lookup(data.item_category, data.item_sid).build(), "test")
     return metrics
 
 

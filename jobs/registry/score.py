@@ -4,9 +4,10 @@ default) scores that day's samples from `training_examples` into `predictions`.
 The alias is resolved once, to a version number N, and the model is loaded from `models:/NAME/N`:
 every prediction row names the version that computed it, even if promote moves the alias while
 this job runs. The weights travel to the executors as a broadcast bundle, so each Python worker
-rebuilds the model once. Scoring refuses
-examples built with another codebook or collaborative-vector version than the model's, or with a
-different feature spec. A re-run replaces that date's partition.
+rebuilds the model once, holding today's item lookups (`item_index`: the rows it was trained with and
+those of items indexed since). Scoring refuses examples built with another codebook or
+collaborative-vector version than the model's, a different feature spec, or item lookups that differ
+from the model's on the items it knows. A re-run replaces that date's partition.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from jobs.runtime.dates import date_argument, parse_day
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.spark_progress import stage_progress
 from jobs.runtime.tables import TableStore
-from jobs.training.training_data import data_versions, feature_spec
+from jobs.training.training_data import data_versions, feature_spec, item_lookup_arrays
 from r2led_model.bundle import ModelBundle, frame_arrays, predict_arrays
 from r2led_model.config import Config
 
@@ -53,7 +54,7 @@ def score_frame(spark: SparkSession, rows: DataFrame, bundle: ModelBundle, model
     """(sample_id, user_id, item_id, ts, features…) → predictions rows."""
 
     payload = spark.sparkContext.broadcast(bundle.to_bytes())
-    columns = bundle.input_columns
+    columns = bundle.narrow_columns
     key = f"{model_name}/{model_version}"
 
     def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -114,9 +115,12 @@ def score(spark: SparkSession, config: Config, date: str | None = None, model_ur
     name, version = resolve_model(config, model_uri)
     model_uri = f"models:/{name}/{version}"
     bundle = load_bundle(config.mlflow, model_uri)
-    problems = bundle.incompatibilities(feature_spec(store, config), data_versions(store))
+    category, sid = item_lookup_arrays(store)
+    problems = bundle.incompatibilities(feature_spec(store, config), data_versions(store), (category, sid))
     if problems:
         raise ScoreVersionError(f"refusing to score with {model_uri}: " + "; ".join(problems))
+    # The model reads today's lookups: those it was trained with, and the rows of items indexed since.
+    bundle = bundle.with_item_lookup(category, sid)
     examples = store.read("training_examples")
     day = date or latest_date(examples)
     rows = (examples.where(F.to_date(F.from_unixtime("ts")) == F.lit(day).cast("date"))

@@ -166,13 +166,15 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "training_examples",
             _fields(("sample_id", _LONG), ("user_id", _LONG), ("ts", _LONG), ("label", _INT), ("split", _STR),
-                    ("hist_len", _LONG), ("target_item", _LONG), ("target_cat", _LONG),
-                    ("target_sid", T.ArrayType(_LONG)), ("short_item", T.ArrayType(_LONG)),
-                    ("long_item", T.ArrayType(_LONG)), ("codebook_version", _STR), ("collab_version", _STR)),
+                    ("hist_len", _LONG), ("target_item", _LONG), ("short_item", T.ArrayType(_LONG)),
+                    ("short_recency", T.ArrayType(_LONG)), ("long_item", T.ArrayType(_LONG)),
+                    ("long_recency", T.ArrayType(_LONG)), ("codebook_version", _STR), ("collab_version", _STR),
+                    ("input_layout", _INT)),
             partition_by=("split",),
             key=("sample_id",),
-            doc="one sample, fixed-length arrays: target_*, r_<route>_*, short_*, long_* (item, cat, sid, "
-                "recency, mask); padding rules in r2led_model/features.py",
+            doc="one sample in input layout 2 (r2led_model/models/inputs.py): target_item and, per slot of "
+                "r_<route>_*, short_* and long_*, the item index and its recency bucket; the model looks up "
+                "categories and SID codes (item_index); padding rules in r2led_model/features.py",
         ),
         TableSpec(
             "predictions",
@@ -319,6 +321,10 @@ class TableStore:
               else self.spark.read.format("delta").load(where))
         check_schema(df.schema, spec, f"table {where}")
         return df
+
+    def size_in_bytes(self, name: str) -> int:
+        """The bytes of the table's live data files (Delta's table detail)."""
+        return int(self.delta(name).detail().select("sizeInBytes").first()[0])
 
     def active_files(self, name: str, partition: Mapping[str, str] | None = None) -> list[str]:
         """The data files of the table's current snapshot (optionally one partition), as URIs.

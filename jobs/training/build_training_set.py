@@ -1,13 +1,15 @@
 """`r2led build-training-set`: `route_candidates` + `samples` + sequences → `training_examples`.
 
-Everything the trainer reads, as fixed-length integer arrays (padding rules in
-`r2led_model/features.py`): the target (item, category, SID codes), each route's candidates
-(item, category, SID codes, recency bucket, mask), the short-term window (last
-`training_set.short_window` behaviours), the truncated long history (last
-`training_set.long_history`, for baselines that retrieve inside the model), hist_len, label, split.
-Items and categories get dense indices (`item_index`, 0 = padding), so the trainer's embedding
-tables are sized by `item_index`. Like retrieve, each user's stored sequence and samples meet in
-one partition, and item indices are looked up in arrays that travel with the tasks.
+Everything the trainer reads that is per sample, as fixed-length integer arrays (padding rules in
+`r2led_model/features.py`), in input layout 2 (`r2led_model.models.inputs`): the target item, and per
+slot of each route's candidates, the short-term window (last `training_set.short_window` behaviours)
+and the truncated long history (last `training_set.long_history`, for baselines that retrieve inside
+the model) the item index and its recency bucket; hist_len, label, split. A slot's category and SID
+codes follow from its item, so the model looks them up (`ItemLookup`, built from `item_index`) rather
+than every example storing them. Items and categories get dense indices (`item_index`, 0 = padding),
+so the trainer's embedding tables are sized by `item_index`. Like retrieve, each user's stored
+sequence and samples meet in one partition, and item indices are looked up in arrays that travel
+with the tasks.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from jobs.sequences.user_partitions import co_partitioned, partition_tables
 from jobs.training.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from r2led_model.config import Config, TrainingSetConfig
 from r2led_model.features import HistoryFeatures, gather, most_recent_positions, route_group
+from r2led_model.models.inputs import GROUP_PARTS, INPUT_LAYOUT, WIDE_LAYOUT
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,9 @@ def build_item_index(spark: SparkSession, items: DataFrame, sids: DataFrame, lev
 def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
     array = "ARRAY<BIGINT>"
     columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("label", "INT"), ("split", "STRING"),
-               ("hist_len", "BIGINT"), ("target_item", "BIGINT"), ("target_cat", "BIGINT"), ("target_sid", array)]
+               ("hist_len", "BIGINT"), ("target_item", "BIGINT")]
     for group in [route_group(route) for route in routes] + ["short", "long"]:
-        columns += [(f"{group}_{part}", array) for part in ("item", "cat", "sid", "recency", "mask")]
+        columns += [(f"{group}_{part}", array) for part in GROUP_PARTS[INPUT_LAYOUT]]
     return columns
 
 
@@ -79,7 +82,7 @@ _CHUNK = 8192  # samples per output batch of a task
 
 
 def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, routes: Sequence[str],
-                   levels: int, config: TrainingSetConfig, partitions: int | None = None) -> DataFrame:
+                   config: TrainingSetConfig, partitions: int | None = None) -> DataFrame:
     """Examples for `samples` (route candidates ⋈ samples: sample_id, user_id, item_id, ts, label,
     split, hist_len, cand_<r>_pos, cand_<r>_mask), in retrieve's layout: each user's stored
     sequence (one row, arrays as stored) and samples meet in one hash partition by user; no
@@ -87,7 +90,7 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
     with the tasks (`ItemIndexLookup`); each task gathers its samples' features `_CHUNK` samples at
     a time. `partitions`: how many hash partitions by user (default spark.sql.shuffle.partitions).
     """
-    lookup = ItemIndexLookup.from_arrow(index.select("item_id", "item_idx", "category_idx", "sid").toArrow(), levels)
+    lookup = ItemIndexLookup.from_arrow(index.select("item_id", "item_idx").toArrow())
     log.info("build-training-set: the index of %d items (%.1f MB) travels with the tasks", len(lookup.item_ids),
              lookup.nbytes / 1e6)
     columns = output_columns(routes)
@@ -115,7 +118,7 @@ def examples_for_partition(sequences: pa.Table, samples: pa.Table, lookup: ItemI
     shuffle is only reproducible from a reproducible row order) without Spark sorting wide rows."""
     histories = PartitionHistories.from_arrow(sequences, lookup)
     samples = samples.sort_by([("split", "ascending"), ("sample_id", "ascending")])
-    # Output in chunks: an example holds ~2,000 values, so a whole partition's at once would not fit.
+    # Output in chunks: an example holds ~700 values, so a whole partition's at once would not fit.
     for start in range(0, samples.num_rows, _CHUNK):
         yield examples_for_samples(histories, samples.slice(start, _CHUNK), lookup, routes, config, names)
 
@@ -124,7 +127,7 @@ def examples_for_partition(sequences: pa.Table, samples: pa.Table, lookup: ItemI
 class PartitionHistories:
     """Every user's stored behaviours of one partition laid end to end (N positions), looked up once."""
 
-    features: HistoryFeatures  # (N,) per array; sid (N, L)
+    features: HistoryFeatures  # (N,) per array
     users: np.ndarray  # (U,) user ids in row order
     by_user: np.ndarray  # (U,) argsort of users
     starts: np.ndarray  # (U + 1,) first position of each user; the last is an empty user
@@ -139,9 +142,9 @@ class PartitionHistories:
             raise ValueError("user_sequences: a user_id appears in more than one row")
         item_lists = sequences["item_ids"].combine_chunks()
         lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
-        item_idx, category_idx, sid = lookup.indices(item_lists.flatten().to_numpy())
+        item_idx = lookup.item_indices(item_lists.flatten().to_numpy())
         ts = sequences["history_ts"].combine_chunks().flatten().to_numpy().astype(np.int64)
-        return cls(features=HistoryFeatures(item_idx=item_idx, category_idx=category_idx, sid=sid, ts=ts),
+        return cls(features=HistoryFeatures(item_idx=item_idx, ts=ts),
                    users=users, by_user=np.argsort(users), starts=np.r_[0, np.cumsum(lengths)].astype(np.int64),
                    lengths=np.r_[lengths, 0],
                    dropped=np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64))
@@ -170,11 +173,10 @@ def examples_for_samples(histories: PartitionHistories, samples: pa.Table, looku
     groups["short"] = most_recent_positions(ends, config.short_window)
     groups["long"] = most_recent_positions(ends, config.long_history)
 
-    target_item, target_cat, target_sid = lookup.indices(samples["item_id"].to_numpy())
     arrays: dict[str, pa.Array] = {
         "sample_id": samples["sample_id"], "user_id": samples["user_id"], "ts": samples["ts"],
         "label": samples["label"], "split": samples["split"], "hist_len": samples["hist_len"],
-        "target_item": pa.array(target_item), "target_cat": pa.array(target_cat), "target_sid": list_column(target_sid),
+        "target_item": pa.array(lookup.item_indices(samples["item_id"].to_numpy())),
     }
     for group, (positions, valid) in groups.items():
         rows = np.where(valid, first + positions, 0)  # (S, n) rows of the concatenation
@@ -230,15 +232,20 @@ def update(spark: SparkSession, config: Config) -> NewExamples:
     """Examples for candidates that have none yet or were re-derived (a nightly run), and index rows
     for new items.
 
-    A full rebuild instead when there is no training set yet or the candidates' feature versions
-    differ from the stored examples' (after a retrain of the codebook or collaborative vectors).
+    A full rebuild instead when there is no training set yet, the candidates' feature versions differ
+    from the stored examples' (after a retrain of the codebook or collaborative vectors), or the stored
+    examples have another input layout (`layout_of`: examples written before layout 2).
     """
     store = TableStore(spark, config.tables)
     candidates = store.read("route_candidates")
     if store.exists("training_examples") and store.exists("item_index"):
         versions = candidates.select("codebook_version", "collab_version").distinct()
         stored = store.read("training_examples").select("codebook_version", "collab_version").distinct().collect()
-        if versions_compatible(map(tuple, stored), map(tuple, versions.collect())):
+        layout = layout_of(store.read("training_examples"))
+        if layout != INPUT_LAYOUT:
+            log.info("training_examples has input layout %s, this release writes %d: rebuilding it", layout,
+                     INPUT_LAYOUT)
+        elif versions_compatible(map(tuple, stored), map(tuple, versions.collect())):
             routes = candidate_routes(candidates.columns)
             levels = sid_levels(store.read("item_sids"))
             new_items = extend_item_index(store, levels)
@@ -248,8 +255,9 @@ def update(spark: SparkSession, config: Config) -> NewExamples:
             with stage_progress(spark, "build-training-set"):
                 update = upsert_derived(
                     store, "training_examples", new, store.read("user_sequences"),
-                    lambda rows, owners: build_examples(rows, owners, store.read("item_index"), routes, levels,
-                                                        config.training_set).crossJoin(versions),
+                    lambda rows, owners: build_examples(rows, owners, store.read("item_index"), routes,
+                                                        config.training_set).crossJoin(versions)
+                    .withColumn("input_layout", F.lit(INPUT_LAYOUT)),
                     config.sequences.split)
             log.info("training_examples: %d new samples, %d inserted, %d moved to a new split; %d new items indexed",
                      update.new_samples, update.inserted, update.moved, new_items)
@@ -258,6 +266,15 @@ def update(spark: SparkSession, config: Config) -> NewExamples:
     result = run(spark, config)
     return NewExamples(new_items=result.items, new_samples=sum(result.examples_by_split.values()),
                        inserted=sum(result.examples_by_split.values()), moved=0, full_rebuild=True)
+
+
+def layout_of(examples: DataFrame) -> int:
+    """The input layout a training_examples table was written in: its `input_layout` column, or 1 for a
+    table written before layouts were numbered (every slot's category, SID codes and mask stored)."""
+    if "input_layout" not in examples.columns:
+        return WIDE_LAYOUT
+    layouts = sorted(r[0] for r in examples.select("input_layout").distinct().collect())
+    return layouts[0] if len(layouts) == 1 else WIDE_LAYOUT  # mixed: not a layout the trainer can read
 
 
 def _one_version_pair(candidates: DataFrame) -> tuple[str, str]:
@@ -288,11 +305,12 @@ def run(spark: SparkSession, config: Config) -> TrainingSetResult:
     # `files_per_split` user partitions, each writing one file per split (Petastorm hands whole row
     # groups to each training process: a split in one file could feed only one), in the order
     # `build_examples` emits them: by sample_id inside each file.
-    examples = build_examples(samples, store.read("user_sequences"), store.read("item_index"), routes, levels,
+    examples = build_examples(samples, store.read("user_sequences"), store.read("item_index"), routes,
                               config.training_set, partitions=config.training_set.files_per_split)
     codebook_version, collab_version = _one_version_pair(candidates)
     examples = (examples.withColumn("codebook_version", F.lit(codebook_version))
-                .withColumn("collab_version", F.lit(collab_version)))
+                .withColumn("collab_version", F.lit(collab_version))
+                .withColumn("input_layout", F.lit(INPUT_LAYOUT)))
     with stage_progress(spark, "build-training-set"):
         store.overwrite("training_examples", examples, in_task_order=True)
     counts = {r["split"]: int(r["count"]) for r in store.read("training_examples").groupBy("split").count().collect()}

@@ -15,8 +15,7 @@ import pyarrow as pa
 from jobs.runtime.arrow_arrays import fixed_width
 from jobs.runtime.sorted_lookup import locate
 from r2led_model.features import PAD
-
-UNKNOWN_CATEGORY_IDX = 1  # category index 0 is padding, 1 is "unknown"
+from r2led_model.features import UNKNOWN_CATEGORY as UNKNOWN_CATEGORY_IDX
 
 
 @dataclass(frozen=True)
@@ -30,16 +29,26 @@ class ItemIndexLookup:
     sid: np.ndarray  # (I, L) int64
 
     @classmethod
-    def from_arrow(cls, table: pa.Table, levels: int) -> "ItemIndexLookup":
-        """From `item_index` columns item_id, item_idx, category_idx, sid (L ints)."""
+    def from_arrow(cls, table: pa.Table, levels: int = 0) -> "ItemIndexLookup":
+        """From `item_index` columns item_id, item_idx and, where the caller needs them, category_idx and
+        sid (`levels` ints); without them every item has the unknown category and no SID codes."""
         table = table.combine_chunks()
         item_ids = table["item_id"].to_numpy()
         if len(np.unique(item_ids)) != len(item_ids):
             raise ValueError("item_index: an item_id appears more than once")
         order = np.argsort(item_ids, kind="stable")
-        sid = fixed_width(table["sid"], levels, "item_index.sid").astype(np.int64)  # (I, L)
+        n = len(item_ids)
+        sid = (fixed_width(table["sid"], levels, "item_index.sid").astype(np.int64) if "sid" in table.column_names
+               else np.zeros((n, levels), np.int64))  # (I, L)
+        category_idx = (table["category_idx"].to_numpy().astype(np.int64) if "category_idx" in table.column_names
+                        else np.full(n, UNKNOWN_CATEGORY_IDX, np.int64))
         return cls(item_ids=item_ids[order], item_idx=table["item_idx"].to_numpy().astype(np.int64)[order],
-                   category_idx=table["category_idx"].to_numpy().astype(np.int64)[order], sid=sid[order])
+                   category_idx=category_idx[order], sid=sid[order])
+
+    def item_indices(self, item_ids: np.ndarray) -> np.ndarray:
+        """(n,) ids → item_idx (n,), 0 (padding) for an item missing from `item_index`."""
+        rows, known = locate(self.item_ids, np.asarray(item_ids))  # (n,), (n,)
+        return np.where(known, self.item_idx[rows] if len(self.item_ids) else PAD, PAD).astype(np.int64)
 
     def indices(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n,) ids → item_idx (n,), category_idx (n,), sid (n, L), with the missing-item defaults."""

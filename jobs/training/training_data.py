@@ -12,17 +12,23 @@ training is refused with a TrainingDataError if the purge cannot run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
 
+from jobs.runtime.arrow_arrays import fixed_width
 from jobs.runtime.tables import TableStore
+from jobs.training.build_training_set import layout_of
 from r2led_model.bundle import DataVersions
 from r2led_model.config import Config
 from r2led_model.features import example_routes, route_group
 from r2led_model.models import FeatureSpec
+from r2led_model.models.inputs import INPUT_LAYOUT
+from r2led_model.models.item_lookup import lookup_arrays
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +46,38 @@ class TrainingData:
     rows: dict[str, int]
     spec: FeatureSpec
     versions: DataVersions
+    # What the model looks each item index up in (`ItemLookup`): category (R,) and SID codes (R, L) of the
+    # item_index the examples were built with.
+    item_category: np.ndarray | None = None
+    item_sid: np.ndarray | None = None
+
+
+def item_lookup_arrays(store: TableStore) -> tuple[np.ndarray, np.ndarray]:
+    """The current `item_index` as the model's item lookups: category (R,), SID codes (R, L), row = item_idx."""
+    index = store.read("item_index").select("item_idx", "category_idx", "sid").toArrow().combine_chunks()
+    levels = len(index["sid"][0]) if index.num_rows else 0
+    return lookup_arrays(index["item_idx"].to_numpy().astype(np.int64),
+                         index["category_idx"].to_numpy().astype(np.int64),
+                         fixed_width(index["sid"], levels, "item_index.sid").astype(np.int64))
 
 
 def feature_spec(store: TableStore, config: Config) -> FeatureSpec:
     examples = store.read("training_examples")
+    layout = layout_of(examples)
+    if layout != INPUT_LAYOUT:
+        raise TrainingDataError(f"training_examples has input layout {layout}; this release reads layout "
+                                f"{INPUT_LAYOUT} (item indices and recency per slot): re-run build-training-set")
     routes = example_routes(examples.columns)
     widths = examples.select(*[F.size(f"{route_group(r)}_item").alias(r) for r in routes],
-                             F.size("short_item").alias("short"), F.size("long_item").alias("long"),
-                             F.size("target_sid").alias("levels")).first()
+                             F.size("short_item").alias("short"), F.size("long_item").alias("long")).first()
     if widths is None:
         raise TrainingDataError("training_examples is empty; run build-training-set first")
     index = store.read("item_index").agg(
         F.max("item_idx").alias("items"), F.max("category_idx").alias("categories"),
-        F.max(F.array_max("sid")).alias("code")).first()
+        F.max(F.array_max("sid")).alias("code"), F.max(F.size("sid")).alias("levels")).first()
     return FeatureSpec(
         num_items=int(index["items"]) + 1, num_categories=int(index["categories"]) + 1,
-        sid_levels=int(widths["levels"]),
+        sid_levels=int(index["levels"]),
         # SID codes are stored +1; the table is sized by the codebook so tomorrow's new items fit too.
         sid_vocab=max(int(index["code"] or 0), config.codebook.codebook_size) + 1,
         routes=routes, route_k=tuple(int(widths[r]) for r in routes), short_window=int(widths["short"]),
@@ -151,7 +173,7 @@ def user_sample(store: TableStore, data: TrainingData, *, share: float, seed: in
         files[split] = by_first_sample(sorted({_uri(f) for f in written.inputFiles()}))
     log.info("user sample %.3g (seed %d): %s rows under %s", share, seed,
              {s: rows[s] for s in splits}, root)
-    return TrainingData(files=files, rows=rows, spec=data.spec, versions=data.versions)
+    return dataclasses.replace(data, files=files, rows=rows)
 
 
 def _exists(path: str) -> bool:
@@ -176,5 +198,6 @@ def training_data(store: TableStore, config: Config) -> TrainingData:
         raise TrainingDataError(f"training_examples has no rows for split(s) {missing}; check sequences.split")
     files = {split: by_first_sample([_uri(f) for f in store.active_files("training_examples", {"split": split})])
              for split in SPLITS}
+    category, sid = item_lookup_arrays(store)
     return TrainingData(files=files, rows={s: counts[s] for s in SPLITS}, spec=feature_spec(store, config),
-                        versions=data_versions(store))
+                        versions=data_versions(store), item_category=category, item_sid=sid)

@@ -64,9 +64,11 @@ def training_impressions(job: TrainJob) -> torch.Tensor:
 
 
 def new_task(job: TrainJob) -> CTRTask:
-    """The job's model, freshly built (seeded by the caller), holding what it reads of the train split
-    before training: each item's impressions, for a warmth gate."""
+    """The job's model, freshly built (seeded by the caller), holding its item lookups (item_index) and what
+    it reads of the train split before training: each item's impressions, for a warmth gate."""
     task = CTRTask(build_model(job.model.name, spec=job.data.spec, config=job.model))
+    if job.data.item_category is not None:
+        task.model.item_lookup.set(job.data.item_category, job.data.item_sid)
     if task.model.reads_item_impressions:
         task.model.set_item_impressions(training_impressions(job))
     return task

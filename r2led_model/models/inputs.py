@@ -1,15 +1,20 @@
 """What a CTR model reads: the feature spec (vocabulary sizes, array widths) and the batch contract.
 
 A batch is a dict of tensors named like the `training_examples` columns (padding rules in
-`r2led_model/features.py`; index 0 is padding everywhere):
+`r2led_model/features.py`; index 0 is padding everywhere). Input layout 2 (`INPUT_LAYOUT`, what
+`training_examples` stores) is narrow, per slot only what is per sample:
 
-  target_item (B,)        target_cat (B,)        target_sid (B, L)
-  <group>_item (B, n)     <group>_cat (B, n)     <group>_sid (B, n·L)
-  <group>_recency (B, n)  <group>_mask (B, n)
+  target_item (B,)        <group>_item (B, n)     <group>_recency (B, n)
   label (B,) float        (the task wrapper's, never the model's)
 
+and the model looks up the rest from the item index (`item_lookup.ItemLookup`). Layout 1 (wide, what
+models saved before it read, and what `random_batch` builds) also carries
+
+  target_cat (B,)         target_sid (B, L)
+  <group>_cat (B, n)      <group>_sid (B, n·L)    <group>_mask (B, n)
+
 with <group> one of r_<route> (n = that route's k), short (n = short_window) and long
-(n = long_history). Integer tensors are int64; masks are 0/1 int64.
+(n = long_history). Integer tensors are int64; masks are 0/1 int64; a narrow slot is real iff item ≠ 0.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import torch
 
 from r2led_model.features import group_route, route_group
 
-GROUP_PARTS = ("item", "cat", "sid", "recency", "mask")
-TARGET_COLUMNS = ("target_item", "target_cat", "target_sid")
+# Version 1 stored every slot's category, SID codes and mask; version 2 the item and its recency only.
+INPUT_LAYOUT = 2
+WIDE_LAYOUT = 1
+GROUP_PARTS = {1: ("item", "cat", "sid", "recency", "mask"), 2: ("item", "recency")}
+TARGET_COLUMNS = {1: ("target_item", "target_cat", "target_sid"), 2: ("target_item",)}
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -59,33 +67,40 @@ class FeatureSpec:
         return cls(**{**data, "routes": tuple(data["routes"]), "route_k": tuple(data["route_k"])})
 
 
-def within_vocab(batch: Mapping[str, torch.Tensor], spec: FeatureSpec) -> dict[str, torch.Tensor]:
+def within_vocab(batch: Mapping[str, torch.Tensor], *, num_items: int, num_categories: int) -> dict[str, torch.Tensor]:
     """Ids a model has no embedding row for (items or categories indexed after it was trained) →
     the padding item 0 and the unknown category 1; their SIDs still describe them."""
     out = dict(batch)
     for key, value in batch.items():
         if key.endswith("_item"):
-            out[key] = torch.where(value < spec.num_items, value, torch.zeros_like(value))
+            out[key] = torch.where(value < num_items, value, torch.zeros_like(value))
         elif key.endswith("_cat"):
-            out[key] = torch.where(value < spec.num_categories, value, torch.ones_like(value))
+            out[key] = torch.where(value < num_categories, value, torch.ones_like(value))
     return out
 
 
-def group_columns(group: str) -> list[str]:
-    return [f"{group}_{part}" for part in GROUP_PARTS]
+def group_columns(group: str, layout: int = INPUT_LAYOUT) -> list[str]:
+    return [f"{group}_{part}" for part in GROUP_PARTS[layout]]
 
 
-def columns_for(groups: Iterable[str]) -> list[str]:
-    """The training_examples columns a model reading `groups` needs (targets always)."""
-    columns = list(TARGET_COLUMNS)
+def columns_for(groups: Iterable[str], layout: int = INPUT_LAYOUT) -> list[str]:
+    """The columns a model reading `groups` needs in input `layout` (targets always)."""
+    columns = list(TARGET_COLUMNS[layout])
     for group in groups:
-        columns += group_columns(group)
+        columns += group_columns(group, layout)
     return columns
+
+
+def narrow(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A wide batch's layout-2 part: what a model with item lookups reads (the rest follows from the items)."""
+    derived = {"target_cat", "target_sid"} | {f"{key[:-len('_item')]}_{part}" for key in batch
+                                               if key.endswith("_item") for part in ("cat", "sid", "mask")}
+    return {key: value for key, value in batch.items() if key not in derived}
 
 
 def random_batch(spec: FeatureSpec, batch_size: int, generator: torch.Generator | None = None,
                  fill: float = 0.7) -> dict[str, torch.Tensor]:
-    """A batch of valid random inputs (for shape checks, tests and latency benchmarks).
+    """A wide batch of valid random inputs (for shape checks, tests and latency benchmarks).
 
     Each group keeps a random prefix of real slots (share ≈ fill); padded slots follow the padding rules.
     """

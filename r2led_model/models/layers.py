@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from r2led_model.config import GateMode, ModelConfig
-from r2led_model.models.inputs import Batch, FeatureSpec
+from r2led_model.models.inputs import Batch, FeatureSpec, within_vocab
+from r2led_model.models.item_lookup import ItemLookup
 
 GATE_MODES: tuple[str, ...] = get_args(GateMode)
 
@@ -44,6 +45,7 @@ class Target:
     cat: Tensor  # (B,)
     sid: Tensor | None = None  # (B, L) SID codes, 0 = padding / unknown
     warmth: Tensor | None = None  # (B,) warmth bucket of the item's training impressions (warmth gate only)
+    item: Tensor | None = None  # (B,) item index within the model's tables (0: indexed after it was trained)
 
 
 @dataclass(frozen=True)
@@ -549,6 +551,10 @@ class InterestCTR(nn.Module):
     item's own click rate, which the head need not encode in h_t. The short-term module is a DinAttention
     over `short` in every model, so models differ only in `long_interest`. forward(batch) → logits (B,); the
     batch's `label` is never read. State dicts saved before the bias existed load with b = 0.
+
+    A batch may be narrow (per slot only `<group>_item` and `_recency`, input layout 2): `item_lookup` adds
+    each slot's category, SID codes and mask from the item index (`inputs`), then ids beyond the model's
+    tables (items indexed after training) map to padding / the unknown category.
     """
 
     def __init__(self, *, embedding: ItemEmbedding, long_interest: nn.Module | None, short_interest: DinAttention,
@@ -561,6 +567,18 @@ class InterestCTR(nn.Module):
         # from_pretrained: zeros without a random draw, so the other parameters keep their seeded values.
         self.item_bias = nn.Embedding.from_pretrained(torch.zeros(embedding.num_items, 1), freeze=False,
                                                       padding_idx=0)  # (num_items, 1)
+        self.item_lookup = ItemLookup(levels=embedding.sid_levels)
+
+    def inputs(self, batch: Batch) -> dict[str, Tensor]:
+        """What the model reads of a batch, narrow or wide: every slot's category, SID codes and mask (looked
+        up for a narrow batch), with ids beyond the model's tables mapped to padding / unknown."""
+        return within_vocab(self.item_lookup.widen(batch), num_items=self.embedding.num_items,
+                            num_categories=self.embedding.category.num_embeddings)
+
+    def gate_weights(self, batch: Batch) -> Tensor | None:
+        """The SID-level gate's weights for the batch's targets (`ItemEmbedding.gate_weights`)."""
+        inputs = self.inputs(batch)
+        return self.embedding.gate_weights(inputs["target_item"], inputs["target_sid"])
 
     def item_parameters(self) -> list[nn.Parameter]:
         """The parameters with one row per item (ID table, unless sid_only, and the bias): the optimizer gives
@@ -589,7 +607,8 @@ class InterestCTR(nn.Module):
         return 4 * dim if with_long else 2 * dim
 
     def encode(self, batch: Batch) -> tuple[Target, dict[str, Behaviours]]:
-        """Embed the target and every group in input_groups."""
+        """Embed the target and every group in input_groups (of the batch's `inputs`)."""
+        batch = self.inputs(batch)
         levels = self.embedding.sid_levels
         h_t, context = self.embedding.embed_target(batch["target_item"], batch["target_cat"], batch["target_sid"])
         groups = {}
@@ -602,11 +621,11 @@ class InterestCTR(nn.Module):
             groups[group] = Behaviours(h=self.embedding(item, cat, sid, context, real=mask), mask=mask,
                                        recency=batch[f"{group}_recency"], cat=cat, sid=sid)
         return Target(h=h_t, cat=batch["target_cat"], sid=batch["target_sid"],
-                      warmth=self.embedding.warmth(batch["target_item"])), groups
+                      warmth=self.embedding.warmth(batch["target_item"]), item=batch["target_item"]), groups
 
     def forward(self, batch: Batch) -> Tensor:
         target, groups = self.encode(batch)
-        bias = self.item_bias(batch["target_item"]).squeeze(-1)  # (B, 1) → (B,)
+        bias = self.item_bias(target.item).squeeze(-1)  # (B, 1) → (B,)
         u_short = self.short_interest(target.h, groups["short"])  # (B, d)
         if self.long_interest is None:
             return self.head(torch.cat([target.h, u_short], dim=-1)) + bias  # (B, 2d) → (B,)

@@ -277,6 +277,7 @@ class R2LED(InterestCTR):
         self.exclusive_sid_pools = options.sid_pools == "exclusive"
 
     def encode(self, batch: Batch) -> tuple[Target, dict[str, Behaviours]]:
+        batch = self.inputs(batch)
         target, groups = super().encode(batch)
         if self.exclusive_sid_pools:
             groups = exclusive_sid_pools(groups, {g: batch[f"{g}_item"] for g in groups},

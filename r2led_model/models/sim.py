@@ -9,12 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from r2led_model.config import ModelConfig
-from r2led_model.features import route_group
+from r2led_model.features import UNKNOWN_CATEGORY, route_group
 from r2led_model.models.inputs import FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, RetrieveThenAttend, Target, TargetAttention, shell_parts
 from r2led_model.retrieval import CATEGORY_ROUTE
 
-UNKNOWN_CATEGORY = 1  # category index 1 is "unknown" (features.py): never a match
 
 
 class CategoryRetriever(nn.Module):

@@ -21,8 +21,8 @@ ROLLED = SplitConfig(mode="time", valid_from="2024-01-09", test_from="2024-01-17
 LIVE = {"train": set(range(0, 8)), "valid": set(range(8, 16)), "test": set(range(16, 24))}
 
 EXAMPLES = ("sample_id BIGINT, user_id BIGINT, ts BIGINT, label INT, split STRING, hist_len BIGINT, "
-            "target_item BIGINT, target_cat BIGINT, target_sid ARRAY<BIGINT>, short_item ARRAY<BIGINT>, "
-            "long_item ARRAY<BIGINT>, codebook_version STRING, collab_version STRING")
+            "target_item BIGINT, short_item ARRAY<BIGINT>, short_recency ARRAY<BIGINT>, long_item ARRAY<BIGINT>, "
+            "long_recency ARRAY<BIGINT>, codebook_version STRING, collab_version STRING, input_layout INT")
 INDEX = "item_id BIGINT, item_idx BIGINT, category_id BIGINT, category_idx INT, sid ARRAY<INT>"
 
 
@@ -34,8 +34,8 @@ def tiny_tables(spark, config, *, deletion_vectors: bool) -> TableStore:
     """`training_examples` (one file per split, as WRITTEN splits it) and its `item_index`; the split
     UPDATE then moves rows as ROLLED splits them."""
     store = TableStore(spark, config.tables)
-    rows = [(i, i % 3, START + i * DAY, i % 2, _split(i), 1, 1 + i % 4, 1, [1, 2], [1, 2, 3], [1, 2, 3, 4],
-             "cb-1", "cv-1") for i in range(SAMPLES)]
+    rows = [(i, i % 3, START + i * DAY, i % 2, _split(i), 1, 1 + i % 4, [1, 2, 3], [1, 1, 2], [1, 2, 3, 4],
+             [1, 1, 2, 2], "cb-1", "cv-1", 2) for i in range(SAMPLES)]
     store.overwrite("training_examples", spark.createDataFrame(rows, EXAMPLES).repartition("split"))
     store.overwrite("item_index", spark.createDataFrame(
         [(i, i, 1, 1, [1 + i, 2]) for i in range(1, 5)], INDEX))

@@ -16,7 +16,7 @@ from jobs.ingest.sources.synthetic import read_truth
 from jobs.orchestration.stages import DATA_STAGES, stages
 from jobs.runtime.tables import TableStore
 from jobs.training import report_oracle
-from jobs.training.training_data import training_data, user_sample
+from jobs.training.training_data import item_lookup_arrays, training_data, user_sample
 from r2led_model.config import parse_utc_timestamp
 from tests.conftest import config_in
 
@@ -97,12 +97,13 @@ def test_every_test_row_gets_its_segments(spark, world):
 
 
 def test_the_offline_category_route_holds_only_the_targets_category(spark, world):
-    examples = TableStore(spark, world.tables).read("training_examples")
-    rows = examples.select("target_cat", "r_category_cat", "r_category_mask").toPandas()
-    cats = np.stack(rows["r_category_cat"].to_numpy())  # (S, k)
-    mask = np.stack(rows["r_category_mask"].to_numpy()).astype(bool)  # (S, k)
+    store = TableStore(spark, world.tables)
+    rows = store.read("training_examples").select("target_item", "r_category_item").toPandas()
+    category, _ = item_lookup_arrays(store)  # the category the model looks each item index up in
+    items = np.stack(rows["r_category_item"].to_numpy())  # (S, k)
+    mask = items != 0  # (S, k)
     assert mask.any()
-    assert (cats[mask] == np.repeat(rows["target_cat"].to_numpy(), mask.sum(axis=1))).all()
+    assert (category[items[mask]] == np.repeat(category[rows["target_item"].to_numpy()], mask.sum(axis=1))).all()
 
 
 def test_tuning_reads_the_same_share_of_users_for_every_model(spark, world, tmp_path):

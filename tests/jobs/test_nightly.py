@@ -30,7 +30,7 @@ from jobs.sequences.sequences import build_user_sequences
 from jobs.sequences.splits import split_column
 from jobs.sids import assign_sids, embed_items
 from jobs.training.build_training_set import extend_item_index
-from jobs.training.training_data import data_versions, feature_spec
+from jobs.training.training_data import data_versions, feature_spec, item_lookup_arrays
 from r2led_model import codebook_store
 from r2led_model.bundle import frame_arrays
 from r2led_model.codebook import Codebook
@@ -303,19 +303,22 @@ def test_a_new_item_gets_an_index_after_the_others_and_the_champion_scores_it(sp
     assert added["category_idx"] == index.agg(F.max("category_idx")).first()[0]
     assert set(index_before) <= set(table_snapshot(store, "item_index"))
 
-    # The champion has no embedding row for it: the item maps to padding, its SID still counts.
+    # The champion has no embedding row for it: the item maps to padding, its SID (looked up in today's
+    # item_index, which extends the champion's lookups) still counts.
     bundle = load_bundle(config.mlflow, f"models:/{config.registry.model_name}@champion")
     assert added["item_idx"] >= bundle.spec.num_items
+    lookups = item_lookup_arrays(store)
+    assert not bundle.incompatibilities(feature_spec(store, config), data_versions(store), lookups)
     examples = store.read("training_examples").where(F.col("split") == "test").limit(8).toPandas()
-    arrays = {k: torch.as_tensor(v) for k, v in frame_arrays(examples, bundle.input_columns).items()}
-    task = bundle.build()
+    arrays = {k: torch.as_tensor(v) for k, v in frame_arrays(examples, bundle.narrow_columns).items()}
+    task = bundle.with_item_lookup(*lookups).build()
     known = task.predict_proba(arrays)
     arrays["target_item"] = torch.full_like(arrays["target_item"], int(added["item_idx"]))
-    arrays["target_cat"] = torch.full_like(arrays["target_cat"], int(added["category_idx"]))
-    arrays["target_sid"] = torch.as_tensor(np.tile(np.asarray(added["sid"]), (len(examples), 1)))
+    wide = task.model.item_lookup.widen(arrays)
+    assert wide["target_cat"].tolist() == [added["category_idx"]] * len(examples)
+    assert wide["target_sid"].tolist() == [list(added["sid"])] * len(examples)
     unseen = task.predict_proba(arrays)
     assert torch.isfinite(unseen).all() and not torch.equal(unseen, known)
-    assert not bundle.incompatibilities(feature_spec(store, config), data_versions(store))
 
 
 def test_a_skipped_night_is_caught_up_and_the_tables_equal_a_run_without_the_gap(spark, clean):

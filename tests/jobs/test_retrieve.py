@@ -7,6 +7,7 @@ import datetime as dt
 from dataclasses import replace
 
 import pytest
+import torch
 from pyspark.sql import functions as F
 
 from jobs.retrieval import retrieve
@@ -114,17 +115,33 @@ def test_training_examples_carry_hand_computed_arrays(spark, world):
     assert sorted({r["category_idx"] for r in index.values()}) == [2, 3]  # categories 1, 2 → 2, 3
     row = store.read("training_examples").where((F.col("user_id") == 1) & (F.col("ts") == BASE + 5 * DAY)).first()
     idx = {i: index[i]["item_idx"] for i in ITEMS}
-    assert row["target_item"] == idx[14] and row["target_sid"] == [2, 2]  # codes [1, 1] + 1
-    # sid1 route: [12, pad]; SIDs flattened per slot, padding 0.
-    assert row["r_sid1_item"] == [idx[12], 0] and row["r_sid1_mask"] == [1, 0]
-    assert row["r_sid1_sid"] == [2, 1, 0, 0]
+    assert row["target_item"] == idx[14]
+    # sid1 route: [12, pad]
+    assert row["r_sid1_item"] == [idx[12], 0]
     assert row["r_collab_item"] == [idx[13], idx[12]]
     # Short window (3): most recent first among 10, 11, 12, 13 → 13, 12, 11; long (5): 13, 12, 11, 10, pad.
     assert row["short_item"] == [idx[13], idx[12], idx[11]]
-    assert row["long_item"] == [idx[13], idx[12], idx[11], idx[10], 0] and row["long_mask"] == [1, 1, 1, 1, 0]
+    assert row["long_item"] == [idx[13], idx[12], idx[11], idx[10], 0]
     # Recency: 13 is one day old → 1 + floor(log2(25)) = 5; item 10 four days → 1 + floor(log2(97)) = 7.
     assert row["long_recency"] == [5, 6, 7, 7, 0]
-    assert row["codebook_version"] == "cb-test" and row["collab_version"] == "cv-test"
+    assert row["codebook_version"] == "cb-test" and row["collab_version"] == "cv-test" and row["input_layout"] == 2
+    assert "target_sid" not in row.asDict() and "r_sid1_mask" not in row.asDict()  # per item, so the model looks them up
+    wide = widened(store, row, ["target", "r_sid1", "long"])
+    assert wide["target_sid"] == [[2, 2]]  # codes [1, 1] + 1
+    assert wide["r_sid1_mask"] == [[1, 0]] and wide["r_sid1_sid"] == [[2, 1, 0, 0]]  # flattened per slot, padding 0
+    assert wide["long_mask"] == [[1, 1, 1, 1, 0]]
+
+
+def widened(store: TableStore, row, groups: list[str]) -> dict[str, list]:
+    """One stored example's groups as the model reads them: item lookups from item_index added."""
+    from jobs.training.training_data import item_lookup_arrays
+    from r2led_model.models.item_lookup import ItemLookup
+
+    category, sid = item_lookup_arrays(store)
+    lookup = ItemLookup(levels=sid.shape[1])
+    lookup.set(category, sid)
+    batch = {f"{g}_item": torch.tensor([row[f"{g}_item"]]) for g in groups}
+    return {key: value.tolist() for key, value in lookup.widen(batch).items()}
 
 
 def test_retrieval_report_counts_pools(spark, world):
@@ -174,6 +191,8 @@ def test_spark_and_single_process_paths_equal_the_kernel_on_random_users(spark, 
 
 def test_every_training_example_of_the_tiny_world_equals_the_per_sample_reference(spark, tiny_tables):
     from jobs.training.build_training_set import output_columns
+    from jobs.training.training_data import item_lookup_arrays
+    from r2led_model.models.item_lookup import ItemLookup
     from tests.conftest import config_in
     from tests.reference_examples import reference_example
 
@@ -190,10 +209,19 @@ def test_every_training_example_of_the_tiny_world_equals_the_per_sample_referenc
                                                     ts.short_window, ts.long_history, ts.recency_buckets)
                 for row in candidates.collect()}
     names = [name for name, _ in output_columns(routes)]
-    stored = {row["sample_id"]: {name: row[name] for name in names}
-              for row in store.read("training_examples").collect()}
+    groups = [f"r_{route}" for route in routes] + ["short", "long"]
+    stored = store.read("training_examples").collect()
     assert len(stored) == len(expected) > 1000
-    assert stored == expected
+    # What is stored (per sample) is the reference's; what the model looks up is too.
+    assert {row["sample_id"]: {name: row[name] for name in names} for row in stored} == {
+        sample_id: {name: example[name] for name in names} for sample_id, example in expected.items()}
+    category, sid = item_lookup_arrays(store)
+    lookup = ItemLookup(levels=sid.shape[1])
+    lookup.set(category, sid)
+    batch = {f"{g}_item": torch.tensor([row[f"{g}_item"] for row in stored]) for g in ["target", *groups]}
+    wide = {key: value.tolist() for key, value in lookup.widen(batch).items()}
+    for part in ["target_cat", "target_sid"] + [f"{g}_{p}" for g in groups for p in ("cat", "sid", "mask")]:
+        assert wide[part] == [expected[row["sample_id"]][part] for row in stored], part
 
 
 def test_each_split_is_spread_over_files_sorted_by_sample_id(spark, tiny_tables):

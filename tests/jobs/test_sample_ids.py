@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pyspark.sql import functions as F
+
 from jobs.retrieval import retrieve
 from jobs.runtime.tables import TableStore
 from jobs.sequences import sequences
@@ -44,8 +46,9 @@ def test_a_click_and_a_non_click_in_one_second_are_two_training_examples(spark, 
     samples = rows(store.read("samples").select("sample_id", "ts", "label"), "ts", "label")
     assert [(ts - BASE, label) for _, ts, label in samples] == [(2 * DAY, 1), (3 * DAY, 0), (3 * DAY, 1)]
     assert len({sample_id for sample_id, _, _ in samples}) == 3
-    examples = rows(store.read("training_examples").select("sample_id", "label", "ts", "hist_len", "r_collab_mask"),
-                    "sample_id")
+    examples = rows(store.read("training_examples").select(
+        "sample_id", "label", "ts", "hist_len", F.transform("r_collab_item", lambda i: (i != 0).cast("int"))),
+        "sample_id")  # a slot is real iff its item is not padding
     # One example per sample, each with its sample's label.
     assert [(s, label) for s, label, _, _, _ in examples] == sorted((s, label) for s, _, label in samples)
     # Both of the pair see the earlier behaviour and not each other.

@@ -129,7 +129,7 @@ def test_the_item_bias_starts_at_zero_and_an_old_state_dict_without_it_loads_to_
     assert torch.equal(old.item_bias.weight, torch.zeros(SPEC.num_items, 1))
     state = {k: v for k, v in old.state_dict().items() if k != "item_bias.weight"}  # saved before the bias
     batch = random_batch(SPEC, 32, torch.Generator().manual_seed(5))
-    expected = CTRTask(old, vocab=SPEC).eval()(batch)
+    expected = CTRTask(old).eval()(batch)
 
     versions = DataVersions(codebook_version="cb", collab_version="cv")
     task = ModelBundle(MODEL, SPEC, versions, state).build()  # a strict load_state_dict, as a registered model's
