@@ -1,0 +1,52 @@
+"""A training_examples table written in the wide layout (input layout 1, before models looked up categories
+and SID codes) is refused by training with the fix named, and the next build-training-set rebuilds it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from pyspark.sql import functions as F
+
+from jobs.runtime.tables import TableStore
+from jobs.training import build_training_set
+from jobs.training.training_data import TrainingDataError, feature_spec, item_lookup_arrays
+from r2led_model.models.item_lookup import ItemLookup
+from tests.conftest import config_in
+from tests.helpers import rows
+
+
+def widened_table(spark, store: TableStore):
+    """training_examples as the wide layout stored it: every slot's category, SID codes and mask, no layout."""
+    examples = store.read("training_examples").toPandas()
+    category, sid = item_lookup_arrays(store)
+    lookup = ItemLookup(levels=sid.shape[1])
+    lookup.set(category, sid)
+    items = [c for c in examples.columns if c.endswith("_item")]
+    wide = lookup.widen({c: torch.tensor(list(examples[c])) for c in items})
+    for key, value in wide.items():
+        if key not in examples.columns:
+            examples[key] = value.tolist()
+    return spark.createDataFrame(examples.drop(columns=["input_layout"]))
+
+
+def test_a_wide_table_is_refused_by_training_and_rebuilt_narrow_by_build_training_set(spark, tiny_tables, tmp_path):
+    shutil.copytree(tiny_tables, tmp_path / "ws")
+    config = config_in(tmp_path / "ws")
+    store = TableStore(spark, config.tables)
+    narrow = rows(store.read("training_examples"), "sample_id")
+    store.overwrite("training_examples", widened_table(spark, store))
+    assert "short_cat" in store.read("training_examples").columns
+
+    with pytest.raises(TrainingDataError, match="input layout 1.*re-run build-training-set"):
+        feature_spec(store, config)
+
+    result = build_training_set.update(spark, config)
+    assert result.full_rebuild
+    examples = store.read("training_examples")
+    assert "short_cat" not in examples.columns
+    assert examples.select("input_layout").distinct().collect() == [(2,)]
+    assert rows(examples, "sample_id") == narrow
+    assert feature_spec(store, config).num_items > 1
+    assert examples.where(F.col("split") == "test").count() > 0
