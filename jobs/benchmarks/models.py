@@ -59,6 +59,8 @@ from jobs.orchestration.stages import DATA_STAGES, stages
 from jobs.runtime.entrypoint import (ConfigSource, dataset_envs, dataset_label, flags_and_source, load_dataset_config,
                                      spark_job_main)
 from jobs.runtime.tables import TableStore
+from jobs.training import build_training_set
+from jobs.training.build_training_set import layout_of
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.tune import tune_model
 from jobs.training.worker import TrainJob, evaluate_rows, make_feed, model_columns, new_task, train_worker
@@ -69,7 +71,7 @@ from r2led_model.diagnostics import r2led_diagnostics
 from r2led_model.oracle import OracleTruth, lift_share
 from r2led_model.tuning import TunedParams, tuned_path
 from r2led_model.models import MODELS, CTRTask, build_model
-from r2led_model.models.inputs import Batch, FeatureSpec, random_batch
+from r2led_model.models.inputs import INPUT_LAYOUT, Batch, FeatureSpec, narrow, random_batch
 from r2led_model.retrieval import CATEGORY_ROUTE
 from r2led_model.trainer import LossForward, make_optimizer, set_seed, train_step
 
@@ -171,12 +173,16 @@ def dataset_config(source: ConfigSource, env: str, folder: Path, overrides: Sequ
 
 
 def build_tables(spark: SparkSession, config: Config, rebuild: bool) -> TrainingData:
+    """The dataset's tables, built once and reused; examples written in another input layout (an earlier
+    release's) are rebuilt from the stored candidates, which are the same."""
     store = TableStore(spark, config.tables)
     if rebuild or not store.exists("training_examples"):
         if config.source.kind == "synthetic":
             generate.run(spark, config)
         for stage in stages(DATA_STAGES):
             stage.run(spark, config)
+    elif layout_of(store.read("training_examples")) != INPUT_LAYOUT:
+        build_training_set.run(spark, config)
     return training_data(store, config)
 
 
@@ -372,8 +378,15 @@ def latency_ms_per_1000(spec: FeatureSpec, config: Config, variant: Variant, len
     spec = replace(spec, long_history=length)
     model_config = variant_config(config, variant, None).model
     torch.manual_seed(0)
-    task = CTRTask(build_model(variant.model, spec=spec, config=model_config)).to(device).eval()
-    batch = {k: v.to(device) for k, v in random_batch(spec, 1000, fill=1.0).items()}
+    task = CTRTask(build_model(variant.model, spec=spec, config=model_config))
+    # Narrow inputs, as training_examples holds them: the model's own item lookups are part of the time.
+    generator = torch.Generator().manual_seed(0)
+    category = torch.randint(2, max(spec.num_categories, 3), (spec.num_items,), generator=generator)
+    sid = torch.randint(1, max(spec.sid_vocab, 2), (spec.num_items, spec.sid_levels), generator=generator)
+    category[0], sid[0] = 0, 0
+    task.model.item_lookup.set(category, sid)
+    task = task.to(device).eval()
+    batch = {k: v.to(device) for k, v in narrow(random_batch(spec, 1000, fill=1.0)).items()}
     times = []
     with torch.no_grad():
         task.predict_proba(batch)  # warm-up
@@ -427,6 +440,16 @@ def paired_for(rows: Sequence[dict]) -> list[dict]:
         return []
     return paired_rows(Path(folder), [r["variant"] for r in rows], rows[0]["seeds"],
                        segments=load_segments(Path(folder)))
+
+
+def format_rates(results: Sequence[dict]) -> str:
+    """The `--rates` table: per env and variant, the feed's and the step's rows/s and the feed's headroom."""
+    header = f"{'env':<12} {'variant':<28} {'feed rows/s':>12} {'step rows/s':>12} {'feed÷step':>10}"
+    lines = [header, "-" * len(header)]
+    for r in (r for r in results if r["bench"] == "models_rates"):
+        lines.append(f"{r['env']:<12} {r['variant']:<28} {r['feed_samples_per_s']:>12,.0f} "
+                     f"{r['step_samples_per_s']:>12,.0f} {r['feed_over_step']:>10.2f}")
+    return "\n".join(lines)
 
 
 def format_table(results: Sequence[dict]) -> str:
@@ -594,12 +617,13 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
         only_variants: Sequence[str] | None = None, pairs: Sequence[Sequence[str]] = (), seeds: int = SEEDS,
         epochs: int = EPOCHS,
         lengths: Sequence[int] = LENGTHS, dataset_set: Sequence[str] = (), rebuild: bool = False,
-        summarize_only: bool = False) -> list[dict]:
+        summarize_only: bool = False, rates_only: bool = False) -> list[dict]:
     """Every variant of `models` (all by default, with the +sid controls unless `no_controls` and the ablations
     unless `no_ablations`) on each
     dataset env of `envs` for `seeds` seeds of at most `epochs` epochs, `tuned` first (`trials` per
     model, or the parameters saved in `tuning_dir`), over each catalogue setting of `sweep`; then
-    latency at each T_max of `lengths`. `summarize_only`: no runs, the newest results' table."""
+    latency at each T_max of `lengths`. `summarize_only`: no runs, the newest results' table. `rates_only`:
+    no training, each variant's feed and step rates (`training_rates`) and their ratio."""
     from r2led_model.tracking import tracked_run
 
     out = Path(config.benchmark.output_dir)
@@ -648,6 +672,14 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
                                                             folder / "tuning", reuse=tuning_dir)
                 params = tuned_params.get(variant.model) if tuned else None
                 variant_dataset = variant_config(dataset, variant, params)
+                if rates_only:
+                    rates = training_rates(variant_job(variant_dataset, data, variant, seed_list[0]), feeds)
+                    results.append({"bench": "models_rates", "env": name, "variant": variant.label,
+                                    "model": variant.model, "device": device, **rates,
+                                    "feed_over_step": round(rates["feed_samples_per_s"]
+                                                            / rates["step_samples_per_s"], 2)})
+                    emit(results[-1], sink)
+                    continue
                 summary = quality(variant_dataset, data, variant, seed_list, truth, predictions=folder,
                                   segments=segments)
                 summary.update(training_rates(variant_job(variant_dataset, data, variant, seed_list[0]), feeds))
@@ -664,6 +696,9 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
                     results[-1].pop("counterfactuals", None)
                     results[-1].pop("diagnostics", None)
                     emit(results[-1], sink)
+    if rates_only:
+        print(format_rates(results), flush=True)
+        return results
     if spec_for_latency is None:
         spec_for_latency = catalogue_spec(config)
     if lengths:
@@ -727,6 +762,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar=("LABEL", "REFERENCE"),
                         help="with --summarize: also print LABEL's AUC minus REFERENCE's with its paired CI "
                              "(repeatable), e.g. --pair 'r2led fusion=target_aware' 'r2led fusion=concat'")
+    parser.add_argument("--rates", dest="rates_only", action="store_true",
+                        help="no training: each variant's feed and training-step rows/s on the env's data")
     parser.add_argument("--summarize", dest="summarize_only", action="store_true",
                         help="no runs: print the table and plot of the newest results in models.jsonl")
 

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from jobs.benchmarks.models import (ABLATIONS, CatalogueSetting, Variant, format_table, training_rates, variant_config,
-                                    variant_job, variants)
+from jobs.benchmarks.models import (ABLATIONS, CatalogueSetting, Variant, format_rates, format_table, training_rates,
+                                    variant_config, variant_job, variants)
 from jobs.training.training_data import TrainingData
 from r2led_model.bundle import DataVersions
 from r2led_model.config import load_config
@@ -144,3 +144,12 @@ def test_variants_by_label_pick_exactly_those_and_an_unknown_label_exits_2_befor
         bench.main(["--variants", "r2led gate=nonsense"])
     assert exit_info.value.code == 2
     assert "r2led gate=nonsense" in capsys.readouterr().err
+
+
+def test_the_rates_table_shows_the_feeds_headroom_over_the_step():
+    rows = [{"bench": "models_rates", "env": "oracle", "variant": "r2led", "feed_samples_per_s": 9000.0,
+             "step_samples_per_s": 3000.0, "feed_over_step": 3.0},
+            {"bench": "models_quality", "env": "oracle", "variant": "din"}]
+    lines = format_rates(rows).splitlines()
+    assert len(lines) == 3  # header, rule, the one rates row
+    assert lines[2].split() == ["oracle", "r2led", "9,000", "3,000", "3.00"]
