@@ -160,7 +160,7 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
 
 
 @dataclass
-class _Inputs:
+class RetrievalInputs:
     codebook_version: str
     collab_version: str
     levels: int
@@ -168,7 +168,8 @@ class _Inputs:
     plan: RoutePlan
 
 
-def _inputs(store: TableStore, config: Config) -> _Inputs:
+def retrieval_inputs(store: TableStore, config: Config) -> RetrievalInputs:
+    """The feature versions, SID levels, signature words and route plan retrieval runs with."""
     sids = store.read("item_sids")
     codebook_version = _single(sids, "codebook_version", "item_sids")
     collab_version = _single(store.read("item_collab_vectors"), "version", "item_collab_vectors")
@@ -178,11 +179,13 @@ def _inputs(store: TableStore, config: Config) -> _Inputs:
         plan = RoutePlan.from_config(config.retrieval, levels)
     except ValueError as exc:
         raise ValueError(f"retrieval.routes: {exc} (item_sids holds {levels}-level SIDs)") from exc
-    return _Inputs(codebook_version, collab_version, levels, (config.retrieval.simhash_bits + 63) // 64, plan)
+    return RetrievalInputs(codebook_version, collab_version, levels, (config.retrieval.simhash_bits + 63) // 64,
+                           plan)
 
 
-def _candidates(spark: SparkSession, store: TableStore, inputs: _Inputs, samples: DataFrame,
-                sequences: DataFrame) -> DataFrame:
+def stamped_candidates(spark: SparkSession, store: TableStore, inputs: RetrievalInputs, samples: DataFrame,
+                       sequences: DataFrame) -> DataFrame:
+    """Route candidates of `samples` (as `build_route_candidates` reads them) with the versions they used."""
     candidates = build_route_candidates(spark, samples, sequences, lambda: item_features(store), inputs.plan,
                                         inputs.levels, inputs.words)
     return (candidates.withColumn("codebook_version", F.lit(inputs.codebook_version))
@@ -205,14 +208,15 @@ def update(spark: SparkSession, config: Config) -> NewCandidates:
     collaborative vectors (after a retrain), since candidates of one table must share one version.
     """
     store = TableStore(spark, config.tables)
-    inputs = _inputs(store, config)
+    inputs = retrieval_inputs(store, config)
     if store.exists("route_candidates"):
         stored = store.read("route_candidates").select("codebook_version", "collab_version").distinct().collect()
         if versions_compatible(map(tuple, stored), [(inputs.codebook_version, inputs.collab_version)]):
             # New samples, and stored ones whose hist_len a late behaviour raised (sequences recounts them).
             update = upsert_derived(
                 store, "route_candidates", not_yet_derived(store.read("samples"), store.read("route_candidates")),
-                store.read("user_sequences"), lambda rows, owners: _candidates(spark, store, inputs, rows, owners),
+                store.read("user_sequences"),
+                lambda rows, owners: stamped_candidates(spark, store, inputs, rows, owners),
                 config.sequences.split)
             log.info("route_candidates: %d new samples, %d inserted, %d moved to a new split", update.new_samples,
                      update.inserted, update.moved)
@@ -224,9 +228,9 @@ def update(spark: SparkSession, config: Config) -> NewCandidates:
 
 def run(spark: SparkSession, config: Config) -> RetrieveResult:
     store = TableStore(spark, config.tables)
-    inputs = _inputs(store, config)
+    inputs = retrieval_inputs(store, config)
     plan, codebook_version, collab_version = inputs.plan, inputs.codebook_version, inputs.collab_version
-    store.overwrite("route_candidates", _candidates(spark, store, inputs, store.read("samples"),
+    store.overwrite("route_candidates", stamped_candidates(spark, store, inputs, store.read("samples"),
                                                     store.read("user_sequences")))
     written = store.read("route_candidates")
     non_empty = [F.avg((F.col(candidate_column(r, "pool")) > 0).cast("double")).alias(r) for r in plan.route_names]

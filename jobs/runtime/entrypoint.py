@@ -133,13 +133,18 @@ def spark_job_main(
     run: Callable[..., object],
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     keywords: Callable[[argparse.Namespace], Mapping[str, object]] = own_flags,
+    check: Callable[[argparse.Namespace], str | None] | None = None,
 ) -> int:
     """`main(argv)` of a job whose library function is `run(spark, config, **keywords)`: typed keyword
-    arguments, by default the job's own flags by dest. Only `main` sees the parsed Namespace."""
+    arguments, by default the job's own flags by dest. Only `main` sees the parsed Namespace. `check`
+    says what is wrong with flags that are each valid but not together (exit 2 before anything starts)."""
     parser = job_parser(f"r2led {name}", description)
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args(argv)
+    problem = check(args) if check else None
+    if problem:
+        parser.error(problem)
 
     def body(config: Config, parsed: argparse.Namespace) -> object:
         from jobs.orchestration.stages import STAGE_NAMES

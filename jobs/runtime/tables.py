@@ -185,6 +185,17 @@ TABLES: dict[str, TableSpec] = {
             doc="one scored sample: click probability from a registered model version, per scored date",
         ),
         TableSpec(
+            "candidate_scores",
+            _fields(("run_id", _STR), ("pair_id", _LONG), ("user_id", _LONG), ("item_id", _LONG), ("ts", _LONG),
+                    ("score", T.DoubleType()), ("model_name", _STR), ("model_version", _STR),
+                    ("has_history", T.BooleanType()), ("known_item", T.BooleanType()), ("has_sids", T.BooleanType()),
+                    ("rejected", _STR)),
+            partition_by=("run_id",),
+            key=("run_id", "pair_id"),
+            doc="one (user, item, ts) pair of `score --candidates`: its click probability (null when rejected, "
+                "with the reason), the model version, and how the user and item were treated",
+        ),
+        TableSpec(
             "pipeline_runs",
             _fields(("run_date", _STR), ("stage", _STR), ("status", _STR), ("rows_in", _LONG), ("rows_out", _LONG),
                     ("seconds", _DOUBLE), ("table_versions", _STR), ("detail", _STR), ("recorded_at", _LONG)),

@@ -63,6 +63,19 @@ def test_unknown_job_option_is_an_argparse_usage_error(capsys):
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["score", "--candidates", "/tmp/pairs", "--run-id", "a'b"], "a run id is letters, digits"),
+    (["score", "--candidates", "/tmp/pairs", "--candidate-columns", "who=uid"], "ROLE one of user, item, ts"),
+    (["score", "--candidates", "/tmp/pairs", "--date", "2024-01-02"], "pick one"),
+    (["score", "--run-id", "nightly"], "go with --candidates"),
+])
+def test_score_refuses_candidate_flags_that_cannot_work_before_anything_starts(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_config_errors_exit_2_and_name_the_key(capsys, tmp_path):
     assert cli.main(["ingest", *_job_args(tmp_path, "sequences.max_stord=3")]) == 2
     captured = capsys.readouterr()

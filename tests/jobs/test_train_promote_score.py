@@ -251,6 +251,54 @@ def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(s
     assert rows(store.read("predictions").where(F.col("score_date") == day)) == before
 
 
+def test_candidates_are_scored_as_of_their_time_exactly_as_their_logged_samples_and_none_is_lost(spark, world,
+                                                                                                  tmp_path):
+    from jobs.registry.score_candidates import CandidateSource, score_candidates
+
+    base = ("registry.model_name=candidates",)
+    train.run(spark, configured(world, *base))
+    promote.run(spark, configured(world, *base))
+    config = configured(world, *base)
+    store = TableStore(spark, config.tables)
+    day = score.run(spark, config).score_date
+    logged = (store.read("predictions").where((F.col("score_date") == day) & (F.col("model_name") == "candidates"))
+              .select("sample_id", "user_id", "item_id", "ts", "score").toPandas())
+    assert len(logged) > 50
+    sequences = {r["user_id"]: r for r in store.read("user_sequences").collect()}
+    some_user = next(iter(sequences))
+    first_ts = min(sequences[some_user]["ts"])
+    extra = [(None, 5, 1_700_000_000, "a"), (some_user, 987_654_321, 1_700_000_000, "b"),  # no user; unknown item
+             (777_777_777, int(logged["item_id"][0]), 1_700_000_000, "c"),  # a user without any history
+             (some_user, int(logged["item_id"][0]), first_ts, "d")]  # as of the user's first behaviour
+    pairs = [(int(r.user_id), int(r.item_id), int(r.ts), "logged") for r in logged.itertuples()]
+    frame = spark.createDataFrame(pairs + extra + pairs[:3], "uid BIGINT, sku BIGINT, at BIGINT, note STRING")
+    frame.write.parquet(str(tmp_path / "candidates"))
+    source = CandidateSource(path=str(tmp_path / "candidates"), format="parquet", user_column="uid",
+                             item_column="sku", ts_column="at")
+
+    result = score_candidates(spark, config, source, run_id="check-1")
+    assert (result.pairs, result.rejected, result.duplicates) == (len(logged) + 4, 1, 3)
+    assert result.scored == len(logged) + 3 and result.unknown_items == 1 and result.without_history >= 2
+    written = store.read("candidate_scores").where(F.col("run_id") == "check-1")
+    before = rows(written)
+    scored = written.toPandas()
+    by_pair = {(r.user_id, r.item_id, r.ts): r for r in scored.itertuples()}
+    # Each logged sample sent as a candidate at its own time: the score predictions holds for it.
+    for r in logged.itertuples():
+        assert by_pair[(r.user_id, r.item_id, r.ts)].score == pytest.approx(r.score, abs=1e-6)
+    rejected = scored[scored["rejected"].notna()]
+    assert len(rejected) == 1 and rejected["score"].isna().all() and "uid" in rejected["rejected"].iloc[0]
+    unknown = by_pair[(some_user, 987_654_321, 1_700_000_000)]
+    assert not unknown.known_item and not unknown.has_sids and 0 < unknown.score < 1
+    assert not by_pair[(777_777_777, int(logged["item_id"][0]), 1_700_000_000)].has_history
+    # As of the user's first behaviour: that behaviour and every later one are not history yet.
+    assert not by_pair[(some_user, int(logged["item_id"][0]), first_ts)].has_history
+
+    again = score_candidates(spark, config, source, run_id="check-1")  # a re-run replaces the run's rows
+    assert again.pairs == result.pairs
+    assert rows(store.read("candidate_scores").where(F.col("run_id") == "check-1")) == before
+
+
 def test_two_process_torch_distributor_training_learns_what_one_process_does(spark, world):
     # Two ranks of half a batch each average their gradients: the same number and size of steps as one
     # process (the loop's learning-rate cuts and evaluations count steps and epochs, not rows); one
