@@ -103,7 +103,7 @@ def read_pairs(spark: SparkSession, source: CandidateSource, as_of: int) -> tupl
                 .when(F.col("item_id").isNull(), F.lit(f"{source.item_column} missing or not an integer"))
                 .when(F.col("ts").isNull(), F.lit(f"{source.ts_column} missing or not epoch seconds")))
     # Non-negative and stable: the same pair gets the same id in every run.
-    pair_id = F.xxhash64("user_id", "item_id", "ts") & F.lit(0x7FFFFFFFFFFFFFFF)
+    pair_id = F.xxhash64("user_id", "item_id", "ts").bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF))
     pairs = pairs.withColumn("pair_id", pair_id).withColumn("rejected", rejected)
     read = pairs.count()
     distinct = pairs.dropDuplicates(["pair_id", "user_id", "item_id", "ts"])
