@@ -16,7 +16,7 @@ from jobs.benchmarks.models import (ABLATIONS, CatalogueSetting, Variant, format
 from jobs.training.training_data import TrainingData
 from r2led_model.bundle import DataVersions
 from r2led_model.config import load_config
-from r2led_model.models.inputs import FeatureSpec, random_batch
+from r2led_model.models.inputs import FeatureSpec, narrow, random_batch
 from r2led_model.tuning import TunedParams
 
 
@@ -80,8 +80,13 @@ ROWS = 96
 
 @pytest.fixture
 def train_split(tmp_path) -> TrainingData:
-    """A train split of ROWS random rows shaped like training_examples, in one file of 3 row groups."""
-    batch = random_batch(SPEC, ROWS, torch.Generator().manual_seed(0))
+    """A train split of ROWS random rows shaped like training_examples (narrow), in one file of 3 row groups,
+    with random item lookups."""
+    generator = torch.Generator().manual_seed(0)
+    batch = narrow(random_batch(SPEC, ROWS, generator))
+    category = torch.randint(2, SPEC.num_categories, (SPEC.num_items,), generator=generator)
+    sid = torch.randint(1, SPEC.sid_vocab, (SPEC.num_items, SPEC.sid_levels), generator=generator)
+    category[0], sid[0] = 0, 0
     columns = {"sample_id": pa.array(range(ROWS), pa.int64()), "user_id": pa.array([i % 9 for i in range(ROWS)],
                                                                                     pa.int64()),
                "label": pa.array(batch.pop("label").int().tolist(), pa.int32())}
@@ -91,7 +96,8 @@ def train_split(tmp_path) -> TrainingData:
     path = tmp_path / "part-00000.parquet"
     pq.write_table(pa.table(columns), path, row_group_size=32)
     return TrainingData(files={"train": [str(path)]}, rows={"train": ROWS}, spec=SPEC,
-                        versions=DataVersions(codebook_version="c", collab_version="v"))
+                        versions=DataVersions(codebook_version="c", collab_version="v"),
+                        item_category=category.numpy(), item_sid=sid.numpy())
 
 
 def test_feed_and_step_rates_are_positive_and_one_feed_pass_serves_every_model_reading_its_columns(train_split):
