@@ -166,15 +166,15 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "training_examples",
             _fields(("sample_id", _LONG), ("user_id", _LONG), ("ts", _LONG), ("label", _INT), ("split", _STR),
-                    ("hist_len", _LONG), ("target_item", _LONG), ("short_item", T.ArrayType(_LONG)),
-                    ("short_recency", T.ArrayType(_LONG)), ("long_item", T.ArrayType(_LONG)),
-                    ("long_recency", T.ArrayType(_LONG)), ("codebook_version", _STR), ("collab_version", _STR)),
+                    ("hist_len", _LONG), ("target_item", _LONG), ("codebook_version", _STR),
+                    ("collab_version", _STR)),
             partition_by=("split",),
             key=("sample_id",),
             doc="one sample in input layout 2 (r2led_model/models/inputs.py; column input_layout, absent from "
                 "tables written before it): target_item and, per slot of r_<route>_*, short_* and long_*, the "
-                "item index and its recency bucket; the model looks up categories and SID codes (item_index); "
-                "padding rules in r2led_model/features.py",
+                "item index (ARRAY<INT>) and its recency bucket (ARRAY<TINYINT>); the model looks up categories "
+                "and SID codes (item_index); the arrays' columns follow the layout (build_training_set."
+                "output_columns), so only the scalars are checked here; padding rules in r2led_model/features.py",
         ),
         TableSpec(
             "predictions",

@@ -69,12 +69,16 @@ def build_item_index(spark: SparkSession, items: DataFrame, sids: DataFrame, lev
     return with_model_sids(index, sids, levels)
 
 
+# Each slot part's stored type: item indices fit 32 bits (2·10^9 items), recency buckets one byte
+# (training_set.recency_buckets ≤ 127); the feed widens both to int64.
+SLOT_TYPES = {"item": ("ARRAY<INT>", np.int32), "recency": ("ARRAY<TINYINT>", np.int8)}
+
+
 def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
-    array = "ARRAY<BIGINT>"
     columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("label", "INT"), ("split", "STRING"),
                ("hist_len", "BIGINT"), ("target_item", "BIGINT")]
     for group in [route_group(route) for route in routes] + ["short", "long"]:
-        columns += [(f"{group}_{part}", array) for part in GROUP_PARTS[INPUT_LAYOUT]]
+        columns += [(f"{group}_{part}", SLOT_TYPES[part][0]) for part in GROUP_PARTS[INPUT_LAYOUT]]
     return columns
 
 
@@ -181,7 +185,7 @@ def examples_for_samples(histories: PartitionHistories, samples: pa.Table, looku
     for group, (positions, valid) in groups.items():
         rows = np.where(valid, first + positions, 0)  # (S, n) rows of the concatenation
         for part, values in gather(histories.features, rows, valid, sample_ts, config.recency_buckets).items():
-            arrays[f"{group}_{part}"] = list_column(values)
+            arrays[f"{group}_{part}"] = list_column(values.astype(SLOT_TYPES[part][1]))
     return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
                                        for a in (arrays[name] for name in names)], names=list(names))
 

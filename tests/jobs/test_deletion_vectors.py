@@ -21,8 +21,8 @@ ROLLED = SplitConfig(mode="time", valid_from="2024-01-09", test_from="2024-01-17
 LIVE = {"train": set(range(0, 8)), "valid": set(range(8, 16)), "test": set(range(16, 24))}
 
 EXAMPLES = ("sample_id BIGINT, user_id BIGINT, ts BIGINT, label INT, split STRING, hist_len BIGINT, "
-            "target_item BIGINT, short_item ARRAY<BIGINT>, short_recency ARRAY<BIGINT>, long_item ARRAY<BIGINT>, "
-            "long_recency ARRAY<BIGINT>, codebook_version STRING, collab_version STRING, input_layout INT")
+            "target_item BIGINT, short_item ARRAY<INT>, short_recency ARRAY<TINYINT>, long_item ARRAY<INT>, "
+            "long_recency ARRAY<TINYINT>, codebook_version STRING, collab_version STRING, input_layout INT")
 INDEX = "item_id BIGINT, item_idx BIGINT, category_id BIGINT, category_idx INT, sid ARRAY<INT>"
 
 
