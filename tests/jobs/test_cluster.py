@@ -38,7 +38,8 @@ from tests.spark_submit_support import build_wheel, run_command, submit_env, tai
 CLUSTER_SH = REPO / "deploy" / "cluster.sh"
 SUBMIT_SH = REPO / "deploy" / "submit.sh"
 # Tables the model does not shape (predictions come from the model; the ledger and lock are the run's own).
-DATA_TABLES = sorted(set(TABLES) - {"predictions", "pipeline_runs", "pipeline_lock"})
+# candidate_scores: written only by `score --candidates`, never by the pipeline.
+DATA_TABLES = sorted(set(TABLES) - {"predictions", "pipeline_runs", "pipeline_lock", "candidate_scores"})
 # The same two ranks with the same shards and seeds, on executors or as local processes: the same
 # steps up to the order of floating-point work inside each process.
 AUC_TOLERANCE = 0.005
