@@ -571,8 +571,11 @@ class InterestCTR(nn.Module):
 
     def inputs(self, batch: Batch) -> dict[str, Tensor]:
         """What the model reads of a batch, narrow or wide: every slot's category, SID codes and mask (looked
-        up for a narrow batch), with ids beyond the model's tables mapped to padding / unknown."""
-        return within_vocab(self.item_lookup.widen(batch), num_items=self.embedding.num_items,
+        up for a narrow batch), with ids beyond the model's tables mapped to padding / unknown. Integer
+        inputs of any width (training_examples stores items as int32, recency as int8) are read as int64."""
+        wide = {key: value.long() if not value.is_floating_point() and value.dtype != torch.long else value
+                for key, value in batch.items()}
+        return within_vocab(self.item_lookup.widen(wide), num_items=self.embedding.num_items,
                             num_categories=self.embedding.category.num_embeddings)
 
     def gate_weights(self, batch: Batch) -> Tensor | None:

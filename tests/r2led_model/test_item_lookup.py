@@ -152,3 +152,15 @@ def test_lookup_rows_are_refused_when_their_shapes_or_padding_row_are_wrong():
     bad[0] = 2
     with pytest.raises(ItemLookupError, match="padding"):
         model.item_lookup.set(bad, sid)
+
+
+def test_integer_inputs_of_any_width_score_as_int64():
+    category, sid = lookup_arrays(*index_of(SPEC.num_items - 1))
+    model = build("r2led")
+    model.item_lookup.set(category, sid)
+    batch = narrow(random_batch(SPEC, 8, torch.Generator().manual_seed(4)))
+    # As training_examples stores them: items int32, recency buckets int8.
+    stored = {k: v.to(torch.int8 if k.endswith("_recency") else torch.int32) if k != "label" else v
+              for k, v in batch.items()}
+    with torch.no_grad():
+        assert torch.equal(model(stored), model(batch))
