@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "sids": ("jobs.benchmarks.sids", "SID assignment throughput vs numpy; SID quality on MovieLens and synthetic"),
     "scale": ("jobs.benchmarks.scale", "every Spark data stage at 10^6..10^8 events: seconds, rows, memory, spill"),
     "models": ("jobs.benchmarks.models", "R2LED vs baselines and ablations: AUC/GAUC/LogLoss over seeds, latency"),
+    "serving": ("jobs.benchmarks.serving", "served model p50/p99 over REST at T=100..10,000; score --candidates pairs/s"),
 }
 
 

@@ -75,3 +75,25 @@ def most_recent_positions(ends: np.ndarray, width: int) -> tuple[np.ndarray, np.
     positions = ends[:, None] - 1 - offsets  # (S, width)
     valid = positions >= 0
     return np.where(valid, positions, -1), valid
+
+
+def example_slots(history: HistoryFeatures, *, first: np.ndarray, ends: np.ndarray, sample_ts: np.ndarray,
+                  route_slots: dict[str, tuple[np.ndarray, np.ndarray]], short_window: int, long_history: int,
+                  recency_buckets: int) -> dict[str, np.ndarray]:
+    """Every behaviour group's per-sample arrays (`<group>_item`, `<group>_recency`, each (S, n)) of S samples
+    whose users' behaviours lie end to end in `history`, in the group order r_<route>..., short, long.
+
+    first (S,): each sample's user's first row in `history`; ends (S,): how many of that user's rows are the
+    sample's history (behaviours strictly before it); route_slots: per route, the retrieval kernel's
+    positions (S, k) relative to the user's first row and their mask (S, k). Build-training-set and the
+    raw-id served model both assemble examples here, so a served request reads what training read.
+    """
+    groups = {route_group(route): slots for route, slots in route_slots.items()}
+    groups["short"] = most_recent_positions(ends, short_window)
+    groups["long"] = most_recent_positions(ends, long_history)
+    out: dict[str, np.ndarray] = {}
+    for group, (positions, valid) in groups.items():
+        rows = np.where(valid, first[:, None] + positions, 0)  # (S, n) rows of `history`
+        for part, values in gather(history, rows, valid, sample_ts, recency_buckets).items():
+            out[f"{group}_{part}"] = values
+    return out

@@ -25,10 +25,16 @@ import pandas as pd
 import torch
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.models import Model, infer_signature
 
-from r2led_model.bundle import ModelBundle, frame_arrays, predict_arrays
+from r2led_model.bundle import LOOKUP_KEY, ModelBundle, frame_arrays, predict_arrays
+from r2led_model.models.inputs import INPUT_LAYOUT
 from r2led_model.config import MlflowConfig
+from r2led_model.serving.catalog import CATALOG_ARTIFACT, ServingCatalog
+from r2led_model.serving.requests import RawRequests, RequestError
+from r2led_model.serving.scorer import score_requests
 from r2led_model.tracking import configure
 
 log = logging.getLogger(__name__)
@@ -56,13 +62,20 @@ def package_folder(package_dir: Path, scratch: Path) -> Path:
 
 
 class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
-    """Input: a dict of int64 arrays named like the training_examples columns the model reads
-    (or a DataFrame of them, array cells as lists). Output: click probabilities (N,).
+    """The registered CTR model. Its input contract depends on what it was logged with:
+
+    * with a serving catalogue (every model `train` registers): raw-id requests, one per row
+      (`serving.requests`: item_id, request_ts, history_item_ids, history_ts); output one row per
+      request (`serving.scorer.OUTPUT_COLUMNS`: score first, then how the request was treated). A
+      malformed request raises an MlflowException with INVALID_PARAMETER_VALUE: HTTP 400 when served;
+    * without one (versions registered before it): a dict of int64 arrays named like the
+      training_examples columns the model reads (or a DataFrame of them); output the click
+      probabilities (N,).
 
     `predict`'s `model_input: pd.DataFrame` hint is one MLflow reads as "validate nothing, infer no
-    signature" (a dict hint would make it warn that it cannot validate one): the logged tensor
-    signature describes the input, and its enforcement hands `predict` the dict of int64 arrays
-    (a DataFrame passed to the loaded model included); the class itself also takes a DataFrame.
+    signature": the logged signature describes the input, and its enforcement hands `predict` what it
+    describes (a DataFrame of the raw-id columns, or the dict of int64 arrays); the class itself also
+    takes a DataFrame for the array contract.
 
     It stays here under this name: versions logged before models-from-code hold a cloudpickle of an
     instance, which refers to `r2led_model.mlflow_model.CtrPyfuncModel`; `mlflow.pyfunc.load_model`
@@ -73,11 +86,29 @@ class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.bundle = ModelBundle.from_bytes(Path(context.artifacts[BUNDLE_ARTIFACT]).read_bytes())
         self.task = self.bundle.build()
+        catalog = context.artifacts.get(CATALOG_ARTIFACT)
+        self.catalog = ServingCatalog.from_bytes(Path(catalog).read_bytes()) if catalog else None
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> np.ndarray | pd.DataFrame:
+        if self.catalog is not None:
+            return self.score_raw(model_input)
         if isinstance(model_input, pd.DataFrame):
             model_input = frame_arrays(model_input, self.bundle.input_columns)
         return predict_arrays(self.task, {c: model_input[c] for c in self.bundle.input_columns})
+
+    def score_raw(self, model_input: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
+        """Raw-id requests → OUTPUT_COLUMNS; a malformed request → MlflowException (HTTP 400)."""
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(dict(model_input))
+        try:
+            requests = RawRequests.from_frame(frame)
+        except RequestError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+        return self.score_requests(requests)
+
+    def score_requests(self, requests: RawRequests) -> pd.DataFrame:
+        """Checked requests → OUTPUT_COLUMNS (what `score_raw` runs once the frame is read)."""
+        return score_requests(self.task, self.catalog, requests, self.bundle.input_columns)
 
 
 def pip_requirements() -> list[str]:
@@ -98,19 +129,36 @@ class RegisteredVersion:
 
 
 def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], registered_name: str,
-                  tags: Mapping[str, str], metrics: Mapping[str, float] | None = None) -> RegisteredVersion:
+                  tags: Mapping[str, str], metrics: Mapping[str, float] | None = None,
+                  catalog: ServingCatalog | None = None) -> RegisteredVersion:
     """Log the model in the active run (as code: no pickle), register it under `registered_name`, tag
     the new version, and log `metrics` (the test numbers) to the run and to the MLflow 3 logged model
-    behind the version."""
+    behind the version.
+
+    With a serving `catalog` the model takes raw-id requests (its signature and input example are
+    those of `serving.requests`; `input_example` is not used); without one, `input_example`'s arrays."""
     task = bundle.build()
-    example = {c: np.asarray(input_example[c], dtype=np.int64) for c in bundle.input_columns}
-    signature = infer_signature(example, predict_arrays(task, example))
+    if catalog is not None:
+        problems = catalog_incompatibilities(bundle, catalog)
+        if problems:
+            raise ValueError(f"the serving catalogue does not fit the model: {'; '.join(problems)}")
+        example = example_requests(catalog)
+        output = score_requests(task, catalog, RawRequests.from_frame(example), bundle.input_columns)
+    else:
+        example = {c: np.asarray(input_example[c], dtype=np.int64) for c in bundle.input_columns}
+        output = predict_arrays(task, example)
+    signature = infer_signature(example, output)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bundle.pt"
         path.write_bytes(bundle.to_bytes())
+        artifacts = {BUNDLE_ARTIFACT: str(path)}
+        if catalog is not None:
+            catalog_path = Path(folder) / f"{CATALOG_ARTIFACT}.npz"
+            catalog_path.write_bytes(catalog.to_bytes())
+            artifacts[CATALOG_ARTIFACT] = str(catalog_path)
         package = package_folder(PACKAGE_DIR, Path(folder) / "code")
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(package / PYFUNC_CODE.name), artifacts={BUNDLE_ARTIFACT: str(path)},
+            name="model", python_model=str(package / PYFUNC_CODE.name), artifacts=artifacts,
             code_paths=[str(package)], signature=signature, input_example=example,
             pip_requirements=pip_requirements(), registered_model_name=registered_name)
     if metrics:
@@ -122,6 +170,41 @@ def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], 
     run_id = mlflow.active_run().info.run_id
     log.info("registered %s version %s (run %s)", registered_name, version, run_id)
     return RegisteredVersion(registered_name, version, run_id, dict(tags), info.model_id)
+
+
+def catalog_incompatibilities(bundle: ModelBundle, catalog: ServingCatalog) -> list[str]:
+    """Why `catalog` cannot serve `bundle` (empty: it can): other feature versions, a model without item
+    lookups (input layout 1), indices beyond the model's lookups, or other windows and routes."""
+    problems = [f"{name}: model {mine}, catalogue {theirs}" for name, mine, theirs in (
+        ("codebook_version", bundle.versions.codebook_version, catalog.codebook_version),
+        ("collab_version", bundle.versions.collab_version, catalog.collab_version)) if mine != theirs]
+    if bundle.input_layout != INPUT_LAYOUT:
+        problems.append("the model holds no item lookups (input layout 1)")
+    else:
+        rows = len(bundle.state_dict[f"{LOOKUP_KEY}.category"])
+        if len(catalog.index.item_idx) and int(catalog.index.item_idx.max()) >= rows:
+            problems.append(f"the catalogue indexes items up to {int(catalog.index.item_idx.max())}, the model's "
+                            f"lookups {rows - 1}")
+    settings, spec = catalog.settings, bundle.spec
+    for name, mine, theirs in (("routes", tuple(spec.routes), settings.plan.route_names),
+                               ("route_k", tuple(spec.route_k), tuple(r.k for r in settings.plan.routes)),
+                               ("short_window", spec.short_window, settings.short_window),
+                               ("long_history", spec.long_history, settings.long_history),
+                               ("recency_buckets", spec.recency_buckets, settings.recency_buckets)):
+        if mine != theirs:
+            problems.append(f"{name}: model {mine}, catalogue {theirs}")
+    return problems
+
+
+def example_requests(catalog: ServingCatalog, rows: int = 2) -> pd.DataFrame:
+    """A small raw-id input example for the signature: a history of the catalogue's first items, an hour
+    apart, and each of them as the candidate an hour after the last."""
+    ids = catalog.index.item_ids[:3].astype(np.int64)
+    if not len(ids):
+        raise ValueError("the serving catalogue indexes no items")
+    times = np.arange(1, len(ids) + 1, dtype=np.int64) * 3600
+    return pd.DataFrame({"item_id": np.resize(ids, rows), "request_ts": np.full(rows, times[-1] + 3600),
+                         "history_item_ids": [ids.tolist()] * rows, "history_ts": [times.tolist()] * rows})
 
 
 # Registry searches use the one filter form the Databricks Unity Catalog registry accepts: a single

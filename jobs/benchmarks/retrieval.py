@@ -36,9 +36,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
-from jobs.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.retrieve import RankKernel, build_route_candidates, candidates_for_partition
-from jobs.runtime.arrow_arrays import list_column
+from r2led_model.arrow_arrays import list_column
 from jobs.runtime.entrypoint import spark_job_main
 from r2led_model.config import Config
 from r2led_model.naive_retrieval import in_memory, naive_retrieve_routes, random_catalogue, random_user_case

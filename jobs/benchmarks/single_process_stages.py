@@ -25,14 +25,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from jobs.benchmarks.reference_als import Pairs, implicit_als
-from jobs.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.retrieve import candidates_for_partition
 from jobs.retrieval.table_shapes import candidate_column, candidate_routes
-from jobs.runtime.arrow_arrays import list_column
+from r2led_model.arrow_arrays import list_column
 from jobs.runtime.tables import TableStore, spec_for
 from jobs.sequences.splits import training_window_end
 from jobs.training.build_training_set import examples_for_partition, output_columns
-from jobs.training.item_index_lookup import ItemIndexLookup
+from r2led_model.item_index_lookup import ItemIndexLookup
 from r2led_model.config import Config
 from r2led_model.retrieval import RoutePlan
 from r2led_model.simhash import simhash_signatures

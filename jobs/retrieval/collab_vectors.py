@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.retrieval.als import fit_item_vectors
-from jobs.runtime.arrow_arrays import list_column, vectors_of
+from r2led_model.arrow_arrays import list_column, vectors_of
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
 from jobs.sequences.splits import training_window_end

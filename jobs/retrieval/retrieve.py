@@ -26,11 +26,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.orchestration.incremental import not_yet_derived, upsert_derived, versions_compatible
-from jobs.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.table_shapes import CANDIDATE_KINDS, CANDIDATE_PARTS, candidate_column, sid_levels
-from jobs.runtime.arrow_arrays import list_column
+from r2led_model.arrow_arrays import list_column
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.sorted_lookup import locate
+from r2led_model.sorted_lookup import locate
 from jobs.runtime.tables import TableStore
 from jobs.sequences.user_partitions import co_partitioned, partition_tables
 from jobs.sids.codebook_versions import require_codebook_version

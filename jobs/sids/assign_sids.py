@@ -25,7 +25,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.runtime.arrow_arrays import list_column, vectors_of
+from r2led_model.arrow_arrays import list_column, vectors_of
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
 from r2led_model import codebook_store

@@ -28,15 +28,15 @@ from pyspark.sql import functions as F
 from jobs.orchestration.incremental import not_yet_derived, upsert_derived, versions_compatible
 from jobs.retrieval.als import dense_index
 from jobs.retrieval.table_shapes import CANDIDATE_KINDS, candidate_column, candidate_routes, sid_levels
-from jobs.runtime.arrow_arrays import fixed_width, list_column
+from r2led_model.arrow_arrays import fixed_width, list_column
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.sorted_lookup import locate
+from r2led_model.sorted_lookup import locate
 from jobs.runtime.spark_progress import stage_progress
 from jobs.runtime.tables import TableStore
 from jobs.sequences.user_partitions import co_partitioned, partition_tables
-from jobs.training.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
+from r2led_model.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from r2led_model.config import Config, TrainingSetConfig
-from r2led_model.features import HistoryFeatures, gather, most_recent_positions, route_group
+from r2led_model.features import HistoryFeatures, example_slots, route_group
 from r2led_model.models.inputs import GROUP_PARTS, INPUT_LAYOUT, WIDE_LAYOUT
 
 log = logging.getLogger(__name__)
@@ -164,28 +164,21 @@ def examples_for_samples(histories: PartitionHistories, samples: pa.Table, looku
     """The examples of `samples` (as `build_examples` reads them), all at once: a sample's positions
     (relative to its user's stored sequence) become rows of the partition's concatenation."""
     owner = histories.owners(samples["user_id"].to_numpy())  # (S,)
-    first = histories.starts[owner][:, None]  # (S, 1): the owner's first row in the concatenation
     hist_len = samples["hist_len"].to_numpy().astype(np.int64)
     ends = np.clip(hist_len - histories.dropped[owner], 0, histories.lengths[owner])  # (S,)
-    sample_ts = samples["ts"].to_numpy().astype(np.int64)
-
-    groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for route in routes:
-        positions = _stack(samples[candidate_column(route, "pos")]).astype(np.int64)  # (S, k)
-        valid = _stack(samples[candidate_column(route, "mask")]).astype(bool)  # (S, k)
-        groups[route_group(route)] = (positions, valid)
-    groups["short"] = most_recent_positions(ends, config.short_window)
-    groups["long"] = most_recent_positions(ends, config.long_history)
-
+    route_slots = {route: (_stack(samples[candidate_column(route, "pos")]).astype(np.int64),  # (S, k)
+                           _stack(samples[candidate_column(route, "mask")]).astype(bool))  # (S, k)
+                   for route in routes}
+    slots = example_slots(histories.features, first=histories.starts[owner], ends=ends,
+                          sample_ts=samples["ts"].to_numpy().astype(np.int64), route_slots=route_slots,
+                          short_window=config.short_window, long_history=config.long_history,
+                          recency_buckets=config.recency_buckets)
     arrays: dict[str, pa.Array] = {
         "sample_id": samples["sample_id"], "user_id": samples["user_id"], "ts": samples["ts"],
         "label": samples["label"], "split": samples["split"], "hist_len": samples["hist_len"],
         "target_item": pa.array(lookup.item_indices(samples["item_id"].to_numpy())),
+        **{name: list_column(values.astype(SLOT_TYPES[name.rsplit("_", 1)[1]][1])) for name, values in slots.items()},
     }
-    for group, (positions, valid) in groups.items():
-        rows = np.where(valid, first + positions, 0)  # (S, n) rows of the concatenation
-        for part, values in gather(histories.features, rows, valid, sample_ts, config.recency_buckets).items():
-            arrays[f"{group}_{part}"] = list_column(values.astype(SLOT_TYPES[part][1]))
     return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
                                        for a in (arrays[name] for name in names)], names=list(names))
 

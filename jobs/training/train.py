@@ -29,6 +29,7 @@ from pyspark.sql import SparkSession
 
 from jobs.ingest.oracle_truth import load_oracle_truth
 from jobs.orchestration.config_drift import training_fingerprint
+from jobs.registry.serving_catalog import serving_catalog
 from jobs.runtime import commit_guard, faults
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
@@ -164,12 +165,13 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
                          history_logged=config.training.num_processes == 1)
         diagnostics = log_refinement(run, job, task) if config.model.name == "r2led" else None
         example = next(iter(make_feed(job, "test", shuffle=False).batches(0)))
+        catalog = serving_catalog(store, config)
         commit_guard.before_commit("the model registration")  # a run that lost the lock registers nothing
         registered = log_ctr_model(
             bundle, {k: v[:5].numpy() for k, v in example.items()}, config.registry.model_name,
             tags={**dataclasses.asdict(data.versions), "architecture": config.model.name,
                   **{f"test_{k}": f"{v:.6f}" for k, v in test.items() if k != "n"}},
-            metrics={f"test_{k}": v for k, v in test.items()})
+            metrics={f"test_{k}": v for k, v in test.items()}, catalog=catalog)
         faults.commit_point("model registration")
     log.info("%s version %s: valid AUC %.4f, test AUC %.4f GAUC %.4f LogLoss %.4f", registered.name,
              registered.version, valid["auc"], test["auc"], test["gauc"], test["logloss"])

@@ -20,7 +20,7 @@ import numpy as np
 from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
 
-from jobs.runtime.arrow_arrays import fixed_width
+from r2led_model.arrow_arrays import fixed_width
 from jobs.runtime.tables import TableStore
 from jobs.training.build_training_set import layout_of
 from r2led_model.bundle import DataVersions

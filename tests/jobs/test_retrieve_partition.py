@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.retrieve import candidates_for_partition
-from jobs.runtime.arrow_arrays import list_column
+from r2led_model.arrow_arrays import list_column
 from r2led_model.config import RetrievalConfig
 from r2led_model.retrieval import RoutePlan
 

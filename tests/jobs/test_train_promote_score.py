@@ -10,7 +10,10 @@ import re
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
+import requests
 import torch
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
@@ -19,12 +22,14 @@ import r2led_model.mlflow_model as mlflow_model
 from jobs.orchestration import pipeline
 from jobs.orchestration.stages import stage
 from jobs.registry import promote, score
+from jobs.registry.local_server import served_model
 from jobs.runtime import spark_progress
 from jobs.runtime.tables import TableStore
 from jobs.training import train, worker
 from jobs.training.training_data import training_data
 from r2led_model.bundle import DataVersions, ModelBundle
 from r2led_model.mlflow_model import load_bundle, log_ctr_model, model_version
+from r2led_model.serving.requests import REQUEST_COLUMNS
 from r2led_model.tracking import configure, run_data, tracked_run
 from tests.conftest import IVY_DIR, config_in, trained_world
 from tests.helpers import rows
@@ -209,11 +214,10 @@ def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(s
     assert result.rows == predictions.count() == expected.count() > 0
     assert predictions.where((F.col("score") <= 0) | (F.col("score") >= 1)).count() == 0
     assert {r["model_version"] for r in predictions.select("model_version").distinct().collect()} == {trained.version}
-    # Scores agree with the pyfunc's own predictions on the same rows.
+    # (The served model's scores against these: the raw-id test below.)
     joined = predictions.join(expected, "sample_id").limit(50).toPandas()
-    pyfunc = mlflow.pyfunc.load_model(f"models:/scored/{trained.version}")
-    columns = pyfunc.unwrap_python_model().bundle.input_columns
-    assert pyfunc.predict(joined[columns]) == pytest.approx(joined["score"].to_numpy(), abs=1e-6)
+    bundle = load_bundle(config.mlflow, f"models:/scored/{trained.version}")
+    columns = bundle.input_columns
     before = rows(predictions)
     score.run(spark, config)
     assert rows(store.read("predictions").where(F.col("score_date") == day)) == before
@@ -241,7 +245,6 @@ def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(s
     assert rows(store.read("predictions").where(F.col("score_date") == day)) == before
 
     # A model trained on other SIDs is refused before anything is written.
-    bundle = load_bundle(config.mlflow, f"models:/scored/{trained.version}")
     alien = ModelBundle(bundle.model_config, bundle.spec, DataVersions("cb-other", bundle.versions.collab_version),
                         bundle.state_dict)
     with tracked_run(config, "alien"):
@@ -251,39 +254,91 @@ def test_scoring_writes_a_days_predictions_idempotently_and_refuses_a_mismatch(s
     assert rows(store.read("predictions").where(F.col("score_date") == day)) == before
 
 
-def test_candidates_are_scored_as_of_their_time_exactly_as_their_logged_samples_and_none_is_lost(spark, world,
-                                                                                                  tmp_path):
+def raw_requests(samples: pd.DataFrame, sequences: dict[int, dict]) -> pd.DataFrame:
+    """Each sample (user_id, item_id, ts) as a raw-id request: the user's stored behaviours up to and
+    including the sample's second (the served model must leave the same-second ones out itself)."""
+    out = []
+    for r in samples.itertuples():
+        stored = sequences.get(r.user_id, {"item_ids": [], "ts": []})
+        upto = int(np.searchsorted(np.asarray(stored["ts"], dtype=np.int64), r.ts, side="right"))
+        out.append({"item_id": int(r.item_id), "request_ts": int(r.ts),
+                    "history_item_ids": [int(i) for i in stored["item_ids"][:upto]],
+                    "history_ts": [int(t) for t in stored["ts"][:upto]]})
+    return pd.DataFrame(out)
+
+
+def test_every_sample_scores_as_predictions_holds_through_candidates_rest_and_spark_udf(spark, world, tmp_path):
+    """Deliver 3 of serving: the score `predictions` holds for each sample, through `score --candidates`,
+    the raw-id model over REST (`mlflow models serve`) and as a Spark UDF; and no candidate pair is lost."""
     from jobs.registry.score_candidates import CandidateSource, score_candidates
 
     base = ("registry.model_name=candidates",)
-    train.run(spark, configured(world, *base))
+    trained = train.run(spark, configured(world, *base))
     promote.run(spark, configured(world, *base))
     config = configured(world, *base)
     store = TableStore(spark, config.tables)
-    day = score.run(spark, config).score_date
-    logged = (store.read("predictions").where((F.col("score_date") == day) & (F.col("model_name") == "candidates"))
+    days = sorted(r[0] for r in store.read("training_examples").select(
+        F.date_format(F.from_unixtime("ts"), "yyyy-MM-dd")).distinct().collect())
+    for day in days:
+        score.score(spark, config, date=day)
+    logged = (store.read("predictions").where(F.col("model_name") == "candidates")
               .select("sample_id", "user_id", "item_id", "ts", "score").toPandas())
-    assert len(logged) > 50
-    sequences = {r["user_id"]: r for r in store.read("user_sequences").collect()}
+    assert len(logged) == store.read("training_examples").count() > 1000
+    sequences = {r["user_id"]: r.asDict() for r in store.read("user_sequences").collect()}
+
+    # The raw-id model: loaded, over REST and as a Spark UDF, every sample as a request.
+    uri = f"models:/candidates/{trained.version}"
+    requests_frame = raw_requests(logged, sequences)
+    loaded = mlflow.pyfunc.load_model(uri).predict(requests_frame)
+    assert loaded["score"].to_numpy() == pytest.approx(logged["score"].to_numpy(), abs=1e-6)
+    assert loaded["known_item"].all() and (loaded["history_length"] < requests_frame["history_item_ids"].map(len)).any()
+    udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="double", env_manager="local")
+    request_rows = spark.createDataFrame(
+        requests_frame.assign(sample_id=logged["sample_id"]),
+        "item_id BIGINT, request_ts BIGINT, history_item_ids ARRAY<BIGINT>, history_ts ARRAY<BIGINT>, sample_id BIGINT")
+    by_udf = (request_rows.select("sample_id", udf(*[F.col(c) for c in REQUEST_COLUMNS]).alias("score"))
+              .toPandas().set_index("sample_id")["score"])
+    assert by_udf.loc[logged["sample_id"]].to_numpy() == pytest.approx(logged["score"].to_numpy(), abs=1e-6)
+    with served_model(uri, tracking_uri=mlflow.get_tracking_uri(), registry_uri=mlflow.get_registry_uri(),
+                      log_path=tmp_path / "serve.log") as base_url:
+        answer = requests.post(f"{base_url}/invocations", json={"dataframe_records": requests_frame.to_dict("records")},
+                               timeout=300)
+        assert answer.status_code == 200, answer.text[:2000]
+        over_rest = pd.DataFrame(answer.json()["predictions"])
+        assert over_rest["score"].to_numpy() == pytest.approx(logged["score"].to_numpy(), abs=1e-6)
+        one = requests_frame.iloc[:1].to_dict("records")[0]
+        malformed = {"a string id": {**one, "item_id": "sku-1"},
+                     "lengths that disagree": {**one, "history_ts": one["history_ts"][:-1]},
+                     "a future behaviour": {**one, "history_ts": [*one["history_ts"][:-1], one["request_ts"] + 60]}}
+        for what, body in malformed.items():
+            refused = requests.post(f"{base_url}/invocations", json={"dataframe_records": [body]}, timeout=60)
+            assert refused.status_code == 400 and "predictions" not in refused.json(), (what, refused.text[:500])
+            assert refused.json()["message"], what
+        assert "after request_ts" in refused.json()["message"]
+
+    # `score --candidates`: every sample as a (user, item, ts) pair, plus pairs that test each treatment.
     some_user = next(iter(sequences))
     first_ts = min(sequences[some_user]["ts"])
     extra = [(None, 5, 1_700_000_000, "a"), (some_user, 987_654_321, 1_700_000_000, "b"),  # no user; unknown item
              (777_777_777, int(logged["item_id"][0]), 1_700_000_000, "c"),  # a user without any history
              (some_user, int(logged["item_id"][0]), first_ts, "d")]  # as of the user's first behaviour
     pairs = [(int(r.user_id), int(r.item_id), int(r.ts), "logged") for r in logged.itertuples()]
+    unique_pairs = len(set(pairs))
     frame = spark.createDataFrame(pairs + extra + pairs[:3], "uid BIGINT, sku BIGINT, at BIGINT, note STRING")
     frame.write.parquet(str(tmp_path / "candidates"))
     source = CandidateSource(path=str(tmp_path / "candidates"), format="parquet", user_column="uid",
                              item_column="sku", ts_column="at")
 
     result = score_candidates(spark, config, source, run_id="check-1")
-    assert (result.pairs, result.rejected, result.duplicates) == (len(logged) + 4, 1, 3)
-    assert result.scored == len(logged) + 3 and result.unknown_items == 1 and result.without_history >= 2
+    assert (result.pairs, result.rejected) == (unique_pairs + 4, 1)
+    assert result.duplicates == len(pairs) + 3 - unique_pairs
+    assert result.scored == unique_pairs + 3 and result.unknown_items == 1 and result.without_history >= 2
     written = store.read("candidate_scores").where(F.col("run_id") == "check-1")
     before = rows(written)
     scored = written.toPandas()
     by_pair = {(r.user_id, r.item_id, r.ts): r for r in scored.itertuples()}
-    # Each logged sample sent as a candidate at its own time: the score predictions holds for it.
+    # Each logged sample sent as a candidate at its own time: the score predictions holds for it. (Two
+    # samples of one pair, a click and a non-click in one second, share their inputs and their score.)
     for r in logged.itertuples():
         assert by_pair[(r.user_id, r.item_id, r.ts)].score == pytest.approx(r.score, abs=1e-6)
     rejected = scored[scored["rejected"].notna()]

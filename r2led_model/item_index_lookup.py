@@ -1,5 +1,6 @@
 """The model's item indices as sorted numpy arrays: what build-training-set looks behaviours and
-targets up in, as retrieve does with `ItemFeatureLookup`, instead of a join per behaviour.
+targets up in, as retrieve does with `ItemFeatureLookup`, instead of a join per behaviour; the raw-id
+served model carries one too (`serving.catalog`).
 
 Cost on every executor: 8·(2 + L) bytes per item (item_id, item_idx, category_idx, L SID codes),
 40 bytes for 3-level SIDs: 10 million items take about 400 MB.
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from jobs.runtime.arrow_arrays import fixed_width
-from jobs.runtime.sorted_lookup import locate
+from r2led_model.arrow_arrays import fixed_width
+from r2led_model.sorted_lookup import locate
 from r2led_model.features import PAD
 from r2led_model.features import UNKNOWN_CATEGORY as UNKNOWN_CATEGORY_IDX
 

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.runtime.arrow_arrays import fixed_width
-from jobs.runtime.sorted_lookup import locate
+from r2led_model.arrow_arrays import fixed_width
+from r2led_model.sorted_lookup import locate
 
 UNKNOWN_CATEGORY = -1
 UNKNOWN_CODE = -1
