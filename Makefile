@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 ENV    ?= local
 
 # Spark 4.0 needs Java 17; where several JDKs exist, pick a 17 explicitly (override with JAVA_HOME=...).
-JAVA_HOME ?= $(firstword $(wildcard /usr/lib/jvm/java-17-openjdk* /usr/lib/jvm/temurin-17* /usr/lib/jvm/*-17-* /usr/lib/jvm/*17*))
+# The same discovery the tests use (standard library only, so it runs before setup).
+JAVA_HOME ?= $(shell python3 jobs/runtime/java_home.py)
 export JAVA_HOME
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
@@ -33,7 +34,7 @@ test: $(STAMP)
 
 # The edit loop's tier (about a minute): the library (no Spark) and the argument checks.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests/r2led_model tests/jobs/test_dates.py tests/jobs/test_schedules.py
+	$(BIN)/python -m pytest tests/r2led_model tests/jobs/test_dates.py tests/jobs/test_schedules.py tests/jobs/test_java_home.py
 
 # `make test-runtime`: the wheel installed (with `pip check`) into a second environment whose shared
 # packages follow a current Databricks ML LTS runtime (requirements/runtime-like.txt: pyspark 4.1,

@@ -8,6 +8,7 @@ own scratch lives in a session temp folder; Delta jars are cached in the repo's 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,12 @@ def restore_logging():
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
+    from jobs.runtime.java_home import java17_home
     from jobs.runtime.spark_runtime import get_spark
+
+    # Plain `pytest` (without make) finds the Java 17 the Makefile would, not whatever `java` is on PATH.
+    if not os.environ.get("JAVA_HOME") and java17_home():
+        os.environ["JAVA_HOME"] = java17_home()
 
     root = tmp_path_factory.mktemp("spark-session")
     config = load_config("tiny", [f"workspace.root={root}", f"spark.ivy_dir={IVY_DIR}"])

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from jobs.cli import COMMANDS
+from jobs.runtime.java_home import java17_home
 from tests.conftest import IVY_DIR, REPO
 from tests.helpers import expected_delta_package
 
@@ -19,11 +20,9 @@ JOB_TIMEOUT_S = 600  # a 2-core machine under load: JVM start + Ivy resolve + th
 
 
 def java_home() -> str:
-    if os.environ.get("JAVA_HOME"):
-        return os.environ["JAVA_HOME"]
-    found = sorted(Path("/usr/lib/jvm").glob("*17*"))
+    found = java17_home()
     assert found, "no Java 17 under /usr/lib/jvm; set JAVA_HOME"
-    return str(found[0])
+    return found
 
 
 def spark_submit() -> str:

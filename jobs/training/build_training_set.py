@@ -88,7 +88,7 @@ _CHUNK = 8192  # samples per output batch of a task
 def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, routes: Sequence[str],
                    config: TrainingSetConfig, partitions: int | None = None) -> DataFrame:
     """Examples for `samples` (route candidates ⋈ samples: sample_id, user_id, item_id, ts, label,
-    split, hist_len, cand_<r>_pos, cand_<r>_mask), in retrieve's layout: each user's stored
+    split, hist_len, cand_<r>_pos), in retrieve's layout: each user's stored
     sequence (one row, arrays as stored) and samples meet in one hash partition by user; no
     behaviour is exploded into a row or joined. `index` (item_index) is collected once and travels
     with the tasks (`ItemIndexLookup`); each task gathers its samples' features `_CHUNK` samples at
@@ -100,9 +100,10 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
     columns = output_columns(routes)
     schema = ", ".join(f"{name} {kind}" for name, kind in columns)
     sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
-                      + [candidate_column(route, part) for route in routes for part in ("pos", "mask")])
-    candidate_arrays = [F.array().cast(CANDIDATE_KINDS[part]).alias(candidate_column(route, part))
-                        for route in routes for part in ("pos", "mask")]
+                      + [candidate_column(route, "pos") for route in routes])
+    # Only the positions cross the shuffle: a slot holds a behaviour iff its position is ≥ 0 (retrieve's mask).
+    candidate_arrays = [F.array().cast(CANDIDATE_KINDS["pos"]).alias(candidate_column(route, "pos"))
+                        for route in routes]
     rows = co_partitioned(sequences, samples, sample_columns, sample_only=candidate_arrays, partitions=partitions)
     names = [name for name, _ in columns]
 
@@ -166,9 +167,8 @@ def examples_for_samples(histories: PartitionHistories, samples: pa.Table, looku
     owner = histories.owners(samples["user_id"].to_numpy())  # (S,)
     hist_len = samples["hist_len"].to_numpy().astype(np.int64)
     ends = np.clip(hist_len - histories.dropped[owner], 0, histories.lengths[owner])  # (S,)
-    route_slots = {route: (_stack(samples[candidate_column(route, "pos")]).astype(np.int64),  # (S, k)
-                           _stack(samples[candidate_column(route, "mask")]).astype(bool))  # (S, k)
-                   for route in routes}
+    positions = {route: _stack(samples[candidate_column(route, "pos")]).astype(np.int64) for route in routes}  # (S, k)
+    route_slots = {route: (pos, pos >= 0) for route, pos in positions.items()}
     slots = example_slots(histories.features, first=histories.starts[owner], ends=ends,
                           sample_ts=samples["ts"].to_numpy().astype(np.int64), route_slots=route_slots,
                           short_window=config.short_window, long_history=config.long_history,
