@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from r2led_model.config import Config, load_config
-
-REPO = Path(__file__).resolve().parents[1]
-IVY_DIR = REPO / "workspace" / "ivy2"
-
+from tests.helpers import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, config_in
 
 @pytest.fixture
 def restore_logging():
@@ -52,11 +48,6 @@ def spark(tmp_path_factory):
     session.stop()
 
 
-def config_in(root: Path, *overrides: str, env: str = "tiny") -> Config:
-    """A Config whose workspace is `root` (Delta jars still come from the shared Ivy cache)."""
-    return load_config(env, [f"workspace.root={root}", f"spark.ivy_dir={IVY_DIR}", *overrides])
-
-
 @pytest.fixture
 def make_config(tmp_path):
     """`make_config("key=value", ..., env="tiny")` → a Config whose workspace is this test's tmp_path."""
@@ -80,23 +71,6 @@ def tiny_tables(spark, tmp_path_factory) -> Path:
     for stage in stages(DATA_STAGES):
         stage.run(spark, config)
     return root
-
-
-def trained_world(spark, tables: Path, root: Path, *overrides: str) -> Path:
-    """A copy of `tables` at `root`, then the full run's train, promote and score on it with
-    `overrides`: the same workspace `generate` + `pipeline` would leave."""
-    from jobs.orchestration.stages import MODEL_STAGES, stages
-
-    shutil.copytree(tables, root)
-    config = config_in(root, *overrides)
-    for stage in stages(MODEL_STAGES):
-        stage.run(spark, config)
-    return root
-
-
-# The dated pipeline's tests: a small model so each training is seconds.
-NIGHTLY_FAST = ("training.epochs=1", "training.batch_size=256", "model.embedding_dim=8", "model.mlp_dims=[16]")
-NIGHTLY_DAY1 = "2024-01-18"
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONSTRAINTS = Path(__file__).resolve().parents[1] / "requirements" / "constraints.txt"
+from r2led_model.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+IVY_DIR = REPO / "workspace" / "ivy2"
+CONSTRAINTS = REPO / "requirements" / "constraints.txt"
+
+
+def config_in(root: Path, *overrides: str, env: str = "tiny") -> Config:
+    """A Config whose workspace is `root` (Delta jars still come from the shared Ivy cache)."""
+    return load_config(env, [f"workspace.root={root}", f"spark.ivy_dir={IVY_DIR}", *overrides])
+
+
+def trained_world(spark, tables: Path, root: Path, *overrides: str) -> Path:
+    """A copy of `tables` at `root`, then the full run's train, promote and score on it with
+    `overrides`: the same workspace `generate` + `pipeline` would leave."""
+    from jobs.orchestration.stages import MODEL_STAGES, stages
+
+    shutil.copytree(tables, root)
+    config = config_in(root, *overrides)
+    for stage in stages(MODEL_STAGES):
+        stage.run(spark, config)
+    return root
+
+
+# The dated pipeline's tests: a small model so each training is seconds.
+NIGHTLY_FAST = ("training.epochs=1", "training.batch_size=256", "model.embedding_dim=8", "model.mlp_dims=[16]")
+NIGHTLY_DAY1 = "2024-01-18"
 
 
 def write_lines(path: Path, lines: list[str]) -> str:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from jobs.cli import COMMANDS
 from jobs.runtime.java_home import java17_home
-from tests.conftest import IVY_DIR, REPO
-from tests.helpers import expected_delta_package
+from tests.helpers import IVY_DIR, REPO, expected_delta_package
 
 DELTA_PACKAGE = expected_delta_package()
 SUBMIT_SH = REPO / "deploy" / "submit.sh"

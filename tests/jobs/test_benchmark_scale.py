@@ -17,7 +17,7 @@ from jobs.benchmarks.single_process_stages import (collab_vectors_reference, ret
                                                    training_set_reference)
 from jobs.runtime.tables import TableStore
 from r2led_model.config import parse_utc_timestamp
-from tests.conftest import config_in
+from tests.helpers import config_in
 
 
 def test_each_size_samples_only_its_last_days_and_writes_inside_its_folder(make_config, tmp_path):

@@ -14,8 +14,7 @@ import pytest
 from jobs import cli
 from jobs.runtime.run_lock import LOCK_TABLE
 from jobs.runtime.tables import TableStore
-from tests.conftest import IVY_DIR, config_in
-from tests.helpers import write_lines
+from tests.helpers import IVY_DIR, config_in, write_lines
 
 TAOBAO = [
     "1,100,10,pv,1700000000",

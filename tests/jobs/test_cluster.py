@@ -31,8 +31,7 @@ from jobs.orchestration.ledger import RunLedger
 from jobs.runtime.tables import TABLES, TableStore
 from jobs.training import train
 from r2led_model.config import split_as_of
-from tests.conftest import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, REPO, config_in
-from tests.helpers import table_snapshot
+from tests.helpers import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, REPO, config_in, table_snapshot
 from tests.spark_submit_support import build_wheel, run_command, submit_env, tail
 
 CLUSTER_SH = REPO / "deploy" / "cluster.sh"

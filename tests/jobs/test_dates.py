@@ -16,8 +16,7 @@ from jobs.orchestration.nightly import run_date
 from jobs.registry import score
 from jobs.runtime.dates import parse_day
 from jobs.runtime.tables import TableStore
-from tests.conftest import IVY_DIR, REPO, config_in
-from tests.helpers import rows
+from tests.helpers import IVY_DIR, REPO, config_in, rows
 
 HOSTILE = "x' OR '1'='1"
 BAD = [HOSTILE, "2024-02-30", "2023-02-29", "20240116", "2024-W03-2", "2024-1-5", " 2024-01-05", "2024-01-05\n",

@@ -9,8 +9,7 @@ from pyspark.sql import functions as F
 from jobs.ingest import generate, ingest
 from jobs.runtime.tables import TableStore
 from jobs.sequences import sequences
-from tests.conftest import config_in
-from tests.helpers import rows
+from tests.helpers import config_in, rows
 
 TABLES = ("events", "events_rejected", "items", "user_sequences", "samples")
 

@@ -12,8 +12,7 @@ import pytest
 
 from jobs.ingest import ingest
 from jobs.runtime.tables import TableStore
-from tests.conftest import IVY_DIR
-from tests.helpers import rows, write_lines
+from tests.helpers import IVY_DIR, rows, write_lines
 
 DAY1 = [
     "1,100,10,pv,1700000000",  # 2023-11-14T22:13:20Z

@@ -16,8 +16,7 @@ import pytest
 from jobs.ingest import ingest
 from jobs.ingest.sources import load_source
 from jobs.runtime.tables import TableStore
-from tests.conftest import config_in
-from tests.helpers import rows, write_lines
+from tests.helpers import config_in, rows, write_lines
 
 LENIENT = "ingest.max_reject_share=1.0"
 D, BEFORE, AFTER = "2024-01-19", "2024-01-18", "2024-01-20"

@@ -18,7 +18,7 @@ from jobs.runtime.tables import TableStore
 from jobs.training import report_oracle
 from jobs.training.training_data import item_lookup_arrays, training_data, user_sample
 from r2led_model.config import parse_utc_timestamp
-from tests.conftest import config_in
+from tests.helpers import config_in
 
 SHAPE_KEYS = {"test_rows", "test_users", "long_history", "hist_len_median", "hist_len_p90", "beyond_window_share",
               "cold_target_share", "dormant_target_share", "dormant_beyond_window_share", "community_target_share",

@@ -38,8 +38,7 @@ from r2led_model.codebook_store import CodebookVersionError
 from r2led_model.config import Config, split_as_of
 from r2led_model.mlflow_model import load_bundle
 from r2led_model.tracking import configure
-from tests.conftest import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, config_in
-from tests.helpers import table_snapshot
+from tests.helpers import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, config_in, table_snapshot
 
 FAST = NIGHTLY_FAST
 DAY1, DAY2, DAY3 = NIGHTLY_DAY1, "2024-01-19", "2024-01-20"

@@ -17,8 +17,7 @@ from jobs.orchestration.nightly import run_date, summary_table
 from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES
 from jobs.orchestration.table_guard import TableStateError, recorded_versions
 from jobs.runtime.tables import DamagedTableError, TableStore
-from tests.conftest import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, config_in
-from tests.helpers import table_snapshot
+from tests.helpers import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, config_in, table_snapshot
 
 DAY1, DAY2, DAY3 = NIGHTLY_DAY1, "2024-01-19", "2024-01-20"
 

@@ -15,7 +15,7 @@ from jobs.runtime.tables import TableStore
 from jobs.training import report_oracle, train, tune
 from r2led_model.tracking import child_runs, run_data
 from r2led_model.tuning import TunedParams, tuned_path
-from tests.conftest import config_in
+from tests.helpers import config_in
 
 ORACLE = ("synthetic.num_users=150", "synthetic.impressions.enabled=true", "synthetic.impressions.per_user=60",
           "synthetic.catalogue.category_level=1", "synthetic.catalogue.mislabel_share=0.1",

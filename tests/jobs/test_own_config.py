@@ -18,7 +18,7 @@ from jobs.orchestration import pipeline
 from jobs.runtime.tables import TableStore
 from r2led_model.config import load_config
 from r2led_model.mlflow_model import model_version
-from tests.conftest import IVY_DIR
+from tests.helpers import IVY_DIR
 
 USERS, PER_USER, ITEMS = 40, 30, range(100, 160)
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z

@@ -27,7 +27,7 @@ EVENTS += [(2, 12, BASE + 2 * DAY), (2, 10, BASE + 3 * DAY)]
 
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
-    from tests.conftest import config_in
+    from tests.helpers import config_in
 
     config = config_in(tmp_path_factory.mktemp("retrieve"), "retrieval.routes=[sid1, sid2, collab]", "retrieval.k=2",
                        "retrieval.simhash_bits=4", "sequences.negatives.enabled=never",
@@ -193,7 +193,7 @@ def test_every_training_example_of_the_tiny_world_equals_the_per_sample_referenc
     from jobs.training.build_training_set import output_columns
     from jobs.training.training_data import item_lookup_arrays
     from r2led_model.models.item_lookup import ItemLookup
-    from tests.conftest import config_in
+    from tests.helpers import config_in
     from tests.reference_examples import reference_example
 
     config = config_in(tiny_tables)
@@ -227,7 +227,7 @@ def test_every_training_example_of_the_tiny_world_equals_the_per_sample_referenc
 def test_each_split_is_spread_over_files_sorted_by_sample_id(spark, tiny_tables):
     import pyarrow.parquet as pq
 
-    from tests.conftest import config_in
+    from tests.helpers import config_in
 
     config = config_in(tiny_tables)
     store = TableStore(spark, config.tables)

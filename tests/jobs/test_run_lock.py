@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from jobs.runtime.run_lock import LOCK_TABLE, LockHeldError, LockLostError, RunLock
 from jobs.runtime import run_lock
 from jobs.runtime.tables import TableStore
-from tests.conftest import IVY_DIR
+from tests.helpers import IVY_DIR
 
 
 def lock(store, owner, day="2024-01-19", timeout_minutes=180):
@@ -155,6 +155,6 @@ def test_a_stage_command_refuses_while_a_run_holds_the_lock_and_takes_it_otherwi
 
 
 def make_store_config(root):
-    from tests.conftest import config_in
+    from tests.helpers import config_in
 
     return config_in(root)

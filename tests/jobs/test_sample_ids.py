@@ -20,7 +20,7 @@ EVENTS = [(1, 10, BASE + 2 * DAY, 1, 5.0), (1, 11, BASE + 3 * DAY, 1, 4.0), (1, 
 
 
 def test_a_click_and_a_non_click_in_one_second_are_two_training_examples(spark, tmp_path):
-    from tests.conftest import config_in
+    from tests.helpers import config_in
 
     config = config_in(tmp_path, "retrieval.routes=[sid1, collab]", "retrieval.k=2", "retrieval.simhash_bits=4",
                        "sequences.split.valid_from=2024-01-03", "sequences.split.test_from=2024-01-04")

@@ -21,7 +21,7 @@ from jobs.orchestration import pipeline
 from jobs.orchestration.stages import STAGE_NAMES
 from jobs.runtime.dates import resolve_run_date
 from jobs.runtime.entrypoint import job_parser
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 UTC = dt.timezone.utc
 TRIGGER = dt.datetime(2024, 3, 1, 2, 30, tzinfo=UTC)  # the day after a leap day

@@ -17,8 +17,7 @@ from r2led_model.codebook import dedup_digits
 from r2led_model.codebook_store import CodebookVersionError
 from r2led_model.rqvae import train_rqvae
 from r2led_model.tracking import run_data
-from tests.conftest import config_in
-from tests.helpers import rows
+from tests.helpers import config_in, rows
 
 SMALL_CODEBOOK = ("codebook.levels=2", "codebook.codebook_size=8", "codebook.latent_dim=4",
                   "codebook.hidden_dims=[16]", "codebook.epochs=4", "codebook.batch_size=64")

@@ -19,8 +19,7 @@ from jobs.ingest.sources import SourceError, load_source
 from jobs.ingest.sources.amazon import string_id
 from jobs.ingest.sources.movielens import embedded_dataset_dir
 from jobs.runtime.tables import TableStore
-from tests.conftest import config_in
-from tests.helpers import rows, write_lines
+from tests.helpers import config_in, rows, write_lines
 
 UTC = dt.timezone.utc
 # The hand-made files below are mostly bad lines on purpose: lift the reject-share limit of a real feed.

@@ -21,7 +21,7 @@ import pytest
 
 from jobs.cli import COMMANDS
 from jobs.runtime.spark_runtime import _adopt_submitted_session
-from tests.conftest import IVY_DIR, REPO
+from tests.helpers import IVY_DIR, REPO
 from tests.spark_submit_support import (
     DELTA_PACKAGE,
     build_wheel,
@@ -136,7 +136,7 @@ def test_submit_mode_without_delta_names_the_missing_confs():
     class Session:
         conf = Conf()
 
-    from tests.conftest import config_in
+    from tests.helpers import config_in
 
     with pytest.raises(RuntimeError, match="--conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta"):
         _adopt_submitted_session(Session(), config_in(Path("/nonexistent"), "spark.mode=submit"))

@@ -19,8 +19,7 @@ from jobs.ingest import ingest
 from jobs.ingest.sources import SourceError, load_source
 from jobs.runtime.tables import TableStore
 from r2led_model.config import ConfigError
-from tests.conftest import config_in
-from tests.helpers import rows, write_lines
+from tests.helpers import config_in, rows, write_lines
 
 UTC = dt.timezone.utc
 LENIENT = "ingest.max_reject_share=1.0"  # the hand-made tables are mostly bad rows on purpose

@@ -31,8 +31,7 @@ from r2led_model.bundle import DataVersions, ModelBundle
 from r2led_model.mlflow_model import load_bundle, log_ctr_model, model_version
 from r2led_model.serving.requests import REQUEST_COLUMNS
 from r2led_model.tracking import configure, run_data, tracked_run
-from tests.conftest import IVY_DIR, config_in, trained_world
-from tests.helpers import rows
+from tests.helpers import IVY_DIR, config_in, rows, trained_world
 
 FAST = ("training.epochs=3", "training.batch_size=128", "training.reader_workers=1", "model.embedding_dim=8",
         "model.mlp_dims=[16]")

@@ -13,8 +13,7 @@ from jobs.runtime.tables import TableStore
 from jobs.training import build_training_set
 from jobs.training.training_data import TrainingDataError, feature_spec, item_lookup_arrays
 from r2led_model.models.item_lookup import ItemLookup
-from tests.conftest import config_in
-from tests.helpers import rows
+from tests.helpers import config_in, rows
 
 
 def widened_table(spark, store: TableStore):

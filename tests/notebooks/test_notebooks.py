@@ -19,7 +19,7 @@ from jobs.notebook_views.context import (STANDARD_WIDGETS, LocalDbutils, LocalWi
 from jobs.orchestration.stages import STAGE_NAMES
 from jobs.runtime.tables import TableStore
 from r2led_model.config import ConfigError, load_config
-from tests.conftest import IVY_DIR, REPO, config_in, trained_world
+from tests.helpers import IVY_DIR, REPO, config_in, trained_world
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
 EXPECTED_NOTEBOOKS = ["01_explore_sequences.py", "02_inspect_sids.py", "03_user_retrieval.py",

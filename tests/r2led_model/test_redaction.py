@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from r2led_model.config import REDACTED, load_config, redacted
-from tests.conftest import config_in
+from tests.helpers import config_in
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SECRET = "s3cr3t-Value-42"

@@ -3,9 +3,6 @@ impressions it reads, and what a trained one does on a world where only warm ite
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
