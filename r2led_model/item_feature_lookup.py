@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from r2led_model.arrow_arrays import fixed_width
-from r2led_model.sorted_lookup import locate
+from r2led_model.sorted_lookup import locate, take_known
 
 UNKNOWN_CATEGORY = -1
 UNKNOWN_CODE = -1
@@ -55,12 +55,9 @@ class ItemFeatureLookup:
     def features(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n,) ids → codes (n, L), signatures (n, W), categories (n,), with the unknown-item defaults."""
         rows, known = locate(self.item_ids, np.asarray(item_ids))  # (n,), (n,)
-        codes = np.full((len(known), self.codes.shape[1]), UNKNOWN_CODE, dtype=np.int32)  # (n, L)
-        signatures = np.zeros((len(known), self.signatures.shape[1]), dtype=np.uint64)  # (n, W)
-        categories = np.full(len(known), UNKNOWN_CATEGORY, dtype=np.int64)  # (n,)
-        codes[known] = self.codes[rows[known]]
-        signatures[known] = self.signatures[rows[known]]
-        categories[known] = self.categories[rows[known]]
+        codes = take_known(self.codes, rows, known, UNKNOWN_CODE)  # (n, L)
+        signatures = take_known(self.signatures, rows, known, 0)  # (n, W)
+        categories = take_known(self.categories, rows, known, UNKNOWN_CATEGORY)  # (n,)
         return codes, signatures, categories
 
     @property

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from r2led_model.arrow_arrays import fixed_width
-from r2led_model.sorted_lookup import locate
+from r2led_model.sorted_lookup import locate, take_known
 from r2led_model.features import PAD
 from r2led_model.features import UNKNOWN_CATEGORY as UNKNOWN_CATEGORY_IDX
 
@@ -49,17 +49,14 @@ class ItemIndexLookup:
     def item_indices(self, item_ids: np.ndarray) -> np.ndarray:
         """(n,) ids → item_idx (n,), 0 (padding) for an item missing from `item_index`."""
         rows, known = locate(self.item_ids, np.asarray(item_ids))  # (n,), (n,)
-        return np.where(known, self.item_idx[rows] if len(self.item_ids) else PAD, PAD).astype(np.int64)
+        return take_known(self.item_idx, rows, known, PAD)
 
     def indices(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n,) ids → item_idx (n,), category_idx (n,), sid (n, L), with the missing-item defaults."""
         rows, known = locate(self.item_ids, np.asarray(item_ids))  # (n,), (n,)
-        item_idx = np.full(len(known), PAD, dtype=np.int64)
-        category_idx = np.full(len(known), UNKNOWN_CATEGORY_IDX, dtype=np.int64)
-        sid = np.full((len(known), self.sid.shape[1]), PAD, dtype=np.int64)  # (n, L)
-        item_idx[known] = self.item_idx[rows[known]]
-        category_idx[known] = self.category_idx[rows[known]]
-        sid[known] = self.sid[rows[known]]
+        item_idx = take_known(self.item_idx, rows, known, PAD)  # (n,)
+        category_idx = take_known(self.category_idx, rows, known, UNKNOWN_CATEGORY_IDX)  # (n,)
+        sid = take_known(self.sid, rows, known, PAD)  # (n, L)
         return item_idx, category_idx, sid
 
     @property

@@ -12,3 +12,10 @@ def locate(sorted_keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nda
     rows = np.minimum(np.searchsorted(sorted_keys, ids), max(len(sorted_keys) - 1, 0))  # (n,)
     found = sorted_keys[rows] == ids if len(sorted_keys) else np.zeros(len(ids), dtype=bool)  # (n,)
     return rows, found
+
+
+def take_known(values: np.ndarray, rows: np.ndarray, known: np.ndarray, default) -> np.ndarray:
+    """values[rows] where `known` (from `locate`), `default` elsewhere: (n, *values.shape[1:]), values' dtype."""
+    out = np.full((len(known), *values.shape[1:]), default, dtype=values.dtype)
+    out[known] = values[rows[known]]
+    return out
