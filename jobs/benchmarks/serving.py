@@ -15,8 +15,8 @@ process, one after another (the same work without HTTP and JSON).
 Candidates: `pairs` (user, item) pairs drawn with a fixed seed (users with a stored sequence, items of
 item_index) are written as Parquet and scored as of one time by `score_candidates` (Spark: read, retrieve,
 assemble, score, write `candidate_scores`). Reference: the same pairs in one process: the pairs and the
-stored sequences read with pyarrow, each pair's history its user's whole stored sequence, through the
-served model's code (`serving.scorer`), a chunk at a time. Both must give the same scores (printed as the
+stored sequences read with pyarrow, each distinct pair once (as score --candidates scores it), its history
+its user's whole stored sequence, through the served model's code (`serving.scorer`), a chunk at a time. Both must give the same scores (printed as the
 largest difference).
 
 Prints one JSON line per measurement and a table; appends the lines to `<benchmark.output_dir>/serving.jsonl`.
@@ -153,15 +153,16 @@ def draw_pairs(store: TableStore, pairs: int, seed: int) -> pa.Table:
 
 def candidates_reference(store: TableStore, pairs_path: Path, uri_config: Config, uri: str,
                          as_of: int) -> pd.Series:
-    """The score --candidates work in one process: read the pairs and the stored sequences with pyarrow,
-    and score each pair against its user's whole stored sequence through the served model's code."""
+    """The score --candidates work in one process: read the pairs (each distinct pair once) and the stored
+    sequences with pyarrow, and score each pair against its user's whole stored sequence through the served
+    model's code."""
     import mlflow
 
     from r2led_model.tracking import configure
 
     configure(uri_config.mlflow)
     served = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    pairs = pq.read_table(pairs_path)
+    pairs = pq.read_table(pairs_path).group_by(["user_id", "item_id"]).aggregate([])  # a pair listed twice is one
     files = [f.removeprefix("file:") for f in store.active_files("user_sequences")]  # a local run: plain paths
     sequences = pq.read_table(files, columns=["user_id", "item_ids", "ts"])
     users = sequences["user_id"].to_numpy()
