@@ -669,7 +669,7 @@ class R2LEDConfig:
     # learned query for every target: the control that isolates listening to the target); or cross (the
     # target attends across every route's candidates at once, each keyed with its route's embedding).
     # `cross` is the default: on the oracle world's validation split it beat per-route attention then
-    # fusion (README "Measured").
+    # fusion (docs/measured.md).
     route_fusion: RouteFusionMode = "cross"
     # Add an embedding of each route's pool occupancy (log2 buckets of its valid candidates): how
     # much of the history matched the target at that route's granularity, which attention averages away.

@@ -1,5 +1,5 @@
-"""`r2led pipeline --config my.yaml` end to end on a user's own Delta tables, as README "Your own
-logs" shows it: a tiny table of impressions (clicks and non-clicks) and a tiny items table, each made
+"""`r2led pipeline --config my.yaml` end to end on a user's own Delta tables, as docs/your-own-data.md
+shows it: a tiny table of impressions (clicks and non-clicks) and a tiny items table, each made
 in two lines, and one YAML file over the packaged base.yaml (no env layer).
 
 40 users × 30 impressions each: impression t of user u is at hour 40·t + u after 2024-01-01, so the

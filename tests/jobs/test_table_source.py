@@ -374,14 +374,14 @@ def test_table_source_settings_are_not_checked_for_other_kinds(make_config):
     assert make_config("source.table.labels=column").source.kind == "synthetic"
 
 
-def test_readme_table_example_is_a_valid_config_naming_every_key(make_config):
+def test_the_documented_table_example_is_a_valid_config_naming_every_key(make_config):
     import dataclasses
 
     import yaml
 
     from r2led_model.config import TableColumnsConfig, TableItemsConfig, TableSourceConfig, with_values
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "your-own-data.md").read_text(encoding="utf-8")
     section = readme.split("### `source.kind: table`", 1)[1]
     block = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
     config = with_values(make_config(), {"source": block["source"]})
