@@ -80,8 +80,9 @@ def default_run_id(source: CandidateSource, model_name: str, model_version: str)
 
 
 def read_pairs(spark: SparkSession, source: CandidateSource, as_of: int) -> tuple[DataFrame, int]:
-    """(pairs: pair_id, user_id, item_id, ts, rejected; duplicates dropped) and how many rows were
-    duplicates. `rejected` is null for a pair that can be scored, else why it cannot."""
+    """(pairs: pair_id, user_id, item_id, ts, rejected, copies; one row per distinct pair, persisted) and
+    how many rows were duplicates. `rejected` is null for a pair that can be scored, else why it cannot.
+    The source is read once: the distinct pairs and their counts come from one aggregation."""
     raw = read_table(spark, path=source.path, name=source.name, format=source.format, options={},
                      what="--candidates")
     wanted = {"user": source.user_column, "item": source.item_column,
@@ -104,10 +105,12 @@ def read_pairs(spark: SparkSession, source: CandidateSource, as_of: int) -> tupl
                 .when(F.col("ts").isNull(), F.lit(f"{source.ts_column} missing or not epoch seconds")))
     # Non-negative and stable: the same pair gets the same id in every run.
     pair_id = F.xxhash64("user_id", "item_id", "ts").bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF))
-    pairs = pairs.withColumn("pair_id", pair_id).withColumn("rejected", rejected)
-    read = pairs.count()
-    distinct = pairs.dropDuplicates(["pair_id", "user_id", "item_id", "ts"])
-    return distinct, read - distinct.count()
+    # `rejected` follows from the key's nulls, so grouping by it too keeps one row per pair.
+    distinct = (pairs.withColumn("pair_id", pair_id).withColumn("rejected", rejected)
+                .groupBy("pair_id", "user_id", "item_id", "ts", "rejected").agg(F.count("*").alias("copies"))
+                .persist())
+    totals = distinct.agg(F.sum("copies").alias("read"), F.count("*").alias("distinct")).first()
+    return distinct, int(totals["read"] or 0) - int(totals["distinct"])
 
 
 def with_history_lengths(pairs: DataFrame, sequences: DataFrame) -> DataFrame:
@@ -143,7 +146,6 @@ def score_candidates(spark: SparkSession, config: Config, source: CandidateSourc
     run_id = run_id or default_run_id(source, name, version)
     as_of = int(time.time()) if as_of is None else as_of
     pairs, duplicates = read_pairs(spark, source, as_of)
-    pairs = pairs.persist()
     valid = with_history_lengths(pairs.where(F.col("rejected").isNull()), store.read("user_sequences")).select(
         F.col("pair_id").alias("sample_id"), "user_id", "item_id", "ts", "hist_len")
     examples = candidate_examples(spark, store, config, valid).join(valid.select("sample_id", "item_id"), "sample_id")
