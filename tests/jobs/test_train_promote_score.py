@@ -91,7 +91,9 @@ def test_training_run_holds_the_promised_params_metrics_artifacts_and_model(spar
     assert test_metrics["test_auc"] == pytest.approx(result.test["auc"])
     assert version.tags["architecture"] == "r2led"
     info = mlflow.models.get_model_info(f"models:/{config.registry.model_name}/{result.version}")
-    assert "target_item" in info.signature.inputs.input_names()
+    # The served contract: raw ids and times (docs/serving.md), with the serving catalogue beside the weights.
+    assert info.signature.inputs.input_names() == list(REQUEST_COLUMNS)
+    assert set(info.flavors["python_function"]["artifacts"]) == {"bundle", "serving_catalog"}
     requirements = mlflow.pyfunc.get_model_dependencies(f"models:/{config.registry.model_name}/{result.version}")
     with open(requirements) as handle:
         pinned = handle.read()
