@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.models import Model, infer_signature
 
-from r2led_model.bundle import LOOKUP_KEY, ModelBundle, frame_arrays, predict_arrays
+from r2led_model.bundle import LOOKUP_KEY, DataVersions, ModelBundle, frame_arrays, predict_arrays
 from r2led_model.models.inputs import INPUT_LAYOUT
 from r2led_model.config import MlflowConfig
 from r2led_model.serving.catalog import CATALOG_ARTIFACT, ServingCatalog
@@ -175,9 +175,7 @@ def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], 
 def catalog_incompatibilities(bundle: ModelBundle, catalog: ServingCatalog) -> list[str]:
     """Why `catalog` cannot serve `bundle` (empty: it can): other feature versions, a model without item
     lookups (input layout 1), indices beyond the model's lookups, or other windows and routes."""
-    problems = [f"{name}: model {mine}, catalogue {theirs}" for name, mine, theirs in (
-        ("codebook_version", bundle.versions.codebook_version, catalog.codebook_version),
-        ("collab_version", bundle.versions.collab_version, catalog.collab_version)) if mine != theirs]
+    problems = bundle.versions.compatible_with(DataVersions(catalog.codebook_version, catalog.collab_version))
     if bundle.input_layout != INPUT_LAYOUT:
         problems.append("the model holds no item lookups (input layout 1)")
     else:

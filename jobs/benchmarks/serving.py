@@ -16,8 +16,8 @@ Candidates: `pairs` (user, item) pairs drawn with a fixed seed (users with a sto
 item_index) are written as Parquet and scored as of one time by `score_candidates` (Spark: read, retrieve,
 assemble, score, write `candidate_scores`). Reference: the same pairs in one process: the pairs and the
 stored sequences read with pyarrow, each distinct pair once (as score --candidates scores it), its history
-its user's whole stored sequence, through the served model's code (`serving.scorer`), a chunk at a time. Both must give the same scores (printed as the
-largest difference).
+its user's whole stored sequence, through the served model's code (`serving.scorer`), a chunk at a time.
+Both must give the same scores (printed as the largest difference).
 
 Prints one JSON line per measurement and a table; appends the lines to `<benchmark.output_dir>/serving.jsonl`.
 """
@@ -49,6 +49,7 @@ from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config
 from r2led_model.models import build_model
 from r2led_model.serving.requests import RawRequests
+from r2led_model.sorted_lookup import locate
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,9 @@ def benchmark_rest(config: Config, uri: str, item_ids: np.ndarray, lengths: Sequ
     return results
 
 
-def draw_pairs(store: TableStore, pairs: int, seed: int) -> pa.Table:
-    """`pairs` (user_id, item_id) pairs: users with a stored sequence and items of item_index, drawn uniformly."""
+def draw_pairs(store: TableStore, items: np.ndarray, pairs: int, seed: int) -> pa.Table:
+    """`pairs` (user_id, item_id) pairs: users with a stored sequence and `items` (item_index's), drawn uniformly."""
     users = store.read("user_sequences").select("user_id").toArrow()["user_id"].to_numpy()
-    items = store.read("item_index").select("item_id").toArrow()["item_id"].to_numpy()
     rng = np.random.default_rng(seed)
     return pa.table({"user_id": rng.choice(users, size=pairs), "item_id": rng.choice(items, size=pairs)})
 
@@ -174,7 +174,8 @@ def candidates_reference(store: TableStore, pairs_path: Path, uri_config: Config
     scores = []
     for first in range(0, pairs.num_rows, CHUNK):
         chunk = pairs.slice(first, CHUNK)
-        owner = by_user[np.searchsorted(users[by_user], chunk["user_id"].to_numpy())]  # (S,) drawn users all exist
+        slot, _ = locate(users[by_user], chunk["user_id"].to_numpy())  # (S,): drawn users all have a sequence
+        owner = by_user[slot]  # (S,)
         counts = lengths[owner]  # (S,)
         out_starts = np.r_[0, np.cumsum(counts)]  # (S + 1,)
         rows = np.repeat(starts[owner] - out_starts[:-1], counts) + np.arange(out_starts[-1])  # (M,)
@@ -188,10 +189,10 @@ def candidates_reference(store: TableStore, pairs_path: Path, uri_config: Config
 
 
 def benchmark_candidates(spark: SparkSession, config: Config, store: TableStore, uri_config: Config, uri: str,
-                         pairs: int, seed: int, folder: Path) -> dict:
+                         item_ids: np.ndarray, pairs: int, seed: int, folder: Path) -> dict:
     from jobs.registry.score_candidates import CandidateSource, score_candidates
 
-    drawn = draw_pairs(store, pairs, seed)
+    drawn = draw_pairs(store, item_ids, pairs, seed)
     path = folder / "pairs.parquet"
     pq.write_table(drawn, path)
     as_of = int(time.time())
@@ -205,9 +206,7 @@ def benchmark_candidates(spark: SparkSession, config: Config, store: TableStore,
     reference_s = time.perf_counter() - started
     written = (store.read("candidate_scores").where("run_id = 'benchmark-serving'")
                .select("user_id", "item_id", "score").toPandas().set_index(["user_id", "item_id"])["score"])
-    written = written[~written.index.duplicated()]
-    expected = reference[~reference.index.duplicated()]
-    difference = float(np.abs(written.loc[expected.index].to_numpy() - expected.to_numpy()).max())
+    difference = float(np.abs(written.loc[reference.index].to_numpy() - reference.to_numpy()).max())
     out = {"bench": "serving_candidates", "pairs": pairs, "distinct_pairs": result.scored,
            "spark_s": round(spark_s, 2), "reference_s": round(reference_s, 2),
            "spark_pairs_per_s": round(pairs / spark_s, 1), "reference_pairs_per_s": round(pairs / reference_s, 1),
@@ -246,7 +245,7 @@ def run(spark: SparkSession, config: Config, *, lengths: Sequence[int] = LENGTHS
     item_ids = store.read("item_index").select("item_id").toArrow()["item_id"].to_numpy()
     results = benchmark_rest(uri_config, uri, item_ids, lengths, requests, seed, folder) if lengths else []
     if pairs:
-        results.append(benchmark_candidates(spark, config, store, uri_config, uri, pairs, seed, folder))
+        results.append(benchmark_candidates(spark, config, store, uri_config, uri, item_ids, pairs, seed, folder))
     with open(Path(config.benchmark.output_dir) / "serving.jsonl", "a", encoding="utf-8") as sink:
         for result in results:
             sink.write(json.dumps(result) + "\n")
@@ -255,7 +254,8 @@ def run(spark: SparkSession, config: Config, *, lengths: Sequence[int] = LENGTHS
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), help="history lengths T of the REST part")
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS),
+                        help="history lengths T of the REST part")
     parser.add_argument("--requests", type=int, default=REQUESTS, help="timed requests per history length")
     parser.add_argument("--pairs", type=int, default=PAIRS, help="candidate pairs of the score --candidates part "
                         "(0 skips it)")

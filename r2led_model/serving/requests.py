@@ -69,7 +69,7 @@ class RawRequests:
         backwards = np.flatnonzero((np.diff(history_ts) < 0) & (owner[1:] == owner[:-1]))
         _refuse(np.unique(owner[backwards + 1]),
                 lambda r: f"row {r}: history_ts is not ascending (send the history oldest first)")
-        future = np.flatnonzero(history_ts > request_ts[owner]) if len(owner) else np.zeros(0, np.int64)
+        future = np.flatnonzero(history_ts > request_ts[owner])
         _refuse(np.unique(owner[future]),
                 lambda r: f"row {r}: history_ts holds {int(history_ts[starts[r + 1] - 1])}, after request_ts "
                           f"{int(request_ts[r])} (a history holds what happened before the request)")

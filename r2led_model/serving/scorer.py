@@ -36,6 +36,7 @@ OUTPUT_COLUMNS = ("score", "known_item", "has_sids", "history_length", "unknown_
 @dataclass(frozen=True)
 class AssembledRequests:
     inputs: dict[str, np.ndarray]  # layout-2 model inputs: `<group>_item`, `<group>_recency` (N, n), target_item (N,)
+    history_item_idx: np.ndarray  # (M,) each behaviour's item index, 0 for an item the catalogue does not know
     first: np.ndarray  # (N,) each request's first behaviour the model reads (a row of the requests' behaviours)
     kept: np.ndarray  # (N,) how many it reads: those before the request, the newest `max_stored`
 
@@ -62,13 +63,14 @@ def request_inputs(requests: RawRequests, catalog: ServingCatalog) -> AssembledR
     targets = Targets(item_ids=requests.item_ids, hist_len=hist_len, sid_codes=codes, signatures=signatures,
                       categories=categories)
     found = retrieve_routes_many(histories, targets, np.arange(len(requests)), settings.plan)
-    history = HistoryFeatures(item_idx=catalog.index.item_indices(requests.history_item_ids), ts=requests.history_ts)
+    history = HistoryFeatures(item_idx=catalog.index.item_indices(requests.history_item_ids),  # (M,)
+                              ts=requests.history_ts)
     slots = example_slots(history, first=first, ends=kept, sample_ts=requests.request_ts,
                           route_slots={route: (c.positions.astype(np.int64), c.mask) for route, c in found.items()},
                           short_window=settings.short_window, long_history=settings.long_history,
                           recency_buckets=settings.recency_buckets)
     return AssembledRequests(inputs={**slots, "target_item": catalog.index.item_indices(requests.item_ids)},
-                             first=first, kept=kept)
+                             history_item_idx=history.item_idx, first=first, kept=kept)
 
 
 def score_requests(task: CTRTask, catalog: ServingCatalog, requests: RawRequests,
@@ -82,7 +84,7 @@ def score_requests(task: CTRTask, catalog: ServingCatalog, requests: RawRequests
     in_lookup = (target != PAD) & (target < len(sid))  # (N,)
     has_sids = np.zeros(len(target), dtype=bool)
     has_sids[in_lookup] = (sid[target[in_lookup]] != PAD).any(axis=1)
-    unknown = catalog.index.item_indices(requests.history_item_ids) == PAD  # (M,)
+    unknown = assembled.history_item_idx == PAD  # (M,)
     unread = np.bincount(requests.owner, weights=assembled.read_rows(requests) & unknown,
                          minlength=len(requests)).astype(np.int64)  # (N,)
     return pd.DataFrame({"score": scores, "known_item": target != PAD, "has_sids": has_sids,
