@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import get_args
+from typing import NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +46,14 @@ class Target:
     sid: Tensor | None = None  # (B, L) SID codes, 0 = padding / unknown
     warmth: Tensor | None = None  # (B,) warmth bucket of the item's training impressions (warmth gate only)
     item: Tensor | None = None  # (B,) item index within the model's tables (0: indexed after it was trained)
+
+
+class ItemViews(NamedTuple):
+    """What `ItemEmbedding.lookup` reads for items (B, *n)."""
+
+    e_id: Tensor | None  # (B, *n, d); None without an ID table
+    e_sid: Tensor | None  # (B, *n, d), or (B, *n, L, d) per level; None without SID tables
+    warmth: Tensor | None  # (B, *n) the warmth gate's bucket, 0 where the ID reads the OOV row; else None
 
 
 @dataclass(frozen=True)
@@ -330,19 +338,16 @@ class ItemEmbedding(nn.Module):
                                  f"{tuple(self.impressions.shape)}")
             self.impressions.copy_(counts)
 
-    def warmth(self, item: Tensor) -> Tensor | None:
-        """item (B, *n) → the warmth gate's buckets (B, *n), or None without the warmth gate."""
-        if self.oov is None:
-            return None
-        return log2_bucket(self.impressions[item], self.fusion.buckets)
-
-    def lookup(self, item: Tensor, sid: Tensor, real: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
-        """item (B, *n), sid (B, *n, L) → e_id (B, *n, d) or None, e_sid (B, *n, d) or None.
+    def lookup(self, item: Tensor, sid: Tensor, real: Tensor | None = None) -> ItemViews:
+        """item (B, *n), sid (B, *n, L) → the item's ID and SID views and, with the warmth gate, its warmth.
 
         real (B, *n) bool, where known: the slots that hold an item. With the warmth gate a real slot whose
         index is 0 (an item indexed after the model was trained, `inputs.within_vocab`) reads the OOV row,
-        as an item too rare to own an ID does; elsewhere index 0 is padding."""
-        e_id = None
+        as an item too rare to own an ID does; elsewhere index 0 is padding. An ID that reads the OOV row
+        (rare, unknown, or dropped while training) is seen as cold, warmth bucket 0: so training's dropped
+        IDs teach the gate and the route fusion what to do with a never-seen target, which no training
+        target is (each has at least its own impression)."""
+        e_id, warmth = None, None
         if self.item is not None:
             if self.oov is None:
                 e_id = self.item(item)
@@ -354,33 +359,38 @@ class ItemEmbedding(nn.Module):
                     oov |= (torch.rand(item.shape, device=item.device) < self.id_dropout) & (item > 0)
                 # Row 0 (padding, never updated) in place of an OOV item: its own row is neither read nor touched.
                 e_id = torch.where(oov[..., None], self.oov, self.item(item.masked_fill(oov, 0)))  # (B, *n, d)
+                bucket = log2_bucket(self.impressions[item], self.fusion.buckets)  # (B, *n)
+                warmth = bucket.masked_fill(oov, 0)
         e_sid = None
         if self.sid is not None:
             levels = [table(sid[..., level]) for level, table in enumerate(self.sid)]  # L × (B, *n, d)
             # per-level fusion keeps the levels apart: (B, *n, L, d); otherwise their sum (B, *n, d)
             e_sid = torch.stack(levels, dim=-2) if self.fusion.per_level else sum(levels)
-        return e_id, e_sid
+        return ItemViews(e_id=e_id, e_sid=e_sid, warmth=warmth)
 
     def gate_weights(self, item: Tensor, sid: Tensor) -> Tensor | None:
         """The gate's weights for targets item (B,), sid (B, L): (B, d) gate / target_gate, (B, 1+L, d)
         per level, (B, 1) warmth; None for a fusion without a gate."""
         if self.fusion.mode not in ("gate", "target_gate", "warmth"):
             return None
-        e_id, e_sid = self.lookup(item, sid, real=torch.ones_like(item, dtype=torch.bool))
-        return self.fusion.weights(e_id, e_sid, self.fusion.context(e_id, e_sid), warmth=self.warmth(item))
+        views = self.lookup(item, sid, real=torch.ones_like(item, dtype=torch.bool))
+        return self.fusion.weights(views.e_id, views.e_sid, self.fusion.context(views.e_id, views.e_sid),
+                                   warmth=views.warmth)
 
-    def embed_target(self, item: Tensor, cat: Tensor, sid: Tensor) -> tuple[Tensor, Tensor | None]:
-        """item (B,), cat (B,), sid (B, L) → h_t (B, d) and the gate context (B, 2d) or None."""
-        e_id, e_sid = self.lookup(item, sid, real=torch.ones_like(item, dtype=torch.bool))  # every target is an item
-        context = self.fusion.context(e_id, e_sid)
-        return self.fusion(e_id, e_sid, context, warmth=self.warmth(item)) + self.category(cat), context
+    def embed_target(self, item: Tensor, cat: Tensor, sid: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """item (B,), cat (B,), sid (B, L) → h_t (B, d), the gate context (B, 2d) or None, and the warmth
+        (B,) the gate saw or None."""
+        views = self.lookup(item, sid, real=torch.ones_like(item, dtype=torch.bool))  # every target is an item
+        context = self.fusion.context(views.e_id, views.e_sid)
+        h = self.fusion(views.e_id, views.e_sid, context, warmth=views.warmth) + self.category(cat)
+        return h, context, views.warmth
 
     def forward(self, item: Tensor, cat: Tensor, sid: Tensor, context: Tensor | None = None,
                 real: Tensor | None = None) -> Tensor:
         """item (B, n), cat (B, n), sid (B, n, L), context (B, 2d) or None, real (B, n) bool (the mask) or
         None → h (B, n, d)."""
-        e_id, e_sid = self.lookup(item, sid, real)
-        return self.fusion(e_id, e_sid, context, warmth=self.warmth(item)) + self.category(cat)
+        views = self.lookup(item, sid, real)
+        return self.fusion(views.e_id, views.e_sid, context, warmth=views.warmth) + self.category(cat)
 
 
 def item_embedding(*, spec: FeatureSpec, dim: int, gate: GateMode, per_level: bool = False,
@@ -613,7 +623,8 @@ class InterestCTR(nn.Module):
         """Embed the target and every group in input_groups (of the batch's `inputs`)."""
         batch = self.inputs(batch)
         levels = self.embedding.sid_levels
-        h_t, context = self.embedding.embed_target(batch["target_item"], batch["target_cat"], batch["target_sid"])
+        h_t, context, warmth = self.embedding.embed_target(batch["target_item"], batch["target_cat"],
+                                                           batch["target_sid"])
         groups = {}
         for group in self.input_groups:
             item = batch[f"{group}_item"]  # (B, n)
@@ -624,7 +635,7 @@ class InterestCTR(nn.Module):
             groups[group] = Behaviours(h=self.embedding(item, cat, sid, context, real=mask), mask=mask,
                                        recency=batch[f"{group}_recency"], cat=cat, sid=sid)
         return Target(h=h_t, cat=batch["target_cat"], sid=batch["target_sid"],
-                      warmth=self.embedding.warmth(batch["target_item"]), item=batch["target_item"]), groups
+                      warmth=warmth, item=batch["target_item"]), groups
 
     def forward(self, batch: Batch) -> Tensor:
         target, groups = self.encode(batch)

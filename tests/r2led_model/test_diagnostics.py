@@ -59,7 +59,7 @@ def got_rows_with_candidates(batch) -> float:
 def test_by_segment_each_value_holds_the_statistics_of_its_own_rows():
     torch.manual_seed(0)
     config = ModelConfig(embedding_dim=8, r2led=R2LEDConfig(gate="warmth", route_fusion="target_aware"))
-    warm = build_model("r2led", spec=SPEC, config=config)
+    warm = build_model("r2led", spec=SPEC, config=config).eval()  # no ID dropout
     counts = torch.zeros(SPEC.num_items, dtype=torch.long)
     counts[25:] = 40  # items 25.. warm, the rest cold
     warm.set_item_impressions(counts)

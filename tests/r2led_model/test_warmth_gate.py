@@ -33,7 +33,7 @@ def test_warmth_buckets_are_log2_of_the_count_capped_at_the_last():
 
 
 def test_at_initialisation_the_gate_trusts_sids_for_cold_items_and_the_id_for_warm_ones():
-    model = warmth_model()
+    model = warmth_model().eval()  # no ID dropout: each item at its own bucket
     counts = torch.zeros(SPEC.num_items, dtype=torch.long)
     counts[1:7] = torch.tensor([0, 1, 3, 10, 40, 100])  # buckets 0, 1, 2, 4, 6, 7
     model.set_item_impressions(counts)
@@ -52,7 +52,7 @@ def test_rare_items_read_the_shared_oov_row_and_padding_stays_zero():
     counts[5], counts[6] = 2, 3
     model.set_item_impressions(counts)
     items = torch.tensor([[0, 5, 6, 7]])
-    e_id, _ = model.embedding.lookup(items, torch.zeros(1, 4, SPEC.sid_levels, dtype=torch.long))
+    e_id = model.embedding.lookup(items, torch.zeros(1, 4, SPEC.sid_levels, dtype=torch.long)).e_id
     oov = model.embedding.oov.detach()
     assert torch.equal(e_id[0, 0], torch.zeros(8))
     assert torch.equal(e_id[0, 1], oov) and torch.equal(e_id[0, 3], oov)  # 2 < 3 impressions, and 0
@@ -65,13 +65,35 @@ def test_id_dropout_hits_the_stated_share_while_training_and_never_while_scoring
     sid = torch.zeros(400, 50, SPEC.sid_levels, dtype=torch.long)
     oov = model.embedding.oov.detach()
     model.train()
-    e_id, _ = model.embedding.lookup(items, sid)
+    e_id = model.embedding.lookup(items, sid).e_id
     dropped = (e_id == oov).all(dim=-1).float().mean().item()
     n = items.numel()
     assert abs(dropped - 0.25) < 5 * (0.25 * 0.75 / n) ** 0.5
     model.eval()
-    e_id, _ = model.embedding.lookup(items, sid)
+    e_id = model.embedding.lookup(items, sid).e_id
     assert not (e_id == oov).all(dim=-1).any()
+
+
+def test_an_id_read_from_the_oov_row_is_cold_to_the_gate_and_its_bucket_learns_from_dropped_targets():
+    model = warmth_model(id_min_count=3, id_dropout=0.5)
+    counts = torch.full((SPEC.num_items,), 40, dtype=torch.long)  # bucket 6
+    counts[5] = 2  # rare: below id_min_count
+    model.set_item_impressions(counts)
+    sid = torch.zeros(1, 3, SPEC.sid_levels, dtype=torch.long)
+    model.eval()
+    views = model.embedding.lookup(torch.tensor([[5, 6, 0]]), sid, real=torch.tensor([[True, True, True]]))
+    assert views.warmth.tolist() == [[0, 6, 0]]  # rare, warm, indexed after training
+    model.train()
+    items = torch.full((200, 3), 6)
+    views = model.embedding.lookup(items, torch.zeros(200, 3, SPEC.sid_levels, dtype=torch.long))
+    dropped = (views.e_id == model.embedding.oov.detach()).all(dim=-1)
+    assert dropped.any() and (~dropped).any()
+    assert torch.equal(views.warmth == 0, dropped)  # exactly the dropped lookups are cold
+    # Every training target has an impression, so only dropped targets reach the cold bucket's bias.
+    batch = random_batch(SPEC, 64, torch.Generator().manual_seed(6))
+    batch["target_item"] = torch.randint(1, SPEC.num_items, (64,), generator=torch.Generator().manual_seed(7))
+    CTRTask(model).loss(batch).backward()
+    assert model.embedding.fusion.warmth_bias.grad[0] != 0
 
 
 def test_a_dropped_or_rare_id_leaves_its_own_row_untouched_by_a_step():
@@ -127,7 +149,7 @@ def test_the_frozen_counterfactual_uses_one_id_weight_for_every_item():
     with frozen(model, gate=means.gate):
         b = batches[0]
         h = model.embedding.embed_target(b["target_item"], b["target_cat"], b["target_sid"])[0]
-        e_id, e_sid = model.embedding.lookup(b["target_item"], b["target_sid"])
+        e_id, e_sid, _ = model.embedding.lookup(b["target_item"], b["target_sid"])
         fusion = model.embedding.fusion
         expected = means.gate * e_id + (1 - means.gate) * fusion.project(e_sid) + model.embedding.category(b["target_cat"])
         assert torch.allclose(h, expected, atol=1e-6)
@@ -139,7 +161,7 @@ def test_a_target_indexed_after_training_reads_the_oov_row_not_the_padding_row()
     model.set_item_impressions(torch.full((SPEC.num_items,), 9, dtype=torch.long))
     sid = torch.ones(2, SPEC.sid_levels, dtype=torch.long)
     # within_vocab maps an item the model has no row for to 0; as a target (always a real item) it is unknown.
-    e_id, _ = model.embedding.lookup(torch.tensor([0, 3]), sid, real=torch.tensor([True, True]))
+    e_id = model.embedding.lookup(torch.tensor([0, 3]), sid, real=torch.tensor([True, True])).e_id
     assert torch.equal(e_id[0], model.embedding.oov.detach())
     assert torch.equal(e_id[1], model.embedding.item.weight[3].detach())
     h_unknown = model.embedding.embed_target(torch.tensor([0]), torch.tensor([1]), sid[:1])[0]
