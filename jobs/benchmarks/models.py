@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from pyspark.sql import SparkSession
 
-from jobs.benchmarks.paired_evaluation import (format_comparisons, format_delta, format_segments, overall,
+from jobs.benchmarks.paired_evaluation import (file_safe, format_comparisons, format_delta, format_segments, overall,
                                                 paired_comparisons, paired_rows, prediction_path, save_predictions)
 from jobs.benchmarks.row_segments import segments_of_test_rows
 from jobs.ingest import generate
@@ -125,6 +125,8 @@ ABLATIONS = (
     # and the same with the constant query (its control).
     Variant("r2led warmth+target_aware", "r2led", (("gate", "warmth"), ("route_fusion", "target_aware"))),
     Variant("r2led warmth+constant_query", "r2led", (("gate", "warmth"), ("route_fusion", "constant_query"))),
+    # The warmth gate with the plain mean over routes (the target-agnostic fusion that does best alone).
+    Variant("r2led warmth+mean", "r2led", (("gate", "warmth"), ("route_fusion", "mean"))),
     Variant("r2led no occupancy", "r2led", (("route_occupancy", False),)),
     Variant("r2led sid_pools=exclusive", "r2led", (("sid_pools", "exclusive"),)),
     Variant("r2led routes=collab", "r2led", (("routes", ("collab",)),)),
@@ -237,6 +239,12 @@ def tuned_for(spark: SparkSession, config: Config, data: TrainingData, model: st
     return tune_model(spark, replace(config, tuning=tuning), model=model, trials=trials, data=data)
 
 
+def study_of(variant: Variant, *, tune_variants: bool) -> str:
+    """The study whose parameters `variant` trains with: its model's, or with `tune_variants` its own (for a
+    variant that changes its model's options; its study searches with them fixed, `variant_config`)."""
+    return variant.label if tune_variants and variant.label != variant.model else variant.model
+
+
 def variant_config(config: Config, variant: Variant, tuned: TunedParams | None) -> Config:
     """The dataset config a variant trains with: its model (other models' sections at their defaults), tuned
     parameters (if any), then the variant's own overrides of its model's section."""
@@ -280,6 +288,8 @@ def seed_summary(per_seed: Sequence[dict], seeds: Sequence[int]) -> dict:
 
     summary = {}
     keys = ["auc", "gauc", "logloss", "train_s", "train_samples_per_s"]
+    if all("valid_auc" in r for r in per_seed):
+        keys.append("valid_auc")  # the best evaluation's, on the whole validation split: what picks a default
     if all("oracle_auc" in r for r in per_seed):
         keys += [k for k in per_seed[0] if k.startswith("oracle_")] + ["lift_share"]
     for key in keys:
@@ -311,7 +321,7 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
             diagnosis = r2led_diagnostics(task.model, make_feed(job, "test", shuffle=False).batches(0),
                                           max_rows=DIAGNOSED_ROWS, segments=segments)
         run = {"train_s": seconds, "train_samples_per_s": worker.samples_seen / max(seconds, 1e-9),
-               "best_epoch": worker.best_epoch}
+               "best_epoch": worker.best_epoch, "valid_auc": max(e["valid_auc"] for e in worker.history)}
         per_seed.append({**test, **run})
         if variant.model == "r2led":  # every R2LED variant: what its own gate and route weights are worth
             for label, (metrics, frozen_rows) in counterfactual_runs(job, task, truth, variant.label).items():
@@ -472,27 +482,34 @@ def format_table(results: Sequence[dict]) -> str:
                 learnable = rows[0]["oracle_relation_clicks_quality_auc"]
                 lines.append(f"  learnable ceiling: relation + each item's quality as its training clicks reveal it "
                              f"{learnable:.4f} (lift {lift_share(learnable, rows[0]['oracle_auc']):.3f})")
+        validated = any("valid_auc" in r for r in rows)
         lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15}"
+                     + (f" {'valid':>6}" if validated else "")
                      + (f" {'lift':>6}" if oracle else "")
                      + f" {'best ep':>8} {'train s':>8} {'train/s':>8} {'feed/s':>8} {'step/s':>8}"
                      + (f"  {'Δ AUC vs r2led [95% CI]':<28}" if deltas else ""))
         for r in rows:
             lines.append(f"  {r['variant']:<22} {r['auc']:.4f}±{r['auc_std']:.4f} {r['gauc']:.4f}±{r['gauc_std']:.4f} "
                          f"{r['logloss']:.4f}±{r['logloss_std']:.4f}"
+                         + ((f" {r['valid_auc']:.4f}" if "valid_auc" in r else f" {'-':>6}") if validated else "")
                          + (f" {r['lift_share']:>6.3f}" if oracle else "")
                          + f" {_best_epochs(r)} {r['train_s']:>8.1f} {r['train_samples_per_s']:>8,.0f}"
                          + f" {_rate(r, 'feed_samples_per_s')} {_rate(r, 'step_samples_per_s')}"
                          + (f"  {format_delta(deltas.get(r['variant'])):<28}" if deltas else ""))
+        if validated:
+            lines.append("  valid: the best evaluation's AUC on the whole validation split, mean over seeds (what "
+                         "picks a default; AUC, GAUC and LogLoss are the test split's)")
         if oracle:
             lines.append("  lift = (AUC - 0.5) / (oracle AUC - 0.5), mean over seeds")
         lines.append("  best ep: the epoch early stopping kept, per seed (1 = the first; at most the run's max epochs)")
-        tuned = {r["model"]: r["tuned"] for r in rows if r.get("tuned")}
+        tuned = {r.get("tuned_as") or r["model"]: r for r in rows if r.get("tuned") and not r.get("counterfactual")}
         if tuned:
-            lines.append(f"  tuned parameters ({rows[0].get('tuning_trials', '?')} trials each; controls and "
-                         "ablations use their model's):")
-            for model, params in tuned.items():
-                values = ", ".join(f"{k.split('.', 1)[-1]}={_short(v)}" for k, v in sorted(params.items()))
-                lines.append(f"    {model:<10} {values}")
+            lines.append(f"  tuned parameters ({rows[0].get('tuning_trials', '?')} trials each; a variant without "
+                         "a study of its own uses its model's), with the study's best validation AUC:")
+            for study, r in tuned.items():
+                values = ", ".join(f"{k.split('.', 1)[-1]}={_short(v)}" for k, v in sorted(r["tuned"].items()))
+                best = f"{r['tuning_valid_auc']:.4f}  " if r.get("tuning_valid_auc") else ""
+                lines.append(f"    {study:<10} {best}{values}")
         if deltas:
             lines.append("  Δ AUC: mean over seeds minus r2led's, paired on the same test rows; 95% CI from the user "
                          "bootstrap (every seed of both on each resample)")
@@ -612,7 +629,7 @@ def summarize(sink: Path, figure: Path, pairs: Sequence[tuple[str, str]] = ()) -
 
 def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSource(),
         envs: Sequence[str] | None = None, tuned: bool = False, trials: int | None = None,
-        tuning_dir: Path | None = None, sweep: Sequence[CatalogueSetting] | None = None,
+        tune_variants: bool = False, tuning_dir: Path | None = None, sweep: Sequence[CatalogueSetting] | None = None,
         models: Sequence[str] | None = None, no_ablations: bool = False, no_controls: bool = False,
         only_variants: Sequence[str] | None = None, pairs: Sequence[Sequence[str]] = (), seeds: int = SEEDS,
         epochs: int = EPOCHS,
@@ -621,7 +638,8 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
     """Every variant of `models` (all by default, with the +sid controls unless `no_controls` and the ablations
     unless `no_ablations`) on each
     dataset env of `envs` for `seeds` seeds of at most `epochs` epochs, `tuned` first (`trials` per
-    model, or the parameters saved in `tuning_dir`), over each catalogue setting of `sweep`; then
+    model, or the parameters saved in `tuning_dir`; with `tune_variants` every variant its own study, its
+    options fixed), over each catalogue setting of `sweep`; then
     latency at each T_max of `lengths`. `summarize_only`: no runs, the newest results' table. `rates_only`:
     no training, each variant's feed and step rates (`training_rates`) and their ratio."""
     from r2led_model.tracking import tracked_run
@@ -666,11 +684,18 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
                     log.info("%s: skipped, retrieval.routes of %s has no %r route", variant.label, name,
                              CATEGORY_ROUTE)
                     continue
-                if tuned and variant.model not in tuned_params:
-                    # Tuned once per env, on its first setting: every model the same budget on the same data.
-                    tuned_params[variant.model] = tuned_for(spark, dataset, data, variant.model, trials,
-                                                            folder / "tuning", reuse=tuning_dir)
-                params = tuned_params.get(variant.model) if tuned else None
+                # Tuned once per env, on its first setting: every model (or variant) the same budget on the same
+                # data. A variant tuned on its own searches with its options fixed, in a folder of its own.
+                study = study_of(variant, tune_variants=tune_variants)
+                if tuned and study not in tuned_params:
+                    if study == variant.model:
+                        tuned_params[study] = tuned_for(spark, dataset, data, variant.model, trials,
+                                                        folder / "tuning", reuse=tuning_dir)
+                    else:
+                        tuned_params[study] = tuned_for(spark, variant_config(dataset, variant, None), data,
+                                                        variant.model, trials,
+                                                        folder / "tuning" / "variants" / file_safe(study))
+                params = tuned_params.get(study) if tuned else None
                 variant_dataset = variant_config(dataset, variant, params)
                 if rates_only:
                     rates = training_rates(variant_job(variant_dataset, data, variant, seed_list[0]), feeds)
@@ -687,7 +712,9 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
                                 "variant": variant.label, "model": variant.model, "device": device,
                                 "train_rows": data.rows["train"], "test_rows": data.rows["test"],
                                 "epochs": dataset.training.epochs, "tuned": params.params if params else None,
-                                "tuning_trials": params.trials if params else 0, "predictions_dir": str(folder),
+                                "tuning_trials": params.trials if params else 0,
+                                "tuning_valid_auc": round(params.best_valid_auc, 5) if params else None,
+                                "tuned_as": study if params else None, "predictions_dir": str(folder),
                                 "init_seeds": [init_seed(variant.label, seed) for seed in seed_list], **summary})
                 emit(results[-1], sink)
                 for label, frozen_summary in summary.get("counterfactuals", {}).items():
@@ -736,6 +763,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tuned", action="store_true",
                         help="tune every model first (r2led tune, the same --trials budget each), then run the seeds")
     parser.add_argument("--trials", type=int, default=None, help="trials per model with --tuned (default: tuning.trials)")
+    parser.add_argument("--tune-variants", action="store_true",
+                        help="with --tuned: every variant gets its own study (the same budget) with its options "
+                             "fixed, instead of its model's parameters; the variants' validation AUCs then say "
+                             "which configuration should be the default")
     parser.add_argument("--tuning-dir", type=Path, default=None,
                         help="with --tuned: take every model's saved parameters from this folder instead of tuning "
                              "(e.g. a sweep run beside the one that tuned on the env's own catalogue)")

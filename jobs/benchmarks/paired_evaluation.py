@@ -27,10 +27,14 @@ LEVEL = 0.95
 BOOTSTRAP_SEED = 0
 
 
+def file_safe(label: str) -> str:
+    """A variant's label as a file name: "r2led gate=sum" → r2led_gate-sum."""
+    return re.sub(r"[^0-9A-Za-z_.+-]", "_", label.replace("=", "-").replace(" ", "_"))
+
+
 def prediction_path(folder: Path, label: str, seed: int) -> Path:
-    """`<folder>/predictions/<label>.seed<seed>.npz`, the label made file-safe ("r2led gate=sum" → r2led_gate-sum)."""
-    safe = re.sub(r"[^0-9A-Za-z_.+-]", "_", label.replace("=", "-").replace(" ", "_"))
-    return folder / "predictions" / f"{safe}.seed{seed}.npz"
+    """`<folder>/predictions/<label>.seed<seed>.npz`, the label made file-safe (`file_safe`)."""
+    return folder / "predictions" / f"{file_safe(label)}.seed{seed}.npz"
 
 
 def save_predictions(path: Path, rows: RowPredictions) -> None:

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from jobs.benchmarks.models import (ABLATIONS, CatalogueSetting, Variant, format_rates, format_table, training_rates,
-                                    variant_config, variant_job, variants)
+from jobs.benchmarks.models import (ABLATIONS, CatalogueSetting, Variant, format_rates, format_table, study_of,
+                                    training_rates, variant_config, variant_job, variants)
+from jobs.training.tune import trial_config
 from jobs.training.training_data import TrainingData
 from r2led_model.bundle import DataVersions
 from r2led_model.config import load_config
@@ -43,6 +44,21 @@ def test_variant_config_applies_tuned_values_then_the_ablation():
     assert plain.training.learning_rate == config.training.learning_rate and plain.model.name == "din"
 
 
+def test_a_variant_tuned_on_its_own_searches_with_its_options_fixed():
+    config = load_config("oracle")
+    fusion = Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),))
+    control = Variant("din+sid", "din", shared=(("item_sids", True),))
+    assert study_of(fusion, tune_variants=False) == "r2led" and study_of(fusion, tune_variants=True) == fusion.label
+    assert study_of(Variant("r2led", "r2led"), tune_variants=True) == "r2led"
+    assert study_of(control, tune_variants=True) == "din+sid"
+    # What a trial of the variant's own study trains: the trial's values, the variant's options kept.
+    values = {"training.learning_rate": 0.004, "model.embedding_dim": 16}
+    trial = trial_config(variant_config(config, fusion, None), "r2led", values)
+    assert trial.model.r2led.route_fusion == "mean" and trial.model.embedding_dim == 16
+    assert trial.training.learning_rate == 0.004
+    assert trial_config(variant_config(config, control, None), "din", values).model.item_sids is True
+
+
 def test_ablations_set_r2leds_section_and_baselines_leave_it_at_its_defaults():
     config = load_config("oracle", ["model.r2led.gate=sum"])  # a dataset config written for R2LED
     fusion = variant_config(config, Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)), None)
@@ -71,6 +87,16 @@ def test_the_table_shows_the_oracle_and_each_models_share_of_its_lift():
         "mean": 0.19, "p10": 0.1, "p90": 0.3}}, "20+": segment}}}}
     lines = format_table([diagnosed]).splitlines()
     assert "    r2led                        warmth    0: g 0.19 0.25/0.75 H 0.56; 20+: g 0.81 0.25/0.75 H 0.56" in lines
+    # Variants tuned on their own: each study's parameters and best validation AUC, and each row's valid AUC.
+    tuned = {**row, "valid_auc": 0.7123, "tuned": {"training.learning_rate": 0.002}, "tuning_valid_auc": 0.71,
+             "tuned_as": "r2led", "tuning_trials": 8}
+    own = {**tuned, "variant": "r2led fusion=mean", "valid_auc": 0.7201, "tuned": {"training.learning_rate": 0.004},
+           "tuning_valid_auc": 0.7188, "tuned_as": "r2led fusion=mean"}
+    lines = format_table([tuned, own, {**row, "variant": "din"}]).splitlines()
+    assert lines[3].split()[4] == "0.7123" and lines[4].split()[5] == "0.7201"  # labels of one and two words
+    assert lines[5].split()[4] == "-"  # a row saved before the valid AUC was recorded
+    assert "    r2led      0.7100  learning_rate=0.002" in lines
+    assert "    r2led fusion=mean 0.7188  learning_rate=0.004" in lines
 
 
 SPEC = FeatureSpec(num_items=40, num_categories=5, sid_levels=2, sid_vocab=6, routes=("sid1", "collab"),
