@@ -10,10 +10,9 @@
 
 # COMMAND ----------
 
-from pyspark.sql import functions as F
-
-from jobs.notebook_views.context import (STANDARD_WIDGETS, hist_len_buckets, notebook_config, notebook_spark, run_date,
-                                         widget_values)
+from jobs.notebook_views.context import STANDARD_WIDGETS, notebook_config, notebook_spark, run_date, widget_values
+from jobs.notebook_views.sequences import (behaviours_on, events_per_day, hist_len_buckets, split_sizes, stored_lengths,
+                                           table_counts)
 from jobs.runtime.tables import TableStore
 
 widgets = widget_values(dbutils, STANDARD_WIDGETS)
@@ -31,9 +30,7 @@ events, samples, sequences = store.read("events"), store.read("samples"), store.
 
 # COMMAND ----------
 
-counts = spark.createDataFrame(
-    [(name, store.read(name).count(), store.version(name)) for name in ("events", "samples", "user_sequences")],
-    "table string, rows long, delta_version long")
+counts = table_counts(spark, store)
 display(counts)
 
 # COMMAND ----------
@@ -42,10 +39,7 @@ display(counts)
 
 # COMMAND ----------
 
-splits = (samples.groupBy("split")
-          .agg(F.count("*").alias("samples"), F.sum("label").alias("positives"),
-               F.countDistinct("user_id").alias("users"), F.avg("hist_len").alias("mean_hist_len"))
-          .orderBy("split"))
+splits = split_sizes(samples)
 display(splits)
 
 # COMMAND ----------
@@ -63,11 +57,10 @@ display(hist_len)
 
 # COMMAND ----------
 
-lengths = sequences.select(F.min("length").alias("min"), F.expr("percentile_approx(length, 0.5)").alias("median"),
-                           F.max("length").alias("max"), F.sum("dropped").alias("dropped_behaviours"))
+lengths = stored_lengths(sequences)
 display(lengths)
-daily = events.groupBy("event_date").agg(F.count("*").alias("events"), F.countDistinct("user_id").alias("users"))
-display(daily.orderBy("event_date"))
+daily = events_per_day(events)
+display(daily)
 
 # COMMAND ----------
 
@@ -75,5 +68,5 @@ display(daily.orderBy("event_date"))
 
 # COMMAND ----------
 
-day_events = events.where(F.col("event_date") == F.lit(run_date(widgets["date"])).cast("date"))
-display(day_events.groupBy("behavior").count().orderBy("behavior"))
+day_events = behaviours_on(events, run_date(widgets["date"]))
+display(day_events)

@@ -9,10 +9,9 @@
 
 # COMMAND ----------
 
-from pyspark.sql import functions as F
-
-from jobs.notebook_views.context import (STANDARD_WIDGETS, notebook_config, notebook_spark, optional_id,
-                                         resolve_user_id, user_retrieval, widget_values)
+from jobs.notebook_views.context import STANDARD_WIDGETS, notebook_config, notebook_spark, optional_id, widget_values
+from jobs.notebook_views.retrieval import (resolve_user_id, route_summary, training_examples_of, user_retrieval,
+                                           user_samples, user_sequence)
 from jobs.runtime.tables import TableStore
 
 widgets = widget_values(dbutils, {**STANDARD_WIDGETS, "user_id": "", "sample_id": ""})
@@ -31,9 +30,9 @@ print(f"user {user_id}")
 
 # COMMAND ----------
 
-user_samples = store.read("samples").where(F.col("user_id") == user_id).orderBy("ts", "sample_id")
-display(user_samples)
-display(store.read("user_sequences").where(F.col("user_id") == user_id).select("user_id", "length", "dropped"))
+samples = user_samples(store, user_id)
+display(samples)
+display(user_sequence(store, user_id))
 
 # COMMAND ----------
 
@@ -43,9 +42,8 @@ display(store.read("user_sequences").where(F.col("user_id") == user_id).select("
 
 candidates = user_retrieval(spark, config, user_id, optional_id(widgets["sample_id"], "sample_id"))
 display(candidates)
-per_route = candidates.groupBy("route").agg(F.count("*").alias("retrieved"),
-                                            F.avg("shared_prefix").alias("mean_shared_prefix"))
-display(per_route.orderBy("route"))
+per_route = route_summary(candidates)
+display(per_route)
 
 # COMMAND ----------
 
@@ -53,5 +51,5 @@ display(per_route.orderBy("route"))
 
 # COMMAND ----------
 
-example = store.read("training_examples").join(candidates.select("sample_id").distinct(), "sample_id")
+example = training_examples_of(store, candidates)
 display(example)

@@ -11,8 +11,8 @@
 
 import pandas as pd
 
-from jobs.notebook_views.context import (STANDARD_WIDGETS, notebook_config, notebook_spark, refinement_view,
-                                         widget_values)
+from jobs.notebook_views.context import STANDARD_WIDGETS, notebook_config, notebook_spark, widget_values
+from jobs.notebook_views.refinement import refinement_view
 from jobs.training.train import train
 from r2led_model.plots import refinement_figure
 

@@ -11,8 +11,8 @@
 
 import pandas as pd
 
-from jobs.notebook_views.context import (STANDARD_WIDGETS, notebook_config, notebook_spark, promotion_decision,
-                                         registry_state, widget_values)
+from jobs.notebook_views.context import STANDARD_WIDGETS, notebook_config, notebook_spark, widget_values
+from jobs.notebook_views.promotion import promotion_decision, registry_state
 
 dbutils.widgets.dropdown("action", "review", ["review", "promote"], "action")
 widgets = widget_values(dbutils, STANDARD_WIDGETS)

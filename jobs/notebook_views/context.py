@@ -1,8 +1,8 @@
-"""What a notebook in `notebooks/` calls: widgets → config → session, plus the few read-only
-views the notebooks display that are not a job of their own.
+"""What every notebook in `notebooks/` starts with: widgets → config → session.
 
-Notebooks define no logic (design.md §2); anything beyond a display query lives here, typed and
-tested. `LocalWidgets` / `LocalDbutils` stand in for Databricks' `dbutils.widgets` so that the same
+Notebooks define no logic (design.md §2) and run no DataFrame operation of their own: what they display
+comes from a function of this package (`sequences`, `sids`, `retrieval`, `refinement`, `promotion`: one
+module per notebook's subject), typed and tested. `LocalWidgets` / `LocalDbutils` stand in for Databricks' `dbutils.widgets` so that the same
 notebook runs on a laptop and in the tests:
 
     from jobs.notebook_views.context import LocalDbutils
@@ -12,19 +12,12 @@ notebook runs on a laptop and in the tests:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 
-from jobs.registry.promote import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, PromotionDecision
-from jobs.retrieval.table_shapes import candidate_column, candidate_routes
 from jobs.runtime.dates import YESTERDAY, parse_day, resolve_run_date
-from jobs.runtime.tables import TableStore
 from r2led_model.config import Config, ConfigError, load_config
-from r2led_model.sid_report import SidReport
 
 
 # The widgets every notebook starts with; `env` defaults to the Databricks config, `config` is the
@@ -150,32 +143,6 @@ def notebook_spark(config: Config) -> SparkSession:
     return get_spark(config)
 
 
-# ---- views the notebooks display ----------------------------------------------------------
-
-
-def hist_len_buckets(samples: DataFrame) -> DataFrame:
-    """Samples per power-of-two `hist_len` bucket (0, 1, 2-3, 4-7, ...) and split."""
-    bucket = F.when(F.col("hist_len") <= 0, F.lit(0)).otherwise(
-        F.pow(F.lit(2), F.floor(F.log2(F.col("hist_len")))).cast("long"))
-    return (samples.withColumn("hist_len_from", bucket).groupBy("hist_len_from")
-            .pivot("split", ["train", "valid", "test"]).count().na.fill(0).orderBy("hist_len_from"))
-
-
-def sid_prefix_examples(report: SidReport) -> pd.DataFrame:
-    """The report's biggest prefixes per level, one row each: level, prefix, items, example texts."""
-    rows = [{"level": int(level), "prefix": str(entry["prefix"]), "items": entry["items"],
-             "examples": " | ".join(entry["texts"])}
-            for level, entries in report.to_dict()["examples"].items() for entry in entries]
-    return pd.DataFrame(rows, columns=["level", "prefix", "items", "examples"])
-
-
-def sid_metrics_frame(report: SidReport) -> pd.DataFrame:
-    """The report's scalar metrics (usage, perplexity, collisions, NMI) as metric/value rows."""
-    values = {**report.metrics, "collision_rate_after_dedup": report.collision_rate_after_dedup,
-              **{f"nmi {name}": value for name, value in report.nmi.items()}}
-    return pd.DataFrame({"metric": list(values), "value": [float(v) for v in values.values()]})
-
-
 def optional_id(text: str | None, widget: str) -> int | None:
     """An id widget: empty → None, else an integer."""
     if text is None or not text.strip():
@@ -184,145 +151,3 @@ def optional_id(text: str | None, widget: str) -> int | None:
         return int(text.strip())
     except ValueError:
         raise ConfigError(f"{widget} widget: {text!r} is not an integer id") from None
-
-
-def resolve_user_id(spark: SparkSession, config: Config, text: str | None) -> int:
-    """The `user_id` widget: a user id, or empty → the smallest user id that has route candidates."""
-    chosen = optional_id(text, "user_id")
-    if chosen is not None:
-        return chosen
-    first = TableStore(spark, config.tables).read("route_candidates").agg(F.min("user_id")).first()[0]
-    if first is None:
-        raise LookupError("route_candidates is empty: run `r2led retrieve` first")
-    return int(first)
-
-
-def _shared_prefix(a: str, b: str) -> Column:
-    """How many leading codes two equal-length code arrays share."""
-    equal = F.zip_with(F.col(a), F.col(b), lambda x, y: x == y)
-    first_diff = F.array_position(equal, False)
-    return F.when(F.col(a).isNull() | F.col(b).isNull(), F.lit(None)).when(
-        first_diff == 0, F.size(equal)).otherwise(first_diff - 1).cast("int")
-
-
-def pick_sample(spark: SparkSession, config: Config, user_id: int) -> int:
-    """The user's sample with the most retrieved candidates (ties: the newest, then the smallest id)."""
-    candidates = TableStore(spark, config.tables).read("route_candidates").where(F.col("user_id") == user_id)
-    pools = [F.coalesce(F.col(candidate_column(r, "pool")), F.lit(0)) for r in candidate_routes(candidates.columns)]
-    total = pools[0]
-    for pool in pools[1:]:
-        total = total + pool
-    row = candidates.withColumn("total_pool", total).orderBy(
-        F.desc("total_pool"), F.desc("ts"), "sample_id").select("sample_id").first()
-    if row is None:
-        raise LookupError(f"user {user_id} has no samples in route_candidates")
-    return int(row[0])
-
-
-def user_retrieval(spark: SparkSession, config: Config, user_id: int, sample_id: int | None = None) -> DataFrame:
-    """One sample's retrieved behaviours, one row per (route, rank).
-
-    Columns: sample_id, user_id, split, route, rank (0 = best), position (into the user's stored
-    sequence), item_id, codes (its SID), target_item_id, target_codes, shared_prefix (leading SID
-    codes in common with the target), category_id, text. `sample_id` defaults to `pick_sample`.
-    """
-    store = TableStore(spark, config.tables)
-    candidates = store.read("route_candidates")
-    if sample_id is None:
-        sample_id = pick_sample(spark, config, user_id)
-    row = candidates.where((F.col("sample_id") == sample_id) & (F.col("user_id") == user_id))
-    target = store.read("samples").where(F.col("sample_id") == sample_id).select(
-        "sample_id", F.col("item_id").alias("target_item_id"), "label")
-    per_route = [
-        row.select("sample_id", "user_id", "split", F.lit(route).alias("route"),
-                   F.posexplode(F.arrays_zip(F.col(candidate_column(route, "pos")).alias("position"),
-                                             F.col(candidate_column(route, "item")).alias("item_id"),
-                                             F.col(candidate_column(route, "mask")).alias("mask")))
-                   .alias("rank", "slot"))
-        for route in candidate_routes(candidates.columns)
-    ]
-    exploded = per_route[0]
-    for frame in per_route[1:]:
-        exploded = exploded.unionByName(frame)
-    sids = store.read("item_sids").select("item_id", "codes", "semantic_codes")
-    items = store.read("items").select("item_id", "category_id", "text")
-    found = (exploded.where(F.col("slot.mask"))
-             .select("sample_id", "user_id", "split", "route", "rank", F.col("slot.position").alias("position"),
-                     F.col("slot.item_id").alias("item_id"))
-             .join(target, "sample_id")
-             .join(sids, "item_id", "left")
-             .join(sids.select(F.col("item_id").alias("target_item_id"), F.col("codes").alias("target_codes"),
-                               F.col("semantic_codes").alias("target_semantic")), "target_item_id", "left")
-             .join(items, "item_id", "left")
-             .withColumn("shared_prefix", _shared_prefix("semantic_codes", "target_semantic")))
-    return found.select("sample_id", "user_id", "split", "label", "route", "rank", "position", "item_id", "codes",
-                        "target_item_id", "target_codes", "shared_prefix", "category_id", "text"
-                        ).orderBy("route", "rank")
-
-
-@dataclass(frozen=True)
-class RegistryState:
-    """Who holds the registry aliases now, with each version's tags."""
-
-    model_name: str
-    champion: str | None
-    challenger: str | None
-    previous_champion: str | None
-    tags: dict[str, dict[str, str]]
-
-
-def registry_state(config: Config) -> RegistryState:
-    from r2led_model.mlflow_model import model_version
-
-    name = config.registry.model_name
-    held = {alias: model_version(config.mlflow, name, alias=alias)
-            for alias in (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)}
-    version = {alias: found.version if found else None for alias, found in held.items()}
-    return RegistryState(name, version[CHAMPION], version[CHALLENGER], version[PREVIOUS_CHAMPION],
-                         {v.version: v.tags for v in held.values() if v is not None})
-
-
-def last_promotion(config: Config) -> PromotionDecision:
-    """The decision `r2led promote` last recorded on the challenger's tags (no re-scoring).
-
-    Metrics are the test numbers each version was registered with (`test_*` tags), which are not
-    the same-rows comparison promote ran; run the notebook with action=promote for that.
-    """
-    state = registry_state(config)
-    if state.challenger is None:
-        raise LookupError(f"{state.model_name!r} has no challenger: run `r2led promote` first")
-    tags = state.tags[state.challenger]
-    if "promotion" not in tags:
-        raise LookupError(f"{state.model_name} version {state.challenger} carries no promotion decision")
-    promoted = tags["promotion"] == "promoted"
-    # PromotionDecision.champion_version is the champion *before* the decision.
-    before = state.previous_champion if promoted else state.champion
-    metrics = {f"challenger_{k}": float(v) for k, v in tags.items() if k.startswith("test_")}
-    if before is not None and before != state.challenger:
-        metrics.update({f"champion_{k}": float(v) for k, v in state.tags[before].items() if k.startswith("test_")})
-    return PromotionDecision(promoted=promoted, reason=tags.get("promotion_reason", ""),
-                             challenger_version=state.challenger, champion_version=before, metrics=metrics)
-
-
-def promotion_decision(spark: SparkSession, config: Config, action: str) -> PromotionDecision:
-    """`review`: the recorded decision (`last_promotion`); `promote`: run `jobs.registry.promote.promote` now."""
-    from jobs.registry.promote import promote
-
-    if action == "promote":
-        return promote(spark, config)
-    if action == "review":
-        return last_promotion(config)
-    raise ConfigError(f"action widget: {action!r} is not 'review' or 'promote'")
-
-
-# ---- R2LED's refinement --------------------------------------------------------------
-
-
-def refinement_view(diagnostics: Mapping[str, Any] | None, family: str = "warmth") -> pd.DataFrame:
-    """One row per value of a segment family of R2LED's diagnostics (`TrainResult.diagnostics`): test rows,
-    the gate's mean ID weight, each route's fusion weight and the weights' entropy. Empty for other models."""
-    values = (diagnostics or {}).get("by_segment", {}).get(family, {})
-    return pd.DataFrame([{family: value, "rows": d["rows"],
-                          "gate_id_weight": d.get("gate_id_weight", {}).get("mean"),
-                          **{f"weight_{route}": w for route, w in d["route_weight"].items()},
-                          "route_entropy": d["route_entropy"]} for value, d in values.items()])
