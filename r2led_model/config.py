@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import yaml
 
+from r2led_model.route_names import route_level
+
 CONF_DIR_ENV = "R2LED_CONF_DIR"
 
 
@@ -609,9 +611,10 @@ class RetrievalConfig:
     def check(self, path: str) -> None:
         # The level bound is checked against the SIDs actually assigned, when retrieval plans its routes.
         for route in self.routes:
-            level = route[3:] if route.startswith("sid") else ""
-            if route not in ("collab", "category") and not (level.isdigit() and int(level) >= 1):
-                raise ConfigError(f"{path}.routes: {route!r} is not 'collab', 'category' or 'sid<l>' with l >= 1")
+            try:
+                route_level(route)
+            except ValueError as error:
+                raise ConfigError(f"{path}.routes: {error}") from None
         unknown_k = set(self.k_per_route) - set(self.routes)
         if unknown_k:
             raise ConfigError(f"{path}.k_per_route: {sorted(unknown_k)} not in {path}.routes")
@@ -1212,15 +1215,7 @@ def _check_layer(layer: Mapping[str, Any], source: str) -> None:
 
 def _check_partial(cls: type, values: Any, path: str) -> None:
     """Like `_build`, for a layer that sets only some keys: every key known, every value of its type."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(str(k) for k in values if k not in names)
-    _refuse_moved(cls, unknown, path)
-    if unknown:
-        where = ", ".join(f"{path}.{k}" if path else k for k in unknown)
-        raise ConfigError(f"{where}: unknown config key{'s' if len(unknown) > 1 else ''} "
-                          f"(allowed here: {', '.join(sorted(names))})")
+    _refuse_unknown_keys(cls, values, path)
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         key_path = f"{path}.{name}" if path else name
@@ -1231,12 +1226,22 @@ def _check_partial(cls: type, values: Any, path: str) -> None:
             _coerce(hints[name], value, key_path)
 
 
-def _refuse_moved(cls: type, unknown: Sequence[str], path: str) -> None:
-    """An unknown key that an earlier release had (`model.gate`) is an error naming where it went."""
+def _refuse_unknown_keys(cls: type, values: Any, path: str) -> None:
+    """`values` must be a mapping of `cls`'s fields: the one check of every layer and every build. An
+    unknown key is an error naming its path and the keys allowed there; one that an earlier release had
+    (`model.gate`) names where it went."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in values if k not in names)
     if cls is ModelConfig:
         for key in unknown:
             if key in LEGACY_MODEL_KEYS:
                 raise _moved_model_key_error(key, path)
+    if unknown:
+        where = ", ".join(f"{path}.{k}" if path else k for k in unknown)
+        raise ConfigError(f"{where}: unknown config key{'s' if len(unknown) > 1 else ''} "
+                          f"(allowed here: {', '.join(sorted(names))})")
 
 
 def _section_type(tp: Any) -> type | None:
@@ -1308,15 +1313,9 @@ def build_section(cls: type, values: Mapping[str, Any], path: str) -> Any:
 
 
 def _build(cls: type, values: Any, path: str) -> Any:
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(values).__name__}")
+    _refuse_unknown_keys(cls, values, path)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    _refuse_moved(cls, unknown, path)
-    if unknown:
-        where = ", ".join(f"{path}.{k}" if path else k for k in unknown)
-        raise ConfigError(f"unknown config key(s): {where} (allowed here: {', '.join(sorted(names))})")
     kwargs = {}
     for name in names & set(values):
         key_path = f"{path}.{name}" if path else name

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r2led_model.retrieval import CATEGORY_LEVEL, Histories, RouteCandidates, RoutePlan, Targets, UserHistory
+from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, UserHistory
+from r2led_model.route_names import CATEGORY_LEVEL
 
 _NO_SCORE = 0
 

@@ -52,27 +52,23 @@ baseline.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, get_args
 
 import numpy as np
 
 from r2led_model.config import FillMode, RetrievalMode, Similarity
+from r2led_model.route_names import CATEGORY_LEVEL, CATEGORY_ROUTE, COLLAB_ROUTE, route_level
 from r2led_model.simhash import has_signature, hamming, words_for
 
 MODES: tuple[str, ...] = get_args(RetrievalMode)
 SIMILARITIES: tuple[str, ...] = get_args(Similarity)
 FILLS: tuple[str, ...] = get_args(FillMode)
-COLLAB_ROUTE = "collab"
-CATEGORY_ROUTE = "category"
-CATEGORY_LEVEL = -1  # RouteSpec.level of the category route: no SID prefix
 # Samples × history positions ranked at once: a few dozen bytes per cell (S·T·L for the prefix
 # test, a few S·T arrays for keys and orders), so a block's temporaries stay in the CPU caches;
 # bigger blocks measured slower (`r2led benchmark retrieval`).
 MAX_CELLS = 1 << 17
 
-_ROUTE_NAME = re.compile(r"^sid([0-9]+)$")
 # Sort keys of the two classes that follow the ranked pool: fill candidates, then invalid.
 _FLOAT_FILL_KEY = np.finfo(np.float64).max
 _FLOAT_INVALID_KEY = np.inf
@@ -161,19 +157,6 @@ class RoutePlan:
             if r.name == name:
                 return r
         raise KeyError(name)
-
-
-def route_level(name: str, levels: int) -> int:
-    """A route name's level: l for "sid<l>", 0 for "collab", CATEGORY_LEVEL for "category"."""
-    if name == COLLAB_ROUTE:
-        return 0
-    if name == CATEGORY_ROUTE:
-        return CATEGORY_LEVEL
-    match = _ROUTE_NAME.match(name)
-    if not match or not 1 <= int(match.group(1)) <= levels:
-        raise ValueError(f"route {name!r} is not {COLLAB_ROUTE!r}, {CATEGORY_ROUTE!r} or 'sid<l>' with "
-                         f"1 <= l <= {levels}")
-    return int(match.group(1))
 
 
 @dataclass

@@ -72,7 +72,7 @@ from r2led_model.oracle import OracleTruth, lift_share
 from r2led_model.tuning import TunedParams, tuned_path
 from r2led_model.models import MODELS, CTRTask, build_model
 from r2led_model.models.inputs import INPUT_LAYOUT, Batch, FeatureSpec, narrow, random_batch
-from r2led_model.retrieval import CATEGORY_ROUTE
+from r2led_model.route_names import CATEGORY_ROUTE
 from r2led_model.trainer import LossForward, make_optimizer, set_seed, train_step
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from jobs.orchestration import config_drift, table_guard
 from jobs.orchestration.ledger import DONE, FAILED, RunLedger

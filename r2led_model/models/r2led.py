@@ -31,7 +31,7 @@ from r2led_model.models.inputs import Batch, FeatureSpec
 from r2led_model.models.layers import (Behaviours, InterestCTR, Target, TargetAttention, log2_bucket, masked_softmax,
                                        shell_parts)
 from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
-from r2led_model.retrieval import CATEGORY_ROUTE, route_level
+from r2led_model.route_names import CATEGORY_ROUTE, is_sid_route, route_level
 
 FUSIONS: tuple[str, ...] = get_args(RouteFusionMode)
 # The route fusions that weigh routes by an attention (their weights are what the counterfactual freezes).
@@ -224,7 +224,7 @@ def exclusive_sid_pools(groups: Mapping[str, Behaviours], items: Mapping[str, Te
     A slot of r_sid<l> whose item is also a real slot of some r_sid<m>, m > l, is masked out (padding
     and the other groups unchanged)."""
     sid_routes = sorted((route_level(group_route(g), levels), g) for g in groups
-                        if (group_route(g) or "").startswith("sid"))  # (level, group), coarse first
+                        if is_sid_route(group_route(g)))  # (level, group), coarse first
     out = dict(groups)
     for position, (_, coarse) in enumerate(sid_routes):
         finer = [g for _, g in sid_routes[position + 1:]]

@@ -327,3 +327,12 @@ def test_every_section_with_a_check_or_a_range_is_checked_when_it_is_read(monkey
     assert set().union(*reached) == expected
     # A section that is not read is not checked: the first build reads model.r2led and source.synthetic.
     assert not {"model.eta", "source.table", "source.amazon"} & reached[0]
+
+
+def test_a_built_config_and_a_layer_refuse_an_unknown_key_with_the_same_message():
+    values = load_config("tiny").to_dict()
+    with pytest.raises(ConfigError, match=r"^retrieval\.kk: unknown config key \(allowed here: .*\bk\b") as built:
+        build_config({**values, "retrieval": {**values["retrieval"], "kk": 3}})
+    with pytest.raises(ConfigError, match=r"^--set: retrieval\.kk: unknown config key") as layered:
+        load_config("tiny", ["retrieval.kk=3"])
+    assert str(layered.value) == f"--set: {built.value}"
