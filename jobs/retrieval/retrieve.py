@@ -21,20 +21,18 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.orchestration.incremental import not_yet_derived, upsert_derived, versions_compatible
-from r2led_model.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.table_shapes import CANDIDATE_KINDS, CANDIDATE_PARTS, candidate_column, sid_levels
-from r2led_model.arrow_arrays import list_column
 from jobs.runtime.entrypoint import spark_job_main
-from r2led_model.sorted_lookup import locate
 from jobs.runtime.tables import TableStore
-from jobs.sequences.user_partitions import co_partitioned, partition_tables
+from jobs.sequences.user_partitions import PartitionSequences, co_partitioned, partition_tables
 from jobs.sids.codebook_versions import require_codebook_version
+from r2led_model.arrow_arrays import list_column
 from r2led_model.config import Config
+from r2led_model.item_feature_lookup import ItemFeatureLookup
 from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, retrieve_routes_many
 
 log = logging.getLogger(__name__)
@@ -71,42 +69,25 @@ def route_columns(plan: RoutePlan) -> list[tuple[str, str]]:
             for part in CANDIDATE_PARTS]
 
 
-def _user_histories(sequences: pa.Table, features: ItemFeatureLookup) -> tuple[np.ndarray, Histories]:
-    """One row per user (user_id, item_ids, ts, dropped) → (U,) user ids and their Histories, plus
-    one last empty user that samples without a stored sequence point to."""
-    users = sequences["user_id"].to_numpy()
-    if len(np.unique(users)) != len(users):
-        raise ValueError("user_sequences: a user_id appears in more than one row")
-    item_lists, ts_lists = sequences["item_ids"].combine_chunks(), sequences["ts"].combine_chunks()
-    lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
-    item_ids = item_lists.flatten().to_numpy()  # (N,) flatten honours slices and skips null lists
-    ts = ts_lists.flatten().to_numpy()  # (N,)
-    if len(ts) != len(item_ids):
-        raise ValueError("user_sequences: item_ids and ts differ in length")
-    codes, signatures, categories = features.features(item_ids)
-    starts = np.r_[0, np.cumsum(lengths)].astype(np.int64)  # (U + 1,): the empty user starts at N
-    dropped = np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64)  # (U + 1,)
-    return users, Histories(item_ids=item_ids, ts=ts, sid_codes=codes, starts=starts,
-                            lengths=np.r_[lengths, 0], dropped=dropped, signatures=signatures,
-                            categories=categories)
-
-
 def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: ItemFeatureLookup,
                              plan: RoutePlan, rank: RankKernel = retrieve_routes_many) -> pa.RecordBatch | None:
     """Route candidates for every sample of a partition, in the samples' order.
 
     `sequences`: the stored sequence of (at least) every user with a sample here, one row per user
-    (user_id, item_ids, ts, dropped); `samples`: sample_id, user_id, item_id, ts, hist_len, split.
+    (SEQUENCE_COLUMNS: user_id, item_ids, history_ts, dropped); `samples`: sample_id, user_id, item_id,
+    ts, hist_len, split.
     Columns reach numpy as whole buffers and all users are ranked in one kernel call
     (`rank`, `retrieve_routes_many`): no per-row objects and no per-user loop.
     """
     if samples.num_rows == 0:
         return None
     samples = samples.combine_chunks()
-    users, histories = _user_histories(sequences, features)
-    by_user = np.argsort(users)
-    slot, has_sequence = locate(users[by_user], samples["user_id"].to_numpy())  # (S,), (S,)
-    owner = np.where(has_sequence, by_user[slot] if len(users) else 0, len(users))  # (S,); else the empty user
+    partition = PartitionSequences.from_arrow(sequences)
+    codes, signatures, categories = features.features(partition.item_ids)
+    histories = Histories(item_ids=partition.item_ids, ts=partition.ts, sid_codes=codes, starts=partition.starts,
+                          lengths=partition.lengths, dropped=partition.dropped, signatures=signatures,
+                          categories=categories)
+    owner = partition.owners(samples["user_id"].to_numpy())  # (S,)
     target_items = samples["item_id"].to_numpy()
     codes, signatures, categories = features.features(target_items)
     targets = Targets(item_ids=target_items, hist_len=samples["hist_len"].to_numpy(), sid_codes=codes,
@@ -151,8 +132,7 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
         if tables is None:
             return
         user_sequences, wanted = tables
-        out = candidates_for_partition(user_sequences.rename_columns(["user_id", "item_ids", "ts", "dropped"]),
-                                       wanted, lookup, plan, rank)
+        out = candidates_for_partition(user_sequences, wanted, lookup, plan, rank)
         if out is not None:
             yield out
 

@@ -1,16 +1,21 @@
 """Each user's stored sequence and that user's samples in one hash partition by user_id, the layout
 retrieve and build-training-set both compute in: one row per sequence (arrays as stored), no
-behaviour exploded into a row, joined or sorted in Spark.
+behaviour exploded into a row, joined or sorted in Spark; and a partition's sequences laid end to end
+for numpy (`PartitionSequences`), read the same way by both stages.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from r2led_model.sorted_lookup import locate
 
 SEQUENCE_COLUMNS = ("user_id", "item_ids", "history_ts", "dropped")
 
@@ -45,3 +50,38 @@ def partition_tables(batches: Iterator[pa.RecordBatch],
     if not samples.num_rows:
         return None
     return table.filter(pc.invert(is_sample)).select(list(SEQUENCE_COLUMNS)), samples
+
+
+@dataclass(frozen=True)
+class PartitionSequences:
+    """A partition's stored sequences (SEQUENCE_COLUMNS, one row per user) laid end to end: N behaviours in
+    user row order, plus one last empty user that samples without a stored sequence point to."""
+
+    users: np.ndarray  # (U,) user ids in row order
+    by_user: np.ndarray  # (U,) argsort of users
+    item_ids: np.ndarray  # (N,)
+    ts: np.ndarray  # (N,) int64
+    starts: np.ndarray  # (U + 1,) each user's first behaviour; the empty user starts at N
+    lengths: np.ndarray  # (U + 1,)
+    dropped: np.ndarray  # (U + 1,) behaviours cut from storage before each user's first
+
+    @classmethod
+    def from_arrow(cls, sequences: pa.Table) -> "PartitionSequences":
+        """`sequences`: SEQUENCE_COLUMNS, one row per user (a user in two rows is refused)."""
+        users = sequences["user_id"].to_numpy()
+        if len(np.unique(users)) != len(users):
+            raise ValueError("user_sequences: a user_id appears in more than one row")
+        item_lists = sequences["item_ids"].combine_chunks()
+        lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
+        item_ids = item_lists.flatten().to_numpy()  # (N,) flatten honours slices and skips null lists
+        ts = sequences["history_ts"].combine_chunks().flatten().to_numpy().astype(np.int64)  # (N,)
+        if len(ts) != len(item_ids):
+            raise ValueError("user_sequences: item_ids and ts differ in length")
+        return cls(users=users, by_user=np.argsort(users), item_ids=item_ids, ts=ts,
+                   starts=np.r_[0, np.cumsum(lengths)].astype(np.int64), lengths=np.r_[lengths, 0],
+                   dropped=np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64))
+
+    def owners(self, user_ids: np.ndarray) -> np.ndarray:
+        """(S,) user ids → (S,) rows of their users; a user without a stored sequence → the empty user (U)."""
+        slot, has_sequence = locate(self.users[self.by_user], user_ids)  # (S,), (S,)
+        return np.where(has_sequence, self.by_user[slot] if len(self.users) else 0, len(self.users))

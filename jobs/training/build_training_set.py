@@ -21,22 +21,20 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.orchestration.incremental import not_yet_derived, upsert_derived, versions_compatible
 from jobs.retrieval.als import dense_index
 from jobs.retrieval.table_shapes import CANDIDATE_KINDS, candidate_column, candidate_routes, sid_levels
-from r2led_model.arrow_arrays import fixed_width, list_column
 from jobs.runtime.entrypoint import spark_job_main
-from r2led_model.sorted_lookup import locate
 from jobs.runtime.spark_progress import stage_progress
 from jobs.runtime.tables import TableStore
-from jobs.sequences.user_partitions import co_partitioned, partition_tables
-from r2led_model.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
+from jobs.sequences.user_partitions import PartitionSequences, co_partitioned, partition_tables
+from r2led_model.arrow_arrays import fixed_width, list_column
 from r2led_model.config import Config, TrainingSetConfig
 from r2led_model.features import HistoryFeatures, example_slots, route_group
+from r2led_model.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from r2led_model.models.inputs import GROUP_PARTS, INPUT_LAYOUT, WIDE_LAYOUT
 
 log = logging.getLogger(__name__)
@@ -121,55 +119,26 @@ def examples_for_partition(sequences: pa.Table, samples: pa.Table, lookup: ItemI
     `sequences` (user_id, item_ids, history_ts, dropped) of at least their users, ordered by
     (split, sample_id): each split's file then holds its samples by sample_id (the trainer's
     shuffle is only reproducible from a reproducible row order) without Spark sorting wide rows."""
-    histories = PartitionHistories.from_arrow(sequences, lookup)
+    histories = PartitionSequences.from_arrow(sequences)
+    features = HistoryFeatures(item_idx=lookup.item_indices(histories.item_ids), ts=histories.ts)  # (N,) each
     samples = samples.sort_by([("split", "ascending"), ("sample_id", "ascending")])
     # Output in chunks: an example holds ~700 values, so a whole partition's at once would not fit.
     for start in range(0, samples.num_rows, _CHUNK):
-        yield examples_for_samples(histories, samples.slice(start, _CHUNK), lookup, routes, config, names)
+        yield examples_for_samples(histories, features, samples.slice(start, _CHUNK), lookup, routes, config, names)
 
 
-@dataclass(frozen=True)
-class PartitionHistories:
-    """Every user's stored behaviours of one partition laid end to end (N positions), looked up once."""
-
-    features: HistoryFeatures  # (N,) per array
-    users: np.ndarray  # (U,) user ids in row order
-    by_user: np.ndarray  # (U,) argsort of users
-    starts: np.ndarray  # (U + 1,) first position of each user; the last is an empty user
-    lengths: np.ndarray  # (U + 1,)
-    dropped: np.ndarray  # (U + 1,)
-
-    @classmethod
-    def from_arrow(cls, sequences: pa.Table, lookup: ItemIndexLookup) -> "PartitionHistories":
-        """`sequences`: user_id, item_ids, history_ts, dropped, one row per user."""
-        users = sequences["user_id"].to_numpy()
-        if len(np.unique(users)) != len(users):
-            raise ValueError("user_sequences: a user_id appears in more than one row")
-        item_lists = sequences["item_ids"].combine_chunks()
-        lengths = pc.list_value_length(item_lists).fill_null(0).to_numpy().astype(np.int64)  # (U,)
-        item_idx = lookup.item_indices(item_lists.flatten().to_numpy())
-        ts = sequences["history_ts"].combine_chunks().flatten().to_numpy().astype(np.int64)
-        return cls(features=HistoryFeatures(item_idx=item_idx, ts=ts),
-                   users=users, by_user=np.argsort(users), starts=np.r_[0, np.cumsum(lengths)].astype(np.int64),
-                   lengths=np.r_[lengths, 0],
-                   dropped=np.r_[sequences["dropped"].fill_null(0).to_numpy(), 0].astype(np.int64))
-
-    def owners(self, user_ids: np.ndarray) -> np.ndarray:
-        """(S,) user ids → (S,) rows of their users; a user without a stored sequence → the empty user."""
-        slot, has_sequence = locate(self.users[self.by_user], user_ids)  # (S,), (S,)
-        return np.where(has_sequence, self.by_user[slot] if len(self.users) else 0, len(self.users))
-
-
-def examples_for_samples(histories: PartitionHistories, samples: pa.Table, lookup: ItemIndexLookup,
-                         routes: Sequence[str], config: TrainingSetConfig, names: Sequence[str]) -> pa.RecordBatch:
+def examples_for_samples(histories: PartitionSequences, features: HistoryFeatures, samples: pa.Table,
+                         lookup: ItemIndexLookup, routes: Sequence[str], config: TrainingSetConfig,
+                         names: Sequence[str]) -> pa.RecordBatch:
     """The examples of `samples` (as `build_examples` reads them), all at once: a sample's positions
-    (relative to its user's stored sequence) become rows of the partition's concatenation."""
+    (relative to its user's stored sequence) become rows of the partition's concatenation, whose
+    behaviours' `features` are looked up once per partition."""
     owner = histories.owners(samples["user_id"].to_numpy())  # (S,)
     hist_len = samples["hist_len"].to_numpy().astype(np.int64)
     ends = np.clip(hist_len - histories.dropped[owner], 0, histories.lengths[owner])  # (S,)
     positions = {route: _stack(samples[candidate_column(route, "pos")]).astype(np.int64) for route in routes}  # (S, k)
     route_slots = {route: (pos, pos >= 0) for route, pos in positions.items()}
-    slots = example_slots(histories.features, first=histories.starts[owner], ends=ends,
+    slots = example_slots(features, first=histories.starts[owner], ends=ends,
                           sample_ts=samples["ts"].to_numpy().astype(np.int64), route_slots=route_slots,
                           short_window=config.short_window, long_history=config.long_history,
                           recency_buckets=config.recency_buckets)

@@ -51,7 +51,7 @@ def _samples(rows: list[tuple[int, int, int, int]]) -> pa.Table:
 def _sequences(users: list[tuple[int, list[int], int]]) -> pa.Table:
     return pa.table({"user_id": pa.array([u for u, _, _ in users], pa.int64()),
                      "item_ids": pa.array([items for _, items, _ in users], pa.list_(pa.int64())),
-                     "ts": pa.array([list(range(100, 100 + len(items))) for _, items, _ in users],
+                     "history_ts": pa.array([list(range(100, 100 + len(items))) for _, items, _ in users],
                                     pa.list_(pa.int64())),
                      "dropped": pa.array([d for _, _, d in users], pa.int64())})
 
