@@ -12,41 +12,19 @@ import functools
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from r2led_model.config import LEGACY_MODEL_KEYS, ModelConfig, build_section, legacy_model_key
+from r2led_model.compat import sectioned_model_values
+from r2led_model.config import ModelConfig, build_section
 from r2led_model.models import CTRTask, FeatureSpec, build_model
 from r2led_model.models.inputs import INPUT_LAYOUT, WIDE_LAYOUT, columns_for
 from r2led_model.models.item_lookup import lookup_disagreements
 
 LOOKUP_KEY = "item_lookup"  # the state dict prefix of a model's item lookups (`InterestCTR.item_lookup`)
-
-
-# Options added after the first bundles were written, with the value those bundles were built with
-# (flat keys: every bundle written before them stored a flat model dict).
-LEGACY_MODEL_OPTIONS = {"sid_fusion": "sum", "route_occupancy": False}
-
-
-def sectioned_model_values(stored: Mapping[str, Any]) -> dict[str, Any]:
-    """A bundle's stored model dict in today's layout. Earlier releases stored it flat (`gate`,
-    `retrieve_k`, `eta_hash_bits`, ... beside `name`): those keys move into the section of the bundle's
-    own model; the ones it never read (another model's options) are dropped, so its sections are those
-    of the model that was built. A dict with sections is returned as it is."""
-    if not any(key in LEGACY_MODEL_KEYS for key in stored):
-        return dict(stored)
-    flat = {**LEGACY_MODEL_OPTIONS, **stored}
-    name = flat["name"]
-    values: dict[str, Any] = {k: v for k, v in flat.items() if k not in LEGACY_MODEL_KEYS}
-    for key, value in flat.items():
-        moved = legacy_model_key(key, name)
-        if moved is not None:
-            section, option = moved.split(".")
-            values.setdefault(section, {})[option] = value
-    return values
 
 
 @dataclass(frozen=True)

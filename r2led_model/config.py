@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import yaml
 
+from r2led_model.compat import LEGACY_MODEL_KEYS, moved_model_key_message
 from r2led_model.route_names import route_level
 
 CONF_DIR_ENV = "R2LED_CONF_DIR"
@@ -820,37 +821,6 @@ class ModelConfig:
         return values
 
 
-# Flat model keys of earlier releases → (the option's name in a model's section, the models whose section
-# holds it). A config naming one is refused with its new home; a bundle or tuned parameters saved by
-# such a release are read through `legacy_model_key`.
-LEGACY_MODEL_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "gate": ("gate", ("r2led",)),
-    "sid_fusion": ("sid_fusion", ("r2led",)),
-    "route_fusion": ("route_fusion", ("r2led",)),
-    "route_occupancy": ("route_occupancy", ("r2led",)),
-    "routes": ("routes", ("r2led",)),
-    "retrieve_k": ("retrieve_k", ("sim_hard", "sim_soft", "eta", "twin")),
-    "eta_hash_bits": ("hash_bits", ("eta",)),
-    "sdim_hashes": ("hashes", ("sdim",)),
-    "sdim_hash_bits": ("hash_bits", ("sdim",)),
-    "seed_hash": ("seed_hash", ("eta", "sdim")),
-}
-
-
-def legacy_model_key(flat: str, model: str) -> str | None:
-    """The key `<model>.<option>` under `model.` that the earlier flat `model.<flat>` became for `model`, or
-    None when `flat` is no such key or `model` never read it."""
-    option, models = LEGACY_MODEL_KEYS.get(flat, ("", ()))
-    return f"{model}.{option}" if model in models else None
-
-
-def _moved_model_key_error(flat: str, path: str) -> ConfigError:
-    option, models = LEGACY_MODEL_KEYS[flat]
-    homes = [f"model.{m}.{option}" for m in models]
-    where = homes[0] if len(homes) == 1 else f"the section of each model that reads it ({', '.join(homes)})"
-    return ConfigError(f"{path}.{flat} moved to {where}")
-
-
 @dataclass(frozen=True)
 class TrainingConfig:
     """`r2led train`: optimisation, early stopping, devices and distribution."""
@@ -1237,7 +1207,7 @@ def _refuse_unknown_keys(cls: type, values: Any, path: str) -> None:
     if cls is ModelConfig:
         for key in unknown:
             if key in LEGACY_MODEL_KEYS:
-                raise _moved_model_key_error(key, path)
+                raise ConfigError(moved_model_key_message(key, path))
     if unknown:
         where = ", ".join(f"{path}.{k}" if path else k for k in unknown)
         raise ConfigError(f"{where}: unknown config key{'s' if len(unknown) > 1 else ''} "

@@ -60,6 +60,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from r2led_model.compat import LEGACY_CHECKPOINT_GLOBALS
 from r2led_model.config import TrainingConfig
 from r2led_model.metrics import evaluate
 from r2led_model.optim import RowwiseAdam, learning_rate_scale, parameter_groups, scale_learning_rates
@@ -287,16 +288,11 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-# What a checkpoint written before RNG states were stored as plain values holds besides tensors: numpy's
-# MT19937 state, a uint32 ndarray. Allowlisted (those types only) so `weights_only=True` reads them too.
-_LEGACY_CHECKPOINT_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint as written by `fit`: tensors, the optimizer's state dict, and plain python values
     (ints, floats, strings, lists, tuples, dicts), read with `weights_only=True`, so loading one runs
     no code from the file."""
-    with torch.serialization.safe_globals(_LEGACY_CHECKPOINT_GLOBALS):
+    with torch.serialization.safe_globals(LEGACY_CHECKPOINT_GLOBALS):  # checkpoints of earlier releases
         return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from r2led_model.config import ModelConfig, legacy_model_key
+from r2led_model.compat import sectioned_tuned_params
+from r2led_model.config import ModelConfig
 
 if TYPE_CHECKING:
     from r2led_model.config import Config
@@ -124,18 +125,7 @@ class TunedParams:
         if not path.is_file():
             raise FileNotFoundError(f"no tuned parameters at {path}; run `r2led tune --model <name>` first")
         saved = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{**saved, "params": current_keys(saved["model"], saved["params"])})
-
-
-def current_keys(model: str, params: dict[str, Any]) -> dict[str, Any]:
-    """`params` of `model` with keys of the flat model layout (`model.retrieve_k`) moved to the model's
-    section (`model.sim_hard.retrieve_k`); a key `model` never read is left for the config to refuse."""
-    out = {}
-    for key, value in params.items():
-        section, _, option = key.partition(".")
-        moved = legacy_model_key(option, model) if section == "model" else None
-        out[f"model.{moved}" if moved else key] = value
-    return out
+        return cls(**{**saved, "params": sectioned_tuned_params(saved["model"], saved["params"])})
 
 
 def tuned_path(folder: str | Path, model: str) -> Path:

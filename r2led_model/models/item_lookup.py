@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from r2led_model.compat import missing_item_lookups
 from r2led_model.features import PAD, UNKNOWN_CATEGORY
 from r2led_model.models.inputs import Batch
 
@@ -88,14 +89,9 @@ class ItemLookup(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
-        # Rows are data: take the stored number of rows. A state dict saved before the lookups existed
-        # (input layout 1) leaves them empty, and narrow batches are refused until they are set.
-        for name in ("category", "sid"):
-            key = prefix + name
-            if key in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[key]))
-            else:
-                state_dict[key] = getattr(self, name)
+        missing_item_lookups(state_dict, prefix, {"category": self.category, "sid": self.sid})
+        for name in ("category", "sid"):  # rows are data: take the stored number of rows
+            setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

@@ -19,6 +19,7 @@ from typing import NamedTuple, get_args
 import torch
 from torch import Tensor, nn
 
+from r2led_model.compat import missing_item_bias
 from r2led_model.config import GateMode, ModelConfig
 from r2led_model.models.inputs import Batch, FeatureSpec, within_vocab
 from r2led_model.models.item_lookup import ItemLookup
@@ -649,10 +650,7 @@ class InterestCTR(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
-        # A state dict of this model saved before the per-item bias existed: the bias it was trained without is 0.
-        key = f"{prefix}item_bias.weight"
-        if key not in state_dict and any(k.startswith(f"{prefix}head.") for k in state_dict):
-            state_dict[key] = torch.zeros_like(self.item_bias.weight)
+        missing_item_bias(state_dict, prefix, lambda: torch.zeros_like(self.item_bias.weight))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

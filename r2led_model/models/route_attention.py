@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from r2led_model.compat import stacked_route_keys
 from r2led_model.models.layers import Behaviours, TargetAttention, masked_softmax
 
 PROJECTIONS = ("query", "key", "value", "out")
@@ -132,19 +133,7 @@ class RouteTargetAttention(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
-        # Per-route keys of a state dict saved before the routes were stacked: stack them in route order.
-        old = {key[len(prefix):]: state_dict[key] for key in list(state_dict)
-               if key.startswith(prefix) and key[len(prefix):].split(".", 1)[0] in self.routes}
-        if old:
-            try:
-                stacked = stack_route_states(self.routes, old)
-            except KeyError as error:
-                error_msgs.append(f"{prefix}: per-route attention weights lack {error.args[0]!r} (an old state "
-                                  f"dict must hold every route of {list(self.routes)})")
-            else:
-                for key in old:
-                    del state_dict[prefix + key]
-                state_dict.update({prefix + name: value for name, value in stacked.items()})
+        stacked_route_keys(state_dict, prefix, self.routes, stack_route_states, error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

@@ -1,0 +1,125 @@
+"""Reading what earlier 0.1 releases wrote: this module and nowhere else in the model package.
+
+Removed in REMOVED_IN. Until then a model bundle, a checkpoint or tuned parameters written before a
+change keep loading and scoring as they did; from then on re-train (or re-tune) what was written by
+an older release. What each reader accepts:
+
+* config keys: the flat model keys of the first releases (`model.gate`, `model.retrieve_k`, ...) are
+  refused in a config with their new home (`moved_model_key_message`); a bundle's stored model dict and
+  tuned parameters written with them are read with each key moved to its model's section
+  (`sectioned_model_values`, `sectioned_tuned_params`);
+* model state dicts: no per-item bias (it was 0), per-route attention weights before they were stacked,
+  no item lookups (input layout 1): `missing_item_bias`, `stacked_route_keys`, `missing_item_lookups`,
+  each called from its module's `_load_from_state_dict`;
+* checkpoints that stored numpy's RNG state as an array: `LEGACY_CHECKPOINT_GLOBALS`.
+
+It imports nothing of the package at module level, so the config can read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+import numpy as np
+
+REMOVED_IN = "0.2.0"
+
+# Flat model keys of earlier releases → (the option's name in a model's section, the models whose section
+# holds it).
+LEGACY_MODEL_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gate": ("gate", ("r2led",)),
+    "sid_fusion": ("sid_fusion", ("r2led",)),
+    "route_fusion": ("route_fusion", ("r2led",)),
+    "route_occupancy": ("route_occupancy", ("r2led",)),
+    "routes": ("routes", ("r2led",)),
+    "retrieve_k": ("retrieve_k", ("sim_hard", "sim_soft", "eta", "twin")),
+    "eta_hash_bits": ("hash_bits", ("eta",)),
+    "sdim_hashes": ("hashes", ("sdim",)),
+    "sdim_hash_bits": ("hash_bits", ("sdim",)),
+    "seed_hash": ("seed_hash", ("eta", "sdim")),
+}
+# Options added after the first bundles were written, with the value those bundles were built with
+# (flat keys: every bundle written before them stored a flat model dict).
+LEGACY_MODEL_OPTIONS = {"sid_fusion": "sum", "route_occupancy": False}
+# What a checkpoint written before RNG states were stored as plain values holds besides tensors: numpy's
+# MT19937 state, a uint32 ndarray. Allowlisted (those types only) so `weights_only=True` reads them too.
+LEGACY_CHECKPOINT_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def legacy_model_key(flat: str, model: str) -> str | None:
+    """The key `<model>.<option>` under `model.` that the earlier flat `model.<flat>` became for `model`, or
+    None when `flat` is no such key or `model` never read it."""
+    option, models = LEGACY_MODEL_KEYS.get(flat, ("", ()))
+    return f"{model}.{option}" if model in models else None
+
+
+def moved_model_key_message(flat: str, path: str) -> str:
+    """The error for a config that still names the flat key `flat` (under `path`): where it went."""
+    option, models = LEGACY_MODEL_KEYS[flat]
+    homes = [f"model.{m}.{option}" for m in models]
+    where = homes[0] if len(homes) == 1 else f"the section of each model that reads it ({', '.join(homes)})"
+    return f"{path}.{flat} moved to {where}"
+
+
+def sectioned_model_values(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A bundle's stored model dict in today's layout. Earlier releases stored it flat (`gate`,
+    `retrieve_k`, `eta_hash_bits`, ... beside `name`): those keys move into the section of the bundle's
+    own model; the ones it never read (another model's options) are dropped, so its sections are those
+    of the model that was built. A dict with sections is returned as it is."""
+    if not any(key in LEGACY_MODEL_KEYS for key in stored):
+        return dict(stored)
+    flat = {**LEGACY_MODEL_OPTIONS, **stored}
+    name = flat["name"]
+    values: dict[str, Any] = {k: v for k, v in flat.items() if k not in LEGACY_MODEL_KEYS}
+    for key, value in flat.items():
+        moved = legacy_model_key(key, name)
+        if moved is not None:
+            section, option = moved.split(".")
+            values.setdefault(section, {})[option] = value
+    return values
+
+
+def sectioned_tuned_params(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Tuned `params` of `model` with keys of the flat model layout (`model.retrieve_k`) moved to the model's
+    section (`model.sim_hard.retrieve_k`); a key `model` never read is left for the config to refuse."""
+    out = {}
+    for key, value in params.items():
+        section, _, option = key.partition(".")
+        moved = legacy_model_key(option, model) if section == "model" else None
+        out[f"model.{moved}" if moved else key] = value
+    return out
+
+
+def missing_item_bias(state_dict: MutableMapping[str, Any], prefix: str, zeros: Callable[[], Any]) -> None:
+    """A model's state dict saved before the per-item bias existed: the bias it was trained without is 0."""
+    key = f"{prefix}item_bias.weight"
+    if key not in state_dict and any(k.startswith(f"{prefix}head.") for k in state_dict):
+        state_dict[key] = zeros()
+
+
+def stacked_route_keys(state_dict: MutableMapping[str, Any], prefix: str, routes: Sequence[str],
+                       stack: Callable[[Sequence[str], Mapping[str, Any]], Mapping[str, Any]],
+                       error_msgs: list[str]) -> None:
+    """Per-route attention keys (`<prefix><route>.<param>`) of a state dict saved before the routes were
+    stacked, replaced by `stack`'s stacked ones, in route order; a missing route is an error message."""
+    old = {key[len(prefix):]: state_dict[key] for key in list(state_dict)
+           if key.startswith(prefix) and key[len(prefix):].split(".", 1)[0] in routes}
+    if not old:
+        return
+    try:
+        stacked = stack(routes, old)
+    except KeyError as error:
+        error_msgs.append(f"{prefix}: per-route attention weights lack {error.args[0]!r} (an old state "
+                          f"dict must hold every route of {list(routes)})")
+        return
+    for key in old:
+        del state_dict[prefix + key]
+    state_dict.update({prefix + name: value for name, value in stacked.items()})
+
+
+def missing_item_lookups(state_dict: MutableMapping[str, Any], prefix: str, empty: Mapping[str, Any]) -> None:
+    """A state dict saved before the item lookups existed (input layout 1): they load as `empty`, and
+    narrow batches are refused until they are set from `item_index`."""
+    for name, value in empty.items():
+        state_dict.setdefault(prefix + name, value)
