@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from jobs.orchestration.ledger import LedgerRecord
 from r2led_model.config import Config
 from r2led_model.sample_kernel import SAMPLE_ID_SCHEME
 
@@ -173,30 +174,28 @@ def changes(recorded: Mapping[str, Any], current: Mapping[str, Any],
     return out
 
 
-def _built_unrecorded(ledger: Sequence[Mapping[str, Any]], stage: str) -> bool:
+def _built_unrecorded(ledger: Sequence[LedgerRecord], stage: str) -> bool:
     """A finished run of `stage` wrote its tables (it recorded their versions) but no config: a
     release from before configs were recorded built them. (A day recorded as skipped wrote nothing.)"""
-    return any(r["stage"].rsplit("/", 1)[-1] == stage and r["status"] == "done"
-               and "config" not in json.loads(r["detail"] or "{}") and json.loads(r.get("table_versions") or "{}")
-               for r in ledger)
+    return any(r.stage_name == stage and r.done and "config" not in r.detail and r.table_versions for r in ledger)
 
 
-def latest_detail(ledger: Sequence[Mapping[str, Any]], stage: str, key: str) -> Any:
+def latest_detail(ledger: Sequence[LedgerRecord], stage: str, key: str) -> Any:
     """`detail[key]` of the latest finished run of `stage` (a backfill's included) that recorded it."""
-    rows = [r for r in ledger if r["stage"].rsplit("/", 1)[-1] == stage and r["status"] == "done"]
-    for row in sorted(rows, key=lambda r: r["run_date"], reverse=True):
-        recorded = json.loads(row["detail"] or "{}").get(key)
+    records = [r for r in ledger if r.stage_name == stage and r.done]
+    for record in sorted(records, key=lambda r: r.run_date, reverse=True):
+        recorded = record.detail.get(key)
         if recorded is not None:
             return recorded
     return None
 
 
-def last_recorded(ledger: Sequence[Mapping[str, Any]], stage: str) -> dict[str, Any] | None:
+def last_recorded(ledger: Sequence[LedgerRecord], stage: str) -> dict[str, Any] | None:
     """The config the latest finished run of `stage` recorded; None if none did."""
     return latest_detail(ledger, stage, "config")
 
 
-def drift(ledger: Sequence[Mapping[str, Any]], config: Config) -> dict[str, list[Change]]:
+def drift(ledger: Sequence[LedgerRecord], config: Config) -> dict[str, list[Change]]:
     """Stage → the changes since its last finished run (stages without a change or a record left out)."""
     out = {}
     # A record without a release rule's key was written under the rule before it.
@@ -215,7 +214,7 @@ def drift(ledger: Sequence[Mapping[str, Any]], config: Config) -> dict[str, list
     return out
 
 
-def stages_to_rebuild(ledger: Sequence[Mapping[str, Any]], config: Config, *, retrain: bool,
+def stages_to_rebuild(ledger: Sequence[LedgerRecord], config: Config, *, retrain: bool,
                       rebuild: bool) -> frozenset[str]:
     """The data stages a run must rebuild in full for the config it has; raises ConfigDriftError,
     naming the changed keys and the flag that accepts them, when the run's flags do not allow it."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from typing import Callable
 from pyspark.sql import SparkSession
 
 from jobs.orchestration import config_drift, table_guard
-from jobs.orchestration.ledger import DONE, FAILED, RunLedger
+from jobs.orchestration.ledger import BACKFILL_PREFIX, DONE, FAILED, LedgerRecord, RunLedger
+from jobs.orchestration.nightly_report import StageReport, report_run
 from jobs.runtime.run_lock import RunLock
 from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES, STAGES
 from jobs.runtime import faults
@@ -52,18 +52,6 @@ class StageOutcome:
 
 
 @dataclass
-class StageReport:
-    stage: str
-    status: str  # ran, skipped, failed
-    rows_in: int | None = None
-    rows_out: int | None = None
-    seconds: float = 0.0
-    table_versions: dict[str, int | None] = field(default_factory=dict)
-    detail: dict[str, object] = field(default_factory=dict)
-    day: str = ""  # the date the stage ran for (a run catching up on missed days runs several)
-
-
-@dataclass
 class RunContext:
     spark: SparkSession
     config: Config
@@ -72,8 +60,8 @@ class RunContext:
     store: TableStore
     run_ledger: RunLedger
     catch_up: bool  # no earlier date has been ingested: this run ingests every day up to its own
-    ledger: dict[str, dict] = field(default_factory=dict)  # stage → this date's ledger row
-    ledger_prefix: str = ""  # "backfill/": a backfill's stages are recorded beside the date's own
+    ledger: dict[str, LedgerRecord] = field(default_factory=dict)  # stage → this date's finished record
+    ledger_prefix: str = ""  # BACKFILL_PREFIX: a backfill's stages are recorded beside the date's own
     lock: RunLock | None = None  # the workspace's run lock, checked before each stage that runs
     rebuild: frozenset[str] = frozenset()  # stages run in full: their config changed (--rebuild)
 
@@ -148,7 +136,7 @@ def _assign_sids(ctx: RunContext) -> StageOutcome:
     from jobs.sids import assign_sids
 
     trained = ctx.ledger.get("train-codebook")  # done before this stage, in this run or an earlier one
-    version = json.loads(trained["detail"] or "{}").get("codebook_version") if trained else None
+    version = trained.detail.get("codebook_version") if trained else None
     result = assign_sids.assign(ctx.spark, ctx.config, version=version)
     return StageOutcome(result.items, result.assigned_now,
                         {"codebook_version": result.codebook_version, "full_rebuild": result.full_rebuild})
@@ -208,7 +196,7 @@ def _train(ctx: RunContext) -> StageOutcome:
 def _promote(ctx: RunContext) -> StageOutcome:
     from jobs.registry.promote import promote
 
-    trained = json.loads(ctx.ledger["train"]["detail"] or "{}") if "train" in ctx.ledger else {}
+    trained = ctx.ledger["train"].detail if "train" in ctx.ledger else {}
     if trained.get("action") == "not trained":
         return StageOutcome(0, 0, {"action": "no challenger", "promoted": False})
     decision = promote(ctx.spark, ctx.config, version=trained.get("model_version"))
@@ -244,21 +232,21 @@ def _record(ctx: RunContext, report: StageReport) -> None:
         detail["config"] = config_drift.stage_config(ctx.config, report.stage)
     if report.status == "ran" and ctx.retrain:
         detail["retrain"] = True  # a re-run of the same --retrain resumes after this stage (`_retrained`)
-    row = {"run_date": ctx.day, "stage": report.stage, "status": DONE if report.status == "ran" else FAILED,
-           "rows_in": report.rows_in, "rows_out": report.rows_out, "seconds": round(report.seconds, 3),
-           "table_versions": json.dumps(report.table_versions, sort_keys=True),
-           "detail": json.dumps(detail, sort_keys=True, default=str)}
+    record = LedgerRecord(run_date=ctx.day, stage=ctx.ledger_prefix + report.stage,
+                          status=DONE if report.status == "ran" else FAILED, rows_in=report.rows_in,
+                          rows_out=report.rows_out, seconds=round(report.seconds, 3),
+                          table_versions=report.table_versions, detail=detail)
     faults.enter_stage(None)  # the ledger write is the stage's commit, never an injected failure point
-    stored = ctx.run_ledger.record({**row, "stage": ctx.ledger_prefix + report.stage})
+    stored = ctx.run_ledger.record(record)
     if report.status == "ran":
-        ctx.ledger[report.stage] = {**stored, "stage": report.stage}
+        ctx.ledger[report.stage] = stored
 
 
-def _done_dates(ledger: list[dict], stage: str) -> list[str]:
-    return sorted({r["run_date"] for r in ledger if r["stage"] == stage and r["status"] == DONE})
+def _done_dates(ledger: list[LedgerRecord], stage: str) -> list[str]:
+    return sorted({r.run_date for r in ledger if r.stage == stage and r.done})
 
 
-def days_to_run(ledger: list[dict], day: str) -> list[str]:
+def days_to_run(ledger: list[LedgerRecord], day: str) -> list[str]:
     """`day`, preceded by every earlier day not yet processed (a missed night, a failed one, one cut
     short by --until), in order: the days after the last whose data stages are all done, or from the
     first day ever ingested. A first run is `day` alone (its ingest catches up on the history)."""
@@ -349,7 +337,7 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
             raise ValueError("--backfill runs every data stage of the date: it takes no --force, --force-stage, "
                              "--retrain, --rebuild, --until, --skip-day or --rebuild-from")
     else:
-        newer = sorted({r["run_date"] for r in ledger if r["run_date"] > day and r["stage"] == "ingest"})
+        newer = sorted({r.run_date for r in ledger if r.run_date > day and r.stage == "ingest"})
         if newer and not force:
             raise ValueError(f"--date {day}: {newer[-1]} already ran; re-running an older date would roll the split "
                              f"back (use --force to do it anyway, or --backfill to add late data of {day})")
@@ -381,7 +369,7 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
         if backfill:
             # The latest processed date's split: a backfill must not roll any row's split back.
             ctx = RunContext(spark, split_as_of(config, processed[-1]), day, False, store, run_ledger, catch_up=False,
-                             ledger_prefix="backfill/", lock=lock)
+                             ledger_prefix=BACKFILL_PREFIX, lock=lock)
             _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: True)
         for current in ([] if backfill else days):
             if current in skip_days:
@@ -389,11 +377,10 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
                 continue
             if current != days[0]:
                 ledger = run_ledger.state()  # the days run so far in this call count as ingested
-            ingested_before = any(r["stage"] == "ingest" and r["status"] == DONE and r["run_date"] < current
-                                  for r in ledger)
+            ingested_before = any(r.stage == "ingest" and r.done and r.run_date < current for r in ledger)
             ctx = RunContext(spark, split_as_of(config, current), current, retrain and current == day, store,
                              run_ledger, catch_up=not ingested_before,
-                             ledger={r["stage"]: r for r in ledger if r["run_date"] == current and r["status"] == DONE},
+                             ledger={r.stage: r for r in ledger if r.run_date == current and r.done},
                              lock=lock, rebuild=rebuilt if current == first_day else frozenset())
             if current != day:
                 _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: name in ctx.rebuild)
@@ -403,8 +390,7 @@ def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: Ru
                         or name in forced_from or (retrain and not _retrained(ctx, name)))
     finally:
         faults.disarm()
-        print(summary_table(day, reports, backfill=backfill), flush=True)
-        _log_summary(config, day, reports, backfill=backfill)
+        report_run(config, day, reports, backfill=backfill)
     return reports
 
 
@@ -414,18 +400,17 @@ def _skip_day(run_ledger: RunLedger, day: str, reports: list[StageReport]) -> No
     log.warning("--skip-day %s: the day is skipped, nothing of it is ingested (recorded in the ledger)", day)
     for name in DATA_STAGES:
         detail = {"skipped_day": True, "reason": "--skip-day"}
-        run_ledger.record({"run_date": day, "stage": name, "status": DONE, "rows_in": 0, "rows_out": 0,
-                           "seconds": 0.0, "table_versions": "{}", "detail": json.dumps(detail, sort_keys=True)})
+        run_ledger.record(LedgerRecord(run_date=day, stage=name, status=DONE, rows_in=0, rows_out=0, detail=detail))
         reports.append(StageReport(name, "skipped", 0, 0, detail=detail, day=day))
 
 
 def _retrained(ctx: RunContext, stage: str) -> bool:
     """`stage` is done for the date by a --retrain run with the current config: a re-run of that
     --retrain after a crash resumes instead of retraining from the first stage again."""
-    row = ctx.ledger.get(stage)
-    if row is None:
+    record = ctx.ledger.get(stage)
+    if record is None:
         return False
-    detail = json.loads(row["detail"] or "{}")
+    detail = record.detail
     return bool(detail.get("retrain")) and (stage not in config_drift.OWN_SECTIONS
                                             or detail.get("config") == config_drift.stage_config(ctx.config, stage))
 
@@ -439,11 +424,11 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
             continue
         if name in ctx.ledger and not rerun(name):
             recorded = ctx.ledger[name]
-            detail = {k: v for k, v in json.loads(recorded["detail"] or "{}").items() if k not in ("config", "retrain")}
-            reports.append(StageReport(name, "skipped", recorded["rows_in"], recorded["rows_out"],
+            detail = {k: v for k, v in recorded.detail.items() if k not in ("config", "retrain")}
+            reports.append(StageReport(name, "skipped", recorded.rows_in, recorded.rows_out,
                                        # As the stage left them (recorded, not read back: a resumed run
                                        # skips most stages, and a version read is a Spark job per table).
-                                       table_versions=json.loads(recorded["table_versions"] or "{}"),
+                                       table_versions=dict(recorded.table_versions),
                                        detail=detail, day=ctx.day))
             log.info("stage %s: already done for %s, skipped", name, ctx.day)
         else:
@@ -478,84 +463,3 @@ def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOu
                          {t: ctx.store.version(t) for t in tables}, outcome.detail, day=ctx.day)
     _record(ctx, report)
     reports.append(report)
-
-
-def summary_table(day: str, reports: list[StageReport], *, backfill: bool = False) -> str:
-    def num(value: int | None) -> str:
-        return "" if value is None else f"{value:,}"
-
-    days = list(dict.fromkeys(r.day for r in reports)) or [day]
-    header = f"# r2led pipeline --date {day}" + (" --backfill" if backfill else "")
-    if len(days) > 1:
-        header += f" (days processed: {', '.join(days)})"
-    lines = [header]
-    for current in days:
-        if len(days) > 1:
-            lines.append(f"## {current}" + ("" if current == day else " (missed: data stages)"))
-        lines.append(f"{'stage':<19} {'status':<8} {'rows in':>10} {'rows out':>10} {'seconds':>8}  "
-                     "delta versions / note")
-        for r in reports:
-            if r.day != current and len(days) > 1:
-                continue
-            versions = ", ".join(f"{t}@{v}" for t, v in r.table_versions.items())
-            note = _note(r)
-            lines.append(f"{r.stage:<19} {r.status:<8} {num(r.rows_in):>10} {num(r.rows_out):>10} "
-                         f"{r.seconds:>8.1f}  {'; '.join(x for x in (versions, note) if x)}")
-    return "\n".join(lines)
-
-
-def _note(report: StageReport) -> str:
-    """The one fact per stage an operator looks for first."""
-    d = report.detail
-    if "error" in d:
-        return str(d["error"])[:120]
-    if d.get("skipped_day"):
-        return "day skipped by the operator (--skip-day): nothing ingested"
-    if report.stage == "ingest" and d.get("empty_day"):
-        return "empty day: no input for the date, nothing ingested (ingest.empty_day: allow)"
-    if report.stage == "ingest" and "accepted" in d:
-        counts = f"read = {d['accepted']:,} accepted + {d['rejected']:,} rejected" + (
-            f" + {d['deferred']:,} deferred" if d.get("deferred") else "")
-        return f"{counts}; catch-up: every day up to the date" if d.get("catch_up") else counts
-    if report.stage == "ingest" and d.get("catch_up"):
-        return "catch-up: every day up to the date"
-    if report.stage == "train" and d.get("action") == "not trained":
-        return f"not trained: no examples in split(s) {', '.join(d['empty_splits'])} (quiet days); the champion stays"
-    if report.stage == "promote" and d.get("action") == "no challenger":
-        return "no challenger tonight"
-    if "action" in d:
-        return f"{d['action']} {d.get('codebook_version') or d.get('collab_version')}"
-    if report.stage == "train" and "model_version" in d:
-        return f"version {d['model_version']}, test AUC {float(d.get('test_auc', float('nan'))):.4f}"
-    if report.stage == "promote" and "challenger" in d:
-        verdict = "PROMOTED" if d["promoted"] else "not promoted"
-        return f"version {d['challenger']} {verdict} (champion before: {d['champion_before']}): {d['reason'][:80]}"
-    if report.stage == "score" and "model_version" in d:
-        return f"scored with version {d['model_version']}"
-    if d.get("full_rebuild"):
-        return "full rebuild"
-    return ""
-
-
-def _log_summary(config: Config, day: str, reports: list[StageReport], *, backfill: bool = False) -> None:
-    """The summary as an MLflow run (params, per-stage metrics, summary.json); never fails the pipeline."""
-    from r2led_model.tracking import tracked_run
-
-    try:
-        name = f"pipeline-{day}" + ("-backfill" if backfill else "")
-        with tracked_run(config, run_name=name, tags={"stage": "pipeline", "pipeline_date": day}) as run:
-            run.log_params({"run_date": day, "stages": ",".join(r.stage for r in reports),
-                            "statuses": ",".join(f"{r.stage}={r.status}" for r in reports)[:500]})
-            metrics = {}
-            for r in reports:
-                key = r.stage.replace("-", "_") if r.day in ("", day) else f"{r.day}.{r.stage.replace('-', '_')}"
-                metrics[f"{key}.seconds"] = r.seconds
-                if r.rows_in is not None:
-                    metrics[f"{key}.rows_in"] = r.rows_in
-                if r.rows_out is not None:
-                    metrics[f"{key}.rows_out"] = r.rows_out
-            run.log_metrics(metrics)
-            run.log_dict({"run_date": day, "stages": [r.__dict__ for r in reports]}, "summary.json")
-            run.log_text(summary_table(day, reports, backfill=backfill), "summary.txt")
-    except Exception:
-        log.exception("could not log the pipeline summary to MLflow")

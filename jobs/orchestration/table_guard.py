@@ -12,14 +12,13 @@ its own since, a failed attempt that committed part of its work).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
-from jobs.orchestration.ledger import DONE
+from jobs.orchestration.ledger import LedgerRecord
 from jobs.orchestration.stages import STAGE_NAMES, STAGES
 from jobs.runtime.tables import DamagedTableError, TableStore
 
@@ -63,23 +62,23 @@ def tables_from(stage: str) -> frozenset[str]:
     return frozenset(t for s in STAGES if s.name in later for t in s.writes)
 
 
-def recorded_versions(ledger: Iterable[Mapping[str, Any]]) -> dict[str, Recorded]:
+def recorded_versions(ledger: Iterable[LedgerRecord]) -> dict[str, Recorded]:
     """Each table's version as the latest finished stage that wrote it left it (latest by recorded_at,
     so a rebuild that restarted a table's versions from 0 is what counts after it)."""
     latest: dict[str, tuple[int, Recorded]] = {}
-    for row in ledger:
-        if row["status"] != DONE:
+    for record in ledger:
+        if not record.done:
             continue
-        order = row.get("recorded_at") or 0
-        for table, version in json.loads(row["table_versions"] or "{}").items():
+        order = record.recorded_at or 0
+        for table, version in record.table_versions.items():
             if version is None:
                 continue
             if table not in latest or order >= latest[table][0]:
-                latest[table] = (order, Recorded(table, int(version), row["run_date"], row["stage"]))
+                latest[table] = (order, Recorded(table, int(version), record.run_date, record.stage))
     return {table: recorded for table, (_, recorded) in latest.items()}
 
 
-def find_problems(store: TableStore, ledger: Sequence[Mapping[str, Any]]) -> list[Problem]:
+def find_problems(store: TableStore, ledger: Sequence[LedgerRecord]) -> list[Problem]:
     problems = []
     for table, recorded in sorted(recorded_versions(ledger).items()):
         try:
@@ -94,7 +93,7 @@ def find_problems(store: TableStore, ledger: Sequence[Mapping[str, Any]]) -> lis
     return problems
 
 
-def check_tables(store: TableStore, ledger: Sequence[Mapping[str, Any]], *, day: str,
+def check_tables(store: TableStore, ledger: Sequence[LedgerRecord], *, day: str,
                  rebuild_from: str | None = None) -> list[Problem]:
     """Raise TableStateError for any table missing or behind the ledger, except those `rebuild_from`
     rebuilds (returned: the run rebuilds them)."""

@@ -202,14 +202,14 @@ def test_the_dated_pipeline_on_a_cluster_survives_a_lost_executor_and_resumes_af
     assert first.returncode == 1, tail(first)
     assert "training under TorchDistributor (2 processes on spark://" in output and "re-run the same command" in output
     store = TableStore(spark, config_in(root).tables)
-    stands = {r["stage"]: r["status"] for r in RunLedger(store).state() if r["run_date"] == NIGHTLY_DAY1}
+    stands = {r.stage: r.status for r in RunLedger(store).state() if r.run_date == NIGHTLY_DAY1}
     assert stands["retrieve"] == stands["build-training-set"] == "done" and stands["train"] == "failed"
 
     restarted = cluster.command("up")  # worker 2 again (the master and worker 1 are still up)
     assert restarted.returncode == 0, restarted.stderr
     second = submit_pipeline(cluster, wheel, root)
     assert second.returncode == 0, tail(second)
-    stands = {r["stage"]: r["status"] for r in RunLedger(store).state() if r["run_date"] == NIGHTLY_DAY1}
+    stands = {r.stage: r.status for r in RunLedger(store).state() if r.run_date == NIGHTLY_DAY1}
     assert set(stands.values()) == {"done"}
     assert "build-training-set  skipped" in second.stdout
 
@@ -220,8 +220,8 @@ def test_the_dated_pipeline_on_a_cluster_survives_a_lost_executor_and_resumes_af
 
     # The model: the same two-rank training on local[2] (TorchDistributor's local processes), on a
     # copy of the same tables, against the two barrier tasks on the executors.
-    ledger = {r["stage"]: r for r in RunLedger(store).state()}
-    on_cluster = json.loads(ledger["train"]["detail"])["test_auc"]
+    ledger = {r.stage: r for r in RunLedger(store).state()}
+    on_cluster = ledger["train"].detail["test_auc"]
     copy = tmp_path_factory.mktemp("local-two-ranks") / "workspace"
     shutil.copytree(nightly_day1, copy)
     two_ranks = split_as_of(config_in(copy, *NIGHTLY_FAST, "training.num_processes=2",

@@ -4,11 +4,13 @@ workspace), and the training fingerprint that keys the reuse of a trained model.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from jobs.orchestration.config_drift import (ConfigDriftError, drift, stage_config, stages_to_rebuild,
                                              training_fingerprint)
+from jobs.orchestration.ledger import LedgerRecord
 from r2led_model.config import load_config, with_values
 from r2led_model.sample_kernel import SAMPLE_ID_SCHEME
 
@@ -19,8 +21,15 @@ def config():
 
 
 def ledger_of(config, *stages):
-    return [{"run_date": "2024-01-18", "stage": stage, "status": "done",
-             "detail": json.dumps({"config": stage_config(config, stage)})} for stage in stages]
+    return [LedgerRecord(run_date="2024-01-18", stage=stage, status="done", detail={"config": stage_config(config, stage)})
+            for stage in stages]
+
+
+def with_config(record: LedgerRecord, edit) -> LedgerRecord:
+    """`record` with its recorded config edited in place by `edit(config)`."""
+    recorded = json.loads(json.dumps(record.detail["config"]))
+    edit(recorded)
+    return replace(record, detail={**record.detail, "config": recorded})
 
 
 ALL = ("ingest", "sequences", "embed-items", "train-codebook", "assign-sids", "collab-vectors", "retrieve",
@@ -70,25 +79,20 @@ def test_each_change_names_its_keys_and_the_flag_that_accepts_it(config):
 
 
 def test_a_ledger_without_recorded_config_is_checked_only_for_the_release_rules(config):
-    old = [{"run_date": "2024-01-18", "stage": s, "status": "done", "detail": "{}", "table_versions": '{"t": 3}'}
-           for s in ALL]
+    old = [LedgerRecord(run_date="2024-01-18", stage=s, status="done", table_versions={"t": 3}) for s in ALL]
     found = drift(old, with_values(config, {"retrieval.k": 5}))
     # Its values are unknown; the sample id scheme it was built with is not (there was only one).
     assert {stage: [str(c) for c in cs] for stage, cs in found.items()} == {
         stage: ["sequences.sample_id_scheme: 1 -> 2"] for stage in ("sequences", "retrieve", "build-training-set")}
     assert drift([], config) == {}  # nothing built yet: nothing to compare
     # A day recorded as done without running (it wrote no table) says nothing about how tables were built.
-    skipped = [{**row, "detail": '{"skipped_day": true}', "table_versions": "{}"} for row in old]
+    skipped = [replace(row, detail={"skipped_day": True}, table_versions={}) for row in old]
     assert drift(skipped, config) == {}
 
 
 def test_tables_built_with_the_old_sample_id_scheme_are_refused_before_new_ids_join_them(config):
     # Recorded by the release whose sample ids left the label out: its records lack the key.
-    ledger = ledger_of(config, *ALL)
-    for row in ledger:
-        recorded = json.loads(row["detail"])
-        recorded["config"].pop("sequences.sample_id_scheme", None)
-        row["detail"] = json.dumps(recorded)
+    ledger = [with_config(row, lambda c: c.pop("sequences.sample_id_scheme", None)) for row in ledger_of(config, *ALL)]
     assert stage_config(config, "sequences")["sequences.sample_id_scheme"] == SAMPLE_ID_SCHEME == 2
     assert "sequences.sample_id_scheme" in stage_config(config, "build-training-set")
     assert "sequences.sample_id_scheme" not in stage_config(config, "train-codebook")
@@ -104,9 +108,9 @@ def test_tables_built_with_the_old_sample_id_scheme_are_refused_before_new_ids_j
 
 def test_the_latest_finished_run_is_the_reference(config):
     k5 = with_values(config, {"retrieval.k": 5})
-    ledger = ledger_of(config, "retrieve") + [{**row, "run_date": "2024-01-19"} for row in ledger_of(k5, "retrieve")]
-    ledger.append({"run_date": "2024-01-20", "stage": "retrieve", "status": "failed",
-                   "detail": json.dumps({"config": stage_config(config, "retrieve")})})
+    ledger = ledger_of(config, "retrieve") + [replace(row, run_date="2024-01-19") for row in ledger_of(k5, "retrieve")]
+    ledger.append(LedgerRecord(run_date="2024-01-20", stage="retrieve", status="failed",
+                               detail={"config": stage_config(config, "retrieve")}))
     assert drift(ledger, k5) == {}
     assert [str(c) for c in drift(ledger, config)["retrieve"]] == ["retrieval.k: 5 -> 20"]
 
@@ -120,12 +124,11 @@ def test_the_training_fingerprint_follows_the_model_and_training_but_not_where_c
 
 def test_a_key_a_later_release_added_is_drift_only_when_set_away_from_its_default(config):
     # Tables built by a release without sequences.samples_from: the record lacks the key.
-    ledger = ledger_of(config, *ALL)
-    for row in ledger:
-        recorded = json.loads(row["detail"])
-        recorded["config"].pop("sequences.samples_from", None)
-        recorded["config"]["sequences.a_removed_key"] = 3  # and one key this release no longer has
-        row["detail"] = json.dumps(recorded)
+    def older(recorded: dict) -> None:
+        recorded.pop("sequences.samples_from", None)
+        recorded["sequences.a_removed_key"] = 3  # and one key this release no longer has
+
+    ledger = [with_config(row, older) for row in ledger_of(config, *ALL)]
     assert drift(ledger, config) == {}
     assert stages_to_rebuild(ledger, config, retrain=False, rebuild=False) == frozenset()
     windowed = with_values(config, {"sequences.samples_from": "2024-01-10"})
@@ -143,8 +146,8 @@ def test_a_dated_run_on_tables_of_the_old_sample_id_scheme_writes_nothing(spark,
     ledger = RunLedger(store)
     for stage in ALL:  # a night of the release before the scheme was recorded
         recorded = {k: v for k, v in stage_config(config, stage).items() if k != "sequences.sample_id_scheme"}
-        ledger.record({"run_date": "2024-01-18", "stage": stage, "status": "done", "rows_in": 1, "rows_out": 1,
-                       "seconds": 1.0, "table_versions": "{}", "detail": json.dumps({"config": recorded})})
+        ledger.record(LedgerRecord(run_date="2024-01-18", stage=stage, status="done", rows_in=1, rows_out=1,
+                                   seconds=1.0, detail={"config": recorded}))
     with pytest.raises(ConfigDriftError, match=r"sample_id_scheme: 1 -> 2.*pipeline --date D --rebuild"):
         run_date(spark, config, "2024-01-19")
     assert [name for name in ("events", "samples", "route_candidates") if store.exists(name)] == []

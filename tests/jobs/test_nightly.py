@@ -21,7 +21,8 @@ from jobs.ingest.ingest import dated_run_id
 from jobs.orchestration import pipeline
 from jobs.orchestration.config_drift import ConfigDriftError
 from jobs.orchestration.ledger import LEDGER, RunLedger
-from jobs.orchestration.nightly import run_date, summary_table
+from jobs.orchestration.nightly import run_date
+from jobs.orchestration.nightly_report import summary_table
 from jobs.runtime.run_lock import LOCK_TABLE, LockHeldError, RunLock
 from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES
 from jobs.runtime.faults import InjectedFailure
@@ -226,7 +227,7 @@ def crash_at_every_commit_point(spark, config: Config, day: str, stages, **flags
                 run_date(spark, config, day, until=stage, inject_failure=(stage, crashes[stage] + 1), **flags)
             except InjectedFailure:
                 crashes[stage] += 1
-                ledger = {r["stage"]: r["status"] for r in RunLedger(store).state() if r["run_date"] == day}
+                ledger = {r.stage: r.status for r in RunLedger(store).state() if r.run_date == day}
                 assert ledger[stage] == "failed"
                 assert RunLock(store, run_date=day, timeout_minutes=180).holder() is None  # freed by the failed run
                 continue
@@ -247,7 +248,7 @@ def test_a_crash_at_every_commit_point_of_every_stage_then_a_rerun_leaves_the_ta
     for table in DATA_TABLES:
         assert table_snapshot(store, table) == table_snapshot(clean_store, table), table
     def where_each_stage_stands(store):
-        return sorted((r["run_date"], r["stage"], r["status"]) for r in RunLedger(store).state())
+        return sorted((r.run_date, r.stage, r.status) for r in RunLedger(store).state())
     assert where_each_stage_stands(store) == where_each_stage_stands(clean_store)
     # The log keeps every attempt: each crash is a failed record before the stage's done one.
     assert store.read(LEDGER).where(F.col("status") == "failed").count() == sum(crashes.values())

@@ -12,8 +12,9 @@ import pytest
 
 from jobs.ingest.ingest import EmptyDayError
 from jobs.orchestration import pipeline
-from jobs.orchestration.ledger import RunLedger
-from jobs.orchestration.nightly import run_date, summary_table
+from jobs.orchestration.ledger import LedgerRecord, RunLedger
+from jobs.orchestration.nightly import run_date
+from jobs.orchestration.nightly_report import summary_table
 from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES
 from jobs.orchestration.table_guard import TableStateError, recorded_versions
 from jobs.runtime.tables import DamagedTableError, TableStore
@@ -34,8 +35,8 @@ def empty_the_files(folder: Path) -> int:
     return len(files)
 
 
-def ledger_of(store: TableStore, day: str) -> dict[str, dict]:
-    return {r["stage"]: r for r in RunLedger(store).state() if r["run_date"] == day}
+def ledger_of(store: TableStore, day: str) -> dict[str, LedgerRecord]:
+    return {r.stage: r for r in RunLedger(store).state() if r.run_date == day}
 
 
 @pytest.fixture
@@ -90,9 +91,9 @@ def test_an_empty_day_set_to_fail_stops_the_run_until_the_operator_skips_the_day
             "--date", DAY3, "--skip-day", DAY2, "--until", "build-training-set"]
     assert pipeline.main(argv) == 0
     skipped = ledger_of(store, DAY2)
-    assert set(skipped) == set(DATA_STAGES) and all(r["status"] == "done" for r in skipped.values())
-    assert '"skipped_day": true' in skipped["ingest"]["detail"]
-    assert ledger_of(store, DAY3)["ingest"]["rows_out"] > 0
+    assert set(skipped) == set(DATA_STAGES) and all(r.status == "done" for r in skipped.values())
+    assert skipped["ingest"].detail["skipped_day"] is True
+    assert ledger_of(store, DAY3)["ingest"].rows_out > 0
 
 
 def test_a_table_without_its_delta_log_stops_the_run_and_is_never_overwritten(spark, workspace):
