@@ -664,6 +664,9 @@ class R2LEDConfig:
     # With the warmth gate, the share of ID lookups replaced by the out-of-vocabulary row while training
     # (DropoutNet), so the gate learns what the SIDs say without the ID; never while scoring.
     id_dropout: float = 0.1
+    # With the warmth gate, the gate also reads the target (its normalised ID and SID embeddings), as
+    # target_gate does: how far to trust a behaviour's ID can depend on what is being scored.
+    warmth_target: bool = False
     # What the gate weighs the ID against: the sum of the SID levels' code embeddings, or each level
     # on its own (a softmax gate over ID, level 1, ..., level L, per dimension).
     sid_fusion: SidFusion = "sum"
@@ -690,7 +693,9 @@ class R2LEDConfig:
         if repeated:
             raise ConfigError(f"{path}.routes: {repeated} listed more than once")
         _require(path, (not (self.gate == "warmth" and self.sid_fusion == "per_level"), "sid_fusion",
-                        "the warmth gate weighs the ID against the summed SID levels: set sid_fusion to sum"))
+                        "the warmth gate weighs the ID against the summed SID levels: set sid_fusion to sum"),
+                 (not self.warmth_target or self.gate == "warmth", "warmth_target",
+                  "an option of the warmth gate: set gate to warmth"))
 
 
 @dataclass(frozen=True)

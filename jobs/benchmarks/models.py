@@ -115,6 +115,7 @@ ABLATIONS = (
     Variant("r2led gate=sum", "r2led", (("gate", "sum"),)),
     Variant("r2led gate=target_gate", "r2led", (("gate", "target_gate"),)),
     Variant("r2led gate=warmth", "r2led", (("gate", "warmth"),)),
+    Variant("r2led gate=warmth+target", "r2led", (("gate", "warmth"), ("warmth_target", True))),
     Variant("r2led sid_fusion=per_level", "r2led", (("sid_fusion", "per_level"),)),
     Variant("r2led fusion=attention", "r2led", (("route_fusion", "attention"),)),
     Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)),

@@ -256,6 +256,7 @@ class WarmthGate(SidGate):
     (`model.r2led.gate: warmth`).
 
     h = g · e_id + (1 − g) · P·e_sid,  g = σ(u · [n(e_id); n(e_sid)] + b[warmth])
+    (with `target`: g = σ(u · [n(e_id); n(e_sid); n(t_id); n(t_sid)] + b[warmth]), t the target's views)
 
     warmth: the item's log2 bucket of training impressions (`log2_bucket`); b: one bias per bucket,
     starting at the prior "SIDs for cold, ID for warm" (a logit ramp, WARMTH_PRIOR_LOGIT); n: layer norm
@@ -267,29 +268,37 @@ class WarmthGate(SidGate):
 
     uses_warmth = True
 
-    def __init__(self, *, dim: int, buckets: int) -> None:
+    def __init__(self, *, dim: int, buckets: int, target: bool = False) -> None:
         nn.Module.__init__(self)
-        self.mode, self.dim, self.buckets = "warmth", dim, buckets
+        self.mode, self.dim, self.buckets, self.target = "warmth", dim, buckets, target
         self.project = nn.Linear(dim, dim, bias=False)  # P
-        self.gate = nn.Linear(2 * dim, 1, bias=False)  # u
+        self.gate = nn.Linear((4 if target else 2) * dim, 1, bias=False)  # u
         nn.init.zeros_(self.gate.weight)
         self.warmth_bias = nn.Parameter(torch.linspace(-WARMTH_PRIOR_LOGIT, WARMTH_PRIOR_LOGIT, buckets))  # b
         self.frozen: Tensor | None = None  # a fixed (1,) ID weight for every item (counterfactual)
 
+    def _normed(self, e_id: Tensor, e_sid: Tensor) -> Tensor:
+        return torch.cat([nn.functional.layer_norm(e_id, (self.dim,)),
+                          nn.functional.layer_norm(e_sid, (self.dim,))], dim=-1)  # (..., 2d)
+
     def context(self, e_id: Tensor | None, e_sid: Tensor | None) -> Tensor | None:
-        return None
+        """The target's normalised views (B, 2d) for the gate of every slot, when it reads the target."""
+        return self._normed(e_id, e_sid) if self.target else None
 
     def forward(self, e_id: Tensor | None, e_sid: Tensor | None, context: Tensor | None = None,
                 warmth: Tensor | None = None) -> Tensor:
-        g = self.weights(e_id, e_sid, warmth=warmth) if self.frozen is None else self.frozen  # (..., 1)
+        g = self.weights(e_id, e_sid, context, warmth=warmth) if self.frozen is None else self.frozen  # (..., 1)
         return g * e_id + (1 - g) * self.project(e_sid)  # (..., d)
 
     def weights(self, e_id: Tensor, e_sid: Tensor, context: Tensor | None = None,
                 warmth: Tensor | None = None) -> Tensor:
-        """The ID weight g (..., 1); warmth (...) buckets."""
-        normed = torch.cat([nn.functional.layer_norm(e_id, (self.dim,)),
-                            nn.functional.layer_norm(e_sid, (self.dim,))], dim=-1)  # (..., 2d)
-        return torch.sigmoid(self.gate(normed) + self.warmth_bias[warmth][..., None])  # (..., 1)
+        """The ID weight g (..., 1); warmth (...) buckets; context (B, 2d) the target's, with `target`."""
+        gate_in = self._normed(e_id, e_sid)  # (..., 2d)
+        if self.target:
+            # (B, 2d) → (B, 1, …, 1, 2d) → (..., 2d): the same target for every slot of the row
+            ctx = context.reshape(context.shape[0], *([1] * (e_id.dim() - 2)), context.shape[-1])
+            gate_in = torch.cat([gate_in, ctx.expand(*gate_in.shape[:-1], ctx.shape[-1])], dim=-1)  # (..., 4d)
+        return torch.sigmoid(self.gate(gate_in) + self.warmth_bias[warmth][..., None])  # (..., 1)
 
 
 class ItemEmbedding(nn.Module):
@@ -395,10 +404,11 @@ class ItemEmbedding(nn.Module):
 
 
 def item_embedding(*, spec: FeatureSpec, dim: int, gate: GateMode, per_level: bool = False,
-                   warmth_buckets: int = 8, id_min_count: int = 1, id_dropout: float = 0.0) -> ItemEmbedding:
+                   warmth_buckets: int = 8, id_min_count: int = 1, id_dropout: float = 0.0,
+                   warmth_target: bool = False) -> ItemEmbedding:
     """The ItemEmbedding of a FeatureSpec with the given SID fusion (baselines: gate="id_only")."""
     if gate == "warmth":
-        fusion: SidGate = WarmthGate(dim=dim, buckets=warmth_buckets)
+        fusion: SidGate = WarmthGate(dim=dim, buckets=warmth_buckets, target=warmth_target)
     elif per_level:
         fusion = LevelGate(dim=dim, mode=gate, levels=spec.sid_levels)
     else:
@@ -671,7 +681,8 @@ def shell_parts(*, spec: FeatureSpec, config: ModelConfig, gate: GateMode | None
     return {
         "embedding": item_embedding(spec=spec, dim=dim, gate=gate, per_level=per_level,
                                     warmth_buckets=config.r2led.warmth_buckets,
-                                    id_min_count=config.r2led.id_min_count, id_dropout=config.r2led.id_dropout),
+                                    id_min_count=config.r2led.id_min_count, id_dropout=config.r2led.id_dropout,
+                                    warmth_target=config.r2led.warmth_target),
         "short_interest": DinAttention(dim=dim),
         "head": MLPHead(in_dim=InterestCTR.head_inputs(dim, with_long=with_long), dims=config.mlp_dims,
                         dropout=config.dropout),

@@ -31,6 +31,7 @@ VARIANTS = {name: (name, {}) for name in MODELS} | {
     "r2led-target_gate": ("r2led", {"gate": "target_gate"}),
     # id_min_count 0: with no impressions set every item would read the OOV row and its own row no gradient.
     "r2led-warmth": ("r2led", {"gate": "warmth", "id_min_count": 0}),
+    "r2led-warmth-target": ("r2led", {"gate": "warmth", "id_min_count": 0, "warmth_target": True}),
     "r2led-mean": ("r2led", {"route_fusion": "mean"}),
     "r2led-concat": ("r2led", {"route_fusion": "concat"}),
     "r2led-subset": ("r2led", {"routes": ("sid2", "collab")}),

@@ -167,3 +167,23 @@ def test_a_target_indexed_after_training_reads_the_oov_row_not_the_padding_row()
     h_unknown = model.embedding.embed_target(torch.tensor([0]), torch.tensor([1]), sid[:1])[0]
     h_padding = model.embedding(torch.tensor([[0]]), torch.tensor([[1]]), sid[:1, None], real=torch.tensor([[False]]))
     assert not torch.allclose(h_unknown, h_padding[:, 0])
+
+
+def test_with_the_target_the_gate_of_a_behaviour_moves_with_the_target_and_starts_at_the_prior():
+    model = warmth_model(id_dropout=0.0, warmth_target=True).eval()
+    model.set_item_impressions(torch.full((SPEC.num_items,), 40, dtype=torch.long))  # bucket 6
+    embedding = model.embedding
+    items = torch.tensor([[5, 6]]).expand(2, 2)  # the same two behaviours in two rows
+    sid = torch.ones(2, 2, SPEC.sid_levels, dtype=torch.long)
+    targets = embedding.lookup(torch.tensor([7, 8]), torch.tensor([[1, 2], [3, 4]]))
+    context = embedding.fusion.context(targets.e_id, targets.e_sid)  # (2, 2d)
+    views = embedding.lookup(items, sid)
+    g = embedding.fusion.weights(views.e_id, views.e_sid, context, warmth=views.warmth)  # (2, 2, 1)
+    prior = torch.sigmoid(embedding.fusion.warmth_bias[6])
+    assert torch.allclose(g, prior.expand_as(g))  # u starts at 0: the prior, whatever the target
+    with torch.no_grad():
+        embedding.fusion.gate.weight.normal_(generator=torch.Generator().manual_seed(8))
+    g = embedding.fusion.weights(views.e_id, views.e_sid, context, warmth=views.warmth)
+    assert not torch.allclose(g[0], g[1], atol=1e-4)  # same behaviours, another target: another weight
+    with pytest.raises(ConfigError, match="model.r2led.warmth_target"):
+        load_config("tiny", ["model.r2led.warmth_target=true"])  # an option of the warmth gate only
