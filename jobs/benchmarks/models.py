@@ -1,6 +1,7 @@
 """`r2led benchmark models`: R2LED, every baseline, fair controls and the main ablations on the same data.
 
-For each dataset env (default: `local` = MovieLens-100K and `synthetic_long`), the pipeline stages up to
+For each dataset env (default: `oracle`, the oracle-scored world, and `local` = MovieLens-100K; the
+lifelong world is `--envs lifelong`), the pipeline stages up to
 build-training-set run once into `<benchmark.output_dir>/models/<env>/` (reused on later runs
 unless `--rebuild`). Then every variant trains with the same trainer, feed and seeds, and is
 evaluated on the test split: AUC, GAUC, LogLoss (mean ± std over seeds), training time and
@@ -18,7 +19,7 @@ On an oracle-scored world (`conf/oracle.yaml`, the default) every quality row al
 oracle's AUC on the same test rows and the model's share of the oracle's lift. `--tuned` gives every
 model the same Optuna budget (`r2led tune`, `tuning.trials` trials on the dataset) before the seeded
 runs, and reuses the saved parameters while the data is unchanged; R2LED's ablations run with R2LED's
-tuned parameters. `--sweep LEVEL:SHARE ...` repeats each synthetic dataset with the catalogue's
+tuned parameters, or with `--tune-variants` each with a study of its own. `--sweep LEVEL:SHARE ...` repeats each synthetic dataset with the catalogue's
 category at another taxonomy level and mislabel share (the parameters tuned on the first setting are
 reused on the others), so the table shows where R2LED wins and where it does not.
 
@@ -29,6 +30,9 @@ from its own seed (`init_seed`), and every seed's test predictions are saved und
 AUC difference with its user-bootstrap 95% CI, overall and per segment of the test rows (target
 warmth; on a world with truth, dormant-interest targets, community- or taxonomy-driven relevance,
 noisy or clean text: `row_segments`). `--summarize` recomputes them from the saved predictions.
+
+The rows it can train are in `model_variants`, their rates and latency in `model_rates`, the tables it
+prints in `model_table`; this module builds the data, tunes, trains and evaluates.
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ import re
 import statistics
 import sys
 import time
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -50,8 +53,12 @@ import numpy as np
 import torch
 from pyspark.sql import SparkSession
 
-from jobs.benchmarks.paired_evaluation import (file_safe, format_comparisons, format_delta, format_segments, overall,
-                                                paired_comparisons, paired_rows, prediction_path, save_predictions)
+from jobs.benchmarks.model_rates import FeedPass, catalogue_spec, latency_ms_per_1000, training_rates
+from jobs.benchmarks.model_table import format_rates, format_table, plot
+from jobs.benchmarks.model_variants import (ABLATIONS, CONTROLS, EVERY_VARIANT, Variant, init_seed, study_of,
+                                            variant_config, variant_job, variants)
+from jobs.benchmarks.paired_evaluation import (file_safe, format_comparisons, paired_comparisons, prediction_path,
+                                                save_predictions, save_segments)
 from jobs.benchmarks.row_segments import segments_of_test_rows
 from jobs.ingest import generate
 from jobs.ingest.oracle_truth import load_oracle_truth
@@ -63,17 +70,16 @@ from jobs.training import build_training_set
 from jobs.training.build_training_set import layout_of
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.tune import tune_model
-from jobs.training.worker import TrainJob, evaluate_rows, make_feed, model_columns, new_task, train_worker
+from jobs.training.worker import TrainJob, evaluate_rows, make_feed, train_worker
 from r2led_model.bundle import ModelBundle
-from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig, for_model, with_values
+from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
 from r2led_model.counterfactuals import frozen, mean_refinement
 from r2led_model.diagnostics import r2led_diagnostics
-from r2led_model.oracle import OracleTruth, lift_share
+from r2led_model.oracle import OracleTruth
 from r2led_model.tuning import TunedParams, tuned_path
-from r2led_model.models import MODELS, CTRTask, build_model
-from r2led_model.models.inputs import INPUT_LAYOUT, Batch, FeatureSpec, narrow, random_batch
+from r2led_model.models import MODELS, CTRTask
+from r2led_model.models.inputs import INPUT_LAYOUT
 from r2led_model.route_names import CATEGORY_ROUTE
-from r2led_model.trainer import LossForward, make_optimizer, set_seed, train_step
 
 log = logging.getLogger(__name__)
 
@@ -81,87 +87,8 @@ DEFAULT_ENVS = ["oracle", "local"]
 SEEDS = 3  # seeds 0..n-1 per variant
 EPOCHS = 4  # the most epochs a run trains; early stopping still applies
 LENGTHS = (200, 1000)  # T_max values the latency part times
-# Training batches kept for the step rate: enough for a steady rate, few enough to hold (a batch of 256
-# rows with a 300-wide `long` group is ~4 MB).
-STEP_BATCHES = 50
 # Test rows R2LED's diagnostics read: every row of the lifelong world's test split, so each segment has its own.
 DIAGNOSED_ROWS = 100_000
-
-
-@dataclass(frozen=True)
-class Variant:
-    label: str
-    model: str
-    # Options of the model's own section (`model.<model>.<option>`), e.g. (("route_fusion", "mean"),).
-    overrides: tuple[tuple[str, object], ...] = ()
-    # Shared model keys (`model.<key>`), e.g. (("item_sids", True),).
-    shared: tuple[tuple[str, object], ...] = ()
-
-
-BASELINES = tuple(Variant(name, name) for name in MODELS if name != "r2led")
-# Fair controls: every baseline given the SID-level item embeddings R2LED's items get ("+sid"), and SIM's
-# hard search on a SID prefix instead of the category (R2LED's semantic filter alone). Level 2: the
-# catalogue's category is coarser than the interests a shopper has, the second SID level is closer to them.
-CONTROLS = (*(Variant(f"{v.label}+sid", v.model, shared=(("item_sids", True),)) for v in BASELINES),
-            Variant("sim_hard sid2-prefix", "sim_hard", (("match", "sid_prefix"), ("sid_prefix", 2))),
-            # Two-stage: the same search run offline over the whole stored history (R2LED's reach); needs
-            # the "category" route in retrieval.routes, and is skipped on data without it.
-            Variant("sim_hard offline", "sim_hard", (("search", "offline"),)))
-# R2LED's defaults (model.r2led): gate, sid_fusion=sum, route_fusion=cross, route_occupancy on, every
-# route. Each ablation changes one of them.
-ABLATIONS = (
-    Variant("r2led gate=id_only", "r2led", (("gate", "id_only"),)),
-    Variant("r2led gate=sid_only", "r2led", (("gate", "sid_only"),)),
-    Variant("r2led gate=sum", "r2led", (("gate", "sum"),)),
-    Variant("r2led gate=target_gate", "r2led", (("gate", "target_gate"),)),
-    Variant("r2led gate=warmth", "r2led", (("gate", "warmth"),)),
-    Variant("r2led gate=warmth+target", "r2led", (("gate", "warmth"), ("warmth_target", True))),
-    Variant("r2led sid_fusion=per_level", "r2led", (("sid_fusion", "per_level"),)),
-    Variant("r2led fusion=attention", "r2led", (("route_fusion", "attention"),)),
-    Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)),
-    Variant("r2led fusion=concat", "r2led", (("route_fusion", "concat"),)),
-    Variant("r2led fusion=target_aware", "r2led", (("route_fusion", "target_aware"),)),
-    Variant("r2led fusion=constant_query", "r2led", (("route_fusion", "constant_query"),)),
-    # The refinement stage of issue "bi-level fusion" together: the warmth gate and the target-aware fusion,
-    # and the same with the constant query (its control).
-    Variant("r2led warmth+target_aware", "r2led", (("gate", "warmth"), ("route_fusion", "target_aware"))),
-    Variant("r2led warmth+constant_query", "r2led", (("gate", "warmth"), ("route_fusion", "constant_query"))),
-    # The warmth gate with the plain mean over routes (the target-agnostic fusion that does best alone).
-    Variant("r2led warmth+mean", "r2led", (("gate", "warmth"), ("route_fusion", "mean"))),
-    Variant("r2led no occupancy", "r2led", (("route_occupancy", False),)),
-    Variant("r2led sid_pools=exclusive", "r2led", (("sid_pools", "exclusive"),)),
-    Variant("r2led routes=collab", "r2led", (("routes", ("collab",)),)),
-    Variant("r2led routes=sid only", "r2led", (("routes", ("sid1", "sid2", "sid3")),)),
-)
-
-
-# Every row the table can have, in table order (`--variants` picks from these by label).
-EVERY_VARIANT = (Variant("r2led", "r2led"), *BASELINES, *CONTROLS, *ABLATIONS)
-
-
-def variants(names: Sequence[str] | None, ablations: bool, controls: bool = True,
-             labels: Sequence[str] | None = None) -> list[Variant]:
-    """R2LED and the baselines of `names` (all by default), their "+sid" controls, then R2LED's ablations;
-    with `labels`, only the variants of those labels (any of the above, whatever `names` says)."""
-    if labels:
-        known = {v.label: v for v in EVERY_VARIANT}
-        unknown = [label for label in labels if label not in known]
-        if unknown:
-            raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
-        return [known[label] for label in dict.fromkeys(labels)]
-    chosen = [Variant("r2led", "r2led"), *BASELINES, *(CONTROLS if controls else ())]
-    if names:
-        unknown = sorted(set(names) - set(MODELS))
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
-        chosen = [v for v in chosen if v.model in names]
-    return chosen + ([v for v in ABLATIONS if not names or "r2led" in names] if ablations else [])
-
-
-def init_seed(label: str, seed: int) -> int:
-    """The training seed of a variant's run `seed`: the run's seed and the variant's label together, so no
-    two variants start from the same weights (SIM-hard, SIM-soft, ETA and TWIN share their first layers)."""
-    return seed * 1_000_003 + zlib.crc32(label.encode()) % 1_000_000
 
 
 def dataset_config(source: ConfigSource, env: str, folder: Path, overrides: Sequence[str]) -> Config:
@@ -240,28 +167,6 @@ def tuned_for(spark: SparkSession, config: Config, data: TrainingData, model: st
     return tune_model(spark, replace(config, tuning=tuning), model=model, trials=trials, data=data)
 
 
-def study_of(variant: Variant, *, tune_variants: bool) -> str:
-    """The study whose parameters `variant` trains with: its model's, or with `tune_variants` its own (for a
-    variant that changes its model's options; its study searches with them fixed, `variant_config`)."""
-    return variant.label if tune_variants and variant.label != variant.model else variant.model
-
-
-def variant_config(config: Config, variant: Variant, tuned: TunedParams | None) -> Config:
-    """The dataset config a variant trains with: its model (other models' sections at their defaults), tuned
-    parameters (if any), then the variant's own overrides of its model's section."""
-    values = {**(tuned.params if tuned else {}),
-              **{f"model.{variant.model}.{k}": v for k, v in variant.overrides},
-              **{f"model.{k}": v for k, v in variant.shared}}
-    return with_values(for_model(config, variant.model), values)
-
-
-def variant_job(config: Config, data: TrainingData, variant: Variant, seed: int) -> TrainJob:
-    """The single-process training job of one variant and seed, without checkpoints or progress output."""
-    model_config = variant_config(config, variant, None).model
-    training = replace(config.training, seed=init_seed(variant.label, seed), num_processes=1, progress="never")
-    return TrainJob(model=model_config, training=training, data=data, checkpoint_dir="")
-
-
 COUNTERFACTUALS = ("frozen gate", "frozen route weights")
 
 
@@ -336,269 +241,10 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
                if counterfactual else {})}
 
 
-@dataclass(frozen=True)
-class FeedPass:
-    """One epoch of a training feed read and thrown away: its rate, and its first batches for the step rate."""
-
-    samples_per_s: float
-    batches: tuple[Batch, ...]
-
-
-def feed_pass(job: TrainJob, keep: int = STEP_BATCHES) -> FeedPass:
-    """Rows/s of epoch 0 of the feed `train_worker` trains on (same files, columns, shuffle and reader)."""
-    kept: list[Batch] = []
-    samples = 0
-    started = time.perf_counter()
-    for batch in make_feed(job, "train", shuffle=True).batches(0):
-        samples += int(batch["label"].shape[0])
-        if len(kept) < keep:  # copies: a batch is a view of a whole shuffle block, which it would keep alive
-            kept.append({name: value.clone() for name, value in batch.items()})
-    return FeedPass(samples_per_s=samples / max(time.perf_counter() - started, 1e-9), batches=tuple(kept))
-
-
-def step_samples_per_s(job: TrainJob, batches: Sequence[Batch]) -> float:
-    """Rows/s of the trainer's own step (`train_step`: to device, loss, backward, Adam) over batches in
-    memory, on the variant's model freshly seeded as `train_worker` builds it; one untimed step first
-    (Adam's state and the allocator's first buffers are set up once per run, not per step)."""
-    device = torch.device(job.training.device)
-    set_seed(job.training.seed)
-    task = new_task(job).to(device)
-    step_module = LossForward(task).train()
-    optimizer = make_optimizer(task, job.training)
-    train_step(step_module, optimizer, batches[0], device)
-    started = time.perf_counter()
-    samples = sum(train_step(step_module, optimizer, batch, device)[1] for batch in batches)
-    return samples / max(time.perf_counter() - started, 1e-9)
-
-
-def training_rates(job: TrainJob, feeds: dict[tuple[str, ...], FeedPass]) -> dict:
-    """feed_samples_per_s and step_samples_per_s of a variant; the feed pass is shared by every variant
-    reading the same columns (`feeds`, one dataset's passes so far), since its cost is the columns'."""
-    columns = tuple(model_columns(job))
-    if columns not in feeds:
-        feeds[columns] = feed_pass(job)
-    passed = feeds[columns]
-    return {"feed_samples_per_s": round(passed.samples_per_s, 1),
-            "step_samples_per_s": round(step_samples_per_s(job, passed.batches), 1),
-            "step_batches": len(passed.batches)}
-
-
-def latency_ms_per_1000(spec: FeatureSpec, config: Config, variant: Variant, length: int, device: str,
-                        repeats: int = 5) -> float:
-    """Median wall time of scoring 1,000 random samples with history width `length` (weights untrained)."""
-    spec = replace(spec, long_history=length)
-    model_config = variant_config(config, variant, None).model
-    torch.manual_seed(0)
-    task = CTRTask(build_model(variant.model, spec=spec, config=model_config))
-    # Narrow inputs, as training_examples holds them: the model's own item lookups are part of the time.
-    generator = torch.Generator().manual_seed(0)
-    category = torch.randint(2, max(spec.num_categories, 3), (spec.num_items,), generator=generator)
-    sid = torch.randint(1, max(spec.sid_vocab, 2), (spec.num_items, spec.sid_levels), generator=generator)
-    category[0], sid[0] = 0, 0
-    task.model.item_lookup.set(category, sid)
-    task = task.to(device).eval()
-    batch = {k: v.to(device) for k, v in narrow(random_batch(spec, 1000, fill=1.0)).items()}
-    times = []
-    with torch.no_grad():
-        task.predict_proba(batch)  # warm-up
-        for _ in range(repeats):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            task.predict_proba(batch)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(times)
-
-
-def catalogue_spec(config: Config, items: int = 20_000, categories: int = 240) -> FeatureSpec:
-    """A feature spec from the config alone (routes, k, windows), for latency runs without tables."""
-    routes = tuple(config.retrieval.routes)
-    return FeatureSpec(num_items=items + 1, num_categories=categories + 2, sid_levels=config.codebook.levels,
-                       sid_vocab=config.codebook.codebook_size + 1, routes=routes,
-                       route_k=tuple(config.retrieval.k_per_route.get(r, config.retrieval.k) for r in routes),
-                       short_window=config.training_set.short_window, long_history=config.training_set.long_history,
-                       recency_buckets=config.training_set.recency_buckets)
-
-
 def metric_name(*parts: str) -> str:
     """An MLflow metric name from labels such as "oracle category=L2 mislabel=0.1" and "r2led gate=sum":
     MLflow refuses '=' (and anything but letters, digits, _ - . space : /)."""
     return ".".join(re.sub(r"[^0-9A-Za-z_\-.:/]", "_", part.replace("=", "-").replace(" ", "_")) for part in parts)
-
-
-def save_segments(folder: Path, segments: Mapping[str, np.ndarray]) -> None:
-    """The dataset's test rows and their segment values (`row_segments`), beside the saved predictions."""
-    path = folder / "predictions" / "segments.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **{name: np.asarray(values) for name, values in segments.items()})
-
-
-def load_segments(folder: Path) -> dict[str, np.ndarray] | None:
-    path = folder / "predictions" / "segments.npz"
-    if not path.is_file():
-        return None
-    with np.load(path) as saved:
-        return {name: saved[name] for name in saved.files}
-
-
-def paired_for(rows: Sequence[dict]) -> list[dict]:
-    """The paired comparisons (with R2LED, overall and per segment) of one dataset's quality rows, from the
-    predictions its runs saved; [] for rows saved before predictions were kept."""
-    folder = rows[0].get("predictions_dir")
-    if not folder:
-        return []
-    return paired_rows(Path(folder), [r["variant"] for r in rows], rows[0]["seeds"],
-                       segments=load_segments(Path(folder)))
-
-
-def format_rates(results: Sequence[dict]) -> str:
-    """The `--rates` table: per env and variant, the feed's and the step's rows/s and the feed's headroom."""
-    header = f"{'env':<12} {'variant':<28} {'feed rows/s':>12} {'step rows/s':>12} {'feed÷step':>10}"
-    lines = [header, "-" * len(header)]
-    for r in (r for r in results if r["bench"] == "models_rates"):
-        lines.append(f"{r['env']:<12} {r['variant']:<28} {r['feed_samples_per_s']:>12,.0f} "
-                     f"{r['step_samples_per_s']:>12,.0f} {r['feed_over_step']:>10.2f}")
-    return "\n".join(lines)
-
-
-def format_table(results: Sequence[dict]) -> str:
-    lines = []
-    for env in dict.fromkeys(r["env"] for r in results if r["bench"] == "models_quality"):
-        rows = [r for r in results if r["bench"] == "models_quality" and r["env"] == env]
-        paired = paired_for(rows)
-        deltas = overall(paired)
-        lines.append(f"{env} ({rows[0]['train_rows']:,} train / {rows[0]['test_rows']:,} test rows, "
-                     f"seeds {rows[0]['seeds']}, device {rows[0]['device']})")
-        oracle = all("oracle_auc" in r for r in rows)
-        if oracle:
-            lines.append(f"  oracle on the same test rows: AUC {rows[0]['oracle_auc']:.4f}  GAUC "
-                         f"{rows[0]['oracle_gauc']:.4f}  LogLoss {rows[0]['oracle_logloss']:.4f}")
-            if "oracle_relation_auc" in rows[0]:
-                lines.append(f"  partial oracles (AUC): interest relation alone {rows[0]['oracle_relation_auc']:.4f}, "
-                             f"+ item quality {rows[0]['oracle_relation_quality_auc']:.4f} (the rest is the user's "
-                             "own click propensity)")
-            if "oracle_relation_clicks_quality_auc" in rows[0]:
-                learnable = rows[0]["oracle_relation_clicks_quality_auc"]
-                lines.append(f"  learnable ceiling: relation + each item's quality as its training clicks reveal it "
-                             f"{learnable:.4f} (lift {lift_share(learnable, rows[0]['oracle_auc']):.3f})")
-        validated = any("valid_auc" in r for r in rows)
-        lines.append(f"  {'model':<22} {'AUC':>15} {'GAUC':>15} {'LogLoss':>15}"
-                     + (f" {'valid':>6}" if validated else "")
-                     + (f" {'lift':>6}" if oracle else "")
-                     + f" {'best ep':>8} {'train s':>8} {'train/s':>8} {'feed/s':>8} {'step/s':>8}"
-                     + (f"  {'Δ AUC vs r2led [95% CI]':<28}" if deltas else ""))
-        for r in rows:
-            lines.append(f"  {r['variant']:<22} {r['auc']:.4f}±{r['auc_std']:.4f} {r['gauc']:.4f}±{r['gauc_std']:.4f} "
-                         f"{r['logloss']:.4f}±{r['logloss_std']:.4f}"
-                         + ((f" {r['valid_auc']:.4f}" if "valid_auc" in r else f" {'-':>6}") if validated else "")
-                         + (f" {r['lift_share']:>6.3f}" if oracle else "")
-                         + f" {_best_epochs(r)} {r['train_s']:>8.1f} {r['train_samples_per_s']:>8,.0f}"
-                         + f" {_rate(r, 'feed_samples_per_s')} {_rate(r, 'step_samples_per_s')}"
-                         + (f"  {format_delta(deltas.get(r['variant'])):<28}" if deltas else ""))
-        if validated:
-            lines.append("  valid: the best evaluation's AUC on the whole validation split, mean over seeds (what "
-                         "picks a default; AUC, GAUC and LogLoss are the test split's)")
-        if oracle:
-            lines.append("  lift = (AUC - 0.5) / (oracle AUC - 0.5), mean over seeds")
-        lines.append("  best ep: the epoch early stopping kept, per seed (1 = the first; at most the run's max epochs)")
-        tuned = {r.get("tuned_as") or r["model"]: r for r in rows if r.get("tuned") and not r.get("counterfactual")}
-        if tuned:
-            lines.append(f"  tuned parameters ({rows[0].get('tuning_trials', '?')} trials each; a variant without "
-                         "a study of its own uses its model's), with the study's best validation AUC:")
-            for study, r in tuned.items():
-                values = ", ".join(f"{k.split('.', 1)[-1]}={_short(v)}" for k, v in sorted(r["tuned"].items()))
-                best = f"{r['tuning_valid_auc']:.4f}  " if r.get("tuning_valid_auc") else ""
-                lines.append(f"    {study:<10} {best}{values}")
-        if deltas:
-            lines.append("  Δ AUC: mean over seeds minus r2led's, paired on the same test rows; 95% CI from the user "
-                         "bootstrap (every seed of both on each resample)")
-            segment_table = format_segments(paired)
-            if segment_table:
-                lines.append(segment_table)
-        lines.append("  train/s: whole training run; feed/s: one epoch of its feed alone; step/s: its forward, "
-                     "backward and Adam step alone on batches in memory (rows/s)")
-        diagnosed = [r for r in rows if r.get("diagnostics")]
-        if diagnosed:
-            lines.append(f"  R2LED diagnostics (seed {rows[0]['seeds'][0]}, test rows): gate ID weight mean [p10, p90]; "
-                         "fusion weight per route (non-empty share)")
-            for r in diagnosed:
-                d = r["diagnostics"]
-                gate = d.get("gate_id_weight")
-                gate_text = f"{gate['mean']:.3f} [{gate['p10']:.3f}, {gate['p90']:.3f}]" if gate else "-"
-                weights = "  ".join(f"{k} {v:.3f} ({d['route_nonempty'][k]:.2f})" for k, v in d["route_weight"].items())
-                lines.append(f"  {r['variant']:<28} gate {gate_text:<22} {weights}")
-            segmented = [r for r in diagnosed if r["diagnostics"].get("by_segment")]
-            if segmented:
-                lines.append("  the same by segment: gate ID weight mean; route weights (in route order); entropy")
-                for r in segmented:
-                    for family, values in r["diagnostics"]["by_segment"].items():
-                        cells = []
-                        for value, d in values.items():
-                            gate = d.get("gate_id_weight")
-                            cells.append(f"{value}: " + (f"g {gate['mean']:.2f} " if gate else "")
-                                         + "/".join(f"{v:.2f}" for v in d["route_weight"].values())
-                                         + f" H {d['route_entropy']:.2f}")
-                        lines.append(f"    {r['variant']:<28} {family:<9} " + "; ".join(cells))
-    latency = [r for r in results if r["bench"] == "models_latency"]
-    if latency:
-        lengths = sorted({r["t_max"] for r in latency})
-        lines.append("inference ms per 1,000 samples (random inputs, " + latency[0]["device"] + ")")
-        lines.append(f"  {'model':<22} " + " ".join(f"{'T=' + str(t):>10}" for t in lengths))
-        for label in dict.fromkeys(r["variant"] for r in latency):
-            cells = {r["t_max"]: r["ms_per_1000"] for r in latency if r["variant"] == label}
-            lines.append(f"  {label:<22} " + " ".join(f"{cells[t]:>10.2f}" for t in lengths))
-        for t in lengths:
-            cells = {r["variant"]: r["ms_per_1000"] for r in latency if r["t_max"] == t}
-            if "r2led" in cells and "din_long" in cells:
-                lines.append(f"  din_long / r2led at T={t}: {cells['din_long'] / cells['r2led']:.2f}x")
-    return "\n".join(lines)
-
-
-def _short(value: object) -> str:
-    """A tuned value as the table prints it: floats to 3 significant digits."""
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _best_epochs(row: Mapping) -> str:
-    """The kept epoch of each seed, 1-based ("2/3/2"); rows saved before it was recorded show '-'."""
-    epochs = row.get("best_epochs")
-    return f"{'/'.join(str(e + 1) for e in epochs):>8}" if epochs else f"{'-':>8}"
-
-
-def _rate(row: Mapping, key: str) -> str:
-    """A rows/s cell; rows saved before the rate was measured show '-'."""
-    return f"{row[key]:>8,.0f}" if key in row else f"{'-':>8}"
-
-
-def plot(results: Sequence[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    quality_rows = [r for r in results if r["bench"] == "models_quality"]
-    envs = list(dict.fromkeys(r["env"] for r in quality_rows))
-    figure, axes = plt.subplots(1, len(envs) + 1, figsize=(6 * (len(envs) + 1), 4.5))
-    axes = list(axes) if len(envs) else [axes]
-    for axis, env in zip(axes, envs):
-        rows = [r for r in quality_rows if r["env"] == env]
-        axis.barh([r["variant"] for r in rows], [r["auc"] for r in rows], xerr=[r["auc_std"] for r in rows])
-        low = min(r["auc"] - r["auc_std"] for r in rows)
-        axis.set(xlim=(max(0.0, low - 0.02), min(1.0, max(r["auc"] + r["auc_std"] for r in rows) + 0.01)),
-                 title=f"test AUC, {env}", xlabel="AUC (mean ± std over seeds)")
-        axis.invert_yaxis()
-    latency = [r for r in results if r["bench"] == "models_latency"]
-    for label in dict.fromkeys(r["variant"] for r in latency):
-        points = sorted((r["t_max"], r["ms_per_1000"]) for r in latency if r["variant"] == label)
-        axes[-1].plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-    axes[-1].set(xlabel="T_max", ylabel="ms per 1,000 samples", title="inference latency", yscale="log")
-    if latency:
-        axes[-1].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def emit(result: dict, sink: Path) -> None:

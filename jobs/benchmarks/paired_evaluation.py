@@ -208,3 +208,18 @@ def format_segments(rows: Sequence[dict]) -> str:
                 parts.append(f"{r['delta']:+.4f}{star}".rjust(width))
         lines.append(f"  {label[:28]:<28}" + "".join(parts))
     return "\n".join(lines)
+
+
+def save_segments(folder: Path, segments: Mapping[str, np.ndarray]) -> None:
+    """The dataset's test rows and their segment values (`row_segments`), beside the saved predictions."""
+    path = folder / "predictions" / "segments.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{name: np.asarray(values) for name, values in segments.items()})
+
+
+def load_segments(folder: Path) -> dict[str, np.ndarray] | None:
+    path = folder / "predictions" / "segments.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}

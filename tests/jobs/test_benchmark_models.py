@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from jobs.benchmarks.models import (ABLATIONS, CatalogueSetting, Variant, format_rates, format_table, study_of,
-                                    training_rates, variant_config, variant_job, variants)
+from jobs.benchmarks.model_rates import training_rates
+from jobs.benchmarks.model_table import format_rates, format_table
+from jobs.benchmarks.model_variants import ABLATIONS, Variant, study_of, variant_config, variant_job, variants
+from jobs.benchmarks.models import CatalogueSetting
 from jobs.training.tune import trial_config
 from jobs.training.training_data import TrainingData
 from r2led_model.bundle import DataVersions

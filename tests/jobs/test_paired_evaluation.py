@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.benchmarks.models import format_table, init_seed, save_segments, variant_config, CONTROLS
+from jobs.benchmarks.model_table import format_table
+from jobs.benchmarks.model_variants import CONTROLS, init_seed, variant_config
 from jobs.benchmarks.paired_evaluation import (load_seed_scores, paired_rows, prediction_path, save_predictions,
-                                               seed_mean_difference)
+                                               save_segments, seed_mean_difference)
 from r2led_model.config import load_config
 from r2led_model.trainer import RowPredictions
 
