@@ -61,7 +61,7 @@ def test_a_quiet_day_and_a_missing_day_folder_are_normal_days_and_the_next_night
     for day in (DAY2, DAY3):
         ingest = by_day[(day, "ingest")]
         assert ingest.detail["empty_day"] is True and ingest.rows_in == ingest.rows_out == 0
-        assert ledger_of(store, day)["ingest"]["status"] == "done"
+        assert ledger_of(store, day)["ingest"].status == "done"
     assert store.read("events").count() == events_before
     # No examples in the test window: no challenger tonight, the champion stays and scores the day (nothing).
     assert by_day[(DAY3, "train")].detail == {"action": "not trained", "empty_splits": ["test"]}
