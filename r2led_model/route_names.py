@@ -23,8 +23,7 @@ def route_level(name: str, levels: int | None = None) -> int:
         return 0
     if name == CATEGORY_ROUTE:
         return CATEGORY_LEVEL
-    match = _SID_ROUTE.match(name)
-    level = int(match.group(1)) if match else 0
+    level = _sid_level(name)
     if level < 1 or (levels is not None and level > levels):
         bound = f"1 <= l <= {levels}" if levels is not None else "l >= 1"
         raise ValueError(f"route {name!r} is not {COLLAB_ROUTE!r}, {CATEGORY_ROUTE!r} or 'sid<l>' with {bound}")
@@ -33,4 +32,10 @@ def route_level(name: str, levels: int | None = None) -> int:
 
 def is_sid_route(name: str | None) -> bool:
     """Whether `name` is a well-formed "sid<l>" route."""
-    return name is not None and _SID_ROUTE.match(name) is not None and int(name[3:]) >= 1
+    return name is not None and _sid_level(name) >= 1
+
+
+def _sid_level(name: str) -> int:
+    """l of "sid<l>"; 0 for any other name."""
+    match = _SID_ROUTE.match(name)
+    return int(match.group(1)) if match else 0

@@ -88,6 +88,12 @@ class Behaviours:
 # --------------------------------------------------------------------------------------
 
 
+def per_slot(context: Tensor, like: Tensor) -> Tensor:
+    """A row's context (B, c) repeated for every slot of `like` (B, *n, d) → (B, *n, c); (B, c) for targets."""
+    ctx = context.reshape(context.shape[0], *([1] * (like.dim() - 2)), context.shape[-1])  # (B, 1, …, 1, c)
+    return ctx.expand(*like.shape[:-1], ctx.shape[-1])
+
+
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
     """Softmax over `dim` restricted to mask True; a row with no True entry gives all zeros (not NaN)."""
     scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
@@ -169,9 +175,7 @@ class SidGate(nn.Module):
             return e_id + p_sid
         gate_in = [e_id, e_sid]
         if self.mode == "target_gate":
-            # (B, 2d) → (B, 1, …, 1, 2d) → (..., 2d): the same target context for every slot of the row
-            ctx = context.reshape(context.shape[0], *([1] * (e_id.dim() - 2)), context.shape[-1])
-            gate_in.append(ctx.expand(*e_id.shape[:-1], ctx.shape[-1]))
+            gate_in.append(per_slot(context, e_id))  # the same target context for every slot of the row
         g = torch.sigmoid(self.gate(torch.cat(gate_in, dim=-1))) if self.frozen is None else self.frozen  # (..., d)
         return g * e_id + (1 - g) * p_sid
 
@@ -223,8 +227,7 @@ class LevelGate(SidGate):
         components = torch.cat([e_id.unsqueeze(-2), projected], dim=-2)  # (..., 1+L, d)
         gate_in = [e_id, e_sid.flatten(-2)]  # (..., d), (..., L·d)
         if self.mode == "target_gate":
-            ctx = context.reshape(context.shape[0], *([1] * (e_id.dim() - 2)), context.shape[-1])
-            gate_in.append(ctx.expand(*e_id.shape[:-1], ctx.shape[-1]))
+            gate_in.append(per_slot(context, e_id))
         if self.frozen is not None:
             return (self.frozen * components).sum(dim=-2)  # (1+L, d) broadcast over (..., 1+L, d) → (..., d)
         logits = self.gate(torch.cat(gate_in, dim=-1))  # (..., (1+L)·d)
@@ -295,9 +298,7 @@ class WarmthGate(SidGate):
         """The ID weight g (..., 1); warmth (...) buckets; context (B, 2d) the target's, with `target`."""
         gate_in = self._normed(e_id, e_sid)  # (..., 2d)
         if self.target:
-            # (B, 2d) → (B, 1, …, 1, 2d) → (..., 2d): the same target for every slot of the row
-            ctx = context.reshape(context.shape[0], *([1] * (e_id.dim() - 2)), context.shape[-1])
-            gate_in = torch.cat([gate_in, ctx.expand(*gate_in.shape[:-1], ctx.shape[-1])], dim=-1)  # (..., 4d)
+            gate_in = torch.cat([gate_in, per_slot(context, e_id)], dim=-1)  # (..., 4d): the row's target per slot
         return torch.sigmoid(self.gate(gate_in) + self.warmth_bias[warmth][..., None])  # (..., 1)
 
 
@@ -362,15 +363,15 @@ class ItemEmbedding(nn.Module):
             if self.oov is None:
                 e_id = self.item(item)
             else:
-                oov = (self.impressions[item] < self.id_min_count) & (item > 0)  # (B, *n)
+                impressions = self.impressions[item]  # (B, *n)
+                oov = (impressions < self.id_min_count) & (item > 0)  # (B, *n)
                 if real is not None:
                     oov |= real & (item == 0)
                 if self.training and self.id_dropout > 0:
                     oov |= (torch.rand(item.shape, device=item.device) < self.id_dropout) & (item > 0)
                 # Row 0 (padding, never updated) in place of an OOV item: its own row is neither read nor touched.
                 e_id = torch.where(oov[..., None], self.oov, self.item(item.masked_fill(oov, 0)))  # (B, *n, d)
-                bucket = log2_bucket(self.impressions[item], self.fusion.buckets)  # (B, *n)
-                warmth = bucket.masked_fill(oov, 0)
+                warmth = log2_bucket(impressions, self.fusion.buckets).masked_fill(oov, 0)  # (B, *n)
         e_sid = None
         if self.sid is not None:
             levels = [table(sid[..., level]) for level, table in enumerate(self.sid)]  # L × (B, *n, d)
