@@ -38,7 +38,7 @@ from pyspark.sql import SparkSession
 
 from r2led_model.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.retrieve import RankKernel, build_route_candidates, candidates_for_partition
-from jobs.sequences.user_partitions import SEQUENCE_COLUMNS
+from jobs.sequences.user_partitions import as_partition_sequences
 from r2led_model.arrow_arrays import list_column
 from jobs.runtime.entrypoint import spark_job_main
 from r2led_model.config import Config
@@ -162,10 +162,8 @@ def single_process(folder: Path, plan: RoutePlan, words: int) -> int:
     the same way and run the same partition function (`retrieve.candidates_for_partition`) once over
     every user."""
     features = ItemFeatureLookup.from_arrow(pq.read_table(folder / "features"), LEVELS, words)
-    # The table as stored (user_sequences' names); the partition function reads co_partitioned's.
-    sequences = pq.read_table(folder / "sequences").select(["user_id", "item_ids", "ts", "dropped"]).rename_columns(
-        list(SEQUENCE_COLUMNS))
-    out = candidates_for_partition(sequences, pq.read_table(folder / "samples"), features, plan)
+    out = candidates_for_partition(as_partition_sequences(pq.read_table(folder / "sequences")),
+                                   pq.read_table(folder / "samples"), features, plan)
     return 0 if out is None else out.num_rows
 
 

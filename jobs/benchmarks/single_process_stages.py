@@ -31,7 +31,7 @@ from jobs.retrieval.table_shapes import candidate_column, candidate_routes
 from r2led_model.arrow_arrays import list_column
 from jobs.runtime.tables import TableStore, spec_for
 from jobs.sequences.splits import training_window_end
-from jobs.sequences.user_partitions import SEQUENCE_COLUMNS
+from jobs.sequences.user_partitions import STORED_SEQUENCE_COLUMNS, as_partition_sequences
 from jobs.training.build_training_set import examples_for_partition, output_columns
 from r2led_model.item_index_lookup import ItemIndexLookup
 from r2led_model.config import Config
@@ -130,8 +130,7 @@ def retrieve_reference(store: TableStore, config: Config, out: Path) -> int:
     features = joined(joined(sids, snapshot(store, "item_collab_vectors", ["item_id", "signature"]), "item_id"),
                       snapshot(store, "items", ["item_id", "category_id"]), "item_id")
     lookup = ItemFeatureLookup.from_arrow(features, levels, words)
-    sequences = snapshot(store, "user_sequences", ["user_id", "item_ids", "ts", "dropped"]).rename_columns(
-        list(SEQUENCE_COLUMNS))
+    sequences = as_partition_sequences(snapshot(store, "user_sequences", list(STORED_SEQUENCE_COLUMNS)))
     samples = snapshot(store, "samples", ["sample_id", "user_id", "item_id", "ts", "hist_len", "split"])
     batches = (candidates_for_partition(group_sequences, group_samples, lookup, plan)
                for group_sequences, group_samples in _grouped(sequences, samples, config.spark.shuffle_partitions))
@@ -152,8 +151,7 @@ def training_set_reference(store: TableStore, config: Config, out: Path) -> int:
                      snapshot(store, "samples", ["sample_id", "item_id", "label", "split"]), "sample_id",
                      inner=True).select(sample_columns)
     lookup = ItemIndexLookup.from_arrow(snapshot(store, "item_index", ["item_id", "item_idx"]))
-    sequences = snapshot(store, "user_sequences", ["user_id", "item_ids", "ts", "dropped"]).rename_columns(
-        list(SEQUENCE_COLUMNS))
+    sequences = as_partition_sequences(snapshot(store, "user_sequences", list(STORED_SEQUENCE_COLUMNS)))
     names = [name for name, _ in output_columns(routes)]
     batches = (batch for group_sequences, group_samples in
                _grouped(sequences, samples, config.training_set.files_per_split)

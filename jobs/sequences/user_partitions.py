@@ -18,6 +18,8 @@ from pyspark.sql import functions as F
 from r2led_model.sorted_lookup import locate
 
 SEQUENCE_COLUMNS = ("user_id", "item_ids", "history_ts", "dropped")
+# The same columns as `user_sequences` names them (its `ts` is the behaviours' times).
+STORED_SEQUENCE_COLUMNS = ("user_id", "item_ids", "ts", "dropped")
 
 
 def co_partitioned(sequences: DataFrame, samples: DataFrame, sample_columns: Sequence[str],
@@ -35,6 +37,12 @@ def co_partitioned(sequences: DataFrame, samples: DataFrame, sample_columns: Seq
                                  F.lit(True).alias("is_sample"))
     rows = history_rows.unionByName(sample_rows, allowMissingColumns=True)
     return rows.repartition(partitions, "user_id") if partitions else rows.repartition("user_id")
+
+
+def as_partition_sequences(stored: pa.Table) -> pa.Table:
+    """`user_sequences` rows read outside Spark (STORED_SEQUENCE_COLUMNS among them) → the columns a
+    partition function reads (SEQUENCE_COLUMNS), as `co_partitioned` names them."""
+    return stored.select(list(STORED_SEQUENCE_COLUMNS)).rename_columns(list(SEQUENCE_COLUMNS))
 
 
 def partition_tables(batches: Iterator[pa.RecordBatch],
