@@ -19,9 +19,10 @@ On an oracle-scored world (`conf/oracle.yaml`, the default) every quality row al
 oracle's AUC on the same test rows and the model's share of the oracle's lift. `--tuned` gives every
 model the same Optuna budget (`r2led tune`, `tuning.trials` trials on the dataset) before the seeded
 runs, and reuses the saved parameters while the data is unchanged; R2LED's ablations run with R2LED's
-tuned parameters, or with `--tune-variants` each with a study of its own. `--sweep LEVEL:SHARE ...` repeats each synthetic dataset with the catalogue's
-category at another taxonomy level and mislabel share (the parameters tuned on the first setting are
-reused on the others), so the table shows where R2LED wins and where it does not.
+tuned parameters, or with `--tune-variants` each with a study of its own. `--sweep LEVEL:SHARE ...`
+repeats each synthetic dataset with the catalogue's category at another taxonomy level and mislabel
+share (the parameters tuned on the first setting are reused on the others), so the table shows where
+R2LED wins and where it does not.
 
 Fair controls run beside the baselines (unless `--no-controls`): each baseline "+sid" (its items fused
 with their SIDs as R2LED's are, `model.item_sids`) and SIM-hard on a SID prefix. Each variant trains
