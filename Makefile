@@ -35,7 +35,7 @@ test: $(STAMP)
 # The edit loop's tier (about a minute): the library (no Spark) and the argument checks.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/r2led_model tests/jobs/test_dates.py tests/jobs/test_schedules.py tests/jobs/test_java_home.py \
-		tests/jobs/test_benchmark_models.py tests/jobs/test_user_partitions.py tests/jobs/test_retrieve_partition.py
+		tests/jobs/test_benchmark_models.py tests/jobs/test_user_partitions.py tests/jobs/test_retrieve_partition.py tests/jobs/test_faults.py
 
 # `make test-runtime`: the wheel installed (with `pip check`) into a second environment whose shared
 # packages follow a current Databricks ML LTS runtime (requirements/runtime-like.txt: pyspark 4.1,

@@ -54,6 +54,7 @@ from jobs.ingest.sources.common import ParsedSource
 from jobs.runtime.dates import date_argument, parse_day
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore, spec_for
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from r2led_model.config import Config, IngestConfig, parse_utc_timestamp
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,27 @@ def ingest_day(spark: SparkSession, config: Config, day: str, *, catch_up: bool 
     day = parse_day(day)  # it names the folder a date-partitioned source reads: never unchecked text
     parsed = load_source(spark, config, day=None if catch_up else day)
     return _ingest(spark, config, parsed, dated_run_id(parsed.name, day), day=day, catch_up=catch_up)
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): every input file in the full run; a dated run reads its
+    day, or every day up to it when it catches up (a first run) or rebuilds (the insert-only MERGE then
+    restores what a damaged events table lost and adds nothing it kept)."""
+    catch_up = scope.catch_up or scope.rebuild
+    if scope.full_run:
+        result = run(spark, config)
+    else:
+        result = ingest_day(spark, config, scope.day, catch_up=catch_up)
+    if result.empty_day:
+        log.warning("%s: an empty day, no input to ingest (ingest.empty_day: allow); the run goes on", scope.day)
+    # rows read = accepted + rejected + deferred; accepted = new + exact duplicates + already present.
+    return StageOutcome(result.rows_read, result.events_inserted,
+                        {"run_id": result.run_id, "catch_up": catch_up, "accepted": result.rows_accepted,
+                         "empty_day": result.empty_day,
+                         "rejected": result.event_rows_rejected, "rejected_by_reason": result.rejected_by_reason,
+                         "item_lines_rejected": result.item_lines_rejected, "deferred": result.rows_deferred,
+                         "duplicates_dropped": result.duplicates_dropped, "already_present": result.already_present,
+                         "items_inserted": result.items_inserted})
 
 
 def reject_problem(result: IngestResult, max_share: float) -> str | None:

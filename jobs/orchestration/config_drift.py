@@ -26,14 +26,13 @@ new challenger); they key the reuse of a finished training run instead (`trainin
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from jobs.orchestration.ledger import LedgerRecord
+from jobs.runtime.config_values import config_values, selected_keys
 from r2led_model.config import Config
 from r2led_model.sample_kernel import SAMPLE_ID_SCHEME
 
@@ -64,8 +63,6 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 # Keys that never change a stored row: where things live, how inference is batched, file layout,
 # and the split, which rolls with every date and is moved in place (`resplit`).
 IGNORED = ("sequences.split", "embedding.batch_size", "training_set.files_per_split")
-IGNORED_NAMES = ("path", "paths", "reviews_paths", "metadata_paths", "store_dir")
-# What accepts a change to a stage's own keys: "rebuild" also accepts "retrain"-able ones.
 ACCEPTED_BY: dict[str, str] = {"train-codebook": "retrain", "collab-vectors": "retrain", "ingest": "never"}
 # Release rules recorded as keys of the section they belong to: key → (this release's value, the
 # value tables built before the key was recorded follow, what changed).
@@ -74,9 +71,6 @@ BUILT_WITH: dict[str, tuple[Any, Any, str]] = {
         SAMPLE_ID_SCHEME, 1,
         "sample ids now include the label, so stored samples would get a second row under a new id"),
 }
-TRAINING_SECTIONS = ("model", "training")
-TRAINING_IGNORED = ("training.checkpoint_dir", "training.progress", "training.device", "training.num_processes",
-                    "training.reader_workers")
 
 
 class ConfigDriftError(ValueError):
@@ -92,29 +86,6 @@ class Change:
 
     def __str__(self) -> str:
         return f"{self.key}: {json.dumps(self.before)} -> {json.dumps(self.now)}"
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys; lists stay values."""
-    if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: list(node) if isinstance(node, tuple) else node}
-
-
-def _plain(config: Config) -> dict[str, Any]:
-    return json.loads(json.dumps(flatten(dataclasses.asdict(config)), default=list))
-
-
-def _selected(values: Mapping[str, Any], prefixes: Sequence[str], ignored: Sequence[str]) -> dict[str, Any]:
-    def wanted(key: str) -> bool:
-        if key.rsplit(".", 1)[-1] in IGNORED_NAMES or any(key == i or key.startswith(i + ".") for i in ignored):
-            return False
-        return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-    return {k: v for k, v in sorted(values.items()) if wanted(k)}
 
 
 def _source_prefixes(values: Mapping[str, Any]) -> tuple[str, ...]:
@@ -141,8 +112,8 @@ def _sections_of(stage: str, values: Mapping[str, Any]) -> tuple[str, ...]:
 def stage_config(config: Config, stage: str) -> dict[str, Any]:
     """The values of every key that shaped `stage`'s rows (its own and its inputs'), by dotted key;
     this release's rules (`BUILT_WITH`) among them."""
-    values = {**_plain(config), **{key: now for key, (now, _, _) in BUILT_WITH.items()}}
-    return _selected(values, _sections_of(stage, values), IGNORED)
+    values = {**config_values(config), **{key: now for key, (now, _, _) in BUILT_WITH.items()}}
+    return selected_keys(values, _sections_of(stage, values), IGNORED)
 
 
 def owner_of(key: str) -> str:
@@ -241,9 +212,3 @@ def stages_to_rebuild(ledger: Sequence[LedgerRecord], config: Config, *, retrain
             f"config drift: {listed}. The tables of {', '.join(found)} were built with other values; rerun with "
             f"{flag} to rebuild them under the new config, or restore the old values.")
     return frozenset(found) if rebuild else frozenset()
-
-
-def training_fingerprint(config: Config) -> str:
-    """A short hash of the model and training keys a trained model depends on."""
-    values = _selected(_plain(config), TRAINING_SECTIONS, TRAINING_IGNORED)
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]

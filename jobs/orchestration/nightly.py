@@ -22,6 +22,7 @@ holds the workspace's run lock (`jobs.runtime.run_lock`) from before it reads th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -34,24 +35,19 @@ from jobs.orchestration import config_drift, table_guard
 from jobs.orchestration.ledger import BACKFILL_PREFIX, DONE, FAILED, LedgerRecord, RunLedger
 from jobs.orchestration.nightly_report import StageReport, report_run
 from jobs.runtime.run_lock import RunLock
-from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES, STAGES
-from jobs.runtime import faults
+from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES, STAGES, Stage
+from jobs.runtime import commit_guard
+from jobs.runtime.faults import FaultPlan
 from jobs.runtime.dates import parse_day
 from jobs.runtime.spark_runtime import stage_jobs
+from jobs.runtime.stage_protocol import Scope
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config, split_as_of
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class StageOutcome:
-    rows_in: int
-    rows_out: int
-    detail: dict[str, object] = field(default_factory=dict)
-
-
-@dataclass
+@dataclass(kw_only=True)
 class RunContext:
     spark: SparkSession
     config: Config
@@ -64,162 +60,32 @@ class RunContext:
     ledger_prefix: str = ""  # BACKFILL_PREFIX: a backfill's stages are recorded beside the date's own
     lock: RunLock | None = None  # the workspace's run lock, checked before each stage that runs
     rebuild: frozenset[str] = frozenset()  # stages run in full: their config changed (--rebuild)
+    faults: FaultPlan | None = None  # --inject-failure: the commit inside a stage that fails
+
+    def rebuilds(self, stage: str) -> bool:
+        return stage in self.rebuild
 
 
 # ---- stages ---------------------------------------------------------------------------------
 
 
-def _ingest(ctx: RunContext) -> StageOutcome:
-    from jobs.ingest.ingest import ingest_day
-
-    # A rebuild re-reads every day up to the date: the insert-only MERGE restores what a damaged
-    # events table lost and adds nothing it kept.
-    catch_up = ctx.catch_up or "ingest" in ctx.rebuild
-    result = ingest_day(ctx.spark, ctx.config, ctx.day, catch_up=catch_up)
-    if result.empty_day:
-        log.warning("%s: an empty day, no input to ingest (ingest.empty_day: allow); the run goes on", ctx.day)
-    # rows read = accepted + rejected + deferred; accepted = new + exact duplicates + already present.
-    return StageOutcome(result.rows_read, result.events_inserted,
-                        {"run_id": result.run_id, "catch_up": catch_up, "accepted": result.rows_accepted,
-                         "empty_day": result.empty_day,
-                         "rejected": result.event_rows_rejected, "rejected_by_reason": result.rejected_by_reason,
-                         "item_lines_rejected": result.item_lines_rejected, "deferred": result.rows_deferred,
-                         "duplicates_dropped": result.duplicates_dropped, "already_present": result.already_present,
-                         "items_inserted": result.items_inserted})
+def scope_of(ctx: RunContext, stage: str) -> Scope:
+    """What the dated run tells `stage` (`jobs.runtime.stage_protocol`): its day, whether it derives every
+    row again or refits, and the ledger's facts it needs from earlier stages."""
+    return Scope(day=ctx.day, rebuild=ctx.rebuilds(stage), retrain=ctx.retrain, catch_up=ctx.catch_up,
+                 codebook_version=_codebook_for(ctx, stage),
+                 challenger=ctx.ledger["train"].detail if stage == "promote" and "train" in ctx.ledger else {})
 
 
-def _sequences(ctx: RunContext) -> StageOutcome:
-    from jobs.sequences import sequences
-
-    if "sequences" in ctx.rebuild:
-        full = sequences.run(ctx.spark, ctx.config)
-        return StageOutcome(ctx.store.read("events").count(), sum(full.samples_by_split.values()),
-                            {"users": full.users, "action": "rebuilt"})
-    # Every batch not yet sampled, whichever run ingested it (a forced ingest, a backfill).
-    result = sequences.update(ctx.spark, ctx.config)
-    return StageOutcome(result.batch_events, result.samples_inserted,
-                        {"users": result.users, "batches": result.batches, "samples_moved": result.samples_moved,
-                         "samples_recounted": result.samples_recounted})
-
-
-def _embed_items(ctx: RunContext) -> StageOutcome:
-    from jobs.sids import embed_items
-
-    if "embed-items" in ctx.rebuild:
-        full = embed_items.run(ctx.spark, ctx.config)
-        return StageOutcome(full.items, full.from_text + full.from_als, {"action": "rebuilt"})
-    result = embed_items.update(ctx.spark, ctx.config)
-    return StageOutcome(result.new_items, result.embedded, {"deferred": result.deferred})
-
-
-def _train_codebook(ctx: RunContext) -> StageOutcome:
-    from jobs.sids import train_codebook
-    from r2led_model import codebook_store
-
-    store_dir = ctx.config.codebook.store_dir
-    # The ledger is the pointer: the codebook the last run used, not whatever `current.json` names now
-    # (a codebook trained by hand in between). A workspace whose ledger has none yet starts from it.
-    current = _recorded_codebook(ctx.run_ledger) or codebook_store.current_version(store_dir)
-    if current is not None and not ctx.retrain and "train-codebook" not in ctx.rebuild:
-        codebook_store.load(store_dir, current)  # there and intact, or a clear error before any SID
-        return StageOutcome(0, 0, {"codebook_version": current, "action": "kept"})
-    result = train_codebook.run(ctx.spark, ctx.config)
-    return StageOutcome(result.items, 1, {"codebook_version": result.version, "action": "trained"})
-
-
-def _recorded_codebook(run_ledger: RunLedger) -> str | None:
-    """The codebook version of the latest finished train-codebook stage in the ledger."""
-    return config_drift.latest_detail(run_ledger.state(), "train-codebook", "codebook_version") or None
-
-
-def _assign_sids(ctx: RunContext) -> StageOutcome:
-    from jobs.sids import assign_sids
-
-    trained = ctx.ledger.get("train-codebook")  # done before this stage, in this run or an earlier one
-    version = trained.detail.get("codebook_version") if trained else None
-    result = assign_sids.assign(ctx.spark, ctx.config, version=version)
-    return StageOutcome(result.items, result.assigned_now,
-                        {"codebook_version": result.codebook_version, "full_rebuild": result.full_rebuild})
-
-
-def _collab_vectors(ctx: RunContext) -> StageOutcome:
-    from jobs.retrieval import collab_vectors
-
-    if ctx.store.exists("item_collab_vectors") and not ctx.retrain and "collab-vectors" not in ctx.rebuild:
-        version = ctx.store.read("item_collab_vectors").select("version").first()
-        return StageOutcome(0, 0, {"collab_version": version[0] if version else None, "action": "kept"})
-    result = collab_vectors.run(ctx.spark, ctx.config)
-    return StageOutcome(result.items, result.items, {"collab_version": result.version, "action": "fitted"})
-
-
-def _retrieve(ctx: RunContext) -> StageOutcome:
-    from jobs.retrieval import retrieve
-
-    if "retrieve" in ctx.rebuild:
-        full = retrieve.run(ctx.spark, ctx.config)
-        return StageOutcome(full.samples, full.samples, {"full_rebuild": True, "action": "rebuilt"})
-    result = retrieve.update(ctx.spark, ctx.config)
-    return StageOutcome(result.new_samples, result.inserted,
-                        {"moved": result.moved, "full_rebuild": result.full_rebuild})
-
-
-def _build_training_set(ctx: RunContext) -> StageOutcome:
-    from jobs.training import build_training_set
-
-    if "build-training-set" in ctx.rebuild:
-        full = build_training_set.run(ctx.spark, ctx.config)
-        written = sum(full.examples_by_split.values())
-        return StageOutcome(written, written, {"full_rebuild": True, "action": "rebuilt"})
-    result = build_training_set.update(ctx.spark, ctx.config)
-    return StageOutcome(result.new_samples, result.inserted,
-                        {"moved": result.moved, "new_items": result.new_items, "full_rebuild": result.full_rebuild})
-
-
-def _train(ctx: RunContext) -> StageOutcome:
-    from jobs.training.train import train
-
-    counts = {r["split"]: int(r["count"]) for r in
-              ctx.store.read("training_examples").groupBy("split").count().collect()}
-    empty = [split for split in ("train", "valid", "test") if not counts.get(split)]
-    if empty:
-        # Quiet days in the rolling window: a challenger could not be validated or compared with the
-        # champion on the same test rows. The champion stays, and scores the day.
-        log.warning("%s: no training examples in split(s) %s (quiet days in the rolling window): no challenger "
-                    "is trained tonight", ctx.day, ", ".join(empty))
-        return StageOutcome(counts.get("train", 0), 0, {"action": "not trained", "empty_splits": empty})
-    result = train(ctx.spark, ctx.config, run_tags={"pipeline_date": ctx.day})
-    train_rows = counts["train"]
-    return StageOutcome(train_rows, 1, {"model_version": result.version, "run_id": result.run_id,
-                               **{f"test_{k}": v for k, v in result.test.items() if k != "n"}})
-
-
-def _promote(ctx: RunContext) -> StageOutcome:
-    from jobs.registry.promote import promote
-
-    trained = ctx.ledger["train"].detail if "train" in ctx.ledger else {}
-    if trained.get("action") == "not trained":
-        return StageOutcome(0, 0, {"action": "no challenger", "promoted": False})
-    decision = promote(ctx.spark, ctx.config, version=trained.get("model_version"))
-    return StageOutcome(1, int(decision.promoted),
-                        {"challenger": decision.challenger_version, "champion_before": decision.champion_version,
-                         "promoted": decision.promoted, "reason": decision.reason[:300]})
-
-
-def _score(ctx: RunContext) -> StageOutcome:
-    from jobs.registry.score import score
-
-    result = score(ctx.spark, ctx.config, date=ctx.day)
-    return StageOutcome(result.rows, result.rows, {"model_version": result.model_version,
-                                                   "mean_score": round(result.mean_score, 6)})
-
-
-# Each stage's step in a dated run (`jobs.orchestration.stages` holds their order and tables).
-NIGHTLY_STEPS: dict[str, Callable[[RunContext], StageOutcome]] = {
-    "ingest": _ingest, "sequences": _sequences, "embed-items": _embed_items, "train-codebook": _train_codebook,
-    "assign-sids": _assign_sids, "collab-vectors": _collab_vectors, "retrieve": _retrieve,
-    "build-training-set": _build_training_set, "train": _train, "promote": _promote, "score": _score,
-}
-assert tuple(NIGHTLY_STEPS) == STAGE_NAMES, "every stage has its nightly step, in stage order"
+def _codebook_for(ctx: RunContext, stage: str) -> str | None:
+    if stage == "train-codebook":
+        # The ledger is the pointer: the codebook the last run used, not whatever `current.json` names
+        # now (a codebook trained by hand in between). A workspace whose ledger has none yet starts from it.
+        return config_drift.latest_detail(ctx.run_ledger.state(), "train-codebook", "codebook_version") or None
+    if stage == "assign-sids":
+        trained = ctx.ledger.get("train-codebook")  # done before this stage, in this run or an earlier one
+        return trained.detail.get("codebook_version") if trained else None
+    return None
 
 
 # ---- the ledger -----------------------------------------------------------------------------
@@ -236,7 +102,6 @@ def _record(ctx: RunContext, report: StageReport) -> None:
                           status=DONE if report.status == "ran" else FAILED, rows_in=report.rows_in,
                           rows_out=report.rows_out, seconds=round(report.seconds, 3),
                           table_versions=report.table_versions, detail=detail)
-    faults.enter_stage(None)  # the ledger write is the stage's commit, never an injected failure point
     stored = ctx.run_ledger.record(record)
     if report.status == "ran":
         ctx.ledger[report.stage] = stored
@@ -270,17 +135,57 @@ def days_to_run(ledger: list[LedgerRecord], day: str) -> list[str]:
 def check_failure(text: str) -> tuple[str, int]:
     """--inject-failure STAGE[:N] → (stage, n)."""
     stage, _, after = text.partition(":")
-    if stage not in STAGE_NAMES or not (after or "1").isdigit():
+    if stage not in STAGE_NAMES or not (after or "1").isdigit() or int(after or 1) < 1:
         raise argparse.ArgumentTypeError(f"--inject-failure: {text!r} is not STAGE[:N] with STAGE one of "
-                                         f"{', '.join(STAGE_NAMES)}")
+                                         f"{', '.join(STAGE_NAMES)} and N >= 1")
     return stage, int(after or 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequest:
+    """What a dated run was asked to do, checked whole when made: every flag valid on its own and with the
+    others. What depends on the ledger (a processed date, a missed day) is checked by the run, under its lock."""
+
+    day: str
+    force: bool = False
+    force_stages: tuple[str, ...] = ()
+    retrain: bool = False
+    rebuild: bool = False
+    until: str | None = None
+    backfill: bool = False
+    skip_days: tuple[str, ...] = ()
+    rebuild_from: str | None = None
+    inject_failure: tuple[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        # The date becomes a ledger key, a folder name and a replaceWhere: never unchecked text.
+        object.__setattr__(self, "day", parse_day(self.day))
+        object.__setattr__(self, "skip_days", tuple(sorted({parse_day(d) for d in self.skip_days})))
+        object.__setattr__(self, "force_stages", tuple(self.force_stages))
+        named = set(self.force_stages) | {s for s in (self.until, self.rebuild_from) if s}
+        if self.inject_failure:
+            named.add(self.inject_failure[0])
+        unknown = sorted(named - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
+        if self.backfill and (self.force or self.force_stages or self.retrain or self.rebuild or self.until
+                              or self.skip_days or self.rebuild_from):
+            raise ValueError("--backfill runs every data stage of the date: it takes no --force, --force-stage, "
+                             "--retrain, --rebuild, --until, --skip-day or --rebuild-from")
+
+    def fault_plan(self) -> FaultPlan | None:
+        return FaultPlan(*self.inject_failure) if self.inject_failure else None
+
+    def command(self) -> str:
+        return f"pipeline --date {self.day}" + (" --backfill" if self.backfill else "")
 
 
 def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = False,
              force_stages: tuple[str, ...] = (), retrain: bool = False, rebuild: bool = False,
              until: str | None = None, inject_failure: tuple[str, int] | None = None,
              backfill: bool = False, skip_days: tuple[str, ...] = (),
-             rebuild_from: str | None = None) -> list[StageReport]:
+             rebuild_from: str | None = None,
+             on_summary: Callable[[str], None] | None = None) -> list[StageReport]:
     """Run (or resume) the nightly pipeline for `day`, after every earlier day it missed
     (`days_to_run`: those run their data stages); returns one report per stage run, in order.
 
@@ -297,101 +202,115 @@ def run_date(spark: SparkSession, config: Config, day: str, *, force: bool = Fal
     every later one, and rebuilds them in full for `day` (ingest re-reads every day up to it).
     `skip_days`: missed days the operator gives up on (a broken day folder): recorded in the ledger as
     skipped, nothing ingested for them; a `--backfill` of such a day later ingests what it then has.
+
+    When the run ends, failed or not, its summary table goes to MLflow and to `on_summary` (the
+    command's `main` prints it).
     """
-    day = parse_day(day)  # it becomes a ledger key, a folder name and a replaceWhere: never unchecked text
-    skip_days = tuple(sorted({parse_day(d) for d in skip_days}))
-    named = set(force_stages) | ({until} if until else set()) | ({rebuild_from} if rebuild_from else set())
-    unknown = sorted(named - set(STAGE_NAMES))
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
+    request = RunRequest(day=day, force=force, force_stages=tuple(force_stages), retrain=retrain, rebuild=rebuild,
+                         until=until, backfill=backfill, skip_days=tuple(skip_days), rebuild_from=rebuild_from,
+                         inject_failure=inject_failure)
+    return run_request(spark, config, request, on_summary=on_summary)
+
+
+def run_request(spark: SparkSession, config: Config, request: RunRequest, *,
+                on_summary: Callable[[str], None] | None = None) -> list[StageReport]:
+    """`run_date` for a request already made."""
     store = TableStore(spark, config.tables)
     # Taken before the ledger is read (what this run decides from it cannot go stale) and before any
     # write; a run that finds it held raises LockHeldError having written nothing.
-    lock = RunLock(store, run_date=day, timeout_minutes=config.pipeline.lock_timeout_minutes,
-                   command=f"pipeline --date {day}" + (" --backfill" if backfill else ""))
+    lock = RunLock(store, run_date=request.day, timeout_minutes=config.pipeline.lock_timeout_minutes,
+                   command=request.command())
     lock.acquire()
+    reports: list[StageReport] = []
     try:
-        return _run_locked(spark, config, store, lock, day, force=force, force_stages=force_stages, retrain=retrain,
-                           rebuild=rebuild, until=until, inject_failure=inject_failure, backfill=backfill,
-                           skip_days=skip_days, rebuild_from=rebuild_from)
+        _run_locked(spark, config, store=store, lock=lock, request=request, reports=reports)
+        return reports
     finally:
+        if reports:  # a run refused before its first stage has nothing to summarise
+            summary = report_run(config, request.day, reports, backfill=request.backfill)
+            if on_summary is not None:
+                on_summary(summary)
         try:
             lock.release()
         except Exception:  # it expires after pipeline.lock_timeout_minutes; the run's own outcome matters more
             log.exception("could not release the run lock of %s", lock.owner)
 
 
-def _run_locked(spark: SparkSession, config: Config, store: TableStore, lock: RunLock, day: str, *, force: bool,
-                force_stages: tuple[str, ...], retrain: bool, rebuild: bool, until: str | None,
-                inject_failure: tuple[str, int] | None, backfill: bool, skip_days: tuple[str, ...],
-                rebuild_from: str | None) -> list[StageReport]:
+def _run_locked(spark: SparkSession, config: Config, *, store: TableStore, lock: RunLock, request: RunRequest,
+                reports: list[StageReport]) -> None:
+    day = request.day
     run_ledger = RunLedger(store)
     run_ledger.upgrade()  # a ledger written by an older release gains recorded_at (under the lock)
     ledger = run_ledger.state()
     processed = _done_dates(ledger, DATA_STAGES[-1])
-    if backfill:
+    if request.backfill:
         if not processed or day > processed[-1]:
             raise ValueError(f"--backfill {day}: only a processed date can be backfilled (last processed: "
                              f"{processed[-1] if processed else 'none'}); run pipeline --date {day} instead")
-        if force or force_stages or retrain or rebuild or until or skip_days or rebuild_from:
-            raise ValueError("--backfill runs every data stage of the date: it takes no --force, --force-stage, "
-                             "--retrain, --rebuild, --until, --skip-day or --rebuild-from")
     else:
         newer = sorted({r.run_date for r in ledger if r.run_date > day and r.stage == "ingest"})
-        if newer and not force:
+        if newer and not request.force:
             raise ValueError(f"--date {day}: {newer[-1]} already ran; re-running an older date would roll the split "
                              f"back (use --force to do it anyway, or --backfill to add late data of {day})")
     # Before any write: every table the ledger knows is there, at least at its recorded version.
-    damaged = table_guard.check_tables(store, ledger, day=day, rebuild_from=rebuild_from)
+    damaged = table_guard.check_tables(store, ledger, day=day, rebuild_from=request.rebuild_from)
     # Before any write: a config that changed since the tables were built is refused or rebuilt.
-    rebuilt = config_drift.stages_to_rebuild(ledger, config, retrain=retrain, rebuild=rebuild)
+    rebuilt = config_drift.stages_to_rebuild(ledger, config, retrain=request.retrain, rebuild=request.rebuild)
     if rebuilt:
         log.info("config changed for %s: rebuilt in full (--rebuild)", ", ".join(sorted(rebuilt)))
-    days = [day] if backfill else days_to_run(ledger, day)
-    not_missed = sorted(set(skip_days) - set(days[:-1]))
+    days = [day] if request.backfill else days_to_run(ledger, day)
+    not_missed = sorted(set(request.skip_days) - set(days[:-1]))
     if not_missed:
         raise ValueError(f"--skip-day {', '.join(not_missed)}: only a missed day this run would catch up on can be "
                          f"skipped (missed days: {', '.join(days[:-1]) or 'none'}); the run's own date cannot")
-    if rebuild_from:
-        from_here = STAGE_NAMES[STAGE_NAMES.index(rebuild_from):]
-        rebuilt = rebuilt | frozenset(s for s in DATA_STAGES if s in from_here)
+    forced_from: frozenset[str] = frozenset()
+    if request.rebuild_from:
+        forced_from = frozenset(STAGE_NAMES[STAGE_NAMES.index(request.rebuild_from):])
+        rebuilt = rebuilt | frozenset(s for s in DATA_STAGES if s in forced_from)
         for problem in damaged:
-            log.warning("--rebuild-from %s: %s; rebuilt", rebuild_from, problem)
-        table_guard.move_damaged_aside(store, table_guard.tables_from(rebuild_from))
-    forced_from = frozenset(STAGE_NAMES[STAGE_NAMES.index(rebuild_from):]) if rebuild_from else frozenset()
-    first_day = next(d for d in days if d not in skip_days)  # the one that rebuilds, if anything is
+            log.warning("--rebuild-from %s: %s; rebuilt", request.rebuild_from, problem)
+        table_guard.move_damaged_aside(store, table_guard.tables_from(request.rebuild_from))
+    first_day = next(d for d in days if d not in request.skip_days)  # the one that rebuilds, if anything is
     if len(days) > 1:
         log.info("--date %s: catching up on %s first (data stages only)", day, ", ".join(days[:-1]))
-    if inject_failure:
-        faults.arm(*inject_failure)
-    reports: list[StageReport] = []
-    try:
-        if backfill:
+    plan = request.fault_plan()
+    with plan.armed() if plan else contextlib.nullcontext():
+        if request.backfill:
             # The latest processed date's split: a backfill must not roll any row's split back.
-            ctx = RunContext(spark, split_as_of(config, processed[-1]), day, False, store, run_ledger, catch_up=False,
-                             ledger_prefix=BACKFILL_PREFIX, lock=lock)
-            _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: True)
-        for current in ([] if backfill else days):
-            if current in skip_days:
+            ctx = RunContext(spark=spark, config=split_as_of(config, processed[-1]), day=day, retrain=False,
+                             store=store, run_ledger=run_ledger, catch_up=False, ledger_prefix=BACKFILL_PREFIX,
+                             lock=lock, faults=plan)
+            _run_stages(ctx, DATA_STAGES, reports, rerun=_always)
+        for current in ([] if request.backfill else days):
+            if current in request.skip_days:
                 _skip_day(run_ledger, current, reports)
                 continue
             if current != days[0]:
                 ledger = run_ledger.state()  # the days run so far in this call count as ingested
             ingested_before = any(r.stage == "ingest" and r.done and r.run_date < current for r in ledger)
-            ctx = RunContext(spark, split_as_of(config, current), current, retrain and current == day, store,
-                             run_ledger, catch_up=not ingested_before,
+            ctx = RunContext(spark=spark, config=split_as_of(config, current), day=current,
+                             retrain=request.retrain and current == day, store=store, run_ledger=run_ledger,
+                             catch_up=not ingested_before,
                              ledger={r.stage: r for r in ledger if r.run_date == current and r.done},
-                             lock=lock, rebuild=rebuilt if current == first_day else frozenset())
+                             lock=lock, rebuild=rebuilt if current == first_day else frozenset(), faults=plan)
             if current != day:
-                _run_stages(ctx, DATA_STAGES, reports, rerun=lambda name: name in ctx.rebuild)
+                _run_stages(ctx, DATA_STAGES, reports, rerun=ctx.rebuilds)
                 continue
-            names = STAGE_NAMES[:STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES
-            _run_stages(ctx, names, reports, rerun=lambda name: force or name in force_stages or name in ctx.rebuild
-                        or name in forced_from or (retrain and not _retrained(ctx, name)))
-    finally:
-        faults.disarm()
-        report_run(config, day, reports, backfill=backfill)
-    return reports
+            names = STAGE_NAMES[:STAGE_NAMES.index(request.until) + 1] if request.until else STAGE_NAMES
+            _run_stages(ctx, names, reports, rerun=_rerun_of_dated_day(ctx, request, forced_from))
+
+
+def _always(stage: str) -> bool:
+    return True
+
+
+def _rerun_of_dated_day(ctx: RunContext, request: RunRequest,
+                        forced_from: frozenset[str]) -> Callable[[str], bool]:
+    """Which stages already done for the run's own date run again."""
+    def rerun(name: str) -> bool:
+        return (request.force or name in request.force_stages or ctx.rebuilds(name) or name in forced_from
+                or (request.retrain and not _retrained(ctx, name)))
+    return rerun
 
 
 def _skip_day(run_ledger: RunLedger, day: str, reports: list[StageReport]) -> None:
@@ -419,7 +338,7 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
                 rerun: Callable[[str], bool]) -> None:
     """Run `names` in stage order for `ctx.day`; a stage done before is skipped unless `rerun(name)`."""
     for stage in STAGES:
-        name, tables = stage.name, stage.writes
+        name = stage.name
         if name not in names:
             continue
         if name in ctx.ledger and not rerun(name):
@@ -434,20 +353,22 @@ def _run_stages(ctx: RunContext, names: tuple[str, ...], reports: list[StageRepo
         else:
             if ctx.lock is not None:
                 ctx.lock.check_held(f"stage {name}")  # LockLostError if a run took the lock over
-            _run_stage(ctx, name, NIGHTLY_STEPS[name], tables, reports)
+            _run_stage(ctx, stage, reports)
 
 
-def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOutcome],
-               tables: tuple[str, ...], reports: list[StageReport]) -> None:
+def _run_stage(ctx: RunContext, stage: Stage, reports: list[StageReport]) -> None:
+    name = stage.name
     log.info("stage %s for %s", name, ctx.day)
     started = time.perf_counter()
-    faults.enter_stage(name)
+    # The fault plan counts this stage's commits only; the ledger write below is the stage's own commit,
+    # never an injected failure point.
+    inside = ctx.faults.inside(name) if ctx.faults else contextlib.nullcontext()
     try:
-        with stage_jobs(ctx.spark, name):
-            outcome = stage(ctx)
-        # The stage's outputs are all committed but it is not yet recorded as done: a fault armed
-        # for a stage that wrote nothing this time fires here.
-        faults.commit_point("the end of the stage")
+        with inside, stage_jobs(ctx.spark, name):
+            outcome = stage.derive(ctx.spark, ctx.config, scope=scope_of(ctx, name))
+            # The stage's outputs are all committed but it is not yet recorded as done: a fault planned
+            # for a stage that wrote nothing this time fires here.
+            commit_guard.after_commit("the end of the stage")
     except Exception as exc:
         report = StageReport(name, "failed", seconds=time.perf_counter() - started,
                              detail={"error": f"{type(exc).__name__}: {exc}"[:500]}, day=ctx.day)
@@ -457,9 +378,7 @@ def _run_stage(ctx: RunContext, name: str, stage: Callable[[RunContext], StageOu
         except Exception:  # the ledger is best effort here; the stage's own error is what matters
             log.exception("could not record the failure of stage %s", name)
         raise
-    finally:
-        faults.enter_stage(None)
     report = StageReport(name, "ran", outcome.rows_in, outcome.rows_out, time.perf_counter() - started,
-                         {t: ctx.store.version(t) for t in tables}, outcome.detail, day=ctx.day)
+                         {t: ctx.store.version(t) for t in stage.writes}, outcome.detail, day=ctx.day)
     _record(ctx, report)
     reports.append(report)

@@ -1,5 +1,5 @@
-"""What a dated run tells its operator: one report per stage it ran or skipped, the summary table printed
-when the run ends (failed or not), and the same summary as an MLflow run."""
+"""What a dated run tells its operator: one report per stage it ran or skipped, the summary table made
+when the run ends (failed or not; the command's `main` prints it), and the same summary as an MLflow run."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ class StageReport:
     day: str = ""  # the date the stage ran for (a run catching up on missed days runs several)
 
 
-def report_run(config: Config, day: str, reports: list[StageReport], *, backfill: bool = False) -> None:
-    """Print the run's summary table and log it to MLflow (which never fails the run)."""
-    print(summary_table(day, reports, backfill=backfill), flush=True)
+def report_run(config: Config, day: str, reports: list[StageReport], *, backfill: bool = False) -> str:
+    """Log the run's summary to MLflow (which never fails the run) and return its table."""
     log_summary(config, day, reports, backfill=backfill)
+    return summary_table(day, reports, backfill=backfill)
 
 
 def summary_table(day: str, reports: list[StageReport], *, backfill: bool = False) -> str:

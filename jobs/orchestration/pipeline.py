@@ -3,7 +3,8 @@
 
 ingest → sequences → embed-items → train-codebook → assign-sids → collab-vectors → retrieve →
 build-training-set → train → promote → score. Each stage is its job's
-`run`, so the pipeline adds no logic of its own beyond ordering and the run summary.
+`derive` over all the data (`jobs.runtime.stage_protocol`), so the pipeline adds no logic of its own beyond ordering and the run summary, which `main`
+prints (a dated run's summary as soon as it ends, failed or not).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import argparse
 import logging
 import sys
 import time
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 from pyspark.sql import SparkSession
 
@@ -20,6 +22,7 @@ from jobs.orchestration.stages import STAGE_NAMES, STAGES
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.run_lock import RunLock
 from jobs.runtime.spark_runtime import stage_jobs
+from jobs.runtime.stage_protocol import FULL_RUN
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
 
@@ -32,9 +35,10 @@ REPORTED_TABLES = ("events", "events_rejected", "items", "user_sequences", "samp
 def run(spark: SparkSession, config: Config, *, date: str | None = None, as_of: str | None = None,
         force: bool = False, force_stage: Sequence[str] = (), retrain: bool = False, rebuild: bool = False,
         until: str | None = None, backfill: bool = False, inject_failure: tuple[str, int] | None = None,
-        skip_day: Sequence[str] = (), rebuild_from: str | None = None) -> object:
+        skip_day: Sequence[str] = (), rebuild_from: str | None = None,
+        on_summary: Callable[[str], None] | None = None) -> object:
     """The nightly run of `date` ("yesterday" counts back from `as_of`), or with no date the full run,
-    which takes none of the dated flags."""
+    which takes none of the dated flags. `on_summary` gets the run's summary table when it ends."""
     if date:
         from jobs.orchestration.nightly import run_date
         from jobs.runtime.dates import resolve_run_date
@@ -44,14 +48,17 @@ def run(spark: SparkSession, config: Config, *, date: str | None = None, as_of: 
             log.info("--date %s (as of %s) is %s", date, as_of or "today, UTC", day)
         return run_date(spark, config, day, force=force, force_stages=tuple(force_stage), retrain=retrain,
                         rebuild=rebuild, until=until, inject_failure=inject_failure, backfill=backfill,
-                        skip_days=tuple(skip_day), rebuild_from=rebuild_from)
+                        skip_days=tuple(skip_day), rebuild_from=rebuild_from, on_summary=on_summary)
     dated_only = [flag for flag, value in (("--force", force), ("--as-of", as_of), ("--force-stage", force_stage),
                                            ("--retrain", retrain), ("--rebuild", rebuild), ("--until", until),
                                            ("--backfill", backfill), ("--skip-day", skip_day),
                                            ("--rebuild-from", rebuild_from)) if value]
     if dated_only:
         log.warning("%s apply to dated runs only (--date); the full run ignores them", ", ".join(dated_only))
-    return run_full(spark, config)
+    results = run_full(spark, config)
+    if on_summary is not None:
+        on_summary(tables_table(results["tables"]))
+    return results
 
 
 def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
@@ -66,17 +73,28 @@ def run_full(spark: SparkSession, config: Config) -> dict[str, object]:
         for stage in STAGES:
             started = time.perf_counter()
             with stage_jobs(spark, stage.name):
-                results[stage.name] = stage.run(spark, config)
-            log.info("stage %s done in %.1fs", stage.name, time.perf_counter() - started)
-    rows = []
-    for table in REPORTED_TABLES:
-        df = store.read(table)
-        rows.append((table, df.count(), store.version(table), store.location(table)))
-    width = max(len(t) for t, *_ in rows)
-    print("\n".join([f"{'table':<{width}} {'rows':>10} {'version':>8}  location"]
-                    + [f"{t:<{width}} {n:>10,} {v:>8}  {loc}" for t, n, v, loc in rows]), flush=True)
-    results["tables"] = {t: n for t, n, _, _ in rows}
+                outcome = stage.derive(spark, config, scope=FULL_RUN)
+            results[stage.name] = outcome
+            log.info("stage %s done in %.1fs: %s rows in, %s rows out", stage.name, time.perf_counter() - started,
+                     f"{outcome.rows_in:,}", f"{outcome.rows_out:,}")
+    results["tables"] = [TableRow(table, store.read(table).count(), store.version(table), store.location(table))
+                         for table in REPORTED_TABLES]
     return results
+
+
+@dataclass(frozen=True)
+class TableRow:
+    table: str
+    rows: int
+    version: int | None
+    location: str
+
+
+def tables_table(rows: Sequence[TableRow]) -> str:
+    """The full run's summary: each table's rows, Delta version and location."""
+    width = max(len(r.table) for r in rows)
+    return "\n".join([f"{'table':<{width}} {'rows':>10} {'version':>8}  location"]
+                     + [f"{r.table:<{width}} {r.rows:>10,} {r.version:>8}  {r.location}" for r in rows])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,9 +134,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inject-failure", type=check_failure, default=None, help=argparse.SUPPRESS)
 
 
+def _print(summary: str) -> None:
+    print(summary, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return spark_job_main(argv, "pipeline", "Run every stage end to end, or the nightly run of one --date.", run,
-                          add_arguments)
+    def run_and_print(spark: SparkSession, config: Config, **flags: object) -> object:
+        return run(spark, config, **flags, on_summary=_print)
+
+    return spark_job_main(argv, "pipeline", "Run every stage end to end, or the nightly run of one --date.",
+                          run_and_print, add_arguments)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The pipeline's stages, in order, in one table: the full run (`jobs.orchestration.pipeline`), the nightly run
-(`jobs.orchestration.nightly`, whose per-stage incremental steps are keyed by these names), the scale benchmark
-and the test fixtures all read it.
+(`jobs.orchestration.nightly`), the scale benchmark and the test fixtures all read it.
 
-A stage's full run is its job module's `run(spark, config)`, imported when first called, so that
-reading the table loads no job (`r2led --help` stays instant).
+A stage is its job module's `derive(spark, config, *, scope)` (`jobs.runtime.stage_protocol`), which the
+full run and the nightly run both call; its command (`r2led <stage>`) is the module's `run(spark, config)`.
+Both are imported when first called, so that reading the table loads no job (`r2led --help` stays instant).
 """
 
 from __future__ import annotations
@@ -12,17 +12,25 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+from jobs.runtime.stage_protocol import StageOutcome
+
 
 @dataclass(frozen=True)
 class Stage:
     name: str  # as the CLI, the ledger and --until name it
-    module: str  # the job module whose `run(spark, config)` is the stage over all data
+    module: str  # the job module whose `derive(spark, config, *, scope)` is the stage
     writes: tuple[str, ...] = ()  # the tables it writes (their versions are recorded in the ledger)
     reads: tuple[str, ...] = ()  # the tables whose rows count as its rows in (benchmarks)
     produces: tuple[str, ...] = ()  # the tables whose rows count as its rows out (benchmarks)
 
     @property
+    def derive(self) -> Callable[..., StageOutcome]:
+        """The stage: `derive(spark, config, *, scope) -> StageOutcome`."""
+        return importlib.import_module(self.module).derive
+
+    @property
     def run(self) -> Callable[..., object]:
+        """The stage's command over all the data, `run(spark, config)`."""
         return importlib.import_module(self.module).run
 
 

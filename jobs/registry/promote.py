@@ -25,9 +25,10 @@ from typing import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs.runtime import commit_guard, faults
+from jobs.runtime import commit_guard
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.worker import TrainJob, evaluate_split
 from r2led_model.bundle import ModelBundle
@@ -138,7 +139,7 @@ def promote(spark: SparkSession, config: Config, *, version: str | None = None,
         run.log_metrics(decision.metrics)
     verdict = {"promotion": "promoted" if decision.promoted else "refused", "promotion_reason": decision.reason[:500]}
     tag_version(config.mlflow, name, candidate.version, verdict)
-    faults.commit_point("promotion decision")
+    commit_guard.after_commit("promotion decision")
     return decision
 
 
@@ -177,6 +178,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default=None, help="registered version to consider (default: the newest)")
     parser.add_argument("--force", action="store_true",
                         help="promote even if it does not beat the champion (feature versions must still match)")
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): decide on tonight's challenger (`scope.challenger`, the
+    train stage's outcome; the newest version in the full run), or nothing when none was trained."""
+    if scope.challenger.get("action") == "not trained":
+        return StageOutcome(0, 0, {"action": "no challenger", "promoted": False})
+    version = scope.challenger.get("model_version")
+    decision = run(spark, config) if scope.full_run else promote(spark, config, version=version)
+    return StageOutcome(1, int(decision.promoted),
+                        {"challenger": decision.challenger_version, "champion_before": decision.champion_version,
+                         "promoted": decision.promoted, "reason": decision.reason[:300]})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

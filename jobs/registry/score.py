@@ -27,6 +27,7 @@ from jobs.runtime.dates import date_argument, parse_day
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.spark_progress import stage_progress
 from jobs.runtime.tables import TableStore
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from jobs.training.training_data import data_versions, feature_spec, item_lookup_arrays
 from r2led_model.bundle import ModelBundle, frame_arrays, predict_arrays
 from r2led_model.config import Config
@@ -164,6 +165,14 @@ def run(spark: SparkSession, config: Config, *, date: str | None = None, model_u
     print(f"scored {result.rows:,} samples of {result.score_date} with {result.model_name} version "
           f"{result.model_version}: mean score {result.mean_score:.4f}", flush=True)
     return result
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): the champion scores the day's samples (the latest
+    day's in the full run) into `predictions`."""
+    result = run(spark, config) if scope.full_run else score(spark, config, date=scope.day)
+    return StageOutcome(result.rows, result.rows, {"model_version": result.model_version,
+                                                   "mean_score": round(result.mean_score, 6)})
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")

@@ -25,6 +25,7 @@ from jobs.retrieval.als import fit_item_vectors
 from r2led_model.arrow_arrays import list_column, vectors_of
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from jobs.sequences.splits import training_window_end
 from r2led_model.config import Config
 from r2led_model.simhash import simhash_signatures
@@ -73,6 +74,17 @@ def run(spark: SparkSession, config: Config) -> CollabResult:
     result = CollabResult(version=version, items=store.read("item_collab_vectors").count())
     log.info("item_collab_vectors: %d items, version %s (training window until %s)", result.items, version, until)
     return result
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): the full run fits the vectors; a dated run keeps the
+    stored ones unless it retrains or rebuilds, or there are none yet."""
+    store = TableStore(spark, config.tables)
+    if not scope.full_run and store.exists("item_collab_vectors") and not scope.retrain and not scope.rebuild:
+        version = store.read("item_collab_vectors").select("version").first()
+        return StageOutcome(0, 0, {"collab_version": version[0] if version else None, "action": "kept"})
+    result = run(spark, config)
+    return StageOutcome(result.items, result.items, {"collab_version": result.version, "action": "fitted"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,10 +24,11 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.orchestration.incremental import not_yet_derived, upsert_derived, versions_compatible
+from jobs.sequences.derived_rows import not_yet_derived, upsert_derived, versions_compatible
 from jobs.retrieval.table_shapes import CANDIDATE_KINDS, CANDIDATE_PARTS, candidate_column, sid_levels
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from jobs.sequences.user_partitions import PartitionSequences, co_partitioned, partition_tables
 from jobs.sids.codebook_versions import require_codebook_version
 from r2led_model.arrow_arrays import list_column
@@ -220,6 +221,17 @@ def run(spark: SparkSession, config: Config) -> RetrieveResult:
     log.info("route_candidates: %d samples; share with a non-empty pool: %s", result.samples,
              ", ".join(f"{r}={v:.1%}" for r, v in result.non_empty_share.items()))
     return result
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): every sample's candidates in the full run or a rebuild;
+    a dated run derives the new or recounted samples' only (`update`)."""
+    if scope.full_run or scope.rebuild:
+        full = run(spark, config)
+        return StageOutcome(full.samples, full.samples, {"full_rebuild": True, "action": "rebuilt"})
+    result = update(spark, config)
+    return StageOutcome(result.new_samples, result.inserted,
+                        {"moved": result.moved, "full_rebuild": result.full_rebuild})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

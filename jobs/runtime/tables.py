@@ -30,7 +30,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.runtime import commit_guard, faults
+from jobs.runtime import commit_guard
 from r2led_model.config import TablesConfig
 
 log = logging.getLogger(__name__)
@@ -374,7 +374,7 @@ class TableStore:
         (`REORG TABLE ... APPLY (PURGE)`); the rows the table reads are unchanged."""
         self._before_commit(f"a purge of {name}")
         self.spark.sql(f"REORG TABLE {self.sql_name(name)} APPLY (PURGE)")
-        faults.commit_point(f"purge of {name}")
+        commit_guard.after_commit(f"purge of {name}")
         log.info("purged the deletion vectors of %s", self.location(name))
 
     # ---- writing ----------------------------------------------------------------------
@@ -442,7 +442,7 @@ class TableStore:
         (self.delta(name).alias("t").merge(df.alias("s"), condition)
          .whenNotMatchedInsertAll().execute())
         metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
-        faults.commit_point(f"merge into {name}")
+        commit_guard.after_commit(f"merge into {name}")
         return int(metrics.get("numTargetRowsInserted", 0))
 
     def create_if_missing(self, name: str, properties: Mapping[str, str] | None = None) -> None:
@@ -480,7 +480,7 @@ class TableStore:
         metrics = (self.delta(name).alias("t").merge(df.alias("s"), condition)
                    .whenMatchedUpdateAll(condition=only_if).whenNotMatchedInsertAll().execute().first())
         if guarded:
-            faults.commit_point(f"merge into {name}")
+            commit_guard.after_commit(f"merge into {name}")
         return int(metrics["num_inserted_rows"]) + int(metrics["num_updated_rows"])
 
     def append(self, name: str, df: DataFrame) -> None:
@@ -499,7 +499,7 @@ class TableStore:
             columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
             self._before_commit(f"new columns of {name}")
             self.spark.sql(f"ALTER TABLE {self.sql_name(name)} ADD COLUMNS ({columns})")
-            faults.commit_point(f"new columns of {name}")
+            commit_guard.after_commit(f"new columns of {name}")
             log.info("added %s to %s", ", ".join(f.name for f in missing), self.location(name))
         return [f.name for f in missing]
 
@@ -515,10 +515,10 @@ class TableStore:
         table.update(condition=condition, set=dict(assignments))
         if not count:
             if guarded:
-                faults.commit_point(f"update of {name}")
+                commit_guard.after_commit(f"update of {name}")
             return None
         metrics = table.history(1).select("operation", "operationMetrics").first()
-        faults.commit_point(f"update of {name}")
+        commit_guard.after_commit(f"update of {name}")
         if metrics["operation"] != "UPDATE":
             return 0
         return int((metrics["operationMetrics"] or {}).get("numUpdatedRows", 0))
@@ -557,5 +557,5 @@ class TableStore:
         else:
             writer.save(where)
         if guarded:
-            faults.commit_point(f"write of {spec.name}")
+            commit_guard.after_commit(f"write of {spec.name}")
         log.info("wrote %s (%s)", where, mode if not options else ", ".join(f"{k}={v}" for k, v in options.items()))

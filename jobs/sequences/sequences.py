@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore, spec_for
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from jobs.sequences.splits import resplit, split_rule, training_window_end
 from r2led_model.config import Config, NegativeSamplingConfig, SequencesConfig, parse_utc_timestamp
 from r2led_model.sample_kernel import SAMPLE_ID_KEY, NegativeRule, build_samples_sorted
@@ -253,6 +254,20 @@ def run(spark: SparkSession, config: Config) -> SequencesResult:
     )
     log.info(result.summary())
     return result
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): every user rebuilt in the full run or a rebuild; a
+    dated run samples every ingested batch not yet sampled, whichever run ingested it (a forced ingest,
+    a backfill)."""
+    if scope.full_run or scope.rebuild:
+        full = run(spark, config)
+        return StageOutcome(TableStore(spark, config.tables).read("events").count(),
+                            sum(full.samples_by_split.values()), {"users": full.users, "action": "rebuilt"})
+    result = update(spark, config)
+    return StageOutcome(result.batch_events, result.samples_inserted,
+                        {"users": result.users, "batches": result.batches, "samples_moved": result.samples_moved,
+                         "samples_recounted": result.samples_recounted})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 from r2led_model.arrow_arrays import list_column, vectors_of
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from r2led_model import codebook_store
 from r2led_model.codebook import Codebook
 from r2led_model.config import Config
@@ -111,6 +112,15 @@ def assign(spark: SparkSession, config: Config, *, version: str | None = None) -
     log.info("item_sids: %d items with codebook %s (%d assigned now, %s)", result.items, result.codebook_version,
              result.assigned_now, "full rebuild" if result.full_rebuild else "incremental")
     return result
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): SIDs from the codebook the run's train-codebook stage
+    kept or trained (`scope.codebook_version`; the store's current one in the full run), for the items
+    without them, or for every item when the codebook changed."""
+    result = assign(spark, config, version=scope.codebook_version)
+    return StageOutcome(result.items, result.assigned_now,
+                        {"codebook_version": result.codebook_version, "full_rebuild": result.full_rebuild})
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from jobs.retrieval.als import fit_item_vectors
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from jobs.sequences.splits import training_window_end
 from r2led_model.config import Config, EmbeddingConfig
 from r2led_model.text_encoder import ENCODERS, load_text_encoder
@@ -196,6 +197,16 @@ def update(spark: SparkSession, config: Config) -> NewItemsResult:
     log.info("item_embeddings: %d new items, %d embedded, %d without text deferred to the next refit",
              result.new_items, result.embedded, result.deferred)
     return result
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): every item in the full run or a rebuild; a dated run
+    embeds the items not embedded yet."""
+    if scope.full_run or scope.rebuild:
+        full = run(spark, config)
+        return StageOutcome(full.items, full.from_text + full.from_als, {"action": "rebuilt"})
+    result = update(spark, config)
+    return StageOutcome(result.new_items, result.embedded, {"deferred": result.deferred})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

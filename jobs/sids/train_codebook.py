@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from r2led_model import codebook_store
 from r2led_model.codebook import sid_metrics
 from r2led_model.config import Config
@@ -91,6 +92,21 @@ def run(spark: SparkSession, config: Config) -> CodebookResult:
     log.info("codebook %s: %s", codebook.version, ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
     return CodebookResult(version=codebook.version, path=str(path), mlflow_run_id=tracking.run_id,
                           items=len(item_ids), metrics=final)
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): the full run trains a codebook; a dated run keeps the
+    one its earlier runs used (`scope.codebook_version`, else the store's current one) unless it
+    retrains or rebuilds, or there is none yet."""
+    from r2led_model import codebook_store
+
+    store_dir = config.codebook.store_dir
+    current = scope.codebook_version or codebook_store.current_version(store_dir)
+    if not scope.full_run and current is not None and not scope.retrain and not scope.rebuild:
+        codebook_store.load(store_dir, current)  # there and intact, or a clear error before any SID
+        return StageOutcome(0, 0, {"codebook_version": current, "action": "kept"})
+    result = run(spark, config)
+    return StageOutcome(result.items, 1, {"codebook_version": result.version, "action": "trained"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

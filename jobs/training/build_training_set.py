@@ -24,12 +24,13 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.orchestration.incremental import not_yet_derived, upsert_derived, versions_compatible
+from jobs.sequences.derived_rows import not_yet_derived, upsert_derived, versions_compatible
 from jobs.retrieval.als import dense_index
 from jobs.retrieval.table_shapes import CANDIDATE_KINDS, candidate_column, candidate_routes, sid_levels
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.spark_progress import stage_progress
 from jobs.runtime.tables import TableStore
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from jobs.sequences.user_partitions import PartitionSequences, co_partitioned, partition_tables
 from r2led_model.arrow_arrays import fixed_width, list_column
 from r2led_model.config import Config, TrainingSetConfig
@@ -286,6 +287,18 @@ def run(spark: SparkSession, config: Config) -> TrainingSetResult:
     log.info("training_examples: %s; routes %s; %d items, %d categories",
              ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items())), routes, result.items, result.categories)
     return result
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): every example in the full run or a rebuild; a dated run
+    derives the new or recounted samples' only (`update`), with an append-only item index."""
+    if scope.full_run or scope.rebuild:
+        full = run(spark, config)
+        written = sum(full.examples_by_split.values())
+        return StageOutcome(written, written, {"full_rebuild": True, "action": "rebuilt"})
+    result = update(spark, config)
+    return StageOutcome(result.new_samples, result.inserted,
+                        {"moved": result.moved, "new_items": result.new_items, "full_rebuild": result.full_rebuild})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,11 +28,12 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 from jobs.ingest.oracle_truth import load_oracle_truth
-from jobs.orchestration.config_drift import training_fingerprint
+from jobs.runtime.config_values import training_fingerprint
 from jobs.registry.serving_catalog import serving_catalog
-from jobs.runtime import commit_guard, faults
+from jobs.runtime import commit_guard
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
+from jobs.runtime.stage_protocol import Scope, StageOutcome
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.worker import (TrainJob, WorkerResult, evaluate_split, make_feed, run_distributed, train_worker,
                                   training_impressions)
@@ -172,7 +173,7 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
             tags={**dataclasses.asdict(data.versions), "architecture": config.model.name,
                   **{f"test_{k}": f"{v:.6f}" for k, v in test.items() if k != "n"}},
             metrics={f"test_{k}": v for k, v in test.items()}, catalog=catalog)
-        faults.commit_point("model registration")
+        commit_guard.after_commit("model registration")
     log.info("%s version %s: valid AUC %.4f, test AUC %.4f GAUC %.4f LogLoss %.4f", registered.name,
              registered.version, valid["auc"], test["auc"], test["gauc"], test["logloss"])
     if "oracle_auc" in test:
@@ -204,6 +205,25 @@ def run(spark: SparkSession, config: Config, *, tuned: bool = False) -> TrainRes
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tuned", action="store_true",
                         help="apply the parameters `r2led tune` saved for model.name (tuning.output_dir)")
+
+
+def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome:
+    """The stage (`jobs.runtime.stage_protocol`): train, evaluate and register a challenger. A dated run
+    with a split left empty by quiet days in the rolling window trains none (it could not be validated
+    or compared with the champion on the same test rows): the champion stays, and scores the day."""
+    counts = {r["split"]: int(r["count"]) for r in
+              TableStore(spark, config.tables).read("training_examples").groupBy("split").count().collect()}
+    if scope.full_run:
+        result = run(spark, config)
+    else:
+        empty = [split for split in ("train", "valid", "test") if not counts.get(split)]
+        if empty:
+            log.warning("%s: no training examples in split(s) %s (quiet days in the rolling window): no "
+                        "challenger is trained tonight", scope.day, ", ".join(empty))
+            return StageOutcome(counts.get("train", 0), 0, {"action": "not trained", "empty_splits": empty})
+        result = train(spark, config, run_tags={"pipeline_date": scope.day})
+    return StageOutcome(counts.get("train", 0), 1, {"model_version": result.version, "run_id": result.run_id,
+                                                    **{f"test_{k}": v for k, v in result.test.items() if k != "n"}})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from jobs.orchestration.config_drift import (ConfigDriftError, drift, stage_config, stages_to_rebuild,
-                                             training_fingerprint)
+from jobs.orchestration.config_drift import ConfigDriftError, drift, stage_config, stages_to_rebuild
 from jobs.orchestration.ledger import LedgerRecord
+from jobs.runtime.config_values import training_fingerprint
 from r2led_model.config import load_config, with_values
 from r2led_model.sample_kernel import SAMPLE_ID_SCHEME
 

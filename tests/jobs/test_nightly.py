@@ -223,10 +223,15 @@ def crash_at_every_commit_point(spark, config: Config, day: str, stages, **flags
     for stage in stages:
         crashes[stage] = 0
         while True:
+            summaries: list[str] = []
             try:
-                run_date(spark, config, day, until=stage, inject_failure=(stage, crashes[stage] + 1), **flags)
+                run_date(spark, config, day, until=stage, inject_failure=(stage, crashes[stage] + 1),
+                         on_summary=summaries.append, **flags)
             except InjectedFailure:
                 crashes[stage] += 1
+                # The failed run still hands over its summary, the failed stage and its error on its line.
+                failed_line = next(line for line in summaries[0].splitlines() if line.startswith(f"{stage} "))
+                assert "failed" in failed_line and "InjectedFailure" in failed_line, summaries
                 ledger = {r.stage: r.status for r in RunLedger(store).state() if r.run_date == day}
                 assert ledger[stage] == "failed"
                 assert RunLock(store, run_date=day, timeout_minutes=180).holder() is None  # freed by the failed run

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import re
 
 import pytest
 
 from jobs import cli
-from jobs.orchestration import nightly
+from jobs.orchestration import nightly, pipeline
 from jobs.orchestration.stages import DATA_STAGES, MODEL_STAGES, STAGE_NAMES, STAGES, stage, stages
 from jobs.runtime.tables import TABLES
 
@@ -28,8 +30,22 @@ def test_the_tables_stages_write_are_contract_tables_each_written_by_one_stage()
         assert all(any(table in earlier.writes for earlier in STAGES[:STAGES.index(s)]) for table in s.reads), s.name
 
 
-def test_the_nightly_steps_and_the_stage_groups_cover_the_stages_in_order():
-    assert tuple(nightly.NIGHTLY_STEPS) == STAGE_NAMES
+def test_every_stage_has_one_entry_point_that_both_runs_call_and_no_orchestrator_imports_a_stage():
+    for s in STAGES:
+        parameters = inspect.signature(s.derive).parameters
+        assert list(parameters) == ["spark", "config", "scope"], s.name
+        assert parameters["scope"].kind is inspect.Parameter.KEYWORD_ONLY, s.name
+    stage_modules = {s.module for s in STAGES}
+    for orchestrator in (nightly, pipeline):
+        imported = set(re.findall(r"^\s*(?:from|import) (jobs\.[\w.]+)", inspect.getsource(orchestrator), re.M))
+        assert not imported & stage_modules, (orchestrator.__name__, imported & stage_modules)
+    # Stages import no orchestrator: the shared helpers live beside them (jobs.runtime), not above them.
+    for s in STAGES:
+        source = inspect.getsource(importlib.import_module(s.module))
+        assert "jobs.orchestration" not in source, s.module
+
+
+def test_the_stage_groups_cover_the_stages_in_order():
     assert DATA_STAGES + MODEL_STAGES == STAGE_NAMES and DATA_STAGES[-1] == "build-training-set"
     assert [s.name for s in stages(("score", "ingest"))] == ["ingest", "score"]  # pipeline order, not the caller's
     with pytest.raises(ValueError, match="unknown stage 'retrain'; stages are ingest, sequences"):
