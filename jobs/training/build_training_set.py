@@ -34,9 +34,9 @@ from jobs.runtime.stage_protocol import Scope, StageOutcome
 from jobs.sequences.user_partitions import PartitionSequences, co_partitioned, partition_tables
 from r2led_model.arrow_arrays import fixed_width, list_column
 from r2led_model.config import Config, TrainingSetConfig
-from r2led_model.features import HistoryFeatures, example_slots, route_group
+from r2led_model.features import HistoryFeatures, example_slots
 from r2led_model.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
-from r2led_model.models.inputs import GROUP_PARTS, INPUT_LAYOUT, WIDE_LAYOUT
+from r2led_model.models.inputs import INPUT_LAYOUT, WIDE_LAYOUT, ExampleLayout
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +68,8 @@ def build_item_index(spark: SparkSession, items: DataFrame, sids: DataFrame, lev
     return with_model_sids(index, sids, levels)
 
 
-# Each slot part's stored type: item indices fit 32 bits (2·10^9 items), recency buckets one byte
-# (training_set.recency_buckets ≤ 127); the feed widens both to int64.
-SLOT_TYPES = {"item": ("ARRAY<INT>", np.int32), "recency": ("ARRAY<TINYINT>", np.int8)}
-
-
 def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
-    columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("label", "INT"), ("split", "STRING"),
-               ("hist_len", "BIGINT"), ("target_item", "BIGINT")]
-    for group in [route_group(route) for route in routes] + ["short", "long"]:
-        columns += [(f"{group}_{part}", SLOT_TYPES[part][0]) for part in GROUP_PARTS[INPUT_LAYOUT]]
-    return columns
+    return ExampleLayout(tuple(routes)).stored_columns()
 
 
 _CHUNK = 8192  # samples per output batch of a task
@@ -147,7 +138,7 @@ def examples_for_samples(histories: PartitionSequences, features: HistoryFeature
         "sample_id": samples["sample_id"], "user_id": samples["user_id"], "ts": samples["ts"],
         "label": samples["label"], "split": samples["split"], "hist_len": samples["hist_len"],
         "target_item": pa.array(lookup.item_indices(samples["item_id"].to_numpy())),
-        **{name: list_column(values.astype(SLOT_TYPES[name.rsplit("_", 1)[1]][1])) for name, values in slots.items()},
+        **{name: list_column(values.astype(ExampleLayout.stored_dtype(name))) for name, values in slots.items()},
     }
     return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
                                        for a in (arrays[name] for name in names)], names=list(names))

@@ -25,9 +25,9 @@ from jobs.runtime.tables import TableStore
 from jobs.training.build_training_set import layout_of
 from r2led_model.bundle import DataVersions
 from r2led_model.config import Config
-from r2led_model.features import example_routes, route_group
+from r2led_model.features import route_group
 from r2led_model.models import FeatureSpec
-from r2led_model.models.inputs import INPUT_LAYOUT
+from r2led_model.models.inputs import INPUT_LAYOUT, ExampleLayout
 from r2led_model.models.item_lookup import lookup_arrays
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def feature_spec(store: TableStore, config: Config) -> FeatureSpec:
     if layout != INPUT_LAYOUT:
         raise TrainingDataError(f"training_examples has input layout {layout}; this release reads layout "
                                 f"{INPUT_LAYOUT} (item indices and recency per slot): re-run build-training-set")
-    routes = example_routes(examples.columns)
+    routes = ExampleLayout.of_columns(examples.columns).routes
     widths = examples.select(*[F.size(f"{route_group(r)}_item").alias(r) for r in routes],
                              F.size("short_item").alias("short"), F.size("long_item").alias("long")).first()
     if widths is None:

@@ -22,9 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+import numpy as np
 import torch
 
-from r2led_model.features import group_route, route_group
+from r2led_model.features import example_routes, group_route, route_group
 
 # Version 1 stored every slot's category, SID codes and mask; version 2 the item and its recency only.
 INPUT_LAYOUT = 2
@@ -33,6 +34,49 @@ GROUP_PARTS = {1: ("item", "cat", "sid", "recency", "mask"), 2: ("item", "recenc
 TARGET_COLUMNS = {1: ("target_item", "target_cat", "target_sid"), 2: ("target_item",)}
 
 Batch = Mapping[str, torch.Tensor]
+# What a stored example carries besides its inputs: its keys, label and split (the feed's, never the model's).
+EXAMPLE_KEYS = (("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("label", "INT"), ("split", "STRING"),
+                ("hist_len", "BIGINT"))
+# Each stored slot part's type: item indices fit 32 bits (2·10^9 items), recency buckets one byte
+# (training_set.recency_buckets ≤ 127); the feed widens both to int64.
+STORED_SLOT_TYPES = {"item": ("ARRAY<INT>", np.int32), "recency": ("ARRAY<TINYINT>", np.int8)}
+
+
+@dataclass(frozen=True)
+class ExampleLayout:
+    """The one statement of a training example's columns for a set of retrieval routes: the groups
+    (r_<route> per route in route order, then short and long), each group's slot columns in the input
+    layout, and the types `training_examples` stores them with. build-training-set writes it, the
+    feature spec and the feed read it, and a model's `input_groups` name a subset of its groups."""
+
+    routes: tuple[str, ...]
+    layout: int = INPUT_LAYOUT
+
+    @classmethod
+    def of_columns(cls, columns: Iterable[str]) -> "ExampleLayout":
+        """The layout a training_examples-shaped frame holds (its routes in column order)."""
+        return cls(example_routes(columns))
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (*(route_group(route) for route in self.routes), "short", "long")
+
+    def input_columns(self) -> list[str]:
+        """Every model input column: the targets, then each group's slot parts."""
+        return columns_for(self.groups, self.layout)
+
+    def stored_columns(self) -> list[tuple[str, str]]:
+        """`training_examples`' columns with their SQL types, in the order build-training-set writes them."""
+        if self.layout != INPUT_LAYOUT:
+            raise ValueError(f"only layout {INPUT_LAYOUT} is written; layout {self.layout} is read from old models")
+        return [*EXAMPLE_KEYS, ("target_item", "BIGINT"),
+                *((f"{group}_{part}", STORED_SLOT_TYPES[part][0]) for group in self.groups
+                  for part in GROUP_PARTS[self.layout])]
+
+    @staticmethod
+    def stored_dtype(column: str) -> np.dtype:
+        """The numpy type a slot column is written with (its part is the name's last `_` field)."""
+        return np.dtype(STORED_SLOT_TYPES[column.rsplit("_", 1)[1]][1])
 
 
 @dataclass(frozen=True)
@@ -116,8 +160,7 @@ def random_batch(spec: FeatureSpec, batch_size: int, generator: torch.Generator 
         "target_sid": ints(spec.sid_vocab, batch_size, levels),
         "label": torch.randint(0, 2, (batch_size,), generator=g).float(),
     }
-    groups = [route_group(r) for r in spec.routes] + ["short", "long"]
-    for group in groups:
+    for group in ExampleLayout(spec.routes).groups:
         n = spec.width(group)
         lengths = (torch.rand(batch_size, generator=g) * (n + 1) * fill / 0.7).long().clamp(0, n)  # (B,)
         mask = (torch.arange(n)[None, :] < lengths[:, None]).long()  # (B, n)
