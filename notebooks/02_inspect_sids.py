@@ -12,7 +12,7 @@
 from jobs.notebook_views.context import STANDARD_WIDGETS, notebook_config, notebook_spark, widget_values
 from jobs.notebook_views.sids import sid_metrics_frame, sid_prefix_examples
 from jobs.sids.report_sids import build_sid_report
-from r2led_model.sid_report import plot_prefix_sizes, plot_usage
+from r2led_model.sids.sid_report import plot_prefix_sizes, plot_usage
 
 widgets = widget_values(dbutils, STANDARD_WIDGETS)
 

@@ -14,7 +14,7 @@ import pandas as pd
 from jobs.notebook_views.context import STANDARD_WIDGETS, notebook_config, notebook_spark, widget_values
 from jobs.notebook_views.refinement import refinement_view
 from jobs.training.train import train
-from r2led_model.plots import refinement_figure
+from r2led_model.evaluation.plots import refinement_figure
 
 widgets = widget_values(dbutils, STANDARD_WIDGETS)
 

@@ -11,14 +11,23 @@ an older release. What each reader accepts:
 * model state dicts: no per-item bias (it was 0), per-route attention weights before they were stacked,
   no item lookups (input layout 1): `missing_item_bias`, `stacked_route_keys`, `missing_item_lookups`,
   each called from its module's `_load_from_state_dict`;
-* checkpoints that stored numpy's RNG state as an array: `LEGACY_CHECKPOINT_GLOBALS`.
+* checkpoints that stored numpy's RNG state as an array: `LEGACY_CHECKPOINT_GLOBALS`;
+* module paths of the flat 0.1 layout (`r2led_model.trainer`, ...): imported from their sub-package
+  with a DeprecationWarning (`install_moved_modules`, `moved_attribute`). A registered model is not
+  affected: it carries the package it was logged with as its code.
 
 It imports nothing of the package at module level, so the config can read it.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -123,3 +132,76 @@ def missing_item_lookups(state_dict: MutableMapping[str, Any], prefix: str, empt
     narrow batches are refused until they are set from `item_index`."""
     for name, value in empty.items():
         state_dict.setdefault(prefix + name, value)
+
+
+# The flat layout's module paths → their sub-package homes. `r2led_model.tracking` and
+# `r2led_model.retrieval` became packages of the same name: their old names are `moved_attribute`s.
+LEGACY_MODULE_PATHS: dict[str, str] = {
+    "r2led_model.synthetic": "r2led_model.worlds.synthetic",
+    "r2led_model.impressions": "r2led_model.worlds.impressions",
+    "r2led_model.oracle": "r2led_model.worlds.oracle",
+    "r2led_model.reference_lr": "r2led_model.worlds.reference_lr",
+    "r2led_model.sample_kernel": "r2led_model.sequences.sample_kernel",
+    "r2led_model.features": "r2led_model.sequences.features",
+    "r2led_model.text_encoder": "r2led_model.sids.text_encoder",
+    "r2led_model.rqvae": "r2led_model.sids.rqvae",
+    "r2led_model.codebook": "r2led_model.sids.codebook",
+    "r2led_model.codebook_store": "r2led_model.sids.codebook_store",
+    "r2led_model.sid_report": "r2led_model.sids.sid_report",
+    "r2led_model.naive_retrieval": "r2led_model.retrieval.naive",
+    "r2led_model.simhash": "r2led_model.retrieval.simhash",
+    "r2led_model.item_feature_lookup": "r2led_model.retrieval.item_feature_lookup",
+    "r2led_model.route_names": "r2led_model.retrieval.route_names",
+    "r2led_model.trainer": "r2led_model.training.trainer",
+    "r2led_model.feed": "r2led_model.training.feed",
+    "r2led_model.arrow_feed": "r2led_model.training.arrow_feed",
+    "r2led_model.optim": "r2led_model.training.optim",
+    "r2led_model.tuning": "r2led_model.training.tuning",
+    "r2led_model.item_index_lookup": "r2led_model.training.item_index_lookup",
+    "r2led_model.metrics": "r2led_model.evaluation.metrics",
+    "r2led_model.paired_bootstrap": "r2led_model.evaluation.paired_bootstrap",
+    "r2led_model.segments": "r2led_model.evaluation.segments",
+    "r2led_model.plots": "r2led_model.evaluation.plots",
+    "r2led_model.counterfactuals": "r2led_model.evaluation.counterfactuals",
+    "r2led_model.diagnostics": "r2led_model.evaluation.diagnostics",
+    "r2led_model.mlflow_model": "r2led_model.tracking.mlflow_model",
+    "r2led_model.pyfunc_model": "r2led_model.tracking.pyfunc_model",
+    "r2led_model.bundle": "r2led_model.tracking.bundle",
+}
+LEGACY_PACKAGE_MODULES = {"r2led_model.tracking": "r2led_model.tracking.runs",
+                          "r2led_model.retrieval": "r2led_model.retrieval.multi_route"}
+
+
+def _moved_warning(old: str, new: str) -> None:
+    warnings.warn(f"{old} moved to {new}; the old path is removed in {REMOVED_IN}", DeprecationWarning,
+                  stacklevel=3)
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module path as the module at its new home (the same module object)."""
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None):
+        return importlib.util.spec_from_loader(fullname, self) if fullname in LEGACY_MODULE_PATHS else None
+
+    def create_module(self, spec) -> ModuleType:
+        new = LEGACY_MODULE_PATHS[spec.name]
+        _moved_warning(spec.name, new)
+        return importlib.import_module(new)
+
+    def exec_module(self, module: ModuleType) -> None:
+        """The module at its new home is already executed."""
+
+
+def install_moved_modules() -> None:
+    if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _MovedModules())  # before any finder that might still see an old file
+
+
+def moved_attribute(package: str, name: str) -> Any:
+    """A name the flat module `package` had, from its new module (a package's `__getattr__`)."""
+    new = LEGACY_PACKAGE_MODULES[package]
+    module = importlib.import_module(new)
+    if name.startswith("__") or not hasattr(module, name):
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    _moved_warning(f"{package}.{name}", f"{new}.{name}")
+    return getattr(module, name)

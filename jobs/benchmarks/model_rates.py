@@ -15,8 +15,7 @@ from jobs.training.worker import TrainJob, make_feed, model_columns, new_task
 from r2led_model.config import Config
 from r2led_model.models import CTRTask, build_model
 from r2led_model.models.inputs import Batch, FeatureSpec, narrow, random_batch
-from r2led_model.trainer import LossForward, make_optimizer, set_seed, train_step
-
+from r2led_model.training.trainer import LossForward, make_optimizer, set_seed, train_step
 
 # Training batches kept for the step rate: enough for a steady rate, few enough to hold (a batch of 256
 # rows with a 300-wide `long` group is ~4 MB).

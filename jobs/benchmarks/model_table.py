@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from jobs.benchmarks.paired_evaluation import format_delta, format_segments, load_segments, overall, paired_rows
-from r2led_model.oracle import lift_share
+from r2led_model.worlds.oracle import lift_share
 
 
 def paired_for(rows: Sequence[dict]) -> list[dict]:

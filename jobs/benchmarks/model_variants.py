@@ -11,7 +11,7 @@ from jobs.training.training_data import TrainingData
 from jobs.training.worker import TrainJob
 from r2led_model.config import Config, for_model, with_values
 from r2led_model.models import MODELS
-from r2led_model.tuning import TunedParams
+from r2led_model.training.tuning import TunedParams
 
 
 @dataclass(frozen=True)

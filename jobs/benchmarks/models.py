@@ -59,7 +59,7 @@ from jobs.benchmarks.model_table import format_rates, format_table, plot
 from jobs.benchmarks.model_variants import (ABLATIONS, CONTROLS, EVERY_VARIANT, Variant, init_seed, study_of,
                                             variant_config, variant_job, variants)
 from jobs.benchmarks.paired_evaluation import (file_safe, format_comparisons, paired_comparisons, prediction_path,
-                                                save_predictions, save_segments)
+                                               save_predictions, save_segments)
 from jobs.benchmarks.row_segments import segments_of_test_rows
 from jobs.ingest import generate
 from jobs.ingest.oracle_truth import load_oracle_truth
@@ -72,15 +72,15 @@ from jobs.training.build_training_set import layout_of
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.tune import tune_model
 from jobs.training.worker import TrainJob, evaluate_rows, make_feed, train_worker
-from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
-from r2led_model.counterfactuals import frozen, mean_refinement
-from r2led_model.diagnostics import r2led_diagnostics
-from r2led_model.oracle import OracleTruth
-from r2led_model.tuning import TunedParams, tuned_path
+from r2led_model.evaluation.counterfactuals import frozen, mean_refinement
+from r2led_model.evaluation.diagnostics import r2led_diagnostics
 from r2led_model.models import MODELS, CTRTask
 from r2led_model.models.inputs import INPUT_LAYOUT
-from r2led_model.route_names import CATEGORY_ROUTE
+from r2led_model.retrieval.route_names import CATEGORY_ROUTE
+from r2led_model.tracking.bundle import ModelBundle
+from r2led_model.training.tuning import TunedParams, tuned_path
+from r2led_model.worlds.oracle import OracleTruth
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ COUNTERFACTUALS = ("frozen gate", "frozen route weights")
 
 def counterfactual_runs(job: TrainJob, task: CTRTask, truth: OracleTruth | None,
                         variant: str = "r2led") -> dict[str, tuple[dict, object]]:
-    """An R2LED variant's refinement counterfactuals (`r2led_model.counterfactuals`), the means taken on the
+    """An R2LED variant's refinement counterfactuals (`r2led_model.evaluation.counterfactuals`), the means taken on the
     valid split: {"<variant> frozen gate" / "... frozen route weights": (test metrics, test rows)} for each
     that the model has (no gate, no route weights: none)."""
     means = mean_refinement(task.model, make_feed(job, "valid", shuffle=False).batches(0))
@@ -290,7 +290,7 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
     options fixed), over each catalogue setting of `sweep`; then
     latency at each T_max of `lengths`. `summarize_only`: no runs, the newest results' table. `rates_only`:
     no training, each variant's feed and step rates (`training_rates`) and their ratio."""
-    from r2led_model.tracking import tracked_run
+    from r2led_model.tracking.runs import tracked_run
 
     out = Path(config.benchmark.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Each seeded run's test predictions are saved (`save_predictions`) beside the benchmark's tables, so a
 later `--summarize` (or a run of other `--models`) compares variants trained in different sessions.
 A variant's quality is its AUC averaged over its seeds; its difference with the reference is that mean
-minus the reference's mean, and its 95% CI comes from the user bootstrap (`r2led_model.paired_bootstrap`):
+minus the reference's mean, and its 95% CI comes from the user bootstrap (`r2led_model.evaluation.paired_bootstrap`):
 every replicate resamples users with replacement once and scores every seed of both models on it, so
 the interval holds the test set's sampling noise and the seeds' spread together.
 """
@@ -17,9 +17,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from r2led_model.paired_bootstrap import user_bootstrap_aucs
-from r2led_model.segments import ordered_values
-from r2led_model.trainer import RowPredictions
+from r2led_model.evaluation.paired_bootstrap import user_bootstrap_aucs
+from r2led_model.evaluation.segments import ordered_values
+from r2led_model.training.trainer import RowPredictions
 
 REFERENCE = "r2led"
 REPS = 1000

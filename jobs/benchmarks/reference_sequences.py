@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from r2led_model.config import Config, NegativeSamplingConfig, parse_utc_timestamp
-from r2led_model.sample_kernel import NegativeRule, SplitRule, build_samples_sorted, group_starts
+from r2led_model.sequences.sample_kernel import NegativeRule, SplitRule, build_samples_sorted, group_starts
 
 COLUMNS = ["user_id", "item_id", "category_id", "behavior", "ts"]
 

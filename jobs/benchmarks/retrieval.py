@@ -36,14 +36,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
-from r2led_model.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.retrieve import RankKernel, build_route_candidates, candidates_for_partition
+from jobs.runtime.entrypoint import spark_job_main
 from jobs.sequences.user_partitions import as_partition_sequences
 from r2led_model.arrow_arrays import list_column
-from jobs.runtime.entrypoint import spark_job_main
 from r2led_model.config import Config
-from r2led_model.naive_retrieval import in_memory, naive_retrieve_routes, random_catalogue, random_user_case
-from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, UserHistory, retrieve_routes_many
+from r2led_model.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.retrieval.multi_route import (Histories, RouteCandidates, RoutePlan, Targets, UserHistory,
+                                               retrieve_routes_many)
+from r2led_model.retrieval.naive import in_memory, naive_retrieve_routes, random_catalogue, random_user_case
 
 log = logging.getLogger(__name__)
 

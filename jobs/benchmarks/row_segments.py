@@ -2,7 +2,7 @@
 what its truth says (dormant interest, community- or taxonomy-driven relevance, noisy or clean text).
 
 Warmth is the number of training impressions of the row's target item (`training_examples`, split
-train), in the buckets of `r2led_model.segments.warmth_bucket`. The truth columns exist only in worlds
+train), in the buckets of `r2led_model.evaluation.segments.warmth_bucket`. The truth columns exist only in worlds
 that plant them (`r2led generate`); a segment whose column a world lacks is left out.
 """
 
@@ -16,8 +16,8 @@ from pyspark.sql import functions as F
 from jobs.ingest.sources.synthetic import read_truth
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
-from r2led_model.impressions import IMPRESSION_BEHAVIOR, RELATIONS
-from r2led_model.segments import warmth_bucket
+from r2led_model.evaluation.segments import warmth_bucket
+from r2led_model.worlds.impressions import IMPRESSION_BEHAVIOR, RELATIONS
 
 TAXONOMY_RELATIONS = tuple(r for r in RELATIONS if r != "none")
 

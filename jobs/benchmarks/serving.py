@@ -45,11 +45,11 @@ from jobs.registry.serving_catalog import serving_catalog
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
 from jobs.training.training_data import data_versions, feature_spec, item_lookup_arrays
-from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config
 from r2led_model.models import build_model
 from r2led_model.serving.requests import RawRequests
 from r2led_model.sorted_lookup import locate
+from r2led_model.tracking.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ HOUR = 3600
 def register_model(config: Config, store: TableStore, max_history: int) -> tuple[Config, str]:
     """(the config whose registry holds it, models:/ URI) of an untrained R2LED registered with the tables'
     lookups and a catalogue that keeps up to `max_history` behaviours."""
-    from r2led_model.mlflow_model import log_ctr_model
-    from r2led_model.tracking import tracked_run
+    from r2led_model.tracking.mlflow_model import log_ctr_model
+    from r2led_model.tracking.runs import tracked_run
 
     folder = Path(config.benchmark.output_dir).resolve() / "serving"
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def benchmark_rest(config: Config, uri: str, item_ids: np.ndarray, lengths: Sequ
     import requests as http
 
     from jobs.registry.local_server import served_model
-    from r2led_model.tracking import configure
+    from r2led_model.tracking.runs import configure
 
     configure(config.mlflow)
     loaded = mlflow.pyfunc.load_model(uri)
@@ -158,7 +158,7 @@ def candidates_reference(store: TableStore, pairs_path: Path, uri_config: Config
     model's code."""
     import mlflow
 
-    from r2led_model.tracking import configure
+    from r2led_model.tracking.runs import configure
 
     configure(uri_config.mlflow)
     served = mlflow.pyfunc.load_model(uri).unwrap_python_model()

@@ -34,10 +34,10 @@ from jobs.ingest import generate, ingest
 from jobs.runtime.entrypoint import (ConfigSource, dataset_envs, dataset_label, flags_and_source, load_dataset_config,
                                      spark_job_main)
 from jobs.sids import assign_sids, embed_items, report_sids, train_codebook
-from r2led_model import codebook_store
-from r2led_model.codebook import Codebook
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
-from r2led_model.rqvae import export_codebook, train_rqvae
+from r2led_model.sids import codebook_store
+from r2led_model.sids.codebook import Codebook
+from r2led_model.sids.rqvae import export_codebook, train_rqvae
 
 log = logging.getLogger(__name__)
 

@@ -25,18 +25,18 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from jobs.benchmarks.reference_als import Pairs, implicit_als
-from r2led_model.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.retrieve import candidates_for_partition
 from jobs.retrieval.table_shapes import candidate_column, candidate_routes
-from r2led_model.arrow_arrays import list_column
 from jobs.runtime.tables import TableStore, spec_for
 from jobs.sequences.splits import training_window_end
 from jobs.sequences.user_partitions import STORED_SEQUENCE_COLUMNS, as_partition_sequences
 from jobs.training.build_training_set import examples_for_partition, output_columns
-from r2led_model.item_index_lookup import ItemIndexLookup
+from r2led_model.arrow_arrays import list_column
 from r2led_model.config import Config
-from r2led_model.retrieval import RoutePlan
-from r2led_model.simhash import simhash_signatures
+from r2led_model.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.retrieval.multi_route import RoutePlan
+from r2led_model.retrieval.simhash import simhash_signatures
+from r2led_model.training.item_index_lookup import ItemIndexLookup
 
 
 def snapshot(store: TableStore, name: str, columns: Sequence[str] | None = None) -> pa.Table:

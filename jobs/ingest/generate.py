@@ -2,7 +2,7 @@
 
 Users are spread over Spark tasks (`spark.range` → `mapInPandas`); each task builds the
 (small) item world once from the config and generates its users' events with
-`r2led_model.synthetic`, whose per-user random streams depend only on (seed, user_id). The
+`r2led_model.worlds.synthetic`, whose per-user random streams depend only on (seed, user_id). The
 output is therefore identical for any partitioning, and a re-run overwrites it with the same bytes.
 
 Output (read back by `source.kind: synthetic`):
@@ -33,8 +33,9 @@ from pyspark.sql import functions as F
 from jobs.ingest.sources.synthetic import synthetic_root, truth_dir
 from jobs.runtime.entrypoint import spark_job_main
 from r2led_model.config import Config, SyntheticConfig
-from r2led_model.impressions import generate_user_impressions
-from r2led_model.synthetic import SyntheticWorld, build_world, generate_user_events, item_frame, user_interest_frame
+from r2led_model.worlds.impressions import generate_user_impressions
+from r2led_model.worlds.synthetic import (SyntheticWorld, build_world, generate_user_events, item_frame,
+                                          user_interest_frame)
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pyspark.sql import functions as F
 from jobs.ingest.sources.synthetic import read_truth
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
-from r2led_model.impressions import IMPRESSION_BEHAVIOR
-from r2led_model.oracle import OracleTruth, quality_from_clicks
+from r2led_model.worlds.impressions import IMPRESSION_BEHAVIOR
+from r2led_model.worlds.oracle import OracleTruth, quality_from_clicks
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ class RegistryState:
 
 
 def registry_state(config: Config) -> RegistryState:
-    from r2led_model.mlflow_model import model_version
+    from r2led_model.tracking.mlflow_model import model_version
 
     name = config.registry.model_name
     held = {alias: model_version(config.mlflow, name, alias=alias)

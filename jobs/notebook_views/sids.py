@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from r2led_model.sid_report import SidReport
+from r2led_model.sids.sid_report import SidReport
 
 
 def sid_prefix_examples(report: SidReport) -> pd.DataFrame:

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 from jobs.orchestration.ledger import LedgerRecord
 from jobs.runtime.config_values import config_values, selected_keys
 from r2led_model.config import Config
-from r2led_model.sample_kernel import SAMPLE_ID_SCHEME
+from r2led_model.sequences.sample_kernel import SAMPLE_ID_SCHEME
 
 log = logging.getLogger(__name__)
 

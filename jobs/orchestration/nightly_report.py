@@ -88,7 +88,7 @@ def note_of(report: StageReport) -> str:
 
 def log_summary(config: Config, day: str, reports: list[StageReport], *, backfill: bool = False) -> None:
     """The summary as an MLflow run (params, per-stage metrics, summary.json); never fails the pipeline."""
-    from r2led_model.tracking import tracked_run
+    from r2led_model.tracking.runs import tracked_run
 
     try:
         name = f"pipeline-{day}" + ("-backfill" if backfill else "")

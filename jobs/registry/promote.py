@@ -27,12 +27,12 @@ from pyspark.sql import SparkSession
 
 from jobs.runtime import commit_guard
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.tables import TableStore
 from jobs.runtime.stage_protocol import Scope, StageOutcome
+from jobs.runtime.tables import TableStore
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.worker import TrainJob, evaluate_split
-from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config
+from r2led_model.tracking.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def promote(spark: SparkSession, config: Config, *, version: str | None = None,
     `force` promotes a challenger that loses on the metric rules (its feature versions must still
     match); only `r2led promote --force` sets it.
     """
-    from r2led_model.mlflow_model import load_bundle, model_version, set_alias, tag_version
-    from r2led_model.tracking import tracked_run
+    from r2led_model.tracking.mlflow_model import load_bundle, model_version, set_alias, tag_version
+    from r2led_model.tracking.runs import tracked_run
 
     name = config.registry.model_name
     candidate = model_version(config.mlflow, name, version=version)
@@ -149,7 +149,7 @@ def _move_champion(config: Config, name: str, version: str, *, expected: str | N
     The registry has no conditional alias update, so this re-reads the alias immediately before
     setting it: the window left is the two calls, not the minutes the decision took to score.
     """
-    from r2led_model.mlflow_model import model_version, set_alias
+    from r2led_model.tracking.mlflow_model import model_version, set_alias
 
     commit_guard.before_commit("the champion alias move")  # a run that lost the run lock moves nothing
     now = model_version(config.mlflow, name, alias=CHAMPION)

@@ -26,11 +26,11 @@ from pyspark.sql import functions as F
 from jobs.runtime.dates import date_argument, parse_day
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.spark_progress import stage_progress
-from jobs.runtime.tables import TableStore
 from jobs.runtime.stage_protocol import Scope, StageOutcome
+from jobs.runtime.tables import TableStore
 from jobs.training.training_data import data_versions, feature_spec, item_lookup_arrays
-from r2led_model.bundle import ModelBundle, frame_arrays, predict_arrays
 from r2led_model.config import Config
+from r2led_model.tracking.bundle import ModelBundle, frame_arrays, predict_arrays
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def latest_date(examples: DataFrame) -> str:
 def resolve_model(config: Config, model_uri: str | None = None) -> tuple[str, str]:
     """(registered name, version number) to score with: `registry.score_alias` of `registry.model_name`
     by default, or a `models:/NAME/N` / `models:/NAME@ALIAS` URI. An alias is read exactly once."""
-    from r2led_model.mlflow_model import model_version
+    from r2led_model.tracking.mlflow_model import model_version
 
     if model_uri is None:
         name, alias, version = config.registry.model_name, config.registry.score_alias, None
@@ -111,7 +111,7 @@ def scoring_bundle(store: TableStore, config: Config, model_uri: str | None) -> 
     """(registered name, version, bundle) of the model to score with (`resolve_model`), holding today's item
     lookups: those it was trained with and the rows of items indexed since. ScoreVersionError when it cannot
     read the current tables (other feature versions or spec, lookups that differ)."""
-    from r2led_model.mlflow_model import load_bundle
+    from r2led_model.tracking.mlflow_model import load_bundle
 
     name, version = resolve_model(config, model_uri)
     model_uri = f"models:/{name}/{version}"

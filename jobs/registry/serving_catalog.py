@@ -9,9 +9,9 @@ import logging
 from jobs.retrieval import retrieve
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
-from r2led_model.item_feature_lookup import ItemFeatureLookup
-from r2led_model.item_index_lookup import ItemIndexLookup
+from r2led_model.retrieval.item_feature_lookup import ItemFeatureLookup
 from r2led_model.serving.catalog import ExampleSettings, ServingCatalog
+from r2led_model.training.item_index_lookup import ItemIndexLookup
 
 log = logging.getLogger(__name__)
 

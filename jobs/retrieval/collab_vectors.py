@@ -22,13 +22,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.retrieval.als import fit_item_vectors
-from r2led_model.arrow_arrays import list_column, vectors_of
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.tables import TableStore
 from jobs.runtime.stage_protocol import Scope, StageOutcome
+from jobs.runtime.tables import TableStore
 from jobs.sequences.splits import training_window_end
+from r2led_model.arrow_arrays import list_column, vectors_of
 from r2led_model.config import Config
-from r2led_model.simhash import simhash_signatures
+from r2led_model.retrieval.simhash import simhash_signatures
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from jobs.retrieval.table_shapes import candidate_column, candidate_routes
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
-from r2led_model.retrieval import Targets, UserHistory, retrieve_recent, retrieve_sim_hard
-from r2led_model.tracking import tracked_run
+from r2led_model.retrieval.multi_route import Targets, UserHistory, retrieve_recent, retrieve_sim_hard
+from r2led_model.tracking.runs import tracked_run
 
 log = logging.getLogger(__name__)
 

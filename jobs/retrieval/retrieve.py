@@ -3,7 +3,7 @@
 Each user's stored sequence (one row, arrays as stored) and that user's samples meet in one hash
 partition by user, so a user's sequence is read once for all of that user's samples; each task
 looks item features up in arrays collected once (`ItemFeatureLookup`) and runs the numpy kernel
-(`r2led_model.retrieval.retrieve_routes_many`) once over all of its users. A sample only ever
+(`r2led_model.retrieval.multi_route.retrieve_routes_many`) once over all of its users. A sample only ever
 sees positions [0, hist_len − dropped) of the stored sequence: its behaviours strictly before ts.
 
 Output: one row per sample with, per configured route r, `cand_<r>_pos` (positions into the
@@ -24,17 +24,17 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.sequences.derived_rows import not_yet_derived, upsert_derived, versions_compatible
 from jobs.retrieval.table_shapes import CANDIDATE_KINDS, CANDIDATE_PARTS, candidate_column, sid_levels
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.tables import TableStore
 from jobs.runtime.stage_protocol import Scope, StageOutcome
+from jobs.runtime.tables import TableStore
+from jobs.sequences.derived_rows import not_yet_derived, upsert_derived, versions_compatible
 from jobs.sequences.user_partitions import PartitionSequences, co_partitioned, partition_tables
 from jobs.sids.codebook_versions import require_codebook_version
 from r2led_model.arrow_arrays import list_column
 from r2led_model.config import Config
-from r2led_model.item_feature_lookup import ItemFeatureLookup
-from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, retrieve_routes_many
+from r2led_model.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.retrieval.multi_route import Histories, RouteCandidates, RoutePlan, Targets, retrieve_routes_many
 
 log = logging.getLogger(__name__)
 

@@ -174,7 +174,7 @@ TABLES: dict[str, TableSpec] = {
                 "tables written before it): target_item and, per slot of r_<route>_*, short_* and long_*, the "
                 "item index (ARRAY<INT>) and its recency bucket (ARRAY<TINYINT>); the model looks up categories "
                 "and SID codes (item_index); the arrays' columns follow the layout (build_training_set."
-                "output_columns), so only the scalars are checked here; padding rules in r2led_model/features.py",
+                "output_columns), so only the scalars are checked here; padding rules in r2led_model/sequences/features.py",
         ),
         TableSpec(
             "predictions",

@@ -8,7 +8,7 @@ With `sequences.samples_from`, events before that time are history only: they co
 later sample's hist_len but become no sample themselves (the training window).
 
 Samples are built by repartitioning events by user, sorting each partition by (user, ts, item,
-behaviour) and running the numpy kernel `r2led_model.sample_kernel` on each partition: hist_len
+behaviour) and running the numpy kernel `r2led_model.sequences.sample_kernel` on each partition: hist_len
 (history rows with a strictly smaller ts, so ties at the same second are excluded), the split,
 and, for positive-only logs, `ratio` negatives per positive drawn with probability proportional to
 training-window popularity, never an item the user touched. Draws are a counter-based hash of
@@ -32,11 +32,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.tables import TableStore, spec_for
 from jobs.runtime.stage_protocol import Scope, StageOutcome
+from jobs.runtime.tables import TableStore, spec_for
 from jobs.sequences.splits import resplit, split_rule, training_window_end
 from r2led_model.config import Config, NegativeSamplingConfig, SequencesConfig, parse_utc_timestamp
-from r2led_model.sample_kernel import SAMPLE_ID_KEY, NegativeRule, build_samples_sorted
+from r2led_model.sequences.sample_kernel import SAMPLE_ID_KEY, NegativeRule, build_samples_sorted
 
 log = logging.getLogger(__name__)
 

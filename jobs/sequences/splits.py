@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from jobs.runtime.tables import TableStore
 from r2led_model.config import SplitConfig, parse_utc_timestamp
-from r2led_model.sample_kernel import SplitRule
+from r2led_model.sequences.sample_kernel import SplitRule
 
 
 def split_rule(config: SplitConfig) -> SplitRule:

@@ -25,13 +25,13 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from r2led_model.arrow_arrays import list_column, vectors_of
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.tables import TableStore
 from jobs.runtime.stage_protocol import Scope, StageOutcome
-from r2led_model import codebook_store
-from r2led_model.codebook import Codebook
+from jobs.runtime.tables import TableStore
+from r2led_model.arrow_arrays import list_column, vectors_of
 from r2led_model.config import Config
+from r2led_model.sids import codebook_store
+from r2led_model.sids.codebook import Codebook
 
 log = logging.getLogger(__name__)
 

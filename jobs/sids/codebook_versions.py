@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 
-from r2led_model.codebook_store import CodebookVersionError
+from r2led_model.sids.codebook_store import CodebookVersionError
 
 
 def require_codebook_version(item_sids: DataFrame, expected: str) -> None:

@@ -26,11 +26,11 @@ from pyspark.sql import functions as F
 
 from jobs.retrieval.als import fit_item_vectors
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.tables import TableStore
 from jobs.runtime.stage_protocol import Scope, StageOutcome
+from jobs.runtime.tables import TableStore
 from jobs.sequences.splits import training_window_end
 from r2led_model.config import Config, EmbeddingConfig
-from r2led_model.text_encoder import ENCODERS, load_text_encoder
+from r2led_model.sids.text_encoder import ENCODERS, load_text_encoder
 
 log = logging.getLogger(__name__)
 

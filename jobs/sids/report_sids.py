@@ -22,8 +22,8 @@ from jobs.ingest.sources.synthetic import read_truth
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
-from r2led_model.sid_report import SidReport, build_report, plot_prefix_sizes, plot_usage
-from r2led_model.tracking import tracked_run
+from r2led_model.sids.sid_report import SidReport, build_report, plot_prefix_sizes, plot_usage
+from r2led_model.tracking.runs import tracked_run
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.tables import TableStore
 from jobs.runtime.stage_protocol import Scope, StageOutcome
-from r2led_model import codebook_store
-from r2led_model.codebook import sid_metrics
+from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
-from r2led_model.rqvae import export_codebook, reconstruction_mse, train_rqvae
-from r2led_model.tracking import tracked_run
+from r2led_model.sids import codebook_store
+from r2led_model.sids.codebook import sid_metrics
+from r2led_model.sids.rqvae import export_codebook, reconstruction_mse, train_rqvae
+from r2led_model.tracking.runs import tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def derive(spark: SparkSession, config: Config, *, scope: Scope) -> StageOutcome
     """The stage (`jobs.runtime.stage_protocol`): the full run trains a codebook; a dated run keeps the
     one its earlier runs used (`scope.codebook_version`, else the store's current one) unless it
     retrains or rebuilds, or there is none yet."""
-    from r2led_model import codebook_store
+    from r2led_model.sids import codebook_store
 
     store_dir = config.codebook.store_dir
     current = scope.codebook_version or codebook_store.current_version(store_dir)

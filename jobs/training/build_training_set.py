@@ -1,7 +1,7 @@
 """`r2led build-training-set`: `route_candidates` + `samples` + sequences → `training_examples`.
 
 Everything the trainer reads that is per sample, as fixed-length integer arrays (padding rules in
-`r2led_model/features.py`), in input layout 2 (`r2led_model.models.inputs`): the target item, and per
+`r2led_model/sequences/features.py`), in input layout 2 (`r2led_model.models.inputs`): the target item, and per
 slot of each route's candidates, the short-term window (last `training_set.short_window` behaviours)
 and the truncated long history (last `training_set.long_history`, for baselines that retrieve inside
 the model) the item index and its recency bucket; hist_len, label, split. A slot's category and SID
@@ -24,19 +24,19 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.sequences.derived_rows import not_yet_derived, upsert_derived, versions_compatible
 from jobs.retrieval.als import dense_index
 from jobs.retrieval.table_shapes import CANDIDATE_KINDS, candidate_column, candidate_routes, sid_levels
 from jobs.runtime.entrypoint import spark_job_main
 from jobs.runtime.spark_progress import stage_progress
-from jobs.runtime.tables import TableStore
 from jobs.runtime.stage_protocol import Scope, StageOutcome
+from jobs.runtime.tables import TableStore
+from jobs.sequences.derived_rows import not_yet_derived, upsert_derived, versions_compatible
 from jobs.sequences.user_partitions import PartitionSequences, co_partitioned, partition_tables
 from r2led_model.arrow_arrays import fixed_width, list_column
 from r2led_model.config import Config, TrainingSetConfig
-from r2led_model.features import HistoryFeatures, example_slots
-from r2led_model.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 from r2led_model.models.inputs import INPUT_LAYOUT, WIDE_LAYOUT, ExampleLayout
+from r2led_model.sequences.features import HistoryFeatures, example_slots
+from r2led_model.training.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """What content features alone reach on an oracle-scored world: the point-in-time logistic regressions of
-`r2led_model.reference_lr`, fitted on the world's training samples and scored on the same valid and test
+`r2led_model.worlds.reference_lr`, fitted on the world's training samples and scored on the same valid and test
 rows as every model.
 
 History is the world's history behaviours (`sequences.history_behaviors` of `events`), samples are the
@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 from jobs.ingest.sources.synthetic import read_truth
 from jobs.runtime.tables import TableStore
 from r2led_model.config import Config
-from r2led_model.metrics import evaluate
-from r2led_model.reference_lr import fit_reference
+from r2led_model.evaluation.metrics import evaluate
+from r2led_model.worlds.reference_lr import fit_reference
 
 REFERENCES = {"topic_counts": False, "topic_counts_item_encoding": True}  # name → with_item_encoding
 REFERENCE_LABELS = {"topic_counts": "LR on planted-topic counts + user click rate",

@@ -31,12 +31,12 @@ from pyspark.sql import functions as F
 
 from jobs.ingest.oracle_truth import load_oracle_truth, load_sample_truth
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.training.reference_rows import REFERENCE_LABELS, reference_metrics
 from jobs.runtime.tables import TableStore
+from jobs.training.reference_rows import REFERENCE_LABELS, reference_metrics
 from r2led_model.config import Config
-from r2led_model.oracle import OracleTruth, lift_share, oracle_metrics
-from r2led_model.paired_bootstrap import paired_auc_difference
-from r2led_model.synthetic import dormant_from
+from r2led_model.evaluation.paired_bootstrap import paired_auc_difference
+from r2led_model.worlds.oracle import OracleTruth, lift_share, oracle_metrics
+from r2led_model.worlds.synthetic import dormant_from
 
 PART_LABELS = {
     "relation": "interest relation alone",

@@ -8,7 +8,7 @@ weights and the epoch history, and the driver alone evaluates, logs and register
 
 The MLflow run holds the resolved config, the Delta versions of the inputs, the codebook and
 collaborative-vector versions, per-epoch metrics, test metrics, ROC / calibration / loss plots, and
-the model (a models-from-code pyfunc, `r2led_model/pyfunc_model.py`, with its signature and pinned
+the model (a models-from-code pyfunc, `r2led_model/tracking/pyfunc_model.py`, with its signature and pinned
 requirements), registered under `registry.model_name`; for R2LED also what its gate and route fusion do
 by target warmth (`diagnostics.json`, `plots/refinement.png`).
 """
@@ -28,17 +28,17 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 from jobs.ingest.oracle_truth import load_oracle_truth
-from jobs.runtime.config_values import training_fingerprint
 from jobs.registry.serving_catalog import serving_catalog
 from jobs.runtime import commit_guard
+from jobs.runtime.config_values import training_fingerprint
 from jobs.runtime.entrypoint import spark_job_main
-from jobs.runtime.tables import TableStore
 from jobs.runtime.stage_protocol import Scope, StageOutcome
+from jobs.runtime.tables import TableStore
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.worker import (TrainJob, WorkerResult, evaluate_split, make_feed, run_distributed, train_worker,
                                   training_impressions)
-from r2led_model.bundle import ModelBundle
 from r2led_model.config import Config
+from r2led_model.tracking.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,14 @@ class TrainResult:
     best_epoch: int
     valid: dict
     test: dict
-    # R2LED's refinement diagnostics on the test split (`r2led_model.diagnostics`), by target warmth;
+    # R2LED's refinement diagnostics on the test split (`r2led_model.evaluation.diagnostics`), by target warmth;
     # None for other models and for a reused run.
     diagnostics: dict | None = None
 
 
 def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResult, valid: dict,
                      test_labels: np.ndarray, test_probs: np.ndarray, history_logged: bool) -> None:
-    from r2led_model.plots import calibration_figure, loss_curves_figure, roc_figure
+    from r2led_model.evaluation.plots import calibration_figure, loss_curves_figure, roc_figure
 
     run.log_params(config.model.read_values())  # the other models' sections are at their defaults, unread
     run.log_params({f"training.{k}": v for k, v in dataclasses.asdict(config.training).items()})
@@ -79,8 +79,8 @@ def log_training_run(run, config: Config, data: TrainingData, worker: WorkerResu
 def log_refinement(run, job: TrainJob, task) -> dict:
     """What the trained R2LED's gate and route fusion do on the test split, overall and by target warmth
     (train-split impressions), logged as `diagnostics.json`, a few metrics and `plots/refinement.png`."""
-    from r2led_model.diagnostics import r2led_diagnostics
-    from r2led_model.plots import refinement_figure
+    from r2led_model.evaluation.diagnostics import r2led_diagnostics
+    from r2led_model.evaluation.plots import refinement_figure
 
     diagnostics = r2led_diagnostics(task.model, make_feed(job, "test", shuffle=False).batches(0),
                                     item_impressions=training_impressions(job).numpy())
@@ -108,8 +108,8 @@ def log_input_tables(store: TableStore, versions: dict[str, int | None]) -> None
 def registered_for(config: Config, tags: Mapping[str, str]) -> TrainResult | None:
     """The registered version a finished training run with these tags produced, if any (a re-run of a
     dated pipeline reuses it instead of registering a duplicate)."""
-    from r2led_model.mlflow_model import versions_of_run
-    from r2led_model.tracking import find_runs
+    from r2led_model.tracking.mlflow_model import versions_of_run
+    from r2led_model.tracking.runs import find_runs
 
     for run_id, metrics in find_runs(config, tags):
         versions = versions_of_run(config.mlflow, config.registry.model_name, run_id)
@@ -126,8 +126,8 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
     """Train, evaluate, log and register. With `run_tags` (a dated pipeline run), a finished run with
     the same tags, training_examples version and model and training config is reused instead of
     training again."""
-    from r2led_model.mlflow_model import log_ctr_model
-    from r2led_model.tracking import tracked_run
+    from r2led_model.tracking.mlflow_model import log_ctr_model
+    from r2led_model.tracking.runs import tracked_run
 
     store = TableStore(spark, config.tables)
     data = training_data(store, config)
@@ -186,7 +186,7 @@ def train(spark: SparkSession, config: Config, run_tags: Mapping[str, str] | Non
 def run(spark: SparkSession, config: Config, *, tuned: bool = False) -> TrainResult:
     """`tuned`: apply the parameters `r2led tune` saved for model.name first."""
     if tuned:
-        from r2led_model.tuning import tuned_config
+        from r2led_model.training.tuning import tuned_config
 
         config, tuned = tuned_config(config)
         print(f"using tuned parameters of {tuned.model} (best valid AUC {tuned.best_valid_auc:.4f}, "

@@ -20,15 +20,15 @@ import numpy as np
 from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
 
-from r2led_model.arrow_arrays import fixed_width
 from jobs.runtime.tables import TableStore
 from jobs.training.build_training_set import layout_of
-from r2led_model.bundle import DataVersions
+from r2led_model.arrow_arrays import fixed_width
 from r2led_model.config import Config
-from r2led_model.features import route_group
 from r2led_model.models import FeatureSpec
 from r2led_model.models.inputs import INPUT_LAYOUT, ExampleLayout
 from r2led_model.models.item_lookup import lookup_arrays
+from r2led_model.sequences.features import route_group
+from r2led_model.tracking.bundle import DataVersions
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from jobs.training.training_data import TrainingData, training_data, user_sample
 from jobs.training.worker import TrainJob, train_worker
 from r2led_model.config import Config, for_model, with_values
 from r2led_model.models import MODELS
-from r2led_model.tracking import nested_run, tracked_run
-from r2led_model.tuning import TunedParams, make_study, pruned, search_space, suggest, tuned_path
+from r2led_model.tracking.runs import nested_run, tracked_run
+from r2led_model.training.tuning import TunedParams, make_study, pruned, search_space, suggest, tuned_path
 
 log = logging.getLogger(__name__)
 

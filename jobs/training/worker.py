@@ -15,12 +15,12 @@ from pyspark.sql import SparkSession
 
 from jobs.training.training_data import TrainingData
 from r2led_model.config import ModelConfig, TrainingConfig
-from r2led_model.feed import Feed, build_feed, value_counts
-from r2led_model.metrics import evaluate
+from r2led_model.evaluation.metrics import evaluate
 from r2led_model.models import CTRTask, build_model
 from r2led_model.models.inputs import columns_for
-from r2led_model.oracle import OracleTruth, oracle_metrics, with_ceiling
-from r2led_model.trainer import RowPredictions, fit, predict_rows, set_seed
+from r2led_model.training.feed import Feed, build_feed, value_counts
+from r2led_model.training.trainer import RowPredictions, fit, predict_rows, set_seed
+from r2led_model.worlds.oracle import OracleTruth, oracle_metrics, with_ceiling
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def run_distributed(spark: SparkSession, job: TrainJob) -> WorkerResult:
 def evaluate_rows(job: TrainJob, task: CTRTask, split: str,
                   truth: OracleTruth | None = None) -> tuple[dict, RowPredictions]:
     """(metrics, the rows' predictions) on one split; with an oracle-scored world's `truth`, the metrics also
-    hold the oracle's on the same rows and the model's share of its lift (`r2led_model.oracle`)."""
+    hold the oracle's on the same rows and the model's share of its lift (`r2led_model.worlds.oracle`)."""
     rows = predict_rows(task, make_feed(job, split, shuffle=False).batches(0), job.training.device)
     metrics = evaluate(rows.users, rows.labels, rows.probs)
     if truth is not None and rows.sample_ids is not None:

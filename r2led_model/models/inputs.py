@@ -1,7 +1,7 @@
 """What a CTR model reads: the feature spec (vocabulary sizes, array widths) and the batch contract.
 
 A batch is a dict of tensors named like the `training_examples` columns (padding rules in
-`r2led_model/features.py`; index 0 is padding everywhere). Input layout 2 (`INPUT_LAYOUT`, what
+`r2led_model/sequences/features.py`; index 0 is padding everywhere). Input layout 2 (`INPUT_LAYOUT`, what
 `training_examples` stores) is narrow, per slot only what is per sample:
 
   target_item (B,)        <group>_item (B, n)     <group>_recency (B, n)
@@ -25,7 +25,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 
-from r2led_model.features import example_routes, group_route, route_group
+from r2led_model.sequences.features import example_routes, group_route, route_group
 
 # Version 1 stored every slot's category, SID codes and mask; version 2 the item and its recency only.
 INPUT_LAYOUT = 2

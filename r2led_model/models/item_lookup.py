@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from r2led_model.compat import missing_item_lookups
-from r2led_model.features import PAD, UNKNOWN_CATEGORY
 from r2led_model.models.inputs import Batch
+from r2led_model.sequences.features import PAD, UNKNOWN_CATEGORY
 
 
 class ItemLookupError(ValueError):

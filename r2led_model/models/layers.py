@@ -147,7 +147,7 @@ class SidGate(nn.Module):
             raise ValueError("the warmth gate is WarmthGate (item_embedding builds it)")
         gate_inputs = {"gate": 2 * dim, "target_gate": 4 * dim}.get(mode)
         self.gate = nn.Linear(gate_inputs, dim) if gate_inputs else None  # W
-        # A counterfactual (`r2led_model.counterfactuals`): a fixed g for every item instead of σ(W[...]).
+        # A counterfactual (`r2led_model.evaluation.counterfactuals`): a fixed g for every item instead of σ(W[...]).
         self.frozen: Tensor | None = None
 
     @property
@@ -607,7 +607,7 @@ class InterestCTR(nn.Module):
 
     def item_parameters(self) -> list[nn.Parameter]:
         """The parameters with one row per item (ID table, unless sid_only, and the bias): the optimizer gives
-        them `training.item_learning_rate` (r2led_model.optim)."""
+        them `training.item_learning_rate` (r2led_model.training.optim)."""
         table = self.embedding.item
         return [*([table.weight] if table is not None else []), self.item_bias.weight]
 

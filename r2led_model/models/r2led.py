@@ -26,12 +26,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from r2led_model.config import ModelConfig, RouteFusionMode
-from r2led_model.features import group_route, route_group
 from r2led_model.models.inputs import Batch, FeatureSpec
 from r2led_model.models.layers import (Behaviours, InterestCTR, Target, TargetAttention, log2_bucket, masked_softmax,
                                        shell_parts)
 from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
-from r2led_model.route_names import CATEGORY_ROUTE, is_sid_route, route_level
+from r2led_model.retrieval.route_names import CATEGORY_ROUTE, is_sid_route, route_level
+from r2led_model.sequences.features import group_route, route_group
 
 FUSIONS: tuple[str, ...] = get_args(RouteFusionMode)
 # The route fusions that weigh routes by an attention (their weights are what the counterfactual freezes).
@@ -85,7 +85,7 @@ class RouteFusion(nn.Module):
                 self.constant = nn.Parameter(torch.randn(dim))  # (d,) the query of every row
         elif mode == "concat":
             self.project = nn.Linear(num_routes * dim, dim)
-        # A counterfactual (`r2led_model.counterfactuals`): fixed route weights (R,) instead of the attention's.
+        # A counterfactual (`r2led_model.evaluation.counterfactuals`): fixed route weights (R,) instead of the attention's.
         self.frozen: Tensor | None = None
 
     def forward(self, target: Tensor, interests: Tensor, nonempty: Tensor, warmth: Tensor | None = None) -> Tensor:
@@ -174,7 +174,7 @@ class RouteInterest(nn.Module):
         self.occupancy = nn.Embedding(len(routes) * OCCUPANCY_BUCKETS, dim) if occupancy else None
         if self.occupancy is not None:
             nn.init.normal_(self.occupancy.weight, std=0.1)
-        # A counterfactual for `cross` (`r2led_model.counterfactuals`): a fixed share of the attention's mass
+        # A counterfactual for `cross` (`r2led_model.evaluation.counterfactuals`): a fixed share of the attention's mass
         # per route (R,), each route's candidates keeping their weights relative to each other.
         self.frozen_route_mass: Tensor | None = None
 

@@ -9,11 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from r2led_model.config import ModelConfig
-from r2led_model.features import UNKNOWN_CATEGORY, route_group
 from r2led_model.models.inputs import FeatureSpec
 from r2led_model.models.layers import Behaviours, InterestCTR, RetrieveThenAttend, Target, TargetAttention, shell_parts
-from r2led_model.route_names import CATEGORY_ROUTE
-
+from r2led_model.retrieval.route_names import CATEGORY_ROUTE
+from r2led_model.sequences.features import UNKNOWN_CATEGORY, route_group
 
 
 class CategoryRetriever(nn.Module):

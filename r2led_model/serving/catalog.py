@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from r2led_model.item_feature_lookup import ItemFeatureLookup
-from r2led_model.item_index_lookup import ItemIndexLookup
-from r2led_model.retrieval import RoutePlan, RouteSpec
+from r2led_model.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.retrieval.multi_route import RoutePlan, RouteSpec
+from r2led_model.training.item_index_lookup import ItemIndexLookup
 
 CATALOG_ARTIFACT = "serving_catalog"  # the artifact key (and file stem) of the catalogue in a model's folder
 CATALOG_FORMAT = 1  # bumped when the stored arrays change meaning

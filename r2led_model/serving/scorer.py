@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from r2led_model.bundle import predict_arrays
-from r2led_model.features import PAD, HistoryFeatures, example_slots
 from r2led_model.models import CTRTask
-from r2led_model.retrieval import Histories, Targets, retrieve_routes_many
+from r2led_model.retrieval.multi_route import Histories, Targets, retrieve_routes_many
+from r2led_model.sequences.features import PAD, HistoryFeatures, example_slots
 from r2led_model.serving.catalog import ServingCatalog
 from r2led_model.serving.requests import RawRequests
+from r2led_model.tracking.bundle import predict_arrays
 
 # The served model's output columns, score first (a Spark UDF of result type double reads the first).
 OUTPUT_COLUMNS = ("score", "known_item", "has_sids", "history_length", "unknown_history_items")

@@ -15,12 +15,12 @@ from jobs.benchmarks.model_rates import training_rates
 from jobs.benchmarks.model_table import format_rates, format_table
 from jobs.benchmarks.model_variants import ABLATIONS, Variant, study_of, variant_config, variant_job, variants
 from jobs.benchmarks.models import CatalogueSetting
-from jobs.training.tune import trial_config
 from jobs.training.training_data import TrainingData
-from r2led_model.bundle import DataVersions
+from jobs.training.tune import trial_config
 from r2led_model.config import load_config
 from r2led_model.models.inputs import FeatureSpec, narrow, random_batch
-from r2led_model.tuning import TunedParams
+from r2led_model.tracking.bundle import DataVersions
+from r2led_model.training.tuning import TunedParams
 
 
 def test_catalogue_settings_parse_and_refuse_what_the_world_cannot_be():
@@ -156,7 +156,7 @@ def test_sweep_labels_become_metric_names_mlflow_accepts(tmp_path):
 
     from jobs.benchmarks.models import metric_name
     from r2led_model.config import with_values
-    from r2led_model.tracking import configure, tracked_run
+    from r2led_model.tracking.runs import configure, tracked_run
 
     config = with_values(load_config("tiny"), {"workspace.root": str(tmp_path)})
     name = metric_name("oracle category=L2 mislabel=0.1", "r2led gate=sum", "test_auc")

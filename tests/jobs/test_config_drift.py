@@ -12,7 +12,7 @@ from jobs.orchestration.config_drift import ConfigDriftError, drift, stage_confi
 from jobs.orchestration.ledger import LedgerRecord
 from jobs.runtime.config_values import training_fingerprint
 from r2led_model.config import load_config, with_values
-from r2led_model.sample_kernel import SAMPLE_ID_SCHEME
+from r2led_model.sequences.sample_kernel import SAMPLE_ID_SCHEME
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from jobs.runtime.tables import TableStore
 from jobs.sequences.splits import resplit
 from jobs.training.training_data import SPLITS, TrainingDataError, _uri, purge_deleted_rows, training_data
 from r2led_model.config import SplitConfig, parse_utc_timestamp
-from r2led_model.feed import PetastormFeed
+from r2led_model.training.feed import PetastormFeed
 
 DAY = 86_400
 START = parse_utc_timestamp("2024-01-01")

@@ -8,7 +8,7 @@ import pytest
 
 from jobs.sids.embed_items import build_item_embeddings
 from r2led_model.config import EmbeddingConfig
-from r2led_model.text_encoder import load_text_encoder
+from r2led_model.sids.text_encoder import load_text_encoder
 
 KITCHEN = ["kitchen chef knife steel", "kitchen frying pan nonstick", "kitchen cutting board bamboo",
            "kitchen measuring cups set", "kitchen whisk balloon", "kitchen pasta pot large",

@@ -23,22 +23,22 @@ from jobs.orchestration.config_drift import ConfigDriftError
 from jobs.orchestration.ledger import LEDGER, RunLedger
 from jobs.orchestration.nightly import run_date
 from jobs.orchestration.nightly_report import summary_table
-from jobs.runtime.run_lock import LOCK_TABLE, LockHeldError, RunLock
 from jobs.orchestration.stages import DATA_STAGES, STAGE_NAMES
 from jobs.runtime.faults import InjectedFailure
+from jobs.runtime.run_lock import LOCK_TABLE, LockHeldError, RunLock
 from jobs.runtime.tables import TABLES, TableStore
 from jobs.sequences.sequences import build_user_sequences
 from jobs.sequences.splits import split_column
 from jobs.sids import assign_sids, embed_items
 from jobs.training.build_training_set import extend_item_index
 from jobs.training.training_data import data_versions, feature_spec, item_lookup_arrays
-from r2led_model import codebook_store
-from r2led_model.bundle import frame_arrays
-from r2led_model.codebook import Codebook
-from r2led_model.codebook_store import CodebookVersionError
 from r2led_model.config import Config, split_as_of
-from r2led_model.mlflow_model import load_bundle
-from r2led_model.tracking import configure
+from r2led_model.sids import codebook_store
+from r2led_model.sids.codebook import Codebook
+from r2led_model.sids.codebook_store import CodebookVersionError
+from r2led_model.tracking.bundle import frame_arrays
+from r2led_model.tracking.mlflow_model import load_bundle
+from r2led_model.tracking.runs import configure
 from tests.helpers import IVY_DIR, NIGHTLY_DAY1, NIGHTLY_FAST, config_in, table_snapshot
 
 FAST = NIGHTLY_FAST

@@ -13,8 +13,8 @@ from jobs.ingest.sources.synthetic import read_truth
 from jobs.orchestration.stages import DATA_STAGES, stages
 from jobs.runtime.tables import TableStore
 from jobs.training import report_oracle, train, tune
-from r2led_model.tracking import child_runs, run_data
-from r2led_model.tuning import TunedParams, tuned_path
+from r2led_model.tracking.runs import child_runs, run_data
+from r2led_model.training.tuning import TunedParams, tuned_path
 from tests.helpers import config_in
 
 ORACLE = ("synthetic.num_users=150", "synthetic.impressions.enabled=true", "synthetic.impressions.per_user=60",

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from jobs.orchestration import pipeline
 from jobs.runtime.tables import TableStore
 from r2led_model.config import load_config
-from r2led_model.mlflow_model import model_version
+from r2led_model.tracking.mlflow_model import model_version
 from tests.helpers import IVY_DIR
 
 USERS, PER_USER, ITEMS = 40, 30, range(100, 160)

@@ -10,7 +10,7 @@ from jobs.benchmarks.model_variants import CONTROLS, init_seed, variant_config
 from jobs.benchmarks.paired_evaluation import (load_seed_scores, paired_rows, prediction_path, save_predictions,
                                                save_segments, seed_mean_difference)
 from r2led_model.config import load_config
-from r2led_model.trainer import RowPredictions
+from r2led_model.training.trainer import RowPredictions
 
 USERS, ROWS_PER_USER = 200, 20
 

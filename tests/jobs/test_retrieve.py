@@ -163,7 +163,7 @@ def test_spark_and_single_process_paths_equal_the_kernel_on_random_users(spark, 
 
     from jobs.benchmarks import retrieval as bench
     from r2led_model.config import RetrievalConfig
-    from r2led_model.retrieval import RoutePlan, retrieve_routes
+    from r2led_model.retrieval.multi_route import RoutePlan, retrieve_routes
 
     plan = RoutePlan.from_config(RetrievalConfig(routes=("sid1", "sid3", "collab"), k=5), bench.LEVELS)
     cases = bench.write_world(tmp_path, users=6, length=40, per_user=12)

@@ -7,11 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from r2led_model.item_feature_lookup import ItemFeatureLookup
 from jobs.retrieval.retrieve import candidates_for_partition
 from r2led_model.arrow_arrays import list_column
 from r2led_model.config import RetrievalConfig
-from r2led_model.retrieval import RoutePlan
+from r2led_model.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.retrieval.multi_route import RoutePlan
 
 # item → (SID codes, SimHash word or None, category or None); listed out of id order on purpose.
 ITEMS = {30: ([1, 2], 0b0011, 5), 10: ([1, 1], 0b0001, None), 20: ([2, 1], None, 7)}

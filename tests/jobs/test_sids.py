@@ -12,11 +12,11 @@ from jobs.runtime.tables import TableStore
 from jobs.sids import assign_sids, train_codebook
 from jobs.sids.codebook_versions import require_codebook_version
 from jobs.sids.train_codebook import EmbeddingInputError
-from r2led_model import codebook_store
-from r2led_model.codebook import dedup_digits
-from r2led_model.codebook_store import CodebookVersionError
-from r2led_model.rqvae import train_rqvae
-from r2led_model.tracking import run_data
+from r2led_model.sids import codebook_store
+from r2led_model.sids.codebook import dedup_digits
+from r2led_model.sids.codebook_store import CodebookVersionError
+from r2led_model.sids.rqvae import train_rqvae
+from r2led_model.tracking.runs import run_data
 from tests.helpers import config_in, rows
 
 SMALL_CODEBOOK = ("codebook.levels=2", "codebook.codebook_size=8", "codebook.latent_dim=4",

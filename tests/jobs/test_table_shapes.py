@@ -7,7 +7,7 @@ import pytest
 from jobs.retrieval.retrieve import route_columns
 from jobs.retrieval.table_shapes import CANDIDATE_PARTS, candidate_column, candidate_routes, sid_levels
 from r2led_model.config import load_config
-from r2led_model.retrieval import RoutePlan
+from r2led_model.retrieval.multi_route import RoutePlan
 
 
 def test_the_routes_retrieve_writes_are_the_routes_every_reader_finds():

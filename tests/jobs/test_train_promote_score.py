@@ -18,7 +18,7 @@ import torch
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-import r2led_model.mlflow_model as mlflow_model
+import r2led_model.tracking.mlflow_model as mlflow_model
 from jobs.orchestration import pipeline
 from jobs.orchestration.stages import stage
 from jobs.registry import promote, score
@@ -27,10 +27,10 @@ from jobs.runtime import spark_progress
 from jobs.runtime.tables import TableStore
 from jobs.training import train, worker
 from jobs.training.training_data import training_data
-from r2led_model.bundle import DataVersions, ModelBundle
-from r2led_model.mlflow_model import load_bundle, log_ctr_model, model_version
 from r2led_model.serving.requests import REQUEST_COLUMNS
-from r2led_model.tracking import configure, run_data, tracked_run
+from r2led_model.tracking.bundle import DataVersions, ModelBundle
+from r2led_model.tracking.mlflow_model import load_bundle, log_ctr_model, model_version
+from r2led_model.tracking.runs import configure, run_data, tracked_run
 from tests.helpers import IVY_DIR, config_in, rows, trained_world
 
 FAST = ("training.epochs=3", "training.batch_size=128", "training.reader_workers=1", "model.embedding_dim=8",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from jobs.training.tune import current_values, trial_config
 from r2led_model.config import R2LEDConfig, for_model, load_config
-from r2led_model.tuning import search_space
+from r2led_model.training.tuning import search_space
 
 
 def test_a_trial_sets_the_tuned_models_own_k_and_leaves_r2leds_options_behind():

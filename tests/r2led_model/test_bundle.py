@@ -8,10 +8,10 @@ import json
 
 import torch
 
-from r2led_model.bundle import DataVersions, ModelBundle
 from r2led_model.config import ETAConfig, ModelConfig, R2LEDConfig
 from r2led_model.models import FeatureSpec, build_model
 from r2led_model.models.inputs import random_batch
+from r2led_model.tracking.bundle import DataVersions, ModelBundle
 
 SPEC = FeatureSpec(num_items=40, num_categories=5, sid_levels=2, sid_vocab=6, routes=("sid1", "collab"),
                    route_k=(3, 4), short_window=3, long_history=8, recency_buckets=4)

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from r2led_model.codebook import Codebook, dedup_digits, sid_metrics
+from r2led_model.sids.codebook import Codebook, dedup_digits, sid_metrics
 
 # Level 1 codes are coarse (spacing 10), level 2 codes are fine (spacing 1); d = 2, K = 3.
 LEVEL1 = [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]

@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from r2led_model import codebook_store
-from r2led_model.codebook import Codebook
-from r2led_model.codebook_store import CodebookVersionError
+from r2led_model.sids import codebook_store
+from r2led_model.sids.codebook import Codebook
+from r2led_model.sids.codebook_store import CodebookVersionError
 
 
 def codebook(seed: int) -> Codebook:

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from r2led_model import codebook as codebook_module
-from r2led_model import codebook_store
-from r2led_model.codebook import Codebook
+from r2led_model.sids import codebook as codebook_module
+from r2led_model.sids import codebook_store
+from r2led_model.sids.codebook import Codebook
 
 
 def codebook(seed: int) -> Codebook:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 
+import pytest
 import torch
 from packaging.version import Version
 
@@ -62,3 +63,27 @@ def test_state_dict_readers_fill_what_an_older_model_lacked():
     missing = {"a.sid1.w": torch.tensor([1.0])}
     compat.stacked_route_keys(missing, "a.", ("sid1", "collab"), stack, errors)
     assert len(errors) == 1 and "collab.w" in errors[0] and "a.sid1.w" in missing
+
+
+def test_the_flat_layouts_module_paths_import_their_new_homes_with_a_warning():
+    import importlib
+    import sys
+    import warnings
+
+    from r2led_model.training import trainer
+
+    sys.modules.pop("r2led_model.trainer", None)
+    with pytest.warns(DeprecationWarning, match="r2led_model.trainer moved to r2led_model.training.trainer; "
+                                                 f"the old path is removed in {compat.REMOVED_IN}"):
+        old = importlib.import_module("r2led_model.trainer")
+    assert old is trainer
+    with pytest.warns(DeprecationWarning, match="r2led_model.tracking.tracked_run moved"):
+        from r2led_model.tracking import tracked_run
+    from r2led_model.tracking.runs import tracked_run as current
+    assert tracked_run is current
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImportError):
+            from r2led_model.retrieval import no_such_name  # noqa: F401
+    for old_path, new_path in compat.LEGACY_MODULE_PATHS.items():
+        assert importlib.util.find_spec(new_path) is not None, old_path

@@ -292,7 +292,7 @@ def _sections_with_a_check(section, path: str = "") -> set[str]:
 
 
 def test_every_section_with_a_check_or_a_range_is_checked_when_it_is_read(monkeypatch):
-    import r2led_model.config as config_module
+    import r2led_model.config.schema as config_module
 
     reached: list[set[str]] = []
 

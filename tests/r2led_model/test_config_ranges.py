@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from r2led_model import config as config_module
+from r2led_model.config import loader
+from r2led_model.config import schema as config_module
 from r2led_model.config import RANGES, ConfigError, Range, build_config, load_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -69,7 +70,7 @@ def test_an_empty_own_config_file_names_the_file(tmp_path, text):
 
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_conf_layer_sets_something_and_repeats_no_key(path):
-    layer = config_module._read_yaml(path)
+    layer = loader._read_yaml(path)
     assert layer, f"{path.name} sets no key"
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from r2led_model.config import ModelConfig, R2LEDConfig
-from r2led_model.counterfactuals import frozen, mean_refinement
+from r2led_model.evaluation.counterfactuals import frozen, mean_refinement
 from r2led_model.models import FeatureSpec, build_model
 from r2led_model.models.inputs import random_batch
 from r2led_model.models.r2led import route_mass, route_mass_fixed

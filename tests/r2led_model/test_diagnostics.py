@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from r2led_model.config import ModelConfig, R2LEDConfig
-from r2led_model.diagnostics import r2led_diagnostics
+from r2led_model.evaluation.diagnostics import r2led_diagnostics
 from r2led_model.models import build_model
 from r2led_model.models.inputs import FeatureSpec, random_batch
 

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from r2led_model import feed as feed_module
-from r2led_model.arrow_feed import ArrowFeed
 from r2led_model.config import ConfigError, TrainingConfig, load_config
-from r2led_model.feed import PetastormFeed, build_feed, count_row_groups, count_rows, shard_row_groups
+from r2led_model.training import feed as feed_module
+from r2led_model.training.arrow_feed import ArrowFeed
+from r2led_model.training.feed import PetastormFeed, build_feed, count_row_groups, count_rows, shard_row_groups
 
 COLUMNS = ["sample_id", "user_id", "target_item", "target_sid", "r_sid1_item", "label"]
 SID_LEVELS = 3
@@ -235,7 +235,7 @@ def fresh_announcements(monkeypatch):
 
 
 def test_auto_takes_petastorm_where_it_runs_and_logs_why_once(split_files, fresh_announcements, caplog):
-    with caplog.at_level(logging.INFO, logger="r2led_model.feed"):
+    with caplog.at_level(logging.INFO, logger="r2led_model.training.feed"):
         feeds = [build_feed(TrainingConfig(feed="auto"), files=split_files, columns=COLUMNS, shuffle=False)
                  for _ in range(2)]
     assert all(type(f) is PetastormFeed for f in feeds)
@@ -246,7 +246,7 @@ def test_auto_takes_petastorm_where_it_runs_and_logs_why_once(split_files, fresh
 def test_auto_takes_arrow_on_new_pyarrow_and_forced_petastorm_names_the_key(split_files, fresh_announcements,
                                                                           monkeypatch, caplog):
     monkeypatch.setattr(feed_module.pyarrow, "__version__", "17.0.0")
-    with caplog.at_level(logging.INFO, logger="r2led_model.feed"):
+    with caplog.at_level(logging.INFO, logger="r2led_model.training.feed"):
         f = build_feed(TrainingConfig(feed="auto"), files=split_files, columns=COLUMNS, shuffle=False)
     assert type(f) is ArrowFeed and sample_ids(f) == list(range(TOTAL))
     assert "training feed: arrow (training.feed is 'auto' and Petastorm cannot run: pyarrow 17.0.0" in caplog.text

@@ -1,6 +1,6 @@
 """The one home of the r_<route> group names: built, parsed and read back from training_examples' columns."""
 
-from r2led_model.features import example_routes, group_route, route_group
+from r2led_model.sequences.features import example_routes, group_route, route_group
 
 
 def test_route_groups_round_trip_and_other_groups_have_no_route():

@@ -11,30 +11,11 @@ import pandas as pd
 import pytest
 
 from r2led_model.config import CatalogueNoiseConfig, ImpressionConfig, SyntheticConfig, parse_utc_timestamp
-from r2led_model.impressions import (
-    EXPOSURES,
-    RELATIONS,
-    click_probability,
-    generate_user_impressions,
-    relation_of,
-    user_bias,
-)
-from r2led_model.synthetic import (
-    COLOUR_WORDS,
-    COMMUNITY_INTEREST,
-    L1_WORDS,
-    L2_WORDS,
-    L3_WORDS,
-    STYLE_WORDS,
-    SYNONYMS,
-    build_world,
-    dormant_from,
-    generate_user_events,
-    item_frame,
-    user_communities,
-    user_interest_frame,
-    user_profile,
-)
+from r2led_model.worlds.impressions import (EXPOSURES, RELATIONS, click_probability, generate_user_impressions,
+                                            relation_of, user_bias)
+from r2led_model.worlds.synthetic import (COLOUR_WORDS, COMMUNITY_INTEREST, L1_WORDS, L2_WORDS, L3_WORDS, STYLE_WORDS,
+                                          SYNONYMS, build_world, dormant_from, generate_user_events, item_frame,
+                                          user_communities, user_interest_frame, user_profile)
 
 CONFIG = SyntheticConfig(
     seed=5, num_users=400, events_per_user=80, num_items=4000, taxonomy=(6, 4, 5), interests_per_user=5,

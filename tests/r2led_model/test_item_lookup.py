@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from r2led_model.bundle import DataVersions, ModelBundle
 from r2led_model.config import ETAConfig, ModelConfig, R2LEDConfig, SDIMConfig, SIMHardConfig, TopKRetrievalConfig
 from r2led_model.models import MODELS, FeatureSpec, build_model
 from r2led_model.models.inputs import narrow, random_batch
 from r2led_model.models.item_lookup import ItemLookupError, lookup_arrays, lookup_disagreements
+from r2led_model.tracking.bundle import DataVersions, ModelBundle
 
 SPEC = FeatureSpec(num_items=120, num_categories=6, sid_levels=3, sid_vocab=12, routes=("sid1", "sid2", "collab"),
                    route_k=(4, 3, 5), short_window=4, long_history=12, recency_buckets=5)

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
-from r2led_model.metrics import auc, evaluate, gauc, log_loss
+from r2led_model.evaluation.metrics import auc, evaluate, gauc, log_loss
 
 
 def test_auc_hand_computed_with_ties():

@@ -19,13 +19,13 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from r2led_model.bundle import DataVersions, ModelBundle, predict_arrays
 from r2led_model.config import ModelConfig
-from r2led_model.mlflow_model import (BUNDLE_ARTIFACT, PACKAGE_DIR, CtrPyfuncModel, load_bundle, log_ctr_model,
-                                      package_folder, pip_requirements)
 from r2led_model.models import FeatureSpec, build_model
 from r2led_model.models.inputs import random_batch
-from r2led_model.tracking import tracked_run
+from r2led_model.tracking.bundle import DataVersions, ModelBundle, predict_arrays
+from r2led_model.tracking.mlflow_model import (BUNDLE_ARTIFACT, PACKAGE_DIR, CtrPyfuncModel, load_bundle, log_ctr_model,
+                                               package_folder, pip_requirements)
+from r2led_model.tracking.runs import tracked_run
 
 SPEC = FeatureSpec(num_items=50, num_categories=5, sid_levels=2, sid_vocab=8, routes=("sid1", "collab"),
                    route_k=(3, 2), short_window=3, long_history=6, recency_buckets=4)
@@ -115,7 +115,7 @@ def test_a_logged_model_holds_no_pickle_and_predicts_from_its_folder_alone(make_
     assert Path(pyfunc["model_code_path"]).name == "pyfunc_model.py" and (folder / "pyfunc_model.py").is_file()
     assert "python_model" not in pyfunc  # the key of python_model.pkl (cloudpickle_version is written anyway)
     assert pyfunc["artifacts"][BUNDLE_ARTIFACT]["path"] == "artifacts/bundle.pt"
-    assert (folder / pyfunc["code"] / "r2led_model" / "bundle.py").is_file()
+    assert (folder / pyfunc["code"] / "r2led_model" / "tracking" / "bundle.py").is_file()
     assert MlflowClient().get_model_version("ctr", registered.version).tags["k"] == "v"
 
     # A fresh process, elsewhere, with only the folder: it imports the shipped r2led_model and predicts
@@ -179,7 +179,8 @@ def test_a_package_imported_from_a_wheel_is_extracted_into_a_folder_mlflow_can_c
         zipped.writestr("jobs/__init__.py", "")
     folder = package_folder(wheel / "r2led_model", tmp_path / "code")
     assert folder == tmp_path / "code" / "r2led_model"
-    assert (folder / "pyfunc_model.py").read_bytes() == (PACKAGE_DIR / "pyfunc_model.py").read_bytes()
+    code_file = Path("tracking") / "pyfunc_model.py"
+    assert (folder / code_file).read_bytes() == (PACKAGE_DIR / code_file).read_bytes()
     assert sorted(p.relative_to(folder) for p in folder.rglob("*.py")) == sorted(
         p.relative_to(PACKAGE_DIR) for p in PACKAGE_DIR.rglob("*.py"))
     assert not (tmp_path / "code" / "jobs").exists()
@@ -192,8 +193,8 @@ def test_deleting_the_previous_champions_version_leaves_no_stale_alias(make_conf
     `previous_champion` reads as missing (the registry drops a deleted version's aliases), never as
     a version that is gone."""
     from jobs.registry.promote import CHAMPION, PREVIOUS_CHAMPION, _move_champion
-    from r2led_model.mlflow_model import model_version
-    from r2led_model.tracking import configure
+    from r2led_model.tracking.mlflow_model import model_version
+    from r2led_model.tracking.runs import configure
 
     config = make_config()
     configure(config.mlflow)  # a sqlite registry in the test's folder
@@ -213,9 +214,9 @@ def test_deleting_the_previous_champions_version_leaves_no_stale_alias(make_conf
 def test_versions_of_a_run_and_the_newest_version_read_every_page_of_a_real_registry(make_config, monkeypatch):
     """The searches UC allows (by name alone, then by run in Python) across the SQLite registry's real
     page tokens (tests/r2led_model/test_registry_filters.py checks the filters against UC's rules)."""
-    import r2led_model.mlflow_model as mlflow_model
-    from r2led_model.mlflow_model import model_version, versions_of_run
-    from r2led_model.tracking import configure
+    import r2led_model.tracking.mlflow_model as mlflow_model
+    from r2led_model.tracking.mlflow_model import model_version, versions_of_run
+    from r2led_model.tracking.runs import configure
 
     config = make_config()
     configure(config.mlflow)

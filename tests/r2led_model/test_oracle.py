@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from r2led_model.oracle import OracleTruth, lift_share, oracle_metrics, quality_from_clicks, with_ceiling
+from r2led_model.worlds.oracle import OracleTruth, lift_share, oracle_metrics, quality_from_clicks, with_ceiling
 
 
 def test_oracle_auc_on_a_hand_made_truth_is_exact():

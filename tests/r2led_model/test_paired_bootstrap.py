@@ -12,13 +12,9 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from r2led_model.metrics import auc
-from r2led_model.paired_bootstrap import (
-    bootstrap_auc,
-    paired_auc_difference,
-    paired_auc_differences,
-    weighted_auc,
-)
+from r2led_model.evaluation.metrics import auc
+from r2led_model.evaluation.paired_bootstrap import (bootstrap_auc, paired_auc_difference, paired_auc_differences,
+                                                     weighted_auc)
 
 
 def test_weighted_auc_hand_computed_with_ties_and_weights():

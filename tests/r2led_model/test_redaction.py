@@ -97,7 +97,7 @@ def test_a_commands_config_printout_hides_secrets_and_its_job_gets_them(capsys, 
 def test_an_mlflow_runs_config_artifact_hides_secrets(tmp_path):
     import mlflow
 
-    from r2led_model.tracking import configure, tracked_run
+    from r2led_model.tracking.runs import configure, tracked_run
 
     config = config_in(tmp_path, EXTRA_CONF, "source.kind=table", "source.table.format=csv",
                        f"source.table.path=https://reader:{SECRET}@files.example.com/logs",

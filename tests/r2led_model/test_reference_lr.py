@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from r2led_model.metrics import auc
-from r2led_model.reference_lr import build_reference_features, feature_names, fit_reference
+from r2led_model.evaluation.metrics import auc
+from r2led_model.worlds.reference_lr import build_reference_features, feature_names, fit_reference
 
 ITEM_TOPICS = pd.DataFrame({
     "item_id": [1, 2, 3, 4, 5, 6],

@@ -17,8 +17,8 @@ from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.entities.paged_list import PagedList
 
-import r2led_model.mlflow_model as mlflow_model
-from r2led_model.mlflow_model import model_version, registry_filter, versions_of_run
+import r2led_model.tracking.mlflow_model as mlflow_model
+from r2led_model.tracking.mlflow_model import model_version, registry_filter, versions_of_run
 
 UC_FILTER = re.compile(r"\s*(name|run_id)\s*=\s*'([^']*)'\s*")
 UC_MAX_RESULTS = 10_000

@@ -10,20 +10,10 @@ import numpy as np
 import pytest
 
 from r2led_model.config import RetrievalConfig
-from r2led_model.naive_retrieval import in_memory, naive_recent, naive_retrieve_routes, naive_sim_hard, random_user_case
-from r2led_model.retrieval import (
-    RouteCandidates,
-    RoutePlan,
-    Targets,
-    UserHistory,
-    assert_point_in_time,
-    history_end,
-    retrieve_recent,
-    retrieve_routes,
-    retrieve_routes_many,
-    retrieve_sim_hard,
-    shared_prefix_length,
-)
+from r2led_model.retrieval.multi_route import (RouteCandidates, RoutePlan, Targets, UserHistory, assert_point_in_time,
+                                               history_end, retrieve_recent, retrieve_routes, retrieve_routes_many,
+                                               retrieve_sim_hard, shared_prefix_length)
+from r2led_model.retrieval.naive import in_memory, naive_recent, naive_retrieve_routes, naive_sim_hard, random_user_case
 
 # --------------------------------------------------------------------------------------
 # Hand-made user

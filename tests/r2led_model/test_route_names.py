@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from r2led_model.config import ConfigError, load_config
-from r2led_model.retrieval import RoutePlan
-from r2led_model.route_names import CATEGORY_LEVEL, is_sid_route, route_level
+from r2led_model.retrieval.multi_route import RoutePlan
+from r2led_model.retrieval.route_names import CATEGORY_LEVEL, is_sid_route, route_level
 
 
 def test_each_name_has_its_level_and_anything_else_is_refused():

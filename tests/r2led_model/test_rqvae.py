@@ -9,18 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from r2led_model.codebook import Codebook
 from r2led_model.config import CodebookConfig
-from r2led_model.rqvae import (
-    RQVAE,
-    ResidualQuantizer,
-    RQVAEOutput,
-    export_codebook,
-    kmeans,
-    reconstruction_mse,
-    rqvae_loss,
-    train_rqvae,
-)
+from r2led_model.sids.codebook import Codebook
+from r2led_model.sids.rqvae import (RQVAE, ResidualQuantizer, RQVAEOutput, export_codebook, kmeans, reconstruction_mse,
+                                    rqvae_loss, train_rqvae)
 
 # Tiny and few epochs: the whole file runs in seconds on two busy cores.
 TINY = CodebookConfig(levels=3, codebook_size=8, latent_dim=4, hidden_dims=(32,), epochs=8, batch_size=32,

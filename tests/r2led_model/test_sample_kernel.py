@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from r2led_model.sample_kernel import (
-    NegativeRule,
-    SplitRule,
-    assign_split,
-    build_samples_sorted,
-    draw_negatives,
-    hist_len_sorted,
-    uniform_draws,
-)
+from r2led_model.sequences.sample_kernel import (NegativeRule, SplitRule, assign_split, build_samples_sorted,
+                                                 draw_negatives, hist_len_sorted, uniform_draws)
 
 
 def test_hist_len_excludes_same_second_and_other_users():

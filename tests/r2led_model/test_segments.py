@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from r2led_model.metrics import auc
-from r2led_model.paired_bootstrap import paired_auc_differences
-from r2led_model.segments import format_segment_table, segment_table, warmth_bucket
+from r2led_model.evaluation.metrics import auc
+from r2led_model.evaluation.paired_bootstrap import paired_auc_differences
+from r2led_model.evaluation.segments import format_segment_table, segment_table, warmth_bucket
 
 
 def test_warmth_bucket_boundaries():

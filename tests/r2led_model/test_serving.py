@@ -12,17 +12,17 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from r2led_model.bundle import DataVersions, ModelBundle
 from r2led_model.config import ModelConfig
-from r2led_model.item_feature_lookup import ItemFeatureLookup
-from r2led_model.item_index_lookup import ItemIndexLookup
-from r2led_model.mlflow_model import catalog_incompatibilities, log_ctr_model
 from r2led_model.models import FeatureSpec, build_model
-from r2led_model.retrieval import RoutePlan, RouteSpec
+from r2led_model.retrieval.item_feature_lookup import ItemFeatureLookup
+from r2led_model.retrieval.multi_route import RoutePlan, RouteSpec
 from r2led_model.serving.catalog import ExampleSettings, ServingCatalog
 from r2led_model.serving.requests import RawRequests, RequestError
 from r2led_model.serving.scorer import OUTPUT_COLUMNS, request_inputs, score_requests
-from r2led_model.tracking import tracked_run
+from r2led_model.tracking.bundle import DataVersions, ModelBundle
+from r2led_model.tracking.mlflow_model import catalog_incompatibilities, log_ctr_model
+from r2led_model.tracking.runs import tracked_run
+from r2led_model.training.item_index_lookup import ItemIndexLookup
 
 ITEMS = 30  # raw ids 1001..1030 ↔ item indices 1..30
 SPEC = FeatureSpec(num_items=ITEMS + 1, num_categories=6, sid_levels=2, sid_vocab=5, routes=("sid1", "collab"),

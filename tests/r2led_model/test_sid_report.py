@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from r2led_model.sid_report import build_report, normalized_mutual_information, prefix_keys
+from r2led_model.sids.sid_report import build_report, normalized_mutual_information, prefix_keys
 
 
 def test_nmi_is_one_for_the_same_partition_and_zero_for_independent_ones():

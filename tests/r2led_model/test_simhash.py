@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from r2led_model.simhash import (
-    hamming,
-    popcount,
-    signatures_from_hyperplanes,
-    simhash_hyperplanes,
-    simhash_signatures,
-    words_for,
-)
+from r2led_model.retrieval.simhash import (hamming, popcount, signatures_from_hyperplanes, simhash_hyperplanes,
+                                           simhash_signatures, words_for)
 
 
 def test_bits_follow_hand_made_hyperplanes():

@@ -10,18 +10,9 @@ import pandas as pd
 import pytest
 
 from r2led_model.config import CatalogueNoiseConfig, ImpressionConfig, SyntheticConfig, parse_utc_timestamp
-from r2led_model.impressions import generate_user_impressions
-from r2led_model.synthetic import (
-    COLOUR_WORDS,
-    L1_WORDS,
-    L2_WORDS,
-    L3_WORDS,
-    STYLE_WORDS,
-    build_world,
-    generate_user_events,
-    item_frame,
-    user_interest_frame,
-)
+from r2led_model.worlds.impressions import generate_user_impressions
+from r2led_model.worlds.synthetic import (COLOUR_WORDS, L1_WORDS, L2_WORDS, L3_WORDS, STYLE_WORDS, build_world,
+                                          generate_user_events, item_frame, user_interest_frame)
 
 CONFIG = SyntheticConfig(seed=11, num_users=800, events_per_user=100, num_items=3000,
                          taxonomy=(8, 6, 5), zipf_exponent=1.1, interests_per_user=6,

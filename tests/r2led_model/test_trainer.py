@@ -18,9 +18,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from r2led_model.config import TrainingConfig
-from r2led_model.metrics import evaluate
-from r2led_model.trainer import (Checkpoint, _set_rng_state, checkpoint_path, fit, latest_checkpoint, load_checkpoint,
-                                 predict, set_seed)
+from r2led_model.evaluation.metrics import evaluate
+from r2led_model.training.trainer import (Checkpoint, _set_rng_state, checkpoint_path, fit, latest_checkpoint,
+                                          load_checkpoint, predict, set_seed)
 from tests.helpers import ClickTask, assert_same, batches_of, click_rows, labels_flipped_from, state_copy
 
 NUM_ITEMS = 40

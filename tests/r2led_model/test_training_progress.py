@@ -19,9 +19,9 @@ import pytest
 import torch
 from torch import nn
 
-import r2led_model.trainer as trainer
+import r2led_model.training.trainer as trainer
 from r2led_model.config import TrainingConfig
-from r2led_model.trainer import PROGRESS_LOG_SECONDS, fit
+from r2led_model.training.trainer import PROGRESS_LOG_SECONDS, fit
 from tests.helpers import ClickTask, click_rows
 
 NUM_ITEMS = 40

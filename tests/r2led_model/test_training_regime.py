@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from r2led_model.bundle import DataVersions, ModelBundle
 from r2led_model.config import ModelConfig, TrainingConfig
 from r2led_model.models import CTRTask, FeatureSpec, build_model
 from r2led_model.models.inputs import random_batch
 from r2led_model.models.layers import ITEM_INIT_STD
-from r2led_model.optim import RowwiseAdam
-from r2led_model.trainer import (Checkpoint, LossForward, checkpoint_path, evaluation_steps, fit, load_checkpoint,
-                                 make_optimizer, set_seed, train_step)
+from r2led_model.tracking.bundle import DataVersions, ModelBundle
+from r2led_model.training.optim import RowwiseAdam
+from r2led_model.training.trainer import (Checkpoint, LossForward, checkpoint_path, evaluation_steps, fit,
+                                          load_checkpoint, make_optimizer, set_seed, train_step)
 from tests.helpers import ClickTask, assert_same, batches_of, click_rows, labels_flipped_from, state_copy
 
 SPEC = FeatureSpec(num_items=200, num_categories=6, sid_levels=2, sid_vocab=10, routes=("sid1", "collab"),

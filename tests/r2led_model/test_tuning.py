@@ -8,7 +8,7 @@ import json
 import pytest
 
 from r2led_model.config import ConfigError, load_config, with_values
-from r2led_model.tuning import SHARED_SPACE, TunedParams, search_space, tuned_config, tuned_path
+from r2led_model.training.tuning import SHARED_SPACE, TunedParams, search_space, tuned_config, tuned_path
 
 
 def test_each_retrieving_model_searches_its_own_sections_k():

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from r2led_model.config import ConfigError, ModelConfig, R2LEDConfig, load_config
-from r2led_model.counterfactuals import frozen, mean_refinement
-from r2led_model.feed import value_counts
+from r2led_model.evaluation.counterfactuals import frozen, mean_refinement
 from r2led_model.models import CTRTask, FeatureSpec, build_model
 from r2led_model.models.inputs import random_batch
 from r2led_model.models.layers import WARMTH_PRIOR_LOGIT, log2_bucket
+from r2led_model.training.feed import value_counts
 
 SPEC = FeatureSpec(num_items=64, num_categories=5, sid_levels=2, sid_vocab=9, routes=("sid1", "collab"),
                    route_k=(3, 3), short_window=3, long_history=6, recency_buckets=4)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from r2led_model.features import route_group
 from r2led_model.models.inputs import Batch
 from r2led_model.models.layers import Behaviours
 from r2led_model.models.r2led import R2LED, WEIGHTED, route_mass
+from r2led_model.sequences.features import route_group
 
 
 @dataclass(frozen=True)

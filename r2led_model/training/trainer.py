@@ -9,10 +9,10 @@ task owns the loss): an ``nn.Module`` with
 
 Batches are dicts of tensors (``r2led_model.models.inputs``) that also carry ``label`` and ``user_id``
 (GAUC groups by user). They come from callables, so the loop does not care whether they are read by
-Petastorm (``r2led_model.feed``) or built in memory: ``train_batches(epoch)`` gives one epoch of this
+Petastorm (``r2led_model.training.feed``) or built in memory: ``train_batches(epoch)`` gives one epoch of this
 process's training batches, ``valid_batches()`` this process's validation batches.
 
-The training regime is the same for every model: ``RowwiseAdam`` (``r2led_model.optim``: the item rows at
+The training regime is the same for every model: ``RowwiseAdam`` (``r2led_model.training.optim``: the item rows at
 their own learning rate, embedding rows updated lazily, decoupled decay of dense weights only), validation
 ``training.evals_per_epoch`` times per epoch, every learning rate cut by ``training.lr_plateau_factor`` at an
 evaluation that does not beat the best validation AUC, and a stop after ``training.patience`` such
@@ -62,8 +62,8 @@ from torch import nn
 
 from r2led_model.compat import LEGACY_CHECKPOINT_GLOBALS
 from r2led_model.config import TrainingConfig
-from r2led_model.metrics import evaluate
-from r2led_model.optim import RowwiseAdam, learning_rate_scale, parameter_groups, scale_learning_rates
+from r2led_model.evaluation.metrics import evaluate
+from r2led_model.training.optim import RowwiseAdam, learning_rate_scale, parameter_groups, scale_learning_rates
 
 log = logging.getLogger(__name__)
 
@@ -665,7 +665,7 @@ def fit(task: nn.Module, *, train_batches: Callable[[int], Iterable[Batch]],
 
 
 def make_optimizer(task: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
-    """The optimizer ``fit`` trains with: RowwiseAdam over the task's parameter groups (``r2led_model.optim``):
+    """The optimizer ``fit`` trains with: RowwiseAdam over the task's parameter groups (``r2led_model.training.optim``):
     item rows at ``config.item_learning_rate``, other parameters at ``config.learning_rate``, decoupled
     ``config.weight_decay`` on dense weights only."""
     return RowwiseAdam(parameter_groups(task, learning_rate=config.learning_rate,

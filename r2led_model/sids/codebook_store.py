@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from r2led_model.codebook import Codebook
+from r2led_model.sids.codebook import Codebook
 
 POINTER = "current.json"
 

@@ -1,12 +1,12 @@
 """The training feed read with plain ``pyarrow.parquet``: for pyarrow >= 15, where Petastorm 0.12 fails.
 
-``ArrowFeed`` is ``r2led_model.feed.Feed`` with its own reading of row groups and nothing else: the same
+``ArrowFeed`` is ``r2led_model.training.feed.Feed`` with its own reading of row groups and nothing else: the same
 files, the same columns (only those asked for), the same row groups per rank, read in the order
 Petastorm reads them (``shard_row_groups`` reproduces Petastorm's seeded sharding and ventilator
 shuffle), then the same seeded shuffle buffer and batching. For one (files, seed, epoch, rank,
 world_size, batch_size, shuffle_buffer, workers) it yields the same batches in the same order as
 ``PetastormFeed`` wherever Petastorm's own order is reproducible (workers == 1, or the whole shard fits
-the buffer: see ``r2led_model.feed``); where it is not, the same rows per epoch and rank.
+the buffer: see ``r2led_model.training.feed``); where it is not, the same rows per epoch and rank.
 
 Its ``workers`` threads read ahead (at most workers + 1 row groups in flight) and are handed back in
 ``shard`` order, so its output never depends on thread timing.
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from r2led_model.feed import Feed, _locate, _num_rows
+from r2led_model.training.feed import Feed, _locate, _num_rows
 
 
 def column_to_numpy(name: str, column: pa.ChunkedArray | pa.Array) -> np.ndarray:

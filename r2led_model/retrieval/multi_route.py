@@ -45,7 +45,7 @@ recent first; category −1 = unknown matches nothing) and last-k recency.
 Ranking is one stable argsort per route over an (S, T) key: entries that passed the filter
 first, by score; then (fill="recent") the other valid positions; then positions at or beyond the
 cut. Columns are sorted in reversed position order so that the stable sort puts the later of
-two equal keys first. `r2led_model/naive_retrieval.py` is an independent per-row
+two equal keys first. `r2led_model/retrieval/naive.py` is an independent per-row
 pure-Python implementation of the same rules, used as the tests' oracle and the benchmark's
 baseline.
 """
@@ -58,8 +58,8 @@ from typing import Callable, Iterator, Mapping, get_args
 import numpy as np
 
 from r2led_model.config import FillMode, RetrievalMode, Similarity
-from r2led_model.route_names import CATEGORY_LEVEL, CATEGORY_ROUTE, COLLAB_ROUTE, route_level
-from r2led_model.simhash import has_signature, hamming, words_for
+from r2led_model.retrieval.route_names import CATEGORY_LEVEL, CATEGORY_ROUTE, COLLAB_ROUTE, route_level
+from r2led_model.retrieval.simhash import hamming, has_signature, words_for
 
 MODES: tuple[str, ...] = get_args(RetrievalMode)
 SIMILARITIES: tuple[str, ...] = get_args(Similarity)

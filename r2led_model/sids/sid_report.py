@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-from r2led_model.codebook import sid_metrics
+from r2led_model.sids.codebook import sid_metrics
 
 
 def normalized_mutual_information(labels_a: np.ndarray, labels_b: np.ndarray) -> float:

@@ -1,6 +1,6 @@
 """A deliberately naive, per-row pure-Python implementation of multi-route retrieval.
 
-The same rules as `r2led_model.retrieval` (see its docstring), written the obvious way: for each
+The same rules as `r2led_model.retrieval.multi_route` (see its docstring), written the obvious way: for each
 sample, for each history position, decide whether the behaviour passes the route's filter and
 score it with plain Python ints and floats (Hamming distance by ``bin(x).count("1")``), then sort
 the survivors by (score, later position first). No numpy inside the loops: numpy arrays are
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r2led_model.retrieval import Histories, RouteCandidates, RoutePlan, Targets, UserHistory
-from r2led_model.route_names import CATEGORY_LEVEL
+from r2led_model.retrieval.multi_route import Histories, RouteCandidates, RoutePlan, Targets, UserHistory
+from r2led_model.retrieval.route_names import CATEGORY_LEVEL
 
 _NO_SCORE = 0
 
@@ -102,7 +102,7 @@ def _choose(pool: list[tuple], others: list[int], k: int, fill: str) -> tuple[li
 
 
 def naive_retrieve_routes(history: UserHistory, targets: Targets, plan: RoutePlan) -> dict[str, RouteCandidates]:
-    """Same contract as `r2led_model.retrieval.retrieve_routes`, one sample and one position at a time."""
+    """Same contract as `r2led_model.retrieval.multi_route.retrieve_routes`, one sample and one position at a time."""
     stored = len(history.item_ids)
     h_codes = _as_lists(history.sid_codes)
     t_codes = _as_lists(targets.sid_codes)

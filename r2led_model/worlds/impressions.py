@@ -1,6 +1,6 @@
 """Impressions with a known click probability: the oracle-scored part of the synthetic world.
 
-The page-view log (`r2led_model.synthetic`) is what a user did of their own accord; impressions are
+The page-view log (`r2led_model.worlds.synthetic`) is what a user did of their own accord; impressions are
 what a recommender showed them and whether they clicked. Each impression's click is drawn from a
 probability that is written beside it, so every model can be compared with the oracle that knows it.
 
@@ -39,15 +39,8 @@ import numpy as np
 import pandas as pd
 
 from r2led_model.config import SyntheticConfig, parse_utc_timestamp
-from r2led_model.synthetic import (
-    DrawSource,
-    SyntheticWorld,
-    UserProfile,
-    community_pick,
-    redraw_unlaunched,
-    user_communities,
-    user_profile,
-)
+from r2led_model.worlds.synthetic import (DrawSource, SyntheticWorld, UserProfile, community_pick, redraw_unlaunched,
+                                          user_communities, user_profile)
 
 RELATIONS = ("leaf", "topic", "top", "none")  # relation codes 0..3, closest first
 EXPOSURES = ("popularity", "interest", "community", "new")

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from r2led_model.metrics import auc
-from r2led_model.paired_bootstrap import paired_auc_differences
+from r2led_model.evaluation.metrics import auc
+from r2led_model.evaluation.paired_bootstrap import paired_auc_differences
 
 WARMTH_BUCKETS = ("0", "1-4", "5-19", "20+")
 _WARMTH_EDGES = np.array([1, 5, 20])  # first impression count of each bucket after "0"

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from r2led_model.codebook import ASSIGN_CHUNK_ROWS, Codebook
 from r2led_model.config import CodebookConfig
+from r2led_model.sids.codebook import ASSIGN_CHUNK_ROWS, Codebook
 
 log = logging.getLogger(__name__)
 

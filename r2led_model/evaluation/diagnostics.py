@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from r2led_model.features import route_group
+from r2led_model.evaluation.segments import ordered_values, warmth_bucket
 from r2led_model.models.inputs import Batch
 from r2led_model.models.layers import Behaviours, masked_softmax
 from r2led_model.models.r2led import R2LED, WEIGHTED
-from r2led_model.segments import ordered_values, warmth_bucket
+from r2led_model.sequences.features import route_group
 
 
 def _gate_id_weight(model: R2LED, batch: Batch) -> Tensor | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from r2led_model.metrics import auc, evaluate
+from r2led_model.evaluation.metrics import auc, evaluate
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class SearchParam:
 
 SHARED_SPACE = (
     SearchParam("training.learning_rate", "log_float", 1e-4, 1e-2),
-    # The ID table and per-item bias (r2led_model.optim): from the base rate's range up to 10x its top.
+    # The ID table and per-item bias (r2led_model.training.optim): from the base rate's range up to 10x its top.
     SearchParam("training.item_learning_rate", "log_float", 1e-4, 1e-1),
     SearchParam("training.weight_decay", "log_float", 1e-8, 1e-3),
     SearchParam("model.dropout", "float", 0.0, 0.5),

@@ -1,5 +1,5 @@
 """Training batches from Parquet files: the feed contract, its Petastorm implementation (the one module
-that imports petastorm) and ``build_feed``, which chooses between it and ``r2led_model.arrow_feed.ArrowFeed``.
+that imports petastorm) and ``build_feed``, which chooses between it and ``r2led_model.training.arrow_feed.ArrowFeed``.
 
 The Spark side hands over the *active files* of one split of a Delta table (never a folder listing:
 a Delta folder also holds removed files) and the columns a model reads. ``feed.batches(epoch)`` reads
@@ -375,7 +375,7 @@ def build_feed(training: TrainingConfig, *, files: Sequence[str], columns: Seque
                rank: int = 0, world_size: int = 1) -> Feed:
     """The feed of one split for one rank, read by the implementation ``training.feed`` chooses."""
     if choose_feed(training.feed) == "arrow":
-        from r2led_model.arrow_feed import ArrowFeed  # it builds on Feed: imported here, not at the top
+        from r2led_model.training.arrow_feed import ArrowFeed  # it builds on Feed: imported here, not at the top
 
         implementation: type[Feed] = ArrowFeed
     else:

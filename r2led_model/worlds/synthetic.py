@@ -10,7 +10,7 @@ depend only on ``(seed, user_id)`` and the world, so any batching of user ids (e
 * users with a few long-lived level-2 interests; sessions of geometric length each follow one
   interest and never the previous session's, so an interest returns only after a gap: it is
   missing from the recent window but present in the lifelong history; with `dormant_share`, some
-  interests stop appearing in the log after `dormant_after` of the days (`r2led_model.impressions`
+  interests stop appearing in the log after `dormant_after` of the days (`r2led_model.worlds.impressions`
   still lets them drive clicks);
 * a catalogue that is not the taxonomy (`synthetic.catalogue`): the `category_id` a model sees names
   a node at a configurable level, a share of items carry another node's category, and a share of
@@ -103,7 +103,7 @@ _TEXT_DROP, _TEXT_SWAP = 1 / 3, 2 / 3  # a degraded text's word: dropped below 1
 
 _WORLD_STREAM, _USER_STREAM = 0, 1  # keep world and user random streams apart
 # Later streams, so a world without catalogue noise, dormancy, communities, launches or noisy top
-# topics is byte-identical to older worlds. 3 is r2led_model.impressions'.
+# topics is byte-identical to older worlds. 3 is r2led_model.worlds.impressions'.
 _CATALOGUE_STREAM, _DORMANT_STREAM, _COMMUNITY_STREAM, _LAUNCH_STREAM, _NOISY_TOP_STREAM = 2, 4, 5, 6, 7
 _MEMBERSHIP, _VISITS = 0, 1  # sub-streams of a user's community stream
 # Page-view `interest` codes besides a topic id: popularity noise, a visit to one of the user's communities.

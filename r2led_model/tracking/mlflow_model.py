@@ -1,7 +1,7 @@
 """The MLflow side of a trained model: a pyfunc flavour, logging with signature and pinned
 requirements, and the registry calls promotion and scoring need (aliases, version tags).
 
-Together with `tracking.py` (and `pyfunc_model.py`, the model's code file) this is the only place that
+Together with `runs.py` (and `pyfunc_model.py`, the model's code file) this is the only place that
 imports mlflow. A model is logged as code (MLflow "models from code"): `python_model=` is the path of
 `pyfunc_model.py`, so the model folder holds no pickle; the weights are the `bundle` artifact
 (`bundle.pt`, read with `torch.load(weights_only=True)`) and the `r2led_model` package ships as code,
@@ -26,22 +26,22 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.models import Model, infer_signature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from r2led_model.bundle import LOOKUP_KEY, DataVersions, ModelBundle, frame_arrays, predict_arrays
-from r2led_model.models.inputs import INPUT_LAYOUT
 from r2led_model.config import MlflowConfig
+from r2led_model.models.inputs import INPUT_LAYOUT
 from r2led_model.serving.catalog import CATALOG_ARTIFACT, ServingCatalog
 from r2led_model.serving.requests import RawRequests, RequestError
 from r2led_model.serving.scorer import score_requests
-from r2led_model.tracking import configure
+from r2led_model.tracking.bundle import LOOKUP_KEY, DataVersions, ModelBundle, frame_arrays, predict_arrays
+from r2led_model.tracking.runs import configure
 
 log = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # r2led_model: it travels whole as the model's code
 # The models-from-code file `log_ctr_model` logs as `python_model`: it calls `set_model(CtrPyfuncModel())`.
-PYFUNC_CODE = PACKAGE_DIR / "pyfunc_model.py"
+PYFUNC_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
 BUNDLE_ARTIFACT = "bundle"
 
 
@@ -78,7 +78,7 @@ class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
     takes a DataFrame for the array contract.
 
     It stays here under this name: versions logged before models-from-code hold a cloudpickle of an
-    instance, which refers to `r2led_model.mlflow_model.CtrPyfuncModel`; `mlflow.pyfunc.load_model`
+    instance, which refers to `r2led_model.tracking.mlflow_model.CtrPyfuncModel`; `mlflow.pyfunc.load_model`
     still loads them (MLflow unpickles, as MLFLOW_ALLOW_PICKLE_DESERIALIZATION allows by default), with
     the class from the `r2led_model` shipped in their folder, or the one already imported.
     """
@@ -158,7 +158,7 @@ def log_ctr_model(bundle: ModelBundle, input_example: Mapping[str, np.ndarray], 
             artifacts[CATALOG_ARTIFACT] = str(catalog_path)
         package = package_folder(PACKAGE_DIR, Path(folder) / "code")
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(package / PYFUNC_CODE.name), artifacts=artifacts,
+            name="model", python_model=str(package / PYFUNC_CODE.relative_to(PACKAGE_DIR)), artifacts=artifacts,
             code_paths=[str(package)], signature=signature, input_example=example,
             pip_requirements=pip_requirements(), registered_model_name=registered_name)
     if metrics:

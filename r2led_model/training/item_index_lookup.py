@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 
 from r2led_model.arrow_arrays import fixed_width
+from r2led_model.sequences.features import PAD
+from r2led_model.sequences.features import UNKNOWN_CATEGORY as UNKNOWN_CATEGORY_IDX
 from r2led_model.sorted_lookup import locate, take_known
-from r2led_model.features import PAD
-from r2led_model.features import UNKNOWN_CATEGORY as UNKNOWN_CATEGORY_IDX
 
 
 @dataclass(frozen=True)

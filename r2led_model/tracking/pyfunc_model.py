@@ -10,6 +10,6 @@ project installed. The import is absolute because MLflow runs the file under a g
 
 from mlflow.models import set_model
 
-from r2led_model.mlflow_model import CtrPyfuncModel
+from r2led_model.tracking.mlflow_model import CtrPyfuncModel
 
 set_model(CtrPyfuncModel())

@@ -69,7 +69,7 @@ def loss_curves_figure(history: Sequence[dict]):
 
 def refinement_figure(diagnostics: dict, family: str = "warmth"):
     """R2LED's gate ID weight and route-fusion weights per value of one segment family
-    (`r2led_model.diagnostics.r2led_diagnostics`'s "by_segment"): a gate that chooses rises with warmth."""
+    (`r2led_model.evaluation.diagnostics.r2led_diagnostics`'s "by_segment"): a gate that chooses rises with warmth."""
     values = diagnostics.get("by_segment", {}).get(family, {})
     labels = list(values)
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))

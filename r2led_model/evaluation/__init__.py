@@ -1,0 +1,1 @@
+"""Evaluation: AUC/GAUC/LogLoss, paired bootstrap intervals, segments, plots and R2LED's refinement diagnostics."""

@@ -1,0 +1,1 @@
+"""Semantic IDs: the text encoder, the RQ-VAE, the exported codebook and its store, SID reports."""
