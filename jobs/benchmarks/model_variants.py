@@ -37,27 +37,24 @@ CONTROLS = (*(Variant(f"{v.label}+sid", v.model, shared=(("item_sids", True),)) 
             Variant("sim_hard offline", "sim_hard", (("search", "offline"),)))
 
 
-# R2LED's defaults (model.r2led): gate, sid_fusion=sum, route_fusion=cross, route_occupancy on, every
-# route. Each ablation changes one of them.
+# R2LED's defaults (model.r2led): the warmth gate, sid_fusion=sum, route_fusion=constant_query, route_occupancy
+# on, every route. Each ablation changes one of them; the default before (the sigmoid gate with the cross
+# fusion) stays a row, and the per-level SID fusion, which only the sigmoid gates take, comes with one.
 ABLATIONS = (
     Variant("r2led gate=id_only", "r2led", (("gate", "id_only"),)),
     Variant("r2led gate=sid_only", "r2led", (("gate", "sid_only"),)),
     Variant("r2led gate=sum", "r2led", (("gate", "sum"),)),
+    Variant("r2led gate=gate", "r2led", (("gate", "gate"),)),
     Variant("r2led gate=target_gate", "r2led", (("gate", "target_gate"),)),
-    Variant("r2led gate=warmth", "r2led", (("gate", "warmth"),)),
-    Variant("r2led gate=warmth+target", "r2led", (("gate", "warmth"), ("warmth_target", True))),
-    Variant("r2led sid_fusion=per_level", "r2led", (("sid_fusion", "per_level"),)),
+    Variant("r2led gate=warmth+target", "r2led", (("warmth_target", True),)),
+    Variant("r2led gate=gate sid_fusion=per_level", "r2led", (("gate", "gate"), ("sid_fusion", "per_level"))),
+    Variant("r2led fusion=cross", "r2led", (("route_fusion", "cross"),)),
     Variant("r2led fusion=attention", "r2led", (("route_fusion", "attention"),)),
     Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)),
     Variant("r2led fusion=concat", "r2led", (("route_fusion", "concat"),)),
     Variant("r2led fusion=target_aware", "r2led", (("route_fusion", "target_aware"),)),
-    Variant("r2led fusion=constant_query", "r2led", (("route_fusion", "constant_query"),)),
-    # The refinement stage of issue "bi-level fusion" together: the warmth gate and the target-aware fusion,
-    # and the same with the constant query (its control).
-    Variant("r2led warmth+target_aware", "r2led", (("gate", "warmth"), ("route_fusion", "target_aware"))),
-    Variant("r2led warmth+constant_query", "r2led", (("gate", "warmth"), ("route_fusion", "constant_query"))),
-    # The warmth gate with the plain mean over routes (the target-agnostic fusion that does best alone).
-    Variant("r2led warmth+mean", "r2led", (("gate", "warmth"), ("route_fusion", "mean"))),
+    # The default before the warmth gate and the constant-query fusion.
+    Variant("r2led gate=gate fusion=cross", "r2led", (("gate", "gate"), ("route_fusion", "cross"))),
     Variant("r2led no occupancy", "r2led", (("route_occupancy", False),)),
     Variant("r2led sid_pools=exclusive", "r2led", (("sid_pools", "exclusive"),)),
     Variant("r2led routes=collab", "r2led", (("routes", ("collab",)),)),

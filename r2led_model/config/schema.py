@@ -608,10 +608,12 @@ SidPools = Literal["nested", "exclusive"]
 class R2LEDConfig:
     """`model.r2led`: R2LED's own options; the ablations of `r2led benchmark models` vary them."""
 
-    # SID-level fusion of the ID and SID embeddings: gate (σ(W[e_id; e_sid])), target_gate (the gate
-    # also sees the target), warmth (one weight per item from its training impressions and normalised
-    # ID and SID embeddings: `layers.WarmthGate`), sum, id_only, sid_only.
-    gate: GateMode = "gate"
+    # SID-level fusion of the ID and SID embeddings: warmth (one weight per item from its training
+    # impressions and normalised ID and SID embeddings: `layers.WarmthGate`), gate (σ(W[e_id; e_sid])),
+    # target_gate (the gate also sees the target), sum, id_only, sid_only. `warmth` with the
+    # constant-query route fusion is the default: after equal tuning it had the best whole-validation AUC
+    # of R2LED's configurations on the lifelong world (docs/measured.md).
+    gate: GateMode = "warmth"
     # The warmth gate's item warmth: log2 buckets of an item's training impressions (0, 1, 2-3, 4-7, ...,
     # the last bucket open-ended).
     warmth_buckets: int = 8
@@ -632,9 +634,8 @@ class R2LEDConfig:
     # and warmth; normalised, with a learned temperature) and constant_query (the same attention with one
     # learned query for every target: the control that isolates listening to the target); or cross (the
     # target attends across every route's candidates at once, each keyed with its route's embedding).
-    # `cross` is the default: on the oracle world's validation split it beat per-route attention then
-    # fusion (docs/measured.md).
-    route_fusion: RouteFusionMode = "cross"
+    # `constant_query` is the default, with the warmth gate (see `gate`); `cross` was the default before.
+    route_fusion: RouteFusionMode = "constant_query"
     # Add an embedding of each route's pool occupancy (log2 buckets of its valid candidates): how
     # much of the history matched the target at that route's granularity, which attention averages away.
     route_occupancy: bool = True

@@ -171,9 +171,9 @@ def test_sweep_labels_become_metric_names_mlflow_accepts(tmp_path):
 def test_variants_by_label_pick_exactly_those_and_an_unknown_label_exits_2_before_spark(capsys):
     from jobs.benchmarks import models as bench
 
-    picked = variants(None, True, True, ["r2led gate=warmth", "din+sid", "r2led gate=warmth"])
-    assert [v.label for v in picked] == ["r2led gate=warmth", "din+sid"]
-    assert dict(picked[0].overrides) == {"gate": "warmth"} and dict(picked[1].shared) == {"item_sids": True}
+    picked = variants(None, True, True, ["r2led gate=gate", "din+sid", "r2led gate=gate"])
+    assert [v.label for v in picked] == ["r2led gate=gate", "din+sid"]
+    assert dict(picked[0].overrides) == {"gate": "gate"} and dict(picked[1].shared) == {"item_sids": True}
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--variants", "r2led gate=nonsense"])
     assert exit_info.value.code == 2

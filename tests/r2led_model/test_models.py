@@ -25,26 +25,33 @@ CONFIG = ModelConfig(embedding_dim=8, attention_heads=2, mlp_dims=(32, 16), drop
 
 # Every registered model, plus R2LED's main ablations (options of model.r2led).
 VARIANTS = {name: (name, {}) for name in MODELS} | {
-    "r2led-id_only": ("r2led", {"gate": "id_only"}),
-    "r2led-sid_only": ("r2led", {"gate": "sid_only"}),
-    "r2led-sum": ("r2led", {"gate": "sum"}),
-    "r2led-target_gate": ("r2led", {"gate": "target_gate"}),
+    # Each variant names its gate and route fusion, so its golden logits do not move with the defaults;
+    # "r2led" is the default itself, "r2led-gate-cross" the default before the warmth gate.
+    "r2led-gate-cross": ("r2led", {"gate": "gate", "route_fusion": "cross"}),
+    "r2led-id_only": ("r2led", {"gate": "id_only", "route_fusion": "cross"}),
+    "r2led-sid_only": ("r2led", {"gate": "sid_only", "route_fusion": "cross"}),
+    "r2led-sum": ("r2led", {"gate": "sum", "route_fusion": "cross"}),
+    "r2led-target_gate": ("r2led", {"gate": "target_gate", "route_fusion": "cross"}),
     # id_min_count 0: with no impressions set every item would read the OOV row and its own row no gradient.
-    "r2led-warmth": ("r2led", {"gate": "warmth", "id_min_count": 0}),
-    "r2led-warmth-target": ("r2led", {"gate": "warmth", "id_min_count": 0, "warmth_target": True}),
-    "r2led-mean": ("r2led", {"route_fusion": "mean"}),
-    "r2led-concat": ("r2led", {"route_fusion": "concat"}),
-    "r2led-subset": ("r2led", {"routes": ("sid2", "collab")}),
-    "r2led-per_level": ("r2led", {"sid_fusion": "per_level"}),
-    "r2led-per_level-target_gate": ("r2led", {"sid_fusion": "per_level", "gate": "target_gate"}),
-    "r2led-attention": ("r2led", {"route_fusion": "attention"}),
-    "r2led-no_occupancy": ("r2led", {"route_occupancy": False}),
-    "r2led-attention-no_occupancy": ("r2led", {"route_fusion": "attention", "route_occupancy": False}),
+    "r2led-warmth": ("r2led", {"gate": "warmth", "id_min_count": 0, "route_fusion": "cross"}),
+    "r2led-warmth-target": ("r2led", {"gate": "warmth", "id_min_count": 0, "warmth_target": True,
+                                      "route_fusion": "cross"}),
+    "r2led-mean": ("r2led", {"route_fusion": "mean", "gate": "gate"}),
+    "r2led-concat": ("r2led", {"route_fusion": "concat", "gate": "gate"}),
+    "r2led-subset": ("r2led", {"routes": ("sid2", "collab"), "gate": "gate", "route_fusion": "cross"}),
+    "r2led-per_level": ("r2led", {"sid_fusion": "per_level", "gate": "gate", "route_fusion": "cross"}),
+    "r2led-per_level-target_gate": ("r2led", {"sid_fusion": "per_level", "gate": "target_gate",
+                                              "route_fusion": "cross"}),
+    "r2led-attention": ("r2led", {"route_fusion": "attention", "gate": "gate"}),
+    "r2led-no_occupancy": ("r2led", {"route_occupancy": False, "gate": "gate", "route_fusion": "cross"}),
+    "r2led-attention-no_occupancy": ("r2led", {"route_fusion": "attention", "route_occupancy": False, "gate": "gate"}),
     "r2led-target_aware": ("r2led", {"route_fusion": "target_aware", "gate": "warmth", "id_min_count": 0}),
-    "r2led-target_aware-no_occupancy": ("r2led", {"route_fusion": "target_aware", "route_occupancy": False}),
-    "r2led-constant_query": ("r2led", {"route_fusion": "constant_query"}),
-    "r2led-exclusive": ("r2led", {"sid_pools": "exclusive"}),
-    "r2led-constant_query-no_occupancy": ("r2led", {"route_fusion": "constant_query", "route_occupancy": False}),
+    "r2led-target_aware-no_occupancy": ("r2led", {"route_fusion": "target_aware", "route_occupancy": False,
+                                                  "gate": "gate"}),
+    "r2led-constant_query": ("r2led", {"route_fusion": "constant_query", "gate": "gate"}),
+    "r2led-exclusive": ("r2led", {"sid_pools": "exclusive", "gate": "gate", "route_fusion": "cross"}),
+    "r2led-constant_query-no_occupancy": ("r2led", {"route_fusion": "constant_query", "route_occupancy": False,
+                                                    "gate": "gate"}),
 }
 # Variants whose long interest is exactly zero when every route is empty (occupancy says "nothing matched").
 ZERO_WHEN_EMPTY = [v for v, (name, overrides) in VARIANTS.items()
@@ -120,6 +127,8 @@ def test_appending_padded_slots_leaves_logits_unchanged(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_parameter_receives_a_gradient(variant):
     model = make(variant)
+    if model.reads_item_impressions:  # as the trainer does: every item has been seen, so each owns its ID row
+        model.set_item_impressions(torch.ones(SPEC.num_items))
     CTRTask(model).loss(dense_batch(16)).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []

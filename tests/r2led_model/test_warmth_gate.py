@@ -186,4 +186,4 @@ def test_with_the_target_the_gate_of_a_behaviour_moves_with_the_target_and_start
     g = embedding.fusion.weights(views.e_id, views.e_sid, context, warmth=views.warmth)
     assert not torch.allclose(g[0], g[1], atol=1e-4)  # same behaviours, another target: another weight
     with pytest.raises(ConfigError, match="model.r2led.warmth_target"):
-        load_config("tiny", ["model.r2led.warmth_target=true"])  # an option of the warmth gate only
+        load_config("tiny", ["model.r2led.gate=gate", "model.r2led.warmth_target=true"])  # the warmth gate's only
