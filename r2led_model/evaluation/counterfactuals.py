@@ -21,9 +21,7 @@ import torch
 from torch import Tensor
 
 from r2led_model.models.inputs import Batch
-from r2led_model.models.layers import Behaviours
-from r2led_model.models.r2led import R2LED, WEIGHTED, route_mass
-from r2led_model.sequences.features import route_group
+from r2led_model.models.r2led import R2LED, WEIGHTED, CrossRouteInterest, route_mass
 
 
 @dataclass(frozen=True)
@@ -44,12 +42,9 @@ def _route_weights(model: R2LED, batch: Batch) -> Tensor | None:
     """(B·H, R) route masses of the cross attention (one row per head) or (B, R) fusion weights."""
     interest = model.long_interest
     target, groups = model.encode(batch)
-    pools = [groups[route_group(route)] for route in interest.routes]
-    if interest.cross is not None:
-        joint = Behaviours(h=torch.cat([p.h + interest.route_embedding[r] for r, p in enumerate(pools)], dim=1),
-                           mask=torch.cat([p.mask for p in pools], dim=1),
-                           recency=torch.cat([p.recency for p in pools], dim=1),
-                           cat=torch.cat([p.cat for p in pools], dim=1))  # R × (B, k, ·) → (B, R·k, ·)
+    pools = interest.pools(groups)
+    if isinstance(interest, CrossRouteInterest):
+        joint = interest.joint(pools)  # R × (B, k, ·) → (B, R·k, ·)
         mass = route_mass(interest.cross.weights(target.h, joint), [p.mask.shape[1] for p in pools])  # (B, H, R)
         return mass[joint.mask.any(dim=1)].reshape(-1, len(pools))  # rows with a candidate: (B', H, R) → (B'·H, R)
     if interest.fusion.mode not in WEIGHTED:
@@ -87,18 +82,16 @@ def mean_refinement(model: R2LED, batches: Iterable[Batch], max_rows: int = 50_0
 def frozen(model: R2LED, *, gate: Tensor | None = None, route: Tensor | None = None) -> Iterator[R2LED]:
     """Within the block the model uses the given fixed gate and/or route weights; restored after."""
     fusion, interest = model.embedding.fusion, model.long_interest
-    saved = (fusion.frozen, getattr(interest.fusion, "frozen", None), interest.frozen_route_mass)
+    # Where the route weights live: the cross attention's fixed mass, or the fusion's frozen weights.
+    holder, name = (interest, "frozen_route_mass") if isinstance(interest, CrossRouteInterest) else (interest.fusion,
+                                                                                                     "frozen")
+    saved = (fusion.frozen, getattr(holder, name))
     try:
         if gate is not None:
             fusion.frozen = gate
         if route is not None:
-            if interest.cross is not None:
-                interest.frozen_route_mass = route
-            else:
-                interest.fusion.frozen = route
+            setattr(holder, name, route)
         yield model
     finally:
         fusion.frozen = saved[0]
-        if interest.fusion is not None:
-            interest.fusion.frozen = saved[1]
-        interest.frozen_route_mass = saved[2]
+        setattr(holder, name, saved[1])

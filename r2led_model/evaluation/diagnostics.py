@@ -24,9 +24,8 @@ from torch import Tensor
 
 from r2led_model.evaluation.segments import ordered_values, warmth_bucket
 from r2led_model.models.inputs import Batch
-from r2led_model.models.layers import Behaviours, masked_softmax
-from r2led_model.models.r2led import R2LED, WEIGHTED
-from r2led_model.sequences.features import route_group
+from r2led_model.models.layers import masked_softmax
+from r2led_model.models.r2led import R2LED, WEIGHTED, CrossRouteInterest
 
 
 def _gate_id_weight(model: R2LED, batch: Batch) -> Tensor | None:
@@ -43,13 +42,10 @@ def _route_weights(model: R2LED, batch: Batch) -> tuple[Tensor, Tensor]:
     """((B, R) fusion weight per route, (B, R) non-empty) for the batch."""
     interest = model.long_interest
     target, groups = model.encode(batch)
-    pools = [groups[route_group(route)] for route in interest.routes]
+    pools = interest.pools(groups)
     nonempty = torch.stack([pool.mask.any(dim=1) for pool in pools], dim=1)  # (B, R)
-    if interest.cross is not None:
-        keyed = [pool.h + interest.route_embedding[r] for r, pool in enumerate(pools)]
-        joint = Behaviours(h=torch.cat(keyed, dim=1), mask=torch.cat([p.mask for p in pools], dim=1),
-                           recency=torch.cat([p.recency for p in pools], dim=1),
-                           cat=torch.cat([p.cat for p in pools], dim=1))
+    if isinstance(interest, CrossRouteInterest):
+        joint = interest.joint(pools)
         attention = interest.cross
         weights = masked_softmax(attention._logits(target.h, attention._keys(joint)), joint.mask[:, None, :])
         weights = weights.mean(dim=1)  # (B, H, R·k) → (B, R·k)

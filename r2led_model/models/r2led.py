@@ -67,7 +67,7 @@ class RouteFusion(nn.Module):
         self.mode = mode
         self.dim = dim
         if mode == "cross":
-            raise ValueError("route_fusion 'cross' attends over the candidates themselves: see RouteInterest")
+            raise ValueError("route_fusion 'cross' attends over the candidates themselves: see CrossRouteInterest")
         if mode == "attention":
             self.route_embedding = nn.Parameter(torch.randn(num_routes, dim) * 0.1)  # (R, d)
             self.query = nn.Linear(dim, dim, bias=False)
@@ -145,38 +145,24 @@ def occupancy_bucket(count: Tensor) -> Tensor:
     return log2_bucket(count, OCCUPANCY_BUCKETS)
 
 
-class RouteInterest(nn.Module):
-    """u_long from the routes' candidate pools: per-route target attention, then RouteFusion; or, with
-    `cross`, one target attention over the candidates of every route at once.
+class _RoutePools(nn.Module):
+    """What both long interests share: the routes they read (groups r_<route>) and, with `occupancy`, a
+    learned embedding per route of how full its pool is (its bucket of valid candidates), so the interest
+    keeps how much of the history matched at that route's granularity."""
 
-    Reads the groups r_<route> for route in `routes`; each route has its own attention parameters (the routes
-    differ in what their candidates mean: same SID prefix at level l vs collaboratively close), all computed
-    in one call of a RouteTargetAttention. With `occupancy`, each route adds a learned embedding of how full
-    its pool is (its bucket of valid candidates), so the interest keeps how much of the history matched at
-    that granularity.
-    """
-
-    def __init__(self, *, routes: tuple[str, ...], attention: RouteTargetAttention | None,
-                 fusion: RouteFusion | None, cross: TargetAttention | None = None, dim: int = 0,
-                 occupancy: bool = False) -> None:
+    def __init__(self, *, routes: tuple[str, ...]) -> None:
         super().__init__()
-        if (fusion is None) == (cross is None) or (fusion is None) != (attention is None):
-            raise ValueError("RouteInterest needs either per-route attention with a RouteFusion or a cross attention")
-        if attention is not None and attention.routes != tuple(routes):
-            raise ValueError(f"the route attention's routes {attention.routes} differ from {tuple(routes)}")
         self.routes = routes
         self.groups = tuple(route_group(route) for route in routes)
-        self.attention = attention
-        self.fusion = fusion
-        self.cross = cross
-        if cross is not None:
-            self.route_embedding = nn.Parameter(torch.randn(len(routes), dim) * 0.1)  # (R, d)
-        self.occupancy = nn.Embedding(len(routes) * OCCUPANCY_BUCKETS, dim) if occupancy else None
+
+    def _init_occupancy(self, *, dim: int, occupancy: bool) -> None:
+        # Created after the subclass's own parameters: the seeded initialisation keeps its order.
+        self.occupancy = nn.Embedding(len(self.routes) * OCCUPANCY_BUCKETS, dim) if occupancy else None
         if self.occupancy is not None:
             nn.init.normal_(self.occupancy.weight, std=0.1)
-        # A counterfactual for `cross` (`r2led_model.evaluation.counterfactuals`): a fixed share of the attention's mass
-        # per route (R,), each route's candidates keeping their weights relative to each other.
-        self.frozen_route_mass: Tensor | None = None
+
+    def pools(self, behaviours: Mapping[str, Behaviours]) -> list[Behaviours]:
+        return [behaviours[group] for group in self.groups]
 
     def _occupancy(self, pools: list[Behaviours]) -> Tensor:
         """(B, R, d) embedding of each route's bucket of valid candidates."""
@@ -184,25 +170,25 @@ class RouteInterest(nn.Module):
         offset = torch.arange(len(pools), device=count.device) * OCCUPANCY_BUCKETS  # (R,)
         return self.occupancy(occupancy_bucket(count) + offset[None, :])  # (B, R) → (B, R, d)
 
+
+class FusedRouteInterest(_RoutePools):
+    """u_long from the routes' candidate pools: per-route target attention, then RouteFusion.
+
+    Each route has its own attention parameters (the routes differ in what their candidates mean: same SID
+    prefix at level l vs collaboratively close), all computed in one call of a RouteTargetAttention.
+    """
+
+    def __init__(self, *, routes: tuple[str, ...], attention: RouteTargetAttention, fusion: RouteFusion,
+                 dim: int, occupancy: bool = False) -> None:
+        super().__init__(routes=routes)
+        if attention.routes != tuple(routes):
+            raise ValueError(f"the route attention's routes {attention.routes} differ from {tuple(routes)}")
+        self.attention = attention
+        self.fusion = fusion
+        self._init_occupancy(dim=dim, occupancy=occupancy)
+
     def forward(self, target: Target, behaviours: Mapping[str, Behaviours]) -> Tensor:
-        pools = [behaviours[route_group(route)] for route in self.routes]
-        if self.cross is not None:
-            keyed = [Behaviours(h=pool.h + self.route_embedding[r], mask=pool.mask, recency=pool.recency, cat=pool.cat)
-                     for r, pool in enumerate(pools)]
-            joint = Behaviours(h=torch.cat([p.h for p in keyed], dim=1),  # R × (B, k, d) → (B, R·k, d)
-                               mask=torch.cat([p.mask for p in keyed], dim=1),
-                               recency=torch.cat([p.recency for p in keyed], dim=1),
-                               cat=torch.cat([p.cat for p in keyed], dim=1))
-            reweight = None
-            if self.frozen_route_mass is not None:
-                widths = [pool.mask.shape[1] for pool in pools]
-                reweight = partial(route_mass_fixed, mass=self.frozen_route_mass, widths=widths)
-            # The attention's output bias would leak into rows with no candidate at all: keep those at 0.
-            u_long = self.cross(target.h, joint, reweight=reweight) * joint.mask.any(dim=1, keepdim=True)  # (B, d)
-            if self.occupancy is not None:
-                u_long = u_long + self._occupancy(pools).sum(dim=1)  # (B, R, d) → (B, d)
-            return u_long
-        interests, listened = self.route_interests(target, pools)
+        interests, listened = self.route_interests(target, self.pools(behaviours))
         return self.fusion(target.h, interests, listened, target.warmth)
 
     def route_interests(self, target: Target, pools: list[Behaviours]) -> tuple[Tensor, Tensor]:
@@ -214,6 +200,40 @@ class RouteInterest(nn.Module):
             interests = interests + self._occupancy(pools)
             nonempty = torch.ones_like(nonempty)  # an empty pool now says something: "nothing matched"
         return interests, nonempty
+
+
+class CrossRouteInterest(_RoutePools):
+    """u_long as one target attention over the candidates of every route at once (`route_fusion: cross`),
+    each candidate keyed with its route's embedding; occupancy, if any, is added to the result."""
+
+    def __init__(self, *, routes: tuple[str, ...], cross: TargetAttention, dim: int, occupancy: bool = False) -> None:
+        super().__init__(routes=routes)
+        self.cross = cross
+        self.route_embedding = nn.Parameter(torch.randn(len(routes), dim) * 0.1)  # (R, d)
+        self._init_occupancy(dim=dim, occupancy=occupancy)
+        # A counterfactual (`r2led_model.evaluation.counterfactuals`): a fixed share of the attention's mass
+        # per route (R,), each route's candidates keeping their weights relative to each other.
+        self.frozen_route_mass: Tensor | None = None
+
+    def joint(self, pools: list[Behaviours]) -> Behaviours:
+        """Every route's candidates in one pool, each keyed with its route's embedding."""
+        return Behaviours(h=torch.cat([p.h + self.route_embedding[r] for r, p in enumerate(pools)], dim=1),
+                          mask=torch.cat([p.mask for p in pools], dim=1),
+                          recency=torch.cat([p.recency for p in pools], dim=1),
+                          cat=torch.cat([p.cat for p in pools], dim=1))  # R × (B, k, ·) → (B, R·k, ·)
+
+    def forward(self, target: Target, behaviours: Mapping[str, Behaviours]) -> Tensor:
+        pools = self.pools(behaviours)
+        joint = self.joint(pools)
+        reweight = None
+        if self.frozen_route_mass is not None:
+            widths = [pool.mask.shape[1] for pool in pools]
+            reweight = partial(route_mass_fixed, mass=self.frozen_route_mass, widths=widths)
+        # The attention's output bias would leak into rows with no candidate at all: keep those at 0.
+        u_long = self.cross(target.h, joint, reweight=reweight) * joint.mask.any(dim=1, keepdim=True)  # (B, d)
+        if self.occupancy is not None:
+            u_long = u_long + self._occupancy(pools).sum(dim=1)  # (B, R, d) → (B, d)
+        return u_long
 
 
 def exclusive_sid_pools(groups: Mapping[str, Behaviours], items: Mapping[str, Tensor], *,
@@ -262,16 +282,17 @@ class R2LED(InterestCTR):
         routes = resolve_routes(spec, options.routes)
         dim = config.embedding_dim
         heads, buckets = config.attention_heads, spec.recency_buckets
+        interest: FusedRouteInterest | CrossRouteInterest
         if options.route_fusion == "cross":
             cross = TargetAttention(dim=dim, heads=heads, recency_buckets=buckets)
-            interest = RouteInterest(routes=routes, attention=None, fusion=None, cross=cross, dim=dim,
-                                     occupancy=options.route_occupancy)
+            interest = CrossRouteInterest(routes=routes, cross=cross, dim=dim, occupancy=options.route_occupancy)
         else:
             attention = RouteTargetAttention(routes=routes, dim=dim, heads=heads, recency_buckets=buckets)
-            interest = RouteInterest(routes=routes, attention=attention,
-                                     fusion=RouteFusion(mode=options.route_fusion, dim=dim, num_routes=len(routes),
-                                                        warmth_buckets=options.warmth_buckets),
-                                     dim=dim, occupancy=options.route_occupancy)
+            interest = FusedRouteInterest(routes=routes, attention=attention,
+                                          fusion=RouteFusion(mode=options.route_fusion, dim=dim,
+                                                             num_routes=len(routes),
+                                                             warmth_buckets=options.warmth_buckets),
+                                          dim=dim, occupancy=options.route_occupancy)
         super().__init__(long_interest=interest, **shell_parts(spec=spec, config=config, gate=options.gate,
                                                               per_level=options.sid_fusion == "per_level"))
         self.exclusive_sid_pools = options.sid_pools == "exclusive"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from r2led_model.models.r2led import RouteFusion
+from r2led_model.models.r2led import CrossRouteInterest, FusedRouteInterest, RouteFusion
+from r2led_model.models.route_attention import RouteTargetAttention
+from tests.r2led_model.test_models import make
 
 DIM = 8
 
@@ -92,3 +94,15 @@ def test_exclusive_sid_pools_keep_each_behaviour_in_its_finest_sid_route_only():
     assert out["r_sid1"].recency.tolist() == [[3, 0, 0, 0]]
     assert out["r_sid2"].mask.tolist() == [[True, False]]  # 6 is in no finer pool
     assert out["r_sid3"] is groups["r_sid3"] and out["r_collab"] is groups["r_collab"]  # untouched
+
+
+def test_each_long_interest_is_built_whole_for_its_fusion_and_refuses_a_mismatched_attention():
+    cross = make("r2led-gate-cross").long_interest
+    fused = make("r2led").long_interest
+    assert isinstance(cross, CrossRouteInterest) and not hasattr(cross, "fusion")
+    assert isinstance(fused, FusedRouteInterest) and fused.fusion.mode == "constant_query"
+    assert not hasattr(fused, "cross") and fused.routes == cross.routes
+    attention = RouteTargetAttention(routes=("sid1",), dim=8, heads=2, recency_buckets=5)
+    with pytest.raises(ValueError, match="differ from"):
+        FusedRouteInterest(routes=("sid1", "collab"), attention=attention,
+                           fusion=RouteFusion(mode="mean", dim=8, num_routes=2), dim=8)
