@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,8 +460,18 @@ class TableStore:
         try:
             builder.execute()
         except Exception:  # a rival created it first (a commit conflict or "already exists"): fine if it is there
-            if not self.exists(name):
+            if not self._appears(name):
                 raise
+
+    def _appears(self, name: str, wait_seconds: float = 10.0) -> bool:
+        """Whether `name` is a table now or becomes one within `wait_seconds`: a rival's creation may have
+        written its files but not yet its first commit (its folder is not empty, and not yet a table)."""
+        deadline = time.monotonic() + wait_seconds
+        while not self.exists(name):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def upsert(self, name: str, df: DataFrame, key: Sequence[str] | None = None,
                only_if: Column | None = None, guarded: bool = True) -> int:
