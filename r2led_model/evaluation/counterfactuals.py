@@ -83,8 +83,10 @@ def frozen(model: R2LED, *, gate: Tensor | None = None, route: Tensor | None = N
     """Within the block the model uses the given fixed gate and/or route weights; restored after."""
     fusion, interest = model.embedding.fusion, model.long_interest
     # Where the route weights live: the cross attention's fixed mass, or the fusion's frozen weights.
-    holder, name = (interest, "frozen_route_mass") if isinstance(interest, CrossRouteInterest) else (interest.fusion,
-                                                                                                     "frozen")
+    if isinstance(interest, CrossRouteInterest):
+        holder, name = interest, "frozen_route_mass"
+    else:
+        holder, name = interest.fusion, "frozen"
     saved = (fusion.frozen, getattr(holder, name))
     try:
         if gate is not None:
