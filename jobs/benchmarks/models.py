@@ -54,12 +54,14 @@ import numpy as np
 import torch
 from pyspark.sql import SparkSession
 
+from jobs.benchmarks.content_references import ReferenceRun, run_references
 from jobs.benchmarks.model_rates import FeedPass, catalogue_spec, latency_ms_per_1000, training_rates
 from jobs.benchmarks.model_table import format_rates, format_table, plot
 from jobs.benchmarks.model_variants import (ABLATIONS, CONTROLS, EVERY_VARIANT, Variant, init_seed, study_of,
                                             variant_config, variant_job, variants)
 from jobs.benchmarks.paired_evaluation import (file_safe, format_comparisons, paired_comparisons, prediction_path,
                                                save_predictions, save_segments)
+from jobs.benchmarks.residual_rows import format_residuals, residual_rows
 from jobs.benchmarks.row_segments import segments_of_test_rows
 from jobs.ingest import generate
 from jobs.ingest.oracle_truth import load_oracle_truth
@@ -75,12 +77,13 @@ from jobs.training.worker import TrainJob, evaluate_rows, make_feed, train_worke
 from r2led_model.config import Config, SyntheticSourceConfig, TablesConfig
 from r2led_model.evaluation.counterfactuals import frozen, mean_refinement
 from r2led_model.evaluation.diagnostics import r2led_diagnostics
+from r2led_model.evaluation.metrics import evaluate
 from r2led_model.models import MODELS, CTRTask
 from r2led_model.models.inputs import INPUT_LAYOUT
 from r2led_model.retrieval.route_names import CATEGORY_ROUTE
 from r2led_model.tracking.bundle import ModelBundle
 from r2led_model.training.tuning import TunedParams, tuned_path
-from r2led_model.worlds.oracle import OracleTruth
+from r2led_model.worlds.oracle import OracleTruth, oracle_metrics, with_ceiling
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +245,20 @@ def quality(config: Config, data: TrainingData, variant: Variant, seeds: Sequenc
                if counterfactual else {})}
 
 
+def reference_summary(run: ReferenceRun, seeds: Sequence[int], train_rows: int, truth: OracleTruth | None) -> dict:
+    """A content-feature reference's quality row fields, shaped like a variant's (`seed_summary`): the same
+    scores for every seed, so every spread is 0; train s is its share of the references' fitting time."""
+    rows = run.test
+    metrics = evaluate(rows.users, rows.labels, rows.probs)
+    if truth is not None:
+        metrics = with_ceiling(metrics, oracle_metrics(truth, rows.sample_ids, rows.users, rows.labels))
+    per_seed = {**metrics, "train_s": run.fit_s, "train_samples_per_s": train_rows / max(run.fit_s, 1e-9),
+                "valid_auc": run.valid["auc"], "best_epoch": None}
+    summary = seed_summary([per_seed] * len(seeds), seeds)
+    summary.pop("best_epochs")  # a regression has no epochs
+    return summary
+
+
 def metric_name(*parts: str) -> str:
     """An MLflow metric name from labels such as "oracle category=L2 mislabel=0.1" and "r2led gate=sum":
     MLflow refuses '=' (and anything but letters, digits, _ - . space : /)."""
@@ -255,9 +272,11 @@ def emit(result: dict, sink: Path) -> None:
         handle.write(json.dumps(result) + "\n")
 
 
-def summarize(sink: Path, figure: Path, pairs: Sequence[tuple[str, str]] = ()) -> list[dict]:
+def summarize(sink: Path, figure: Path, pairs: Sequence[tuple[str, str]] = (), residuals: Sequence[str] = ()
+              ) -> list[dict]:
     """The newest result per (env, variant) and per (variant, T_max) in the sink: table and plot; with
-    `pairs`, each (variant, reference) pair's paired difference on every env's saved predictions."""
+    `pairs`, each (variant, reference) pair's paired difference on every env's saved predictions; with
+    `residuals`, what the content features stacked on each of those variants' logits add (`residual_rows`)."""
     latest: dict[tuple, dict] = {}
     for line in sink.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
@@ -271,6 +290,10 @@ def summarize(sink: Path, figure: Path, pairs: Sequence[tuple[str, str]] = ()) -
         if pairs and rows[0].get("predictions_dir"):
             print(f"{env}\n" + format_comparisons(paired_comparisons(Path(rows[0]["predictions_dir"]), pairs,
                                                                        rows[0]["seeds"])), flush=True)
+        if residuals and rows[0].get("predictions_dir"):
+            found = residual_rows(Path(rows[0]["predictions_dir"]), residuals, rows[0]["seeds"])
+            print(f"{env}\n" + (format_residuals(found) if found else "  no saved content features or predictions "
+                                 "for the residual check (run --references first)"), flush=True)
     plot(results, figure)
     return results
 
@@ -282,14 +305,17 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
         only_variants: Sequence[str] | None = None, pairs: Sequence[Sequence[str]] = (), seeds: int = SEEDS,
         epochs: int = EPOCHS,
         lengths: Sequence[int] = LENGTHS, dataset_set: Sequence[str] = (), rebuild: bool = False,
-        summarize_only: bool = False, rates_only: bool = False) -> list[dict]:
+        summarize_only: bool = False, rates_only: bool = False, references_only: bool = False,
+        residuals: Sequence[str] = ()) -> list[dict]:
     """Every variant of `models` (all by default, with the +sid controls unless `no_controls` and the ablations
     unless `no_ablations`) on each
     dataset env of `envs` for `seeds` seeds of at most `epochs` epochs, `tuned` first (`trials` per
     model, or the parameters saved in `tuning_dir`; with `tune_variants` every variant its own study, its
     options fixed), over each catalogue setting of `sweep`; then
     latency at each T_max of `lengths`. `summarize_only`: no runs, the newest results' table. `rates_only`:
-    no training, each variant's feed and step rates (`training_rates`) and their ratio."""
+    no training, each variant's feed and step rates (`training_rates`) and their ratio. `references_only`: no
+    training, the content-feature references (`content_references`) fitted and saved; a run of every model
+    (no `models`, no `only_variants`) fits them too."""
     from r2led_model.tracking.runs import tracked_run
 
     out = Path(config.benchmark.output_dir)
@@ -300,7 +326,7 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
     device = config.training.device
     sink = out / "models.jsonl"
     if summarize_only:
-        return summarize(sink, out / "models.png", pairs=[tuple(p) for p in pairs])
+        return summarize(sink, out / "models.png", pairs=[tuple(p) for p in pairs], residuals=residuals)
     results: list[dict] = []
     spec_for_latency = None
     for env in dataset_envs(source, envs, DEFAULT_ENVS):
@@ -324,6 +350,17 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
             truth = load_oracle_truth(spark, dataset)
             segments = segments_of_test_rows(spark, dataset)
             save_segments(folder, segments)
+            if references_only or (models is None and only_variants is None and not rates_only):
+                for reference in run_references(spark, dataset, folder, seed_list):
+                    results.append({"bench": "models_quality", "env": name, "source": dataset.source.kind,
+                                    "variant": reference.reference.variant, "model": "reference_lr",
+                                    "device": "cpu", "train_rows": data.rows["train"],
+                                    "test_rows": data.rows["test"], "epochs": 0, "tuned": None,
+                                    "tuning_trials": 0, "reference": True, "predictions_dir": str(folder),
+                                    **reference_summary(reference, seed_list, data.rows["train"], truth)})
+                    emit(results[-1], sink)
+            if references_only:
+                continue
             spec_for_latency = spec_for_latency or data.spec
             feeds: dict[tuple[str, ...], FeedPass] = {}  # this dataset's feed passes, by columns read
             # The ablations run on the first setting only: the sweep is about where R2LED wins.
@@ -373,6 +410,9 @@ def run(spark: SparkSession, config: Config, *, source: ConfigSource = ConfigSou
                     emit(results[-1], sink)
     if rates_only:
         print(format_rates(results), flush=True)
+        return results
+    if references_only:
+        print(format_table(results), flush=True)
         return results
     if spec_for_latency is None:
         spec_for_latency = catalogue_spec(config)
@@ -443,6 +483,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(repeatable), e.g. --pair 'r2led fusion=target_aware' 'r2led fusion=concat'")
     parser.add_argument("--rates", dest="rates_only", action="store_true",
                         help="no training: each variant's feed and training-step rows/s on the env's data")
+    parser.add_argument("--references", dest="references_only", action="store_true",
+                        help="no training: fit the content-feature regressions (planted topics where the world has "
+                             "them, SID prefixes always) on each env and save their test predictions like a "
+                             "variant's ('lr sid+te', ...), with the test rows' content features for --residual")
+    parser.add_argument("--residual", dest="residuals", action="append", default=[], metavar="LABEL",
+                        help="with --summarize: what the item's target encoding and the user's click rate add when "
+                             "stacked on LABEL's logit, cross-fitted by user, with paired CIs (repeatable)")
     parser.add_argument("--summarize", dest="summarize_only", action="store_true",
                         help="no runs: print the table and plot of the newest results in models.jsonl")
 

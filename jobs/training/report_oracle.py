@@ -165,8 +165,8 @@ def format_report(report: dict) -> str:
     lines.append(f"train impressions per item: median {per_item['median']:.0f}, mean {per_item['mean']:.1f}, "
                  f"p90 {per_item['p90']:.0f}; {per_item['with_any']:,} of {per_item['items']:,} items have any")
     if "references" in report:
-        lines.append("content features alone (point-in-time logistic regressions on the planted topics, fitted "
-                     "on the training rows):")
+        lines.append("content features alone (point-in-time logistic regressions on topic counts, fitted on the "
+                     "training rows; the planted taxonomy, then the item's SID prefixes):")
         for name, by_split in report["references"].items():
             cells = "  ".join(f"{split} AUC {m['auc']:.4f} lift {m['lift']:.3f}" for split, m in by_split.items())
             lines.append(f"  {REFERENCE_LABELS[name]:<52} {cells}")

@@ -15,6 +15,10 @@ strictly before t, and labels only of *training* samples (so valid/test labels n
 * with item encoding, ``item_ctr`` (i's click rate, same shrinkage) and ``log1p_item_impressions``
   (i's training impressions before t).
 
+The topics may be a world's planted taxonomy (truth no pipeline has) or the pipeline's own content view:
+`sid_prefix_topics` makes an item's SID prefixes its three levels, so the same regression on them is a
+deployable model reading exactly the SID-level information R2LED reads.
+
 Counting is vectorised (`_sum_before`): one lexicographic sort of the history rows and the queries
 together per key, then cumulative sums, so hundreds of thousands of rows take well under a second.
 """
@@ -51,6 +55,28 @@ class ReferenceScores:
     scores: np.ndarray  # (n,) float64 probabilities
     coefficients: dict[str, float]  # feature name → weight on the standardised feature
     feature_names: tuple[str, ...]
+
+
+def sid_prefix_topics(*, item_ids: np.ndarray, codes: np.ndarray) -> pd.DataFrame:
+    """An item_topics frame whose level k is the item's first k SID codes: items share ``topic_l2`` exactly
+    when their first two codes agree (as the sid2 route matches them). With fewer than three SID levels,
+    the deeper topic levels repeat the whole code.
+
+    item_ids (I,); codes (I, L) with L ≥ 1 semantic codes per item, each in [0, 2^20).
+    """
+    codes = np.asarray(codes, np.int64)
+    if codes.ndim != 2 or codes.shape[1] < 1 or codes.shape[0] != np.size(item_ids):
+        raise ValueError(f"reference_lr: codes must be (items, levels >= 1) for {np.size(item_ids)} items, "
+                         f"got {codes.shape}")
+    if codes.size and (codes.min() < 0 or codes.max() >= 1 << 20):
+        raise ValueError("reference_lr: SID codes must lie in [0, 2^20) to pack three levels into one int64")
+    prefix = np.zeros(codes.shape[0], np.int64)
+    topics = {"item_id": np.asarray(item_ids, np.int64)}
+    for j, level in enumerate(LEVELS):
+        if j < codes.shape[1]:
+            prefix = (prefix << 20) | codes[:, j]  # (I,) the first j + 1 codes packed, 20 bits each
+        topics[f"topic_{level}"] = prefix
+    return pd.DataFrame(topics)
 
 
 def feature_names(*, with_item_encoding: bool) -> tuple[str, ...]:

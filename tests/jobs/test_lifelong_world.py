@@ -1,5 +1,6 @@
 """The tiny twin of the lifelong world (conf/lifelong_tiny.yaml) through generate, every data stage and
-`r2led report oracle`: the plants survive ingest, and the report prints the world's shape."""
+`r2led report oracle`: the plants survive ingest, the report prints the world's shape, and the content-feature
+references score the benchmark's own test rows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from jobs.benchmarks.content_references import run_references
+from jobs.benchmarks.paired_evaluation import load_seed_scores, paired_comparisons
+from jobs.benchmarks.residual_rows import FEATURE_SETS, residual_rows
 from jobs.benchmarks.row_segments import segments_of_test_rows
 from jobs.ingest import generate
 from jobs.ingest.sources.synthetic import read_truth
@@ -77,11 +81,11 @@ def test_report_oracle_prints_the_world_shape(spark, world, capsys):
     assert saved["shape"]["test_rows"] == shape["test_rows"]
     # Content features alone, on the very rows the oracle is scored on.
     references = report["references"]
-    assert set(references) == {"topic_counts", "topic_counts_item_encoding"}
+    assert set(references) == {"topic_counts", "topic_counts_item_encoding", "sid_counts", "sid_counts_item_encoding"}
     for by_split in references.values():
         assert by_split["test"]["n"] == report["test"]["n"] and by_split["valid"]["n"] == report["valid"]["n"]
         assert 0 < by_split["test"]["auc"] < 1
-    assert "content features alone" in printed
+    assert "content features alone" in printed and "SID-prefix counts" in printed
 
 
 def test_every_test_row_gets_its_segments(spark, world):
@@ -121,3 +125,22 @@ def test_tuning_reads_the_same_share_of_users_for_every_model(spark, world, tmp_
         # Every row of a chosen user, and only chosen users.
         assert sorted(every[every["user_id"].isin(users)]["sample_id"]) == sorted(rows["sample_id"])
     assert user_sample(store, data, share=1.0, seed=3, folder=str(tmp_path)) is data
+
+
+def test_references_are_saved_like_a_variant_and_feed_the_residual_check(spark, world, tmp_path):
+    runs = run_references(spark, world, tmp_path, seeds=[0, 1])
+    assert {r.reference.variant for r in runs} == {"lr planted", "lr planted+te", "lr sid", "lr sid+te"}
+    test_ids = np.sort(TableStore(spark, world.tables).read("training_examples").where(F.col("split") == "test")
+                       .select("sample_id").toPandas()["sample_id"].to_numpy())
+    for run in runs:
+        saved = load_seed_scores(tmp_path, run.reference.variant, [0, 1])
+        assert np.array_equal(saved.sample_ids, test_ids)  # the very rows every model is scored on
+        assert np.array_equal(saved.probs[0], saved.probs[1]) and ((saved.probs > 0) & (saved.probs < 1)).all()
+        assert 0 < run.valid["auc"] < 1
+    [pair] = paired_comparisons(tmp_path, [("lr sid+te", "lr sid")], [0, 1], reps=50)
+    assert pair["delta_low"] <= pair["delta"] <= pair["delta_high"]
+    residuals = residual_rows(tmp_path, ["lr sid", "lr planted+te"], [0, 1], reps=50)
+    assert [(r["variant"], r["features"]) for r in residuals] == [
+        (label, name) for label in ("lr sid", "lr planted+te") for name in FEATURE_SETS]
+    for r in residuals:
+        assert np.isfinite(r["delta"]) and r["delta_low"] <= r["delta"] <= r["delta_high"]
