@@ -22,6 +22,7 @@ FEATURE_SETS = {  # what the check stacks → the content features it reads
     "item's target encoding": ("item_ctr", "log1p_item_impressions"),
     "user's click rate": ("user_ctr",),
     "both": ("item_ctr", "log1p_item_impressions", "user_ctr"),
+    "SID-prefix counts": ("log1p_same_l1", "log1p_same_l2", "log1p_same_l3", "log1p_history"),
 }
 
 

@@ -49,8 +49,10 @@ REFERENCES = (
               "lr sid+te"),
 )
 REFERENCE_LABELS = {r.name: r.label for r in REFERENCES}
-# What the residual check stacks on a model's logit: the item's ID view and the user's click rate.
-CONTENT_FEATURES = ("item_ctr", "log1p_item_impressions", "user_ctr")
+# What the residual check stacks on a model's logit: the item's ID view, the user's click rate, and the counts of
+# the user's behaviours sharing the target's SID prefixes over the whole history (routes keep only k of them).
+CONTENT_FEATURES = ("item_ctr", "log1p_item_impressions", "user_ctr", "log1p_same_l1", "log1p_same_l2",
+                    "log1p_same_l3", "log1p_history")
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ def scores_for(fitted: ReferenceScores, sample_ids: np.ndarray) -> np.ndarray:
 
 
 def content_features(inputs: ReferenceInputs, split: str) -> pd.DataFrame:
-    """sample_id and `CONTENT_FEATURES` (point in time, training labels only) of every row of `split`."""
+    """sample_id and `CONTENT_FEATURES` (point in time, training labels only; counts over SID prefixes) of every
+    row of `split`."""
     frame = build_reference_features(history=inputs.history, samples=inputs.samples,
                                      item_topics=inputs.topics["sid"], with_item_encoding=True)
     rows = inputs.samples["split"].eq(split).to_numpy()
