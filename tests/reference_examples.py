@@ -51,4 +51,6 @@ def reference_example(sample: Mapping[str, Any], sequence: Mapping[str, Any] | N
     for name, positions in windows.items():
         for part, values in group(positions).items():
             example[f"{name}_{part}"] = values
+    for route in routes:  # every behaviour the route matched, before its truncation to k: retrieve's count
+        example[f"r_{route}_pool"] = sample[f"cand_{route}_pool"]
     return example

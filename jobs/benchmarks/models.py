@@ -70,7 +70,7 @@ from jobs.runtime.entrypoint import (ConfigSource, dataset_envs, dataset_label, 
                                      spark_job_main)
 from jobs.runtime.tables import TableStore
 from jobs.training import build_training_set
-from jobs.training.build_training_set import layout_of
+from jobs.training.build_training_set import layout_outdated
 from jobs.training.training_data import TrainingData, training_data
 from jobs.training.tune import tune_model
 from jobs.training.worker import TrainJob, evaluate_rows, make_feed, train_worker
@@ -79,7 +79,6 @@ from r2led_model.evaluation.counterfactuals import frozen, mean_refinement
 from r2led_model.evaluation.diagnostics import r2led_diagnostics
 from r2led_model.evaluation.metrics import evaluate
 from r2led_model.models import MODELS, CTRTask
-from r2led_model.models.inputs import INPUT_LAYOUT
 from r2led_model.retrieval.route_names import CATEGORY_ROUTE
 from r2led_model.tracking.bundle import ModelBundle
 from r2led_model.training.tuning import TunedParams, tuned_path
@@ -115,7 +114,7 @@ def build_tables(spark: SparkSession, config: Config, rebuild: bool) -> Training
             generate.run(spark, config)
         for stage in stages(DATA_STAGES):
             stage.run(spark, config)
-    elif layout_of(store.read("training_examples")) != INPUT_LAYOUT:
+    elif layout_outdated(store.read("training_examples")):
         build_training_set.run(spark, config)
     return training_data(store, config)
 

@@ -146,7 +146,7 @@ def training_set_reference(store: TableStore, config: Config, out: Path) -> int:
     candidates = snapshot(store, "route_candidates")
     routes = candidate_routes(candidates.column_names)
     sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
-                      + [candidate_column(route, "pos") for route in routes])
+                      + [candidate_column(route, part) for route in routes for part in ("pos", "pool")])
     samples = joined(candidates.drop_columns(["split"]),
                      snapshot(store, "samples", ["sample_id", "item_id", "label", "split"]), "sample_id",
                      inner=True).select(sample_columns)

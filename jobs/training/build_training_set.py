@@ -34,8 +34,8 @@ from jobs.sequences.derived_rows import not_yet_derived, upsert_derived, version
 from jobs.sequences.user_partitions import PartitionSequences, co_partitioned, partition_tables
 from r2led_model.arrow_arrays import fixed_width, list_column
 from r2led_model.config import Config, TrainingSetConfig
-from r2led_model.models.inputs import INPUT_LAYOUT, WIDE_LAYOUT, ExampleLayout
-from r2led_model.sequences.features import HistoryFeatures, example_slots
+from r2led_model.models.inputs import INPUT_LAYOUT, WIDE_LAYOUT, ExampleLayout, pool_column
+from r2led_model.sequences.features import HistoryFeatures, example_slots, route_group
 from r2led_model.training.item_index_lookup import UNKNOWN_CATEGORY_IDX, ItemIndexLookup
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
     columns = output_columns(routes)
     schema = ", ".join(f"{name} {kind}" for name, kind in columns)
     sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
-                      + [candidate_column(route, "pos") for route in routes])
+                      + [candidate_column(route, part) for route in routes for part in ("pos", "pool")])
     # Only the positions cross the shuffle: a slot holds a behaviour iff its position is ≥ 0 (retrieve's mask).
     candidate_arrays = [F.array().cast(CANDIDATE_KINDS["pos"]).alias(candidate_column(route, "pos"))
                         for route in routes]
@@ -139,6 +139,8 @@ def examples_for_samples(histories: PartitionSequences, features: HistoryFeature
         "label": samples["label"], "split": samples["split"], "hist_len": samples["hist_len"],
         "target_item": pa.array(lookup.item_indices(samples["item_id"].to_numpy())),
         **{name: list_column(values.astype(ExampleLayout.stored_dtype(name))) for name, values in slots.items()},
+        **{pool_column(route_group(route)): samples[candidate_column(route, "pool")].cast(pa.int32())
+           for route in routes},
     }
     return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
                                        for a in (arrays[name] for name in names)], names=list(names))
@@ -199,10 +201,9 @@ def update(spark: SparkSession, config: Config) -> NewExamples:
     if store.exists("training_examples") and store.exists("item_index"):
         versions = candidates.select("codebook_version", "collab_version").distinct()
         stored = store.read("training_examples").select("codebook_version", "collab_version").distinct().collect()
-        layout = layout_of(store.read("training_examples"))
-        if layout != INPUT_LAYOUT:
-            log.info("training_examples has input layout %s, this release writes %d: rebuilding it", layout,
-                     INPUT_LAYOUT)
+        outdated = layout_outdated(store.read("training_examples"))
+        if outdated:
+            log.info("%s: rebuilding it", outdated)
         elif versions_compatible(map(tuple, stored), map(tuple, versions.collect())):
             routes = candidate_routes(candidates.columns)
             levels = sid_levels(store.read("item_sids"))
@@ -224,6 +225,19 @@ def update(spark: SparkSession, config: Config) -> NewExamples:
     result = run(spark, config)
     return NewExamples(new_items=result.items, new_samples=sum(result.examples_by_split.values()),
                        inserted=sum(result.examples_by_split.values()), moved=0, full_rebuild=True)
+
+
+def layout_outdated(examples: DataFrame) -> str | None:
+    """Why a training_examples table is not what this release writes (another input layout, or columns
+    of the layout it lacks: route pools, stored since), or None when it is."""
+    layout = layout_of(examples)
+    if layout != INPUT_LAYOUT:
+        return f"training_examples has input layout {layout}, this release writes {INPUT_LAYOUT}"
+    missing = [name for name, _ in ExampleLayout.of_columns(examples.columns).stored_columns()
+               if name not in examples.columns]
+    if missing:
+        return f"training_examples lacks {missing}, which this release writes"
+    return None
 
 
 def layout_of(examples: DataFrame) -> int:

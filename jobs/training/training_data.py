@@ -21,7 +21,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
 
 from jobs.runtime.tables import TableStore
-from jobs.training.build_training_set import layout_of
+from jobs.training.build_training_set import layout_outdated
 from r2led_model.arrow_arrays import fixed_width
 from r2led_model.config import Config
 from r2led_model.models import FeatureSpec
@@ -63,10 +63,10 @@ def item_lookup_arrays(store: TableStore) -> tuple[np.ndarray, np.ndarray]:
 
 def feature_spec(store: TableStore, config: Config) -> FeatureSpec:
     examples = store.read("training_examples")
-    layout = layout_of(examples)
-    if layout != INPUT_LAYOUT:
-        raise TrainingDataError(f"training_examples has input layout {layout}; this release reads layout "
-                                f"{INPUT_LAYOUT} (item indices and recency per slot): re-run build-training-set")
+    outdated = layout_outdated(examples)
+    if outdated:
+        raise TrainingDataError(f"{outdated} (input layout {INPUT_LAYOUT}: item indices and recency per slot, each "
+                                "route's pool): re-run build-training-set")
     routes = ExampleLayout.of_columns(examples.columns).routes
     widths = examples.select(*[F.size(f"{route_group(r)}_item").alias(r) for r in routes],
                              F.size("short_item").alias("short"), F.size("long_item").alias("long")).first()

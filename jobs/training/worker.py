@@ -48,7 +48,7 @@ class WorkerResult:
 
 def model_columns(job: TrainJob) -> list[str]:
     model = build_model(job.model.name, spec=job.data.spec, config=job.model)
-    return columns_for(model.input_groups) + list(ID_COLUMNS)
+    return columns_for(model.input_groups) + list(model.extra_input_columns) + list(ID_COLUMNS)
 
 
 def make_feed(job: TrainJob, split: str, *, shuffle: bool, rank: int = 0, world_size: int = 1) -> Feed:

@@ -5,6 +5,7 @@ A batch is a dict of tensors named like the `training_examples` columns (padding
 `training_examples` stores) is narrow, per slot only what is per sample:
 
   target_item (B,)        <group>_item (B, n)     <group>_recency (B, n)
+  r_<route>_pool (B,)     behaviours of the whole stored history the route matched, before truncation to k
   label (B,) float        (the task wrapper's, never the model's)
 
 and the model looks up the rest from the item index (`item_lookup.ItemLookup`). Layout 1 (wide, what
@@ -40,6 +41,14 @@ EXAMPLE_KEYS = (("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT")
 # Each stored slot part's type: item indices fit 32 bits (2·10^9 items), recency buckets one byte
 # (training_set.recency_buckets ≤ 127); the feed widens both to int64.
 STORED_SLOT_TYPES = {"item": ("ARRAY<INT>", np.int32), "recency": ("ARRAY<TINYINT>", np.int8)}
+# A route's pool: one count per example (retrieve's `cand_<route>_pool`), read only by models that ask for it
+# (`InterestCTR.extra_input_columns`); absent from tables built before it was stored.
+POOL_TYPE = ("INT", np.int32)
+
+
+def pool_column(group: str) -> str:
+    """The count column of a route group r_<route>: r_<route>_pool."""
+    return f"{group}_pool"
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,8 @@ class ExampleLayout:
             raise ValueError(f"only layout {INPUT_LAYOUT} is written; layout {self.layout} is read from old models")
         return [*EXAMPLE_KEYS, ("target_item", "BIGINT"),
                 *((f"{group}_{part}", STORED_SLOT_TYPES[part][0]) for group in self.groups
-                  for part in GROUP_PARTS[self.layout])]
+                  for part in GROUP_PARTS[self.layout]),
+                *((pool_column(route_group(route)), POOL_TYPE[0]) for route in self.routes)]
 
     @staticmethod
     def stored_dtype(column: str) -> np.dtype:
@@ -170,4 +180,8 @@ def random_batch(spec: FeatureSpec, batch_size: int, generator: torch.Generator 
             batch_size, n * levels)  # (B, n, L) → (B, n·L)
         batch[f"{group}_recency"] = ints(spec.recency_buckets, batch_size, n) * mask
         batch[f"{group}_mask"] = mask
+        if group_route(group) is not None:  # the whole history's matches: at least the real candidates
+            # No draw from `g`: the other inputs stay what they were before pools existed (golden logits).
+            extra = (torch.arange(batch_size) * 37 + lengths * 11) % 300 * (lengths == n)  # (B,) beyond a full pool
+            batch[pool_column(group)] = lengths + extra
     return batch

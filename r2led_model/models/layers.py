@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from r2led_model.compat import missing_item_bias
 from r2led_model.config import GateMode, ModelConfig
-from r2led_model.models.inputs import Batch, FeatureSpec, within_vocab
+from r2led_model.models.inputs import Batch, FeatureSpec, pool_column, within_vocab
 from r2led_model.models.item_lookup import ItemLookup
 
 GATE_MODES: tuple[str, ...] = get_args(GateMode)
@@ -70,6 +70,7 @@ class Behaviours:
     recency: Tensor  # (B, n)
     cat: Tensor  # (B, n)
     sid: Tensor | None = None  # (B, n, L) SID codes, 0 = padding / unknown
+    pool: Tensor | None = None  # (B,) a route's matches over the whole stored history (r_<route>_pool), if read
 
     def take(self, idx: Tensor, selected: Tensor) -> Behaviours:
         """The slots at idx (B, k), with mask `selected` (B, k) (a gathered padded slot stays masked)."""
@@ -622,6 +623,12 @@ class InterestCTR(nn.Module):
         self.embedding.set_item_impressions(counts)
 
     @property
+    def extra_input_columns(self) -> tuple[str, ...]:
+        """Input columns beyond its groups' slot columns (`inputs.columns_for`) that the model reads: R2LED's
+        route pools (`r_<route>_pool`) when its occupancy counts the whole history; none otherwise."""
+        return ()
+
+    @property
     def input_groups(self) -> tuple[str, ...]:
         """The behaviour groups this model reads (r_<route>, short, long)."""
         long_groups = tuple(self.long_interest.groups) if self.long_interest is not None else ()
@@ -645,7 +652,8 @@ class InterestCTR(nn.Module):
             cat = batch[f"{group}_cat"]
             mask = batch[f"{group}_mask"].bool()
             groups[group] = Behaviours(h=self.embedding(item, cat, sid, context, real=mask), mask=mask,
-                                       recency=batch[f"{group}_recency"], cat=cat, sid=sid)
+                                       recency=batch[f"{group}_recency"], cat=cat, sid=sid,
+                                       pool=batch.get(pool_column(group)))
         return Target(h=h_t, cat=batch["target_cat"], sid=batch["target_sid"],
                       warmth=warmth, item=batch["target_item"]), groups
 

@@ -6,7 +6,8 @@ job; each arrives as a group r_<route> of k candidates (best first). The model r
   h(v)    = SidGate(e_id(v), e_sid(v)) + e_cat(v)                    (SID-level fusion, `layers.SidGate`)
   u_r     = TargetAttention_r(h_t, {h(v) + e_rec(v) : v ∈ route r})  (per route, own parameters; all
             routes in one batched call, `route_attention.RouteTargetAttention`)
-            [+ e_occ(r, log2 bucket of route r's valid candidates)]   (model.r2led.route_occupancy)
+            [+ e_occ(r, log2 bucket of route r's valid candidates, or of its matches over the whole stored
+                     history: model.r2led.route_occupancy, occupancy_counts)]
   u_long  = RouteFusion(h_t, {u_r})                                  (attention / mean / concat)
        or = TargetAttention(h_t, ∪_r {h(v) + e_rec(v) + e_r})         (cross: one attention over every route)
   u_short = DIN(h_t, short)
@@ -25,8 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from r2led_model.config import ModelConfig, RouteFusionMode
-from r2led_model.models.inputs import Batch, FeatureSpec
+from r2led_model.config import ModelConfig, OccupancyCounts, RouteFusionMode
+from r2led_model.models.inputs import Batch, FeatureSpec, pool_column
 from r2led_model.models.layers import (Behaviours, InterestCTR, Target, TargetAttention, log2_bucket, masked_softmax,
                                        shell_parts)
 from r2led_model.models.route_attention import RouteTargetAttention, stack_pools
@@ -40,6 +41,8 @@ WEIGHTED = ("attention", "target_aware", "constant_query")
 LISTENING = ("target_aware", "constant_query")
 # Occupancy buckets: 0 (empty), then ⌊log2(count)⌋ + 1, capped (k = 20 fills bucket 5).
 OCCUPANCY_BUCKETS = 8
+# Buckets of a route's matches over the whole history (occupancy_counts: history): up to 2^13 and more.
+HISTORY_OCCUPANCY_BUCKETS = 15
 
 
 class RouteFusion(nn.Module):
@@ -140,24 +143,28 @@ def route_mass_fixed(weights: Tensor, *, mass: Tensor, widths: list[int]) -> Ten
     return weights * torch.repeat_interleave(scale, torch.tensor(widths, device=weights.device), dim=-1)
 
 
-def occupancy_bucket(count: Tensor) -> Tensor:
-    """Valid candidates per route (B, R) → bucket (B, R): 0 for none, ⌊log2(count)⌋ + 1 otherwise, capped."""
-    return log2_bucket(count, OCCUPANCY_BUCKETS)
+def occupancy_bucket(count: Tensor, buckets: int = OCCUPANCY_BUCKETS) -> Tensor:
+    """Valid candidates (or matches) per route (B, R) → bucket (B, R): 0 for none, ⌊log2(count)⌋ + 1
+    otherwise, capped at buckets − 1."""
+    return log2_bucket(count, buckets)
 
 
 class _RoutePools(nn.Module):
     """What both long interests share: the routes they read (groups r_<route>) and, with `occupancy`, a
-    learned embedding per route of how full its pool is (its bucket of valid candidates), so the interest
-    keeps how much of the history matched at that route's granularity."""
+    learned embedding per route of how full its pool is (its bucket of valid candidates, or with
+    `occupancy_counts: history` of every behaviour of the stored history the route matched), so the
+    interest keeps how much of the history matched at that route's granularity."""
 
     def __init__(self, *, routes: tuple[str, ...]) -> None:
         super().__init__()
         self.routes = routes
         self.groups = tuple(route_group(route) for route in routes)
 
-    def _init_occupancy(self, *, dim: int, occupancy: bool) -> None:
+    def _init_occupancy(self, *, dim: int, occupancy: bool, counts: OccupancyCounts = "candidates") -> None:
         # Created after the subclass's own parameters: the seeded initialisation keeps its order.
-        self.occupancy = nn.Embedding(len(self.routes) * OCCUPANCY_BUCKETS, dim) if occupancy else None
+        self.counts_history = occupancy and counts == "history"
+        self.occupancy_buckets = HISTORY_OCCUPANCY_BUCKETS if self.counts_history else OCCUPANCY_BUCKETS
+        self.occupancy = nn.Embedding(len(self.routes) * self.occupancy_buckets, dim) if occupancy else None
         if self.occupancy is not None:
             nn.init.normal_(self.occupancy.weight, std=0.1)
 
@@ -165,10 +172,17 @@ class _RoutePools(nn.Module):
         return [behaviours[group] for group in self.groups]
 
     def _occupancy(self, pools: list[Behaviours]) -> Tensor:
-        """(B, R, d) embedding of each route's bucket of valid candidates."""
-        count = torch.stack([pool.mask.sum(dim=1) for pool in pools], dim=1)  # (B, R)
-        offset = torch.arange(len(pools), device=count.device) * OCCUPANCY_BUCKETS  # (R,)
-        return self.occupancy(occupancy_bucket(count) + offset[None, :])  # (B, R) → (B, R, d)
+        """(B, R, d) embedding of each route's bucket of valid candidates (or of its whole-history matches)."""
+        if self.counts_history:
+            missing = [group for group, pool in zip(self.groups, pools) if pool.pool is None]
+            if missing:
+                raise ValueError(f"occupancy_counts: history reads {[pool_column(g) for g in missing]}, which the "
+                                 "batch lacks: re-run build-training-set (tables built before route pools were stored)")
+            count = torch.stack([pool.pool.long() for pool in pools], dim=1)  # (B, R)
+        else:
+            count = torch.stack([pool.mask.sum(dim=1) for pool in pools], dim=1)  # (B, R)
+        offset = torch.arange(len(pools), device=count.device) * self.occupancy_buckets  # (R,)
+        return self.occupancy(occupancy_bucket(count, self.occupancy_buckets) + offset[None, :])  # (B, R) → (B, R, d)
 
 
 class FusedRouteInterest(_RoutePools):
@@ -179,13 +193,13 @@ class FusedRouteInterest(_RoutePools):
     """
 
     def __init__(self, *, routes: tuple[str, ...], attention: RouteTargetAttention, fusion: RouteFusion,
-                 dim: int, occupancy: bool = False) -> None:
+                 dim: int, occupancy: bool = False, counts: OccupancyCounts = "candidates") -> None:
         super().__init__(routes=routes)
         if attention.routes != tuple(routes):
             raise ValueError(f"the route attention's routes {attention.routes} differ from {tuple(routes)}")
         self.attention = attention
         self.fusion = fusion
-        self._init_occupancy(dim=dim, occupancy=occupancy)
+        self._init_occupancy(dim=dim, occupancy=occupancy, counts=counts)
 
     def forward(self, target: Target, behaviours: Mapping[str, Behaviours]) -> Tensor:
         interests, listened = self.route_interests(target, self.pools(behaviours))
@@ -206,11 +220,12 @@ class CrossRouteInterest(_RoutePools):
     """u_long as one target attention over the candidates of every route at once (`route_fusion: cross`),
     each candidate keyed with its route's embedding; occupancy, if any, is added to the result."""
 
-    def __init__(self, *, routes: tuple[str, ...], cross: TargetAttention, dim: int, occupancy: bool = False) -> None:
+    def __init__(self, *, routes: tuple[str, ...], cross: TargetAttention, dim: int, occupancy: bool = False,
+                 counts: OccupancyCounts = "candidates") -> None:
         super().__init__(routes=routes)
         self.cross = cross
         self.route_embedding = nn.Parameter(torch.randn(len(routes), dim) * 0.1)  # (R, d)
-        self._init_occupancy(dim=dim, occupancy=occupancy)
+        self._init_occupancy(dim=dim, occupancy=occupancy, counts=counts)
         # A counterfactual (`r2led_model.evaluation.counterfactuals`): a fixed share of the attention's mass
         # per route (R,), each route's candidates keeping their weights relative to each other.
         self.frozen_route_mass: Tensor | None = None
@@ -285,17 +300,24 @@ class R2LED(InterestCTR):
         interest: FusedRouteInterest | CrossRouteInterest
         if options.route_fusion == "cross":
             cross = TargetAttention(dim=dim, heads=heads, recency_buckets=buckets)
-            interest = CrossRouteInterest(routes=routes, cross=cross, dim=dim, occupancy=options.route_occupancy)
+            interest = CrossRouteInterest(routes=routes, cross=cross, dim=dim, occupancy=options.route_occupancy,
+                                          counts=options.occupancy_counts)
         else:
             attention = RouteTargetAttention(routes=routes, dim=dim, heads=heads, recency_buckets=buckets)
             interest = FusedRouteInterest(routes=routes, attention=attention,
                                           fusion=RouteFusion(mode=options.route_fusion, dim=dim,
                                                              num_routes=len(routes),
                                                              warmth_buckets=options.warmth_buckets),
-                                          dim=dim, occupancy=options.route_occupancy)
+                                          dim=dim, occupancy=options.route_occupancy,
+                                          counts=options.occupancy_counts)
         super().__init__(long_interest=interest, **shell_parts(spec=spec, config=config, gate=options.gate,
                                                               per_level=options.sid_fusion == "per_level"))
         self.exclusive_sid_pools = options.sid_pools == "exclusive"
+
+    @property
+    def extra_input_columns(self) -> tuple[str, ...]:
+        interest = self.long_interest
+        return tuple(pool_column(group) for group in interest.groups) if interest.counts_history else ()
 
     def encode(self, batch: Batch) -> tuple[Target, dict[str, Behaviours]]:
         batch = self.inputs(batch)

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from r2led_model.models import CTRTask
+from r2led_model.models.inputs import pool_column
 from r2led_model.retrieval.multi_route import Histories, Targets, retrieve_routes_many
-from r2led_model.sequences.features import PAD, HistoryFeatures, example_slots
+from r2led_model.sequences.features import PAD, HistoryFeatures, example_slots, route_group
 from r2led_model.serving.catalog import ServingCatalog
 from r2led_model.serving.requests import RawRequests
 from r2led_model.tracking.bundle import predict_arrays
@@ -35,7 +36,8 @@ OUTPUT_COLUMNS = ("score", "known_item", "has_sids", "history_length", "unknown_
 
 @dataclass(frozen=True)
 class AssembledRequests:
-    inputs: dict[str, np.ndarray]  # layout-2 model inputs: `<group>_item`, `<group>_recency` (N, n), target_item (N,)
+    inputs: dict[str, np.ndarray]  # layout-2 model inputs: `<group>_item`, `<group>_recency` (N, n), target_item and
+    # r_<route>_pool (N,)
     history_item_idx: np.ndarray  # (M,) each behaviour's item index, 0 for an item the catalogue does not know
     first: np.ndarray  # (N,) each request's first behaviour the model reads (a row of the requests' behaviours)
     kept: np.ndarray  # (N,) how many it reads: those before the request, the newest `max_stored`
@@ -69,7 +71,8 @@ def request_inputs(requests: RawRequests, catalog: ServingCatalog) -> AssembledR
                           route_slots={route: (c.positions.astype(np.int64), c.mask) for route, c in found.items()},
                           short_window=settings.short_window, long_history=settings.long_history,
                           recency_buckets=settings.recency_buckets)
-    return AssembledRequests(inputs={**slots, "target_item": catalog.index.item_indices(requests.item_ids)},
+    pools = {pool_column(route_group(route)): c.pool_size.astype(np.int64) for route, c in found.items()}  # (N,) each
+    return AssembledRequests(inputs={**slots, **pools, "target_item": catalog.index.item_indices(requests.item_ids)},
                              history_item_idx=history.item_idx, first=first, kept=kept)
 
 

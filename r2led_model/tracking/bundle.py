@@ -66,14 +66,14 @@ class ModelBundle:
     def input_columns(self) -> list[str]:
         """The columns a caller passes (the pyfunc's signature): those of the model's input layout."""
         model = build_model(self.model_config.name, spec=self.spec, config=self.model_config)
-        return columns_for(model.input_groups, self.input_layout)
+        return columns_for(model.input_groups, self.input_layout) + list(model.extra_input_columns)
 
     @functools.cached_property
     def narrow_columns(self) -> list[str]:
         """The layout-2 columns `training_examples` holds, which the scorer passes once the model holds
         lookups (`with_item_lookup`), whatever layout it was saved with."""
         model = build_model(self.model_config.name, spec=self.spec, config=self.model_config)
-        return columns_for(model.input_groups, INPUT_LAYOUT)
+        return columns_for(model.input_groups, INPUT_LAYOUT) + list(model.extra_input_columns)
 
     def incompatibilities(self, spec: FeatureSpec, versions: DataVersions,
                           lookups: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:

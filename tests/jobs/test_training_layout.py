@@ -1,5 +1,6 @@
 """A training_examples table written in the wide layout (input layout 1, before models looked up categories
-and SID codes) is refused by training with the fix named, and the next build-training-set rebuilds it."""
+and SID codes), or one without the route pools stored since, is refused by training with the fix named, and the next
+build-training-set rebuilds it."""
 
 from __future__ import annotations
 
@@ -49,3 +50,20 @@ def test_a_wide_table_is_refused_by_training_and_rebuilt_narrow_by_build_trainin
     assert rows(examples, "sample_id") == narrow
     assert feature_spec(store, config).num_items > 1
     assert examples.where(F.col("split") == "test").count() > 0
+
+
+def test_a_table_built_before_route_pools_is_refused_and_rebuilt_with_them(spark, tiny_tables, tmp_path):
+    shutil.copytree(tiny_tables, tmp_path / "ws")
+    config = config_in(tmp_path / "ws")
+    store = TableStore(spark, config.tables)
+    current = rows(store.read("training_examples"), "sample_id")
+    pools = [c for c in store.read("training_examples").columns if c.endswith("_pool")]
+    assert pools == ["r_sid1_pool", "r_sid2_pool", "r_sid3_pool", "r_collab_pool"][:len(pools)] and pools
+    store.overwrite("training_examples", store.read("training_examples").drop(*pools))
+
+    with pytest.raises(TrainingDataError, match="lacks .*r_sid1_pool.*re-run build-training-set"):
+        feature_spec(store, config)
+
+    result = build_training_set.update(spark, config)
+    assert result.full_rebuild
+    assert rows(store.read("training_examples"), "sample_id") == current

@@ -15,13 +15,19 @@ SPEC = FeatureSpec(num_items=30, num_categories=6, sid_levels=3, sid_vocab=9, ro
                    route_k=(4, 4, 5), short_window=3, long_history=7, recency_buckets=8)
 
 
+def types_of(layout: ExampleLayout) -> dict[str, str]:
+    return dict(layout.stored_columns())
+
+
 def test_the_stored_columns_read_back_as_the_same_layout_in_the_same_group_order():
     layout = ExampleLayout(("sid2", "collab", "sid1"))
     stored = [name for name, _ in layout.stored_columns()]
     assert layout.groups == ("r_sid2", "r_collab", "r_sid1", "short", "long")
     assert ExampleLayout.of_columns(stored) == layout
-    # Per slot only the item and its recency: the rest follows from the item inside the model.
-    assert [n for n in stored if n.startswith("r_collab")] == ["r_collab_item", "r_collab_recency"]
+    # Per slot only the item and its recency (the rest follows from the item inside the model), and per
+    # route the count of its matches over the whole history.
+    assert [n for n in stored if n.startswith("r_collab")] == ["r_collab_item", "r_collab_recency", "r_collab_pool"]
+    assert types_of(layout)["r_sid1_pool"] == "INT" and "short_pool" not in stored
     assert stored[:7] == ["sample_id", "user_id", "ts", "label", "split", "hist_len", "target_item"]
     assert set(layout.input_columns()) <= set(stored)
     types = dict(layout.stored_columns())

@@ -43,6 +43,8 @@ VARIANTS = {name: (name, {}) for name in MODELS} | {
     "r2led-per_level-target_gate": ("r2led", {"sid_fusion": "per_level", "gate": "target_gate",
                                               "route_fusion": "cross"}),
     "r2led-attention": ("r2led", {"route_fusion": "attention", "gate": "gate"}),
+    "r2led-history_counts": ("r2led", {"occupancy_counts": "history", "gate": "warmth", "id_min_count": 0,
+                                       "route_fusion": "constant_query"}),
     "r2led-no_occupancy": ("r2led", {"route_occupancy": False, "gate": "gate", "route_fusion": "cross"}),
     "r2led-attention-no_occupancy": ("r2led", {"route_fusion": "attention", "route_occupancy": False, "gate": "gate"}),
     "r2led-target_aware": ("r2led", {"route_fusion": "target_aware", "gate": "warmth", "id_min_count": 0}),
@@ -247,7 +249,7 @@ def test_sid_only_r2led_reads_sids_and_not_item_ids():
 def test_input_groups_name_only_columns_the_model_reads(variant):
     model = make(variant)
     batch = batch_of(4)
-    needed = {key: batch[key] for key in columns_for(model.input_groups, WIDE_LAYOUT)}
+    needed = {key: batch[key] for key in [*columns_for(model.input_groups, WIDE_LAYOUT), *model.extra_input_columns]}
     assert torch.equal(model.eval()(needed), model(batch))
 
 

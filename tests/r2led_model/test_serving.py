@@ -4,6 +4,8 @@ pyfunc answering raw ids (and refusing malformed requests with INVALID_PARAMETER
 
 from __future__ import annotations
 
+import dataclasses
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -167,3 +169,25 @@ def test_the_registered_model_takes_raw_ids_and_refuses_a_malformed_request(make
     with pytest.raises(MlflowException, match="after request_ts") as refused:
         model.predict(frame((1005, T0, [1001], [T0 + 5])))
     assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_a_request_carries_each_routes_whole_history_pool_for_a_model_that_reads_it(served):
+    catalog, _, _ = served
+    items, times = HISTORY
+    request = RawRequests.from_frame(frame((1005, times[-1] + HOUR, items, times)))
+    inputs = request_inputs(request, catalog).inputs
+    codes = dict(zip(catalog.features.item_ids.tolist(), catalog.features.codes[:, 0].tolist()))
+    sid1_matches = sum(codes[i] == codes[1005] and codes[i] >= 0 for i in items)
+    assert inputs["r_sid1_pool"].tolist() == [sid1_matches]
+    assert inputs["r_collab_pool"].tolist() == [len(items)]  # the collaborative route's pool is the whole history
+    # A model whose occupancy counts the whole history names the pools in its inputs, and the scorer supplies them.
+    config = ModelConfig(embedding_dim=8, mlp_dims=(16,), r2led=dataclasses.replace(
+        MODEL.r2led, occupancy_counts="history"))
+    torch.manual_seed(0)
+    model = build_model(config.name, spec=SPEC, config=config)
+    lookup = make_bundle(catalog).build().model.item_lookup
+    model.item_lookup.set(lookup.category, lookup.sid)
+    bundle = ModelBundle(config, SPEC, DataVersions("cb-test", "cv-test"), model.state_dict())
+    assert {"r_sid1_pool", "r_collab_pool"} <= set(bundle.input_columns)
+    out = score_requests(bundle.build(), catalog, request, bundle.input_columns)
+    assert np.isfinite(out["score"]).all()
