@@ -173,7 +173,8 @@ TABLES: dict[str, TableSpec] = {
             key=("sample_id",),
             doc="one sample in input layout 2 (r2led_model/models/inputs.py; column input_layout, absent from "
                 "tables written before it): target_item and, per slot of r_<route>_*, short_* and long_*, the "
-                "item index (ARRAY<INT>) and its recency bucket (ARRAY<TINYINT>); the model looks up categories "
+                "item index (ARRAY<INT>) and its recency bucket (ARRAY<TINYINT>), and per route r_<route>_pool "
+                "(INT, its matches before truncation to k); the model looks up categories "
                 "and SID codes (item_index); the arrays' columns follow the layout (build_training_set."
                 "output_columns), so only the scalars are checked here; padding rules in r2led_model/sequences/features.py",
         ),

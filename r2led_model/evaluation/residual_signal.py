@@ -1,4 +1,4 @@
-"""What a model's scores miss: a logistic regression stacked on the model's logit and a few features, cross-fitted by user.
+"""What a model's scores miss: a logistic regression stacked on its logit and a few features, cross-fitted by user.
 
 If the item's target encoding, stacked on a model's logit, raises test AUC, the model has not learned the item's
 quality as well as a counting feature does; if it adds nothing, that information is already in the logit. The

@@ -26,7 +26,8 @@ def test_the_stored_columns_read_back_as_the_same_layout_in_the_same_group_order
     assert ExampleLayout.of_columns(stored) == layout
     # Per slot only the item and its recency (the rest follows from the item inside the model), and per
     # route the count of its matches over the whole history.
-    assert [n for n in stored if n.startswith("r_collab")] == ["r_collab_item", "r_collab_recency", "r_collab_pool"]
+    assert [n for n in stored if n.startswith("r_collab")] == [
+        "r_collab_item", "r_collab_recency", "r_collab_pool"]
     assert types_of(layout)["r_sid1_pool"] == "INT" and "short_pool" not in stored
     assert stored[:7] == ["sample_id", "user_id", "ts", "label", "split", "hist_len", "target_item"]
     assert set(layout.input_columns()) <= set(stored)

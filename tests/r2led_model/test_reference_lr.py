@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from r2led_model.evaluation.metrics import auc
-from r2led_model.worlds.reference_lr import build_reference_features, feature_names, fit_reference, sid_prefix_topics
+from r2led_model.worlds.reference_lr import (build_reference_features, feature_names, fit_reference,
+                                             sid_prefix_topics)
 
 ITEM_TOPICS = pd.DataFrame({
     "item_id": [1, 2, 3, 4, 5, 6],
@@ -173,7 +174,8 @@ def test_sid_prefix_topics_match_where_the_sid_routes_match():
         for b in topics.index:
             for j, level in enumerate(("l1", "l2", "l3")):
                 same_prefix = bool((codes[a - 10, :j + 1] == codes[b - 10, :j + 1]).all())
-                assert (topics.loc[a, f"topic_{level}"] == topics.loc[b, f"topic_{level}"]) == same_prefix, (a, b, level)
+                same_topic = topics.loc[a, f"topic_{level}"] == topics.loc[b, f"topic_{level}"]
+                assert same_topic == same_prefix, (a, b, level)
     # Two SID levels: the third topic level repeats the whole code.
     short = sid_prefix_topics(item_ids=np.array([1, 2]), codes=np.array([[3, 1], [3, 2]]))
     assert (short["topic_l3"] == short["topic_l2"]).all() and short["topic_l1"].nunique() == 1
