@@ -51,6 +51,9 @@ LEGACY_MODEL_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Options added after the first bundles were written, with the value those bundles were built with
 # (flat keys: every bundle written before them stored a flat model dict).
 LEGACY_MODEL_OPTIONS = {"sid_fusion": "sum", "route_occupancy": False}
+# Options added to a model's section after bundles stored sections, with the value the bundles written before
+# them were built with (a default that changed since would otherwise build another network for their weights).
+ADDED_SECTION_OPTIONS = {("r2led", "occupancy_counts"): "candidates"}
 # What a checkpoint written before RNG states were stored as plain values holds besides tensors: numpy's
 # MT19937 state, a uint32 ndarray. Allowlisted (those types only) so `weights_only=True` reads them too.
 LEGACY_CHECKPOINT_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
@@ -75,9 +78,10 @@ def sectioned_model_values(stored: Mapping[str, Any]) -> dict[str, Any]:
     """A bundle's stored model dict in today's layout. Earlier releases stored it flat (`gate`,
     `retrieve_k`, `eta_hash_bits`, ... beside `name`): those keys move into the section of the bundle's
     own model; the ones it never read (another model's options) are dropped, so its sections are those
-    of the model that was built. A dict with sections is returned as it is."""
+    of the model that was built. Options added to a section since (`ADDED_SECTION_OPTIONS`) get the value
+    the bundle was built with."""
     if not any(key in LEGACY_MODEL_KEYS for key in stored):
-        return dict(stored)
+        return _with_added_options(dict(stored))
     flat = {**LEGACY_MODEL_OPTIONS, **stored}
     name = flat["name"]
     values: dict[str, Any] = {k: v for k, v in flat.items() if k not in LEGACY_MODEL_KEYS}
@@ -86,6 +90,14 @@ def sectioned_model_values(stored: Mapping[str, Any]) -> dict[str, Any]:
         if moved is not None:
             section, option = moved.split(".")
             values.setdefault(section, {})[option] = value
+    return _with_added_options(values)
+
+
+def _with_added_options(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with each `ADDED_SECTION_OPTIONS` option its section lacks set to the value it was built with."""
+    for (section, option), built_with in ADDED_SECTION_OPTIONS.items():
+        if isinstance(values.get(section), Mapping) and option not in values[section]:
+            values[section] = {**values[section], option: built_with}
     return values
 
 

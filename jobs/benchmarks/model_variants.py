@@ -56,7 +56,7 @@ ABLATIONS = (
     # The default before the warmth gate and the constant-query fusion.
     Variant("r2led gate=gate fusion=cross", "r2led", (("gate", "gate"), ("route_fusion", "cross"))),
     Variant("r2led no occupancy", "r2led", (("route_occupancy", False),)),
-    Variant("r2led occupancy=history", "r2led", (("occupancy_counts", "history"),)),
+    Variant("r2led occupancy=candidates", "r2led", (("occupancy_counts", "candidates"),)),
     Variant("r2led sid_pools=exclusive", "r2led", (("sid_pools", "exclusive"),)),
     Variant("r2led routes=collab", "r2led", (("routes", ("collab",)),)),
     Variant("r2led routes=sid only", "r2led", (("routes", ("sid1", "sid2", "sid3")),)),

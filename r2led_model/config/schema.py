@@ -641,11 +641,13 @@ class R2LEDConfig:
     # Add an embedding of each route's pool occupancy (log2 buckets of its valid candidates): how
     # much of the history matched the target at that route's granularity, which attention averages away.
     route_occupancy: bool = True
-    # What the occupancy counts: the route's real candidates (at most its k), or every behaviour of the
-    # user's whole stored history that matched the route (retrieve's pool before truncation to k, the
-    # `r_<route>_pool` column of training_examples): a prefix matched 30 times and one matched 800 times
-    # fill the same k slots.
-    occupancy_counts: OccupancyCounts = "candidates"
+    # What the occupancy counts (read with route_occupancy only): the route's real candidates (at most its
+    # k), or every behaviour of the user's whole stored history that matched the route (retrieve's pool
+    # before truncation to k, the `r_<route>_pool` column of training_examples): a prefix matched 30 times
+    # and one matched 800 times fill the same k slots. `history` is the default: on the lifelong world it
+    # had the best whole-validation AUC of R2LED's configurations (docs/measured.md); models saved before
+    # the option existed counted candidates, and load so.
+    occupancy_counts: OccupancyCounts = "history"
     # Routes the model reads (a subset of retrieval.routes); empty = every route in the table.
     routes: tuple[str, ...] = ()
     # The SID routes' pools are nested (a behaviour sharing the target's first 3 codes also shares its
@@ -660,9 +662,7 @@ class R2LEDConfig:
         _require(path, (not (self.gate == "warmth" and self.sid_fusion == "per_level"), "sid_fusion",
                         "the warmth gate weighs the ID against the summed SID levels: set sid_fusion to sum"),
                  (not self.warmth_target or self.gate == "warmth", "warmth_target",
-                  "an option of the warmth gate: set gate to warmth"),
-                 (self.route_occupancy or self.occupancy_counts == "candidates", "occupancy_counts",
-                  "counts for the route occupancy embedding: set route_occupancy to true"))
+                  "an option of the warmth gate: set gate to warmth"))
 
 
 @dataclass(frozen=True)

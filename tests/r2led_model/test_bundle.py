@@ -1,8 +1,9 @@
-"""Model bundles: today's layout round-trips, and a bundle an earlier release wrote with a flat model dict
-loads into the per-model sections with the values it was built with."""
+"""Model bundles: today's layout round-trips, and a bundle an earlier release wrote (a flat model dict, or sections
+without an option added since) loads with the values it was built with."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -34,7 +35,8 @@ def written_by_an_earlier_release(flat: dict, config: ModelConfig) -> bytes:
 
 def test_a_flat_legacy_meta_loads_into_the_r2led_section_with_the_values_it_was_built_with():
     built = ModelConfig(embedding_dim=8, mlp_dims=(16,), r2led=R2LEDConfig(
-        gate="sum", route_fusion="mean", routes=("collab", "sid1"), sid_fusion="sum", route_occupancy=False))
+        gate="sum", route_fusion="mean", routes=("collab", "sid1"), sid_fusion="sum", route_occupancy=False,
+        occupancy_counts="candidates"))
     bundle = ModelBundle.from_bytes(written_by_an_earlier_release(FLAT, built))
     assert bundle.model_config == built  # route_occupancy False, sid_fusion sum: what those bundles were built without
     assert bundle.versions == VERSIONS
@@ -65,3 +67,19 @@ def test_a_bundle_round_trips_with_its_sections():
     bundle = ModelBundle(config, SPEC, VERSIONS, build_model("r2led", spec=SPEC, config=config).state_dict())
     again = ModelBundle.from_bytes(bundle.to_bytes())
     assert again.model_config == config and again.meta()["model"]["r2led"]["gate"] == "id_only"
+
+
+def test_a_sectioned_meta_saved_before_whole_history_counts_loads_counting_candidates():
+    built = ModelConfig(embedding_dim=8, mlp_dims=(16,), r2led=R2LEDConfig(occupancy_counts="candidates"))
+    sectioned = dataclasses.asdict(built)
+    del sectioned["r2led"]["occupancy_counts"]  # what a bundle of the release before the option stored
+    bundle = ModelBundle.from_bytes(written_by_an_earlier_release(sectioned, built))
+    assert bundle.model_config == built and bundle.model_config.r2led.occupancy_counts == "candidates"
+    # Such a model never read pools: its inputs name none, and a batch without them scores as it did.
+    assert not any(c.endswith("_pool") for c in bundle.input_columns)
+    batch = {k: v for k, v in random_batch(SPEC, 8, torch.Generator().manual_seed(1)).items()
+             if not k.endswith("_pool")}
+    torch.manual_seed(0)
+    expected = build_model("r2led", spec=SPEC, config=built).eval()
+    with torch.no_grad():
+        assert torch.equal(bundle.build().model(batch), expected(batch))

@@ -36,8 +36,12 @@ def test_flat_keys_move_to_their_models_section_and_a_sectioned_dict_is_left_alo
     stored = {"name": "sim_hard", "embedding_dim": 8, "retrieve_k": 30, "gate": "sum", "sdim_hashes": 4}
     assert compat.sectioned_model_values(stored) == {
         "name": "sim_hard", "embedding_dim": 8, "sim_hard": {"retrieve_k": 30}}  # r2led's and sdim's dropped
-    current = {"name": "r2led", "r2led": {"gate": "warmth"}}
+    current = {"name": "r2led", "r2led": {"gate": "warmth", "occupancy_counts": "history"}}
     assert compat.sectioned_model_values(current) == current
+    # A section saved before an option existed gets the value it was built with.
+    before = {"name": "r2led", "r2led": {"gate": "warmth"}}
+    assert compat.sectioned_model_values(before) == {"name": "r2led", "r2led": {"gate": "warmth",
+                                                                               "occupancy_counts": "candidates"}}
     assert compat.sectioned_tuned_params("eta", {"model.retrieve_k": 20, "model.eta_hash_bits": 8,
                                                  "training.learning_rate": 0.01}) == {
         "model.eta.retrieve_k": 20, "model.eta.hash_bits": 8, "training.learning_rate": 0.01}

@@ -55,6 +55,11 @@ VARIANTS = {name: (name, {}) for name in MODELS} | {
     "r2led-constant_query-no_occupancy": ("r2led", {"route_fusion": "constant_query", "route_occupancy": False,
                                                     "gate": "gate"}),
 }
+# R2LED variants named before whole-history counts became the default keep counting candidates (their golden
+# logits predate it); "r2led" is the default itself.
+VARIANTS = {name: (model, options if model != "r2led" or name == "r2led" or "occupancy_counts" in options
+                   else {**options, "occupancy_counts": "candidates"})
+            for name, (model, options) in VARIANTS.items()}
 # Variants whose long interest is exactly zero when every route is empty (occupancy says "nothing matched").
 ZERO_WHEN_EMPTY = [v for v, (name, overrides) in VARIANTS.items()
                    if name == "r2led" and not R2LEDConfig(**overrides).route_occupancy]

@@ -26,14 +26,15 @@ def test_history_counts_read_the_pools_and_candidate_counts_do_not():
     history = make("r2led-history_counts").eval()
     with torch.no_grad():
         assert not torch.allclose(history(few), history(many))
-    candidates = make("r2led").eval()  # the default counts the real candidates
+    candidates = make("r2led-constant_query").eval()  # counts the real candidates
     with torch.no_grad():
         assert torch.equal(candidates(few), candidates(many))
 
 
 def test_the_pool_columns_are_what_a_history_count_model_adds_to_its_inputs():
     assert make("r2led-history_counts").extra_input_columns == ("r_sid1_pool", "r_sid2_pool", "r_collab_pool")
-    assert make("r2led").extra_input_columns == ()
+    assert make("r2led").extra_input_columns == make("r2led-history_counts").extra_input_columns  # the default
+    assert make("r2led-constant_query").extra_input_columns == ()
     assert make("din").extra_input_columns == () and make("sim_hard").extra_input_columns == ()
 
 

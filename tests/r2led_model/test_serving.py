@@ -180,6 +180,9 @@ def test_a_request_carries_each_routes_whole_history_pool_for_a_model_that_reads
     sid1_matches = sum(codes[i] == codes[1005] and codes[i] >= 0 for i in items)
     assert inputs["r_sid1_pool"].tolist() == [sid1_matches]
     assert inputs["r_collab_pool"].tolist() == [len(items)]  # the collaborative route's pool is the whole history
+    # Unknown history items read as no behaviour: no slot, and no match in any pool.
+    mixed = RawRequests.from_frame(frame((1005, times[-1] + HOUR, [5, 6, *items], [times[0], times[0], *times])))
+    assert request_inputs(mixed, catalog).inputs["r_collab_pool"].tolist() == [len(items)]
     # A model whose occupancy counts the whole history names the pools in its inputs, and the scorer supplies them.
     config = ModelConfig(embedding_dim=8, mlp_dims=(16,), r2led=dataclasses.replace(
         MODEL.r2led, occupancy_counts="history"))
