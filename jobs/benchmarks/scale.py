@@ -30,6 +30,7 @@ from pyspark.sql import SparkSession
 from jobs.benchmarks.process_memory import MemorySampler, jvm_pid
 from jobs.benchmarks.single_process_stages import (collab_vectors_reference, retrieve_reference,
                                                    training_set_reference)
+from jobs.benchmarks.wide_layout import wide_layout_bytes
 from jobs.ingest import generate
 from jobs.orchestration.stages import DATA_STAGES, stages
 from jobs.runtime.entrypoint import spark_job_main
@@ -92,9 +93,10 @@ def _rows(store: TableStore, tables: Sequence[str]) -> int | None:
 
 
 def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Path, sample_share: float,
-                   references: bool = False, until: str = DATA_STAGES[-1]) -> list[dict]:
+                   references: bool = False, until: str = DATA_STAGES[-1], wide_bytes: bool = False) -> list[dict]:
     """Every data stage up to `until` at `events`; `references`: also time each stage's
-    single-process reference (`REFERENCES`) on the same tables, right after the stage."""
+    single-process reference (`REFERENCES`) on the same tables, right after the stage; `wide_bytes`: also
+    write build-training-set's examples in input layout 1 (`wide_layout`) and report its bytes per row."""
     sized = sized_config(config, folder, sample_share, events)
     # The session was started with the env's partitions; this size's count holds while it runs.
     spark.conf.set("spark.sql.shuffle.partitions", str(sized.spark.shuffle_partitions))
@@ -128,6 +130,9 @@ def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Pat
         if references and stage.name in REFERENCES:
             result.update(_reference(REFERENCES[stage.name], store, sized, folder / "reference" / stage.name,
                                      spark_seconds=seconds))
+        if wide_bytes and stage.name == "build-training-set":
+            wide = wide_layout_bytes(spark, store, folder / "wide_examples")
+            result.update(wide, narrow_over_wide=round(result["bytes_per_row_out"] / wide["wide_bytes_per_row"], 3))
         print(json.dumps(result), flush=True)
         results.append(result)
     return results
@@ -147,11 +152,11 @@ def _mb(value: float | None) -> float | None:
 
 
 def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = None, keep: bool = False,
-        references_up_to: int = 0, until: str = DATA_STAGES[-1]) -> list[dict]:
+        references_up_to: int = 0, until: str = DATA_STAGES[-1], wide_bytes: bool = False) -> list[dict]:
     """Every data stage (up to `until`) at each event count in `sizes` (default:
     benchmark.scale_sizes); `keep` keeps each size's tables (they are removed after, since 10^8
     events take tens of GB); `references_up_to`: time the single-process references at the sizes up
-    to this many events."""
+    to this many events; `wide_bytes`: the bytes per example of input layout 1 on the same samples."""
     if until not in DATA_STAGES:
         raise ValueError(f"until: {until!r} is not a data stage ({', '.join(DATA_STAGES)})")
     sizes = tuple(sizes or config.benchmark.scale_sizes)
@@ -162,7 +167,7 @@ def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = No
     for events in sizes:
         folder = out_dir / "scale" / f"n{events}"
         for result in benchmark_size(spark, config, events, folder, share, references=events <= references_up_to,
-                                     until=until):
+                                     until=until, wide_bytes=wide_bytes):
             with open(out_dir / "scale.jsonl", "a", encoding="utf-8") as sink:
                 sink.write(json.dumps(result) + "\n")
             results.append(result)
@@ -191,6 +196,10 @@ def format_table(results: Sequence[dict]) -> str:
             # Assembling examples against retrieving their candidates, on the same samples.
             ratio = seconds["build-training-set"] / seconds["retrieve"]
             lines.append(f"{events:>12,} {'training-set÷retr.':<19} {ratio:>8.2f}")
+        for r in (r for r in results if r["events"] == events and r.get("wide_bytes_per_row")):
+            # The same examples in input layout 1: what layout 2's bytes per row compare with.
+            lines.append(f"{events:>12,} {'layout-1 B/row':<19} {r['wide_bytes_per_row']:>8,.1f}  "
+                         f"layout 2 ÷ layout 1: {r['narrow_over_wide']:.3f}")
     if len(sizes) > 1:
         lines.append(growth_lines(results, sizes[-2], sizes[-1]))
     return "\n".join(lines)
@@ -248,6 +257,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="keep each size's tables (default: removed after)")
     parser.add_argument("--until", choices=DATA_STAGES, default=DATA_STAGES[-1],
                         help="the last stage to run (default: build-training-set)")
+    parser.add_argument("--wide-bytes", action="store_true",
+                        help="also write build-training-set's examples in input layout 1 (every slot's category, "
+                             "SID codes and mask, BIGINT arrays) and print its bytes per row beside layout 2's")
     parser.add_argument("--references-up-to", type=int, default=0, metavar="EVENTS",
                         help="also time the single-process references of collab-vectors, retrieve and "
                              "build-training-set at the sizes up to EVENTS (default 0: none; a reference holds "

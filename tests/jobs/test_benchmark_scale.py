@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -15,6 +16,7 @@ from jobs.benchmarks.scale import format_table, growth_lines, sized_config
 from jobs.benchmarks.reference_als import Pairs, implicit_als
 from jobs.benchmarks.single_process_stages import (collab_vectors_reference, retrieve_reference, snapshot,
                                                    training_set_reference)
+from jobs.benchmarks.wide_layout import wide_layout_bytes
 from jobs.runtime.tables import TableStore
 from r2led_model.config import parse_utc_timestamp
 from tests.helpers import config_in
@@ -100,3 +102,21 @@ def test_the_collab_vectors_reference_signs_every_item_spark_fits(spark, tiny_ta
     assert sorted(written["item_id"].to_pylist()) == sorted(stored["item_id"].to_pylist())
     for column in ("vector", "signature"):
         assert {len(v) for v in written[column].to_pylist()} == {len(stored[column][0])}
+
+
+def test_the_wide_layout_holds_every_example_with_its_looked_up_slots_and_more_bytes(spark, tiny_tables, tmp_path):
+    config = config_in(tiny_tables)
+    store = TableStore(spark, config.tables)
+    measured = wide_layout_bytes(spark, store, tmp_path / "wide")
+    narrow = snapshot(store, "training_examples").sort_by("sample_id")
+    assert measured["wide_rows"] == narrow.num_rows > 1000
+    wide = ds.dataset(tmp_path / "wide", format="parquet", partitioning="hive").to_table().sort_by("sample_id")
+    assert wide["short_item"].to_pylist() == narrow["short_item"].to_pylist()
+    assert wide.schema.field("long_sid").type == pa.list_(pa.int64()) and "r_sid1_pool" not in wide.column_names
+    # A slot's category is the item index's; a real slot's mask is 1 and padding's 0.
+    categories = dict(zip(*(snapshot(store, "item_index", ["item_idx", "category_idx"])[c].to_pylist()
+                            for c in ("item_idx", "category_idx"))))
+    for items, cats, mask in zip(*(wide[c].to_pylist()[:200] for c in ("long_item", "long_cat", "long_mask"))):
+        assert cats == [categories[i] if i else 0 for i in items] and mask == [int(i != 0) for i in items]
+    narrow_bytes = store.size_in_bytes("training_examples") / narrow.num_rows
+    assert measured["wide_bytes_per_row"] > narrow_bytes
