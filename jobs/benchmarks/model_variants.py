@@ -37,16 +37,17 @@ CONTROLS = (*(Variant(f"{v.label}+sid", v.model, shared=(("item_sids", True),)) 
             Variant("sim_hard offline", "sim_hard", (("search", "offline"),)))
 
 
-# R2LED's defaults (model.r2led): the warmth gate, sid_fusion=sum, route_fusion=constant_query, route_occupancy
-# on, every route. Each ablation changes one of them; the default before (the sigmoid gate with the cross
-# fusion) stays a row, and the per-level SID fusion, which only the sigmoid gates take, comes with one.
+# R2LED's defaults (model.r2led): gate=sum, sid_fusion=sum, route_fusion=constant_query, route_occupancy on
+# counting the whole history, every route. Each ablation changes one of them; the default before the warmth
+# gate (the sigmoid gate with the cross fusion) stays a row, and the per-level SID fusion, which only the
+# sigmoid gates take, comes with one.
 ABLATIONS = (
     Variant("r2led gate=id_only", "r2led", (("gate", "id_only"),)),
     Variant("r2led gate=sid_only", "r2led", (("gate", "sid_only"),)),
-    Variant("r2led gate=sum", "r2led", (("gate", "sum"),)),
+    Variant("r2led gate=warmth", "r2led", (("gate", "warmth"),)),
     Variant("r2led gate=gate", "r2led", (("gate", "gate"),)),
     Variant("r2led gate=target_gate", "r2led", (("gate", "target_gate"),)),
-    Variant("r2led gate=warmth+target", "r2led", (("warmth_target", True),)),
+    Variant("r2led gate=warmth+target", "r2led", (("gate", "warmth"), ("warmth_target", True))),
     Variant("r2led gate=gate sid_fusion=per_level", "r2led", (("gate", "gate"), ("sid_fusion", "per_level"))),
     Variant("r2led fusion=cross", "r2led", (("route_fusion", "cross"),)),
     Variant("r2led fusion=attention", "r2led", (("route_fusion", "attention"),)),

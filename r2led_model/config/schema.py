@@ -610,12 +610,13 @@ OccupancyCounts = Literal["candidates", "history"]
 class R2LEDConfig:
     """`model.r2led`: R2LED's own options; the ablations of `r2led benchmark models` vary them."""
 
-    # SID-level fusion of the ID and SID embeddings: warmth (one weight per item from its training
-    # impressions and normalised ID and SID embeddings: `layers.WarmthGate`), gate (σ(W[e_id; e_sid])),
-    # target_gate (the gate also sees the target), sum, id_only, sid_only. `warmth` with the
-    # constant-query route fusion is the default: after equal tuning it had the best whole-validation AUC
-    # of R2LED's configurations on the lifelong world (docs/measured.md).
-    gate: GateMode = "warmth"
+    # SID-level fusion of the ID and SID embeddings: sum (e_id + P·e_sid, one trained mix for every item),
+    # warmth (one weight per item from its training impressions and normalised ID and SID embeddings:
+    # `layers.WarmthGate`), gate (σ(W[e_id; e_sid])), target_gate (the gate also sees the target), id_only,
+    # sid_only. `sum` is the default: with the constant-query route fusion and whole-history counts it had
+    # the best whole-validation AUC of R2LED's configurations on the lifelong world, above every gate
+    # that weighs items one by one (docs/measured.md).
+    gate: GateMode = "sum"
     # The warmth gate's item warmth: log2 buckets of an item's training impressions (0, 1, 2-3, 4-7, ...,
     # the last bucket open-ended).
     warmth_buckets: int = 8

@@ -62,9 +62,9 @@ def test_a_variant_tuned_on_its_own_searches_with_its_options_fixed():
 
 
 def test_ablations_set_r2leds_section_and_baselines_leave_it_at_its_defaults():
-    config = load_config("oracle", ["model.r2led.gate=sum"])  # a dataset config written for R2LED
+    config = load_config("oracle", ["model.r2led.gate=gate"])  # a dataset config written for R2LED
     fusion = variant_config(config, Variant("r2led fusion=mean", "r2led", (("route_fusion", "mean"),)), None)
-    assert (fusion.model.r2led.route_fusion, fusion.model.r2led.gate) == ("mean", "sum")
+    assert (fusion.model.r2led.route_fusion, fusion.model.r2led.gate) == ("mean", "gate")
     baseline = variant_config(config, Variant("twin", "twin"), None)
     assert baseline.model.name == "twin" and baseline.model.r2led == type(config.model.r2led)()
     assert variant_job(config, None, Variant("r2led gate=id_only", "r2led", (("gate", "id_only"),)),

@@ -214,7 +214,7 @@ def test_a_key_of_another_models_section_set_away_from_its_default_is_an_error_n
 
 
 def test_another_models_section_at_its_defaults_is_fine_and_a_file_is_checked_like_set(tmp_path):
-    assert load_config("tiny", ["model.name=din", "model.r2led.gate=warmth"]).model.name == "din"
+    assert load_config("tiny", ["model.name=din", "model.r2led.gate=sum"]).model.name == "din"
     own = _own(tmp_path, "model:\n  name: twin\n  eta:\n    hash_bits: 16\n")
     with pytest.raises(ConfigError, match=r"^model\.eta\.hash_bits: model\.name is twin, which does not read"):
         load_config("tiny", config_file=own)

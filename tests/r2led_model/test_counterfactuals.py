@@ -29,7 +29,7 @@ def batch(seed: int = 1, size: int = 32):
 
 @pytest.mark.parametrize("sid_fusion", ["sum", "per_level"])
 def test_a_gate_that_does_not_depend_on_the_item_is_its_own_mean(sid_fusion):
-    model = r2led(sid_fusion=sid_fusion)
+    model = r2led(gate="gate", sid_fusion=sid_fusion)
     x = batch()
     with torch.no_grad():
         model.embedding.fusion.gate.weight.zero_()  # g = σ(b) (or softmax(b)) for every item

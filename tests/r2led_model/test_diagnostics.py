@@ -43,7 +43,7 @@ def test_all_the_weight_goes_to_the_only_route_with_candidates(fusion):
 
 def test_route_weights_sum_to_one_and_the_gate_weight_is_a_share():
     batch = random_batch(SPEC, 64, torch.Generator().manual_seed(4), fill=1.2)
-    got = r2led_diagnostics(model(), [batch])
+    got = r2led_diagnostics(model(gate="gate"), [batch])
     assert sum(got["route_weight"].values()) == pytest.approx(got_rows_with_candidates(batch), abs=1e-3)
     gate = got["gate_id_weight"]
     assert 0.0 < gate["p10"] <= gate["mean"] <= gate["p90"] < 1.0
