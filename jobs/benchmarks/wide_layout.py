@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import torch
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from jobs.runtime.tables import TableStore
@@ -71,9 +72,9 @@ def wide_layout_bytes(spark: SparkSession, store: TableStore, out: Path) -> dict
         for batch in batches:
             yield widen_batch(batch, lookup, names)
 
+    location = str(out.resolve())  # Delta's table detail needs an absolute path
     wide = examples.mapInArrow(per_partition, ", ".join(f"{name} {kind}" for name, kind in columns))
-    wide.write.format("delta").mode("overwrite").partitionBy("split").save(str(out))
-    detail = spark.sql(f"DESCRIBE DETAIL delta.`{out}`").first()
-    rows = spark.read.format("delta").load(str(out)).count()
-    size = int(detail["sizeInBytes"])
+    wide.write.format("delta").mode("overwrite").partitionBy("split").save(location)
+    size = int(DeltaTable.forPath(spark, location).detail().select("sizeInBytes").first()[0])
+    rows = spark.read.format("delta").load(location).count()
     return {"wide_bytes": size, "wide_rows": rows, "wide_bytes_per_row": round(size / rows, 1) if rows else None}
