@@ -43,7 +43,8 @@ display(metrics)
 # MAGIC %md ## What R2LED's refinement does, by target warmth
 # MAGIC
 # MAGIC The SID-level gate's mean ID weight (a gate that chooses trusts the ID more for targets with more
-# MAGIC training impressions) and each route's share of the route fusion, on the test split. Also in the run as
+# MAGIC training impressions; none for the default `gate: sum`, one mix for every item) and each route's share
+# MAGIC of the route fusion, on the test split. Also in the run as
 # MAGIC `diagnostics.json` and `plots/refinement.png`. Empty for the baselines.
 
 # COMMAND ----------
