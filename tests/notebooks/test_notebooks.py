@@ -20,7 +20,7 @@ from jobs.notebook_views.promotion import last_promotion
 from jobs.notebook_views.refinement import refinement_view
 from jobs.orchestration.stages import STAGE_NAMES
 from jobs.runtime.tables import TableStore
-from r2led_model.config import ConfigError, load_config
+from r2led_model.config import ConfigError, R2LEDConfig, load_config
 from tests.helpers import IVY_DIR, REPO, config_in, trained_world
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
@@ -458,7 +458,8 @@ def test_04_train_registers_a_new_version_with_metrics(spark, world):
     # R2LED's refinement by target warmth: the buckets in their order, every test row in one of them.
     view = refinement_view(result.diagnostics)
     assert set(view["warmth"]) <= {"0", "1-4", "5-19", "20+"} and view["rows"].sum() == result.test["n"]
-    assert view["gate_id_weight"].between(0, 1).all()
+    # The default SID-level fusion (`gate: sum`) is one mix for every item: there is no per-item weight to show.
+    assert R2LEDConfig().gate == "sum" and view["gate_id_weight"].isna().all()
 
 
 def test_05_review_shows_the_recorded_decision_and_promote_records_a_new_one(spark, world):
