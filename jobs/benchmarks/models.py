@@ -487,8 +487,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "them, SID prefixes always) on each env and save their test predictions like a "
                              "variant's ('lr sid+te', ...), with the test rows' content features for --residual")
     parser.add_argument("--residual", dest="residuals", action="append", default=[], metavar="LABEL",
-                        help="with --summarize: what the item's target encoding and the user's click rate add when "
-                             "stacked on LABEL's logit, cross-fitted by user, with paired CIs (repeatable)")
+                        help="with --summarize: what the item's target encoding, the user's click rate and the "
+                             "whole-history SID-prefix counts add when stacked on LABEL's logit, cross-fitted by "
+                             "user, with paired CIs (repeatable)")
     parser.add_argument("--summarize", dest="summarize_only", action="store_true",
                         help="no runs: print the table and plot of the newest results in models.jsonl")
 

@@ -26,11 +26,11 @@ import pyarrow.parquet as pq
 
 from jobs.benchmarks.reference_als import Pairs, implicit_als
 from jobs.retrieval.retrieve import candidates_for_partition
-from jobs.retrieval.table_shapes import candidate_column, candidate_routes
+from jobs.retrieval.table_shapes import candidate_routes
 from jobs.runtime.tables import TableStore, spec_for
 from jobs.sequences.splits import training_window_end
 from jobs.sequences.user_partitions import STORED_SEQUENCE_COLUMNS, as_partition_sequences
-from jobs.training.build_training_set import examples_for_partition, output_columns
+from jobs.training.build_training_set import example_sample_columns, examples_for_partition, output_columns
 from r2led_model.arrow_arrays import list_column
 from r2led_model.config import Config
 from r2led_model.retrieval.item_feature_lookup import ItemFeatureLookup
@@ -145,8 +145,7 @@ def training_set_reference(store: TableStore, config: Config, out: Path) -> int:
     the example rows written."""
     candidates = snapshot(store, "route_candidates")
     routes = candidate_routes(candidates.column_names)
-    sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
-                      + [candidate_column(route, part) for route in routes for part in ("pos", "pool")])
+    sample_columns = example_sample_columns(routes)
     samples = joined(candidates.drop_columns(["split"]),
                      snapshot(store, "samples", ["sample_id", "item_id", "label", "split"]), "sample_id",
                      inner=True).select(sample_columns)

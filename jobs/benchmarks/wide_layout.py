@@ -20,7 +20,7 @@ from pyspark.sql import SparkSession
 
 from jobs.runtime.tables import TableStore
 from jobs.training.training_data import item_lookup_arrays
-from r2led_model.arrow_arrays import list_column
+from r2led_model.arrow_arrays import fixed_width, list_column
 from r2led_model.models.inputs import EXAMPLE_KEYS, GROUP_PARTS, WIDE_LAYOUT, ExampleLayout
 from r2led_model.models.item_lookup import ItemLookup
 
@@ -35,8 +35,7 @@ def wide_columns(layout: ExampleLayout) -> list[tuple[str, str]]:
 
 def _stack(column: pa.Array) -> np.ndarray:
     """A list column of equal-length rows → (n, width) int64."""
-    width = len(column[0]) if len(column) else 0
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.int64).reshape(len(column), width)
+    return fixed_width(column, len(column[0]) if len(column) else 0, "training_examples").astype(np.int64)
 
 
 def widen_batch(batch: pa.RecordBatch, lookup: ItemLookup, names: list[str]) -> pa.RecordBatch:

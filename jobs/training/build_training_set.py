@@ -68,6 +68,13 @@ def build_item_index(spark: SparkSession, items: DataFrame, sids: DataFrame, lev
     return with_model_sids(index, sids, levels)
 
 
+def example_sample_columns(routes: Sequence[str]) -> list[str]:
+    """What build-training-set reads of each sample (route candidates ⋈ samples): its keys, label and split,
+    and per route the candidates' positions and the pool's size."""
+    return (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
+            + [candidate_column(route, part) for route in routes for part in ("pos", "pool")])
+
+
 def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
     return ExampleLayout(tuple(routes)).stored_columns()
 
@@ -89,8 +96,7 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
              lookup.nbytes / 1e6)
     columns = output_columns(routes)
     schema = ", ".join(f"{name} {kind}" for name, kind in columns)
-    sample_columns = (["sample_id", "user_id", "item_id", "ts", "label", "split", "hist_len"]
-                      + [candidate_column(route, part) for route in routes for part in ("pos", "pool")])
+    sample_columns = example_sample_columns(routes)
     # Only the positions cross the shuffle: a slot holds a behaviour iff its position is ≥ 0 (retrieve's mask).
     candidate_arrays = [F.array().cast(CANDIDATE_KINDS["pos"]).alias(candidate_column(route, "pos"))
                         for route in routes]

@@ -24,7 +24,8 @@ import pandas as pd
 
 from r2led_model.models import CTRTask
 from r2led_model.models.inputs import pool_column
-from r2led_model.retrieval.multi_route import Histories, RouteCandidates, Targets, retrieve_routes_many
+from r2led_model.retrieval.multi_route import (Histories, RouteCandidates, RoutePlan, Targets,
+                                              retrieve_routes_many)
 from r2led_model.sequences.features import PAD, HistoryFeatures, example_slots, route_group
 from r2led_model.serving.catalog import ServingCatalog
 from r2led_model.serving.requests import RawRequests
@@ -67,7 +68,7 @@ def request_inputs(requests: RawRequests, catalog: ServingCatalog) -> AssembledR
     found = retrieve_routes_many(histories, targets, np.arange(len(requests)), settings.plan)
     history = HistoryFeatures(item_idx=catalog.index.item_indices(requests.history_item_ids),  # (M,)
                               ts=requests.history_ts)
-    pools = known_pools(histories, targets, history.item_idx != PAD, catalog, found)
+    pools = known_pools(histories, targets, history.item_idx != PAD, settings.plan, found)
     slots = example_slots(history, first=first, ends=kept, sample_ts=requests.request_ts,
                           route_slots={route: (c.positions.astype(np.int64), c.mask) for route, c in found.items()},
                           short_window=settings.short_window, long_history=settings.long_history,
@@ -76,28 +77,31 @@ def request_inputs(requests: RawRequests, catalog: ServingCatalog) -> AssembledR
                              history_item_idx=history.item_idx, first=first, kept=kept)
 
 
-def known_pools(histories: Histories, targets: Targets, known: np.ndarray, catalog: ServingCatalog,
+def known_pools(histories: Histories, targets: Targets, known: np.ndarray, plan: RoutePlan,
                 found: dict[str, RouteCandidates]) -> dict[str, np.ndarray]:
     """Each route's pool (`r_<route>_pool`, (N,) each) over the behaviours the model can read: a behaviour
     whose item the catalogue does not know reads as no behaviour in the slots, so it is no match either
-    (the pipeline's histories hold known items only). known (M,) per behaviour of `histories`."""
-    if known.all():
-        return {pool_column(route_group(route)): c.pool_size.astype(np.int64) for route, c in found.items()}
-    lengths = histories.lengths
-    owner = np.repeat(np.arange(len(lengths)), lengths)  # (R,) the request of each read row
-    offset = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # (R,) within its request
-    rows = histories.starts[owner] + offset  # (R,) rows of the requests' behaviours, in order
-    keep = known[rows]  # (R,)
-    rows = rows[keep]  # (R',) the read rows of known items
-    lengths = np.bincount(owner[keep], minlength=len(lengths)).astype(np.int64)  # (N,)
-    starts = np.cumsum(lengths) - lengths
-    codes, signatures, categories = catalog.features.features(histories.item_ids[rows])
-    readable = Histories(item_ids=histories.item_ids[rows], ts=histories.ts[rows], sid_codes=codes, starts=starts,
-                         lengths=lengths, dropped=np.zeros_like(lengths), signatures=signatures,
-                         categories=categories)
-    counted = retrieve_routes_many(readable, replace(targets, hist_len=lengths), np.arange(len(lengths)),
-                                   catalog.settings.plan)
-    return {pool_column(route_group(route)): c.pool_size.astype(np.int64) for route, c in counted.items()}
+    (the pipeline's histories hold known items only). known (M,) per behaviour of `histories`; `found`: the
+    routes retrieved over every behaviour, whose pools stand when every behaviour is known."""
+    if not known.all():
+        lengths = histories.lengths
+        owner = np.repeat(np.arange(len(lengths)), lengths)  # (R,) the request of each read row
+        offset = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # (R,) within its request
+        rows = histories.starts[owner] + offset  # (R,) rows of the requests' behaviours, in order
+        keep = known[rows]  # (R,)
+        rows = rows[keep]  # (R',) the read rows of known items
+        lengths = np.bincount(owner[keep], minlength=len(lengths)).astype(np.int64)  # (N,)
+
+        def taken(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[rows]
+
+        readable = Histories(item_ids=histories.item_ids[rows], ts=histories.ts[rows],
+                             sid_codes=histories.sid_codes[rows], starts=np.cumsum(lengths) - lengths,
+                             lengths=lengths, dropped=np.zeros_like(lengths),
+                             signatures=taken(histories.signatures), vectors=taken(histories.vectors),
+                             categories=taken(histories.categories))
+        found = retrieve_routes_many(readable, replace(targets, hist_len=lengths), np.arange(len(lengths)), plan)
+    return {pool_column(route_group(route)): c.pool_size.astype(np.int64) for route, c in found.items()}
 
 
 def score_requests(task: CTRTask, catalog: ServingCatalog, requests: RawRequests,
