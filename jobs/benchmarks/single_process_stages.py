@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from jobs.benchmarks.reference_als import Pairs, implicit_als
 from jobs.retrieval.retrieve import candidates_for_partition
 from jobs.retrieval.table_shapes import candidate_routes
-from jobs.runtime.tables import TableStore, spec_for
+from jobs.runtime.tables import REPEATING_ARRAYS_CODEC, TableStore, spec_for
 from jobs.sequences.splits import training_window_end
 from jobs.sequences.user_partitions import STORED_SEQUENCE_COLUMNS, as_partition_sequences
 from jobs.training.build_training_set import example_sample_columns, examples_for_partition, output_columns
@@ -85,8 +85,9 @@ def _grouped(sequences: pa.Table, samples: pa.Table, groups: int) -> Iterator[tu
             yield sequences.filter(pc.equal(sequence_group, group)), wanted
 
 
-def _write(batches: Iterator[pa.RecordBatch], schema: pa.Schema, out: Path) -> int:
-    """Write `batches` as Parquet partitioned by split under `out` (replaced); returns rows written."""
+def _write(batches: Iterator[pa.RecordBatch], schema: pa.Schema, out: Path, *, repeating_arrays: bool = False) -> int:
+    """Write `batches` as Parquet partitioned by split under `out` (replaced); returns rows written.
+    `repeating_arrays`: the arrays as the Spark stage writes such a table's (`repeating_array_settings`)."""
     shutil.rmtree(out, ignore_errors=True)
     written = 0
 
@@ -96,8 +97,13 @@ def _write(batches: Iterator[pa.RecordBatch], schema: pa.Schema, out: Path) -> i
             written += batch.num_rows
             yield batch
 
+    file_options = None
+    if repeating_arrays:
+        plain = {name for name in schema.names if pa.types.is_list(schema.field(name).type)}
+        file_options = ds.ParquetFileFormat().make_write_options(
+            compression=REPEATING_ARRAYS_CODEC, use_dictionary=[name for name in schema.names if name not in plain])
     ds.write_dataset(counted(), out, schema=schema, format="parquet", partitioning=["split"],
-                     partitioning_flavor="hive")
+                     partitioning_flavor="hive", file_options=file_options)
     return written
 
 
@@ -159,7 +165,8 @@ def training_set_reference(store: TableStore, config: Config, out: Path) -> int:
     first = next(batches, None)
     if first is None:
         return 0
-    return _write(_chain(first, batches), first.schema, out)
+    return _write(_chain(first, batches), first.schema, out,
+                  repeating_arrays=spec_for("training_examples").repeating_arrays)
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

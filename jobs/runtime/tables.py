@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -74,7 +74,25 @@ class TableSpec:
     # The partition value is a function of the key (events: event_date of ts), so an insert-only
     # MERGE may look for a key only in the partitions its source rows fall in.
     partition_follows_key: bool = False
+    # Consecutive rows repeat most of their arrays (training_examples: a task writes each user's samples
+    # together, and their history windows overlap): written with `repeating_array_settings`.
+    repeating_arrays: bool = False
 
+
+def repeating_array_settings(schema: T.StructType) -> dict[str, str]:
+    """Session settings under which Parquet stores `schema`'s array columns so that a row repeating the
+    previous row's values costs a few bytes: zstd (whose matches reach across rows) and no dictionary
+    for the arrays' values (a dictionary bit-packs them, so a window shifted by one slot no longer
+    repeats byte for byte). Readers need nothing: both are standard Parquet."""
+    settings = {"spark.sql.parquet.compression.codec": REPEATING_ARRAYS_CODEC}
+    for field in schema.fields:
+        if isinstance(field.dataType, T.ArrayType):
+            # Spark writes lists in Parquet's three-level form: <column>.list.element holds the values.
+            settings[f"parquet.enable.dictionary#{field.name}.list.element"] = "false"
+    return settings
+
+
+REPEATING_ARRAYS_CODEC = "zstd"
 
 def _fields(*pairs: tuple[str, T.DataType]) -> T.StructType:
     return T.StructType([T.StructField(n, t, True) for n, t in pairs])
@@ -171,6 +189,7 @@ TABLES: dict[str, TableSpec] = {
                     ("collab_version", _STR)),
             partition_by=("split",),
             key=("sample_id",),
+            repeating_arrays=True,
             doc="one sample in input layout 2 (r2led_model/models/inputs.py; column input_layout, absent from "
                 "tables written before it): target_item and, per slot of r_<route>_*, short_* and long_*, the "
                 "item index (ARRAY<INT>) and its recency bucket (ARRAY<TINYINT>), and per route r_<route>_pool "
@@ -390,22 +409,33 @@ class TableStore:
         """
         spec = self._conform(name, df)
         if in_task_order and spec.partition_by:
-            with self._session_conf("spark.sql.maxConcurrentOutputFileWriters", str(_OPEN_FILES_PER_TASK)):
+            with self._session_conf({"spark.sql.maxConcurrentOutputFileWriters": str(_OPEN_FILES_PER_TASK)}):
                 self._write(spec, df, mode="overwrite", options={"overwriteSchema": "true"})
         else:
             self._write(spec, df, mode="overwrite", options={"overwriteSchema": "true"})
 
     @contextmanager
-    def _session_conf(self, key: str, value: str) -> Iterator[None]:
-        previous = self.spark.conf.get(key, None)
-        self.spark.conf.set(key, value)
+    def _session_conf(self, settings: Mapping[str, str]) -> Iterator[None]:
+        """`settings` in force on the session for the block, then what was there before."""
+        previous = {key: self.spark.conf.get(key, None) for key in settings}
+        for key, value in settings.items():
+            self.spark.conf.set(key, value)
         try:
             yield
         finally:
-            if previous is None:
-                self.spark.conf.unset(key)
-            else:
-                self.spark.conf.set(key, previous)
+            for key, value in previous.items():
+                if value is None:
+                    self.spark.conf.unset(key)
+                else:
+                    self.spark.conf.set(key, value)
+
+    def _file_settings(self, spec: TableSpec | None,
+                       schema: T.StructType | None = None) -> AbstractContextManager[None]:
+        """The session settings `spec`'s data files (of `schema`, by default the table's) are written under,
+        for a block that writes them (none for most tables)."""
+        if spec is None or not spec.repeating_arrays:
+            return self._session_conf({})
+        return self._session_conf(repeating_array_settings(schema or self.read(spec.name).schema))
 
     def overwrite_partitions(self, name: str, df: DataFrame, where: str) -> None:
         """Atomically replace the rows matching the SQL predicate `where` with `df`."""
@@ -441,8 +471,9 @@ class TableStore:
                 values = ", ".join(f"'{v}'" for v in parts)
                 condition = f"t.`{spec.partition_by[0]}` IN ({values}) AND " + condition
         self._before_commit(f"a merge into {name}")
-        (self.delta(name).alias("t").merge(df.alias("s"), condition)
-         .whenNotMatchedInsertAll().execute())
+        with self._file_settings(spec, df.schema):
+            (self.delta(name).alias("t").merge(df.alias("s"), condition)
+             .whenNotMatchedInsertAll().execute())
         metrics = self.delta(name).history(1).select("operationMetrics").first()[0] or {}
         commit_guard.after_commit(f"merge into {name}")
         return int(metrics.get("numTargetRowsInserted", 0))
@@ -489,8 +520,9 @@ class TableStore:
         self._before_commit(f"a merge into {name}", guarded)
         # The MERGE's own metrics row (num_inserted_rows, num_updated_rows, ...): this commit's counts,
         # where reading history(1) afterwards could see a later writer's commit, and costs a job.
-        metrics = (self.delta(name).alias("t").merge(df.alias("s"), condition)
-                   .whenMatchedUpdateAll(condition=only_if).whenNotMatchedInsertAll().execute().first())
+        with self._file_settings(spec, df.schema):
+            metrics = (self.delta(name).alias("t").merge(df.alias("s"), condition)
+                       .whenMatchedUpdateAll(condition=only_if).whenNotMatchedInsertAll().execute().first())
         if guarded:
             commit_guard.after_commit(f"merge into {name}")
         return int(metrics["num_inserted_rows"]) + int(metrics["num_updated_rows"])
@@ -524,7 +556,8 @@ class TableStore:
         fault-injection points."""
         table = self.delta(name)
         self._before_commit(f"an update of {name}", guarded)
-        table.update(condition=condition, set=dict(assignments))
+        with self._file_settings(TABLES.get(name)):
+            table.update(condition=condition, set=dict(assignments))
         if not count:
             if guarded:
                 commit_guard.after_commit(f"update of {name}")
@@ -564,10 +597,11 @@ class TableStore:
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
         where = self.location(spec.name)
-        if self.config.backend == "catalog":
-            writer.saveAsTable(where)
-        else:
-            writer.save(where)
+        with self._file_settings(spec, df.schema):
+            if self.config.backend == "catalog":
+                writer.saveAsTable(where)
+            else:
+                writer.save(where)
         if guarded:
             commit_guard.after_commit(f"write of {spec.name}")
         log.info("wrote %s (%s)", where, mode if not options else ", ".join(f"{k}={v}" for k, v in options.items()))

@@ -80,6 +80,9 @@ def output_columns(routes: Sequence[str]) -> list[tuple[str, str]]:
 
 
 _CHUNK = 8192  # samples per output batch of a task
+# The row order of a task's examples: by split, then each user's samples in history order (sample_id
+# breaks ties between samples at the same point of a history).
+EXAMPLE_ORDER = ("split", "user_id", "hist_len", "sample_id")
 
 
 def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, routes: Sequence[str],
@@ -114,12 +117,13 @@ def build_examples(samples: DataFrame, sequences: DataFrame, index: DataFrame, r
 def examples_for_partition(sequences: pa.Table, samples: pa.Table, lookup: ItemIndexLookup, routes: Sequence[str],
                            config: TrainingSetConfig, names: Sequence[str]) -> Iterator[pa.RecordBatch]:
     """The examples of one partition's `samples` (as `build_examples` reads them), given the stored
-    `sequences` (user_id, item_ids, history_ts, dropped) of at least their users, ordered by
-    (split, sample_id): each split's file then holds its samples by sample_id (the trainer's
-    shuffle is only reproducible from a reproducible row order) without Spark sorting wide rows."""
+    `sequences` (user_id, item_ids, history_ts, dropped) of at least their users, in `EXAMPLE_ORDER`:
+    each split's file then holds a reproducible row order (the trainer's shuffle is only reproducible
+    from one) without Spark sorting wide rows, and a user's samples side by side, so that their
+    overlapping history windows compress to little more than what is new (`repeating_array_settings`)."""
     histories = PartitionSequences.from_arrow(sequences)
     features = HistoryFeatures(item_idx=lookup.item_indices(histories.item_ids), ts=histories.ts)  # (N,) each
-    samples = samples.sort_by([("split", "ascending"), ("sample_id", "ascending")])
+    samples = samples.sort_by([(column, "ascending") for column in EXAMPLE_ORDER])
     # Output in chunks: an example holds ~700 values, so a whole partition's at once would not fit.
     for start in range(0, samples.num_rows, _CHUNK):
         yield examples_for_samples(histories, features, samples.slice(start, _CHUNK), lookup, routes, config, names)
@@ -282,7 +286,7 @@ def run(spark: SparkSession, config: Config) -> TrainingSetResult:
     samples = candidates.join(store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
     # `files_per_split` user partitions, each writing one file per split (Petastorm hands whole row
     # groups to each training process: a split in one file could feed only one), in the order
-    # `build_examples` emits them: by sample_id inside each file.
+    # `build_examples` emits them (`EXAMPLE_ORDER` inside each file).
     examples = build_examples(samples, store.read("user_sequences"), store.read("item_index"), routes,
                               config.training_set, partitions=config.training_set.files_per_split)
     codebook_version, collab_version = _one_version_pair(candidates)
