@@ -137,7 +137,7 @@ def retrieve_reference(store: TableStore, config: Config, out: Path) -> int:
                       snapshot(store, "items", ["item_id", "category_id"]), "item_id")
     lookup = ItemFeatureLookup.from_arrow(features, levels, words)
     sequences = as_partition_sequences(snapshot(store, "user_sequences", list(STORED_SEQUENCE_COLUMNS)))
-    samples = snapshot(store, "samples", ["sample_id", "user_id", "item_id", "ts", "hist_len", "split"])
+    samples = snapshot(store, "samples", ["sample_id", "user_id", "item_id", "ts", "hist_len", "split", "label"])
     batches = (candidates_for_partition(group_sequences, group_samples, lookup, plan)
                for group_sequences, group_samples in _grouped(sequences, samples, config.spark.shuffle_partitions))
     first = next(batches, None)
@@ -152,9 +152,12 @@ def training_set_reference(store: TableStore, config: Config, out: Path) -> int:
     candidates = snapshot(store, "route_candidates")
     routes = candidate_routes(candidates.column_names)
     sample_columns = example_sample_columns(routes)
-    samples = joined(candidates.drop_columns(["split"]),
-                     snapshot(store, "samples", ["sample_id", "item_id", "label", "split"]), "sample_id",
-                     inner=True).select(sample_columns)
+    if {"item_id", "label"} <= set(candidates.column_names):  # as build-training-set reads them (`with_targets`)
+        samples = candidates.select(sample_columns)
+    else:
+        samples = joined(candidates.drop_columns(["split"]),
+                         snapshot(store, "samples", ["sample_id", "item_id", "label", "split"]), "sample_id",
+                         inner=True).select(sample_columns)
     lookup = ItemIndexLookup.from_arrow(snapshot(store, "item_index", ["item_id", "item_idx"]))
     sequences = as_partition_sequences(snapshot(store, "user_sequences", list(STORED_SEQUENCE_COLUMNS)))
     names = [name for name, _ in output_columns(routes)]

@@ -1,7 +1,7 @@
 """What input layout 1 stored for the same examples: `benchmark scale --wide-bytes` writes the current
 `training_examples` widened back to layout 1 (every slot's category, SID codes and mask beside its item and
-recency, every array BIGINT, as the release before layout 2 wrote them) and reports its bytes per row beside
-the narrow table's, so the two layouts are compared on the very same samples.
+recency, every array BIGINT, by sample_id within each file, as the release before layout 2 wrote them) and
+reports its bytes per row beside the narrow table's, so the two layouts are compared on the very same samples.
 
 The widening is the models' own (`ItemLookup.widen`, which tests hold equal to the per-sample reference), so
 the wide rows are the rows layout 1 would have written; route pools (stored since) are left out.
@@ -72,7 +72,10 @@ def wide_layout_bytes(spark: SparkSession, store: TableStore, out: Path) -> dict
             yield widen_batch(batch, lookup, names)
 
     location = str(out.resolve())  # Delta's table detail needs an absolute path
-    wide = examples.mapInArrow(per_partition, ", ".join(f"{name} {kind}" for name, kind in columns))
+    # In the order that release wrote (by sample_id within each file) with Parquet's defaults (a dictionary,
+    # snappy): today's order and encoding would shrink layout 1 too, which no table of it ever was.
+    wide = examples.sortWithinPartitions("split", "sample_id").mapInArrow(
+        per_partition, ", ".join(f"{name} {kind}" for name, kind in columns))
     wide.write.format("delta").mode("overwrite").partitionBy("split").save(location)
     size = int(DeltaTable.forPath(spark, location).detail().select("sizeInBytes").first()[0])
     rows = spark.read.format("delta").load(location).count()

@@ -297,7 +297,11 @@ def _ingest(spark: SparkSession, config: Config, parsed: ParsedSource, run_id: s
         classified = _check_items(classified, known, create=config.ingest.unknown_items == "create")
         if until_day:
             classified = _sort_earlier(store, classified, day)
-        classified = keep(classified)
+        # Only a rejected row's text and file are stored (events_rejected): kept for every row, they
+        # would be most of what the cache holds.
+        rejected = F.col("fate") == REJECTED
+        classified = keep(classified.withColumn("raw", F.when(rejected, F.col("raw")))
+                          .withColumn("source_file", F.when(rejected, F.col("source_file"))))
         rejects = _numbered(classified.where(F.col("fate") == REJECTED).select("raw", "reason", "source_file"))
         rejects = keep(_mark_stored_earlier(store, rejects, run_id) if until_day
                        else rejects.withColumn("stored_earlier", F.lit(False)))

@@ -129,13 +129,13 @@ def candidate_examples(spark: SparkSession, store: TableStore, config: Config, s
     retrieval kernel, then the example assembly, exactly as for logged samples."""
     sequences = store.read("user_sequences")
     inputs = retrieve.retrieval_inputs(store, config)
-    rows = samples.withColumn("split", F.lit(CANDIDATES_SPLIT))
-    candidates = retrieve.stamped_candidates(
-        spark, store, inputs, rows.select("sample_id", "user_id", "item_id", "ts", "hist_len", "split"), sequences)
+    # No label to learn from: 0 fills the examples' column.
+    rows = samples.select("sample_id", "user_id", "item_id", "ts", "hist_len", F.lit(CANDIDATES_SPLIT).alias("split"),
+                          F.lit(0).alias("label"))
+    candidates = retrieve.stamped_candidates(spark, store, inputs, rows, sequences)
     routes = candidate_routes(candidates.columns)
-    with_label = candidates.drop("codebook_version", "collab_version").join(
-        rows.select("sample_id", "item_id"), "sample_id").withColumn("label", F.lit(0))
-    return build_examples(with_label, sequences, store.read("item_index"), routes, config.training_set)
+    return build_examples(candidates.drop("codebook_version", "collab_version"), sequences, store.read("item_index"),
+                          routes, config.training_set)
 
 
 def score_candidates(spark: SparkSession, config: Config, source: CandidateSource, *, model_uri: str | None = None,

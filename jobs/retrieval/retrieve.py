@@ -76,7 +76,8 @@ def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: I
 
     `sequences`: the stored sequence of (at least) every user with a sample here, one row per user
     (SEQUENCE_COLUMNS: user_id, item_ids, history_ts, dropped); `samples`: sample_id, user_id, item_id,
-    ts, hist_len, split.
+    ts, hist_len, split, and optionally label. The candidates carry the sample's CANDIDATE_KEYS (those
+    present), so that build-training-set needs no join with `samples`.
     Columns reach numpy as whole buffers and all users are ranked in one kernel call
     (`rank`, `retrieve_routes_many`): no per-row objects and no per-user loop.
     """
@@ -95,8 +96,8 @@ def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: I
                       signatures=signatures, categories=categories)
     found = rank(histories, targets, owner, plan)
     first_row = histories.starts[owner][:, None]  # (S, 1)
-    arrays = [samples[c] for c in ("sample_id", "user_id", "ts", "hist_len", "split")]
-    names = ["sample_id", "user_id", "ts", "hist_len", "split"]
+    names = [name for name, _ in CANDIDATE_KEYS if name in samples.column_names]
+    arrays = [samples[name] for name in names]
     for name, candidates in found.items():
         at = np.where(candidates.mask, first_row + candidates.positions, 0)  # (S, k) rows into the behaviours
         items = np.where(candidates.mask, histories.item_ids[at] if len(histories.item_ids) else -1, -1)  # (S, k)
@@ -107,7 +108,10 @@ def candidates_for_partition(sequences: pa.Table, samples: pa.Table, features: I
                                       names=names)
 
 
-_SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "ts", "hist_len", "split")
+# The sample's own columns of a route_candidates row, before the routes' (label only where the samples
+# have one: retrieve's do, `score --candidates`' pairs and the benchmarks' worlds need not).
+CANDIDATE_KEYS = (("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("item_id", "BIGINT"), ("label", "INT"),
+                  ("ts", "BIGINT"), ("hist_len", "BIGINT"), ("split", "STRING"))
 
 
 def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: DataFrame,
@@ -120,16 +124,17 @@ def build_route_candidates(spark: SparkSession, samples: DataFrame, sequences: D
     by user_id; no behaviour is exploded into a row, joined or sorted in Spark. Item features are
     collected once and travel with the partition function (`ItemFeatureLookup`).
     """
-    out_columns = [("sample_id", "BIGINT"), ("user_id", "BIGINT"), ("ts", "BIGINT"), ("hist_len", "BIGINT"),
-                   ("split", "STRING")] + route_columns(plan)
+    keys = [(name, kind) for name, kind in CANDIDATE_KEYS if name in samples.columns]
+    sample_columns = [name for name, _ in keys]
+    out_columns = [*keys, *route_columns(plan)]
     schema = ", ".join(f"{name} {kind}" for name, kind in out_columns)
     lookup = ItemFeatureLookup.from_arrow(features().toArrow(), levels, words)
     log.info("retrieve: item features of %d items (%.1f MB) travel with the tasks", len(lookup.item_ids),
              lookup.nbytes / 1e6)
-    rows = co_partitioned(sequences, samples, _SAMPLE_COLUMNS)
+    rows = co_partitioned(sequences, samples, sample_columns)
 
     def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        tables = partition_tables(batches, _SAMPLE_COLUMNS)
+        tables = partition_tables(batches, sample_columns)
         if tables is None:
             return
         user_sequences, wanted = tables

@@ -173,7 +173,9 @@ TABLES: dict[str, TableSpec] = {
                     ("codebook_version", _STR), ("collab_version", _STR)),
             partition_by=("split",),
             key=("sample_id",),
-            doc="one sample's candidates per route: cand_<route>_pos/_item/_mask (fixed length k) and _pool",
+            doc="one sample's candidates per route: cand_<route>_pos/_item/_mask (fixed length k) and _pool; "
+                "the sample's item_id and label beside its keys (absent from tables written before they were "
+                "carried: build-training-set then joins them from samples)",
         ),
         TableSpec(
             "item_index",

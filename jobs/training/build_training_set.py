@@ -68,6 +68,15 @@ def build_item_index(spark: SparkSession, items: DataFrame, sids: DataFrame, lev
     return with_model_sids(index, sids, levels)
 
 
+def with_targets(candidates: DataFrame, samples: DataFrame) -> DataFrame:
+    """Route candidates with each sample's target item and label. retrieve carries both, so no join
+    (and no shuffle of the candidate arrays by sample_id) is needed; candidates written before it did
+    are joined with `samples`."""
+    if {"item_id", "label"} <= set(candidates.columns):
+        return candidates
+    return candidates.join(samples.select("sample_id", "item_id", "label"), "sample_id")
+
+
 def example_sample_columns(routes: Sequence[str]) -> list[str]:
     """What build-training-set reads of each sample (route candidates ⋈ samples): its keys, label and split,
     and per route the candidates' positions and the pool's size."""
@@ -219,8 +228,7 @@ def update(spark: SparkSession, config: Config) -> NewExamples:
             levels = sid_levels(store.read("item_sids"))
             new_items = extend_item_index(store, levels)
             # New candidates, and re-derived ones (a recounted hist_len): their examples are (re)built.
-            new = not_yet_derived(candidates, store.read("training_examples")).join(
-                store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
+            new = with_targets(not_yet_derived(candidates, store.read("training_examples")), store.read("samples"))
             with stage_progress(spark, "build-training-set"):
                 update = upsert_derived(
                     store, "training_examples", new, store.read("user_sequences"),
@@ -283,7 +291,7 @@ def run(spark: SparkSession, config: Config) -> TrainingSetResult:
         refreshed.unpersist()
     else:
         store.overwrite("item_index", build_item_index(spark, store.read("items"), sids, levels))
-    samples = candidates.join(store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
+    samples = with_targets(candidates, store.read("samples"))
     # `files_per_split` user partitions, each writing one file per split (Petastorm hands whole row
     # groups to each training process: a split in one file could feed only one), in the order
     # `build_examples` emits them (`EXAMPLE_ORDER` inside each file).

@@ -94,6 +94,12 @@ def test_no_candidate_is_at_or_after_its_sample(world):
     assert checked > 0
 
 
+def test_each_candidate_row_carries_its_samples_item_and_label(spark, world):
+    _, store, _ = world
+    carried = store.read("route_candidates").select("sample_id", "item_id", "label")
+    assert rows(carried, "sample_id") == rows(store.read("samples").select("sample_id", "item_id", "label"), "sample_id")
+
+
 def test_rerun_is_identical_and_partitioned_by_split(spark, world):
     config, store, _ = world
     before = rows(store.read("route_candidates"), "sample_id")

@@ -1,6 +1,7 @@
 """A training_examples table written in the wide layout (input layout 1, before models looked up categories
 and SID codes), or one without the route pools stored since, is refused by training with the fix named, and the next
-build-training-set rebuilds it."""
+build-training-set rebuilds it; route candidates written before they carried each sample's item and label give the
+same examples."""
 
 from __future__ import annotations
 
@@ -67,3 +68,15 @@ def test_a_table_built_before_route_pools_is_refused_and_rebuilt_with_them(spark
     result = build_training_set.update(spark, config)
     assert result.full_rebuild
     assert rows(store.read("training_examples"), "sample_id") == current
+
+
+def test_candidates_without_the_samples_item_and_label_give_the_same_examples(spark, tiny_tables, tmp_path):
+    shutil.copytree(tiny_tables, tmp_path / "ws")
+    config = config_in(tmp_path / "ws")
+    store = TableStore(spark, config.tables)
+    current = rows(store.read("training_examples").drop("input_layout"), "sample_id")
+    assert {"item_id", "label"} <= set(store.read("route_candidates").columns)
+    store.overwrite("route_candidates", store.read("route_candidates").drop("item_id", "label"))
+
+    build_training_set.run(spark, config)
+    assert rows(store.read("training_examples").drop("input_layout"), "sample_id") == current
