@@ -30,6 +30,7 @@ from pyspark.sql import SparkSession
 from jobs.benchmarks.process_memory import MemorySampler, jvm_pid
 from jobs.benchmarks.single_process_stages import (collab_vectors_reference, retrieve_reference,
                                                    training_set_reference)
+from jobs.benchmarks.sink_share import noop_sink_seconds
 from jobs.benchmarks.wide_layout import wide_layout_bytes
 from jobs.ingest import generate
 from jobs.orchestration.stages import DATA_STAGES, stages
@@ -93,10 +94,12 @@ def _rows(store: TableStore, tables: Sequence[str]) -> int | None:
 
 
 def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Path, sample_share: float,
-                   references: bool = False, until: str = DATA_STAGES[-1], wide_bytes: bool = False) -> list[dict]:
+                   references: bool = False, until: str = DATA_STAGES[-1], wide_bytes: bool = False,
+                   sink_share: bool = False) -> list[dict]:
     """Every data stage up to `until` at `events`; `references`: also time each stage's
     single-process reference (`REFERENCES`) on the same tables, right after the stage; `wide_bytes`: also
-    write build-training-set's examples in input layout 1 (`wide_layout`) and report its bytes per row."""
+    write build-training-set's examples in input layout 1 (`wide_layout`) and report its bytes per row;
+    `sink_share`: also time build-training-set's job into the noop sink (`sink_share`)."""
     sized = sized_config(config, folder, sample_share, events)
     # The session was started with the env's partitions; this size's count holds while it runs.
     spark.conf.set("spark.sql.shuffle.partitions", str(sized.spark.shuffle_partitions))
@@ -130,6 +133,8 @@ def benchmark_size(spark: SparkSession, config: Config, events: int, folder: Pat
         if references and stage.name in REFERENCES:
             result.update(_reference(REFERENCES[stage.name], store, sized, folder / "reference" / stage.name,
                                      spark_seconds=seconds))
+        if sink_share and stage.name == "build-training-set":
+            result.update(noop_sink_seconds(spark, store, sized))
         if wide_bytes and stage.name == "build-training-set":
             wide = wide_layout_bytes(spark, store, folder / "wide_examples")
             result.update(wide, narrow_over_wide=round(result["bytes_per_row_out"] / wide["wide_bytes_per_row"], 3))
@@ -152,11 +157,13 @@ def _mb(value: float | None) -> float | None:
 
 
 def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = None, keep: bool = False,
-        references_up_to: int = 0, until: str = DATA_STAGES[-1], wide_bytes: bool = False) -> list[dict]:
+        references_up_to: int = 0, until: str = DATA_STAGES[-1], wide_bytes: bool = False,
+        sink_share: bool = False) -> list[dict]:
     """Every data stage (up to `until`) at each event count in `sizes` (default:
     benchmark.scale_sizes); `keep` keeps each size's tables (they are removed after, since 10^8
     events take tens of GB); `references_up_to`: time the single-process references at the sizes up
-    to this many events; `wide_bytes`: the bytes per example of input layout 1 on the same samples."""
+    to this many events; `wide_bytes`: the bytes per example of input layout 1 on the same samples;
+    `sink_share`: build-training-set's job without its write (`sink_share`)."""
     if until not in DATA_STAGES:
         raise ValueError(f"until: {until!r} is not a data stage ({', '.join(DATA_STAGES)})")
     sizes = tuple(sizes or config.benchmark.scale_sizes)
@@ -167,7 +174,7 @@ def run(spark: SparkSession, config: Config, *, sizes: Sequence[int] | None = No
     for events in sizes:
         folder = out_dir / "scale" / f"n{events}"
         for result in benchmark_size(spark, config, events, folder, share, references=events <= references_up_to,
-                                     until=until, wide_bytes=wide_bytes):
+                                     until=until, wide_bytes=wide_bytes, sink_share=sink_share):
             with open(out_dir / "scale.jsonl", "a", encoding="utf-8") as sink:
                 sink.write(json.dumps(result) + "\n")
             results.append(result)
@@ -196,6 +203,10 @@ def format_table(results: Sequence[dict]) -> str:
             # Assembling examples against retrieving their candidates, on the same samples.
             ratio = seconds["build-training-set"] / seconds["retrieve"]
             lines.append(f"{events:>12,} {'training-set÷retr.':<19} {ratio:>8.2f}")
+        for r in (r for r in results if r["events"] == events and r.get("noop_sink_seconds")):
+            # The same job without its write: what the Parquet/Delta write and the bookkeeping cost.
+            lines.append(f"{events:>12,} {'training-set, noop':<19} {r['noop_sink_seconds']:>8.1f}  "
+                         f"the stage without its write: {r['noop_sink_seconds'] / r['seconds']:.2f} of its time")
         for r in (r for r in results if r["events"] == events and r.get("wide_bytes_per_row")):
             # The same examples in input layout 1: what layout 2's bytes per row compare with.
             lines.append(f"{events:>12,} {'layout-1 B/row':<19} {r['wide_bytes_per_row']:>8,.1f}  "
@@ -260,6 +271,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wide-bytes", action="store_true",
                         help="also write build-training-set's examples in input layout 1 (every slot's category, "
                              "SID codes and mask, BIGINT arrays) and print its bytes per row beside layout 2's")
+    parser.add_argument("--sink-share", action="store_true",
+                        help="also time build-training-set's job into Spark's noop sink (everything but the "
+                             "write) on the same tables")
     parser.add_argument("--references-up-to", type=int, default=0, metavar="EVENTS",
                         help="also time the single-process references of collab-vectors, retrieve and "
                              "build-training-set at the sizes up to EVENTS (default 0: none; a reference holds "

@@ -54,6 +54,12 @@ def test_growth_is_each_stage_time_ratio_over_the_events_ratio():
     assert "      10,000 total                  150.0" in table and line in table
 
 
+def test_the_table_shows_build_training_set_without_its_write_as_a_share_of_its_time():
+    row = {"events": 1000, "stage": "build-training-set", "seconds": 80.0, "rows_in": 1, "rows_out": 1,
+           "peak_jvm_mb": None, "peak_python_workers_mb": None, "spilled_mb": None, "noop_sink_seconds": 30.0}
+    assert "training-set, noop      30.0  the stage without its write: 0.38 of its time" in format_table([row])
+
+
 def test_the_sampler_sees_this_process_grow():
     with MemorySampler(jvm_pid=os.getppid(), interval_s=0.05) as sampler:
         ballast = bytearray(200 * 2**20)  # 200 MB touched
