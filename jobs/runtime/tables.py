@@ -79,6 +79,9 @@ class TableSpec:
     repeating_arrays: bool = False
 
 
+REPEATING_ARRAYS_CODEC = "zstd"
+
+
 def repeating_array_settings(schema: T.StructType) -> dict[str, str]:
     """Session settings under which Parquet stores `schema`'s array columns so that a row repeating the
     previous row's values costs a few bytes: zstd (whose matches reach across rows) and no dictionary
@@ -91,8 +94,6 @@ def repeating_array_settings(schema: T.StructType) -> dict[str, str]:
             settings[f"parquet.enable.dictionary#{field.name}.list.element"] = "false"
     return settings
 
-
-REPEATING_ARRAYS_CODEC = "zstd"
 
 def _fields(*pairs: tuple[str, T.DataType]) -> T.StructType:
     return T.StructType([T.StructField(n, t, True) for n, t in pairs])
