@@ -91,8 +91,10 @@ def build_retrieval_report(spark: SparkSession, config: Config,
         return report
 
     topics = truth.select("item_id", "topic_l2").toPandas().set_index("item_id")["topic_l2"]
-    positives = (candidates.join(store.read("samples").where("label = 1 AND NOT is_sampled_negative")
-                                 .select("sample_id", "item_id"), "sample_id")
+    # The samples' own item (retrieve carries it too, in tables written since: one copy is kept).
+    positives = (candidates.drop("item_id", "label")
+                 .join(store.read("samples").where("label = 1 AND NOT is_sampled_negative")
+                       .select("sample_id", "item_id"), "sample_id")
                  .orderBy(F.xxhash64("sample_id")).limit(max_samples).toPandas())
     report.precision_samples = len(positives)
     target_topics = topics.reindex(positives["item_id"]).to_numpy()

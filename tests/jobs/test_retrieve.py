@@ -196,7 +196,7 @@ def test_spark_and_single_process_paths_equal_the_kernel_on_random_users(spark, 
 
 
 def test_every_training_example_of_the_tiny_world_equals_the_per_sample_reference(spark, tiny_tables):
-    from jobs.training.build_training_set import output_columns
+    from jobs.training.build_training_set import output_columns, with_targets
     from jobs.training.training_data import item_lookup_arrays
     from r2led_model.models.item_lookup import ItemLookup
     from tests.helpers import config_in
@@ -204,8 +204,7 @@ def test_every_training_example_of_the_tiny_world_equals_the_per_sample_referenc
 
     config = config_in(tiny_tables)
     store = TableStore(spark, config.tables)
-    candidates = store.read("route_candidates").join(store.read("samples").select("sample_id", "item_id", "label"),
-                                                      "sample_id")
+    candidates = with_targets(store.read("route_candidates"), store.read("samples"))
     routes = [c[len("cand_"):-len("_pos")] for c in candidates.columns if c.startswith("cand_") and c.endswith("_pos")]
     index = {r["item_id"]: (r["item_idx"], r["category_idx"], r["sid"]) for r in store.read("item_index").collect()}
     levels = len(next(iter(index.values()))[2])
