@@ -30,7 +30,8 @@ from jobs.retrieval.table_shapes import candidate_routes
 from jobs.runtime.tables import REPEATING_ARRAYS_CODEC, TableStore, spec_for
 from jobs.sequences.splits import training_window_end
 from jobs.sequences.user_partitions import STORED_SEQUENCE_COLUMNS, as_partition_sequences
-from jobs.training.build_training_set import example_sample_columns, examples_for_partition, output_columns
+from jobs.training.build_training_set import (carries_targets, example_sample_columns, examples_for_partition,
+                                              output_columns)
 from r2led_model.arrow_arrays import list_column
 from r2led_model.config import Config
 from r2led_model.retrieval.item_feature_lookup import ItemFeatureLookup
@@ -98,10 +99,10 @@ def _write(batches: Iterator[pa.RecordBatch], schema: pa.Schema, out: Path, *, r
             yield batch
 
     file_options = None
-    if repeating_arrays:
-        plain = {name for name in schema.names if pa.types.is_list(schema.field(name).type)}
-        file_options = ds.ParquetFileFormat().make_write_options(
-            compression=REPEATING_ARRAYS_CODEC, use_dictionary=[name for name in schema.names if name not in plain])
+    if repeating_arrays:  # a dictionary for the scalar columns only
+        scalars = [name for name in schema.names if not pa.types.is_list(schema.field(name).type)]
+        file_options = ds.ParquetFileFormat().make_write_options(compression=REPEATING_ARRAYS_CODEC,
+                                                                 use_dictionary=scalars)
     ds.write_dataset(counted(), out, schema=schema, format="parquet", partitioning=["split"],
                      partitioning_flavor="hive", file_options=file_options)
     return written
@@ -152,7 +153,7 @@ def training_set_reference(store: TableStore, config: Config, out: Path) -> int:
     candidates = snapshot(store, "route_candidates")
     routes = candidate_routes(candidates.column_names)
     sample_columns = example_sample_columns(routes)
-    if {"item_id", "label"} <= set(candidates.column_names):  # as build-training-set reads them (`with_targets`)
+    if carries_targets(candidates.column_names):  # as build-training-set reads them (`with_targets`)
         samples = candidates.select(sample_columns)
     else:
         samples = joined(candidates.drop_columns(["split"]),

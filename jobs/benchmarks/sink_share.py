@@ -1,7 +1,7 @@
 """What build-training-set's Spark job costs before its write: `benchmark scale --sink-share` runs the
-stage's own job (`build_examples` over `with_targets`, the stage's partitions) on the tables the stage
-just read, into Spark's `noop` sink, which consumes every row and writes nothing. The stage's seconds less
-these are the Parquet/Delta write and the stage's bookkeeping (the item index, the counts)."""
+stage's own job (`build_training_set.full_examples`) on the tables the stage just read, into Spark's `noop`
+sink, which consumes every row and writes nothing. The stage's seconds less these are the Parquet/Delta
+write and the stage's bookkeeping (the item index, the counts)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,14 @@ import time
 
 from pyspark.sql import SparkSession
 
-from jobs.retrieval.table_shapes import candidate_routes
 from jobs.runtime.tables import TableStore
-from jobs.training.build_training_set import build_examples, with_targets
+from jobs.training.build_training_set import full_examples
 from r2led_model.config import Config
 
 
 def noop_sink_seconds(spark: SparkSession, store: TableStore, config: Config) -> dict:
     """{"noop_sink_seconds"}: build-training-set's examples computed and consumed, not written."""
-    candidates = store.read("route_candidates")
-    examples = build_examples(with_targets(candidates, store.read("samples")), store.read("user_sequences"),
-                              store.read("item_index"), candidate_routes(candidates.columns), config.training_set,
-                              partitions=config.training_set.files_per_split)
+    examples = full_examples(store, store.read("route_candidates"), config.training_set)
     started = time.perf_counter()
     examples.write.format("noop").mode("overwrite").save()
     return {"noop_sink_seconds": round(time.perf_counter() - started, 2)}

@@ -302,7 +302,7 @@ def _ingest(spark: SparkSession, config: Config, parsed: ParsedSource, run_id: s
         rejected = F.col("fate") == REJECTED
         classified = keep(classified.withColumn("raw", F.when(rejected, F.col("raw")))
                           .withColumn("source_file", F.when(rejected, F.col("source_file"))))
-        rejects = _numbered(classified.where(F.col("fate") == REJECTED).select("raw", "reason", "source_file"))
+        rejects = _numbered(classified.where(rejected).select("raw", "reason", "source_file"))
         rejects = keep(_mark_stored_earlier(store, rejects, run_id) if until_day
                        else rejects.withColumn("stored_earlier", F.lit(False)))
         return _write(store, config.ingest, parsed, run_id, day=day, classified=classified, rejects=rejects,

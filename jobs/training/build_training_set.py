@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -68,13 +68,27 @@ def build_item_index(spark: SparkSession, items: DataFrame, sids: DataFrame, lev
     return with_model_sids(index, sids, levels)
 
 
+def carries_targets(candidate_columns: Iterable[str]) -> bool:
+    """Whether route candidates hold each sample's target item and label (retrieve writes both; tables
+    written before it did lack them)."""
+    return {"item_id", "label"} <= set(candidate_columns)
+
+
 def with_targets(candidates: DataFrame, samples: DataFrame) -> DataFrame:
-    """Route candidates with each sample's target item and label. retrieve carries both, so no join
-    (and no shuffle of the candidate arrays by sample_id) is needed; candidates written before it did
-    are joined with `samples`."""
-    if {"item_id", "label"} <= set(candidates.columns):
+    """Route candidates with each sample's target item and label: as they are when they carry both, so no
+    join (and no shuffle of the candidate arrays by sample_id) is needed; else joined with `samples`."""
+    if carries_targets(candidates.columns):
         return candidates
     return candidates.join(samples.select("sample_id", "item_id", "label"), "sample_id")
+
+
+def full_examples(store: TableStore, candidates: DataFrame, config: TrainingSetConfig) -> DataFrame:
+    """Every example of `candidates` (build-training-set's full run): `files_per_split` user partitions, each
+    writing one file per split (Petastorm hands whole row groups to each training process: a split in one
+    file could feed only one), in the order `build_examples` emits them (`EXAMPLE_ORDER` inside each file)."""
+    return build_examples(with_targets(candidates, store.read("samples")), store.read("user_sequences"),
+                          store.read("item_index"), candidate_routes(candidates.columns), config,
+                          partitions=config.files_per_split)
 
 
 def example_sample_columns(routes: Sequence[str]) -> list[str]:
@@ -291,12 +305,7 @@ def run(spark: SparkSession, config: Config) -> TrainingSetResult:
         refreshed.unpersist()
     else:
         store.overwrite("item_index", build_item_index(spark, store.read("items"), sids, levels))
-    samples = with_targets(candidates, store.read("samples"))
-    # `files_per_split` user partitions, each writing one file per split (Petastorm hands whole row
-    # groups to each training process: a split in one file could feed only one), in the order
-    # `build_examples` emits them (`EXAMPLE_ORDER` inside each file).
-    examples = build_examples(samples, store.read("user_sequences"), store.read("item_index"), routes,
-                              config.training_set, partitions=config.training_set.files_per_split)
+    examples = full_examples(store, candidates, config.training_set)
     codebook_version, collab_version = _one_version_pair(candidates)
     examples = (examples.withColumn("codebook_version", F.lit(codebook_version))
                 .withColumn("collab_version", F.lit(collab_version))
